@@ -1,0 +1,114 @@
+/** agent.yaml: schema → normalise → cross-field rules, every problem with its path. */
+import { Type, type Static } from '@sinclair/typebox';
+import { checkSchema, joinPath, loadConfig, resolvePath, type ConfigProblem } from '../lib/config.js';
+import { tiers } from '../lib/wire.js';
+import type { TlsFiles } from '../lib/tls/files.js';
+import { checkRepositorySettings, type RepositorySettings } from '../plugins/storage/registry.js';
+import { getPlugin, pluginNames } from '../plugins/engines/registry.js';
+import type { ComponentBase } from '../plugins/engines/types.js';
+
+const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' });
+
+const ComponentSchema = Type.Object(
+  {
+    name: Name,
+    plugin: Type.String({ minLength: 1 }),
+    tier: Type.Union(tiers.map((t) => Type.Literal(t)), { default: 'storage' }),
+    shard: Type.Optional(Type.String({ minLength: 1 })),
+    role: Type.Optional(Type.String({ minLength: 1 })),
+  },
+  { additionalProperties: true },
+);
+
+export const AgentConfigSchema = Type.Object(
+  {
+    node: Name,
+    listen: Type.Object(
+      {
+        host: Type.String({ minLength: 1, default: '0.0.0.0' }),
+        port: Type.Integer({ minimum: 0, maximum: 65535 }),
+      },
+      { additionalProperties: false },
+    ),
+    tls: Type.Object(
+      { ca: Type.String({ minLength: 1 }), cert: Type.String({ minLength: 1 }), key: Type.String({ minLength: 1 }) },
+      { additionalProperties: false },
+    ),
+    stateDir: Type.String({ minLength: 1 }),
+    repository: Type.Object({ driver: Type.String({ minLength: 1 }) }, { additionalProperties: true }),
+    components: Type.Array(ComponentSchema, { minItems: 1 }),
+    log: Type.Object(
+      { level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }) },
+      { additionalProperties: false, default: {} },
+    ),
+    jobHistory: Type.Integer({ minimum: 1, default: 200 }),
+  },
+  { additionalProperties: false },
+);
+
+type RawAgentConfig = Static<typeof AgentConfigSchema>;
+
+export type ComponentConfig = ComponentBase & Record<string, unknown>;
+
+export interface AgentConfig {
+  file: string;
+  node: string;
+  listen: { host: string; port: number };
+  tls: TlsFiles;
+  stateDir: string;
+  repository: RepositorySettings;
+  repositoryBaseDir: string;
+  components: ComponentConfig[];
+  logLevel: string;
+  jobHistory: number;
+}
+
+const PATH_SETTINGS = ['path'];
+
+function normalise(file: string) {
+  return (raw: RawAgentConfig, baseDir: string): AgentConfig => ({
+    file,
+    node: raw.node,
+    listen: raw.listen,
+    tls: {
+      ca: resolvePath(baseDir, raw.tls.ca),
+      cert: resolvePath(baseDir, raw.tls.cert),
+      key: resolvePath(baseDir, raw.tls.key),
+    },
+    stateDir: resolvePath(baseDir, raw.stateDir),
+    repository: raw.repository as RepositorySettings,
+    repositoryBaseDir: baseDir,
+    components: raw.components.map((c) => {
+      const out: Record<string, unknown> = { ...c };
+      for (const k of PATH_SETTINGS) if (typeof out[k] === 'string') out[k] = resolvePath(baseDir, out[k] as string);
+      return out as ComponentConfig;
+    }),
+    logLevel: raw.log.level,
+    jobHistory: raw.jobHistory,
+  });
+}
+
+function rules(cfg: AgentConfig): ConfigProblem[] {
+  const problems: ConfigProblem[] = [...checkRepositorySettings(cfg.repository, 'repository')];
+  const seen = new Map<string, number>();
+  cfg.components.forEach((c, i) => {
+    const at = `components[${i}]`;
+    const prev = seen.get(c.name);
+    if (prev !== undefined) problems.push({ path: `${at}.name`, message: `"${c.name}" is already the name of components[${prev}]` });
+    seen.set(c.name, i);
+    const plugin = getPlugin(c.plugin);
+    if (!plugin) {
+      problems.push({ path: `${at}.plugin`, message: `unknown plugin "${c.plugin}" (known: ${pluginNames().join(', ')})` });
+      return;
+    }
+    const { name: _n, plugin: _p, tier: _t, shard: _s, role: _r, ...settings } = c;
+    const settingProblems = checkSchema(plugin.configSchema, settings);
+    problems.push(...settingProblems.map((p) => ({ path: joinPath(at, p.path), message: p.message })));
+    if (settingProblems.length === 0) Object.assign(c, settings); // schema defaults filled in
+  });
+  return problems;
+}
+
+export async function loadAgentConfig(file: string): Promise<AgentConfig> {
+  return loadConfig(file, AgentConfigSchema, normalise(file), rules);
+}

@@ -1,0 +1,212 @@
+/**
+ * The agent's job runner: a job is created with an id at once and runs in the
+ * background; one job at a time per component; state, progress and leftovers are
+ * journaled; a restarted agent marks what was running as interrupted and cleans up.
+ */
+import { rename, rm, stat } from 'node:fs/promises';
+import { LockstepError, toErrorInfo } from '../../lib/errors.js';
+import { newJobId } from '../../lib/ids.js';
+import type { Logger } from '../../lib/log.js';
+import type { Job, JobKind, JobRequest, JobRequestOf, Progress } from '../../lib/wire.js';
+import { Journal, type Leftover } from './journal.js';
+
+export interface JobContext {
+  job: Job;
+  signal: AbortSignal;
+  log: Logger;
+  progress(update: Partial<Progress>): void;
+  /** record a leftover before creating it */
+  addLeftover(l: Leftover): Promise<void>;
+  /** forget a leftover once it is no longer one (e.g. the service is running again) */
+  dropLeftover(l: Leftover): Promise<void>;
+}
+
+export type JobHandler<K extends JobKind> = (req: JobRequestOf<K>, ctx: JobContext) => Promise<unknown>;
+export type JobHandlers = { [K in JobKind]: JobHandler<K> };
+
+/** What recovery does for a leftover `restart-service`. */
+export type RestartService = (component: string) => Promise<void>;
+
+interface Live {
+  job: Job;
+  leftovers: Leftover[];
+  abort: AbortController;
+  started: number;
+}
+
+const sameLeftover = (a: Leftover, b: Leftover) => JSON.stringify(a) === JSON.stringify(b);
+
+export class JobRunner {
+  private readonly jobs = new Map<string, Job>();
+  private readonly live = new Map<string, Live>();
+  private readonly busy = new Map<string, string>(); // component → job id
+  private readonly journal: Journal;
+
+  constructor(
+    private readonly node: string,
+    journalDir: string,
+    private readonly handlers: JobHandlers,
+    private readonly log: Logger,
+    private readonly history: number,
+    private readonly restart: RestartService,
+  ) {
+    this.journal = new Journal(journalDir);
+  }
+
+  /** Load the journal; anything that was running is interrupted and its leftovers undone. */
+  async recover(): Promise<Job[]> {
+    await this.journal.init();
+    const interrupted: Job[] = [];
+    for (const rec of await this.journal.readAll()) {
+      const job = rec.job;
+      if (job.state === 'running') {
+        const actions = await this.undo(rec.leftovers);
+        job.state = 'interrupted';
+        job.finishedAt = new Date().toISOString();
+        job.error = {
+          code: 'LOCKSTEP_E_AGENT_INTERRUPTED',
+          message: `job ${job.id} (${job.kind} of ${job.component}) was interrupted: the agent on ${this.node} stopped while it ran`,
+          node: this.node,
+        };
+        job.recovery = actions;
+        await this.journal.write({ job, leftovers: [] });
+        this.log.warn({ job: job.id, kind: job.kind, component: job.component, actions }, 'job interrupted by agent restart; leftovers cleaned');
+        interrupted.push(job);
+      }
+      this.jobs.set(job.id, job);
+    }
+    await this.trimHistory();
+    return interrupted;
+  }
+
+  private async undo(leftovers: Leftover[]): Promise<string[]> {
+    const actions: string[] = [];
+    for (const l of [...leftovers].reverse()) {
+      try {
+        if (l.kind === 'path') {
+          await rm(l.path, { recursive: true, force: true });
+          actions.push(`removed ${l.path}`);
+        } else if (l.kind === 'undo-rename') {
+          const toExists = await stat(l.to).then(() => true, () => false);
+          const fromExists = await stat(l.from).then(() => true, () => false);
+          if (toExists && !fromExists) {
+            await rename(l.to, l.from);
+            actions.push(`moved ${l.to} back to ${l.from}`);
+          }
+        } else {
+          await this.restart(l.component);
+          actions.push(`started component ${l.component} again`);
+        }
+      } catch (err) {
+        actions.push(`could not undo ${JSON.stringify(l)}: ${toErrorInfo(err).message}`);
+      }
+    }
+    return actions;
+  }
+
+  get(id: string): Job {
+    const job = this.jobs.get(id);
+    if (!job) throw new LockstepError('LOCKSTEP_E_JOB_NOT_FOUND', `no job ${id} on ${this.node}`, { node: this.node });
+    return job;
+  }
+
+  list(): Job[] {
+    return [...this.jobs.values()];
+  }
+
+  busyComponents(): Map<string, string> {
+    return this.busy;
+  }
+
+  cancel(id: string): Job {
+    const job = this.get(id);
+    this.live.get(id)?.abort.abort(new LockstepError('LOCKSTEP_E_CANCELLED', `job ${id} was cancelled`, { node: this.node }));
+    return job;
+  }
+
+  /** Create a job and start it; returns at once. */
+  async start(req: JobRequest): Promise<Job> {
+    const holder = this.busy.get(req.component);
+    if (holder) {
+      const other = this.jobs.get(holder);
+      throw new LockstepError(
+        'LOCKSTEP_E_COMPONENT_BUSY',
+        `component ${req.component} on ${this.node} is busy with job ${holder} (${other?.kind ?? '?'})`,
+        { node: this.node, hint: 'wait for that job or cancel it' },
+      );
+    }
+    const job: Job = {
+      id: newJobId(),
+      node: this.node,
+      kind: req.kind,
+      component: req.component,
+      request: req,
+      state: 'running',
+      createdAt: new Date().toISOString(),
+      progress: { phase: 'starting', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, rate: 0 },
+    };
+    const live: Live = { job, leftovers: [], abort: new AbortController(), started: performance.now() };
+    this.busy.set(req.component, job.id);
+    this.jobs.set(job.id, job);
+    this.live.set(job.id, live);
+    await this.journal.write({ job, leftovers: [] });
+    void this.run(req, live);
+    return job;
+  }
+
+  private async run(req: JobRequest, live: Live): Promise<void> {
+    const { job } = live;
+    const log = this.log.child({ job: job.id, kind: job.kind, component: job.component });
+    const ctx: JobContext = {
+      job,
+      signal: live.abort.signal,
+      log,
+      progress: (u) => {
+        Object.assign(job.progress, u);
+        const secs = (performance.now() - live.started) / 1000;
+        job.progress.rate = secs > 0 ? Math.round(job.progress.bytesDone / secs) : 0;
+      },
+      addLeftover: async (l) => {
+        live.leftovers.push(l);
+        await this.journal.write({ job, leftovers: live.leftovers });
+      },
+      dropLeftover: async (l) => {
+        live.leftovers = live.leftovers.filter((x) => !sameLeftover(x, l));
+        await this.journal.write({ job, leftovers: live.leftovers });
+      },
+    };
+    log.info('job started');
+    try {
+      const handler = this.handlers[req.kind] as JobHandler<JobKind>;
+      job.result = await handler(req as JobRequestOf<JobKind>, ctx);
+      job.state = 'succeeded';
+    } catch (err) {
+      job.state = live.abort.signal.aborted ? 'cancelled' : 'failed';
+      job.error = toErrorInfo(err, 'LOCKSTEP_E_INTERNAL', this.node);
+      // a failed job undoes what it left, as recovery would; a job that succeeded
+      // hands its leftovers on (a snapshot dir to upload, a staged dir to swap in)
+      job.recovery = await this.undo(live.leftovers);
+    }
+    job.finishedAt = new Date().toISOString();
+    job.durationMs = Math.round(performance.now() - live.started);
+    job.progress.phase = job.state;
+    this.busy.delete(job.component);
+    this.live.delete(job.id);
+    try {
+      await this.journal.write({ job, leftovers: [] });
+    } catch (err) {
+      log.error({ err: toErrorInfo(err) }, 'cannot write job journal');
+    }
+    if (job.state === 'succeeded') log.info({ durationMs: job.durationMs }, 'job succeeded');
+    else log.warn({ durationMs: job.durationMs, error: job.error }, 'job did not succeed');
+    await this.trimHistory();
+  }
+
+  private async trimHistory(): Promise<void> {
+    const done = [...this.jobs.values()].filter((j) => j.state !== 'running');
+    for (const j of done.slice(0, Math.max(0, done.length - this.history))) {
+      this.jobs.delete(j.id);
+      await this.journal.remove(j.id);
+    }
+  }
+}

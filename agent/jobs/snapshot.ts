@@ -1,0 +1,30 @@
+/** Jobs `snapshot` (the plugin produces the files into a snapshot dir) and `cleanup`. */
+import { mkdir, rm } from 'node:fs/promises';
+import { treeSize } from '../../lib/tree.js';
+import type { JobRequestOf, SnapshotResult } from '../../lib/wire.js';
+import type { AgentNode } from '../node.js';
+import type { JobContext } from './runner.js';
+
+export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>, ctx: JobContext): Promise<SnapshotResult> {
+  const { config, plugin } = node.component(req.component);
+  const dir = node.snapshotDir(req.backupId, req.component);
+  const t0 = performance.now();
+  await ctx.addLeftover({ kind: 'path', path: dir });
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  ctx.progress({ phase: 'snapshot' });
+  const restart = { kind: 'restart-service', component: req.component } as const;
+  const outcome = await plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), dir, async (stopped) => {
+    if (stopped) await ctx.addLeftover(restart);
+    else await ctx.dropLeftover(restart);
+  });
+  const size = await treeSize(dir);
+  return { files: size.files, bytes: size.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), configFiles: outcome.configFiles };
+}
+
+export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>): Promise<{ removed: string }> {
+  node.component(req.component);
+  const dir = node.snapshotDir(req.backupId, req.component);
+  await rm(dir, { recursive: true, force: true });
+  return { removed: dir };
+}

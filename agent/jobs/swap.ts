@@ -1,0 +1,80 @@
+/**
+ * Jobs `swap`, `rollback` and `finish`. Swap moves the live data aside (never deletes
+ * it) and renames the staged data into place; rollback puts the old data back;
+ * finish removes the old data only once the restore has succeeded.
+ */
+import { rename, rm, stat } from 'node:fs/promises';
+import { LockstepError } from '../../lib/errors.js';
+import type { JobRequestOf } from '../../lib/wire.js';
+import type { AgentNode } from '../node.js';
+import type { JobContext } from './runner.js';
+
+const exists = (p: string) => stat(p).then(() => true, () => false);
+
+function sets(node: AgentNode, component: string): string[] {
+  const { config, plugin } = node.component(component);
+  return Object.values(plugin.node.paths(config));
+}
+
+export async function swapJob(node: AgentNode, req: JobRequestOf<'swap'>, ctx: JobContext): Promise<{ old: string[] }> {
+  const lives = sets(node, req.component);
+  for (const live of lives) {
+    if (!(await exists(node.stagingPath(live, req.restoreId)))) {
+      throw new LockstepError('LOCKSTEP_E_NOT_STAGED', `nothing staged for restore ${req.restoreId} at ${node.stagingPath(live, req.restoreId)}`, { node: node.name });
+    }
+  }
+  const old: string[] = [];
+  ctx.progress({ phase: 'swapping' });
+  for (const live of lives) {
+    const staging = node.stagingPath(live, req.restoreId);
+    const aside = node.oldPath(live, req.restoreId);
+    // recorded before each move; undone in reverse if the agent dies mid-way
+    await ctx.addLeftover({ kind: 'path', path: staging });
+    if (await exists(live)) {
+      await ctx.addLeftover({ kind: 'undo-rename', from: live, to: aside });
+      await rename(live, aside);
+      old.push(aside);
+    }
+    await ctx.addLeftover({ kind: 'undo-rename', from: staging, to: live });
+    await rename(staging, live);
+  }
+  return { old };
+}
+
+export async function rollbackJob(node: AgentNode, req: JobRequestOf<'rollback'>, ctx: JobContext): Promise<{ actions: string[] }> {
+  const actions: string[] = [];
+  ctx.progress({ phase: 'rolling back' });
+  for (const live of sets(node, req.component)) {
+    const aside = node.oldPath(live, req.restoreId);
+    const staging = node.stagingPath(live, req.restoreId);
+    if (await exists(aside)) {
+      // the restored copy can be fetched again from the repository: it may go
+      if (await exists(live)) {
+        await rm(live, { recursive: true, force: true });
+        actions.push(`removed restored ${live}`);
+      }
+      await rename(aside, live);
+      actions.push(`moved ${aside} back to ${live}`);
+    }
+    if (await exists(staging)) {
+      await rm(staging, { recursive: true, force: true });
+      actions.push(`removed ${staging}`);
+    }
+  }
+  return { actions };
+}
+
+export async function finishJob(node: AgentNode, req: JobRequestOf<'finish'>, ctx: JobContext): Promise<{ removed: string[]; kept: string[] }> {
+  const out = { removed: [] as string[], kept: [] as string[] };
+  ctx.progress({ phase: 'finishing' });
+  for (const live of sets(node, req.component)) {
+    const aside = node.oldPath(live, req.restoreId);
+    if (!(await exists(aside))) continue;
+    if (req.keepOld) out.kept.push(aside);
+    else {
+      await rm(aside, { recursive: true, force: true });
+      out.removed.push(aside);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,21 @@
+/** Job `upload`: the snapshot dir goes straight into the repository. */
+import { stat } from 'node:fs/promises';
+import { LockstepError } from '../../lib/errors.js';
+import type { JobRequestOf, UploadResult } from '../../lib/wire.js';
+import { uploadSnapshot } from '../transfer/upload.js';
+import type { AgentNode } from '../node.js';
+import type { JobContext } from './runner.js';
+
+export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ctx: JobContext): Promise<UploadResult> {
+  const { config, plugin } = node.component(req.component);
+  const dir = node.snapshotDir(req.backupId, req.component);
+  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+    throw new LockstepError('LOCKSTEP_E_SNAPSHOT_MISSING', `no snapshot of ${req.component} for backup ${req.backupId} on ${node.name}`, {
+      node: node.name,
+      hint: 'the agent may have restarted since the snapshot; run the backup again',
+    });
+  }
+  const repo = await node.repositoryFor(req.repositoryId);
+  const sets = Object.keys(plugin.node.paths(config));
+  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component }, ctx);
+}

@@ -1,0 +1,147 @@
+/**
+ * What one agent knows about its node: its components with their plugins, the
+ * repository it writes to, and where snapshots, staging and old data live.
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { readdir, rm } from 'node:fs/promises';
+import { dirname, basename } from 'node:path';
+import { LockstepError, toErrorInfo } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import { Repository } from '../lib/repo/repository.js';
+import type { ComponentDescription, NodeDescription } from '../lib/wire.js';
+import { openDriver } from '../plugins/storage/registry.js';
+import { getPlugin } from '../plugins/engines/registry.js';
+import type { EnginePlugin, NodeContext } from '../plugins/engines/types.js';
+import type { AgentConfig, ComponentConfig } from './config.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface BoundComponent {
+  config: ComponentConfig;
+  plugin: EnginePlugin;
+}
+
+export class AgentNode {
+  readonly components = new Map<string, BoundComponent>();
+  private repo?: Repository;
+
+  constructor(
+    readonly config: AgentConfig,
+    readonly log: Logger,
+  ) {
+    for (const c of config.components) {
+      const plugin = getPlugin(c.plugin);
+      if (!plugin) throw new LockstepError('LOCKSTEP_E_CONFIG_INVALID', `unknown plugin ${c.plugin}`);
+      this.components.set(c.name, { config: c, plugin });
+    }
+  }
+
+  get name(): string {
+    return this.config.node;
+  }
+
+  component(name: string): BoundComponent {
+    const c = this.components.get(name);
+    if (!c) {
+      throw new LockstepError('LOCKSTEP_E_COMPONENT_UNKNOWN', `node ${this.name} has no component "${name}" (it has: ${[...this.components.keys()].join(', ')})`, {
+        node: this.name,
+      });
+    }
+    return c;
+  }
+
+  ctx(signal: AbortSignal, log = this.log): NodeContext {
+    return { node: this.name, log, signal };
+  }
+
+  /** The repository, opened on first use (and again after a failure). */
+  async repository(): Promise<Repository> {
+    this.repo ??= await Repository.open(openDriver(this.config.repository, this.config.repositoryBaseDir), this.name);
+    return this.repo;
+  }
+
+  async repositoryFor(expectedId: string): Promise<Repository> {
+    this.repo = undefined; // re-read: the location may have been remounted
+    const repo = await this.repository();
+    if (repo.id !== expectedId) {
+      throw new LockstepError(
+        'LOCKSTEP_E_REPO_MISMATCH',
+        `node ${this.name} sees repository ${repo.id} at ${repo.location}, the coordinator uses ${expectedId}`,
+        { node: this.name, hint: 'the agent and the coordinator must point at the same repository (is the shared directory mounted on this node?)' },
+      );
+    }
+    return repo;
+  }
+
+  snapshotDir(backupId: string, component: string): string {
+    return join(this.config.stateDir, 'snapshots', backupId, component);
+  }
+
+  stagingPath(live: string, restoreId: string): string {
+    return `${live}.lockstep-staging-${restoreId}`;
+  }
+
+  oldPath(live: string, restoreId: string): string {
+    return `${live}.lockstep-old-${restoreId}`;
+  }
+
+  async describe(): Promise<NodeDescription> {
+    const components: ComponentDescription[] = [];
+    for (const { config, plugin } of this.components.values()) {
+      const ctx = this.ctx(AbortSignal.timeout(30_000));
+      try {
+        const d = await plugin.node.describe(config, ctx);
+        components.push({ ...d, name: config.name, plugin: plugin.name, capabilities: [...plugin.capabilities] });
+      } catch (err) {
+        components.push({
+          name: config.name,
+          plugin: plugin.name,
+          tier: config.tier,
+          role: config.role ?? 'unknown',
+          shard: config.shard ?? `${this.name}/${config.name}`,
+          paths: plugin.node.paths(config),
+          configFiles: [],
+          sizeBytes: 0,
+          files: 0,
+          health: { ok: false, message: `describe failed: ${toErrorInfo(err).message}` },
+          capabilities: [...plugin.capabilities],
+        });
+      }
+    }
+    let repository: NodeDescription['repository'];
+    try {
+      this.repo = undefined;
+      const repo = await this.repository();
+      repository = { location: repo.location, id: repo.id };
+    } catch (err) {
+      repository = { location: String(this.config.repository.path ?? this.config.repository.driver), error: toErrorInfo(err, 'LOCKSTEP_E_REPO_UNREADABLE', this.name) };
+    }
+    return { node: this.name, agentVersion: AGENT_VERSION, hostname: hostname(), components, repository };
+  }
+
+  /**
+   * At start-up no job runs, so snapshot dirs and staging dirs left by a crash are
+   * garbage. Old data moved aside by a restore is never touched here.
+   */
+  async sweep(): Promise<string[]> {
+    const removed: string[] = [];
+    const snaps = join(this.config.stateDir, 'snapshots');
+    for (const name of await readdir(snaps).catch(() => [] as string[])) {
+      await rm(join(snaps, name), { recursive: true, force: true });
+      removed.push(join(snaps, name));
+    }
+    for (const { config, plugin } of this.components.values()) {
+      for (const live of Object.values(plugin.node.paths(config))) {
+        const prefix = `${basename(live)}.lockstep-staging-`;
+        for (const name of await readdir(dirname(live)).catch(() => [] as string[])) {
+          if (name.startsWith(prefix)) {
+            await rm(join(dirname(live), name), { recursive: true, force: true });
+            removed.push(join(dirname(live), name));
+          }
+        }
+      }
+    }
+    return removed;
+  }
+}

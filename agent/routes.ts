@@ -1,0 +1,55 @@
+/** The agent API, version 1. Long work runs as jobs: POST returns the job at once. */
+import { Type } from '@sinclair/typebox';
+import { toErrorInfo } from '../lib/errors.js';
+import {
+  API_PREFIX,
+  JobRequestSchema,
+  JobSchema,
+  NodeDescriptionSchema,
+  PreflightRequestSchema,
+  PreflightResultSchema,
+  type JobRequest,
+  type PreflightResult,
+} from '../lib/wire.js';
+import type { AgentNode } from './node.js';
+import type { JobRunner } from './jobs/runner.js';
+import { preflight } from './preflight.js';
+import type { AgentApp } from './server.js';
+
+export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner): void {
+  app.get(`${API_PREFIX}/node`, { schema: { response: { 200: NodeDescriptionSchema } } }, async () => node.describe());
+
+  app.post<{ Body: { repositoryId: string; backupId?: string } }>(
+    `${API_PREFIX}/preflight`,
+    { schema: { body: PreflightRequestSchema, response: { 200: PreflightResultSchema } } },
+    async (req): Promise<PreflightResult> => preflight(node, runner, req.body.repositoryId),
+  );
+
+  app.post<{ Body: JobRequest }>(`${API_PREFIX}/jobs`, { schema: { body: JobRequestSchema, response: { 202: JobSchema } } }, async (req, reply) => {
+    node.component(req.body.component); // unknown component: 404 before a job exists
+    const job = await runner.start(req.body);
+    return reply.code(202).send(job);
+  });
+
+  app.get(`${API_PREFIX}/jobs`, { schema: { response: { 200: Type.Object({ jobs: Type.Array(JobSchema) }) } } }, async () => ({ jobs: runner.list() }));
+
+  app.get<{ Params: { id: string } }>(
+    `${API_PREFIX}/jobs/:id`,
+    { schema: { params: Type.Object({ id: Type.String() }), response: { 200: JobSchema } } },
+    async (req) => runner.get(req.params.id),
+  );
+
+  app.post<{ Params: { id: string } }>(
+    `${API_PREFIX}/jobs/:id/cancel`,
+    { schema: { params: Type.Object({ id: Type.String() }), response: { 200: JobSchema } } },
+    async (req) => runner.cancel(req.params.id),
+  );
+
+  app.get(`${API_PREFIX}/health`, async () => {
+    try {
+      return { ok: true, node: node.name };
+    } catch (err) {
+      return { ok: false, node: node.name, error: toErrorInfo(err) };
+    }
+  });
+}

@@ -1,0 +1,71 @@
+/**
+ * A component's file index: every directory, file and symlink a snapshot holds, with
+ * mode, owner, mtime, size, whole-file sha256 and the chunks that make up the file.
+ * Paths are relative, '/'-separated, and start with the snapshot set they belong to
+ * (e.g. "data/sub/file"). An index read back from a repository is checked entry by
+ * entry: nothing in it may point outside the place it is restored to.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { LockstepError } from '../errors.js';
+import { checkSchema } from '../config.js';
+
+export const INDEX_VERSION = 1;
+
+const Common = {
+  path: Type.String({ minLength: 1 }),
+  mode: Type.Integer({ minimum: 0, maximum: 0o7777 }),
+  uid: Type.Integer(),
+  gid: Type.Integer(),
+  mtimeMs: Type.Number(),
+};
+
+export const IndexEntrySchema = Type.Union([
+  Type.Object({ type: Type.Literal('dir'), ...Common }),
+  Type.Object({
+    type: Type.Literal('file'),
+    ...Common,
+    size: Type.Integer({ minimum: 0 }),
+    sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+    chunks: Type.Array(Type.String({ pattern: '^[0-9a-f]{64}$' })),
+  }),
+  Type.Object({ type: Type.Literal('symlink'), ...Common, target: Type.String() }),
+]);
+export type IndexEntry = Static<typeof IndexEntrySchema>;
+export type FileEntry = Extract<IndexEntry, { type: 'file' }>;
+
+export const ComponentIndexSchema = Type.Object({
+  version: Type.Literal(INDEX_VERSION),
+  backupId: Type.String(),
+  node: Type.String(),
+  component: Type.String(),
+  chunkSize: Type.Integer({ minimum: 1 }),
+  sets: Type.Array(Type.String()),
+  entries: Type.Array(IndexEntrySchema),
+});
+export type ComponentIndex = Static<typeof ComponentIndexSchema>;
+
+export function isSafeRelativePath(p: string): boolean {
+  if (p.startsWith('/') || p.includes('\0')) return false;
+  return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+}
+
+export function parseIndex(text: string, where: string): ComponentIndex {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not valid JSON`, { cause: err });
+  }
+  const problems = checkSchema(ComponentIndexSchema, raw);
+  if (problems.length > 0) {
+    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid file index: ${problems[0]!.path} ${problems[0]!.message}`);
+  }
+  const index = raw as ComponentIndex;
+  for (const e of index.entries) {
+    const set = e.path.split('/')[0]!;
+    if (!isSafeRelativePath(e.path) || !index.sets.includes(set)) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} has an unsafe path "${e.path}"`);
+    }
+  }
+  return index;
+}

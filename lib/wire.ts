@@ -1,0 +1,188 @@
+/**
+ * The agent API's wire types, written once as JSON schemas (fastify validates them on
+ * every route) with the TypeScript types derived from them.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+export const API_PREFIX = '/v1';
+
+export const ErrorInfoSchema = Type.Object({
+  code: Type.String(),
+  message: Type.String(),
+  node: Type.Optional(Type.String()),
+  hint: Type.Optional(Type.String()),
+  details: Type.Optional(Type.Unknown()),
+});
+
+export const tiers = ['meta', 'storage'] as const;
+export type Tier = (typeof tiers)[number];
+
+export const HealthSchema = Type.Object({
+  ok: Type.Boolean(),
+  message: Type.String(),
+});
+export type Health = Static<typeof HealthSchema>;
+
+export const ComponentDescriptionSchema = Type.Object({
+  name: Type.String(),
+  plugin: Type.String(),
+  tier: Type.Union(tiers.map((t) => Type.Literal(t))),
+  /** replication role within its shard: primary, replica, leader, follower, standalone … */
+  role: Type.String(),
+  shard: Type.String(),
+  /** snapshot set → absolute path on the node */
+  paths: Type.Record(Type.String(), Type.String()),
+  configFiles: Type.Array(Type.String()),
+  sizeBytes: Type.Integer(),
+  files: Type.Integer(),
+  health: HealthSchema,
+  capabilities: Type.Array(Type.String()),
+});
+export type ComponentDescription = Static<typeof ComponentDescriptionSchema>;
+
+export const RepositoryStatusSchema = Type.Object({
+  location: Type.String(),
+  id: Type.Optional(Type.String()),
+  error: Type.Optional(ErrorInfoSchema),
+});
+
+export const NodeDescriptionSchema = Type.Object({
+  node: Type.String(),
+  agentVersion: Type.String(),
+  hostname: Type.String(),
+  components: Type.Array(ComponentDescriptionSchema),
+  repository: RepositoryStatusSchema,
+});
+export type NodeDescription = Static<typeof NodeDescriptionSchema>;
+
+export const PreflightRequestSchema = Type.Object({
+  repositoryId: Type.String(),
+  backupId: Type.Optional(Type.String()),
+});
+export const PreflightCheckSchema = Type.Object({
+  check: Type.String(),
+  ok: Type.Boolean(),
+  message: Type.String(),
+  error: Type.Optional(ErrorInfoSchema),
+});
+export const PreflightResultSchema = Type.Object({
+  node: Type.String(),
+  ok: Type.Boolean(),
+  checks: Type.Array(PreflightCheckSchema),
+});
+export type PreflightResult = Static<typeof PreflightResultSchema>;
+
+// ---- jobs -------------------------------------------------------------------------
+
+export const jobKinds = ['snapshot', 'upload', 'cleanup', 'stage', 'stop', 'swap', 'start', 'rollback', 'finish'] as const;
+export type JobKind = (typeof jobKinds)[number];
+
+export const jobStates = ['running', 'succeeded', 'failed', 'cancelled', 'interrupted'] as const;
+export type JobState = (typeof jobStates)[number];
+
+const Component = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' });
+const BackupId = Type.String({ pattern: '^\\d{8}-\\d{6}-[a-z0-9][a-z0-9_-]{0,39}$' });
+const RestoreId = Type.String({ pattern: '^r\\d{8}-\\d{6}-[0-9a-f]{6}$' });
+const Sha = Type.String({ pattern: '^[0-9a-f]{64}$' });
+
+/** One schema per kind; the body of POST /v1/jobs is any of them. */
+export const JobRequestSchema = Type.Union([
+  Type.Object({ kind: Type.Literal('snapshot'), component: Component, backupId: BackupId }, { additionalProperties: false }),
+  Type.Object(
+    { kind: Type.Literal('upload'), component: Component, backupId: BackupId, repositoryId: Type.String() },
+    { additionalProperties: false },
+  ),
+  Type.Object({ kind: Type.Literal('cleanup'), component: Component, backupId: BackupId }, { additionalProperties: false }),
+  Type.Object(
+    {
+      kind: Type.Literal('stage'),
+      component: Component,
+      restoreId: RestoreId,
+      backupId: BackupId,
+      repositoryId: Type.String(),
+      indexKey: Type.String(),
+      indexSha256: Sha,
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object({ kind: Type.Literal('stop'), component: Component }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('start'), component: Component }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('swap'), component: Component, restoreId: RestoreId }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('rollback'), component: Component, restoreId: RestoreId }, { additionalProperties: false }),
+  Type.Object(
+    { kind: Type.Literal('finish'), component: Component, restoreId: RestoreId, keepOld: Type.Boolean() },
+    { additionalProperties: false },
+  ),
+]);
+export type JobRequest = Static<typeof JobRequestSchema>;
+export type JobRequestOf<K extends JobKind> = Extract<JobRequest, { kind: K }>;
+
+export const ProgressSchema = Type.Object({
+  phase: Type.String(),
+  bytesDone: Type.Integer(),
+  bytesTotal: Type.Integer(),
+  filesDone: Type.Integer(),
+  filesTotal: Type.Integer(),
+  /** bytes per second over the job so far */
+  rate: Type.Number(),
+});
+export type Progress = Static<typeof ProgressSchema>;
+
+export const JobSchema = Type.Object({
+  id: Type.String(),
+  node: Type.String(),
+  kind: Type.Union(jobKinds.map((k) => Type.Literal(k))),
+  component: Type.String(),
+  request: Type.Unknown(),
+  state: Type.Union(jobStates.map((s) => Type.Literal(s))),
+  createdAt: Type.String(),
+  finishedAt: Type.Optional(Type.String()),
+  durationMs: Type.Optional(Type.Integer()),
+  progress: ProgressSchema,
+  result: Type.Optional(Type.Unknown()),
+  error: Type.Optional(ErrorInfoSchema),
+  /** what recovery did after an agent restart interrupted the job */
+  recovery: Type.Optional(Type.Array(Type.String())),
+});
+export type Job = Static<typeof JobSchema>;
+
+export function isTerminal(state: JobState): boolean {
+  return state !== 'running';
+}
+
+// ---- job results ------------------------------------------------------------------
+
+export interface SnapshotResult {
+  files: number;
+  bytes: number;
+  /** time the service was stopped or writes were blocked, if at all */
+  downtimeMs: number;
+  snapshotMs: number;
+  configFiles: string[];
+}
+
+export interface UploadResult {
+  indexKey: string;
+  indexSha256: string;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+  chunks: number;
+  chunksNew: number;
+  bytesNew: number;
+  uploadMs: number;
+}
+
+export interface StageResult {
+  files: number;
+  bytes: number;
+  bytesDownloaded: number;
+  filesReused: number;
+  stageMs: number;
+}
+
+export interface ServiceResult {
+  ran: boolean;
+  durationMs: number;
+}

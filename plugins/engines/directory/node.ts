@@ -1,0 +1,138 @@
+/**
+ * The `directory` plugin's node half: a component that is a data directory, with
+ * optional stop/start/health commands. Snapshot = stop (if configured) → copy or
+ * hard-link the files → start and wait for health; the time the service was down is
+ * measured. This is the "stop, dump, start" cron script, done right: the service is
+ * always started again, even when the copy fails or the agent is killed mid-way.
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
+import { runCommand } from '../../../lib/exec.js';
+import { copyTree, treeSize } from '../../../lib/tree.js';
+import type { Health, ServiceResult } from '../../../lib/wire.js';
+import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
+import type { DirectorySettings } from './settings.js';
+
+type Comp = ComponentBase & DirectorySettings;
+
+const HEALTH_POLL_MS = 250;
+
+async function runHealthOnce(comp: Comp, ctx: NodeContext, timeoutMs: number): Promise<Health> {
+  if (!comp.health) return { ok: true, message: 'no health command configured' };
+  try {
+    await runCommand(comp.health, { timeoutMs, signal: ctx.signal, what: `health command of component ${comp.name}`, node: ctx.node });
+    return { ok: true, message: 'health command passed' };
+  } catch (err) {
+    return { ok: false, message: toErrorInfo(err).message };
+  }
+}
+
+/** Poll the health command until it passes or the deadline ends. */
+async function waitHealthy(comp: Comp, ctx: NodeContext): Promise<void> {
+  if (!comp.health) return;
+  const deadline = Date.now() + comp.healthTimeoutMs;
+  let last: Health = { ok: false, message: 'not checked' };
+  while (Date.now() < deadline) {
+    ctx.signal.throwIfAborted();
+    last = await runHealthOnce(comp, ctx, Math.max(1000, Math.min(10_000, deadline - Date.now())));
+    if (last.ok) return;
+    await sleep(HEALTH_POLL_MS, undefined, { signal: ctx.signal });
+  }
+  throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `component ${comp.name} did not become healthy within ${comp.healthTimeoutMs} ms: ${last.message}`, {
+    node: ctx.node,
+    hint: 'check the service log; raise healthTimeoutMs if it only starts slowly',
+  });
+}
+
+async function stop(comp: Comp, ctx: NodeContext): Promise<ServiceResult> {
+  if (!comp.stop) return { ran: false, durationMs: 0 };
+  const r = await runCommand(comp.stop, { timeoutMs: comp.stopTimeoutMs, signal: ctx.signal, what: `stop command of component ${comp.name}`, node: ctx.node });
+  return { ran: true, durationMs: r.durationMs };
+}
+
+async function start(comp: Comp, ctx: NodeContext): Promise<ServiceResult> {
+  const t0 = performance.now();
+  if (comp.start) {
+    await runCommand(comp.start, { timeoutMs: comp.startTimeoutMs, signal: ctx.signal, what: `start command of component ${comp.name}`, node: ctx.node });
+  }
+  await waitHealthy(comp, ctx);
+  return { ran: comp.start !== undefined, durationMs: Math.round(performance.now() - t0) };
+}
+
+/** After a failed stop the service may be half-down: make sure it runs. */
+async function ensureRunning(comp: Comp, ctx: NodeContext): Promise<void> {
+  const h = await runHealthOnce(comp, ctx, 10_000);
+  if (comp.health && h.ok) return;
+  try {
+    await start(comp, ctx);
+  } catch (err) {
+    ctx.log.error({ component: comp.name, err: toErrorInfo(err) }, 'start after failed stop failed');
+  }
+}
+
+export const directoryNode = {
+  paths(comp) {
+    return { data: comp.path };
+  },
+
+  async describe(comp, ctx) {
+    const exists = await stat(comp.path).then((st) => st.isDirectory(), () => false);
+    const size = exists ? await treeSize(comp.path) : { files: 0, bytes: 0 };
+    const health = await runHealthOnce(comp, ctx, 10_000);
+    return {
+      tier: comp.tier,
+      role: comp.role ?? 'standalone',
+      shard: comp.shard ?? `${ctx.node}/${comp.name}`,
+      paths: { data: comp.path },
+      configFiles: comp.configFiles ?? [],
+      sizeBytes: size.bytes,
+      files: size.files,
+      health: exists ? health : { ok: false, message: `data directory ${comp.path} does not exist or is not a directory` },
+    };
+  },
+
+  async health(comp, ctx) {
+    if (!(await stat(comp.path).then((st) => st.isDirectory(), () => false))) {
+      return { ok: false, message: `data directory ${comp.path} does not exist or is not a directory` };
+    }
+    return runHealthOnce(comp, ctx, 10_000);
+  },
+
+  async snapshot(comp, ctx, into, serviceStopped) {
+    const t0 = performance.now();
+    if (comp.stop) {
+      await serviceStopped(true);
+      try {
+        await stop(comp, ctx);
+      } catch (err) {
+        await ensureRunning(comp, ctx);
+        await serviceStopped(false);
+        throw err;
+      }
+    }
+    let copyError: unknown;
+    try {
+      await copyTree(comp.path, join(into, 'data'), comp.snapshotMode, ctx.signal);
+    } catch (err) {
+      copyError = err;
+    }
+    if (comp.stop) {
+      // always start again, whatever happened to the copy
+      // a cancelled job still starts the service again
+      await start(comp, { ...ctx, signal: AbortSignal.timeout(comp.startTimeoutMs + comp.healthTimeoutMs + 1000) });
+      await serviceStopped(false);
+    }
+    if (copyError) {
+      throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `copying ${comp.path} failed: ${toErrorInfo(copyError).message}`, {
+        node: ctx.node,
+        cause: copyError,
+      });
+    }
+    return { downtimeMs: comp.stop ? Math.round(performance.now() - t0) : 0, configFiles: comp.configFiles ?? [] };
+  },
+
+  stop,
+  start,
+} satisfies EngineNode<Comp>;

@@ -1,0 +1,30 @@
+/** The `directory` plugin's settings of a component in agent.yaml. */
+import { Type, type Static } from '@sinclair/typebox';
+
+const Argv = Type.Array(Type.String({ minLength: 1 }), { minItems: 1 });
+
+export const DirectorySettingsSchema = Type.Object(
+  {
+    /** the data directory, absolute */
+    path: Type.String({ minLength: 1 }),
+    /** argv run to stop the service before the copy (no shell) */
+    stop: Type.Optional(Argv),
+    /** argv run to start it again */
+    start: Type.Optional(Argv),
+    /** argv that exits 0 when the service is healthy; polled after start */
+    health: Type.Optional(Argv),
+    stopTimeoutMs: Type.Integer({ minimum: 100, default: 60_000 }),
+    startTimeoutMs: Type.Integer({ minimum: 100, default: 60_000 }),
+    healthTimeoutMs: Type.Integer({ minimum: 100, default: 60_000 }),
+    /**
+     * copy: reflink or copy every file (safe for any service);
+     * hardlink: instant, only safe when the service never changes a file in place
+     */
+    snapshotMode: Type.Union([Type.Literal('copy'), Type.Literal('hardlink')], { default: 'copy' }),
+    /** the service's config files, reported by topology (not captured yet) */
+    configFiles: Type.Optional(Type.Array(Type.String())),
+  },
+  { additionalProperties: false },
+);
+
+export type DirectorySettings = Static<typeof DirectorySettingsSchema>;

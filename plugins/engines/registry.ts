@@ -1,0 +1,20 @@
+/** The one registry of engine plugins; a duplicate name is a programming error. */
+import type { EnginePlugin } from './types.js';
+import { directoryPlugin } from './directory/plugin.js';
+
+const plugins = new Map<string, EnginePlugin>();
+
+export function registerPlugin(plugin: EnginePlugin): void {
+  if (plugins.has(plugin.name)) throw new Error(`engine plugin "${plugin.name}" is registered twice`);
+  plugins.set(plugin.name, plugin);
+}
+
+registerPlugin(directoryPlugin as unknown as EnginePlugin);
+
+export function getPlugin(name: string): EnginePlugin | undefined {
+  return plugins.get(name);
+}
+
+export function pluginNames(): string[] {
+  return [...plugins.keys()];
+}

@@ -1,0 +1,151 @@
+/** The `fs` storage driver: a local or shared (NFS, CephFS …) directory. */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { Type } from '@sinclair/typebox';
+import { LockstepError, errnoCode } from '../../lib/errors.js';
+import { resolvePath } from '../../lib/config.js';
+import type { ByteRange, ObjectInfo, StorageDriver, StorageDriverFactory } from './types.js';
+
+const TMP_MARK = '.lockstep-tmp-';
+
+export class FsDriver implements StorageDriver {
+  readonly name = 'fs';
+  readonly capabilities = { atomicCreateIfAbsent: true, rangeRead: true };
+
+  constructor(readonly location: string) {}
+
+  private path(key: string): string {
+    if (key.split('/').some((p) => p === '..' || p === '') || key.startsWith('/')) {
+      throw new LockstepError('LOCKSTEP_E_INTERNAL', `invalid object key "${key}"`);
+    }
+    return join(this.location, ...key.split('/'));
+  }
+
+  private wrap(err: unknown, op: string, key: string): LockstepError {
+    const code = errnoCode(err);
+    const hint =
+      code === 'EACCES' || code === 'EPERM'
+        ? 'check the owner and mode of the repository directory'
+        : code === 'ENOSPC'
+          ? 'the repository disk is full'
+          : undefined;
+    return new LockstepError(
+      op === 'read' ? 'LOCKSTEP_E_REPO_UNREADABLE' : 'LOCKSTEP_E_REPO_WRITE_FAILED',
+      `repository ${this.location}: cannot ${op} ${key} (${code ?? String(err)})`,
+      { cause: err, hint },
+    );
+  }
+
+  /** write to a temp file beside the target, fsync, then hand it to `publish` */
+  private async writeTemp(target: string, body: Buffer | Readable, signal?: AbortSignal): Promise<string> {
+    await mkdir(dirname(target), { recursive: true });
+    const tmp = `${target}${TMP_MARK}${randomBytes(6).toString('hex')}`;
+    try {
+      if (Buffer.isBuffer(body)) {
+        const fh = await open(tmp, 'wx', 0o644);
+        try {
+          await fh.writeFile(body);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      } else {
+        await pipeline(body, createWriteStream(tmp, { flags: 'wx', mode: 0o644 }), { signal });
+        const fh = await open(tmp, 'r+');
+        await fh.sync().finally(() => fh.close());
+      }
+      return tmp;
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void> {
+    const target = this.path(key);
+    try {
+      const tmp = await this.writeTemp(target, body, signal);
+      await rename(tmp, target);
+    } catch (err) {
+      throw this.wrap(err, 'write', key);
+    }
+  }
+
+  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+    const target = this.path(key);
+    let tmp: string | undefined;
+    try {
+      tmp = await this.writeTemp(target, body);
+      await link(tmp, target); // atomic: fails with EEXIST if present
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'EEXIST') return false;
+      throw this.wrap(err, 'write', key);
+    } finally {
+      if (tmp) await unlink(tmp).catch(() => undefined);
+    }
+  }
+
+  async get(key: string, range?: ByteRange, _signal?: AbortSignal): Promise<Readable> {
+    const p = this.path(key);
+    try {
+      // open first so a missing object fails here, not mid-stream
+      const fh = await open(p, 'r');
+      return createReadStream('', { fd: fh, start: range?.start, end: range?.end, highWaterMark: 1 << 20 });
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') {
+        throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
+      }
+      throw this.wrap(err, 'read', key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await stat(this.path(key));
+      return { size: st.size };
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw this.wrap(err, 'read', key);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const base = prefix.replace(/\/+$/, '');
+    const root = base === '' ? this.location : this.path(base);
+    let entries;
+    try {
+      entries = await readdir(root, { recursive: true, withFileTypes: true });
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw this.wrap(err, 'read', prefix);
+    }
+    for (const e of entries) {
+      if (!e.isFile() || e.name.includes(TMP_MARK)) continue;
+      const full = join(e.parentPath, e.name);
+      yield full.slice(this.location.length + 1).split(sep).join('/');
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await unlink(this.path(key));
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw this.wrap(err, 'delete', key);
+    }
+  }
+}
+
+const fsSettings = Type.Object({ path: Type.String({ minLength: 1 }) }, { additionalProperties: false });
+
+export const fsDriver = {
+  name: 'fs',
+  configSchema: fsSettings,
+  open(settings, baseDir) {
+    return new FsDriver(resolvePath(baseDir, String(settings.path)));
+  },
+} satisfies StorageDriverFactory<typeof fsSettings>;

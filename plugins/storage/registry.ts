@@ -1,0 +1,40 @@
+/** The one registry of storage drivers; a duplicate name is a programming error. */
+import { LockstepError } from '../../lib/errors.js';
+import { checkSchema, type ConfigProblem } from '../../lib/config.js';
+import { fsDriver } from './fs.js';
+import type { StorageDriver, StorageDriverFactory } from './types.js';
+
+const drivers = new Map<string, StorageDriverFactory>();
+
+export function registerDriver(factory: StorageDriverFactory): void {
+  if (drivers.has(factory.name)) throw new Error(`storage driver "${factory.name}" is registered twice`);
+  drivers.set(factory.name, factory);
+}
+
+registerDriver(fsDriver);
+
+export function driverNames(): string[] {
+  return [...drivers.keys()];
+}
+
+export interface RepositorySettings {
+  driver: string;
+  [setting: string]: unknown;
+}
+
+/** Problems with a `repository:` block, with paths under `prefix`. */
+export function checkRepositorySettings(settings: RepositorySettings, prefix: string): ConfigProblem[] {
+  const factory = drivers.get(settings.driver);
+  if (!factory) {
+    return [{ path: `${prefix}.driver`, message: `unknown storage driver "${settings.driver}" (known: ${driverNames().join(', ')})` }];
+  }
+  const { driver: _driver, ...rest } = settings;
+  return checkSchema(factory.configSchema, rest, prefix);
+}
+
+export function openDriver(settings: RepositorySettings, baseDir: string): StorageDriver {
+  const factory = drivers.get(settings.driver);
+  if (!factory) throw new LockstepError('LOCKSTEP_E_CONFIG_INVALID', `unknown storage driver "${settings.driver}"`);
+  const { driver: _driver, ...rest } = settings;
+  return factory.open(rest, baseDir);
+}

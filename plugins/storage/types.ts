@@ -1,0 +1,51 @@
+/**
+ * A storage driver: the few operations a repository needs from a place that stores
+ * objects (a local or shared directory, S3 …). Keys are '/'-separated relative paths.
+ * Cross-cutting behaviour (retries, rate limits, metrics) wraps a driver; it is not
+ * repeated inside one.
+ */
+import type { Readable } from 'node:stream';
+import type { TSchema } from '@sinclair/typebox';
+
+export interface StorageCapabilities {
+  /** putIfAbsent is atomic on the store itself (not emulated by check-then-write) */
+  atomicCreateIfAbsent: boolean;
+  /** get honours byte ranges */
+  rangeRead: boolean;
+}
+
+export interface ObjectInfo {
+  size: number;
+}
+
+export interface ByteRange {
+  start: number;
+  /** inclusive */
+  end: number;
+}
+
+export interface StorageDriver {
+  readonly name: string;
+  /** where it points, for messages; never contains a secret */
+  readonly location: string;
+  readonly capabilities: StorageCapabilities;
+  /** create or replace an object; readers never see a half-written object */
+  put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void>;
+  /** create only if absent: true if this call created it, false if it existed */
+  putIfAbsent(key: string, body: Buffer): Promise<boolean>;
+  /** throws LOCKSTEP_E_OBJECT_NOT_FOUND if absent */
+  get(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
+  /** undefined only when absent; any other failure throws */
+  head(key: string): Promise<ObjectInfo | undefined>;
+  /** keys under the prefix, in no particular order */
+  list(prefix: string): AsyncIterable<string>;
+  /** absent keys are not an error */
+  delete(key: string): Promise<void>;
+}
+
+export interface StorageDriverFactory<S extends TSchema = TSchema> {
+  readonly name: string;
+  /** schema of the driver's settings in a config file (besides `driver`) */
+  readonly configSchema: S;
+  open(settings: Record<string, unknown>, baseDir: string): StorageDriver;
+}
