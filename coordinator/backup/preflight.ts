@@ -1,0 +1,67 @@
+/**
+ * Before anything is stopped or copied: every agent reachable and the node it claims
+ * to be, every plugin healthy, the repository the same one everywhere and writable.
+ * Any problem refuses the backup, naming every node and what is wrong there.
+ */
+import { LockstepError, toErrorInfo } from '../../lib/errors.js';
+import type { NodeReport } from '../../lib/report.js';
+import type { BackupContext } from './context.js';
+
+export async function preflight(ctx: BackupContext): Promise<void> {
+  const { cluster, repo } = ctx;
+  if (await repo.hasManifest(ctx.backupId)) {
+    throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${ctx.backupId} already exists`, { hint: 'wait a second or pick another --name' });
+  }
+  const described = await cluster.describeAll(ctx.signal);
+  const problems: string[] = [];
+  await Promise.all(
+    described.map(async (d) => {
+      const report: NodeReport = { node: d.node, address: d.address, status: 'ok', components: [] };
+      ctx.nodes.push(report);
+      if (!d.description) {
+        report.status = 'failed';
+        report.error = d.error;
+        problems.push(`${d.node}: ${d.error?.message ?? 'unknown error'}`);
+        return;
+      }
+      ctx.topology.push({
+        node: d.node,
+        address: d.address,
+        components: d.description.components.map((c) => ({
+          name: c.name,
+          plugin: c.plugin,
+          tier: c.tier,
+          role: c.role,
+          shard: c.shard,
+          paths: c.paths,
+          configFiles: c.configFiles,
+        })),
+      });
+      for (const c of d.description.components) {
+        const cr = { node: d.node, component: c.name, plugin: c.plugin, tier: c.tier, role: c.role, shard: c.shard, status: 'ok' as const };
+        report.components.push(cr);
+        ctx.components.set(`${d.node}/${c.name}`, cr);
+      }
+      try {
+        const pf = await cluster.client(d.node).preflight(repo.id, ctx.signal);
+        for (const c of pf.checks.filter((x) => !x.ok)) {
+          problems.push(`${d.node}: ${c.message}`);
+          report.status = 'failed';
+          report.error ??= c.error ?? { code: 'LOCKSTEP_E_PREFLIGHT_FAILED', message: c.message, node: d.node };
+        }
+      } catch (err) {
+        report.status = 'failed';
+        report.error = toErrorInfo(err, 'LOCKSTEP_E_PREFLIGHT_FAILED', d.node);
+        problems.push(`${d.node}: ${report.error.message}`);
+      }
+    }),
+  );
+  ctx.nodes.sort((a, b) => a.node.localeCompare(b.node));
+  ctx.topology.sort((a, b) => a.node.localeCompare(b.node));
+  if (problems.length > 0) {
+    problems.sort();
+    throw new LockstepError('LOCKSTEP_E_PREFLIGHT_FAILED', `preflight failed on ${new Set(problems.map((p) => p.split(':')[0])).size} node(s); nothing was stopped or copied:\n  ${problems.join('\n  ')}`, {
+      details: { problems },
+    });
+  }
+}

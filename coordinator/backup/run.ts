@@ -1,0 +1,119 @@
+/**
+ * `lockstep backup create`: preflight → plan → snapshot → upload → commit → cleanup.
+ * Any failure before commit leaves no manifest; local snapshots are always cleaned up.
+ * Operational failures end in the report (status and error), never as a throw.
+ */
+import { LockstepError, toErrorInfo } from '../../lib/errors.js';
+import { newBackupId } from '../../lib/ids.js';
+import type { Logger } from '../../lib/log.js';
+import type { BackupReport } from '../../lib/report.js';
+import type { Cluster } from '../cluster.js';
+import type { ProgressSink } from '../fanout.js';
+import { Steps, type StepObserver } from '../steps.js';
+import type { BackupContext } from './context.js';
+import { preflight } from './preflight.js';
+import { plan } from './coverage.js';
+import { snapshot } from './snapshot.js';
+import { upload } from './upload.js';
+import { commit, decideStatus } from './commit.js';
+import { cleanup } from './cleanup.js';
+
+export interface BackupOptions {
+  name: string;
+  coverage?: 'default' | 'all';
+  signal: AbortSignal;
+  log: Logger;
+  observer?: StepObserver & ProgressSink;
+}
+
+export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<BackupReport> {
+  const t0 = performance.now();
+  const ctx: BackupContext = {
+    cluster,
+    repo: await cluster.openRepository(),
+    backupId: newBackupId(opts.name),
+    name: opts.name,
+    coverage: opts.coverage ?? cluster.config.coverage,
+    startedAt: new Date().toISOString(),
+    signal: opts.signal,
+    log: opts.log,
+    progress: opts.observer,
+    topology: [],
+    nodes: [],
+    components: new Map(),
+    shards: [],
+    selected: [],
+    snapshotted: [],
+  };
+  ctx.log = opts.log.child({ backup: ctx.backupId });
+  const steps = new Steps(ctx.log, opts.observer);
+  const report = (): BackupReport => {
+    const comps = [...ctx.components.values()];
+    return {
+      kind: 'backup',
+      backupId: ctx.backupId,
+      cluster: cluster.config.cluster,
+      status: 'failed',
+      coverage: ctx.coverage,
+      startedAt: ctx.startedAt,
+      finishedAt: new Date().toISOString(),
+      durationMs: Math.round(performance.now() - t0),
+      steps: steps.records,
+      nodes: ctx.nodes.map((n) => ({ ...n, status: n.status === 'ok' && n.components.some((c) => c.status === 'failed') ? 'failed' : n.status })),
+      shards: ctx.shards,
+      totals: {
+        files: comps.reduce((n, c) => n + (c.upload?.files ?? 0), 0),
+        bytes: comps.reduce((n, c) => n + (c.upload?.bytes ?? 0), 0),
+        bytesNew: comps.reduce((n, c) => n + (c.upload?.bytesNew ?? 0), 0),
+        chunksNew: comps.reduce((n, c) => n + (c.upload?.chunksNew ?? 0), 0),
+        maxDowntimeMs: Math.max(0, ...comps.map((c) => c.snapshot?.downtimeMs ?? 0)),
+      },
+    };
+  };
+
+  try {
+    // every agent reachable and itself, plugins healthy, repository the same and writable
+    await steps.run('preflight', () => preflight(ctx));
+    // which replica of each shard to snapshot (coverage policy)
+    await steps.run('plan', async () => plan(ctx));
+    // all selected components at once; services down / writes blocked only in here
+    await steps.run('snapshot', () => snapshot(ctx));
+    if (opts.signal.aborted) throw cancelled(ctx.backupId);
+    // each agent straight to the repository, in parallel
+    await steps.run('upload', () => upload(ctx));
+    if (opts.signal.aborted) throw cancelled(ctx.backupId);
+    // coverage decides complete / partial / failed; the manifest is written last
+    const final = report();
+    final.status = decideStatus(ctx);
+    await steps.run('commit', () => commit(ctx, final));
+    final.manifest = `backups/${ctx.backupId}/manifest.json`;
+    return await finish(ctx, steps, report, final.status, final.manifest);
+  } catch (err) {
+    const error = toErrorInfo(err);
+    const r = await finish(ctx, steps, report, 'failed');
+    r.error = error;
+    return r;
+  }
+}
+
+function cancelled(backupId: string): LockstepError {
+  return new LockstepError('LOCKSTEP_E_CANCELLED', `backup ${backupId} was interrupted; no manifest was written`);
+}
+
+async function finish(
+  ctx: BackupContext,
+  steps: Steps,
+  report: () => BackupReport,
+  status: BackupReport['status'],
+  manifest?: string,
+): Promise<BackupReport> {
+  // local snapshots go, whatever happened
+  if (ctx.snapshotted.length > 0) await steps.run('cleanup', () => cleanup(ctx)).catch(() => undefined);
+  if (status === 'failed') await ctx.repo.discardUncommitted(ctx.backupId).catch(() => undefined);
+  const r = report();
+  r.status = status;
+  r.manifest = manifest;
+  // the shard view reflects the final state even when commit never ran
+  if (status === 'failed' && ctx.shards.length > 0) decideStatus(ctx);
+  return r;
+}

@@ -1,0 +1,248 @@
+#!/usr/bin/env node
+/**
+ * The `lockstep` CLI. The only place that turns errors into exit codes and printed
+ * text; everything below it returns reports or throws LockstepError.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { LockstepError, toErrorInfo } from '../lib/errors.js';
+import { BACKUP_ID_RE, BACKUP_NAME_RE } from '../lib/ids.js';
+import { createLogger } from '../lib/log.js';
+import type { BackupReport, RestoreReport } from '../lib/report.js';
+import { Repository } from '../lib/repo/repository.js';
+import { openDriver } from '../plugins/storage/registry.js';
+import { caInit, caIssue, caShow, renderCertInfo } from './ca.js';
+import { Cluster } from './cluster.js';
+import { loadClusterConfig } from './config.js';
+import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
+import { TerminalProgress, quietProgress } from './progress.js';
+import { errorLines, renderBackup, renderBackupList, renderRestore, renderTopology } from './render.js';
+import { runBackup } from './backup/run.js';
+import { runRestore } from './restore/run.js';
+
+const VERSION = '0.1.0';
+
+interface Global {
+  config: string;
+  logLevel: string;
+}
+
+let jsonOutput = false;
+
+function print(value: unknown, human: () => string): void {
+  process.stdout.write(jsonOutput ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+}
+
+/** SIGINT/SIGTERM cancel the running operation (which cleans up); a second one exits at once. */
+function interruptSignal(): AbortSignal {
+  const ac = new AbortController();
+  let count = 0;
+  const onSignal = (sig: string) => {
+    count++;
+    if (count > 1) process.exit(EXIT.INTERRUPTED);
+    process.stderr.write(`\nlockstep: ${sig}: stopping; thawing, starting services and cleaning up (press again to quit at once)\n`);
+    ac.abort(new LockstepError('LOCKSTEP_E_CANCELLED', `interrupted by ${sig}`));
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  return ac.signal;
+}
+
+async function withCluster<T>(g: Global, fn: (cluster: Cluster) => Promise<T>): Promise<T> {
+  const cfg = await loadClusterConfig(g.config);
+  const log = createLogger({ name: 'lockstep', level: g.logLevel });
+  const cluster = await Cluster.connect(cfg, log);
+  try {
+    return await fn(cluster);
+  } finally {
+    await cluster.close();
+  }
+}
+
+function observer() {
+  return !jsonOutput && process.stderr.isTTY ? new TerminalProgress() : quietProgress;
+}
+
+export function backupExit(r: BackupReport): ExitCode {
+  if (r.status === 'complete') return EXIT.OK;
+  if (r.status === 'partial') return EXIT.PARTIAL;
+  return r.error ? (exitCodeForError(r.error.code) === EXIT.USAGE ? EXIT.FAILED : exitCodeForError(r.error.code)) : EXIT.FAILED;
+}
+
+export function restoreExit(r: RestoreReport): ExitCode {
+  switch (r.status) {
+    case 'restored':
+    case 'planned':
+      return EXIT.OK;
+    case 'refused':
+      return EXIT.REFUSED;
+    case 'rollback-failed':
+      return EXIT.NEEDS_ATTENTION;
+    default:
+      return r.error?.code === 'LOCKSTEP_E_CANCELLED' ? EXIT.INTERRUPTED : EXIT.FAILED;
+  }
+}
+
+function program(): Command {
+  const p = new Command('lockstep')
+    .description('Consistent backup and restore of whole database clusters, over mutual TLS, without SSH')
+    .version(VERSION)
+    .addOption(new Option('-c, --config <file>', 'cluster config file').env('LOCKSTEP_CONFIG').default('lockstep.yaml'))
+    .addOption(new Option('--log-level <level>', 'JSON log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .option('--json', 'print the result as one JSON document')
+    .showHelpAfterError()
+    .exitOverride();
+  const g = () => p.opts<Global & { json?: boolean }>();
+  const setJson = (cmd: Command) => {
+    jsonOutput = Boolean(g().json || cmd.opts<{ json?: boolean }>().json);
+  };
+
+  const ca = p.command('ca').description('the cluster certificate authority');
+  ca.command('init')
+    .description('create the cluster CA (ca.crt, ca.key)')
+    .requiredOption('--dir <dir>', 'where the CA lives')
+    .option('--cluster <name>', 'cluster name in the CA certificate', 'lockstep')
+    .option('--days <n>', 'validity in days', (v) => positiveInt(v, '--days'), 3650)
+    .action(async (o: { dir: string; cluster: string; days: number }) => {
+      const paths = await caInit(o.dir, o.cluster, o.days);
+      print(paths, () => `created CA ${paths.cert} (key ${paths.key}, mode 0600)`);
+    });
+  ca.command('issue')
+    .description('issue a certificate for an agent or a coordinator')
+    .addArgument(new Command().createArgument('<role>', 'agent or coordinator').choices(['agent', 'coordinator']))
+    .requiredOption('--name <name>', 'node name (agent) or operator/host name (coordinator)')
+    .option('--host <host...>', 'host name or IP the coordinator dials (agents; repeatable)', [])
+    .requiredOption('--dir <dir>', 'the CA directory')
+    .option('--out <dir>', 'where to write the certificate and key (default: the CA directory)')
+    .option('--days <n>', 'validity in days', (v) => positiveInt(v, '--days'), 825)
+    .option('--force', 'replace an existing certificate (rotation)', false)
+    .action(async (role: 'agent' | 'coordinator', o: { name: string; host: string[]; dir: string; out?: string; days: number; force: boolean }) => {
+      const paths = await caIssue({ dir: o.dir, out: o.out ?? o.dir, role, name: o.name, hosts: o.host, days: o.days, force: o.force });
+      print(paths, () => `issued ${role} certificate ${paths.cert} (key ${paths.key}, mode 0600)`);
+    });
+  ca.command('show')
+    .description('print role, name, hosts and expiry of a certificate')
+    .argument('<file>')
+    .action(async (file: string) => {
+      const info = await caShow(file);
+      print(info, () => renderCertInfo(file, info));
+    });
+
+  p.command('repo')
+    .description('the backup repository')
+    .command('init')
+    .description('initialise the repository named in the cluster config (once)')
+    .action(async () => {
+      const cfg = await loadClusterConfig(g().config);
+      const repo = await Repository.init(openDriver(cfg.repository, cfg.repositoryBaseDir));
+      print({ location: repo.location, id: repo.id, config: repo.config }, () => `initialised repository ${repo.location} (id ${repo.id})`);
+    });
+
+  p.command('topology')
+    .description('nodes, components, roles, shards, data paths, sizes and health')
+    .option('--json', 'print JSON')
+    .action(async (_o, cmd: Command) => {
+      setJson(cmd);
+      await withCluster(g(), async (cluster) => {
+        const described = await cluster.describeAll();
+        print({ cluster: cluster.config.cluster, nodes: described }, () => renderTopology(cluster.config.cluster, described));
+        if (described.some((d) => !d.description)) process.exitCode = EXIT.FAILED;
+      });
+    });
+
+  const backup = p.command('backup').description('create, list and show backups');
+  backup
+    .command('create')
+    .description('back up the whole cluster')
+    .option('--name <name>', 'name carried in the backup id', 'manual')
+    .addOption(new Option('--coverage <policy>', 'default: one good snapshot per shard; all: every replica').choices(['default', 'all']))
+    .option('--json', 'print the report as JSON')
+    .action(async (o: { name: string; coverage?: 'default' | 'all' }, cmd: Command) => {
+      setJson(cmd);
+      if (!BACKUP_NAME_RE.test(o.name)) throw new LockstepError('LOCKSTEP_E_USAGE', `--name "${o.name}" must be 1-40 lowercase letters, digits, "-" or "_", starting with a letter or digit`);
+      const signal = interruptSignal();
+      await withCluster(g(), async (cluster) => {
+        const log = createLogger({ name: 'lockstep', level: g().logLevel });
+        const report = await runBackup(cluster, { name: o.name, coverage: o.coverage, signal, log, observer: observer() });
+        print(report, () => renderBackup(report));
+        process.exitCode = backupExit(report);
+      });
+    });
+  backup
+    .command('list')
+    .description('backups in the repository, oldest first')
+    .option('--json', 'print JSON')
+    .action(async (_o, cmd: Command) => {
+      setJson(cmd);
+      const cfg = await loadClusterConfig(g().config);
+      const repo = await Repository.open(openDriver(cfg.repository, cfg.repositoryBaseDir));
+      const manifests = await Promise.all((await repo.listBackupIds()).map((id) => repo.readManifest(id)));
+      print(
+        manifests.map((m) => ({ backupId: m.backupId, status: m.status, cluster: m.cluster, committedAt: m.committedAt, nodes: m.topology.length, components: m.components.length, bytes: m.components.reduce((n, c) => n + c.bytes, 0) })),
+        () => renderBackupList(manifests),
+      );
+    });
+  backup
+    .command('show')
+    .description('the manifest and report of one backup')
+    .argument('<id>')
+    .option('--json', 'print the whole manifest as JSON')
+    .action(async (id: string, _o, cmd: Command) => {
+      setJson(cmd);
+      checkBackupId(id);
+      const cfg = await loadClusterConfig(g().config);
+      const repo = await Repository.open(openDriver(cfg.repository, cfg.repositoryBaseDir));
+      const m = await repo.readManifest(id);
+      print(m, () => renderBackup(m.report));
+    });
+
+  p.command('restore')
+    .description('restore the cluster from a backup (staged while running; old data kept until success)')
+    .argument('<id>', 'backup id')
+    .option('--dry-run', 'print the plan and change nothing', false)
+    .option('--keep-old', 'keep the previous data beside the restored data', false)
+    .option('--allow-partial', 'restore a partial backup (missing shards keep their current data)', false)
+    .option('--json', 'print the report as JSON')
+    .action(async (id: string, o: { dryRun: boolean; keepOld: boolean; allowPartial: boolean }, cmd: Command) => {
+      setJson(cmd);
+      checkBackupId(id);
+      const signal = interruptSignal();
+      await withCluster(g(), async (cluster) => {
+        const log = createLogger({ name: 'lockstep', level: g().logLevel });
+        const report = await runRestore(cluster, { backupId: id, dryRun: o.dryRun, keepOld: o.keepOld, allowPartial: o.allowPartial, signal, log, observer: observer() });
+        print(report, () => renderRestore(report));
+        process.exitCode = restoreExit(report);
+      });
+    });
+  return p;
+}
+
+function positiveInt(v: string, what: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} must be a positive whole number, got "${v}"`);
+  return n;
+}
+
+function checkBackupId(id: string): void {
+  if (!BACKUP_ID_RE.test(id)) throw new LockstepError('LOCKSTEP_E_USAGE', `"${id}" is not a backup id (like 20261122-101307-nightly)`, { hint: 'list backups with "lockstep backup list"' });
+}
+
+async function main(): Promise<void> {
+  try {
+    await program().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+      return;
+    }
+    const info = toErrorInfo(err);
+    if (!(err instanceof LockstepError)) {
+      // an unexpected failure: still no stack trace for the operator; it goes to the log
+      createLogger({ name: 'lockstep', level: 'error' }).error({ err }, 'unexpected error');
+    }
+    if (jsonOutput) process.stdout.write(`${JSON.stringify({ error: info }, null, 2)}\n`);
+    else process.stderr.write(`lockstep: ${errorLines(info).join('\n')}\n`);
+    process.exitCode = exitCodeForError(info.code);
+  }
+}
+
+void main();

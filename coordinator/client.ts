@@ -1,0 +1,224 @@
+/**
+ * The coordinator's client for one agent: mutual TLS over undici, with a check that
+ * the agent's certificate names the node we meant to reach. Transport failures become
+ * errors a person can act on (which agent, what likely went wrong).
+ */
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { isIP } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
+import { LockstepError, errnoCode, type ErrorInfo } from '../lib/errors.js';
+import type { TlsMaterial } from '../lib/tls/files.js';
+import { API_PREFIX, isTerminal, type Job, type JobRequest, type NodeDescription, type PreflightResult } from '../lib/wire.js';
+import type { AgentRef, ClusterConfig } from './config.js';
+
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+const IDENTITY = 'LOCKSTEP_IDENTITY';
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Walk an error's cause chain for the first `code`. */
+function codes(err: unknown): { code?: string; message: string } {
+  let e: unknown = err;
+  let message = err instanceof Error ? err.message : String(err);
+  for (let i = 0; i < 5 && e; i++) {
+    const c = errnoCode(e);
+    if (c && c !== 'UND_ERR_SOCKET' && !c.startsWith('UND_ERR_CONNECT')) return { code: c, message: (e as Error).message };
+    if (c) message = (e as Error).message;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return { code: errnoCode(err), message };
+}
+
+export class AgentClient {
+  private readonly dispatcher: Agent;
+  readonly node: string;
+  readonly address: string;
+
+  constructor(
+    ref: AgentRef,
+    tls: TlsMaterial,
+    private readonly timeouts: ClusterConfig['timeouts'],
+  ) {
+    this.node = ref.node;
+    this.address = ref.address;
+    const expected = ref.node;
+    this.dispatcher = new Agent({
+      connect: {
+        ca: tls.ca,
+        cert: tls.cert,
+        key: tls.key,
+        minVersion: 'TLSv1.2',
+        servername: isIP(ref.host) ? undefined : ref.host,
+        timeout: timeouts.connectMs,
+        checkServerIdentity: (host: string, cert: PeerCertificate) => {
+          const role = first(cert.subject?.OU);
+          const name = first(cert.subject?.CN);
+          if (role !== 'agent' || name !== expected) {
+            const what = role !== 'agent' ? `has role ${role ?? 'none'}, not agent` : `names node ${name ?? '(none)'}`;
+            return Object.assign(new Error(`the certificate of ${ref.address} ${what}; expected agent ${expected}`), { code: IDENTITY });
+          }
+          return checkServerIdentity(host, cert);
+        },
+      },
+      headersTimeout: timeouts.requestMs,
+      bodyTimeout: timeouts.requestMs,
+      keepAliveTimeout: 10_000,
+    });
+  }
+
+  private transportError(err: unknown): LockstepError {
+    const { code, message } = codes(err);
+    const at = `agent ${this.node} at ${this.address}`;
+    if (code === IDENTITY) {
+      return new LockstepError('LOCKSTEP_E_AGENT_IDENTITY', `${at}: ${message}`, {
+        node: this.node,
+        hint: 'the address may point at another node, or the agent has another node\'s certificate; check the cluster config and the agent\'s tls.cert',
+      });
+    }
+    if (code === 'ECONNREFUSED') {
+      return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `cannot reach ${at}: connection refused`, {
+        node: this.node,
+        cause: err,
+        hint: 'is lockstep-agent running there and listening on that port? (systemctl status lockstep-agent)',
+      });
+    }
+    if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+      return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `cannot reach ${at}: ${code === 'ENOTFOUND' ? 'host name not found' : `no answer (${code})`}`, {
+        node: this.node,
+        cause: err,
+        hint: 'is the host up, and the port open in its firewall?',
+      });
+    }
+    if (code && TLS_VERIFY_CODES.has(code)) {
+      return new LockstepError('LOCKSTEP_E_AGENT_TLS_REFUSED', `${at} presented a certificate we do not trust (${code}): ${message}`, {
+        node: this.node,
+        cause: err,
+        hint: 'agent and coordinator certificates must come from the same cluster CA and be valid now; is the agent\'s clock right?',
+      });
+    }
+    if (code === 'ECONNRESET' || code === 'EPIPE' || /other side closed|socket hang up|alert/i.test(message)) {
+      return new LockstepError('LOCKSTEP_E_AGENT_TLS_REFUSED', `${at} closed the connection (${message})`, {
+        node: this.node,
+        cause: err,
+        hint: 'the agent most likely refused our certificate: it must be issued by this cluster\'s CA with role coordinator and not be expired (the agent\'s log says why)',
+      });
+    }
+    return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `request to ${at} failed: ${message}`, { node: this.node, cause: err });
+  }
+
+  async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    let res;
+    try {
+      res = await request(`https://${this.address}${API_PREFIX}${path}`, {
+        method,
+        dispatcher: this.dispatcher,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.timeouts.requestMs)]) : AbortSignal.timeout(this.timeouts.requestMs),
+      });
+    } catch (err) {
+      if (signal?.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', `request to agent ${this.node} cancelled`, { node: this.node });
+      throw this.transportError(err);
+    }
+    const text = await res.body.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      throw new LockstepError('LOCKSTEP_E_AGENT_PROTOCOL', `agent ${this.node} answered ${method} ${path} with HTTP ${res.statusCode} and a body that is not JSON`, { node: this.node });
+    }
+    if (res.statusCode >= 400) {
+      const info = parsed as Partial<ErrorInfo> | undefined;
+      if (info?.code && info.message) throw LockstepError.fromInfo({ ...info, node: info.node ?? this.node } as ErrorInfo);
+      throw new LockstepError('LOCKSTEP_E_AGENT_PROTOCOL', `agent ${this.node} answered ${method} ${path} with HTTP ${res.statusCode}`, { node: this.node });
+    }
+    return parsed as T;
+  }
+
+  describe(signal?: AbortSignal): Promise<NodeDescription> {
+    return this.call('GET', '/node', undefined, signal);
+  }
+
+  preflight(repositoryId: string, signal?: AbortSignal): Promise<PreflightResult> {
+    return this.call('POST', '/preflight', { repositoryId }, signal);
+  }
+
+  startJob(req: JobRequest, signal?: AbortSignal): Promise<Job> {
+    return this.call('POST', '/jobs', req, signal);
+  }
+
+  getJob(id: string, signal?: AbortSignal): Promise<Job> {
+    return this.call('GET', `/jobs/${encodeURIComponent(id)}`, undefined, signal);
+  }
+
+  cancelJob(id: string): Promise<Job> {
+    return this.call('POST', `/jobs/${encodeURIComponent(id)}/cancel`, undefined, AbortSignal.timeout(5000));
+  }
+
+  /**
+   * Start a job and follow it to its end. Brief connection losses are ridden out;
+   * an agent gone for longer than `lostAfterMs` fails the job. Cancelling `signal`
+   * cancels the job on the agent and waits for it to stop.
+   */
+  async runJob(req: JobRequest, opts: { signal: AbortSignal; onProgress?: (job: Job) => void; lostAfterMs?: number }): Promise<Job> {
+    let job = await this.startJob(req, opts.signal);
+    const deadline = Date.now() + this.timeouts.jobMs;
+    const lostAfter = opts.lostAfterMs ?? 15_000;
+    let failingSince: number | undefined;
+    let cancelled = false;
+    while (!isTerminal(job.state)) {
+      if (opts.signal.aborted && !cancelled) {
+        cancelled = true;
+        await this.cancelJob(job.id).catch(() => undefined);
+      }
+      if (Date.now() > deadline) {
+        await this.cancelJob(job.id).catch(() => undefined);
+        throw new LockstepError('LOCKSTEP_E_TIMEOUT', `${req.kind} of ${req.component} on ${this.node} did not finish within ${this.timeouts.jobMs} ms; it was cancelled`, {
+          node: this.node,
+          hint: 'raise timeouts.jobMs in the cluster config for larger data',
+        });
+      }
+      await sleep(this.timeouts.pollMs);
+      try {
+        job = await this.getJob(job.id);
+        failingSince = undefined;
+        opts.onProgress?.(job);
+      } catch (err) {
+        if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_JOB_NOT_FOUND') {
+          throw new LockstepError('LOCKSTEP_E_JOB_LOST', `agent ${this.node} no longer knows job ${job.id} (${req.kind} of ${req.component})`, { node: this.node });
+        }
+        failingSince ??= Date.now();
+        if (Date.now() - failingSince > lostAfter) {
+          throw new LockstepError('LOCKSTEP_E_JOB_LOST', `lost contact with agent ${this.node} during ${req.kind} of ${req.component}: ${(err as Error).message}`, {
+            node: this.node,
+            cause: err,
+          });
+        }
+      }
+    }
+    return job;
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+/** A failed/cancelled/interrupted job as an error. */
+export function jobError(job: Job): LockstepError {
+  if (job.error) return LockstepError.fromInfo({ ...job.error, node: job.error.node ?? job.node });
+  return new LockstepError('LOCKSTEP_E_INTERNAL', `job ${job.id} ended ${job.state}`, { node: job.node });
+}

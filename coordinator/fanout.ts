@@ -1,0 +1,55 @@
+/**
+ * Run one job kind on many components at once and gather each outcome; one
+ * component's failure never hides another's result. Progress of all running jobs is
+ * summed for the display.
+ */
+import { toErrorInfo, type ErrorInfo } from '../lib/errors.js';
+import type { Job, JobRequest } from '../lib/wire.js';
+import type { Cluster } from './cluster.js';
+import { jobError } from './client.js';
+
+export interface Target {
+  node: string;
+  component: string;
+}
+
+export type Outcome<T> = { target: Target; ok: true; result: T; job: Job } | { target: Target; ok: false; error: ErrorInfo; job?: Job };
+
+export interface ProgressSink {
+  update(step: string, jobs: Job[]): void;
+}
+
+export async function fanout<T>(
+  cluster: Cluster,
+  step: string,
+  targets: Target[],
+  makeRequest: (t: Target) => JobRequest,
+  signal: AbortSignal,
+  progress?: ProgressSink,
+): Promise<Outcome<T>[]> {
+  const latest = new Map<string, Job>();
+  const show = () => progress?.update(step, [...latest.values()]);
+  return Promise.all(
+    targets.map(async (target): Promise<Outcome<T>> => {
+      try {
+        const job = await cluster.client(target.node).runJob(makeRequest(target), {
+          signal,
+          onProgress: (j) => {
+            latest.set(`${target.node}/${target.component}`, j);
+            show();
+          },
+        });
+        latest.set(`${target.node}/${target.component}`, job);
+        show();
+        if (job.state === 'succeeded') return { target, ok: true, result: job.result as T, job };
+        return { target, ok: false, error: jobError(job).toJSON(), job };
+      } catch (err) {
+        return { target, ok: false, error: toErrorInfo(err, 'LOCKSTEP_E_INTERNAL', target.node) };
+      }
+    }),
+  );
+}
+
+export function key(t: Target): string {
+  return `${t.node}/${t.component}`;
+}

@@ -1,0 +1,110 @@
+/** Human renderings of reports and listings (the --json forms print the objects as they are). */
+import type { ErrorInfo } from '../lib/errors.js';
+import type { BackupReport, ComponentReport, RestoreReport, StepRecord } from '../lib/report.js';
+import type { Manifest } from '../lib/repo/manifest.js';
+import type { Described } from './cluster.js';
+
+export function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+export function ms(n: number | undefined): string {
+  if (n === undefined) return '-';
+  return n < 1000 ? `${n} ms` : `${(n / 1000).toFixed(2)} s`;
+}
+
+export function errorLines(e: ErrorInfo, indent = ''): string[] {
+  const lines = [`${indent}error ${e.code}${e.node ? ` on ${e.node}` : ''}: ${e.message.split('\n').join(`\n${indent}  `)}`];
+  if (e.hint) lines.push(`${indent}  hint: ${e.hint}`);
+  return lines;
+}
+
+function stepsLine(steps: StepRecord[]): string {
+  return steps.map((s) => `${s.name} ${ms(s.durationMs)}${s.status === 'ok' ? '' : ' (failed)'}`).join(' → ');
+}
+
+function componentLine(c: ComponentReport): string[] {
+  const mark = c.status === 'ok' ? 'ok' : c.status === 'skipped' ? 'skipped' : 'FAILED';
+  const facts: string[] = [];
+  if (c.snapshot) facts.push(`downtime ${ms(c.snapshot.downtimeMs)}`, `snapshot ${ms(c.snapshot.snapshotMs)}`);
+  if (c.upload) facts.push(`${c.upload.files} files ${bytes(c.upload.bytes)}`, `new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}`);
+  if (c.stage) facts.push(`${c.stage.files} files ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${c.stage.filesReused} files`);
+  if (c.downtimeMs !== undefined) facts.push(`downtime ${ms(c.downtimeMs)}`);
+  const lines = [`    ${c.component} [${c.plugin}, shard ${c.shard}, ${c.role}] ${mark}${facts.length ? `: ${facts.join(', ')}` : ''}`];
+  if (c.reason && c.status !== 'ok') lines.push(`      ${c.reason.split('\n').join('\n      ')}`);
+  if (c.error?.hint) lines.push(`      hint: ${c.error.hint}`);
+  for (const a of c.actions ?? []) lines.push(`      - ${a}`);
+  if (c.snapshot?.configFiles.length) lines.push(`      config files: ${c.snapshot.configFiles.join(', ')}`);
+  return lines;
+}
+
+export function renderBackup(r: BackupReport): string {
+  const out = [`backup ${r.backupId} of cluster ${r.cluster}: ${r.status.toUpperCase()} in ${ms(r.durationMs)}`];
+  if (r.steps.length) out.push(`  steps: ${stepsLine(r.steps)}`);
+  for (const n of r.nodes) {
+    out.push(`  node ${n.node} (${n.address}): ${n.status}`);
+    if (n.error) out.push(...errorLines(n.error, '    '));
+    for (const c of n.components) out.push(...componentLine(c));
+  }
+  if (r.shards.length) {
+    out.push('  shards:');
+    for (const s of r.shards) out.push(`    ${s.shard}: ${s.covered ? `covered by ${s.coveredBy.join(', ')}` : `NOT COVERED (members ${s.members.join(', ')})`}`);
+  }
+  out.push(`  total: ${r.totals.files} files, ${bytes(r.totals.bytes)}, ${bytes(r.totals.bytesNew)} new in the repository, longest service downtime ${ms(r.totals.maxDowntimeMs)}`);
+  if (r.manifest) out.push(`  manifest: ${r.manifest}`);
+  if (r.error) out.push(...errorLines(r.error, '  '));
+  return out.join('\n');
+}
+
+export function renderRestore(r: RestoreReport): string {
+  const title = r.dryRun ? `restore plan for backup ${r.backupId} (dry run: nothing changed)` : `restore ${r.restoreId} of backup ${r.backupId}: ${r.status.toUpperCase()} in ${ms(r.durationMs)}`;
+  const out = [title];
+  if (r.steps.length) out.push(`  steps: ${stepsLine(r.steps)}`);
+  if (r.downtimeMs !== undefined) out.push(`  cluster downtime (first stop to last healthy): ${ms(r.downtimeMs)}`);
+  for (const n of r.nodes) {
+    out.push(`  node ${n.node} (${n.address}): ${n.status}`);
+    for (const c of n.components) out.push(...componentLine(c));
+  }
+  if (r.keptOldData.length) out.push(`  previous data kept at: ${r.keptOldData.join(', ')}`);
+  if (r.error) out.push(...errorLines(r.error, '  '));
+  if (r.rollback) {
+    out.push(r.rollback.ok ? '  rollback: succeeded; the previous data is back in place and services were started' : '  rollback: FAILED; a person must act:');
+    for (const e of r.rollback.errors) out.push(...errorLines(e, '    '));
+  }
+  return out.join('\n');
+}
+
+export function renderTopology(cluster: string, described: Described[]): string {
+  const out = [`cluster ${cluster}`];
+  for (const d of described) {
+    if (!d.description) {
+      out.push(`  node ${d.node} (${d.address}): UNREACHABLE`);
+      if (d.error) out.push(...errorLines(d.error, '    '));
+      continue;
+    }
+    const desc = d.description;
+    out.push(`  node ${d.node} (${d.address}, host ${desc.hostname}, agent ${desc.agentVersion})`);
+    out.push(`    repository: ${desc.repository.id ? `${desc.repository.location} (id ${desc.repository.id})` : `ERROR ${desc.repository.error?.message ?? ''}`}`);
+    for (const c of desc.components) {
+      out.push(`    ${c.name} [${c.plugin}] ${c.tier}, role ${c.role}, shard ${c.shard}: ${c.health.ok ? 'healthy' : `UNHEALTHY (${c.health.message})`}`);
+      for (const [set, p] of Object.entries(c.paths)) out.push(`      ${set}: ${p} (${c.files} files, ${bytes(c.sizeBytes)})`);
+      if (c.configFiles.length) out.push(`      config files: ${c.configFiles.join(', ')}`);
+    }
+  }
+  return out.join('\n');
+}
+
+export function renderBackupList(manifests: Manifest[]): string {
+  if (manifests.length === 0) return 'no backups';
+  const rows = manifests.map((m) => [m.backupId, m.status, m.cluster, String(m.topology.length), String(m.components.length), bytes(m.components.reduce((n, c) => n + c.bytes, 0)), m.committedAt]);
+  const head = ['ID', 'STATUS', 'CLUSTER', 'NODES', 'COMPONENTS', 'SIZE', 'COMMITTED'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}

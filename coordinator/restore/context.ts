@@ -1,0 +1,42 @@
+/** What one restore run carries from step to step. */
+import type { Logger } from '../../lib/log.js';
+import type { Repository } from '../../lib/repo/repository.js';
+import type { Manifest, ManifestComponent, TopologyComponent } from '../../lib/repo/manifest.js';
+import type { ComponentReport, NodeReport } from '../../lib/report.js';
+import type { Cluster } from '../cluster.js';
+import type { ProgressSink, Target } from '../fanout.js';
+import { key } from '../fanout.js';
+
+export interface RestoreTarget extends Target {
+  live: TopologyComponent;
+  /** the backed-up component whose data goes here (the same one, or its shard's covering replica) */
+  source: ManifestComponent;
+}
+
+export interface RestoreContext {
+  cluster: Cluster;
+  repo: Repository;
+  manifest: Manifest;
+  restoreId: string;
+  keepOld: boolean;
+  allowPartial: boolean;
+  signal: AbortSignal;
+  log: Logger;
+  progress?: ProgressSink;
+  nodes: NodeReport[];
+  components: Map<string, ComponentReport>;
+  targets: RestoreTarget[];
+  /** groups started one after another (meta before storage) */
+  startGroups: RestoreTarget[][];
+  staged: RestoreTarget[];
+  stopped: RestoreTarget[];
+  swapped: RestoreTarget[];
+  stoppedAt: Map<string, number>;
+  keptOld: string[];
+}
+
+export function report(ctx: RestoreContext, t: Target): ComponentReport {
+  const r = ctx.components.get(key(t));
+  if (!r) throw new Error(`no report for ${key(t)}`);
+  return r;
+}

@@ -1,0 +1,106 @@
+/**
+ * Plan a restore: the manifest against the live topology. The same nodes and
+ * components (with the same plugins) must be there; any difference is refused and
+ * spelled out. Each live component gets the data of its own backup or, where the
+ * coverage policy skipped it, of the replica that covered its shard.
+ */
+import { LockstepError } from '../../lib/errors.js';
+import type { TopologyComponent, TopologyNode } from '../../lib/repo/manifest.js';
+import { getPlugin } from '../../plugins/engines/registry.js';
+import type { RestoreContext, RestoreTarget } from './context.js';
+
+export function topologyDifferences(backup: TopologyNode[], live: TopologyNode[]): string[] {
+  const diffs: string[] = [];
+  const liveByNode = new Map(live.map((n) => [n.node, n]));
+  const backupByNode = new Map(backup.map((n) => [n.node, n]));
+  for (const b of backup) {
+    const l = liveByNode.get(b.node);
+    if (!l) {
+      diffs.push(`node ${b.node} is in the backup but not in the cluster`);
+      continue;
+    }
+    const lc = new Map(l.components.map((c) => [c.name, c]));
+    for (const c of b.components) {
+      const now = lc.get(c.name);
+      if (!now) diffs.push(`node ${b.node}: component ${c.name} (${c.plugin}) is in the backup but not on the node`);
+      else if (now.plugin !== c.plugin) diffs.push(`node ${b.node}: component ${c.name} was ${c.plugin} in the backup, is ${now.plugin} now`);
+      else if (now.shard !== c.shard) diffs.push(`node ${b.node}: component ${c.name} was in shard ${c.shard}, is in shard ${now.shard} now`);
+    }
+    for (const c of l.components) {
+      if (!b.components.some((x) => x.name === c.name)) diffs.push(`node ${b.node}: component ${c.name} (${c.plugin}) is on the node but not in the backup`);
+    }
+  }
+  for (const l of live) if (!backupByNode.has(l.node)) diffs.push(`node ${l.node} is in the cluster but not in the backup`);
+  return diffs;
+}
+
+export async function planRestore(ctx: RestoreContext): Promise<void> {
+  const m = ctx.manifest;
+  if (m.status === 'partial' && !ctx.allowPartial) {
+    const missing = m.report.shards.filter((s) => !s.covered).map((s) => s.shard);
+    throw new LockstepError('LOCKSTEP_E_BACKUP_PARTIAL', `backup ${m.backupId} is partial: shard(s) ${missing.join(', ')} are missing from it`, {
+      hint: 'restore it anyway with --allow-partial (those shards keep their current data), or pick a complete backup',
+    });
+  }
+  const described = await ctx.cluster.describeAll(ctx.signal);
+  const down = described.filter((d) => !d.description);
+  if (down.length > 0) {
+    throw new LockstepError('LOCKSTEP_E_PREFLIGHT_FAILED', `cannot plan the restore; nothing was changed:\n  ${down.map((d) => `${d.node}: ${d.error?.message}`).join('\n  ')}`);
+  }
+  const live: TopologyNode[] = described.map((d) => ({
+    node: d.node,
+    address: d.address,
+    components: d.description!.components.map((c): TopologyComponent => ({
+      name: c.name,
+      plugin: c.plugin,
+      tier: c.tier,
+      role: c.role,
+      shard: c.shard,
+      paths: c.paths,
+      configFiles: c.configFiles,
+    })),
+  }));
+  const diffs = topologyDifferences(m.topology, live);
+  if (diffs.length > 0) {
+    throw new LockstepError('LOCKSTEP_E_TOPOLOGY_MISMATCH', `the cluster's topology differs from backup ${m.backupId}; nothing was changed:\n  ${diffs.join('\n  ')}`, {
+      hint: 'restore onto the same nodes and components, or fix the cluster config',
+      details: { differences: diffs },
+    });
+  }
+  for (const n of live) {
+    const nodeReport = { node: n.node, address: n.address, status: 'ok' as const, components: [] as RestoreContext['nodes'][number]['components'] };
+    ctx.nodes.push(nodeReport);
+    for (const c of n.components) {
+      const own = m.components.find((x) => x.node === n.node && x.component === c.name);
+      const source = own ?? m.components.find((x) => x.shard === c.shard && x.plugin === c.plugin);
+      const cr = { node: n.node, component: c.name, plugin: c.plugin, tier: c.tier, role: c.role, shard: c.shard, status: 'ok' as 'ok' | 'skipped', actions: [] as string[] };
+      nodeReport.components.push(cr);
+      ctx.components.set(`${n.node}/${c.name}`, cr);
+      if (!source) {
+        cr.status = 'skipped';
+        cr.actions.push(`not restored: shard ${c.shard} is missing from the backup (partial); current data kept`);
+        continue;
+      }
+      cr.actions.push(`restore ${source.files} files, ${source.bytes} bytes from ${source.node}/${source.component} into ${Object.values(c.paths).join(', ')}`);
+      ctx.targets.push({ node: n.node, component: c.name, live: c, source });
+    }
+  }
+  ctx.startGroups = startGroups(ctx.targets);
+  ctx.startGroups.forEach((g, i) => g.forEach((t) => ctx.components.get(`${t.node}/${t.component}`)!.actions!.push(`stop, swap, start in group ${i + 1} of ${ctx.startGroups.length}`)));
+}
+
+/** Merge each plugin's start order: group i of every plugin starts together. */
+function startGroups(targets: RestoreTarget[]): RestoreTarget[][] {
+  const groups: RestoreTarget[][] = [];
+  const byPlugin = new Map<string, RestoreTarget[]>();
+  for (const t of targets) byPlugin.set(t.live.plugin, [...(byPlugin.get(t.live.plugin) ?? []), t]);
+  for (const [name, ts] of byPlugin) {
+    const plugin = getPlugin(name);
+    const order = plugin ? plugin.cluster.startOrder(ts.map((t) => t.live)) : [ts.map((t) => t.live)];
+    order.forEach((g, i) => {
+      groups[i] ??= [];
+      groups[i]!.push(...ts.filter((t) => g.includes(t.live)));
+    });
+  }
+  return groups.filter((g) => g.length > 0);
+}

@@ -1,0 +1,112 @@
+/**
+ * `lockstep restore ID`: plan → stage → stop → swap → start → finish.
+ * Staging happens while every service still runs; downtime is stop + swap + start.
+ * Any failure after the first stop rolls back to the old data and starts the services
+ * again; the old data is removed only once the whole restore has succeeded.
+ */
+import { LockstepError, toErrorInfo } from '../../lib/errors.js';
+import { newRestoreId } from '../../lib/ids.js';
+import type { Logger } from '../../lib/log.js';
+import type { RestoreReport } from '../../lib/report.js';
+import type { Cluster } from '../cluster.js';
+import type { ProgressSink } from '../fanout.js';
+import { Steps, type StepObserver } from '../steps.js';
+import type { RestoreContext } from './context.js';
+import { planRestore } from './plan.js';
+import { stage } from './stage.js';
+import { start, stopAll } from './service.js';
+import { swap } from './swap.js';
+import { finish } from './finish.js';
+import { rollback } from './rollback.js';
+
+export interface RestoreOptions {
+  backupId: string;
+  dryRun: boolean;
+  keepOld: boolean;
+  allowPartial: boolean;
+  signal: AbortSignal;
+  log: Logger;
+  observer?: StepObserver & ProgressSink;
+}
+
+const REFUSALS = new Set(['LOCKSTEP_E_TOPOLOGY_MISMATCH', 'LOCKSTEP_E_BACKUP_PARTIAL', 'LOCKSTEP_E_PREFLIGHT_FAILED', 'LOCKSTEP_E_BACKUP_NOT_FOUND']);
+
+export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promise<RestoreReport> {
+  const t0 = performance.now();
+  const startedAt = new Date().toISOString();
+  const repo = await cluster.openRepository();
+  const manifest = await repo.readManifest(opts.backupId);
+  const restoreId = newRestoreId();
+  const log = opts.log.child({ restore: restoreId, backup: opts.backupId });
+  const ctx: RestoreContext = {
+    cluster,
+    repo,
+    manifest,
+    restoreId,
+    keepOld: opts.keepOld,
+    allowPartial: opts.allowPartial,
+    signal: opts.signal,
+    log,
+    progress: opts.observer,
+    nodes: [],
+    components: new Map(),
+    targets: [],
+    startGroups: [],
+    staged: [],
+    stopped: [],
+    swapped: [],
+    stoppedAt: new Map(),
+    keptOld: [],
+  };
+  const steps = new Steps(log, opts.observer);
+  let firstStop: number | undefined;
+  const report = (status: RestoreReport['status']): RestoreReport => ({
+    kind: 'restore',
+    restoreId,
+    backupId: opts.backupId,
+    cluster: cluster.config.cluster,
+    status,
+    dryRun: opts.dryRun,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    durationMs: Math.round(performance.now() - t0),
+    steps: steps.records,
+    nodes: ctx.nodes.map((n) => ({ ...n, status: n.components.some((c) => c.status === 'failed') ? 'failed' : n.status })),
+    downtimeMs: firstStop === undefined ? undefined : Math.round(performance.now() - firstStop),
+    keptOldData: ctx.keptOld,
+  });
+
+  try {
+    // manifest against the live topology: same nodes and components, or refuse
+    await steps.run('plan', () => planRestore(ctx));
+    if (opts.dryRun) return report('planned');
+    // download and verify beside the live data; every service still runs
+    await steps.run('stage', () => stage(ctx));
+    if (opts.signal.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', 'restore interrupted before any service was stopped');
+    firstStop = performance.now();
+    // downtime starts here: stop in reverse start order
+    await steps.run('stop', () => stopAll(ctx));
+    // live data moved aside (kept), staged data renamed into place
+    await steps.run('swap', () => swap(ctx));
+    // start in plugin order, each group healthy before the next
+    await steps.run('start', () => start(ctx));
+    const done = report('restored');
+    // only now is the old data removed (or kept with --keep-old)
+    await steps.run('finish', () => finish(ctx));
+    return { ...done, keptOldData: ctx.keptOld, steps: steps.records, finishedAt: new Date().toISOString(), durationMs: Math.round(performance.now() - t0) };
+  } catch (err) {
+    const error = toErrorInfo(err);
+    if (ctx.stopped.length === 0) {
+      // nothing was stopped: remove what was staged and say why
+      if (ctx.staged.length > 0) await steps.run('cleanup', () => rollback(ctx)).catch(() => undefined);
+      const r = report(err instanceof LockstepError && REFUSALS.has(err.code) ? 'refused' : 'failed');
+      r.error = error;
+      return r;
+    }
+    const rb = await steps.run('rollback', () => rollback(ctx));
+    const r = report(rb.ok ? 'rolled-back' : 'rollback-failed');
+    r.error = error;
+    r.rollback = { attempted: true, ok: rb.ok, errors: rb.errors };
+    return r;
+  }
+}

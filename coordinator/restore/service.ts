@@ -1,0 +1,47 @@
+/**
+ * Stop (reverse start order) and start (start order, each group healthy before the
+ * next). Downtime per component runs from its stop to its healthy start.
+ */
+import { LockstepError } from '../../lib/errors.js';
+import { fanout, key } from '../fanout.js';
+import { report, type RestoreContext, type RestoreTarget } from './context.js';
+
+function failures(label: string, outcomes: { ok: boolean; target: { node: string; component: string }; error?: { message: string } }[]): string[] {
+  return outcomes.filter((o) => !o.ok).map((o) => `${key(o.target)}: ${label} failed: ${o.error?.message ?? '?'}`);
+}
+
+export async function stopAll(ctx: RestoreContext): Promise<void> {
+  const problems: string[] = [];
+  for (const group of [...ctx.startGroups].reverse()) {
+    for (const t of group) ctx.stoppedAt.set(key(t), performance.now());
+    // counted as stopped before the call: a stop that failed half-way is started again on rollback
+    ctx.stopped.push(...group);
+    const outcomes = await fanout(ctx.cluster, 'stop', group, (t) => ({ kind: 'stop', component: t.component }), ctx.signal, ctx.progress);
+    problems.push(...failures('stop', outcomes));
+    if (problems.length > 0) break;
+  }
+  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '));
+}
+
+export async function startAll(ctx: RestoreContext, targets: RestoreTarget[], signal: AbortSignal): Promise<string[]> {
+  const problems: string[] = [];
+  const wanted = new Set(targets.map(key));
+  for (const group of ctx.startGroups) {
+    const g = group.filter((t) => wanted.has(key(t)));
+    if (g.length === 0) continue;
+    const outcomes = await fanout(ctx.cluster, 'start', g, (t) => ({ kind: 'start', component: t.component }), signal, ctx.progress);
+    for (const o of outcomes) {
+      const since = ctx.stoppedAt.get(key(o.target));
+      if (o.ok && since !== undefined) report(ctx, o.target).downtimeMs = Math.round(performance.now() - since);
+    }
+    problems.push(...failures('start', outcomes));
+    // the next group needs this one healthy
+    if (problems.length > 0) break;
+  }
+  return problems;
+}
+
+export async function start(ctx: RestoreContext): Promise<void> {
+  const problems = await startAll(ctx, ctx.targets, ctx.signal);
+  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '));
+}
