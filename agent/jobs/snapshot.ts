@@ -1,5 +1,6 @@
 /** Jobs `snapshot` (the plugin produces the files into a snapshot dir) and `cleanup`. */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { treeSize } from '../../lib/tree.js';
 import type { JobRequestOf, SnapshotResult } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
@@ -26,5 +27,7 @@ export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>):
   node.component(req.component);
   const dir = node.snapshotDir(req.backupId, req.component);
   await rm(dir, { recursive: true, force: true });
+  // the backup's folder goes with its last component (others may still be in it)
+  await rmdir(dirname(dir)).catch(() => undefined);
   return { removed: dir };
 }

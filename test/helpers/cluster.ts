@@ -1,0 +1,46 @@
+/** Test helpers: a local cluster in a temp dir, torn down after the file's tests. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalCluster, resolveFromRoot, runCli, type LocalClusterOptions } from '../../demo/local-cluster.js';
+
+export { runCli };
+
+export const FAKE_SERVICE = resolveFromRoot('test', 'fixtures', 'fake-service.mjs');
+
+export async function tempDir(prefix = 'lockstep-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export async function startCluster(opts: Omit<LocalClusterOptions, 'root'>): Promise<LocalCluster> {
+  const root = await tempDir();
+  return new LocalCluster({ ...opts, root }).start();
+}
+
+export async function stopCluster(c: LocalCluster | undefined): Promise<void> {
+  if (!c) return;
+  await c.stop();
+  await rm(c.opts.root, { recursive: true, force: true });
+}
+
+/** argv for the fake service, as a component's stop/start/health setting */
+export function service(cmd: string, pidfile: string, log?: string): string[] {
+  return [process.execPath, FAKE_SERVICE, cmd, pidfile, ...(log ? [log] : [])];
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function json<T>(text: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new Error(`not JSON: ${text.slice(0, 2000)}`);
+  }
+}

@@ -1,0 +1,120 @@
+/** Three real agents over mTLS: backup, damage, restore, byte-for-byte. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { readdir, rm, stat, writeFile, mkdir, symlink, chmod, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { LocalCluster } from '../../demo/local-cluster.js';
+import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
+import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import type { Manifest } from '../../lib/repo/manifest.js';
+import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
+
+describe('backup and restore of three nodes', () => {
+  let cluster: LocalCluster;
+  let backupId: string;
+  let before: Awaited<ReturnType<typeof fingerprint>>[];
+
+  beforeAll(async () => {
+    cluster = await startCluster({ nodes: 3 });
+    for (const a of cluster.agents) await fillDataDir(a.data.data!, a.node, 1024 * 1024);
+    // node2 also holds a 50 MB file, an empty nested dir and odd modes
+    const d2 = cluster.agent('node2').data.data!;
+    await writeFile(join(d2, 'huge.bin'), randomBytes(50 * 1024 * 1024));
+    await mkdir(join(d2, 'a', 'b', 'c', 'empty'), { recursive: true });
+    await writeFile(join(d2, 'a', 'b', 'readonly'), 'ro');
+    await chmod(join(d2, 'a', 'b', 'readonly'), 0o444);
+    await chmod(join(d2, 'a', 'b', 'c'), 0o700);
+    await symlink('../../CURRENT', join(d2, 'a', 'b', 'link-up'));
+    before = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+  });
+  afterAll(() => stopCluster(cluster));
+
+  it('backs up every node and reports it complete', async () => {
+    const r = await runCli(['backup', 'create', '--name', 'nightly', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stderr).toBe(0);
+    const report = json<BackupReport>(r.stdout);
+    expect(report.status).toBe('complete');
+    expect(report.backupId).toMatch(/^\d{8}-\d{6}-nightly$/);
+    expect(report.nodes.map((n) => [n.node, n.status])).toEqual([['node1', 'ok'], ['node2', 'ok'], ['node3', 'ok']]);
+    expect(report.shards.every((s) => s.covered)).toBe(true);
+    const files = before.reduce((n, f) => n + f.filter((e) => e.type === 'file').length, 0);
+    expect(report.totals.files).toBe(files);
+    expect(report.totals.bytes).toBeGreaterThan(50 * 1024 * 1024);
+    backupId = report.backupId;
+
+    // local snapshots are gone after the backup
+    for (const a of cluster.agents) expect(await readdir(join(a.stateDir, 'snapshots')).catch(() => [])).toEqual([]);
+  });
+
+  it('lists and shows the backup from the repository alone', async () => {
+    const list = await runCli(['backup', 'list', '--json'], { config: cluster.configFile });
+    expect(list.code).toBe(0);
+    expect(json<{ backupId: string; status: string }[]>(list.stdout)).toEqual([expect.objectContaining({ backupId, status: 'complete' })]);
+    const show = await runCli(['backup', 'show', backupId, '--json'], { config: cluster.configFile });
+    expect(show.code).toBe(0);
+    const m = json<Manifest>(show.stdout);
+    expect(m.version).toBe(1);
+    expect(m.components.map((c) => c.node).sort()).toEqual(['node1', 'node2', 'node3']);
+    expect(m.topology.map((n) => n.node)).toEqual(['node1', 'node2', 'node3']);
+  });
+
+  it('a second backup of unchanged data stores no new chunks', async () => {
+    const r = await runCli(['backup', 'create', '--name', 'again', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stderr).toBe(0);
+    const report = json<BackupReport>(r.stdout);
+    expect(report.totals.bytesNew).toBe(0);
+  });
+
+  it('restores damaged data byte for byte, and removes the old data after success', async () => {
+    for (const a of cluster.agents) {
+      const d = a.data.data!;
+      await unlink(join(d, 'CURRENT'));
+      await writeFile(join(d, 'sst', 'big.sst'), 'clobbered');
+      await rm(join(d, 'empty-dir'), { recursive: true });
+      await writeFile(join(d, 'new-file'), 'not in the backup');
+      await chmod(join(d, 'run.sh'), 0o644);
+    }
+    await rm(join(cluster.agent('node2').data.data!, 'huge.bin'));
+    const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.status).toBe('restored');
+    const after = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+    expect(after).toEqual(before);
+    // nothing left beside the data dirs
+    for (const a of cluster.agents) {
+      const siblings = await readdir(dirname(a.data.data!));
+      expect(siblings.filter((s) => s.includes('.lockstep-'))).toEqual([]);
+    }
+    // unchanged files were reused, not downloaded
+    const n2 = report.nodes.find((n) => n.node === 'node2')!.components[0]!;
+    expect(n2.stage!.filesReused).toBeGreaterThan(20);
+    expect(n2.stage!.bytesDownloaded).toBeGreaterThanOrEqual(50 * 1024 * 1024);
+  });
+
+  it('--keep-old keeps the replaced data beside the restored data', async () => {
+    const d1 = cluster.agent('node1').data.data!;
+    await writeFile(join(d1, 'marker'), 'before restore');
+    const r = await runCli(['restore', backupId, '--keep-old', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout).toBe(0);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.keptOldData).toHaveLength(3);
+    const kept = report.keptOldData.find((k) => k.startsWith('node1:'))!.slice('node1:'.length);
+    expect((await stat(join(kept, 'marker'))).isFile()).toBe(true);
+    expect(await fingerprint(d1)).toEqual(before[0]);
+    for (const k of report.keptOldData) await rm(k.slice(k.indexOf(':') + 1), { recursive: true });
+  });
+
+  it('--dry-run prints the plan and changes nothing', async () => {
+    const d3 = cluster.agent('node3').data.data!;
+    await writeFile(join(d3, 'CURRENT'), 'changed after backup');
+    const fp = await fingerprint(d3);
+    const r = await runCli(['restore', backupId, '--dry-run', '--json'], { config: cluster.configFile });
+    expect(r.code).toBe(0);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.status).toBe('planned');
+    expect(report.nodes.find((n) => n.node === 'node3')!.components[0]!.actions!.join('\n')).toContain('restore');
+    expect(await fingerprint(d3)).toEqual(fp);
+    expect((await readdir(dirname(d3))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
+  });
+});
