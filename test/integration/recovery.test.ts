@@ -1,0 +1,161 @@
+/**
+ * Failures in the middle: an agent killed mid-job, a service that will not start
+ * after the swap, a corrupt chunk, a topology that does not match.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, writeFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
+import { parse, stringify } from 'yaml';
+import type { LocalCluster } from '../../demo/local-cluster.js';
+import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
+import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import type { Job } from '../../lib/wire.js';
+import { issueCertificate } from '../../lib/tls/certs.js';
+import { FAKE_SERVICE, isAlive, json, runCli, service, startCluster, stopCluster } from '../helpers/cluster.js';
+
+const run = (argv: string[]) => new Promise<void>((res, rej) => execFile(argv[0]!, argv.slice(1), (e) => (e ? rej(e) : res())));
+
+async function setComponent(cluster: LocalCluster, node: string, settings: Record<string, unknown>): Promise<void> {
+  const a = cluster.agent(node);
+  const cfg = parse(await readFile(a.configFile, 'utf8')) as { components: Record<string, unknown>[] };
+  cfg.components[0] = { name: cfg.components[0]!.name, plugin: 'directory', path: cfg.components[0]!.path, ...settings };
+  await writeFile(a.configFile, stringify(cfg));
+  await cluster.killAgent(node, 'SIGTERM');
+  await cluster.startAgent(node);
+}
+
+describe('recovery from failures', () => {
+  let cluster: LocalCluster;
+  let backupId: string;
+  let before: Awaited<ReturnType<typeof fingerprint>>[];
+  const pidfile = (node: string) => join(cluster.opts.root, `${node}.pid`);
+
+  beforeAll(async () => {
+    cluster = await startCluster({ nodes: 2 });
+    for (const a of cluster.agents) await fillDataDir(a.data.data!, a.node, 256 * 1024);
+    before = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+    const r = await runCli(['backup', 'create', '--name', 'base', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stderr).toBe(0);
+    backupId = json<BackupReport>(r.stdout).backupId;
+  });
+  afterAll(async () => {
+    for (const a of cluster.agents) await run(service('stop', pidfile(a.node))).catch(() => undefined);
+    await stopCluster(cluster);
+  });
+
+  it('an agent killed mid-job reports the job as interrupted, removes its leftovers and starts the service again', async () => {
+    const pf = pidfile('node1');
+    const events = join(cluster.opts.root, 'node1.events');
+    await run(service('start', pf));
+    await setComponent(cluster, 'node1', { stop: service('slow-stop', pf, events), start: service('start', pf, events), health: service('health', pf) });
+    const a = cluster.agent('node1');
+    const coord = await issueCertificate(cluster.ca, { role: 'coordinator', name: 'ops' });
+    const dispatcher = new Agent({ connect: { ca: cluster.ca.cert, cert: coord.cert, key: coord.key } });
+    const api = async <T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> => {
+      const res = await request(`https://${a.host}:${a.port}/v1${path}`, { method, dispatcher, body: body ? JSON.stringify(body) : undefined, headers: body ? { 'content-type': 'application/json' } : {} });
+      return (await res.body.json()) as T;
+    };
+    try {
+      const job = await api<Job>('POST', '/jobs', { kind: 'snapshot', component: 'data', backupId: '20260101-000000-killed' });
+      expect(job.state).toBe('running');
+      // wait until the stop command runs: the snapshot dir exists, the service is being stopped
+      const snapDir = join(a.stateDir, 'snapshots', '20260101-000000-killed', 'data');
+      for (let i = 0; i < 100 && !existsSync(events); i++) await sleep(50);
+      expect(existsSync(snapDir)).toBe(true);
+      await cluster.killAgent('node1');
+      await dispatcher.close();
+      await cluster.startAgent('node1');
+      const fresh = new Agent({ connect: { ca: cluster.ca.cert, cert: coord.cert, key: coord.key } });
+      const res = await request(`https://${a.host}:${a.port}/v1/jobs/${job.id}`, { dispatcher: fresh });
+      const after = (await res.body.json()) as Job;
+      await fresh.close();
+      expect(after.state).toBe('interrupted');
+      expect(after.error?.code).toBe('LOCKSTEP_E_AGENT_INTERRUPTED');
+      expect(after.recovery?.join('\n')).toContain('started component data again');
+      expect(existsSync(snapDir)).toBe(false);
+      expect(await readdir(join(a.stateDir, 'snapshots')).catch(() => [])).toEqual([]);
+      expect(isAlive(Number(await readFile(pf, 'utf8')))).toBe(true);
+    } finally {
+      await dispatcher.close().catch(() => undefined);
+    }
+  });
+
+  it('a service that will not start after the swap rolls every node back to its data, started', async () => {
+    // node2's start command fails: its data must come back as it was before the restore
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed on ${a.node}`);
+    const now = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+    // node2's service cannot run on the backed-up data (its health check refuses it)
+    await setComponent(cluster, 'node2', { health: [process.execPath, FAKE_SERVICE, 'refuse-if', join(cluster.agent('node2').data.data!, 'CURRENT'), 'MANIFEST'], healthTimeoutMs: 1500 });
+    await setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
+    const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout).toBe(1);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.status).toBe('rolled-back');
+    expect(report.rollback?.ok).toBe(true);
+    expect(report.error?.message).toContain('node2/data: start failed');
+    expect(report.error?.message).toContain('did not become healthy');
+    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(now);
+    // node1's service runs again after the rollback
+    expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
+    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
+    await setComponent(cluster, 'node2', {});
+  });
+
+  it('a corrupt chunk stops the restore during staging, before any service is stopped', async () => {
+    const events = join(cluster.opts.root, 'node1.events');
+    const stopsBefore = await readFile(events, 'utf8').catch(() => '');
+    const chunkDirs = await readdir(join(cluster.repoDir, 'chunks'));
+    // flip a byte in every chunk of one folder
+    const dir = join(cluster.repoDir, 'chunks', chunkDirs[0]!);
+    const saved = new Map<string, Buffer>();
+    for (const f of await readdir(dir)) {
+      const p = join(dir, f);
+      const b = await readFile(p);
+      saved.set(p, Buffer.from(b));
+      b[0] = b[0]! ^ 0xff;
+      await writeFile(p, b);
+    }
+    try {
+      // make every file differ so that nothing can be reused locally
+      for (const a of cluster.agents) await rm(a.data.data!, { recursive: true });
+      for (const a of cluster.agents) await mkdir(a.data.data!);
+      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+      expect(r.code).toBe(1);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('failed');
+      expect(report.error?.code).toBe('LOCKSTEP_E_REPO_CORRUPT');
+      expect(report.error?.message).toMatch(/chunk [0-9a-f]{64} .* is corrupt/);
+      expect(report.steps.map((s) => s.name)).not.toContain('stop');
+      expect(await readFile(events, 'utf8').catch(() => '')).toBe(stopsBefore);
+      for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
+    } finally {
+      for (const [p, b] of saved) await writeFile(p, b);
+    }
+    // with the chunks repaired the same restore succeeds
+    const ok = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(ok.code, ok.stdout).toBe(0);
+    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
+  });
+
+  it('restore onto a different topology is refused, naming the difference, and changes nothing', async () => {
+    const a2 = cluster.agent('node2');
+    const cfg = parse(await readFile(a2.configFile, 'utf8')) as { components: Record<string, unknown>[] };
+    const extra = join(dirname(a2.data.data!), 'logs');
+    await mkdir(extra, { recursive: true });
+    cfg.components.push({ name: 'logs', plugin: 'directory', path: extra });
+    await writeFile(a2.configFile, stringify(cfg));
+    await cluster.killAgent('node2', 'SIGTERM');
+    await cluster.startAgent('node2');
+    await writeFile(join(cluster.agent('node1').data.data!, 'CURRENT'), 'after backup');
+    const fp = await fingerprint(cluster.agent('node1').data.data!);
+    const r = await runCli(['restore', backupId], { config: cluster.configFile });
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain('LOCKSTEP_E_TOPOLOGY_MISMATCH');
+    expect(r.stderr).toContain('node node2: component logs (directory) is on the node but not in the backup');
+    expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(fp);
+  });
+});

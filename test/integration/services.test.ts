@@ -1,0 +1,113 @@
+/**
+ * The directory plugin's stop → copy → start around real service processes, and what
+ * happens when a node is unreachable or a stop command fails.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { parse, stringify } from 'yaml';
+import { join } from 'node:path';
+import type { LocalCluster } from '../../demo/local-cluster.js';
+import type { BackupReport } from '../../lib/report.js';
+import { isAlive, json, runCli, service, startCluster, stopCluster } from '../helpers/cluster.js';
+
+const pid = async (file: string) => Number(await readFile(file, 'utf8'));
+
+describe('services stopped and started around the snapshot', () => {
+  let cluster: LocalCluster;
+  const pidfile = (node: string) => join(cluster.opts.root, `${node}.pid`);
+  const events = (node: string) => join(cluster.opts.root, `${node}.events`);
+
+  beforeAll(async () => {
+    cluster = await startCluster({ nodes: 3, components: () => [{ name: 'db' }] });
+    // give each node a service, now that paths are known; node3's stop command always fails
+    for (const a of cluster.agents) {
+      const cfg = parse(await readFile(a.configFile, 'utf8')) as { components: Record<string, unknown>[] };
+      const pf = pidfile(a.node);
+      cfg.components[0] = {
+        ...cfg.components[0],
+        stop: a.node === 'node3' ? service('fail', pf) : service('stop', pf, events(a.node)),
+        start: service('start', pf, events(a.node)),
+        health: service('health', pf),
+        healthTimeoutMs: 5000,
+      };
+      await writeFile(a.configFile, stringify(cfg));
+      await writeFile(join(a.data.db!, 'table'), `rows of ${a.node}\n`);
+      await runCommand(service('start', pf));
+      await cluster.killAgent(a.node, 'SIGTERM');
+      await cluster.startAgent(a.node);
+    }
+  });
+  afterAll(async () => {
+    for (const a of cluster.agents) await runCommand(service('stop', pidfile(a.node))).catch(() => undefined);
+    await stopCluster(cluster);
+  });
+
+  it('a failing stop command leaves that service running, names the node and the error, and the backup is partial', async () => {
+    const before3 = await pid(pidfile('node3'));
+    const r = await runCli(['backup', 'create', '--name', 'svc', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stderr).toBe(3);
+    const report = json<BackupReport>(r.stdout);
+    expect(report.status).toBe('partial');
+    const n3 = report.nodes.find((n) => n.node === 'node3')!;
+    expect(n3.status).toBe('failed');
+    const c3 = n3.components[0]!;
+    expect(c3.status).toBe('failed');
+    expect(c3.error?.code).toBe('LOCKSTEP_E_COMMAND_FAILED');
+    expect(c3.error?.node).toBe('node3');
+    expect(c3.reason).toContain('exited with code 3');
+    expect(c3.reason).toContain('3 clients still connected');
+    expect(report.shards.find((s) => s.shard === 'node3/db')!.covered).toBe(false);
+    // node3's service was never stopped: same process, still alive
+    expect(await pid(pidfile('node3'))).toBe(before3);
+    expect(isAlive(before3)).toBe(true);
+    // the others were stopped and started again, with the downtime measured
+    for (const node of ['node1', 'node2']) {
+      const c = report.nodes.find((n) => n.node === node)!.components[0]!;
+      expect(c.status).toBe('ok');
+      expect(c.snapshot!.downtimeMs).toBeGreaterThan(0);
+      expect(isAlive(await pid(pidfile(node)))).toBe(true);
+      expect((await readFile(events(node), 'utf8')).trim().split('\n').slice(-2)).toEqual(['stop', 'start']);
+    }
+  });
+
+  it('restore refuses the partial backup unless asked', async () => {
+    const list = json<{ backupId: string; status: string }[]>((await runCli(['backup', 'list', '--json'], { config: cluster.configFile })).stdout);
+    const partial = list.find((b) => b.status === 'partial')!;
+    const r = await runCli(['restore', partial.backupId, '--json'], { config: cluster.configFile });
+    expect(r.code).toBe(4);
+    expect(json<{ error: { code: string; message: string } }>(r.stdout).error.code).toBe('LOCKSTEP_E_BACKUP_PARTIAL');
+  });
+
+  it('an unreachable agent fails preflight, naming it, before any service is stopped', async () => {
+    const stopsBefore = await readFile(events('node1'), 'utf8');
+    await cluster.killAgent('node2');
+    try {
+      const r = await runCli(['backup', 'create', '--name', 'down', '--json'], { config: cluster.configFile });
+      expect(r.code).toBe(4);
+      const report = json<BackupReport>(r.stdout);
+      expect(report.status).toBe('failed');
+      expect(report.error?.code).toBe('LOCKSTEP_E_PREFLIGHT_FAILED');
+      expect(report.error?.message).toContain('node2');
+      const n2 = report.nodes.find((n) => n.node === 'node2')!;
+      expect(n2.error?.code).toBe('LOCKSTEP_E_AGENT_UNREACHABLE');
+      expect(n2.error?.message).toContain('connection refused');
+      expect(report.steps.map((s) => s.name)).toEqual(['preflight']);
+      // no service anywhere was stopped
+      expect(await readFile(events('node1'), 'utf8')).toBe(stopsBefore);
+      expect(existsSync(join(cluster.repoDir, 'backups', report.backupId))).toBe(false);
+      // the human form names the node too
+      const human = await runCli(['backup', 'create', '--name', 'down'], { config: cluster.configFile });
+      expect(human.code).toBe(4);
+      expect(human.stdout).toMatch(/node node2 .*failed/);
+      expect(human.stdout).toContain('is lockstep-agent running');
+    } finally {
+      await cluster.startAgent('node2');
+    }
+  });
+});
+
+async function runCommand(argv: string[]): Promise<void> {
+  await new Promise<void>((res, rej) => execFile(argv[0]!, argv.slice(1), (err) => (err ? rej(err) : res())));
+}
