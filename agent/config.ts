@@ -2,6 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { checkSchema, joinPath, loadConfig, resolvePath, type ConfigProblem } from '../lib/config.js';
 import { tiers } from '../lib/wire.js';
+import { StringEnum } from '../lib/schema.js';
 import type { TlsFiles } from '../lib/tls/files.js';
 import { checkRepositorySettings, type RepositorySettings } from '../plugins/storage/registry.js';
 import { getPlugin, pluginNames } from '../plugins/engines/registry.js';
@@ -13,7 +14,7 @@ const ComponentSchema = Type.Object(
   {
     name: Name,
     plugin: Type.String({ minLength: 1 }),
-    tier: Type.Union(tiers.map((t) => Type.Literal(t)), { default: 'storage' }),
+    tier: StringEnum(tiers, { default: 'storage' }),
     shard: Type.Optional(Type.String({ minLength: 1 })),
     role: Type.Optional(Type.String({ minLength: 1 })),
   },
@@ -38,7 +39,7 @@ export const AgentConfigSchema = Type.Object(
     repository: Type.Object({ driver: Type.String({ minLength: 1 }) }, { additionalProperties: true }),
     components: Type.Array(ComponentSchema, { minItems: 1 }),
     log: Type.Object(
-      { level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }) },
+      { level: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }) },
       { additionalProperties: false, default: {} },
     ),
     jobHistory: Type.Integer({ minimum: 1, default: 200 }),

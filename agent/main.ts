@@ -20,6 +20,7 @@ import { createServer } from './server.js';
 
 const EXIT_CONFIG = 2;
 const EXIT_START_FAILED = 1;
+const CONFIG_CODES = new Set(['LOCKSTEP_E_CONFIG_INVALID', 'LOCKSTEP_E_CONFIG_UNREADABLE', 'LOCKSTEP_E_CERT_INVALID']);
 
 async function checkOwnCertificate(cfg: AgentConfig, cert: Buffer): Promise<void> {
   const info = describeCertificate(cert);
@@ -95,7 +96,7 @@ async function main(configFile: string): Promise<void> {
     const e = toErrorInfo(err);
     log.fatal({ err: e }, 'agent could not start');
     process.stderr.write(`lockstep-agent: ${e.message}${e.hint ? `\n  hint: ${e.hint}` : ''}\n`);
-    process.exit(err instanceof LockstepError && err.code.startsWith('LOCKSTEP_E_CONFIG') ? EXIT_CONFIG : EXIT_START_FAILED);
+    process.exit(err instanceof LockstepError && CONFIG_CODES.has(err.code) ? EXIT_CONFIG : EXIT_START_FAILED);
   }
 }
 

@@ -102,7 +102,9 @@ function program(): Command {
     .requiredOption('--dir <dir>', 'where the CA lives')
     .option('--cluster <name>', 'cluster name in the CA certificate', 'lockstep')
     .option('--days <n>', 'validity in days', (v) => positiveInt(v, '--days'), 3650)
-    .action(async (o: { dir: string; cluster: string; days: number }) => {
+    .option('--json', 'print JSON')
+    .action(async (o: { dir: string; cluster: string; days: number }, cmd: Command) => {
+      setJson(cmd);
       const paths = await caInit(o.dir, o.cluster, o.days);
       print(paths, () => `created CA ${paths.cert} (key ${paths.key}, mode 0600)`);
     });
@@ -115,14 +117,18 @@ function program(): Command {
     .option('--out <dir>', 'where to write the certificate and key (default: the CA directory)')
     .option('--days <n>', 'validity in days', (v) => positiveInt(v, '--days'), 825)
     .option('--force', 'replace an existing certificate (rotation)', false)
-    .action(async (role: 'agent' | 'coordinator', o: { name: string; host: string[]; dir: string; out?: string; days: number; force: boolean }) => {
+    .option('--json', 'print JSON')
+    .action(async (role: 'agent' | 'coordinator', o: { name: string; host: string[]; dir: string; out?: string; days: number; force: boolean }, cmd: Command) => {
+      setJson(cmd);
       const paths = await caIssue({ dir: o.dir, out: o.out ?? o.dir, role, name: o.name, hosts: o.host, days: o.days, force: o.force });
       print(paths, () => `issued ${role} certificate ${paths.cert} (key ${paths.key}, mode 0600)`);
     });
   ca.command('show')
     .description('print role, name, hosts and expiry of a certificate')
     .argument('<file>')
-    .action(async (file: string) => {
+    .option('--json', 'print JSON')
+    .action(async (file: string, _o, cmd: Command) => {
+      setJson(cmd);
       const info = await caShow(file);
       print(info, () => renderCertInfo(file, info));
     });
@@ -131,7 +137,9 @@ function program(): Command {
     .description('the backup repository')
     .command('init')
     .description('initialise the repository named in the cluster config (once)')
-    .action(async () => {
+    .option('--json', 'print JSON')
+    .action(async (_o, cmd: Command) => {
+      setJson(cmd);
       const cfg = await loadClusterConfig(g().config);
       const repo = await Repository.init(openDriver(cfg.repository, cfg.repositoryBaseDir));
       print({ location: repo.location, id: repo.id, config: repo.config }, () => `initialised repository ${repo.location} (id ${repo.id})`);

@@ -1,6 +1,7 @@
 /** The cluster config (lockstep.yaml): schema → normalise → cross-field rules. */
 import { Type, type Static } from '@sinclair/typebox';
 import { loadConfig, parseAddress, resolvePath, type ConfigProblem } from '../lib/config.js';
+import { StringEnum } from '../lib/schema.js';
 import type { TlsFiles } from '../lib/tls/files.js';
 import { checkRepositorySettings, type RepositorySettings } from '../plugins/storage/registry.js';
 
@@ -18,7 +19,7 @@ export const ClusterConfigSchema = Type.Object(
       Type.Object({ node: Name, address: Type.String({ minLength: 1 }) }, { additionalProperties: false }),
       { minItems: 1 },
     ),
-    coverage: Type.Union([Type.Literal('default'), Type.Literal('all')], { default: 'default' }),
+    coverage: StringEnum(['default', 'all'], { default: 'default' }),
     timeouts: Type.Object(
       {
         connectMs: Type.Integer({ minimum: 100, default: 5000 }),

@@ -3,6 +3,7 @@
  * every route) with the TypeScript types derived from them.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { StringEnum } from './schema.js';
 
 export const API_PREFIX = '/v1';
 
@@ -26,7 +27,7 @@ export type Health = Static<typeof HealthSchema>;
 export const ComponentDescriptionSchema = Type.Object({
   name: Type.String(),
   plugin: Type.String(),
-  tier: Type.Union(tiers.map((t) => Type.Literal(t))),
+  tier: StringEnum(tiers),
   /** replication role within its shard: primary, replica, leader, follower, standalone … */
   role: Type.String(),
   shard: Type.String(),
@@ -131,10 +132,10 @@ export type Progress = Static<typeof ProgressSchema>;
 export const JobSchema = Type.Object({
   id: Type.String(),
   node: Type.String(),
-  kind: Type.Union(jobKinds.map((k) => Type.Literal(k))),
+  kind: StringEnum(jobKinds),
   component: Type.String(),
   request: Type.Unknown(),
-  state: Type.Union(jobStates.map((s) => Type.Literal(s))),
+  state: StringEnum(jobStates),
   createdAt: Type.String(),
   finishedAt: Type.Optional(Type.String()),
   durationMs: Type.Optional(Type.Integer()),

@@ -7,6 +7,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import { checkSchema } from '../config.js';
 import { tiers } from '../wire.js';
+import { StringEnum } from '../schema.js';
 import type { BackupReport } from '../report.js';
 
 export const MANIFEST_VERSION = 1;
@@ -14,7 +15,7 @@ export const MANIFEST_VERSION = 1;
 export const TopologyComponentSchema = Type.Object({
   name: Type.String(),
   plugin: Type.String(),
-  tier: Type.Union(tiers.map((t) => Type.Literal(t))),
+  tier: StringEnum(tiers),
   role: Type.String(),
   shard: Type.String(),
   paths: Type.Record(Type.String(), Type.String()),

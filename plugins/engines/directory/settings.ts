@@ -1,5 +1,6 @@
 /** The `directory` plugin's settings of a component in agent.yaml. */
 import { Type, type Static } from '@sinclair/typebox';
+import { StringEnum } from '../../../lib/schema.js';
 
 const Argv = Type.Array(Type.String({ minLength: 1 }), { minItems: 1 });
 
@@ -20,7 +21,7 @@ export const DirectorySettingsSchema = Type.Object(
      * copy: reflink or copy every file (safe for any service);
      * hardlink: instant, only safe when the service never changes a file in place
      */
-    snapshotMode: Type.Union([Type.Literal('copy'), Type.Literal('hardlink')], { default: 'copy' }),
+    snapshotMode: StringEnum(['copy', 'hardlink'], { default: 'copy' }),
     /** the service's config files, reported by topology (not captured yet) */
     configFiles: Type.Optional(Type.Array(Type.String())),
   },

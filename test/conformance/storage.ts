@@ -1,0 +1,81 @@
+/**
+ * The conformance suite every storage driver runs (fs now; s3 next). It checks the
+ * contract the repository relies on, not a driver's internals.
+ */
+import { describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { readAll } from '../../lib/repo/repository.js';
+import { LockstepError } from '../../lib/errors.js';
+import type { StorageDriver } from '../../plugins/storage/types.js';
+
+export function storageConformance(name: string, open: () => Promise<StorageDriver>): void {
+  describe(`storage driver conformance: ${name}`, () => {
+    it('put then get returns the same bytes; head gives the size', async () => {
+      const d = await open();
+      const body = randomBytes(100_000);
+      await d.put('a/b/obj', body);
+      expect(Buffer.compare(await readAll(await d.get('a/b/obj')), body)).toBe(0);
+      expect(await d.head('a/b/obj')).toEqual({ size: body.length });
+    });
+
+    it('put accepts a stream and replaces an existing object', async () => {
+      const d = await open();
+      await d.put('s', Buffer.from('old'));
+      await d.put('s', Readable.from([Buffer.from('new '), Buffer.from('content')]));
+      expect((await readAll(await d.get('s'))).toString()).toBe('new content');
+    });
+
+    it('get honours byte ranges (inclusive end)', async () => {
+      const d = await open();
+      await d.put('r', Buffer.from('0123456789'));
+      expect((await readAll(await d.get('r', { start: 2, end: 5 }))).toString()).toBe('2345');
+    });
+
+    it('a missing object: head is undefined, get throws LOCKSTEP_E_OBJECT_NOT_FOUND', async () => {
+      const d = await open();
+      expect(await d.head('missing')).toBeUndefined();
+      const err = await d.get('missing').then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(LockstepError);
+      expect((err as LockstepError).code).toBe('LOCKSTEP_E_OBJECT_NOT_FOUND');
+    });
+
+    it('putIfAbsent creates once and never overwrites', async () => {
+      const d = await open();
+      expect(await d.putIfAbsent('once', Buffer.from('first'))).toBe(true);
+      expect(await d.putIfAbsent('once', Buffer.from('second'))).toBe(false);
+      expect((await readAll(await d.get('once'))).toString()).toBe('first');
+    });
+
+    it('concurrent putIfAbsent: exactly one wins', async () => {
+      const d = await open();
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => d.putIfAbsent('race', Buffer.from(`w${i}`))));
+      expect(results.filter(Boolean)).toHaveLength(1);
+    });
+
+    it('list returns every key under a prefix and nothing else', async () => {
+      const d = await open();
+      for (const k of ['p/1', 'p/2', 'p/q/3', 'other/4']) await d.put(k, Buffer.from(k));
+      const keys: string[] = [];
+      for await (const k of d.list('p/')) keys.push(k);
+      expect(keys.sort()).toEqual(['p/1', 'p/2', 'p/q/3']);
+      const none: string[] = [];
+      for await (const k of d.list('nothing-here/')) none.push(k);
+      expect(none).toEqual([]);
+    });
+
+    it('delete removes; deleting a missing key is not an error', async () => {
+      const d = await open();
+      await d.put('del', Buffer.from('x'));
+      await d.delete('del');
+      expect(await d.head('del')).toBeUndefined();
+      await d.delete('del');
+    });
+
+    it('declares its capabilities', async () => {
+      const d = await open();
+      expect(typeof d.capabilities.atomicCreateIfAbsent).toBe('boolean');
+      expect(typeof d.capabilities.rangeRead).toBe('boolean');
+    });
+  });
+}

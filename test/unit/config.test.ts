@@ -1,0 +1,138 @@
+/** Bad configs: one clear line per problem with its path; the config-error exit code; no stack trace. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AGENT_BIN } from '../../demo/local-cluster.js';
+import { runCli, tempDir } from '../helpers/cluster.js';
+
+function runAgent(config: string): Promise<{ code: number; stderr: string }> {
+  return new Promise((res) =>
+    execFile(process.execPath, [AGENT_BIN, '--config', config], { timeout: 20_000 }, (err, _out, stderr) =>
+      res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
+    ),
+  );
+}
+
+describe('config validation', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await tempDir();
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it('the agent refuses to start and lists every problem of its config with its path', async () => {
+    const file = join(dir, 'agent.yaml');
+    await writeFile(
+      file,
+      [
+        'node: "bad name!"',
+        'listen: { host: 127.0.0.1, port: 99999 }',
+        'tls: { ca: ca.crt, cert: a.crt }',
+        'stateDir: state',
+        'repository: { driver: tape, path: /x }',
+        'components:',
+        '  - { name: data, plugin: directory, path: /srv/data, stop: [], snapshotMode: reflinky }',
+        '  - { name: data, plugin: cassandra, path: /srv/other }',
+        '  - { name: web, plugin: directory }',
+        'colour: blue',
+      ].join('\n'),
+    );
+    const r = await runAgent(file);
+    expect(r.code).toBe(2);
+    const lines = r.stderr;
+    expect(lines).toContain('node: must match pattern');
+    expect(lines).toContain('listen.port: must be <= 65535');
+    expect(lines).toContain('tls.key: is required');
+    expect(lines).toContain('colour: is not a known setting');
+    expect(lines).not.toMatch(/\n\s+at /);
+  });
+
+  it('plugin settings and cross-field rules are checked after the schema, each with its path', async () => {
+    const file = join(dir, 'agent2.yaml');
+    await writeFile(
+      file,
+      [
+        'node: n1',
+        'listen: { host: 127.0.0.1, port: 0 }',
+        'tls: { ca: ca.crt, cert: a.crt, key: a.key }',
+        'stateDir: state',
+        'repository: { driver: tape, path: /x }',
+        'components:',
+        '  - { name: data, plugin: directory, path: /srv/data, stop: [], snapshotMode: reflinky }',
+        '  - { name: data, plugin: cassandra, path: /srv/other }',
+        '  - { name: web, plugin: directory }',
+      ].join('\n'),
+    );
+    const r = await runAgent(file);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('repository.driver: unknown storage driver "tape"');
+    expect(r.stderr).toContain('components[0].stop: must NOT have fewer than 1 items');
+    expect(r.stderr).toContain('components[0].snapshotMode: must be one of "copy", "hardlink"');
+    expect(r.stderr).toContain('components[1].name: "data" is already the name of components[0]');
+    expect(r.stderr).toContain('components[1].plugin: unknown plugin "cassandra"');
+    expect(r.stderr).toContain('components[2].path: is required');
+  });
+
+  it('a YAML syntax error names the line', async () => {
+    const file = join(dir, 'broken.yaml');
+    await writeFile(file, 'cluster: demo\nagents: [\n  - node: x\n');
+    const r = await runCli(['topology'], { config: file });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/line \d+, column \d+/);
+  });
+
+  it('the cluster config lists every problem with its path and exits with the config code', async () => {
+    const file = join(dir, 'lockstep.yaml');
+    await writeFile(
+      file,
+      [
+        'cluster: demo',
+        'repository: { driver: fs }',
+        'tls: { ca: ca.crt, cert: c.crt, key: c.key }',
+        'agents:',
+        '  - { node: n1, address: "127.0.0.1" }',
+        '  - { node: n1, address: "127.0.0.2:7000" }',
+        '  - { node: n3, address: "127.0.0.2:7000" }',
+        'coverage: most',
+      ].join('\n'),
+    );
+    const r = await runCli(['backup', 'create'], { config: file });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('LOCKSTEP_E_CONFIG_INVALID');
+    expect(r.stderr).toContain('coverage: must be one of "default", "all"');
+    // cross-field rules run once the schema passes
+    await writeFile(
+      file,
+      [
+        'cluster: demo',
+        'repository: { driver: fs }',
+        'tls: { ca: ca.crt, cert: c.crt, key: c.key }',
+        'agents:',
+        '  - { node: n1, address: "127.0.0.1" }',
+        '  - { node: n1, address: "127.0.0.2:7000" }',
+        '  - { node: n3, address: "127.0.0.2:7000" }',
+      ].join('\n'),
+    );
+    const r2 = await runCli(['backup', 'create'], { config: file });
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toContain('repository.path: is required');
+    expect(r2.stderr).toContain('agents[0].address: "127.0.0.1" is not host:port');
+    expect(r2.stderr).toContain('agents[1].node: "n1" is already agents[0].node');
+    expect(r2.stderr).toContain('agents[2].address: "127.0.0.2:7000" is already agents[1].address');
+  });
+
+  it('a missing config file is a config error, not a crash', async () => {
+    const r = await runCli(['backup', 'list'], { config: join(dir, 'nope.yaml') });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('does not exist');
+  });
+
+  it('bad command-line input exits with the usage code', async () => {
+    expect((await runCli(['backup', 'frobnicate'])).code).toBe(2);
+    expect((await runCli(['backup', 'show', 'not-an-id'], { config: join(dir, 'lockstep.yaml') })).code).toBe(2);
+    const r = await runCli(['backup', 'create', '--name', 'Bad Name'], { config: join(dir, 'lockstep.yaml') });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--name');
+  });
+});
