@@ -27,15 +27,17 @@ export interface FingerprintEntry {
   type: string;
   mode: number;
   size?: number;
+  mtimeMs: number;
   sha256?: string;
   target?: string;
 }
 
-/** Every entry with type, mode, size and content hash (or symlink target), sorted. */
+/** Every entry with type, mode, mtime, size and content hash (or symlink target), sorted. */
 export async function fingerprint(dir: string): Promise<FingerprintEntry[]> {
   const out: FingerprintEntry[] = [];
   for await (const e of walkTree(dir)) {
-    const base = { path: e.rel === '' ? '.' : e.rel, type: e.type, mode: e.stat.mode & 0o7777 };
+    // the root's own mtime is the caller's business (a restore renames it into place)
+    const base = { path: e.rel === '' ? '.' : e.rel, type: e.type, mode: e.stat.mode & 0o7777, mtimeMs: e.rel === '' ? 0 : Math.floor(e.stat.mtimeMs) };
     if (e.type === 'file') out.push({ ...base, size: e.stat.size, sha256: createHash('sha256').update(await readFile(e.abs)).digest('hex') });
     else if (e.type === 'symlink') out.push({ ...base, mode: 0, target: await readlink(e.abs) });
     else out.push(base);

@@ -52,10 +52,12 @@ export interface Meta {
   mtimeMs: number;
 }
 
-/** Apply mode, owner (when root) and mtime to an existing path. */
+/** Apply mode, owner (when root) and mtime (to the millisecond) to an existing path. */
 export async function applyMeta(path: string, type: TreeEntry['type'], meta: Meta): Promise<void> {
   if (isRoot) await lchown(path, meta.uid, meta.gid);
-  const t = new Date(meta.mtimeMs);
+  // utimes takes float seconds, which cannot hold nanoseconds at today's epoch: aim at the
+  // middle of the recorded millisecond so the file reads back with that millisecond
+  const t = (Math.floor(meta.mtimeMs) + 0.5) / 1000;
   if (type === 'symlink') {
     await lutimes(path, t, t);
     return;

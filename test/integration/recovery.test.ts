@@ -3,14 +3,14 @@
  * after the swap, a corrupt chunk, a topology that does not match.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { parse, stringify } from 'yaml';
-import type { LocalCluster } from '../../demo/local-cluster.js';
+import { CLI_BIN, type LocalCluster } from '../../demo/local-cluster.js';
 import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { Job } from '../../lib/wire.js';
@@ -82,6 +82,29 @@ describe('recovery from failures', () => {
     } finally {
       await dispatcher.close().catch(() => undefined);
     }
+  });
+
+  it('SIGINT during a backup cancels it: services running again, no snapshot left, no manifest, exit 130', async () => {
+    // node1 still has the slow stop command from the test above
+    const pf = pidfile('node1');
+    const events = join(cluster.opts.root, 'node1.events');
+    const seen = (await readFile(events, 'utf8')).split('\n').filter((l) => l === 'slow-stop').length;
+    const child = spawn(process.execPath, [CLI_BIN, '--config', cluster.configFile, 'backup', 'create', '--name', 'interrupted', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+    for (let i = 0; i < 200; i++) {
+      if ((await readFile(events, 'utf8')).split('\n').filter((l) => l === 'slow-stop').length > seen) break;
+      await sleep(50);
+    }
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    const report = json<BackupReport>(out);
+    expect(report.status).toBe('failed');
+    expect(report.error?.code).toBe('LOCKSTEP_E_CANCELLED');
+    expect(isAlive(Number(await readFile(pf, 'utf8')))).toBe(true);
+    for (const a of cluster.agents) expect(await readdir(join(a.stateDir, 'snapshots')).catch(() => [])).toEqual([]);
+    expect(existsSync(join(cluster.repoDir, 'backups', report.backupId))).toBe(false);
   });
 
   it('a service that will not start after the swap rolls every node back to its data, started', async () => {

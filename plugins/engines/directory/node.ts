@@ -61,8 +61,14 @@ async function start(comp: Comp, ctx: NodeContext): Promise<ServiceResult> {
   return { ran: comp.start !== undefined, durationMs: Math.round(performance.now() - t0) };
 }
 
-/** After a failed stop the service may be half-down: make sure it runs. */
-async function ensureRunning(comp: Comp, ctx: NodeContext): Promise<void> {
+/** A context whose deadline is its own: starting a service again is never cancelled. */
+function uncancellable(comp: Comp, ctx: NodeContext): NodeContext {
+  return { ...ctx, signal: AbortSignal.timeout(comp.startTimeoutMs + comp.healthTimeoutMs + 10_000) };
+}
+
+/** After a failed or cancelled stop the service may be half-down: make sure it runs. */
+async function ensureRunning(comp: Comp, parent: NodeContext): Promise<void> {
+  const ctx = uncancellable(comp, parent);
   const h = await runHealthOnce(comp, ctx, 10_000);
   if (comp.health && h.ok) return;
   try {
@@ -121,7 +127,7 @@ export const directoryNode = {
     if (comp.stop) {
       // always start again, whatever happened to the copy
       // a cancelled job still starts the service again
-      await start(comp, { ...ctx, signal: AbortSignal.timeout(comp.startTimeoutMs + comp.healthTimeoutMs + 1000) });
+      await start(comp, uncancellable(comp, ctx));
       await serviceStopped(false);
     }
     if (copyError) {
