@@ -5,6 +5,7 @@
  */
 import { LockstepError, toErrorInfo } from '../../lib/errors.js';
 import type { NodeReport } from '../../lib/report.js';
+import { topologyNode } from '../../lib/repo/manifest.js';
 import type { BackupContext } from './context.js';
 
 export async function preflight(ctx: BackupContext): Promise<void> {
@@ -24,19 +25,7 @@ export async function preflight(ctx: BackupContext): Promise<void> {
         problems.push(`${d.node}: ${d.error?.message ?? 'unknown error'}`);
         return;
       }
-      ctx.topology.push({
-        node: d.node,
-        address: d.address,
-        components: d.description.components.map((c) => ({
-          name: c.name,
-          plugin: c.plugin,
-          tier: c.tier,
-          role: c.role,
-          shard: c.shard,
-          paths: c.paths,
-          configFiles: c.configFiles,
-        })),
-      });
+      ctx.topology.push(topologyNode(d.description, d.address));
       for (const c of d.description.components) {
         const cr = { node: d.node, component: c.name, plugin: c.plugin, tier: c.tier, role: c.role, shard: c.shard, status: 'ok' as const };
         report.components.push(cr);

@@ -5,7 +5,7 @@
  * coverage policy skipped it, of the replica that covered its shard.
  */
 import { LockstepError } from '../../lib/errors.js';
-import type { TopologyComponent, TopologyNode } from '../../lib/repo/manifest.js';
+import { topologyNode, type TopologyNode } from '../../lib/repo/manifest.js';
 import { getPlugin } from '../../plugins/engines/registry.js';
 import type { RestoreContext, RestoreTarget } from './context.js';
 
@@ -47,19 +47,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   if (down.length > 0) {
     throw new LockstepError('LOCKSTEP_E_PREFLIGHT_FAILED', `cannot plan the restore; nothing was changed:\n  ${down.map((d) => `${d.node}: ${d.error?.message}`).join('\n  ')}`);
   }
-  const live: TopologyNode[] = described.map((d) => ({
-    node: d.node,
-    address: d.address,
-    components: d.description!.components.map((c): TopologyComponent => ({
-      name: c.name,
-      plugin: c.plugin,
-      tier: c.tier,
-      role: c.role,
-      shard: c.shard,
-      paths: c.paths,
-      configFiles: c.configFiles,
-    })),
-  }));
+  const live: TopologyNode[] = described.map((d) => topologyNode(d.description!, d.address));
   const diffs = topologyDifferences(m.topology, live);
   if (diffs.length > 0) {
     throw new LockstepError('LOCKSTEP_E_TOPOLOGY_MISMATCH', `the cluster's topology differs from backup ${m.backupId}; nothing was changed:\n  ${diffs.join('\n  ')}`, {

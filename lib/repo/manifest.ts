@@ -6,22 +6,23 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import { checkSchema } from '../config.js';
-import { tiers } from '../wire.js';
-import { StringEnum } from '../schema.js';
+import { ComponentDescriptionSchema, type NodeDescription } from '../wire.js';
 import type { BackupReport } from '../report.js';
 
 export const MANIFEST_VERSION = 1;
 
-export const TopologyComponentSchema = Type.Object({
-  name: Type.String(),
-  plugin: Type.String(),
-  tier: StringEnum(tiers),
-  role: Type.String(),
-  shard: Type.String(),
-  paths: Type.Record(Type.String(), Type.String()),
-  configFiles: Type.Array(Type.String()),
-});
+/** What a backup records of each component: its description without the live parts (size, health). */
+export const TopologyComponentSchema = Type.Pick(ComponentDescriptionSchema, ['name', 'plugin', 'tier', 'role', 'shard', 'paths', 'configFiles']);
 export type TopologyComponent = Static<typeof TopologyComponentSchema>;
+
+/** The recorded topology of one described node. */
+export function topologyNode(d: NodeDescription, address: string): TopologyNode {
+  return {
+    node: d.node,
+    address,
+    components: d.components.map(({ name, plugin, tier, role, shard, paths, configFiles }) => ({ name, plugin, tier, role, shard, paths, configFiles })),
+  };
+}
 
 export const TopologyNodeSchema = Type.Object({
   node: Type.String(),

@@ -84,36 +84,22 @@ describe('config validation', () => {
 
   it('the cluster config lists every problem with its path and exits with the config code', async () => {
     const file = join(dir, 'lockstep.yaml');
-    await writeFile(
-      file,
-      [
-        'cluster: demo',
-        'repository: { driver: fs }',
-        'tls: { ca: ca.crt, cert: c.crt, key: c.key }',
-        'agents:',
-        '  - { node: n1, address: "127.0.0.1" }',
-        '  - { node: n1, address: "127.0.0.2:7000" }',
-        '  - { node: n3, address: "127.0.0.2:7000" }',
-        'coverage: most',
-      ].join('\n'),
-    );
+    const base = [
+      'cluster: demo',
+      'repository: { driver: fs }',
+      'tls: { ca: ca.crt, cert: c.crt, key: c.key }',
+      'agents:',
+      '  - { node: n1, address: "127.0.0.1" }',
+      '  - { node: n1, address: "127.0.0.2:7000" }',
+      '  - { node: n3, address: "127.0.0.2:7000" }',
+    ];
+    await writeFile(file, [...base, 'coverage: most'].join('\n'));
     const r = await runCli(['backup', 'create'], { config: file });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('LOCKSTEP_E_CONFIG_INVALID');
     expect(r.stderr).toContain('coverage: must be one of "default", "all"');
     // cross-field rules run once the schema passes
-    await writeFile(
-      file,
-      [
-        'cluster: demo',
-        'repository: { driver: fs }',
-        'tls: { ca: ca.crt, cert: c.crt, key: c.key }',
-        'agents:',
-        '  - { node: n1, address: "127.0.0.1" }',
-        '  - { node: n1, address: "127.0.0.2:7000" }',
-        '  - { node: n3, address: "127.0.0.2:7000" }',
-      ].join('\n'),
-    );
+    await writeFile(file, base.join('\n'));
     const r2 = await runCli(['backup', 'create'], { config: file });
     expect(r2.code).toBe(2);
     expect(r2.stderr).toContain('repository.path: is required');
