@@ -64,7 +64,7 @@ export interface AgentConfig {
   jobHistory: number;
 }
 
-const PATH_SETTINGS = ['path'];
+const PATH_SETTINGS = ['path', 'dir', 'configFile'];
 
 function normalise(file: string) {
   return (raw: RawAgentConfig, baseDir: string): AgentConfig => ({

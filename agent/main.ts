@@ -17,6 +17,7 @@ import { AgentNode, AGENT_VERSION } from './node.js';
 import { JobRunner } from './jobs/runner.js';
 import { jobHandlers } from './jobs/handlers.js';
 import { createServer } from './server.js';
+import { FreezeLeases } from './leases.js';
 
 const EXIT_CONFIG = 2;
 const EXIT_START_FAILED = 1;
@@ -58,7 +59,8 @@ async function main(configFile: string): Promise<void> {
     const swept = await node.sweep();
     if (swept.length > 0) log.info({ removed: swept }, 'removed snapshot and staging leftovers');
 
-    const app = await createServer(node, runner, tls, log);
+    const leases = new FreezeLeases(node);
+    const app = await createServer(node, runner, leases, tls, log);
     await app.listen({ host: cfg.listen.host, port: cfg.listen.port });
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : cfg.listen.port;
@@ -83,6 +85,7 @@ async function main(configFile: string): Promise<void> {
     const shutdown = async (signal: string) => {
       log.info({ signal }, 'shutting down');
       for (const f of [cfg.tls.ca, cfg.tls.cert, cfg.tls.key]) unwatchFile(f);
+      await leases.thawAll();
       for (const j of runner.list()) if (j.state === 'running') runner.cancel(j.id);
       const deadline = Date.now() + 20_000;
       while (runner.list().some((j) => j.state === 'running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

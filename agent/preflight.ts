@@ -32,14 +32,14 @@ export async function preflight(node: AgentNode, runner: JobRunner, repositoryId
       return `${Math.round(free / 1048576)} MiB free in ${node.config.stateDir}`;
     }),
   );
-  for (const { config, plugin } of node.components.values()) {
+  // component health is not checked here: an unhealthy replica is skipped by the
+  // coverage policy (the coordinator reads health from the node description)
+  for (const { config } of node.components.values()) {
     const busy = runner.busyComponents().get(config.name);
     checks.push(
       await check(`component ${config.name}`, async () => {
         if (busy) throw new Error(`component ${config.name} is busy with job ${busy}`);
-        const h = await plugin.node.health(config, node.ctx(AbortSignal.timeout(30_000)));
-        if (!h.ok) throw new Error(`component ${config.name} is not healthy: ${h.message}`);
-        return h.message;
+        return 'idle';
       }),
     );
   }

@@ -9,14 +9,20 @@ import {
   PreflightRequestSchema,
   PreflightResultSchema,
   type JobRequest,
+  FreezeRequestSchema,
+  LeaseSchema,
+  PointRequestSchema,
+  RenewRequestSchema,
+  type FreezeRequest,
   type PreflightResult,
 } from '../lib/wire.js';
 import type { AgentNode } from './node.js';
 import type { JobRunner } from './jobs/runner.js';
 import { preflight } from './preflight.js';
 import type { AgentApp } from './server.js';
+import type { FreezeLeases } from './leases.js';
 
-export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner): void {
+export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner, leases: FreezeLeases): void {
   app.get(`${API_PREFIX}/node`, { schema: { response: { 200: NodeDescriptionSchema } } }, async () => node.describe());
 
   app.post<{ Body: { repositoryId: string; backupId?: string } }>(
@@ -44,6 +50,23 @@ export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner
     { schema: { params: Type.Object({ id: Type.String() }), response: { 200: JobSchema } } },
     async (req) => runner.cancel(req.params.id),
   );
+
+  // freeze leases: synchronous, so a write pause costs round trips, not polling
+  app.post<{ Body: FreezeRequest }>(`${API_PREFIX}/leases`, { schema: { body: FreezeRequestSchema, response: { 200: LeaseSchema } } }, async (req) => leases.freeze(req.body));
+  app.post<{ Params: { id: string }; Body: { ttlMs: number } }>(
+    `${API_PREFIX}/leases/:id/renew`,
+    { schema: { body: RenewRequestSchema, response: { 200: LeaseSchema } } },
+    async (req) => leases.renew(req.params.id, req.body.ttlMs),
+  );
+  app.post<{ Params: { id: string }; Body: { backupId: string; components: string[] } }>(
+    `${API_PREFIX}/leases/:id/point`,
+    { schema: { body: PointRequestSchema } },
+    async (req) => {
+      await leases.point(req.params.id, req.body.backupId, req.body.components);
+      return { ok: true };
+    },
+  );
+  app.post<{ Params: { id: string } }>(`${API_PREFIX}/leases/:id/thaw`, { schema: { response: { 200: LeaseSchema } } }, async (req) => leases.thaw(req.params.id));
 
   app.get(`${API_PREFIX}/health`, async () => {
     try {

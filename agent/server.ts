@@ -13,12 +13,16 @@ import type { TlsMaterial } from '../lib/tls/files.js';
 import { registerRoutes } from './routes.js';
 import type { AgentNode } from './node.js';
 import type { JobRunner } from './jobs/runner.js';
+import type { FreezeLeases } from './leases.js';
 
 const STATUS_BY_CODE: Record<string, number> = {
   LOCKSTEP_E_BAD_REQUEST: 400,
   LOCKSTEP_E_FORBIDDEN: 403,
   LOCKSTEP_E_COMPONENT_UNKNOWN: 404,
   LOCKSTEP_E_JOB_NOT_FOUND: 404,
+  LOCKSTEP_E_LEASE_NOT_FOUND: 404,
+  LOCKSTEP_E_FREEZE_UNSUPPORTED: 400,
+  LOCKSTEP_E_FREEZE_FAILED: 409,
   LOCKSTEP_E_COMPONENT_BUSY: 409,
 };
 
@@ -28,7 +32,7 @@ function first(v: string | string[] | undefined): string | undefined {
 
 export type AgentApp = FastifyInstance<Server, IncomingMessage, ServerResponse, FastifyBaseLogger>;
 
-export async function createServer(node: AgentNode, runner: JobRunner, tls: TlsMaterial, log: Logger): Promise<AgentApp> {
+export async function createServer(node: AgentNode, runner: JobRunner, leases: FreezeLeases, tls: TlsMaterial, log: Logger): Promise<AgentApp> {
   const app = Fastify({
     https: { key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
     loggerInstance: log as FastifyBaseLogger,
@@ -68,6 +72,6 @@ export async function createServer(node: AgentNode, runner: JobRunner, tls: TlsM
     return reply.code(status).send({ code: status < 500 ? 'LOCKSTEP_E_BAD_REQUEST' : 'LOCKSTEP_E_INTERNAL', message: err.message, node: node.name });
   });
 
-  registerRoutes(app, node, runner);
+  registerRoutes(app, node, runner, leases);
   return app;
 }

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { LockstepError, errnoCode, type ErrorInfo } from '../lib/errors.js';
 import type { TlsMaterial } from '../lib/tls/files.js';
-import { API_PREFIX, isTerminal, type Job, type JobRequest, type NodeDescription, type PreflightResult } from '../lib/wire.js';
+import { API_PREFIX, isTerminal, type FreezeRequest, type Job, type JobRequest, type Lease, type NodeDescription, type PreflightResult } from '../lib/wire.js';
 import type { AgentRef, ClusterConfig } from './config.js';
 
 const TLS_VERIFY_CODES = new Set([
@@ -154,6 +154,22 @@ export class AgentClient {
 
   preflight(repositoryId: string, signal?: AbortSignal): Promise<PreflightResult> {
     return this.call('POST', '/preflight', { repositoryId }, signal);
+  }
+
+  freeze(req: FreezeRequest): Promise<Lease> {
+    return this.call('POST', '/leases', req);
+  }
+
+  renewLease(leaseId: string, ttlMs: number): Promise<Lease> {
+    return this.call('POST', `/leases/${encodeURIComponent(leaseId)}/renew`, { ttlMs });
+  }
+
+  point(leaseId: string, backupId: string, components: string[]): Promise<unknown> {
+    return this.call('POST', `/leases/${encodeURIComponent(leaseId)}/point`, { backupId, components });
+  }
+
+  thaw(leaseId: string): Promise<Lease> {
+    return this.call('POST', `/leases/${encodeURIComponent(leaseId)}/thaw`, {});
   }
 
   startJob(req: JobRequest, signal?: AbortSignal): Promise<Job> {

@@ -20,6 +20,13 @@ export const ClusterConfigSchema = Type.Object(
       { minItems: 1 },
     ),
     coverage: StringEnum(['default', 'all'], { default: 'default' }),
+    freeze: Type.Object(
+      {
+        /** a freeze ends by itself this long after its last renewal */
+        ttlMs: Type.Integer({ minimum: 500, maximum: 600_000, default: 10_000 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     timeouts: Type.Object(
       {
         connectMs: Type.Integer({ minimum: 100, default: 5000 }),
@@ -49,6 +56,7 @@ export interface ClusterConfig {
   tls: TlsFiles;
   agents: AgentRef[];
   coverage: 'default' | 'all';
+  freeze: { ttlMs: number };
   timeouts: Static<typeof ClusterConfigSchema>['timeouts'];
 }
 
@@ -64,6 +72,7 @@ function normalise(file: string) {
       return { node: a.node, address: a.address, host: addr?.host ?? '', port: addr?.port ?? 0 };
     }),
     coverage: raw.coverage,
+    freeze: raw.freeze,
     timeouts: raw.timeouts,
   });
 }

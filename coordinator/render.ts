@@ -33,12 +33,14 @@ function stepsLine(steps: StepRecord[]): string {
 function componentLine(c: ComponentReport): string[] {
   const mark = c.status === 'ok' ? 'ok' : c.status === 'skipped' ? 'skipped' : 'FAILED';
   const facts: string[] = [];
+  if (c.pauseMs !== undefined) facts.push(`writes paused ${ms(c.pauseMs)}`);
   if (c.snapshot) facts.push(`downtime ${ms(c.snapshot.downtimeMs)}`, `snapshot ${ms(c.snapshot.snapshotMs)}`);
   if (c.upload) facts.push(`${c.upload.files} files ${bytes(c.upload.bytes)}`, `new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}`);
   if (c.stage) facts.push(`${c.stage.files} files ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${c.stage.filesReused} files`);
   if (c.downtimeMs !== undefined) facts.push(`downtime ${ms(c.downtimeMs)}`);
   const lines = [`    ${c.component} [${c.plugin}, shard ${c.shard}, ${c.role}] ${mark}${facts.length ? `: ${facts.join(', ')}` : ''}`];
   if (c.reason && c.status !== 'ok') lines.push(`      ${c.reason.split('\n').join('\n      ')}`);
+  else if (c.health && !c.health.ok) lines.push(`      not healthy: ${c.health.message}`);
   if (c.error?.hint) lines.push(`      hint: ${c.error.hint}`);
   for (const a of c.actions ?? []) lines.push(`      - ${a}`);
   if (c.snapshot?.configFiles.length) lines.push(`      config files: ${c.snapshot.configFiles.join(', ')}`);
@@ -58,6 +60,7 @@ export function renderBackup(r: BackupReport): string {
     for (const s of r.shards) out.push(`    ${s.shard}: ${s.covered ? `covered by ${s.coveredBy.join(', ')}` : `NOT COVERED (members ${s.members.join(', ')})`}`);
   }
   out.push(`  total: ${r.totals.files} files, ${bytes(r.totals.bytes)}, ${bytes(r.totals.bytesNew)} new in the repository, longest service downtime ${ms(r.totals.maxDowntimeMs)}`);
+  if (r.pause) out.push(`  write pause window (first freeze → last thaw): ${ms(r.pause.windowMs)} over ${r.pause.components} components (lease TTL ${ms(r.pause.ttlMs)})`);
   if (r.manifest) out.push(`  manifest: ${r.manifest}`);
   if (r.error) out.push(...errorLines(r.error, '  '));
   return out.join('\n');

@@ -53,6 +53,8 @@ export interface LocalClusterOptions {
   /** extra settings for the cluster config */
   clusterSettings?: Record<string, unknown>;
   logLevel?: string;
+  /** extra environment for the agent processes */
+  agentEnv?: NodeJS.ProcessEnv;
 }
 
 export class LocalCluster {
@@ -77,7 +79,7 @@ export class LocalCluster {
     await writePem(issuedPaths(this.caDir, 'coordinator', 'operator'), await issueCertificate(this.ca, { role: 'coordinator', name: 'operator' }), true);
     for (let i = 0; i < this.opts.nodes; i++) {
       const node = `node${i + 1}`;
-      const host = `127.0.0.${i + 1}`;
+      const host = `127.0.0.${(i % 250) + 1}`;
       const specs = this.opts.components?.(node, i) ?? [{ name: 'data' }];
       const data: Record<string, string> = {};
       for (const s of specs) {
@@ -103,7 +105,11 @@ export class LocalCluster {
           tls: { ca: caPaths(this.caDir).cert, cert: certs.cert, key: certs.key },
           stateDir: agent.stateDir,
           repository: { driver: 'fs', path: this.repoDir },
-          components: specs.map((s) => ({ name: s.name, plugin: s.plugin ?? 'directory', path: data[s.name], ...(s.settings ?? {}) })),
+          components: specs.map((s) =>
+            (s.plugin ?? 'directory') === 'directory'
+              ? { name: s.name, plugin: 'directory', path: data[s.name], ...(s.settings ?? {}) }
+              : { name: s.name, plugin: s.plugin, ...(s.settings ?? {}) },
+          ),
           log: { level: this.opts.logLevel ?? 'warn' },
         }),
       );
@@ -146,7 +152,7 @@ export class LocalCluster {
     }
     const statusFile = join(a.stateDir, 'agent.json');
     await rm(statusFile, { force: true });
-    const child = spawn(process.execPath, [AGENT_BIN, '--config', a.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [AGENT_BIN, '--config', a.configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.opts.agentEnv } });
     a.process = child;
     child.stderr!.setEncoding('utf8').on('data', (d: string) => a.stderr.push(d));
     const deadline = Date.now() + 15_000;

@@ -32,6 +32,10 @@ export interface ComponentReport {
   stage?: StageResult;
   /** restore: stop → healthy again, on this component */
   downtimeMs?: number;
+  /** backup: how long this component's writes were blocked (freeze → thaw, as the agent saw it) */
+  pauseMs?: number;
+  /** health when the backup or restore began */
+  health?: { ok: boolean; message: string };
   actions?: string[];
 }
 
@@ -65,6 +69,8 @@ export interface BackupReport {
   nodes: NodeReport[];
   shards: ShardReport[];
   totals: { files: number; bytes: number; bytesNew: number; chunksNew: number; maxDowntimeMs: number };
+  /** first freeze sent → last thaw acknowledged, over the cluster (absent when nothing was frozen) */
+  pause?: { windowMs: number; ttlMs: number; components: number };
   manifest?: string;
   error?: ErrorInfo;
 }

@@ -181,9 +181,38 @@ export interface StageResult {
   bytesDownloaded: number;
   filesReused: number;
   stageMs: number;
+  /** what the plugin adjusted after staging, in words */
+  notes?: string[];
 }
 
 export interface ServiceResult {
   ran: boolean;
   durationMs: number;
 }
+
+// ---- freeze leases ------------------------------------------------------------------
+
+export const FreezeRequestSchema = Type.Object(
+  {
+    leaseId: Type.String({ minLength: 1, maxLength: 80, pattern: '^[A-Za-z0-9._-]+$' }),
+    components: Type.Array(Component, { minItems: 1 }),
+    ttlMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
+  },
+  { additionalProperties: false },
+);
+export type FreezeRequest = Static<typeof FreezeRequestSchema>;
+
+export const RenewRequestSchema = Type.Object({ ttlMs: Type.Integer({ minimum: 100, maximum: 600_000 }) }, { additionalProperties: false });
+export const PointRequestSchema = Type.Object({ backupId: BackupId, components: Type.Array(Component, { minItems: 1 }) }, { additionalProperties: false });
+
+export const LeaseSchema = Type.Object({
+  leaseId: Type.String(),
+  node: Type.String(),
+  components: Type.Array(Type.String()),
+  frozenAt: Type.String(),
+  expiresAt: Type.String(),
+  state: StringEnum(['frozen', 'thawed', 'expired']),
+  /** frozen → thawed, per component, when thawed */
+  pausedMs: Type.Optional(Type.Record(Type.String(), Type.Integer())),
+});
+export type Lease = Static<typeof LeaseSchema>;

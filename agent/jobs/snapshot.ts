@@ -15,9 +15,13 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
   await mkdir(dir, { recursive: true, mode: 0o700 });
   ctx.progress({ phase: 'snapshot' });
   const restart = { kind: 'restart-service', component: req.component } as const;
-  const outcome = await plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), dir, async (stopped) => {
-    if (stopped) await ctx.addLeftover(restart);
-    else await ctx.dropLeftover(restart);
+  const outcome = await plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), {
+    backupId: req.backupId,
+    into: dir,
+    serviceStopped: async (stopped) => {
+      if (stopped) await ctx.addLeftover(restart);
+      else await ctx.dropLeftover(restart);
+    },
   });
   const size = await treeSize(dir);
   return { files: size.files, bytes: size.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), configFiles: outcome.configFiles };

@@ -21,5 +21,12 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     await rm(staging, { recursive: true, force: true });
     targets[set] = { live, staging };
   }
-  return stageIndex(repo, index, targets, ctx);
+  const result = await stageIndex(repo, index, targets, ctx);
+  const notRestored = index.sets.filter((set) => !(set in targets));
+  if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
+  if (plugin.node.afterStage) {
+    const staged = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
+    result.notes = [...(result.notes ?? []), ...(await plugin.node.afterStage(config, node.ctx(ctx.signal, ctx.log), staged))];
+  }
+  return result;
 }

@@ -66,7 +66,9 @@ async function download(repo: Repository, e: FileEntry, dest: string, signal: Ab
 
 export async function stageIndex(repo: Repository, index: ComponentIndex, targets: Record<string, SetTarget>, ctx: JobContext): Promise<StageResult> {
   const t0 = performance.now();
-  const files = index.entries.filter((e): e is FileEntry => e.type === 'file');
+  // sets the component does not restore (captured config files, say) stay in the repository
+  const entries = index.entries.filter((e) => targets[split(e.path).set] !== undefined);
+  const files = entries.filter((e): e is FileEntry => e.type === 'file');
   const result: StageResult = { files: files.length, bytes: files.reduce((n, f) => n + f.size, 0), bytesDownloaded: 0, filesReused: 0, stageMs: 0 };
   ctx.progress({ phase: 'staging', bytesTotal: result.bytes, filesTotal: files.length });
 
@@ -78,13 +80,13 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
   };
 
   // directories first, in order (parents before children)
-  const dirs = index.entries.filter((e) => e.type === 'dir');
+  const dirs = entries.filter((e) => e.type === 'dir');
   for (const d of dirs) await mkdir(place(d).staging, { recursive: false, mode: 0o700 });
 
   let bytesDone = 0;
   let filesDone = 0;
   await forEachLimit(
-    index.entries.filter((e) => e.type !== 'dir'),
+    entries.filter((e) => e.type !== 'dir'),
     FILE_CONCURRENCY,
     async (e) => {
       const p = place(e);

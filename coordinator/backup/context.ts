@@ -25,6 +25,11 @@ export interface BackupContext {
   /** filled by plan */
   shards: ShardReport[];
   selected: Target[];
+  /** node/component → the plugin's declared capabilities */
+  capabilities: Map<string, string[]>;
+  freezeTtlMs: number;
+  /** set by the freeze step */
+  pause?: { windowMs: number; ttlMs: number; components: number };
   /** components whose snapshot job ran (they need cleanup) */
   snapshotted: Target[];
 }

@@ -1,7 +1,8 @@
 /**
  * Coverage policy: which replicas to snapshot. `default` takes one good snapshot per
- * shard, preferring a replica/follower so the primary keeps serving; `all` takes every
- * replica. After the snapshots, `assess` tells per shard what actually covers it.
+ * shard from a healthy member, preferring a replica/follower so the primary keeps
+ * serving; `all` takes every replica. Unhealthy members are skipped with the reason.
+ * After the snapshots, `assess` tells per shard what actually covers it.
  */
 import { LockstepError } from '../../lib/errors.js';
 import type { ShardReport } from '../../lib/report.js';
@@ -19,19 +20,25 @@ export function plan(ctx: BackupContext): void {
   }
   ctx.shards = [...byShard.values()].sort((a, b) => a.shard.localeCompare(b.shard));
   ctx.selected = [];
+  const rank = (role: string) => {
+    const i = PREFERRED_ROLES.indexOf(role);
+    return i < 0 ? PREFERRED_ROLES.length : i;
+  };
   for (const shard of ctx.shards) {
     const members = shard.members.map((m) => ctx.components.get(m)!);
+    const healthy = members.filter((m) => m.health?.ok !== false);
+    for (const m of members.filter((x) => !healthy.includes(x))) {
+      m.status = ctx.coverage === 'all' || healthy.length === 0 ? 'failed' : 'skipped';
+      m.reason = `not healthy: ${m.health?.message ?? 'unknown'}`;
+    }
     if (ctx.coverage === 'all') {
-      ctx.selected.push(...members.map((m) => ({ node: m.node, component: m.component })));
+      ctx.selected.push(...healthy.map((m) => ({ node: m.node, component: m.component })));
       continue;
     }
-    const rank = (role: string) => {
-      const i = PREFERRED_ROLES.indexOf(role);
-      return i < 0 ? PREFERRED_ROLES.length : i;
-    };
-    const chosen = [...members].sort((a, b) => rank(a.role) - rank(b.role) || a.node.localeCompare(b.node))[0]!;
+    const chosen = [...healthy].sort((a, b) => rank(a.role) - rank(b.role) || a.node.localeCompare(b.node))[0];
+    if (!chosen) continue; // no healthy member: the shard stays uncovered
     ctx.selected.push({ node: chosen.node, component: chosen.component });
-    for (const m of members) {
+    for (const m of healthy) {
       if (m !== chosen) {
         m.status = 'skipped';
         m.reason = `shard ${shard.shard} is covered by ${chosen.node}/${chosen.component} (coverage ${ctx.coverage})`;
@@ -39,7 +46,7 @@ export function plan(ctx: BackupContext): void {
     }
   }
   if (ctx.selected.length === 0) {
-    throw new LockstepError('LOCKSTEP_E_COVERAGE', 'the cluster has no components to back up', { hint: 'add components to the agents\' configs' });
+    throw new LockstepError('LOCKSTEP_E_COVERAGE', 'no component of the cluster is healthy enough to back up', { hint: 'the report gives each component\'s health' });
   }
 }
 

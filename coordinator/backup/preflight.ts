@@ -27,7 +27,8 @@ export async function preflight(ctx: BackupContext): Promise<void> {
       }
       ctx.topology.push(topologyNode(d.description, d.address));
       for (const c of d.description.components) {
-        const cr = { node: d.node, component: c.name, plugin: c.plugin, tier: c.tier, role: c.role, shard: c.shard, status: 'ok' as const };
+        const cr = { node: d.node, component: c.name, plugin: c.plugin, tier: c.tier, role: c.role, shard: c.shard, status: 'ok' as const, health: c.health };
+        ctx.capabilities.set(`${d.node}/${c.name}`, c.capabilities);
         report.components.push(cr);
         ctx.components.set(`${d.node}/${c.name}`, cr);
       }

@@ -14,6 +14,7 @@ import type { BackupContext } from './context.js';
 import { preflight } from './preflight.js';
 import { plan } from './coverage.js';
 import { snapshot } from './snapshot.js';
+import { freezeAndPoint } from './freeze.js';
 import { upload } from './upload.js';
 import { commit, decideStatus } from './commit.js';
 import { cleanup } from './cleanup.js';
@@ -44,6 +45,8 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     shards: [],
     selected: [],
     snapshotted: [],
+    capabilities: new Map(),
+    freezeTtlMs: cluster.config.freeze.ttlMs,
   };
   ctx.log = opts.log.child({ backup: ctx.backupId });
   const steps = new Steps(ctx.log, opts.observer);
@@ -68,6 +71,7 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
         chunksNew: comps.reduce((n, c) => n + (c.upload?.chunksNew ?? 0), 0),
         maxDowntimeMs: Math.max(0, ...comps.map((c) => c.snapshot?.downtimeMs ?? 0)),
       },
+      pause: ctx.pause,
     };
   };
 
@@ -76,7 +80,9 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     await steps.run('preflight', () => preflight(ctx));
     // which replica of each shard to snapshot (coverage policy)
     await steps.run('plan', async () => plan(ctx));
-    // all selected components at once; services down / writes blocked only in here
+    // the consistent cut: freeze the cluster, fix every point in time, thaw (lease-guarded)
+    await steps.run('freeze', () => freezeAndPoint(ctx));
+    // all selected components at once; a plugin without freeze stops its service only in here
     await steps.run('snapshot', () => snapshot(ctx));
     if (opts.signal.aborted) throw cancelled(ctx.backupId);
     // each agent straight to the repository, in parallel

@@ -7,11 +7,13 @@ import { fanout } from '../fanout.js';
 import { componentReport, markFailed, type BackupContext } from './context.js';
 
 export async function snapshot(ctx: BackupContext): Promise<void> {
-  ctx.snapshotted = [...ctx.selected];
+  // a component whose freeze or point failed has nothing to snapshot
+  const ready = ctx.selected.filter((t) => componentReport(ctx, t).status === 'ok');
+  ctx.snapshotted = ready;
   const outcomes = await fanout<SnapshotResult>(
     ctx.cluster,
     'snapshot',
-    ctx.selected,
+    ready,
     (t) => ({ kind: 'snapshot', component: t.component, backupId: ctx.backupId }),
     ctx.signal,
     ctx.progress,

@@ -30,6 +30,7 @@ export async function stage(ctx: RestoreContext): Promise<void> {
     const r = report(ctx, o.target);
     if (o.ok) {
       r.stage = o.result;
+      r.actions?.push(...(o.result.notes ?? []));
       ctx.staged.push(o.target as RestoreTarget);
     } else {
       r.status = 'failed';

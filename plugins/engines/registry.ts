@@ -1,6 +1,7 @@
 /** The one registry of engine plugins; a duplicate name is a programming error. */
 import type { EnginePlugin } from './types.js';
 import { directoryPlugin } from './directory/plugin.js';
+import { redisPlugin } from './redis/plugin.js';
 
 const plugins = new Map<string, EnginePlugin>();
 
@@ -10,6 +11,7 @@ export function registerPlugin(plugin: EnginePlugin): void {
 }
 
 registerPlugin(directoryPlugin as unknown as EnginePlugin);
+registerPlugin(redisPlugin as unknown as EnginePlugin);
 
 export function getPlugin(name: string): EnginePlugin | undefined {
   return plugins.get(name);

@@ -33,20 +33,46 @@ export interface SnapshotOutcome {
   configFiles: string[];
 }
 
+export interface SnapshotTarget {
+  backupId: string;
+  /** write the files under `into/<set>/` */
+  into: string;
+  serviceStopped: (stopped: boolean) => Promise<void>;
+}
+
 export interface EngineNode<C extends ComponentBase> {
   /** snapshot set → absolute path; restore puts each set back at its path */
   paths(comp: C): Record<string, string>;
   describe(comp: C, ctx: NodeContext): Promise<Omit<ComponentDescription, 'name' | 'plugin' | 'capabilities'>>;
   health(comp: C, ctx: NodeContext): Promise<Health>;
   /**
-   * Produce the component's files under `into/<set>/`. A plugin that stops the service
-   * calls `serviceStopped(true)` before and `serviceStopped(false)` after, so an agent
-   * killed in between starts it again when it comes back.
+   * Produce the component's files under `target.into/<set>/`. A plugin that stops the
+   * service calls `serviceStopped(true)` before and `serviceStopped(false)` after, so an
+   * agent killed in between starts it again when it comes back.
    */
-  snapshot(comp: C, ctx: NodeContext, into: string, serviceStopped: (stopped: boolean) => Promise<void>): Promise<SnapshotOutcome>;
+  snapshot(comp: C, ctx: NodeContext, target: SnapshotTarget): Promise<SnapshotOutcome>;
   stop(comp: C, ctx: NodeContext): Promise<ServiceResult>;
   /** start and wait until healthy, under the plugin's deadline */
   start(comp: C, ctx: NodeContext): Promise<ServiceResult>;
+
+  // ---- plugins with the `freeze` capability ----
+  /** block writes for at most `ttlMs` (the engine should also expire it by itself) */
+  freeze?(comp: C, ctx: NodeContext, ttlMs: number): Promise<void>;
+  /** extend a freeze to `ttlMs` from now */
+  renew?(comp: C, ctx: NodeContext, ttlMs: number): Promise<void>;
+  thaw?(comp: C, ctx: NodeContext): Promise<void>;
+  /**
+   * While every component of the cluster is frozen: fix this component's point in
+   * time (e.g. fork a background save). `snapshot` later turns it into files.
+   */
+  point?(comp: C, ctx: NodeContext, backupId: string): Promise<void>;
+
+  /**
+   * After staging, before the swap: adjust the staged sets for this member (keep the
+   * node's own identity files, drop data a replica will re-sync). `staged` maps each
+   * set to its staging dir.
+   */
+  afterStage?(comp: C, ctx: NodeContext, staged: Record<string, string>): Promise<string[]>;
 }
 
 export interface EngineCluster {

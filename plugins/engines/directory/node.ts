@@ -106,7 +106,7 @@ export const directoryNode = {
     return runHealthOnce(comp, ctx, 10_000);
   },
 
-  async snapshot(comp, ctx, into, serviceStopped) {
+  async snapshot(comp, ctx, { into, serviceStopped }) {
     const t0 = performance.now();
     if (comp.stop) {
       await serviceStopped(true);

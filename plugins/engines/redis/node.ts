@@ -1,0 +1,285 @@
+/**
+ * The `redis` plugin's node half, for Redis Cluster (and standalone servers).
+ * Freeze = CLIENT PAUSE … WRITE (Redis ends the pause by itself at the lease's end);
+ * point = a replica first catches up with its frozen master, then BGSAVE forks a
+ * point-in-time copy; thaw = CLIENT UNPAUSE. The snapshot job then waits for that save
+ * and captures the RDB, nodes.conf and the config file. Writes are never blocked
+ * while the RDB is written or copied.
+ */
+import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
+import { basename, isAbsolute, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
+import { runCommand } from '../../../lib/exec.js';
+import type { Health, ServiceResult } from '../../../lib/wire.js';
+import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
+import { configGet, connect, info, parseClusterNodes, redisError, withRedis, type RedisConn } from './client.js';
+import type { RedisSettings } from './settings.js';
+
+type Comp = ComponentBase & RedisSettings;
+
+/** points taken, waiting for their snapshot job: backupId/component → LASTSAVE before BGSAVE */
+const pending = new Map<string, number>();
+/** one kept connection per component for freeze/renew/thaw, so a pause costs one round trip */
+const held = new Map<string, RedisConn>();
+
+async function heldConn(comp: Comp, node: string): Promise<RedisConn> {
+  const key = `${comp.host}:${comp.port}`;
+  const r = held.get(key);
+  if (r && r.status === 'ready') return r;
+  r?.disconnect();
+  const fresh = connect(comp, node);
+  fresh.on('error', () => undefined);
+  try {
+    await fresh.connect();
+  } catch (err) {
+    fresh.disconnect();
+    throw redisError(err, comp, node);
+  }
+  held.set(key, fresh);
+  return fresh;
+}
+
+async function onHeld<T>(comp: Comp, ctx: NodeContext, fn: (r: RedisConn) => Promise<T>): Promise<T> {
+  const r = await heldConn(comp, ctx.node);
+  try {
+    return await fn(r);
+  } catch (err) {
+    throw redisError(err, comp, ctx.node);
+  }
+}
+
+interface Facts {
+  role: 'master' | 'replica';
+  cluster: boolean;
+  shard?: string;
+  masterHost?: string;
+  masterPort?: number;
+  dir: string;
+  rdbFile: string;
+  nodesConf?: string;
+  appendonly: boolean;
+  clusterState?: string;
+}
+
+async function facts(r: RedisConn): Promise<Facts> {
+  const inf = await info(r);
+  const cluster = inf.get('cluster_enabled') === '1';
+  const dir = await configGet(r, 'dir');
+  const rdbFile = await configGet(r, 'dbfilename');
+  const f: Facts = {
+    role: inf.get('role') === 'slave' ? 'replica' : 'master',
+    cluster,
+    dir,
+    rdbFile,
+    appendonly: (await configGet(r, 'appendonly')) === 'yes',
+    masterHost: inf.get('master_host'),
+    masterPort: inf.has('master_port') ? Number(inf.get('master_port')) : undefined,
+  };
+  if (cluster) {
+    const conf = await configGet(r, 'cluster-config-file');
+    f.nodesConf = isAbsolute(conf) ? conf : join(dir, conf);
+    const nodes = parseClusterNodes((await r.call('CLUSTER', 'NODES')) as string);
+    const me = nodes.find((n) => n.flags.includes('myself'));
+    const master = me && (me.flags.includes('master') ? me : nodes.find((n) => n.id === me.masterId));
+    // a shard is named by its slots: stable across failovers, unlike node ids
+    f.shard = master && master.slots.length > 0 ? `slots:${master.slots.join(',')}` : undefined;
+    f.clusterState = parseInfoLine((await r.call('CLUSTER', 'INFO')) as string, 'cluster_state');
+  }
+  return f;
+}
+
+function parseInfoLine(text: string, key: string): string | undefined {
+  return text.split('\r\n').find((l) => l.startsWith(`${key}:`))?.slice(key.length + 1);
+}
+
+/** What keeps this server from being backed up (or, with `cluster`, from serving after a start). */
+function problems(comp: Comp, f: Facts, needClusterOk: boolean): string[] {
+  const out: string[] = [];
+  if (f.dir !== comp.dir) out.push(`redis reports dir ${f.dir}, the agent config says ${comp.dir}`);
+  if (f.appendonly) out.push('appendonly is yes: a restore would load the AOF, not the RDB (AOF is not supported yet)');
+  if (needClusterOk && f.cluster && f.clusterState !== 'ok') out.push(`cluster_state is ${f.clusterState ?? 'unknown'}`);
+  return out;
+}
+
+/** Healthy for a backup: answering, with the expected dir; a degraded cluster can still be backed up. */
+async function health(comp: Comp, ctx: NodeContext, needClusterOk = false): Promise<Health> {
+  try {
+    return await withRedis(comp, ctx.node, async (r) => {
+      const f = await facts(r);
+      const p = problems(comp, f, needClusterOk);
+      return p.length === 0 ? { ok: true, message: `${f.role}, cluster_state ${f.clusterState ?? 'n/a'}` } : { ok: false, message: p.join('; ') };
+    });
+  } catch (err) {
+    return { ok: false, message: toErrorInfo(err).message };
+  }
+}
+
+async function waitHealthy(comp: Comp, ctx: NodeContext): Promise<void> {
+  const deadline = Date.now() + comp.healthTimeoutMs;
+  let last: Health = { ok: false, message: 'not checked' };
+  while (Date.now() < deadline) {
+    last = await health(comp, ctx, true);
+    if (last.ok) return;
+    await sleep(200, undefined, { signal: ctx.signal });
+  }
+  throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `redis ${comp.host}:${comp.port} (component ${comp.name}) not healthy within ${comp.healthTimeoutMs} ms: ${last.message}`, {
+    node: ctx.node,
+  });
+}
+
+/** Poll until `check` is true or the deadline passes. */
+async function until(what: string, timeoutMs: number, ctx: NodeContext, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new LockstepError('LOCKSTEP_E_TIMEOUT', `${what} did not happen within ${timeoutMs} ms`, { node: ctx.node });
+    await sleep(20, undefined, { signal: ctx.signal });
+  }
+}
+
+export const redisNode = {
+  paths(comp) {
+    return { data: comp.dir };
+  },
+
+  async describe(comp, ctx) {
+    const h = await health(comp, ctx);
+    let f: Facts | undefined;
+    try {
+      f = await withRedis(comp, ctx.node, facts);
+    } catch {
+      // down: describe what the config says
+    }
+    const rdb = f ? join(f.dir, f.rdbFile) : join(comp.dir, 'dump.rdb');
+    const size = await stat(rdb).then((s) => s.size, () => 0);
+    return {
+      tier: comp.tier,
+      role: f?.role ?? comp.role ?? 'unknown',
+      shard: comp.shard ?? f?.shard ?? `${ctx.node}/${comp.name}`,
+      paths: { data: comp.dir },
+      configFiles: [comp.configFile, ...(f?.nodesConf ? [f.nodesConf] : [])],
+      sizeBytes: size,
+      files: size > 0 ? 1 : 0,
+      health: h,
+    };
+  },
+
+  health: (comp, ctx) => health(comp, ctx),
+
+  async freeze(comp, ctx, ttlMs) {
+    await onHeld(comp, ctx, (r) => r.call('CLIENT', 'PAUSE', String(ttlMs), 'WRITE'));
+  },
+
+  async renew(comp, ctx, ttlMs) {
+    await onHeld(comp, ctx, (r) => r.call('CLIENT', 'PAUSE', String(ttlMs), 'WRITE'));
+  },
+
+  async thaw(comp, ctx) {
+    await onHeld(comp, ctx, (r) => r.call('CLIENT', 'UNPAUSE'));
+  },
+
+  async point(comp, ctx, backupId) {
+    await onHeld(comp, ctx, async (r) => {
+      const f = await facts(r);
+      if (f.role === 'replica' && f.masterHost && f.masterPort) {
+        // the master is frozen: wait until this replica has everything it acknowledged
+        const target = await withRedis({ host: f.masterHost, port: f.masterPort, passwordEnv: comp.passwordEnv }, ctx.node, async (m) =>
+          Number((await info(m, 'replication')).get('master_repl_offset')),
+        );
+        await until(`replica ${comp.host}:${comp.port} catching up to offset ${target}`, comp.catchUpTimeoutMs, ctx, async () => {
+          const rep = await info(r, 'replication');
+          return rep.get('master_link_status') === 'up' && Number(rep.get('slave_repl_offset')) >= target;
+        });
+      }
+      await until('a running background save to finish', comp.saveTimeoutMs, ctx, async () => (await info(r, 'persistence')).get('rdb_bgsave_in_progress') === '0');
+      const before = Number(await r.lastsave());
+      await r.bgsave(); // replies once the fork has happened: the point in time is fixed
+      pending.set(`${backupId}/${comp.name}`, before);
+    });
+  },
+
+  async snapshot(comp, ctx, { into, backupId }) {
+    const key = `${ctx.node}/${comp.name}`;
+    const before = pending.get(`${backupId}/${comp.name}`);
+    if (before === undefined) {
+      throw new LockstepError('LOCKSTEP_E_SNAPSHOT_MISSING', `redis component ${comp.name}: no point in time was taken for backup ${backupId}`, {
+        node: ctx.node,
+        hint: 'redis snapshots need the coordinator\'s freeze step (the agent may have restarted since)',
+      });
+    }
+    pending.delete(`${backupId}/${comp.name}`);
+    return withRedis(comp, ctx.node, async (r) => {
+      let saved = 0;
+      await until(`the background save of ${key}`, comp.saveTimeoutMs, ctx, async () => {
+        const p = await info(r, 'persistence');
+        saved = Number(p.get('rdb_last_save_time'));
+        if (p.get('rdb_bgsave_in_progress') === '0' && p.get('rdb_last_bgsave_status') !== 'ok') {
+          throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `redis ${comp.host}:${comp.port}: background save failed (see the redis log)`, { node: ctx.node });
+        }
+        return p.get('rdb_bgsave_in_progress') === '0' && saved > before;
+      });
+      const f = await facts(r);
+      await mkdir(join(into, 'data'), { recursive: true });
+      await mkdir(join(into, 'config'), { recursive: true });
+      await copyFile(join(f.dir, f.rdbFile), join(into, 'data', f.rdbFile));
+      if (f.nodesConf) await copyFile(f.nodesConf, join(into, 'data', basename(f.nodesConf)));
+      await copyFile(comp.configFile, join(into, 'config', basename(comp.configFile)));
+      // a scheduled save that replaced the RDB while we copied would mix two points in time
+      if (Number(await r.lastsave()) !== saved) {
+        throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `redis ${comp.host}:${comp.port}: another save replaced ${f.rdbFile} while it was copied`, {
+          node: ctx.node,
+          hint: 'run the backup again, or turn off "save" rules on the servers',
+        });
+      }
+      return { downtimeMs: 0, configFiles: [comp.configFile, ...(f.nodesConf ? [f.nodesConf] : [])] };
+    });
+  },
+
+  async stop(comp, ctx): Promise<ServiceResult> {
+    const t0 = performance.now();
+    if (comp.stop) {
+      await runCommand(comp.stop, { timeoutMs: comp.startTimeoutMs, signal: ctx.signal, what: `stop command of component ${comp.name}`, node: ctx.node });
+    } else {
+      const r = connect(comp, ctx.node);
+      r.on('error', () => undefined);
+      try {
+        await r.connect();
+        await r.call('SHUTDOWN', 'NOSAVE').catch(() => undefined); // the connection drops: that is the answer
+      } catch {
+        // not running: nothing to stop
+      } finally {
+        r.disconnect();
+      }
+    }
+    // check real state: nothing answers on the port any more
+    await until(`redis ${comp.host}:${comp.port} to stop`, comp.startTimeoutMs, ctx, async () =>
+      withRedis(comp, ctx.node, (r) => r.ping(), 500).then(() => false, () => true),
+    );
+    held.get(`${comp.host}:${comp.port}`)?.disconnect();
+    return { ran: true, durationMs: Math.round(performance.now() - t0) };
+  },
+
+  async start(comp, ctx): Promise<ServiceResult> {
+    const t0 = performance.now();
+    await runCommand(comp.start, { timeoutMs: comp.startTimeoutMs, signal: ctx.signal, what: `start command of component ${comp.name}`, node: ctx.node });
+    await waitHealthy(comp, ctx);
+    return { ran: true, durationMs: Math.round(performance.now() - t0) };
+  },
+
+  async afterStage(comp, ctx, staged) {
+    const actions: string[] = [];
+    const dataDir = staged.data;
+    if (!dataDir) return actions;
+    const f = await withRedis(comp, ctx.node, facts);
+    if (f.nodesConf) {
+      // the node keeps its own identity (node id, epochs); the backup may come from another member
+      await copyFile(f.nodesConf, join(dataDir, basename(f.nodesConf)));
+      actions.push(`kept this node's own ${basename(f.nodesConf)}`);
+    }
+    if (f.role === 'replica') {
+      await rm(join(dataDir, f.rdbFile), { force: true });
+      actions.push('replica: starts empty and re-syncs from its restored master');
+    }
+    return actions;
+  },
+} satisfies EngineNode<Comp>;

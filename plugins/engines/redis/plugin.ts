@@ -1,0 +1,12 @@
+/** The `redis` plugin: Redis Cluster (or a standalone server) with freeze leases and BGSAVE. */
+import { metaThenStorage, type EnginePlugin } from '../types.js';
+import { RedisSettingsSchema } from './settings.js';
+import { redisNode } from './node.js';
+
+export const redisPlugin = {
+  name: 'redis',
+  configSchema: RedisSettingsSchema,
+  capabilities: ['freeze', 'snapshot', 'restore'],
+  node: redisNode,
+  cluster: { startOrder: metaThenStorage },
+} satisfies EnginePlugin<typeof RedisSettingsSchema>;
