@@ -1,5 +1,5 @@
 /** Job `upload`: the snapshot dir goes straight into the repository. */
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, UploadResult } from '../../lib/wire.js';
 import { uploadSnapshot } from '../transfer/upload.js';
@@ -7,7 +7,7 @@ import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
 
 export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ctx: JobContext): Promise<UploadResult> {
-  const { config, plugin } = node.component(req.component);
+  node.component(req.component);
   const dir = node.snapshotDir(req.backupId, req.component);
   if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
     throw new LockstepError('LOCKSTEP_E_SNAPSHOT_MISSING', `no snapshot of ${req.component} for backup ${req.backupId} on ${node.name}`, {
@@ -16,6 +16,7 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
     });
   }
   const repo = await node.repositoryFor(req.repositoryId);
-  const sets = Object.keys(plugin.node.paths(config));
+  // every set the snapshot produced (restorable data, and files captured for the record)
+  const sets = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
   return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component }, ctx);
 }

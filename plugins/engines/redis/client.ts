@@ -15,6 +15,8 @@ export function connect(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv'>,
     port: s.port,
     password,
     lazyConnect: true,
+    // our own checks report LOADING and friends; ioredis' ready check would hide them
+    enableReadyCheck: false,
     connectTimeout: timeoutMs,
     commandTimeout: timeoutMs,
     maxRetriesPerRequest: 0,
@@ -26,12 +28,14 @@ export function connect(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv'>,
 /** Run `fn` on a fresh connection, closed afterwards whatever happens. */
 export async function withRedis<T>(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv'>, node: string, fn: (r: Redis) => Promise<T>, timeoutMs = 3000): Promise<T> {
   const r = connect(s, node, timeoutMs);
-  r.on('error', () => undefined); // errors surface through the commands
+  // the socket's own error (ECONNREFUSED …) says more than ioredis' "Connection is closed."
+  let socketError: unknown;
+  r.on('error', (e: unknown) => (socketError ??= e));
   try {
     await r.connect();
     return await fn(r);
   } catch (err) {
-    throw redisError(err, s, node);
+    throw redisError(socketError ?? err, s, node);
   } finally {
     r.disconnect();
   }

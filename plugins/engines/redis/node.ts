@@ -6,7 +6,7 @@
  * and captures the RDB, nodes.conf and the config file. Writes are never blocked
  * while the RDB is written or copied.
  */
-import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
@@ -17,6 +17,9 @@ import { configGet, connect, info, parseClusterNodes, redisError, withRedis, typ
 import type { RedisSettings } from './settings.js';
 
 type Comp = ComponentBase & RedisSettings;
+
+/** what each server said last time it answered: a server that is down still belongs to its shard */
+const lastKnown = new Map<string, { shard?: string; role: string }>();
 
 /** points taken, waiting for their snapshot job: backupId/component → LASTSAVE before BGSAVE */
 const pending = new Map<string, number>();
@@ -60,6 +63,8 @@ interface Facts {
   nodesConf?: string;
   appendonly: boolean;
   clusterState?: string;
+  /** replicas: the link to the master is up (not syncing) */
+  linkUp?: boolean;
 }
 
 async function facts(r: RedisConn): Promise<Facts> {
@@ -75,6 +80,7 @@ async function facts(r: RedisConn): Promise<Facts> {
     appendonly: (await configGet(r, 'appendonly')) === 'yes',
     masterHost: inf.get('master_host'),
     masterPort: inf.has('master_port') ? Number(inf.get('master_port')) : undefined,
+    linkUp: inf.get('master_link_status') === 'up' && inf.get('master_sync_in_progress') !== '1',
   };
   if (cluster) {
     const conf = await configGet(r, 'cluster-config-file');
@@ -89,6 +95,26 @@ async function facts(r: RedisConn): Promise<Facts> {
   return f;
 }
 
+/** A server that is down: its shard and role from the nodes.conf it left on disk. */
+async function fromNodesConf(comp: Comp): Promise<{ shard?: string; role: string } | undefined> {
+  const text = await readFile(join(comp.dir, 'nodes.conf'), 'utf8').catch(() => undefined);
+  if (!text) return undefined;
+  const nodes = parseClusterNodes(text.split('\n').filter((l) => !l.startsWith('vars ')).join('\n'));
+  const me = nodes.find((n) => n.flags.includes('myself'));
+  if (!me) return undefined;
+  const master = me.flags.includes('master') ? me : nodes.find((n) => n.id === me.masterId);
+  return { role: me.flags.includes('master') ? 'master' : 'replica', shard: master?.slots.length ? `slots:${master.slots.join(',')}` : undefined };
+}
+
+/**
+ * Pause client writes on a master. A replica takes no client writes, and pausing it
+ * would also stop it applying its master's stream, so it could never catch up.
+ */
+async function pauseWrites(r: RedisConn, ttlMs: number): Promise<void> {
+  if ((await info(r, 'replication')).get('role') === 'slave') return;
+  await r.call('CLIENT', 'PAUSE', String(ttlMs), 'WRITE');
+}
+
 function parseInfoLine(text: string, key: string): string | undefined {
   return text.split('\r\n').find((l) => l.startsWith(`${key}:`))?.slice(key.length + 1);
 }
@@ -98,6 +124,7 @@ function problems(comp: Comp, f: Facts, needClusterOk: boolean): string[] {
   const out: string[] = [];
   if (f.dir !== comp.dir) out.push(`redis reports dir ${f.dir}, the agent config says ${comp.dir}`);
   if (f.appendonly) out.push('appendonly is yes: a restore would load the AOF, not the RDB (AOF is not supported yet)');
+  if (f.role === 'replica' && !f.linkUp) out.push('replica is not in sync with its master (link down or full sync running)');
   if (needClusterOk && f.cluster && f.clusterState !== 'ok') out.push(`cluster_state is ${f.clusterState ?? 'unknown'}`);
   return out;
 }
@@ -150,12 +177,15 @@ export const redisNode = {
     } catch {
       // down: describe what the config says
     }
+    const key = `${comp.host}:${comp.port}`;
+    if (f) lastKnown.set(key, { shard: f.shard, role: f.role });
+    const known = f ?? lastKnown.get(key) ?? (await fromNodesConf(comp));
     const rdb = f ? join(f.dir, f.rdbFile) : join(comp.dir, 'dump.rdb');
     const size = await stat(rdb).then((s) => s.size, () => 0);
     return {
       tier: comp.tier,
-      role: f?.role ?? comp.role ?? 'unknown',
-      shard: comp.shard ?? f?.shard ?? `${ctx.node}/${comp.name}`,
+      role: known?.role ?? comp.role ?? 'unknown',
+      shard: comp.shard ?? known?.shard ?? `${ctx.node}/${comp.name}`,
       paths: { data: comp.dir },
       configFiles: [comp.configFile, ...(f?.nodesConf ? [f.nodesConf] : [])],
       sizeBytes: size,
@@ -167,11 +197,11 @@ export const redisNode = {
   health: (comp, ctx) => health(comp, ctx),
 
   async freeze(comp, ctx, ttlMs) {
-    await onHeld(comp, ctx, (r) => r.call('CLIENT', 'PAUSE', String(ttlMs), 'WRITE'));
+    await onHeld(comp, ctx, (r) => pauseWrites(r, ttlMs));
   },
 
   async renew(comp, ctx, ttlMs) {
-    await onHeld(comp, ctx, (r) => r.call('CLIENT', 'PAUSE', String(ttlMs), 'WRITE'));
+    await onHeld(comp, ctx, (r) => pauseWrites(r, ttlMs));
   },
 
   async thaw(comp, ctx) {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the database engines the tests run for real (Debian packages), when missing.
+# Needs root (or sudo) the first time; does nothing when everything is there.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "engines present: $(redis-server --version | cut -d' ' -f1-3)"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# the Debian package may start a system redis on 6379; the tests start their own servers
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+echo "engines installed: $(redis-server --version | cut -d' ' -f1-3)"
