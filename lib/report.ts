@@ -70,7 +70,7 @@ export interface BackupReport {
   shards: ShardReport[];
   totals: { files: number; bytes: number; bytesNew: number; chunksNew: number; maxDowntimeMs: number };
   /** first freeze sent → last thaw acknowledged, over the cluster (absent when nothing was frozen) */
-  pause?: { windowMs: number; ttlMs: number; components: number };
+  pause?: { windowMs: number; ttlMs: number; components: number; freezeMs: number; pointMs: number; thawMs: number };
   manifest?: string;
   error?: ErrorInfo;
 }

@@ -29,7 +29,7 @@ export interface BackupContext {
   capabilities: Map<string, string[]>;
   freezeTtlMs: number;
   /** set by the freeze step */
-  pause?: { windowMs: number; ttlMs: number; components: number };
+  pause?: { windowMs: number; ttlMs: number; components: number; freezeMs: number; pointMs: number; thawMs: number };
   /** components whose snapshot job ran (they need cleanup) */
   snapshotted: Target[];
 }

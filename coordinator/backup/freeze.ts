@@ -28,6 +28,7 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
   const leaseId = ctx.backupId;
   const ttlMs = ctx.freezeTtlMs;
   const frozen = new Set<string>();
+  const phases = { freezeMs: 0, pointMs: 0 };
   const t0 = performance.now();
   const renew = setInterval(() => {
     for (const node of frozen) {
@@ -61,6 +62,7 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
       }
       throw new LockstepError('LOCKSTEP_E_FREEZE_FAILED', `freeze failed on ${failed.map((f) => f.node).join(', ')}; every other node was thawed at once:\n  ${failed.map((f) => `${f.node}: ${f.error.message}`).join('\n  ')}`);
     }
+    phases.freezeMs = Math.round(performance.now() - t0);
     const hold = failpoint('freeze.hold');
     if (hold) await sleep(hold);
     // fix the point in time of every selected component while the whole cluster is frozen
@@ -74,11 +76,13 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
       }),
     );
     void points;
+    phases.pointMs = Math.round(performance.now() - t0) - phases.freezeMs;
   } finally {
     clearInterval(renew);
+    const tThaw = performance.now();
     await thawAll();
     const windowMs = Math.round(performance.now() - t0);
-    ctx.pause = { windowMs, ttlMs, components: toFreeze.length };
+    ctx.pause = { windowMs, ttlMs, components: toFreeze.length, ...phases, thawMs: Math.round(performance.now() - tThaw) };
     for (const t of selected) {
       const r = componentReport(ctx, t);
       if (r.status === 'ok') ctx.log.info({ node: t.node, component: t.component, pauseMs: r.pauseMs }, 'point in time fixed');

@@ -209,13 +209,15 @@ export const redisNode = {
   },
 
   async point(comp, ctx, backupId) {
+    // the cluster is frozen while this runs: only the round trips it needs
     await onHeld(comp, ctx, async (r) => {
-      const f = await facts(r);
-      if (f.role === 'replica' && f.masterHost && f.masterPort) {
+      const repl = await info(r, 'replication');
+      const masterHost = repl.get('master_host');
+      const masterPort = Number(repl.get('master_port'));
+      if (repl.get('role') === 'slave' && masterHost && masterPort) {
         // the master is frozen: wait until this replica has everything it acknowledged
-        const target = await withRedis({ host: f.masterHost, port: f.masterPort, passwordEnv: comp.passwordEnv }, ctx.node, async (m) =>
-          Number((await info(m, 'replication')).get('master_repl_offset')),
-        );
+        const master = await heldConn({ ...comp, host: masterHost, port: masterPort }, ctx.node);
+        const target = Number((await info(master, 'replication')).get('master_repl_offset'));
         await until(`replica ${comp.host}:${comp.port} catching up to offset ${target}`, comp.catchUpTimeoutMs, ctx, async () => {
           const rep = await info(r, 'replication');
           return rep.get('master_link_status') === 'up' && Number(rep.get('slave_repl_offset')) >= target;
