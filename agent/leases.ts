@@ -10,6 +10,7 @@ import type { AgentNode, BoundComponent } from './node.js';
 
 interface Live {
   lease: Lease;
+  ttlMs: number;
   frozenAt: Map<string, number>;
   timer: NodeJS.Timeout;
 }
@@ -60,7 +61,7 @@ export class FreezeLeases {
       expiresAt: new Date(now + req.ttlMs).toISOString(),
       state: 'frozen',
     };
-    this.live.set(req.leaseId, { lease, frozenAt, timer: this.expiry(req.leaseId, req.ttlMs) });
+    this.live.set(req.leaseId, { lease, ttlMs: req.ttlMs, frozenAt, timer: this.expiry(req.leaseId, req.ttlMs) });
     this.node.log.info({ lease: req.leaseId, components: req.components, ttlMs: req.ttlMs }, 'frozen');
     return lease;
   }
@@ -91,16 +92,17 @@ export class FreezeLeases {
       return c.plugin.node.renew?.(c.config, this.ctx(), ttlMs);
     }));
     l.lease.expiresAt = new Date(Date.now() + ttlMs).toISOString();
+    l.ttlMs = ttlMs;
     return l.lease;
   }
 
   /** Fix the point in time of each named component while frozen. */
   async point(leaseId: string, backupId: string, components: string[]): Promise<void> {
-    this.get(leaseId);
+    const { ttlMs } = this.get(leaseId);
     await Promise.all(
       components.map(async (n) => {
         const c = this.node.component(n);
-        await c.plugin.node.point?.(c.config, this.node.ctx(AbortSignal.timeout(60_000)), backupId);
+        await c.plugin.node.point?.(c.config, this.node.ctx(AbortSignal.timeout(60_000)), backupId, ttlMs);
       }),
     );
   }

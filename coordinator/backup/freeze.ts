@@ -35,18 +35,29 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
       ctx.cluster.client(node).renewLease(leaseId, ttlMs).catch((err: unknown) => ctx.log.warn({ node, err: toErrorInfo(err) }, 'lease renewal failed'));
     }
   }, Math.max(100, Math.floor(ttlMs / 3)));
+  let thawStart = 0;
+  let thawEnd = 0;
   const thawAll = async () => {
+    if (frozen.size === 0) return;
+    thawStart = performance.now();
     const outcomes = await Promise.allSettled([...frozen].map(async (node) => ({ node, lease: await ctx.cluster.client(node).thaw(leaseId) })));
     frozen.clear();
+    thawEnd = performance.now();
     for (const o of outcomes) {
       if (o.status === 'fulfilled') {
         for (const [component, ms] of Object.entries(o.value.lease.pausedMs ?? {})) {
           const r = ctx.components.get(`${o.value.node}/${component}`);
           if (r) r.pauseMs = ms;
         }
-      } else ctx.log.error({ err: toErrorInfo(o.reason) }, 'thaw failed; the lease ends by itself at its TTL');
+      } else {
+        const e = toErrorInfo(o.reason);
+        // a lease that ended before the thaw: that node took writes while others were still being cut
+        if (e.code === 'LOCKSTEP_E_LEASE_NOT_FOUND') expiredOn.push(e.node ?? '?');
+        ctx.log.error({ err: e }, 'thaw failed; the lease ends by itself at its TTL');
+      }
     }
   };
+  const expiredOn: string[] = [];
   try {
     const results = await Promise.allSettled(
       [...byNode(toFreeze)].map(async ([node, components]) => {
@@ -77,12 +88,18 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
     );
     void points;
     phases.pointMs = Math.round(performance.now() - t0) - phases.freezeMs;
+    await thawAll();
+    if (expiredOn.length > 0) {
+      for (const t of selected) markFailed(ctx, t, 'the freeze lease expired before the cut was complete');
+      throw new LockstepError('LOCKSTEP_E_FREEZE_FAILED', `the freeze lease on ${expiredOn.join(', ')} expired before every point in time was fixed; the cut would not be consistent`, {
+        hint: 'raise freeze.ttlMs in the cluster config (the coordinator, agents or network were too slow)',
+      });
+    }
   } finally {
     clearInterval(renew);
-    const tThaw = performance.now();
-    await thawAll();
-    const windowMs = Math.round(performance.now() - t0);
-    ctx.pause = { windowMs, ttlMs, components: toFreeze.length, ...phases, thawMs: Math.round(performance.now() - tThaw) };
+    await thawAll(); // whatever happened above, nothing stays frozen
+    const end = thawEnd || performance.now();
+    ctx.pause = { windowMs: Math.round(end - t0), ttlMs, components: toFreeze.length, ...phases, thawMs: Math.round(end - (thawStart || end)) };
     for (const t of selected) {
       const r = componentReport(ctx, t);
       if (r.status === 'ok') ctx.log.info({ node: t.node, component: t.component, pauseMs: r.pauseMs }, 'point in time fixed');

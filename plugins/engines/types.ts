@@ -63,9 +63,10 @@ export interface EngineNode<C extends ComponentBase> {
   thaw?(comp: C, ctx: NodeContext): Promise<void>;
   /**
    * While every component of the cluster is frozen: fix this component's point in
-   * time (e.g. fork a background save). `snapshot` later turns it into files.
+   * time (e.g. fork a background save, or hold a caught-up replica for at most `ttlMs`).
+   * `snapshot` later turns it into files.
    */
-  point?(comp: C, ctx: NodeContext, backupId: string): Promise<void>;
+  point?(comp: C, ctx: NodeContext, backupId: string, ttlMs: number): Promise<void>;
 
   /**
    * After staging, before the swap: adjust the staged sets for this member (keep the

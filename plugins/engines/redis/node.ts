@@ -21,8 +21,24 @@ type Comp = ComponentBase & RedisSettings;
 /** what each server said last time it answered: a server that is down still belongs to its shard */
 const lastKnown = new Map<string, { shard?: string; role: string }>();
 
-/** points taken, waiting for their snapshot job: backupId/component → LASTSAVE before BGSAVE */
-const pending = new Map<string, number>();
+/**
+ * Points taken, waiting for their snapshot job (backupId/component): a save already
+ * forked (LASTSAVE before it), or a replica held at its replication offset.
+ */
+type Point = { kind: 'saved'; before: number } | { kind: 'held'; offset: number; dirty: number };
+const pending = new Map<string, Point>();
+/** replicas held for a point: a lease thaw must not release them before their save forks */
+const pointHeld = new Set<string>();
+
+const keyOf = (comp: Comp) => `${comp.host}:${comp.port}`;
+
+/** BGSAVE once no other save runs; returns LASTSAVE from before it. Replies after the fork. */
+async function forkSave(r: RedisConn, comp: Comp, ctx: NodeContext): Promise<number> {
+  await until('a running background save to finish', comp.saveTimeoutMs, ctx, async () => (await info(r, 'persistence')).get('rdb_bgsave_in_progress') === '0');
+  const before = Number(await r.lastsave());
+  await r.bgsave();
+  return before;
+}
 /** one kept connection per component for freeze/renew/thaw, so a pause costs one round trip */
 const held = new Map<string, RedisConn>();
 
@@ -205,41 +221,70 @@ export const redisNode = {
   },
 
   async thaw(comp, ctx) {
+    if (pointHeld.has(keyOf(comp))) return; // released by its snapshot, or by Redis at the TTL
     await onHeld(comp, ctx, (r) => r.call('CLIENT', 'UNPAUSE'));
   },
 
-  async point(comp, ctx, backupId) {
+  async point(comp, ctx, backupId, ttlMs) {
     // the cluster is frozen while this runs: only the round trips it needs
     await onHeld(comp, ctx, async (r) => {
       const repl = await info(r, 'replication');
       const masterHost = repl.get('master_host');
       const masterPort = Number(repl.get('master_port'));
       if (repl.get('role') === 'slave' && masterHost && masterPort) {
-        // the master is frozen: wait until this replica has everything it acknowledged
+        // the master is frozen: wait until this replica has everything it acknowledged…
         const master = await heldConn({ ...comp, host: masterHost, port: masterPort }, ctx.node);
         const target = Number((await info(master, 'replication')).get('master_repl_offset'));
+        let offset = 0;
         await until(`replica ${comp.host}:${comp.port} catching up to offset ${target}`, comp.catchUpTimeoutMs, ctx, async () => {
           const rep = await info(r, 'replication');
-          return rep.get('master_link_status') === 'up' && Number(rep.get('slave_repl_offset')) >= target;
+          offset = Number(rep.get('slave_repl_offset'));
+          return rep.get('master_link_status') === 'up' && offset >= target;
         });
+        // …then hold it there: a paused replica stops applying its master's stream, so the
+        // masters can be thawed now and the fork happens later, outside the write pause.
+        // The snapshot checks the offset did not move before the fork.
+        await r.call('CLIENT', 'PAUSE', String(ttlMs), 'WRITE');
+        pointHeld.add(keyOf(comp));
+        const dirty = Number((await info(r, 'persistence')).get('rdb_changes_since_last_save'));
+        pending.set(`${backupId}/${comp.name}`, { kind: 'held', offset, dirty });
+        return;
       }
-      await until('a running background save to finish', comp.saveTimeoutMs, ctx, async () => (await info(r, 'persistence')).get('rdb_bgsave_in_progress') === '0');
-      const before = Number(await r.lastsave());
-      await r.bgsave(); // replies once the fork has happened: the point in time is fixed
-      pending.set(`${backupId}/${comp.name}`, before);
+      // a master (its replicas are down): fork now, inside the pause
+      pending.set(`${backupId}/${comp.name}`, { kind: 'saved', before: await forkSave(r, comp, ctx) });
     });
   },
 
   async snapshot(comp, ctx, { into, backupId }) {
     const key = `${ctx.node}/${comp.name}`;
-    const before = pending.get(`${backupId}/${comp.name}`);
-    if (before === undefined) {
+    const point = pending.get(`${backupId}/${comp.name}`);
+    if (point === undefined) {
       throw new LockstepError('LOCKSTEP_E_SNAPSHOT_MISSING', `redis component ${comp.name}: no point in time was taken for backup ${backupId}`, {
         node: ctx.node,
         hint: 'redis snapshots need the coordinator\'s freeze step (the agent may have restarted since)',
       });
     }
     pending.delete(`${backupId}/${comp.name}`);
+    let before: number;
+    if (point.kind === 'held') {
+      // fork the held replica's save, check it was still at the cut, release it
+      before = await onHeld(comp, ctx, async (r) => {
+        try {
+          // no write may have reached the held replica since the cut (masters take writes again)
+          const dirty = Number((await info(r, 'persistence')).get('rdb_changes_since_last_save'));
+          if (dirty !== point.dirty) {
+            throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `replica ${comp.host}:${comp.port} applied writes after the cut (offset ${point.offset}) before its save forked; the cut would not be consistent`, {
+              node: ctx.node,
+              hint: 'the replica hold ended early (freeze.ttlMs too short?); run the backup again',
+            });
+          }
+          return await forkSave(r, comp, ctx);
+        } finally {
+          pointHeld.delete(keyOf(comp));
+          await r.call('CLIENT', 'UNPAUSE');
+        }
+      });
+    } else before = point.before;
     return withRedis(comp, ctx.node, async (r) => {
       let saved = 0;
       await until(`the background save of ${key}`, comp.saveTimeoutMs, ctx, async () => {
