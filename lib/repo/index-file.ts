@@ -7,7 +7,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
-import { checkSchema } from '../config.js';
+import { checkStored, parseJson } from './stored.js';
 
 export const INDEX_VERSION = 1;
 
@@ -50,17 +50,7 @@ export function isSafeRelativePath(p: string): boolean {
 }
 
 export function parseIndex(text: string, where: string): ComponentIndex {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not valid JSON`, { cause: err });
-  }
-  const problems = checkSchema(ComponentIndexSchema, raw);
-  if (problems.length > 0) {
-    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid file index: ${problems[0]!.path} ${problems[0]!.message}`);
-  }
-  const index = raw as ComponentIndex;
+  const index = checkStored(ComponentIndexSchema, parseJson(text, where), where, 'file index');
   for (const e of index.entries) {
     const set = e.path.split('/')[0]!;
     if (!isSafeRelativePath(e.path) || !index.sets.includes(set)) {

@@ -5,7 +5,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
-import { checkSchema } from '../config.js';
+import { checkStored, parseJson } from './stored.js';
 import { ComponentDescriptionSchema, type NodeDescription } from '../wire.js';
 import type { BackupReport } from '../report.js';
 
@@ -63,12 +63,7 @@ export function serializeManifest(m: Manifest): Buffer {
 }
 
 export function parseManifest(text: string, where: string): Manifest {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not valid JSON`, { cause: err });
-  }
+  const raw = parseJson(text, where);
   if (typeof raw === 'object' && raw !== null && 'version' in raw && raw.version !== MANIFEST_VERSION) {
     throw new LockstepError(
       'LOCKSTEP_E_REPO_CORRUPT',
@@ -76,9 +71,5 @@ export function parseManifest(text: string, where: string): Manifest {
       { hint: 'use the lockstep release that wrote this backup, or a newer one' },
     );
   }
-  const problems = checkSchema(ManifestSchema, raw);
-  if (problems.length > 0) {
-    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid manifest: ${problems[0]!.path} ${problems[0]!.message}`);
-  }
-  return raw as Manifest;
+  return checkStored(ManifestSchema, raw, where, 'manifest') as Manifest;
 }

@@ -18,6 +18,7 @@ import {
 } from './layout.js';
 import { parseIndex, type ComponentIndex } from './index-file.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
+import { parseJson } from './stored.js';
 
 export interface RepoConfig {
   format: number;
@@ -88,12 +89,7 @@ export class Repository {
       }
       throw err;
     }
-    let config: RepoConfig;
-    try {
-      config = JSON.parse(text) as RepoConfig;
-    } catch (err) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${driver.location}/${REPO_CONFIG_KEY} is not valid JSON`, { node, cause: err });
-    }
+    const config = parseJson(text, `${driver.location}/${REPO_CONFIG_KEY}`) as RepoConfig;
     if (config.format !== REPO_FORMAT || typeof config.id !== 'string' || !(config.chunkSize > 0)) {
       throw new LockstepError(
         'LOCKSTEP_E_REPO_CORRUPT',
