@@ -43,6 +43,8 @@ export const AgentConfigSchema = Type.Object(
       { additionalProperties: false, default: {} },
     ),
     jobHistory: Type.Integer({ minimum: 1, default: 200 }),
+    /** local snapshots no job uses are removed once this old (a coordinator died before cleanup) */
+    staleSnapshotMs: Type.Integer({ minimum: 60_000, default: 6 * 3600_000 }),
   },
   { additionalProperties: false },
 );
@@ -62,6 +64,7 @@ export interface AgentConfig {
   components: ComponentConfig[];
   logLevel: string;
   jobHistory: number;
+  staleSnapshotMs: number;
 }
 
 const PATH_SETTINGS = ['path', 'dir', 'configFile'];
@@ -86,6 +89,7 @@ function normalise(file: string) {
     }),
     logLevel: raw.log.level,
     jobHistory: raw.jobHistory,
+    staleSnapshotMs: raw.staleSnapshotMs,
   });
 }
 

@@ -58,6 +58,19 @@ async function main(configFile: string): Promise<void> {
     await runner.recover();
     const swept = await node.sweep();
     if (swept.length > 0) log.info({ removed: swept }, 'removed snapshot and staging leftovers');
+    const gc = setInterval(() => {
+      const busy = new Set(
+        runner
+          .list()
+          .filter((j) => j.state === 'running' || Date.now() - Date.parse(j.finishedAt ?? j.createdAt) < cfg.staleSnapshotMs)
+          .map((j) => (j.request as { backupId?: string }).backupId ?? ''),
+      );
+      node
+        .sweepStaleSnapshots(busy, cfg.staleSnapshotMs)
+        .then((removed) => removed.length > 0 && log.warn({ removed }, 'removed stale local snapshots (a backup never cleaned up)'))
+        .catch((err: unknown) => log.error({ err: toErrorInfo(err) }, 'stale snapshot sweep failed'));
+    }, Math.min(cfg.staleSnapshotMs, 600_000));
+    gc.unref();
 
     const leases = new FreezeLeases(node);
     const app = await createServer(node, runner, leases, tls, log);

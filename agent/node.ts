@@ -4,7 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
 import { LockstepError, toErrorInfo } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
@@ -118,6 +118,24 @@ export class AgentNode {
       repository = { location: String(this.config.repository.path ?? this.config.repository.driver), error: toErrorInfo(err, 'LOCKSTEP_E_REPO_UNREADABLE', this.name) };
     }
     return { node: this.name, agentVersion: AGENT_VERSION, hostname: hostname(), components, repository };
+  }
+
+  /**
+   * Snapshot dirs no job uses and older than `maxAgeMs`: what a coordinator that died
+   * between snapshot and cleanup left behind. Runs periodically.
+   */
+  async sweepStaleSnapshots(busyBackups: Set<string>, maxAgeMs: number): Promise<string[]> {
+    const removed: string[] = [];
+    const snaps = join(this.config.stateDir, 'snapshots');
+    for (const name of await readdir(snaps).catch(() => [] as string[])) {
+      if (busyBackups.has(name)) continue;
+      const st = await stat(join(snaps, name)).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > maxAgeMs) {
+        await rm(join(snaps, name), { recursive: true, force: true });
+        removed.push(join(snaps, name));
+      }
+    }
+    return removed;
   }
 
   /**

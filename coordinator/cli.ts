@@ -73,10 +73,10 @@ export function restoreExit(r: RestoreReport): ExitCode {
     case 'restored':
     case 'planned':
       return EXIT.OK;
-    case 'refused':
-      return EXIT.REFUSED;
     case 'rollback-failed':
       return EXIT.NEEDS_ATTENTION;
+    case 'refused':
+      return r.error && exitCodeForError(r.error.code) === EXIT.USAGE ? EXIT.USAGE : EXIT.REFUSED;
     default:
       return r.error?.code === 'LOCKSTEP_E_CANCELLED' ? EXIT.INTERRUPTED : EXIT.FAILED;
   }
@@ -87,7 +87,7 @@ function program(): Command {
     .description('Consistent backup and restore of whole database clusters, over mutual TLS, without SSH')
     .version(VERSION)
     .addOption(new Option('-c, --config <file>', 'cluster config file').env('LOCKSTEP_CONFIG').default('lockstep.yaml'))
-    .addOption(new Option('--log-level <level>', 'JSON log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .addOption(new Option('--log-level <level>', 'JSON log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('error'))
     .option('--json', 'print the result as one JSON document')
     .showHelpAfterError()
     .exitOverride();
@@ -209,14 +209,23 @@ function program(): Command {
     .option('--dry-run', 'print the plan and change nothing', false)
     .option('--keep-old', 'keep the previous data beside the restored data', false)
     .option('--allow-partial', 'restore a partial backup (missing shards keep their current data)', false)
+    .option('--node <name>', 'restore only this node (a replaced disk); the others are not touched')
+    .option('--map <old=new...>', 'restore backup node OLD onto cluster node NEW (repeatable)', [])
     .option('--json', 'print the report as JSON')
-    .action(async (id: string, o: { dryRun: boolean; keepOld: boolean; allowPartial: boolean }, cmd: Command) => {
+    .action(async (id: string, o: { dryRun: boolean; keepOld: boolean; allowPartial: boolean; node?: string; map: string[] }, cmd: Command) => {
       setJson(cmd);
       checkBackupId(id);
+      const map = new Map<string, string>();
+      for (const pair of o.map) {
+        const m = /^([^=\s]+)=([^=\s]+)$/.exec(pair);
+        if (!m) throw new LockstepError('LOCKSTEP_E_USAGE', `--map "${pair}" is not OLD=NEW`);
+        if (map.has(m[1]!)) throw new LockstepError('LOCKSTEP_E_USAGE', `--map names ${m[1]} twice`);
+        map.set(m[1]!, m[2]!);
+      }
       const signal = interruptSignal();
       await withCluster(g(), async (cluster) => {
         const log = createLogger({ name: 'lockstep', level: g().logLevel });
-        const report = await runRestore(cluster, { backupId: id, dryRun: o.dryRun, keepOld: o.keepOld, allowPartial: o.allowPartial, signal, log, observer: observer() });
+        const report = await runRestore(cluster, { backupId: id, dryRun: o.dryRun, keepOld: o.keepOld, allowPartial: o.allowPartial, map, onlyNode: o.node, signal, log, observer: observer() });
         print(report, () => renderRestore(report));
         process.exitCode = restoreExit(report);
       });

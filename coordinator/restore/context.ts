@@ -20,6 +20,10 @@ export interface RestoreContext {
   restoreId: string;
   keepOld: boolean;
   allowPartial: boolean;
+  /** backup node → cluster node (--map) */
+  map: Map<string, string>;
+  /** restore only this node (--node) */
+  onlyNode?: string;
   signal: AbortSignal;
   log: Logger;
   progress?: ProgressSink;

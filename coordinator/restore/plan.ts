@@ -47,11 +47,31 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   if (down.length > 0) {
     throw new LockstepError('LOCKSTEP_E_PREFLIGHT_FAILED', `cannot plan the restore; nothing was changed:\n  ${down.map((d) => `${d.node}: ${d.error?.message}`).join('\n  ')}`);
   }
-  const live: TopologyNode[] = described.map((d) => topologyNode(d.description!, d.address));
-  const diffs = topologyDifferences(m.topology, live);
+  const capabilities = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.capabilities] as const)));
+  checkMap(ctx, described.map((d) => d.node));
+  let live: TopologyNode[] = described.map((d) => topologyNode(d.description!, d.address));
+  let backup = remapTopology(m.topology, ctx.map);
+  if (ctx.onlyNode) {
+    live = live.filter((n) => n.node === ctx.onlyNode);
+    backup = backup.filter((n) => n.node === ctx.onlyNode);
+  }
+  const needs = (cap: string, why: string, nodes: string[]) => {
+    for (const n of live.filter((x) => nodes.includes(x.node))) {
+      for (const c of n.components) {
+        if (!capabilities.get(`${n.node}/${c.name}`)?.includes(cap)) {
+          throw new LockstepError('LOCKSTEP_E_PLAN_UNSUPPORTED', `${why}: component ${c.name} on ${n.node} (plugin ${c.plugin}) cannot do that; nothing was changed`, {
+            hint: 'restore the whole cluster onto the same nodes instead',
+          });
+        }
+      }
+    }
+  };
+  if (ctx.onlyNode) needs('single-node-restore', `restoring only node ${ctx.onlyNode}`, [ctx.onlyNode]);
+  needs('remap', 'restoring onto other nodes (--map)', [...ctx.map].filter(([a, b]) => a !== b).map(([, b]) => b));
+  const diffs = topologyDifferences(backup, live);
   if (diffs.length > 0) {
     throw new LockstepError('LOCKSTEP_E_TOPOLOGY_MISMATCH', `the cluster's topology differs from backup ${m.backupId}; nothing was changed:\n  ${diffs.join('\n  ')}`, {
-      hint: 'restore onto the same nodes and components, or fix the cluster config',
+      hint: 'restore onto the same nodes and components, map backup nodes onto others with --map OLD=NEW, or fix the cluster config',
       details: { differences: diffs },
     });
   }
@@ -59,7 +79,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
     const nodeReport = { node: n.node, address: n.address, status: 'ok' as const, components: [] as RestoreContext['nodes'][number]['components'] };
     ctx.nodes.push(nodeReport);
     for (const c of n.components) {
-      const own = m.components.find((x) => x.node === n.node && x.component === c.name);
+      const own = m.components.find((x) => (ctx.map.get(x.node) ?? x.node) === n.node && x.component === c.name);
       const source = own ?? m.components.find((x) => x.shard === c.shard && x.plugin === c.plugin);
       const cr = { node: n.node, component: c.name, plugin: c.plugin, tier: c.tier, role: c.role, shard: c.shard, status: 'ok' as 'ok' | 'skipped', actions: [] as string[] };
       nodeReport.components.push(cr);
@@ -91,4 +111,37 @@ function startGroups(targets: RestoreTarget[]): RestoreTarget[][] {
     });
   }
   return groups.filter((g) => g.length > 0);
+}
+
+/** --map OLD=NEW: OLD must be a node of the backup, NEW a node of the cluster, each used once. */
+function checkMap(ctx: RestoreContext, clusterNodes: string[]): void {
+  const backupNodes = ctx.manifest.topology.map((n) => n.node);
+  const problems: string[] = [];
+  const targets = new Map<string, string>();
+  for (const [from, to] of ctx.map) {
+    if (!backupNodes.includes(from)) problems.push(`--map ${from}=${to}: ${from} is not a node of backup ${ctx.manifest.backupId} (it has ${backupNodes.join(', ')})`);
+    if (!clusterNodes.includes(to)) problems.push(`--map ${from}=${to}: ${to} is not a node of the cluster config (it has ${clusterNodes.join(', ')})`);
+    const prev = targets.get(to);
+    if (prev) problems.push(`--map ${from}=${to}: ${to} already receives ${prev}`);
+    targets.set(to, from);
+  }
+  // a node not mapped keeps its name: it must not collide with a mapped target
+  for (const n of backupNodes) {
+    if (!ctx.map.has(n) && targets.has(n)) problems.push(`backup node ${n} keeps its name, but ${targets.get(n)} is mapped onto it too (map ${n} as well)`);
+  }
+  if (ctx.onlyNode && !clusterNodes.includes(ctx.onlyNode)) problems.push(`--node ${ctx.onlyNode} is not a node of the cluster config`);
+  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_USAGE', problems.join('\n'));
+}
+
+/** The backup's topology under the node map; default shard names (node/component) follow their node. */
+export function remapTopology(topology: TopologyNode[], map: Map<string, string>): TopologyNode[] {
+  return topology.map((n) => {
+    const to = map.get(n.node);
+    if (!to || to === n.node) return n;
+    return {
+      ...n,
+      node: to,
+      components: n.components.map((c) => (c.shard === `${n.node}/${c.name}` ? { ...c, shard: `${to}/${c.name}` } : c)),
+    };
+  });
 }

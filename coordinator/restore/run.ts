@@ -24,12 +24,14 @@ export interface RestoreOptions {
   dryRun: boolean;
   keepOld: boolean;
   allowPartial: boolean;
+  map?: Map<string, string>;
+  onlyNode?: string;
   signal: AbortSignal;
   log: Logger;
   observer?: StepObserver & ProgressSink;
 }
 
-const REFUSALS = new Set(['LOCKSTEP_E_TOPOLOGY_MISMATCH', 'LOCKSTEP_E_BACKUP_PARTIAL', 'LOCKSTEP_E_PREFLIGHT_FAILED', 'LOCKSTEP_E_BACKUP_NOT_FOUND']);
+const REFUSALS = new Set(['LOCKSTEP_E_USAGE', 'LOCKSTEP_E_TOPOLOGY_MISMATCH', 'LOCKSTEP_E_BACKUP_PARTIAL', 'LOCKSTEP_E_PREFLIGHT_FAILED', 'LOCKSTEP_E_BACKUP_NOT_FOUND', 'LOCKSTEP_E_PLAN_UNSUPPORTED']);
 
 export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promise<RestoreReport> {
   const t0 = performance.now();
@@ -45,6 +47,8 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     restoreId,
     keepOld: opts.keepOld,
     allowPartial: opts.allowPartial,
+    map: opts.map ?? new Map(),
+    onlyNode: opts.onlyNode,
     signal: opts.signal,
     log,
     progress: opts.observer,

@@ -177,8 +177,8 @@ describe('recovery from failures', () => {
     const fp = await fingerprint(cluster.agent('node1').data.data!);
     const r = await runCli(['restore', backupId], { config: cluster.configFile });
     expect(r.code).toBe(4);
-    expect(r.stderr).toContain('LOCKSTEP_E_TOPOLOGY_MISMATCH');
-    expect(r.stderr).toContain('node node2: component logs (directory) is on the node but not in the backup');
+    expect(r.stdout).toContain('LOCKSTEP_E_TOPOLOGY_MISMATCH');
+    expect(r.stdout).toContain('node node2: component logs (directory) is on the node but not in the backup');
     expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(fp);
   });
 });

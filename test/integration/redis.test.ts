@@ -226,8 +226,8 @@ describe('redis cluster', () => {
 
       const r = await cli(['restore', report.backupId]);
       expect(r.code).toBe(4);
-      expect(r.stderr).toContain('LOCKSTEP_E_BACKUP_PARTIAL');
-      expect(r.stderr).toContain(missing[0]!.shard);
+      expect(r.stdout).toContain('LOCKSTEP_E_BACKUP_PARTIAL');
+      expect(r.stdout).toContain(missing[0]!.shard);
     } finally {
       await redis.startNode(master.port);
       await redis.startNode(replicaPort);

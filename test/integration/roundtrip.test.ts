@@ -117,4 +117,35 @@ describe('backup and restore of three nodes', () => {
     expect(await fingerprint(d3)).toEqual(fp);
     expect((await readdir(dirname(d3))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
   });
+
+  it('--node restores one node and leaves the others alone', async () => {
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed on ${a.node}`);
+    const others = await Promise.all(['node1', 'node3'].map((n) => fingerprint(cluster.agent(n).data.data!)));
+    const r = await runCli(['restore', backupId, '--node', 'node2', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.nodes.map((n) => n.node)).toEqual(['node2']);
+    expect(await fingerprint(cluster.agent('node2').data.data!)).toEqual(before[1]);
+    expect(await Promise.all(['node1', 'node3'].map((n) => fingerprint(cluster.agent(n).data.data!)))).toEqual(others);
+  });
+
+  it('--map restores a node\'s data onto another node', async () => {
+    const r = await runCli(['restore', backupId, '--map', 'node1=node2', '--map', 'node2=node1', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(before[1]);
+    expect(await fingerprint(cluster.agent('node2').data.data!)).toEqual(before[0]);
+    expect(await fingerprint(cluster.agent('node3').data.data!)).toEqual(before[2]);
+  });
+
+  it('a bad --map or --node is a usage error that names it', async () => {
+    const a = await runCli(['restore', backupId, '--map', 'node9=node1'], { config: cluster.configFile });
+    expect(a.code).toBe(2);
+    expect(a.stdout).toContain('node9 is not a node of backup');
+    const b = await runCli(['restore', backupId, '--map', 'node1=node2'], { config: cluster.configFile });
+    expect(b.code).toBe(2);
+    expect(b.stdout).toContain('backup node node2 keeps its name, but node1 is mapped onto it too');
+    const c = await runCli(['restore', backupId, '--node', 'node7'], { config: cluster.configFile });
+    expect(c.code).toBe(2);
+    expect(c.stdout).toContain('--node node7 is not a node of the cluster config');
+  });
 });

@@ -6,7 +6,7 @@ import { directoryNode } from './node.js';
 export const directoryPlugin = {
   name: 'directory',
   configSchema: DirectorySettingsSchema,
-  capabilities: ['stop-start', 'snapshot', 'restore', 'single-node-restore'],
+  capabilities: ['stop-start', 'snapshot', 'restore', 'single-node-restore', 'remap'],
   node: directoryNode,
   cluster: { startOrder: metaThenStorage },
 } satisfies EnginePlugin<typeof DirectorySettingsSchema>;
