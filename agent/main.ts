@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// file I/O for many small files in parallel: more libuv threads than the default 4
+process.env.UV_THREADPOOL_SIZE ??= '16';
 /**
  * lockstep-agent: the node daemon. Reads agent.yaml, refuses to start on any config
  * problem (each with its path), recovers interrupted jobs, then serves the API over

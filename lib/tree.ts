@@ -3,7 +3,7 @@
  * symlinks verbatim). Used for snapshots (copy or hard-link) and by transfers.
  */
 import { constants } from 'node:fs';
-import { copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, symlink, utimes, chmod } from 'node:fs/promises';
+import { copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Stats } from 'node:fs';
 
@@ -22,7 +22,8 @@ export const isRoot = process.getuid?.() === 0;
  * reported through `onSkip` (a data directory should not hold them).
  */
 export async function* walkTree(root: string, onSkip?: (rel: string, why: string) => void): AsyncGenerator<TreeEntry> {
-  const rootStat = await lstat(root);
+  // the root itself may be a symlink to the directory (a snapshot that reads in place)
+  const rootStat = await stat(root);
   if (!rootStat.isDirectory()) throw Object.assign(new Error(`${root} is not a directory`), { code: 'ENOTDIR' });
   yield { rel: '', abs: root, type: 'dir', stat: rootStat };
   const stack: string[] = [''];

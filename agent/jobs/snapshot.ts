@@ -1,6 +1,7 @@
 /** Jobs `snapshot` (the plugin produces the files into a snapshot dir) and `cleanup`. */
 import { mkdir, rm, rmdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { snapshotSets } from './sets.js';
 import { treeSize } from '../../lib/tree.js';
 import type { JobRequestOf, SnapshotResult } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
@@ -23,7 +24,12 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
       else await ctx.dropLeftover(restart);
     },
   });
-  const size = await treeSize(dir);
+  const size = { files: 0, bytes: 0 };
+  for (const set of await snapshotSets(dir)) {
+    const s = await treeSize(join(dir, set));
+    size.files += s.files;
+    size.bytes += s.bytes;
+  }
   return { files: size.files, bytes: size.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), configFiles: outcome.configFiles };
 }
 

@@ -1,5 +1,6 @@
 /** Job `upload`: the snapshot dir goes straight into the repository. */
-import { readdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
+import { snapshotSets } from './sets.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, UploadResult } from '../../lib/wire.js';
 import { uploadSnapshot } from '../transfer/upload.js';
@@ -17,6 +18,6 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
   }
   const repo = await node.repositoryFor(req.repositoryId);
   // every set the snapshot produced (restorable data, and files captured for the record)
-  const sets = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  const sets = await snapshotSets(dir);
   return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component }, ctx);
 }

@@ -15,7 +15,7 @@ import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
 
-const FILE_CONCURRENCY = 4;
+const FILE_CONCURRENCY = 8;
 
 export interface SetTarget {
   /** where the set lives now (and will live after the swap) */

@@ -3,7 +3,7 @@
  * fixed-size chunks named by their sha256 and stored once; a file index written last.
  */
 import { createReadStream } from 'node:fs';
-import { readlink } from 'node:fs/promises';
+import { readFile, readlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
@@ -14,19 +14,30 @@ import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
 
-const FILE_CONCURRENCY = 4;
+const FILE_CONCURRENCY = 8;
 
 interface FileUpload {
   sha256: string;
+  /** bytes actually read (the file may have changed since it was listed) */
+  size: number;
   chunks: string[];
   chunksNew: number;
   bytesNew: number;
 }
 
-async function uploadFile(repo: Repository, abs: string, signal: AbortSignal, onBytes: (n: number) => void): Promise<FileUpload> {
+async function uploadFile(repo: Repository, abs: string, size: number, signal: AbortSignal, onBytes: (n: number) => void): Promise<FileUpload> {
   const chunkSize = repo.config.chunkSize;
+  if (size <= chunkSize) {
+    // one chunk: read it whole (a stream would allocate a full read buffer per small file)
+    const buf = await readFile(abs, { signal });
+    if (buf.length > chunkSize) return uploadFile(repo, abs, buf.length, signal, onBytes); // it grew
+    const h = sha256(buf);
+    const isNew = buf.length > 0 && (await repo.putChunk(h, buf));
+    onBytes(buf.length);
+    return { sha256: h, size: buf.length, chunks: buf.length > 0 ? [h] : [], chunksNew: isNew ? 1 : 0, bytesNew: isNew ? buf.length : 0 };
+  }
   const whole = createHash('sha256');
-  const out: FileUpload = { sha256: '', chunks: [], chunksNew: 0, bytesNew: 0 };
+  const out: FileUpload = { sha256: '', size: 0, chunks: [], chunksNew: 0, bytesNew: 0 };
   let parts: Buffer[] = [];
   let len = 0;
   const flush = async () => {
@@ -43,6 +54,7 @@ async function uploadFile(repo: Repository, abs: string, signal: AbortSignal, on
   for await (const data of createReadStream(abs, { highWaterMark: 1 << 20, signal })) {
     const b = data as Buffer;
     whole.update(b);
+    out.size += b.length;
     let off = 0;
     while (off < b.length) {
       const take = Math.min(chunkSize - len, b.length - off);
@@ -108,11 +120,11 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
         result.symlinks++;
         return;
       }
-      const up = await uploadFile(repo, w.e.abs, ctx.signal, (n) => {
+      const up = await uploadFile(repo, w.e.abs, w.e.stat.size, ctx.signal, (n) => {
         bytesDone += n;
         ctx.progress({ bytesDone });
       });
-      entries[i] = { type: 'file', path: relOf(w), ...meta, size: w.e.stat.size, sha256: up.sha256, chunks: up.chunks };
+      entries[i] = { type: 'file', path: relOf(w), ...meta, size: up.size, sha256: up.sha256, chunks: up.chunks };
       result.chunks += up.chunks.length;
       result.chunksNew += up.chunksNew;
       result.bytesNew += up.bytesNew;

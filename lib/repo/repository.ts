@@ -136,10 +136,15 @@ export class Repository {
     return readAll(await this.driver.get(key));
   }
 
-  /** Write a component index; returns its key's content hash for the manifest. */
+  /**
+   * Write a component index after making every chunk durable, then the index itself;
+   * returns its content hash for the manifest.
+   */
   async writeIndex(key: string, index: ComponentIndex): Promise<string> {
     const body = Buffer.from(JSON.stringify(index));
+    await this.driver.flush();
     await this.driver.put(key, body);
+    await this.driver.flush();
     return sha256(body);
   }
 

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { LockstepError, errnoCode } from '../../lib/errors.js';
 import { resolvePath } from '../../lib/config.js';
+import { runCommand } from '../../lib/exec.js';
 import type { ByteRange, ObjectInfo, StorageDriver, StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
@@ -16,7 +17,16 @@ export class FsDriver implements StorageDriver {
   readonly name = 'fs';
   readonly capabilities = { atomicCreateIfAbsent: true, rangeRead: true };
 
+  /** folders known to exist: one mkdir per folder, not per object */
+  private readonly dirs = new Set<string>();
+
   constructor(readonly location: string) {}
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.dirs.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    this.dirs.add(dir);
+  }
 
   private path(key: string): string {
     if (key.split('/').some((p) => p === '..' || p === '') || key.startsWith('/')) {
@@ -40,23 +50,25 @@ export class FsDriver implements StorageDriver {
     );
   }
 
-  /** write to a temp file beside the target, fsync, then hand it to `publish` */
-  private async writeTemp(target: string, body: Buffer | Readable, signal?: AbortSignal): Promise<string> {
-    await mkdir(dirname(target), { recursive: true });
+  /** write to a temp file beside the target (fsync'd when `durable`); the caller renames or links it */
+  private async writeTemp(target: string, body: Buffer | Readable, durable: boolean, signal?: AbortSignal): Promise<string> {
+    await this.ensureDir(dirname(target));
     const tmp = `${target}${TMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
       if (Buffer.isBuffer(body)) {
         const fh = await open(tmp, 'wx', 0o644);
         try {
           await fh.writeFile(body);
-          await fh.sync();
+          if (durable) await fh.sync();
         } finally {
           await fh.close();
         }
       } else {
         await pipeline(body, createWriteStream(tmp, { flags: 'wx', mode: 0o644 }), { signal });
-        const fh = await open(tmp, 'r+');
-        await fh.sync().finally(() => fh.close());
+        if (durable) {
+          const fh = await open(tmp, 'r+');
+          await fh.sync().finally(() => fh.close());
+        }
       }
       return tmp;
     } catch (err) {
@@ -68,10 +80,19 @@ export class FsDriver implements StorageDriver {
   async put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void> {
     const target = this.path(key);
     try {
-      const tmp = await this.writeTemp(target, body, signal);
+      const tmp = await this.writeTemp(target, body, false, signal);
       await rename(tmp, target);
     } catch (err) {
       throw this.wrap(err, 'write', key);
+    }
+  }
+
+  /** one syncfs(2) for the whole filesystem instead of an fsync per object */
+  async flush(): Promise<void> {
+    try {
+      await runCommand(['sync', '--file-system', this.location], { timeoutMs: 600_000, what: `flushing repository ${this.location}` });
+    } catch (err) {
+      throw this.wrap(err, 'flush', '(all objects)');
     }
   }
 
@@ -79,7 +100,7 @@ export class FsDriver implements StorageDriver {
     const target = this.path(key);
     let tmp: string | undefined;
     try {
-      tmp = await this.writeTemp(target, body);
+      tmp = await this.writeTemp(target, body, true);
       await link(tmp, target); // atomic: fails with EEXIST if present
       return true;
     } catch (err) {

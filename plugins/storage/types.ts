@@ -29,9 +29,14 @@ export interface StorageDriver {
   /** where it points, for messages; never contains a secret */
   readonly location: string;
   readonly capabilities: StorageCapabilities;
-  /** create or replace an object; readers never see a half-written object */
+  /**
+   * create or replace an object; readers never see a half-written object. It may not be
+   * durable until `flush` (batching durability is what makes many small writes fast)
+   */
   put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void>;
-  /** create only if absent: true if this call created it, false if it existed */
+  /** make every object put so far durable */
+  flush(): Promise<void>;
+  /** create only if absent, durably: true if this call created it, false if it existed */
   putIfAbsent(key: string, body: Buffer): Promise<boolean>;
   /** throws LOCKSTEP_E_OBJECT_NOT_FOUND if absent */
   get(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable>;

@@ -5,7 +5,7 @@
  * measured. This is the "stop, dump, start" cron script, done right: the service is
  * always started again, even when the copy fails or the agent is killed mid-way.
  */
-import { stat } from 'node:fs/promises';
+import { stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
@@ -120,7 +120,9 @@ export const directoryNode = {
     }
     let copyError: unknown;
     try {
-      await copyTree(comp.path, join(into, 'data'), comp.snapshotMode, ctx.signal);
+      if (comp.stop) await copyTree(comp.path, join(into, 'data'), comp.snapshotMode, ctx.signal);
+      // nothing to stop: a copy would be no more consistent than reading in place, only slower
+      else await symlink(comp.path, join(into, 'data'));
     } catch (err) {
       copyError = err;
     }

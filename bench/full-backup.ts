@@ -1,0 +1,97 @@
+/**
+ * Full backup of three directory nodes into a local repository, against GNU tar
+ * copying the same data on the same disk (`tar -c | tar -x`), in the same run.
+ *
+ *   npm run bench:backup                       # 3 × 256 MiB, 3 runs
+ *   npm run bench:backup -- --mib 1024 --runs 5
+ *
+ * Prints medians (min–max) and the ratio; writes bench/results/full-backup.json.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalCluster, projectRoot, runCli } from '../demo/local-cluster.js';
+import type { BackupReport } from '../lib/report.js';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
+}
+const mibPerNode = Number(arg('mib', '256'));
+const runs = Number(arg('runs', '3'));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const spread = (xs: number[]) => `${Math.min(...xs)}–${Math.max(...xs)}`;
+
+/** a database-like tree: a few large files, many small ones */
+async function fillNode(dir: string, mib: number): Promise<void> {
+  await mkdir(join(dir, 'small'), { recursive: true });
+  const big = Math.floor((mib * 0.8) / 4);
+  for (let i = 0; i < 4; i++) await writeFile(join(dir, `segment-${i}.dat`), randomBytes(big * 1024 * 1024));
+  const smallBytes = mib * 0.2 * 1024 * 1024;
+  for (let i = 0; i * 16384 < smallBytes; i++) await writeFile(join(dir, 'small', `f${i}.sst`), randomBytes(16384));
+}
+
+function tarCopy(src: string, dest: string): Promise<number> {
+  return new Promise((res, rej) => {
+    const t0 = performance.now();
+    const c = spawn('tar', ['-C', src, '-cf', '-', '.']);
+    const x = spawn('tar', ['-C', dest, '-xf', '-']);
+    c.stdout.pipe(x.stdin);
+    x.on('exit', (code) => (code === 0 ? res(performance.now() - t0) : rej(new Error(`tar exited ${code}`))));
+  });
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
+  const cluster = new LocalCluster({ root, nodes: 3 });
+  try {
+    await cluster.start();
+    for (const a of cluster.agents) await fillNode(a.data.data!, mibPerNode);
+    const totalMiB = mibPerNode * 3;
+    const lockstep: number[] = [];
+    const tar: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      // a fresh repository each run: a full backup, not a deduplicated one
+      await rm(cluster.repoDir, { recursive: true, force: true });
+      await runCli(['repo', 'init'], { config: cluster.configFile });
+      const r = await runCli(['backup', 'create', '--name', `full${i}`, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
+      const report = JSON.parse(r.stdout) as BackupReport;
+      if (report.status !== 'complete') throw new Error(`backup ended ${report.status}: ${report.error?.message ?? ''}`);
+      lockstep.push(Math.round(report.durationMs));
+      // the same three trees, three tar pipelines at once, onto the same disk
+      const dests = await Promise.all(cluster.agents.map(async (a) => {
+        const d = join(root, `tar-${a.node}-${i}`);
+        await mkdir(d);
+        return d;
+      }));
+      const t0 = performance.now();
+      await Promise.all(cluster.agents.map((a, j) => tarCopy(a.data.data!, dests[j]!)));
+      tar.push(Math.round(performance.now() - t0));
+      for (const d of dests) await rm(d, { recursive: true, force: true });
+      process.stderr.write(`  run ${i + 1}/${runs}: lockstep ${lockstep.at(-1)} ms, tar ${tar.at(-1)} ms\n`);
+    }
+    const mbps = (ms: number) => ((totalMiB * 1.048576) / (ms / 1000)).toFixed(0);
+    const lines = [
+      `full backup of 3 nodes × ${mibPerNode} MiB (80% in 4 large files, 20% in 16 KiB files), ${cpus().length} cores, ${runs} runs (median, min–max)`,
+      '',
+      '| | lockstep backup create | tar -c \\| tar -x (3 at once) | lockstep / tar throughput |',
+      '| --- | --- | --- | --- |',
+      `| wall time | ${median(lockstep)} ms (${spread(lockstep)}) | ${median(tar)} ms (${spread(tar)}) | ${(median(tar) / median(lockstep)).toFixed(2)}× |`,
+      `| throughput | ${mbps(median(lockstep))} MB/s | ${mbps(median(tar))} MB/s | |`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+    const out = join(projectRoot(), 'bench', 'results');
+    await mkdir(out, { recursive: true });
+    await writeFile(join(out, 'full-backup.json'), JSON.stringify({ at: new Date().toISOString(), cores: cpus().length, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar }, null, 2));
+  } finally {
+    await cluster.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
