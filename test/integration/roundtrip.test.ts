@@ -42,8 +42,9 @@ describe('backup and restore of three nodes', () => {
     expect(report.totals.bytes).toBeGreaterThan(50 * 1024 * 1024);
     backupId = report.backupId;
 
-    // local snapshots are gone after the backup
+    // local snapshots are gone after the backup, and the live data is untouched by their cleanup
     for (const a of cluster.agents) expect(await readdir(join(a.stateDir, 'snapshots')).catch(() => [])).toEqual([]);
+    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
   });
 
   it('lists and shows the backup from the repository alone', async () => {
