@@ -1,6 +1,5 @@
 /** The agent API, version 1. Long work runs as jobs: POST returns the job at once. */
 import { Type } from '@sinclair/typebox';
-import { toErrorInfo } from '../lib/errors.js';
 import {
   API_PREFIX,
   JobRequestSchema,
@@ -68,11 +67,6 @@ export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner
   );
   app.post<{ Params: { id: string } }>(`${API_PREFIX}/leases/:id/thaw`, { schema: { response: { 200: LeaseSchema } } }, async (req) => leases.thaw(req.params.id));
 
-  app.get(`${API_PREFIX}/health`, async () => {
-    try {
-      return { ok: true, node: node.name };
-    } catch (err) {
-      return { ok: false, node: node.name, error: toErrorInfo(err) };
-    }
-  });
+  // liveness of the agent itself (component health is in GET /node)
+  app.get(`${API_PREFIX}/health`, async () => ({ ok: true, node: node.name }));
 }

@@ -77,7 +77,7 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
     const hold = failpoint('freeze.hold');
     if (hold) await sleep(hold);
     // fix the point in time of every selected component while the whole cluster is frozen
-    const points = await Promise.allSettled(
+    await Promise.all(
       [...byNode(selected)].map(async ([node, components]) => {
         try {
           await ctx.cluster.client(node).point(leaseId, ctx.backupId, components);
@@ -86,7 +86,6 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
         }
       }),
     );
-    void points;
     phases.pointMs = Math.round(performance.now() - t0) - phases.freezeMs;
     await thawAll();
     if (expiredOn.length > 0) {
