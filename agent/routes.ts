@@ -12,12 +12,15 @@ import {
   LeaseSchema,
   PointRequestSchema,
   RenewRequestSchema,
+  RestorePlanRequestSchema,
+  type RestorePlanRequest,
   type FreezeRequest,
   type PreflightResult,
 } from '../lib/wire.js';
 import type { AgentNode } from './node.js';
 import type { JobRunner } from './jobs/runner.js';
 import { preflight } from './preflight.js';
+import { restorePlan } from './restore-plan.js';
 import type { AgentApp } from './server.js';
 import type { FreezeLeases } from './leases.js';
 
@@ -66,6 +69,9 @@ export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner
     },
   );
   app.post<{ Params: { id: string } }>(`${API_PREFIX}/leases/:id/thaw`, { schema: { response: { 200: LeaseSchema } } }, async (req) => leases.thaw(req.params.id));
+
+  // restore --dry-run: what staging would download and likely reuse (no hashing, no writes)
+  app.post<{ Body: RestorePlanRequest }>(`${API_PREFIX}/restore-plan`, { schema: { body: RestorePlanRequestSchema } }, async (req) => restorePlan(node, req.body));
 
   // liveness of the agent itself (component health is in GET /node)
   app.get(`${API_PREFIX}/health`, async () => ({ ok: true, node: node.name }));

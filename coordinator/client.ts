@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { LockstepError, errnoCode, type ErrorInfo } from '../lib/errors.js';
 import type { TlsMaterial } from '../lib/tls/files.js';
-import { API_PREFIX, isTerminal, type FreezeRequest, type Job, type JobRequest, type Lease, type NodeDescription, type PreflightResult } from '../lib/wire.js';
+import { API_PREFIX, isTerminal, type FreezeRequest, type Job, type JobRequest, type Lease, type NodeDescription, type PreflightResult, type RestorePlanRequest, type RestorePlanResult } from '../lib/wire.js';
 import type { AgentRef, ClusterConfig } from './config.js';
 
 const TLS_VERIFY_CODES = new Set([
@@ -170,6 +170,10 @@ export class AgentClient {
 
   thaw(leaseId: string): Promise<Lease> {
     return this.call('POST', `/leases/${encodeURIComponent(leaseId)}/thaw`, {});
+  }
+
+  restorePlan(req: RestorePlanRequest, signal?: AbortSignal): Promise<RestorePlanResult> {
+    return this.call('POST', '/restore-plan', req, signal);
   }
 
   startJob(req: JobRequest, signal?: AbortSignal): Promise<Job> {

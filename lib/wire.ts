@@ -216,3 +216,18 @@ export const LeaseSchema = Type.Object({
   pausedMs: Type.Optional(Type.Record(Type.String(), Type.Integer())),
 });
 export type Lease = Static<typeof LeaseSchema>;
+
+export const RestorePlanRequestSchema = Type.Object(
+  { component: Component, repositoryId: Type.String(), indexKey: Type.String(), indexSha256: Sha },
+  { additionalProperties: false },
+);
+export type RestorePlanRequest = Static<typeof RestorePlanRequestSchema>;
+
+export interface RestorePlanResult {
+  files: number;
+  bytes: number;
+  likelyReusedFiles: number;
+  likelyReusedBytes: number;
+  downloadFiles: number;
+  downloadBytes: number;
+}

@@ -145,3 +145,19 @@ export function remapTopology(topology: TopologyNode[], map: Map<string, string>
     };
   });
 }
+
+/** Dry run: ask each agent what staging would download and what it would likely reuse. */
+export async function estimateTransfers(ctx: RestoreContext): Promise<void> {
+  await Promise.all(
+    ctx.targets.map(async (t) => {
+      const r = ctx.components.get(`${t.node}/${t.component}`)!;
+      const est = await ctx.cluster.client(t.node).restorePlan(
+        { component: t.component, repositoryId: ctx.repo.id, indexKey: t.source.indexKey, indexSha256: t.source.indexSha256 },
+        ctx.signal,
+      );
+      r.actions?.push(
+        `would download ${est.downloadFiles} files (${est.downloadBytes} bytes) and likely reuse ${est.likelyReusedFiles} local files (${est.likelyReusedBytes} bytes; size and mtime match, hashes checked while staging)`,
+      );
+    }),
+  );
+}

@@ -12,7 +12,7 @@ import type { Cluster } from '../cluster.js';
 import type { ProgressSink } from '../fanout.js';
 import { Steps, type StepObserver } from '../steps.js';
 import type { RestoreContext } from './context.js';
-import { planRestore } from './plan.js';
+import { estimateTransfers, planRestore } from './plan.js';
 import { stage } from './stage.js';
 import { start, stopAll } from './service.js';
 import { swap } from './swap.js';
@@ -83,7 +83,11 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
   try {
     // manifest against the live topology: same nodes and components, or refuse
     await steps.run('plan', () => planRestore(ctx));
-    if (opts.dryRun) return report('planned');
+    if (opts.dryRun) {
+      // per node: what staging would download and what it would likely reuse
+      await steps.run('estimate', () => estimateTransfers(ctx));
+      return report('planned');
+    }
     // download and verify beside the live data; every service still runs
     await steps.run('stage', () => stage(ctx));
     if (opts.signal.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', 'restore interrupted before any service was stopped');

@@ -1,0 +1,33 @@
+/**
+ * For `restore --dry-run`: what staging would download and what it would likely reuse,
+ * judged by size and modification time only (staging itself checks every hash).
+ */
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RestorePlanRequest, RestorePlanResult } from '../lib/wire.js';
+import type { AgentNode } from './node.js';
+
+export async function restorePlan(node: AgentNode, req: RestorePlanRequest): Promise<RestorePlanResult> {
+  const { config, plugin } = node.component(req.component);
+  const repo = await node.repositoryFor(req.repositoryId);
+  const index = await repo.readIndex(req.indexKey, req.indexSha256);
+  const targets = plugin.node.paths(config);
+  const out: RestorePlanResult = { files: 0, bytes: 0, likelyReusedFiles: 0, likelyReusedBytes: 0, downloadFiles: 0, downloadBytes: 0 };
+  for (const e of index.entries) {
+    if (e.type !== 'file') continue;
+    const slash = e.path.indexOf('/');
+    const live = targets[e.path.slice(0, slash)];
+    if (!live) continue; // a set this component does not restore
+    out.files++;
+    out.bytes += e.size;
+    const st = await lstat(join(live, e.path.slice(slash + 1))).catch(() => undefined);
+    if (st?.isFile() && st.size === e.size && Math.floor(st.mtimeMs) === Math.floor(e.mtimeMs)) {
+      out.likelyReusedFiles++;
+      out.likelyReusedBytes += e.size;
+    } else {
+      out.downloadFiles++;
+      out.downloadBytes += e.size;
+    }
+  }
+  return out;
+}
