@@ -67,7 +67,7 @@ export interface AgentConfig {
   staleSnapshotMs: number;
 }
 
-const PATH_SETTINGS = ['path', 'dir', 'configFile'];
+const PATH_SETTINGS = ['path', 'dir', 'configFile', 'dataDir'];
 
 function normalise(file: string) {
   return (raw: RawAgentConfig, baseDir: string): AgentConfig => ({

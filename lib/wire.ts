@@ -38,6 +38,8 @@ export const ComponentDescriptionSchema = Type.Object({
   files: Type.Integer(),
   health: HealthSchema,
   capabilities: Type.Array(Type.String()),
+  /** plugin facts the cluster half needs (e.g. an etcd member's name and peer URL) */
+  details: Type.Optional(Type.Record(Type.String(), Type.String())),
 });
 export type ComponentDescription = Static<typeof ComponentDescriptionSchema>;
 
@@ -103,6 +105,8 @@ export const JobRequestSchema = Type.Union([
       repositoryId: Type.String(),
       indexKey: Type.String(),
       indexSha256: Sha,
+      /** what the plugin's cluster half computed for this member (membership, tokens) */
+      params: Type.Optional(Type.Record(Type.String(), Type.String())),
     },
     { additionalProperties: false },
   ),

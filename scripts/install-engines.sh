@@ -6,10 +6,12 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "engines present: $(redis-server --version | cut -d' ' -f1-3)"
+  echo "engines present: $(redis-server --version | cut -d' ' -f1-3), $(etcd --version | head -1)"
   exit 0
 fi
 
@@ -18,8 +20,10 @@ SUDO=""
 echo "installing: ${need[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# the Debian package may start a system redis on 6379; the tests start their own servers
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
-fi
-echo "engines installed: $(redis-server --version | cut -d' ' -f1-3)"
+# the Debian packages may start a system redis/etcd; the tests start their own servers
+for unit in redis-server etcd; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  fi
+done
+echo "engines installed: $(redis-server --version | cut -d' ' -f1-3), $(etcd --version | head -1)"

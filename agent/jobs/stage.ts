@@ -26,7 +26,7 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
   if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
   if (plugin.node.afterStage) {
     const staged = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
-    result.notes = [...(result.notes ?? []), ...(await plugin.node.afterStage(config, node.ctx(ctx.signal, ctx.log), staged))];
+    result.notes = [...(result.notes ?? []), ...(await plugin.node.afterStage(config, node.ctx(ctx.signal, ctx.log), staged, req.params ?? {}))];
   }
   return result;
 }

@@ -24,6 +24,8 @@ export interface RestoreContext {
   map: Map<string, string>;
   /** restore only this node (--node) */
   onlyNode?: string;
+  /** plugin facts of every live component (node/component → details) */
+  details: Map<string, Record<string, string>>;
   signal: AbortSignal;
   log: Logger;
   progress?: ProgressSink;

@@ -48,6 +48,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
     throw new LockstepError('LOCKSTEP_E_PREFLIGHT_FAILED', `cannot plan the restore; nothing was changed:\n  ${down.map((d) => `${d.node}: ${d.error?.message}`).join('\n  ')}`);
   }
   const capabilities = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.capabilities] as const)));
+  for (const d of described) for (const c of d.description!.components) ctx.details.set(`${d.node}/${c.name}`, c.details ?? {});
   checkMap(ctx, described.map((d) => d.node));
   let live: TopologyNode[] = described.map((d) => topologyNode(d.description!, d.address));
   let backup = remapTopology(m.topology, ctx.map);

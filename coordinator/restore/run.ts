@@ -49,6 +49,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     allowPartial: opts.allowPartial,
     map: opts.map ?? new Map(),
     onlyNode: opts.onlyNode,
+    details: new Map(),
     signal: opts.signal,
     log,
     progress: opts.observer,

@@ -2,10 +2,17 @@
 import { LockstepError } from '../../lib/errors.js';
 import type { StageResult } from '../../lib/wire.js';
 import { fanout } from '../fanout.js';
+import { getPlugin } from '../../plugins/engines/registry.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 
 export async function stage(ctx: RestoreContext): Promise<void> {
   const bySource = new Map(ctx.targets.map((t) => [`${t.node}/${t.component}`, t]));
+  // what each plugin's cluster half computes for its members (membership, a new cluster token …)
+  const params = new Map<string, Record<string, string>>();
+  for (const plugin of new Set(ctx.targets.map((t) => t.live.plugin))) {
+    const members = ctx.targets.filter((t) => t.live.plugin === plugin).map((t) => ({ node: t.node, component: t.component, details: ctx.details.get(`${t.node}/${t.component}`) ?? {} }));
+    for (const [k, v] of getPlugin(plugin)?.cluster.restoreParams?.(members, ctx.restoreId) ?? []) params.set(k, v);
+  }
   const outcomes = await fanout<StageResult>(
     ctx.cluster,
     'stage',
@@ -20,6 +27,7 @@ export async function stage(ctx: RestoreContext): Promise<void> {
         repositoryId: ctx.repo.id,
         indexKey: source.indexKey,
         indexSha256: source.indexSha256,
+        ...(params.has(`${t.node}/${t.component}`) ? { params: params.get(`${t.node}/${t.component}`) } : {}),
       };
     },
     ctx.signal,

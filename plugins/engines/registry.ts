@@ -2,6 +2,7 @@
 import type { EnginePlugin } from './types.js';
 import { directoryPlugin } from './directory/plugin.js';
 import { redisPlugin } from './redis/plugin.js';
+import { etcdPlugin } from './etcd/plugin.js';
 
 const plugins = new Map<string, EnginePlugin>();
 
@@ -12,6 +13,7 @@ export function registerPlugin(plugin: EnginePlugin): void {
 
 registerPlugin(directoryPlugin as unknown as EnginePlugin);
 registerPlugin(redisPlugin as unknown as EnginePlugin);
+registerPlugin(etcdPlugin as unknown as EnginePlugin);
 
 export function getPlugin(name: string): EnginePlugin | undefined {
   return plugins.get(name);

@@ -73,12 +73,20 @@ export interface EngineNode<C extends ComponentBase> {
    * node's own identity files, drop data a replica will re-sync). `staged` maps each
    * set to its staging dir.
    */
-  afterStage?(comp: C, ctx: NodeContext, staged: Record<string, string>): Promise<string[]>;
+  afterStage?(comp: C, ctx: NodeContext, staged: Record<string, string>, params: Record<string, string>): Promise<string[]>;
+}
+
+export interface RestoreMember {
+  node: string;
+  component: string;
+  details: Record<string, string>;
 }
 
 export interface EngineCluster {
   /** groups of components started one group after another on restore (meta before storage) */
   startOrder(components: TopologyComponent[]): TopologyComponent[][];
+  /** parameters each restored member's afterStage gets (e.g. the new membership), by node/component */
+  restoreParams?(members: RestoreMember[], restoreId: string): Map<string, Record<string, string>>;
 }
 
 export interface EnginePlugin<S extends TSchema = TSchema> {

@@ -1,0 +1,27 @@
+/** The `etcd` plugin's settings of a component in agent.yaml. */
+import { Type, type Static } from '@sinclair/typebox';
+
+const Argv = Type.Array(Type.String({ minLength: 1 }), { minItems: 1 });
+
+export const EtcdSettingsSchema = Type.Object(
+  {
+    /** the member's --name */
+    member: Type.String({ minLength: 1 }),
+    /** client URL the agent talks to, e.g. http://127.0.0.1:2379 */
+    endpoint: Type.String({ minLength: 1 }),
+    /** the member's advertised peer URL, used to rebuild membership on restore */
+    peerUrl: Type.String({ minLength: 1 }),
+    /** the member's --data-dir */
+    dataDir: Type.String({ minLength: 1 }),
+    /** argv that starts the member (with the same flags as always; a restored data dir brings its membership) */
+    start: Argv,
+    stop: Argv,
+    etcdctl: Type.String({ minLength: 1, default: 'etcdctl' }),
+    startTimeoutMs: Type.Integer({ minimum: 100, default: 60_000 }),
+    healthTimeoutMs: Type.Integer({ minimum: 100, default: 60_000 }),
+    snapshotTimeoutMs: Type.Integer({ minimum: 1000, default: 3_600_000 }),
+  },
+  { additionalProperties: false },
+);
+
+export type EtcdSettings = Static<typeof EtcdSettingsSchema>;
