@@ -1,6 +1,8 @@
 /**
- * Put every touched component back as it was: old data returned to its place (or
- * staging removed where nothing was swapped), then services started in order.
+ * Put every touched component back as it was: stop what runs (a member may already have
+ * started on the restored data), old data returned to its place (or staging removed
+ * where nothing was swapped), then services started in order. Plugins' stop must
+ * therefore accept a service that is already stopped.
  */
 import { toErrorInfo, type ErrorInfo } from '../../lib/errors.js';
 import { fanout, key } from '../fanout.js';
@@ -16,6 +18,13 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   const errors: ErrorInfo[] = [];
   // not cancellable: an interrupted restore must still come back
   const signal = AbortSignal.timeout(600_000);
+  if (ctx.stopped.length > 0) {
+    // some members may already run on the restored data: stop them before their data moves
+    const stops = await fanout(ctx.cluster, 'stop', ctx.stopped, (t) => ({ kind: 'stop', component: t.component }), signal);
+    for (const o of stops) {
+      if (!o.ok) errors.push({ ...o.error, message: `${key(o.target)}: stop before rollback failed: ${o.error.message}` });
+    }
+  }
   const outcomes = await fanout<{ actions: string[] }>(
     ctx.cluster,
     'rollback',

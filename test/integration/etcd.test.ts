@@ -15,6 +15,15 @@ describe('etcd cluster', () => {
   let backupId: string;
   const state = new Map<string, string>();
   const cli = (args: string[]) => runCli(args, { config: cluster.configFile });
+  /** rewrite one agent's etcd start argv and restart the agent */
+  const setStart = async (i: number, edit: (argv: string[]) => string[]) => {
+    const a = cluster.agents[i]!;
+    const cfg = parse(await readFile(a.configFile, 'utf8')) as { components: { start: string[] }[] };
+    cfg.components[0]!.start = edit(cfg.components[0]!.start);
+    await writeFile(a.configFile, stringify(cfg));
+    await cluster.killAgent(a.node, 'SIGTERM');
+    await cluster.startAgent(a.node);
+  };
 
   beforeAll(async () => {
     const root = await tempDir();
@@ -63,6 +72,53 @@ describe('etcd cluster', () => {
     expect(json<RestoreReport>(r.stdout).status).toBe('planned');
     expect(await etcd.readPrefix('k/')).toEqual(before);
     for (const m of etcd.members) expect((await readdir(dirname(m.dataDir))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
+  });
+
+  it('a member that will not start on the restored data: every member rolled back, data as before, cluster healthy', async () => {
+    // node2 starts only when its data dir holds a marker that the live data has and the backup has not
+    const m2 = etcd.members[1]!;
+    const marker = join(m2.dataDir, 'keep-me');
+    await writeFile(marker, 'live data');
+    await setStart(1, (argv) => [...argv.slice(0, 5), '--require', marker, ...argv.slice(5)]);
+    try {
+      await etcd.putMany(new Map([['k/00001', 'current value']]));
+      const before = await etcd.readPrefix('k/');
+      const r = await cli(['restore', backupId, '--json']);
+      expect(r.code, r.stdout).toBe(1);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('rolled-back');
+      expect(report.rollback?.ok).toBe(true);
+      expect(report.error?.message).toContain('node2/etcd: start failed');
+      await etcd.waitHealthy();
+      expect(await etcd.readPrefix('k/')).toEqual(before);
+    } finally {
+      await setStart(1, (argv) => argv.filter((a, i) => a !== '--require' && argv[i - 1] !== '--require'));
+    }
+  });
+
+  it('a corrupt chunk stops the restore while staging; no member was stopped', async () => {
+    const before = await etcd.readPrefix('k/');
+    const m = json<{ components: { indexKey: string }[] }>((await cli(['backup', 'show', backupId, '--json'])).stdout);
+    const index = JSON.parse(await readFile(join(cluster.repoDir, m.components[0]!.indexKey), 'utf8')) as { entries: { chunks?: string[] }[] };
+    const chunk = index.entries.flatMap((e) => e.chunks ?? [])[0]!;
+    const path = join(cluster.repoDir, 'chunks', chunk.slice(0, 2), chunk);
+    const good = await readFile(path);
+    const bad = Buffer.from(good);
+    bad[100] = bad[100]! ^ 0xff;
+    await writeFile(path, bad);
+    const pids = await Promise.all(etcd.members.map((x) => readFile(x.pidfile, 'utf8')));
+    try {
+      const r = await cli(['restore', backupId, '--json']);
+      expect(r.code).toBe(1);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.error?.code).toBe('LOCKSTEP_E_REPO_CORRUPT');
+      expect(report.error?.message).toContain(chunk);
+      expect(report.steps.map((x) => x.name)).not.toContain('stop');
+      expect(await Promise.all(etcd.members.map((x) => readFile(x.pidfile, 'utf8')))).toEqual(pids);
+      expect(await etcd.readPrefix('k/')).toEqual(before);
+    } finally {
+      await writeFile(path, good);
+    }
   });
 
   it('restores onto members with other names and ports (replaced hosts), and the new cluster is healthy', async () => {
