@@ -78,6 +78,11 @@ export class AgentNode {
     return join(this.config.stateDir, 'snapshots', backupId, component);
   }
 
+  /** the last snapshot of a component, kept when its plugin asks (a local source for restores) */
+  lastSnapshotDir(component: string): string {
+    return join(this.config.stateDir, 'last', component);
+  }
+
   stagingPath(live: string, restoreId: string): string {
     return `${live}.lockstep-staging-${restoreId}`;
   }

@@ -184,6 +184,8 @@ export interface StageResult {
   bytes: number;
   bytesDownloaded: number;
   filesReused: number;
+  /** chunks of changed files read from local copies instead of the repository */
+  bytesReusedLocally?: number;
   stageMs: number;
   /** what the plugin adjusted after staging, in words */
   notes?: string[];

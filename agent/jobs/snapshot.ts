@@ -1,5 +1,5 @@
 /** Jobs `snapshot` (the plugin produces the files into a snapshot dir) and `cleanup`. */
-import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { mkdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { snapshotSets } from './sets.js';
 import { treeSize } from '../../lib/tree.js';
@@ -34,8 +34,15 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
 }
 
 export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>): Promise<{ removed: string }> {
-  node.component(req.component);
+  const { plugin } = node.component(req.component);
   const dir = node.snapshotDir(req.backupId, req.component);
+  if (plugin.keepLastSnapshot && (await stat(dir).then((s) => s.isDirectory(), () => false))) {
+    // the newest snapshot replaces the kept one (a local source for the next restore)
+    const last = node.lastSnapshotDir(req.component);
+    await rm(last, { recursive: true, force: true });
+    await mkdir(dirname(last), { recursive: true, mode: 0o700 });
+    await rename(dir, last);
+  }
   await rm(dir, { recursive: true, force: true });
   // the backup's folder goes with its last component (others may still be in it)
   await rmdir(dirname(dir)).catch(() => undefined);

@@ -1,5 +1,6 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
 import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
@@ -19,7 +20,8 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     const staging = node.stagingPath(live, req.restoreId);
     await ctx.addLeftover({ kind: 'path', path: staging });
     await rm(staging, { recursive: true, force: true });
-    targets[set] = { live, staging };
+    const cache = plugin.keepLastSnapshot ? join(node.lastSnapshotDir(req.component), set) : undefined;
+    targets[set] = { live, staging, cache };
   }
   const result = await stageIndex(repo, index, targets, ctx);
   const notRestored = index.sets.filter((set) => !(set in targets));

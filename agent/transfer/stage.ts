@@ -22,6 +22,52 @@ export interface SetTarget {
   live: string;
   /** the staging dir beside it */
   staging: string;
+  /** the agent's copy of the last snapshot of this set, if it keeps one (another local source) */
+  cache?: string;
+}
+
+/** where a chunk can be read locally instead of downloaded */
+interface LocalChunk {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+/** Hash local files in chunk-sized blocks: with fixed-size chunks, unchanged blocks of a changed file line up. */
+async function localChunks(paths: string[], chunkSize: number, signal: AbortSignal): Promise<Map<string, LocalChunk>> {
+  const out = new Map<string, LocalChunk>();
+  const buf = Buffer.allocUnsafe(chunkSize);
+  for (const path of paths) {
+    const fh = await open(path, 'r').catch(() => undefined);
+    if (!fh) continue;
+    try {
+      for (let offset = 0; ; ) {
+        signal.throwIfAborted();
+        const { bytesRead } = await fh.read(buf, 0, chunkSize, offset);
+        if (bytesRead === 0) break;
+        const h = createHash('sha256').update(buf.subarray(0, bytesRead)).digest('hex');
+        if (!out.has(h)) out.set(h, { path, offset, length: bytesRead });
+        offset += bytesRead;
+        if (bytesRead < chunkSize) break;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  return out;
+}
+
+async function readLocal(c: LocalChunk, expected: string): Promise<Buffer | undefined> {
+  const fh = await open(c.path, 'r').catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const buf = Buffer.allocUnsafe(c.length);
+    const { bytesRead } = await fh.read(buf, 0, c.length, c.offset);
+    // the file may have changed since it was hashed: use it only if it still matches
+    return bytesRead === c.length && createHash('sha256').update(buf).digest('hex') === expected ? buf : undefined;
+  } finally {
+    await fh.close();
+  }
 }
 
 function split(path: string): { set: string; rel: string } {
@@ -42,15 +88,25 @@ async function reusable(live: string, e: FileEntry, signal: AbortSignal): Promis
   return (await hashFile(live, signal)) === e.sha256;
 }
 
-async function download(repo: Repository, e: FileEntry, dest: string, signal: AbortSignal, onBytes: (n: number) => void): Promise<void> {
+/** Write the file from its chunks: local ones where they exist, the rest from the repository. */
+async function download(
+  repo: Repository,
+  e: FileEntry,
+  dest: string,
+  signal: AbortSignal,
+  local: Map<string, LocalChunk>,
+  onBytes: (n: number, fromRepository: boolean) => void,
+): Promise<void> {
   const whole = createHash('sha256');
   const fh = await open(dest, 'wx', 0o600);
   try {
     for (const chunk of e.chunks) {
-      const data = await repo.getChunk(chunk, signal);
+      const near = local.get(chunk);
+      const localData = near ? await readLocal(near, chunk) : undefined;
+      const data = localData ?? (await repo.getChunk(chunk, signal));
       whole.update(data);
       await fh.write(data);
-      onBytes(data.length);
+      onBytes(data.length, localData === undefined);
     }
     await fh.sync();
   } finally {
@@ -76,7 +132,11 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
     const { set, rel } = split(e.path);
     const t = targets[set];
     if (!t) throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `the backup has a set "${set}" this component does not have`, { node: index.node });
-    return { staging: rel === '' ? t.staging : join(t.staging, rel), live: rel === '' ? t.live : join(t.live, rel) };
+    return {
+      staging: rel === '' ? t.staging : join(t.staging, rel),
+      live: rel === '' ? t.live : join(t.live, rel),
+      cache: t.cache ? (rel === '' ? t.cache : join(t.cache, rel)) : undefined,
+    };
   };
 
   // directories first, in order (parents before children)
@@ -94,9 +154,11 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
         await symlink(e.target, p.staging);
       } else if (e.type === 'file') {
         let reused = false;
-        if (await reusable(p.live, e, ctx.signal)) {
-          await copyFile(p.live, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
-          // the live file may change while we copy: check the copy itself, else download
+        const candidates = [p.live, ...(p.cache ? [p.cache] : [])];
+        for (const candidate of candidates) {
+          if (reused || !(await reusable(candidate, e, ctx.signal))) continue;
+          await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+          // the local file may change while we copy: check the copy itself, else go on
           reused = (await hashFile(p.staging, ctx.signal)) === e.sha256;
           if (!reused) await rm(p.staging);
         }
@@ -104,8 +166,11 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           result.filesReused++;
           bytesDone += e.size;
         } else {
-          await download(repo, e, p.staging, ctx.signal, (n) => {
-            result.bytesDownloaded += n;
+          // a changed file: its unchanged chunks still come from local copies
+          const local = e.chunks.length > 1 ? await localChunks(candidates, index.chunkSize, ctx.signal) : new Map<string, LocalChunk>();
+          await download(repo, e, p.staging, ctx.signal, local, (n, fromRepository) => {
+            if (fromRepository) result.bytesDownloaded += n;
+            else result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + n;
             bytesDone += n;
             ctx.progress({ bytesDone });
           });

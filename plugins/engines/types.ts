@@ -94,6 +94,11 @@ export interface EnginePlugin<S extends TSchema = TSchema> {
   /** schema of the plugin's own settings of a component (besides name, plugin, tier, shard, role) */
   readonly configSchema: S;
   readonly capabilities: readonly Capability[];
+  /**
+   * keep the last snapshot on the node after its upload, as a local source for restores
+   * (for engines whose restore stages a file that is not in the live data dir, like etcd)
+   */
+  readonly keepLastSnapshot?: boolean;
   readonly node: EngineNode<ComponentBase & Static<S>>;
   readonly cluster: EngineCluster;
 }

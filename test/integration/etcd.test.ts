@@ -121,6 +121,22 @@ describe('etcd cluster', () => {
     }
   });
 
+  it('a restore right after a backup: the member that took the snapshot downloads nothing', async () => {
+    const b = await cli(['backup', 'create', '--name', 'delta', '--json']);
+    expect(b.code, b.stdout).toBe(0);
+    const id = json<BackupReport>(b.stdout).backupId;
+    const taker = json<BackupReport>(b.stdout).nodes.find((n) => n.components[0]!.upload)!.node;
+    const r = await cli(['restore', id, '--json']);
+    expect(r.code, r.stdout).toBe(0);
+    const stages = json<RestoreReport>(r.stdout).nodes.map((n) => [n.node, n.components[0]!.stage!] as const);
+    const own = stages.find(([n]) => n === taker)![1];
+    expect(own.bytesDownloaded).toBe(0);
+    expect(own.filesReused).toBe(1);
+    // the other members have no local copy of that snapshot: they fetch it
+    for (const [n, st] of stages) if (n !== taker) expect(st.bytesDownloaded).toBe(st.bytes);
+    await etcd.waitHealthy();
+  });
+
   it('restores onto members with other names and ports (replaced hosts), and the new cluster is healthy', async () => {
     // the old members are gone; new ones, empty, under other names and ports, on the same nodes
     await etcd.stop();
