@@ -38,6 +38,8 @@ export class EtcdTestCluster {
     readonly basePort = 23000 + Math.floor(Math.random() * 400) * 10,
     /** member names (e.g. to build a second cluster with other names) */
     names?: string[],
+    /** extra etcd flags, e.g. --quota-backend-bytes for large data */
+    readonly extraFlags: string[] = [],
   ) {
     for (let i = 0; i < count; i++) {
       const name = names?.[i] ?? `m${i + 1}`;
@@ -59,6 +61,7 @@ export class EtcdTestCluster {
       `--listen-client-urls=${client}`, `--advertise-client-urls=${client}`,
       `--listen-peer-urls=${peer}`, `--initial-advertise-peer-urls=${peer}`,
       `--initial-cluster=${this.initialCluster}`, `--initial-cluster-token=${this.token}`, '--initial-cluster-state=new',
+      ...this.extraFlags,
     ];
   }
 
