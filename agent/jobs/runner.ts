@@ -176,12 +176,15 @@ export class JobRunner {
       },
     };
     log.info('job started');
+    // the job reads as ended only once its undo is done and its component is free:
+    // a coordinator that sees it ended may at once send the next job for that component
+    let state: Job['state'];
     try {
       const handler = this.handlers[req.kind] as JobHandler<JobKind>;
       job.result = await handler(req as JobRequestOf<JobKind>, ctx);
-      job.state = 'succeeded';
+      state = 'succeeded';
     } catch (err) {
-      job.state = live.abort.signal.aborted ? 'cancelled' : 'failed';
+      state = live.abort.signal.aborted ? 'cancelled' : 'failed';
       job.error = toErrorInfo(err, 'LOCKSTEP_E_INTERNAL', this.node);
       // a failed job undoes what it left, as recovery would; a job that succeeded
       // hands its leftovers on (a snapshot dir to upload, a staged dir to swap in)
@@ -189,9 +192,10 @@ export class JobRunner {
     }
     job.finishedAt = new Date().toISOString();
     job.durationMs = Math.round(performance.now() - live.started);
-    job.progress.phase = job.state;
+    job.progress.phase = state;
     this.busy.delete(job.component);
     this.live.delete(job.id);
+    job.state = state;
     try {
       await this.journal.write({ job, leftovers: [] });
     } catch (err) {
