@@ -12,17 +12,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalCluster, projectRoot, runCli } from '../demo/local-cluster.js';
+import { LocalCluster, runCli } from '../demo/local-cluster.js';
+import { arg, median, runBench, spread, writeResults } from './stats.js';
 import type { BackupReport } from '../lib/report.js';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
-}
 const mibPerNode = Number(arg('mib', '256'));
 const runs = Number(arg('runs', '3'));
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const spread = (xs: number[]) => `${Math.min(...xs)}–${Math.max(...xs)}`;
 
 /** a database-like tree: a few large files, many small ones */
 async function fillNode(dir: string, mib: number): Promise<void> {
@@ -82,16 +77,11 @@ async function main(): Promise<void> {
       `| throughput | ${mbps(median(lockstep))} MB/s | ${mbps(median(tar))} MB/s | |`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    const out = join(projectRoot(), 'bench', 'results');
-    await mkdir(out, { recursive: true });
-    await writeFile(join(out, 'full-backup.json'), JSON.stringify({ at: new Date().toISOString(), cores: cpus().length, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar }, null, 2));
+    await writeResults('full-backup', { cores: cpus().length, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar });
   } finally {
     await cluster.stop();
     await rm(root, { recursive: true, force: true });
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -9,25 +9,20 @@
  * A benchmark, not a test: nothing here asserts a time.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LocalCluster, projectRoot, runCli } from '../demo/local-cluster.js';
+import { LocalCluster, runCli } from '../demo/local-cluster.js';
+import { arg, median, runBench, spread, writeResults } from './stats.js';
 import { RedisTestCluster } from '../demo/redis-cluster.js';
 import type { BackupReport } from '../lib/report.js';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
-}
 
 const sizesMiB = arg('sizes', '256,1024').split(',').map(Number);
 const runs = Number(arg('runs', '5'));
 const VALUE = 'v'.repeat(1000);
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const spread = (xs: number[]) => `${Math.min(...xs)}–${Math.max(...xs)}`;
 
 function sh(file: string, args: string[]): Promise<void> {
   return new Promise((res, rej) => execFile(file, args, { maxBuffer: 1 << 20 }, (e) => (e ? rej(e) : res())));
@@ -121,12 +116,7 @@ async function main(): Promise<void> {
     ),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  const out = join(projectRoot(), 'bench', 'results');
-  await mkdir(out, { recursive: true });
-  await writeFile(join(out, 'pause-window.json'), JSON.stringify({ at: new Date().toISOString(), cores: cpus().length, runs, rows }, null, 2));
+  await writeResults('pause-window', { cores: cpus().length, runs, rows });
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runBench(main);

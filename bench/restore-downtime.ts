@@ -8,22 +8,17 @@
  * Prints medians (min–max); writes bench/results/restore-downtime.json. No assertions.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalCluster, projectRoot, runCli } from '../demo/local-cluster.js';
+import { LocalCluster, runCli } from '../demo/local-cluster.js';
+import { arg, median, runBench, spread, writeResults } from './stats.js';
 import { EtcdTestCluster } from '../demo/etcd-cluster.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
-}
 const sizes = arg('sizes', '64,256').split(',').map(Number);
 const runs = Number(arg('runs', '3'));
 const VALUE_BYTES = 512 * 1024;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const spread = (xs: number[]) => `${Math.min(...xs)}–${Math.max(...xs)}`;
 
 interface Row {
   sizeMiB: number;
@@ -89,12 +84,7 @@ async function main(): Promise<void> {
     ),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  const out = join(projectRoot(), 'bench', 'results');
-  await mkdir(out, { recursive: true });
-  await writeFile(join(out, 'restore-downtime.json'), JSON.stringify({ at: new Date().toISOString(), cores: cpus().length, runs, rows }, null, 2));
+  await writeResults('restore-downtime', { cores: cpus().length, runs, rows });
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -7,17 +7,15 @@
  */
 import { stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
 import { copyTree, treeSize } from '../../../lib/tree.js';
 import type { Health, ServiceResult } from '../../../lib/wire.js';
 import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
+import { waitUntilHealthy } from '../health.js';
 import type { DirectorySettings } from './settings.js';
 
 type Comp = ComponentBase & DirectorySettings;
-
-const HEALTH_POLL_MS = 250;
 
 async function runHealthOnce(comp: Comp, ctx: NodeContext, timeoutMs: number): Promise<Health> {
   if (!comp.health) return { ok: true, message: 'no health command configured' };
@@ -32,16 +30,7 @@ async function runHealthOnce(comp: Comp, ctx: NodeContext, timeoutMs: number): P
 /** Poll the health command until it passes or the deadline ends. */
 async function waitHealthy(comp: Comp, ctx: NodeContext): Promise<void> {
   if (!comp.health) return;
-  const deadline = Date.now() + comp.healthTimeoutMs;
-  let last: Health = { ok: false, message: 'not checked' };
-  while (Date.now() < deadline) {
-    ctx.signal.throwIfAborted();
-    last = await runHealthOnce(comp, ctx, Math.max(1000, Math.min(10_000, deadline - Date.now())));
-    if (last.ok) return;
-    await sleep(HEALTH_POLL_MS, undefined, { signal: ctx.signal });
-  }
-  throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `component ${comp.name} did not become healthy within ${comp.healthTimeoutMs} ms: ${last.message}`, {
-    node: ctx.node,
+  await waitUntilHealthy(`component ${comp.name}`, comp.healthTimeoutMs, ctx, (left) => runHealthOnce(comp, ctx, Math.max(1000, Math.min(10_000, left))), {
     hint: 'check the service log; raise healthTimeoutMs if it only starts slowly',
   });
 }

@@ -7,11 +7,11 @@
  */
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
 import type { Health, ServiceResult } from '../../../lib/wire.js';
 import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
+import { waitUntilHealthy } from '../health.js';
 import type { EtcdSettings } from './settings.js';
 
 type Comp = ComponentBase & EtcdSettings;
@@ -90,14 +90,8 @@ export const etcdNode = {
   async start(comp, ctx): Promise<ServiceResult> {
     const t0 = performance.now();
     await runCommand(comp.start, { timeoutMs: comp.startTimeoutMs, signal: ctx.signal, what: `start command of etcd member ${comp.member}`, node: ctx.node });
-    const deadline = Date.now() + comp.healthTimeoutMs;
-    let last: Health = { ok: false, message: 'not checked' };
-    while (Date.now() < deadline) {
-      last = await health(comp, ctx);
-      if (last.ok) return { ran: true, durationMs: Math.round(performance.now() - t0) };
-      await sleep(200, undefined, { signal: ctx.signal });
-    }
-    throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `etcd member ${comp.member} not healthy within ${comp.healthTimeoutMs} ms: ${last.message}`, { node: ctx.node });
+    await waitUntilHealthy(`etcd member ${comp.member}`, comp.healthTimeoutMs, ctx, () => health(comp, ctx), { intervalMs: 200 });
+    return { ran: true, durationMs: Math.round(performance.now() - t0) };
   },
 
   async afterStage(comp, ctx, staged, params) {

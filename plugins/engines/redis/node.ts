@@ -1,10 +1,11 @@
 /**
  * The `redis` plugin's node half, for Redis Cluster (and standalone servers).
- * Freeze = CLIENT PAUSE … WRITE (Redis ends the pause by itself at the lease's end);
- * point = a replica first catches up with its frozen master, then BGSAVE forks a
- * point-in-time copy; thaw = CLIENT UNPAUSE. The snapshot job then waits for that save
- * and captures the RDB, nodes.conf and the config file. Writes are never blocked
- * while the RDB is written or copied.
+ * Freeze = CLIENT PAUSE … WRITE on masters (Redis ends the pause by itself at the
+ * lease's end); point = a replica catches up with its frozen master and is then held
+ * there by a pause of its own (a master whose replicas are down forks its BGSAVE at
+ * once); thaw = CLIENT UNPAUSE. The snapshot job forks the held replica's save, releases
+ * it, waits for the save and captures the RDB, nodes.conf and the config file. Writes
+ * are never blocked while an RDB is forked, written or copied.
  */
 import { copyFile, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
@@ -13,7 +14,8 @@ import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
 import type { Health, ServiceResult } from '../../../lib/wire.js';
 import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
-import { configGet, connect, info, parseClusterNodes, redisError, withRedis, type RedisConn } from './client.js';
+import { waitUntilHealthy } from '../health.js';
+import { configGet, connect, info, parseClusterNodes, parseInfo, redisError, withRedis, type ClusterNode, type RedisConn } from './client.js';
 import type { RedisSettings } from './settings.js';
 
 type Comp = ComponentBase & RedisSettings;
@@ -43,7 +45,7 @@ async function forkSave(r: RedisConn, comp: Comp, ctx: NodeContext): Promise<num
 const held = new Map<string, RedisConn>();
 
 async function heldConn(comp: Comp, node: string): Promise<RedisConn> {
-  const key = `${comp.host}:${comp.port}`;
+  const key = keyOf(comp);
   const r = held.get(key);
   if (r && r.status === 'ready') return r;
   r?.disconnect();
@@ -101,12 +103,8 @@ async function facts(r: RedisConn): Promise<Facts> {
   if (cluster) {
     const conf = await configGet(r, 'cluster-config-file');
     f.nodesConf = isAbsolute(conf) ? conf : join(dir, conf);
-    const nodes = parseClusterNodes((await r.call('CLUSTER', 'NODES')) as string);
-    const me = nodes.find((n) => n.flags.includes('myself'));
-    const master = me && (me.flags.includes('master') ? me : nodes.find((n) => n.id === me.masterId));
-    // a shard is named by its slots: stable across failovers, unlike node ids
-    f.shard = master && master.slots.length > 0 ? `slots:${master.slots.join(',')}` : undefined;
-    f.clusterState = parseInfoLine((await r.call('CLUSTER', 'INFO')) as string, 'cluster_state');
+    f.shard = placeOf(parseClusterNodes((await r.call('CLUSTER', 'NODES')) as string))?.shard;
+    f.clusterState = parseInfo((await r.call('CLUSTER', 'INFO')) as string).get('cluster_state');
   }
   return f;
 }
@@ -115,10 +113,15 @@ async function facts(r: RedisConn): Promise<Facts> {
 async function fromNodesConf(comp: Comp): Promise<{ shard?: string; role: string } | undefined> {
   const text = await readFile(join(comp.dir, 'nodes.conf'), 'utf8').catch(() => undefined);
   if (!text) return undefined;
-  const nodes = parseClusterNodes(text.split('\n').filter((l) => !l.startsWith('vars ')).join('\n'));
+  return placeOf(parseClusterNodes(text.split('\n').filter((l) => !l.startsWith('vars ')).join('\n')));
+}
+
+/** This node's role and shard in a CLUSTER NODES view (the live one, or nodes.conf). */
+function placeOf(nodes: ClusterNode[]): { shard?: string; role: 'master' | 'replica' } | undefined {
   const me = nodes.find((n) => n.flags.includes('myself'));
   if (!me) return undefined;
   const master = me.flags.includes('master') ? me : nodes.find((n) => n.id === me.masterId);
+  // a shard is named by its slots: stable across failovers, unlike node ids
   return { role: me.flags.includes('master') ? 'master' : 'replica', shard: master?.slots.length ? `slots:${master.slots.join(',')}` : undefined };
 }
 
@@ -131,10 +134,6 @@ async function pauseWrites(r: RedisConn, ttlMs: number): Promise<void> {
   await r.call('CLIENT', 'PAUSE', String(ttlMs), 'WRITE');
 }
 
-function parseInfoLine(text: string, key: string): string | undefined {
-  return text.split('\r\n').find((l) => l.startsWith(`${key}:`))?.slice(key.length + 1);
-}
-
 /** What keeps this server from being backed up (or, with `cluster`, from serving after a start). */
 function problems(comp: Comp, f: Facts, needClusterOk: boolean): string[] {
   const out: string[] = [];
@@ -145,30 +144,18 @@ function problems(comp: Comp, f: Facts, needClusterOk: boolean): string[] {
   return out;
 }
 
+function healthOf(comp: Comp, f: Facts, needClusterOk: boolean): Health {
+  const p = problems(comp, f, needClusterOk);
+  return p.length === 0 ? { ok: true, message: `${f.role}, cluster_state ${f.clusterState ?? 'n/a'}` } : { ok: false, message: p.join('; ') };
+}
+
 /** Healthy for a backup: answering, with the expected dir; a degraded cluster can still be backed up. */
 async function health(comp: Comp, ctx: NodeContext, needClusterOk = false): Promise<Health> {
   try {
-    return await withRedis(comp, ctx.node, async (r) => {
-      const f = await facts(r);
-      const p = problems(comp, f, needClusterOk);
-      return p.length === 0 ? { ok: true, message: `${f.role}, cluster_state ${f.clusterState ?? 'n/a'}` } : { ok: false, message: p.join('; ') };
-    });
+    return healthOf(comp, await withRedis(comp, ctx.node, facts), needClusterOk);
   } catch (err) {
     return { ok: false, message: toErrorInfo(err).message };
   }
-}
-
-async function waitHealthy(comp: Comp, ctx: NodeContext): Promise<void> {
-  const deadline = Date.now() + comp.healthTimeoutMs;
-  let last: Health = { ok: false, message: 'not checked' };
-  while (Date.now() < deadline) {
-    last = await health(comp, ctx, true);
-    if (last.ok) return;
-    await sleep(200, undefined, { signal: ctx.signal });
-  }
-  throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `redis ${comp.host}:${comp.port} (component ${comp.name}) not healthy within ${comp.healthTimeoutMs} ms: ${last.message}`, {
-    node: ctx.node,
-  });
 }
 
 /** Poll until `check` is true or the deadline passes. */
@@ -186,14 +173,16 @@ export const redisNode = {
   },
 
   async describe(comp, ctx) {
-    const h = await health(comp, ctx);
     let f: Facts | undefined;
+    let h: Health;
     try {
       f = await withRedis(comp, ctx.node, facts);
-    } catch {
-      // down: describe what the config says
+      h = healthOf(comp, f, false);
+    } catch (err) {
+      // down: describe what the config and the disk say
+      h = { ok: false, message: toErrorInfo(err).message };
     }
-    const key = `${comp.host}:${comp.port}`;
+    const key = keyOf(comp);
     if (f) lastKnown.set(key, { shard: f.shard, role: f.role });
     const known = f ?? lastKnown.get(key) ?? (await fromNodesConf(comp));
     const rdb = f ? join(f.dir, f.rdbFile) : join(comp.dir, 'dump.rdb');
@@ -332,14 +321,15 @@ export const redisNode = {
     await until(`redis ${comp.host}:${comp.port} to stop`, comp.startTimeoutMs, ctx, async () =>
       withRedis(comp, ctx.node, (r) => r.ping(), 500).then(() => false, () => true),
     );
-    held.get(`${comp.host}:${comp.port}`)?.disconnect();
+    held.get(keyOf(comp))?.disconnect();
     return { ran: true, durationMs: Math.round(performance.now() - t0) };
   },
 
   async start(comp, ctx): Promise<ServiceResult> {
     const t0 = performance.now();
     await runCommand(comp.start, { timeoutMs: comp.startTimeoutMs, signal: ctx.signal, what: `start command of component ${comp.name}`, node: ctx.node });
-    await waitHealthy(comp, ctx);
+    // serving again means cluster_state ok, not only answering
+    await waitUntilHealthy(`redis ${keyOf(comp)} (component ${comp.name})`, comp.healthTimeoutMs, ctx, () => health(comp, ctx, true), { intervalMs: 200 });
     return { ran: true, durationMs: Math.round(performance.now() - t0) };
   },
 
