@@ -65,7 +65,9 @@ function observer() {
 export function backupExit(r: BackupReport): ExitCode {
   if (r.status === 'complete') return EXIT.OK;
   if (r.status === 'partial') return EXIT.PARTIAL;
-  return r.error ? (exitCodeForError(r.error.code) === EXIT.USAGE ? EXIT.FAILED : exitCodeForError(r.error.code)) : EXIT.FAILED;
+  // a backup that started and failed is FAILED even when its cause reads like a config error
+  const code = r.error ? exitCodeForError(r.error.code) : EXIT.FAILED;
+  return code === EXIT.USAGE ? EXIT.FAILED : code;
 }
 
 export function restoreExit(r: RestoreReport): ExitCode {

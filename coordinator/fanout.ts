@@ -13,24 +13,24 @@ export interface Target {
   component: string;
 }
 
-export type Outcome<T> = { target: Target; ok: true; result: T; job: Job } | { target: Target; ok: false; error: ErrorInfo; job?: Job };
+export type Outcome<T, G extends Target = Target> = { target: G; ok: true; result: T; job: Job } | { target: G; ok: false; error: ErrorInfo; job?: Job };
 
 export interface ProgressSink {
   update(step: string, jobs: Job[]): void;
 }
 
-export async function fanout<T>(
+export async function fanout<T, G extends Target = Target>(
   cluster: Cluster,
   step: string,
-  targets: Target[],
-  makeRequest: (t: Target) => JobRequest,
+  targets: G[],
+  makeRequest: (t: G) => JobRequest,
   signal: AbortSignal,
   progress?: ProgressSink,
-): Promise<Outcome<T>[]> {
+): Promise<Outcome<T, G>[]> {
   const latest = new Map<string, Job>();
   const show = () => progress?.update(step, [...latest.values()]);
   return Promise.all(
-    targets.map(async (target): Promise<Outcome<T>> => {
+    targets.map(async (target): Promise<Outcome<T, G>> => {
       try {
         const job = await cluster.client(target.node).runJob(makeRequest(target), {
           signal,

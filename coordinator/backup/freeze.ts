@@ -59,17 +59,18 @@ export async function freezeAndPoint(ctx: BackupContext): Promise<void> {
   };
   const expiredOn: string[] = [];
   try {
+    const freezeByNode = [...byNode(toFreeze)];
     const results = await Promise.allSettled(
-      [...byNode(toFreeze)].map(async ([node, components]) => {
+      freezeByNode.map(async ([node, components]) => {
         await ctx.cluster.client(node).freeze({ leaseId, components, ttlMs });
         frozen.add(node);
       }),
     );
-    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ node: [...byNode(toFreeze).keys()][i]!, error: toErrorInfo(r.reason) }] : []));
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ node: freezeByNode[i]![0], components: freezeByNode[i]![1], error: toErrorInfo(r.reason) }] : []));
     if (failed.length > 0) {
       await thawAll();
       for (const f of failed) {
-        for (const c of byNode(toFreeze).get(f.node) ?? []) markFailed(ctx, { node: f.node, component: c }, `freeze failed: ${f.error.message}`, f.error);
+        for (const c of f.components) markFailed(ctx, { node: f.node, component: c }, `freeze failed: ${f.error.message}`, f.error);
       }
       throw new LockstepError('LOCKSTEP_E_FREEZE_FAILED', `freeze failed on ${failed.map((f) => f.node).join(', ')}; every other node was thawed at once:\n  ${failed.map((f) => `${f.node}: ${f.error.message}`).join('\n  ')}`);
     }

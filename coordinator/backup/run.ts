@@ -116,10 +116,10 @@ async function finish(
   // local snapshots go, whatever happened
   if (ctx.snapshotted.length > 0) await steps.run('cleanup', () => cleanup(ctx)).catch(() => undefined);
   if (status === 'failed') await ctx.repo.discardUncommitted(ctx.backupId).catch(() => undefined);
+  // the shard view reflects the final state even when commit never ran
+  if (status === 'failed' && ctx.shards.length > 0) decideStatus(ctx);
   const r = report();
   r.status = status;
   r.manifest = manifest;
-  // the shard view reflects the final state even when commit never ran
-  if (status === 'failed' && ctx.shards.length > 0) decideStatus(ctx);
   return r;
 }

@@ -1,35 +1,31 @@
 /** Every agent downloads into a staging dir beside the live data, verified; nothing is stopped. */
 import { LockstepError } from '../../lib/errors.js';
 import type { StageResult } from '../../lib/wire.js';
-import { fanout } from '../fanout.js';
+import { fanout, key } from '../fanout.js';
 import { getPlugin } from '../../plugins/engines/registry.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 
 export async function stage(ctx: RestoreContext): Promise<void> {
-  const bySource = new Map(ctx.targets.map((t) => [`${t.node}/${t.component}`, t]));
   // what each plugin's cluster half computes for its members (membership, a new cluster token …)
   const params = new Map<string, Record<string, string>>();
   for (const plugin of new Set(ctx.targets.map((t) => t.live.plugin))) {
-    const members = ctx.targets.filter((t) => t.live.plugin === plugin).map((t) => ({ node: t.node, component: t.component, details: ctx.details.get(`${t.node}/${t.component}`) ?? {} }));
+    const members = ctx.targets.filter((t) => t.live.plugin === plugin).map((t) => ({ node: t.node, component: t.component, details: ctx.details.get(key(t)) ?? {} }));
     for (const [k, v] of getPlugin(plugin)?.cluster.restoreParams?.(members, ctx.restoreId) ?? []) params.set(k, v);
   }
-  const outcomes = await fanout<StageResult>(
+  const outcomes = await fanout<StageResult, RestoreTarget>(
     ctx.cluster,
     'stage',
     ctx.targets,
-    (t) => {
-      const { source } = bySource.get(`${t.node}/${t.component}`)!;
-      return {
-        kind: 'stage',
-        component: t.component,
-        restoreId: ctx.restoreId,
-        backupId: ctx.manifest.backupId,
-        repositoryId: ctx.repo.id,
-        indexKey: source.indexKey,
-        indexSha256: source.indexSha256,
-        ...(params.has(`${t.node}/${t.component}`) ? { params: params.get(`${t.node}/${t.component}`) } : {}),
-      };
-    },
+    (t) => ({
+      kind: 'stage',
+      component: t.component,
+      restoreId: ctx.restoreId,
+      backupId: ctx.manifest.backupId,
+      repositoryId: ctx.repo.id,
+      indexKey: t.source.indexKey,
+      indexSha256: t.source.indexSha256,
+      ...(params.has(key(t)) ? { params: params.get(key(t)) } : {}),
+    }),
     ctx.signal,
     ctx.progress,
   );
@@ -39,7 +35,7 @@ export async function stage(ctx: RestoreContext): Promise<void> {
     if (o.ok) {
       r.stage = o.result;
       r.actions?.push(...(o.result.notes ?? []));
-      ctx.staged.push(o.target as RestoreTarget);
+      ctx.staged.push(o.target);
     } else {
       r.status = 'failed';
       r.error = o.error;

@@ -4,7 +4,7 @@ import { fanout, key } from '../fanout.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 
 export async function swap(ctx: RestoreContext): Promise<void> {
-  const outcomes = await fanout<{ old: string[] }>(
+  const outcomes = await fanout<{ old: string[] }, RestoreTarget>(
     ctx.cluster,
     'swap',
     ctx.targets,
@@ -16,7 +16,7 @@ export async function swap(ctx: RestoreContext): Promise<void> {
   const problems: string[] = [];
   for (const o of outcomes) {
     if (o.ok) {
-      ctx.swapped.push(o.target as RestoreTarget);
+      ctx.swapped.push(o.target);
       report(ctx, o.target).actions?.push(...o.result.old.map((p) => `previous data moved aside to ${p}`));
     } else problems.push(`${key(o.target)}: swap failed: ${o.error.message}`);
   }
