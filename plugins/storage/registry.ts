@@ -2,6 +2,7 @@
 import { LockstepError } from '../../lib/errors.js';
 import { checkSchema, type ConfigProblem } from '../../lib/config.js';
 import { fsDriver } from './fs.js';
+import { s3Driver } from './s3.js';
 import type { StorageDriver, StorageDriverFactory } from './types.js';
 
 const drivers = new Map<string, StorageDriverFactory>();
@@ -12,6 +13,7 @@ export function registerDriver(factory: StorageDriverFactory): void {
 }
 
 registerDriver(fsDriver);
+registerDriver(s3Driver);
 
 export function driverNames(): string[] {
   return [...drivers.keys()];
