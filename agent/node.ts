@@ -10,7 +10,7 @@ import { LockstepError, toErrorInfo } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { Repository } from '../lib/repo/repository.js';
 import type { ComponentDescription, NodeDescription } from '../lib/wire.js';
-import { openDriver } from '../plugins/storage/registry.js';
+import { openRepositoryAt } from '../plugins/storage/registry.js';
 import { getPlugin } from '../plugins/engines/registry.js';
 import type { EnginePlugin, NodeContext } from '../plugins/engines/types.js';
 import type { AgentConfig, ComponentConfig } from './config.js';
@@ -57,7 +57,7 @@ export class AgentNode {
 
   /** The repository, opened on first use (and again after a failure). */
   async repository(): Promise<Repository> {
-    this.repo ??= await Repository.open(openDriver(this.config.repository, this.config.repositoryBaseDir), this.name);
+    this.repo ??= await openRepositoryAt(this.config.repository, this.config.repositoryBaseDir, this.name);
     return this.repo;
   }
 

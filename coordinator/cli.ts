@@ -8,8 +8,8 @@ import { LockstepError, toErrorInfo } from '../lib/errors.js';
 import { BACKUP_ID_RE, BACKUP_NAME_RE } from '../lib/ids.js';
 import { createLogger } from '../lib/log.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
-import { Repository } from '../lib/repo/repository.js';
-import { openDriver } from '../plugins/storage/registry.js';
+import { openDriver, openRepositoryAt } from '../plugins/storage/registry.js';
+import { initRepository } from '../lib/repo/open.js';
 import { caInit, caIssue, caShow, renderCertInfo } from './ca.js';
 import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
@@ -143,7 +143,7 @@ function program(): Command {
     .action(async (_o, cmd: Command) => {
       setJson(cmd);
       const cfg = await loadClusterConfig(g().config);
-      const repo = await Repository.init(openDriver(cfg.repository, cfg.repositoryBaseDir));
+      const repo = await initRepository(openDriver(cfg.repository, cfg.repositoryBaseDir), cfg.repository, cfg.repositoryBaseDir);
       print({ location: repo.location, id: repo.id, config: repo.config }, () => `initialised repository ${repo.location} (id ${repo.id})`);
     });
 
@@ -184,7 +184,7 @@ function program(): Command {
     .action(async (_o, cmd: Command) => {
       setJson(cmd);
       const cfg = await loadClusterConfig(g().config);
-      const repo = await Repository.open(openDriver(cfg.repository, cfg.repositoryBaseDir));
+      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
       const manifests = await Promise.all((await repo.listBackupIds()).map((id) => repo.readManifest(id)));
       print(
         manifests.map((m) => ({ backupId: m.backupId, status: m.status, cluster: m.cluster, committedAt: m.committedAt, nodes: m.topology.length, components: m.components.length, bytes: m.components.reduce((n, c) => n + c.bytes, 0) })),
@@ -200,7 +200,7 @@ function program(): Command {
       setJson(cmd);
       checkBackupId(id);
       const cfg = await loadClusterConfig(g().config);
-      const repo = await Repository.open(openDriver(cfg.repository, cfg.repositoryBaseDir));
+      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
       const m = await repo.readManifest(id);
       print(m, () => renderBackup(m.report));
     });

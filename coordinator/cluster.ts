@@ -5,7 +5,7 @@ import { Repository } from '../lib/repo/repository.js';
 import { readTlsMaterial } from '../lib/tls/files.js';
 import { describeCertificate } from '../lib/tls/certs.js';
 import type { NodeDescription } from '../lib/wire.js';
-import { openDriver } from '../plugins/storage/registry.js';
+import { openRepositoryAt } from '../plugins/storage/registry.js';
 import { AgentClient } from './client.js';
 import type { ClusterConfig } from './config.js';
 
@@ -47,7 +47,7 @@ export class Cluster {
   }
 
   async openRepository(): Promise<Repository> {
-    return Repository.open(openDriver(this.config.repository, this.config.repositoryBaseDir));
+    return openRepositoryAt(this.config.repository, this.config.repositoryBaseDir);
   }
 
   /** Describe every agent in parallel; an agent that fails is reported, not thrown. */

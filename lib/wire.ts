@@ -175,7 +175,10 @@ export interface UploadResult {
   bytes: number;
   chunks: number;
   chunksNew: number;
+  /** bytes written to the repository (after compression and encryption) */
   bytesNew: number;
+  /** files not read again: same size and mtime as in the component's previous backup */
+  filesUnchanged?: number;
   uploadMs: number;
 }
 

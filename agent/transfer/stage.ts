@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import type { Repository } from '../../lib/repo/repository.js';
-import type { ComponentIndex, FileEntry, IndexEntry } from '../../lib/repo/index-file.js';
+import { refSha, type ComponentIndex, type FileEntry, type IndexEntry } from '../../lib/repo/index-file.js';
 import { applyMeta } from '../../lib/tree.js';
 import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -101,9 +101,10 @@ async function download(
   const fh = await open(dest, 'wx', 0o600);
   try {
     for (const chunk of e.chunks) {
-      const near = local.get(chunk);
-      const localData = near ? await readLocal(near, chunk) : undefined;
-      const data = localData ?? (await repo.getChunk(chunk, signal));
+      const sha = refSha(chunk);
+      const near = local.get(sha);
+      const localData = near ? await readLocal(near, sha) : undefined;
+      const data = localData ?? (await repo.getBlob(chunk, signal));
       whole.update(data);
       await fh.write(data);
       onBytes(data.length, localData === undefined);

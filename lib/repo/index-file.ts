@@ -1,6 +1,7 @@
 /**
  * A component's file index: every directory, file and symlink a snapshot holds, with
- * mode, owner, mtime, size, whole-file sha256 and the chunks that make up the file.
+ * mode, owner, mtime, size, whole-file sha256 and the chunks that make up the file: a
+ * chunk is its sha256 (a chunk object of its own) or a reference into a pack.
  * Paths are relative, '/'-separated, and start with the snapshot set they belong to
  * (e.g. "data/sub/file"). An index read back from a repository is checked entry by
  * entry: nothing in it may point outside the place it is restored to.
@@ -9,7 +10,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import { checkStored, parseJson } from './stored.js';
 
-export const INDEX_VERSION = 1;
+export const INDEX_VERSION = 2;
 
 const Common = {
   path: Type.String({ minLength: 1 }),
@@ -19,14 +20,31 @@ const Common = {
   mtimeMs: Type.Number(),
 };
 
+const Sha = Type.String({ pattern: '^[0-9a-f]{64}$' });
+
+/** a blob stored inside a pack: `length` stored bytes at `offset` */
+export const PackRefSchema = Type.Object({
+  sha256: Sha,
+  pack: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  offset: Type.Integer({ minimum: 0 }),
+  length: Type.Integer({ minimum: 1 }),
+});
+export type PackRef = Static<typeof PackRefSchema>;
+export const ChunkRefSchema = Type.Union([Sha, PackRefSchema]);
+export type ChunkRef = Static<typeof ChunkRefSchema>;
+
+export function refSha(ref: ChunkRef): string {
+  return typeof ref === 'string' ? ref : ref.sha256;
+}
+
 export const IndexEntrySchema = Type.Union([
   Type.Object({ type: Type.Literal('dir'), ...Common }),
   Type.Object({
     type: Type.Literal('file'),
     ...Common,
     size: Type.Integer({ minimum: 0 }),
-    sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
-    chunks: Type.Array(Type.String({ pattern: '^[0-9a-f]{64}$' })),
+    sha256: Sha,
+    chunks: Type.Array(ChunkRefSchema),
   }),
   Type.Object({ type: Type.Literal('symlink'), ...Common, target: Type.String() }),
 ]);

@@ -2,16 +2,39 @@
  * The one place that knows the repository layout. Path builders sit beside the
  * parsers of what they point at (see manifest.ts, index-file.ts).
  *
- *   lockstep-repo.json                               repository config (format, id, parameters)
- *   chunks/<h0h1>/<sha256>                            content-addressed file data
+ *   lockstep-repo.json                               repository config (format, id, parameters), plain JSON
+ *   chunks/<n0n1>/<name>                              one chunk of a large file; name = sha256 of the
+ *                                                     content, or its HMAC when encrypted
+ *   packs/<p0p1>/<pack-id>                            small files' blobs back to back (~16 MiB)
+ *   pending/<node>/<component>/<pack-id>.json         blobs of a pack a backup wrote but has not
+ *                                                     indexed yet: the next run reuses them (resume)
  *   backups/<backup-id>/nodes/<node>/<component>.json per-component file index (written by agents)
  *   backups/<backup-id>/manifest.json                 written last, create-if-absent: the backup exists
+ *   locks/exclusive.json, locks/takeover/<lock-id>    the repository lease (see lock.ts)
+ * Every object but the config and the locks is stored through the codec (codec.ts).
  */
 export const REPO_CONFIG_KEY = 'lockstep-repo.json';
-export const REPO_FORMAT = 1;
+export const REPO_FORMAT = 2;
 
 export function chunkKey(sha256: string): string {
   return `chunks/${sha256.slice(0, 2)}/${sha256}`;
+}
+
+export function packKey(packId: string): string {
+  return `packs/${packId.slice(0, 2)}/${packId}`;
+}
+
+export function pendingPrefix(node: string, component: string): string {
+  return `pending/${node}/${component}/`;
+}
+
+export function pendingKey(node: string, component: string, packId: string): string {
+  return `${pendingPrefix(node, component)}${packId}.json`;
+}
+
+/** object name from a chunks/ or packs/ key */
+export function objectNameOfKey(key: string): string {
+  return key.slice(key.lastIndexOf('/') + 1);
 }
 
 export function backupPrefix(backupId: string): string {

@@ -1,6 +1,7 @@
 /**
  * A repository on top of any storage driver: its config object, content-addressed
- * chunks (verified on every read), component indexes and manifests.
+ * chunks and packs (verified on every read), component indexes and manifests, all
+ * stored through the codec (compression, encryption).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -14,23 +15,37 @@ import {
   backupPrefix,
   chunkKey,
   manifestKey,
+  packKey,
   probeKey,
 } from './layout.js';
-import { parseIndex, type ComponentIndex } from './index-file.js';
+import { parseIndex, type ChunkRef, type ComponentIndex } from './index-file.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { parseJson } from './stored.js';
+import { Codec, deriveKeys, keysMatch, newEncryptionParams, type Compression, type EncryptionParams, type Keys } from './codec.js';
 
 export interface RepoConfig {
   format: number;
   id: string;
   createdAt: string;
   chunkSize: number;
+  /** files smaller than this go into packs */
+  packThreshold: number;
+  packSize: number;
   hash: 'sha256';
-  compression: 'none';
-  encryption: 'none';
+  compression: Compression;
+  encryption: 'none' | EncryptionParams;
 }
 
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+export const DEFAULT_PACK_THRESHOLD = 512 * 1024;
+export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+
+export interface InitOptions {
+  chunkSize?: number;
+  compression?: Compression;
+  /** the encryption secret; none: the repository is not encrypted */
+  secret?: Buffer;
+}
 
 export function sha256(buf: Buffer | string): string {
   return createHash('sha256').update(buf).digest('hex');
@@ -43,10 +58,15 @@ export async function readAll(stream: Readable): Promise<Buffer> {
 }
 
 export class Repository {
+  readonly codec: Codec;
+
   private constructor(
     readonly driver: StorageDriver,
     readonly config: RepoConfig,
-  ) {}
+    keys: Keys | undefined,
+  ) {
+    this.codec = new Codec(config.compression, keys);
+  }
 
   get location(): string {
     return this.driver.location;
@@ -56,15 +76,18 @@ export class Repository {
     return this.config.id;
   }
 
-  static async init(driver: StorageDriver, chunkSize = DEFAULT_CHUNK_SIZE): Promise<Repository> {
+  static async init(driver: StorageDriver, opts: InitOptions = {}): Promise<Repository> {
+    const enc = opts.secret ? newEncryptionParams(opts.secret) : undefined;
     const config: RepoConfig = {
       format: REPO_FORMAT,
       id: randomUUID(),
       createdAt: new Date().toISOString(),
-      chunkSize,
+      chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
+      packThreshold: DEFAULT_PACK_THRESHOLD,
+      packSize: DEFAULT_PACK_SIZE,
       hash: 'sha256',
-      compression: 'none',
-      encryption: 'none',
+      compression: opts.compression ?? 'lz4',
+      encryption: enc?.params ?? 'none',
     };
     const created = await driver.putIfAbsent(REPO_CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`));
     if (!created) {
@@ -72,10 +95,12 @@ export class Repository {
         hint: 'lockstep never re-initialises a repository; pick an empty location',
       });
     }
-    return new Repository(driver, config);
+    return new Repository(driver, config, enc?.keys);
   }
 
-  static async open(driver: StorageDriver, node?: string): Promise<Repository> {
+  /** Open an existing repository; `secret` is needed (and checked) when it is encrypted. */
+  static async open(driver: StorageDriver, opts: { node?: string; secret?: Buffer } = {}): Promise<Repository> {
+    const { node } = opts;
     let text: string;
     try {
       text = (await readAll(await driver.get(REPO_CONFIG_KEY))).toString('utf8');
@@ -90,14 +115,35 @@ export class Repository {
       throw err;
     }
     const config = parseJson(text, `${driver.location}/${REPO_CONFIG_KEY}`) as RepoConfig;
-    if (config.format !== REPO_FORMAT || typeof config.id !== 'string' || !(config.chunkSize > 0)) {
+    if (config.format !== REPO_FORMAT || typeof config.id !== 'string' || !(config.chunkSize > 0) || !(config.packThreshold >= 0) || !(config.packSize > 0)) {
       throw new LockstepError(
         'LOCKSTEP_E_REPO_CORRUPT',
         `${driver.location}: repository format ${String(config.format)} is not one this lockstep reads (${REPO_FORMAT})`,
         { node },
       );
     }
-    return new Repository(driver, config);
+    let keys: Keys | undefined;
+    if (config.encryption !== 'none') {
+      if (!opts.secret) {
+        throw new LockstepError('LOCKSTEP_E_REPO_KEY_MISSING', `repository ${driver.location} is encrypted and no key was given`, {
+          node,
+          hint: 'set repository.encryption.keyFile or repository.encryption.keyEnv to the key the repository was created with',
+        });
+      }
+      keys = deriveKeys(opts.secret, config.encryption.salt);
+      if (!keysMatch(keys, config.encryption)) {
+        throw new LockstepError('LOCKSTEP_E_REPO_KEY_WRONG', `the key given does not open repository ${driver.location}`, {
+          node,
+          hint: 'it is not the key the repository was created with (check the key file or environment variable)',
+        });
+      }
+    } else if (opts.secret) {
+      throw new LockstepError('LOCKSTEP_E_REPO_KEY_WRONG', `repository ${driver.location} is not encrypted, but a key was given`, {
+        node,
+        hint: 'remove repository.encryption from the config, or point it at the encrypted repository',
+      });
+    }
+    return new Repository(driver, config, keys);
   }
 
   /** Prove this process can write here (and that it sees the repository it expects). */
@@ -108,58 +154,83 @@ export class Repository {
     await this.driver.delete(key);
   }
 
+  chunkObjectKey(hash: string): string {
+    return chunkKey(this.codec.objectName(hash));
+  }
+
   async hasChunk(hash: string): Promise<boolean> {
-    return (await this.driver.head(chunkKey(hash))) !== undefined;
+    return (await this.driver.head(this.chunkObjectKey(hash))) !== undefined;
   }
 
-  /** Store a chunk unless present; true if this call wrote it. */
-  async putChunk(hash: string, data: Buffer): Promise<boolean> {
-    if (await this.hasChunk(hash)) return false;
-    await this.driver.put(chunkKey(hash), data);
-    return true;
+  /** Store a chunk unless present; the stored size if this call wrote it, else 0. */
+  async putChunk(hash: string, data: Buffer, signal?: AbortSignal): Promise<number> {
+    if (await this.hasChunk(hash)) return 0;
+    const stored = await this.codec.encode(data);
+    await this.driver.put(this.chunkObjectKey(hash), stored, signal);
+    return stored.length;
   }
 
-  /** Read a chunk and check it against its name. */
-  async getChunk(hash: string, signal?: AbortSignal): Promise<Buffer> {
-    const data = await readAll(await this.driver.get(chunkKey(hash), undefined, signal));
+  /** Store a pack (blobs already encoded, back to back); its id is the hash of what is stored. */
+  async putPack(body: Buffer, signal?: AbortSignal): Promise<string> {
+    const id = sha256(body);
+    await this.driver.put(packKey(id), body, signal);
+    return id;
+  }
+
+  /** Read a chunk or a blob in a pack and check it against its hash. */
+  async getBlob(ref: ChunkRef, signal?: AbortSignal): Promise<Buffer> {
+    const hash = typeof ref === 'string' ? ref : ref.sha256;
+    const key = typeof ref === 'string' ? this.chunkObjectKey(ref) : packKey(ref.pack);
+    const where = typeof ref === 'string' ? `chunk ${key}` : `blob at ${ref.offset}+${ref.length} of pack ${key}`;
+    const range = typeof ref === 'string' ? undefined : { start: ref.offset, end: ref.offset + ref.length - 1 };
+    const stored = await readAll(await this.driver.get(key, range, signal));
+    if (range && stored.length !== ref.length) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is truncated (${stored.length} bytes)`, { details: { object: key } });
+    }
+    const data = await this.codec.decode(stored, `${where} in ${this.location}`);
     const actual = sha256(data);
     if (actual !== hash) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `chunk ${hash} in ${this.location} is corrupt (its content hashes to ${actual})`, {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is corrupt (its content hashes to ${actual}, not ${hash})`, {
         hint: 'the repository copy is damaged; restore another backup or repair the storage',
-        details: { chunk: hash },
+        details: { chunk: hash, object: key },
       });
     }
     return data;
   }
 
-  async readObject(key: string): Promise<Buffer> {
-    return readAll(await this.driver.get(key));
+  /** the stored form of a small JSON document (index, manifest, pending record) */
+  async encodeJson(value: unknown): Promise<Buffer> {
+    return this.codec.encode(Buffer.from(JSON.stringify(value)));
+  }
+
+  async readDecoded(key: string): Promise<Buffer> {
+    return this.codec.decode(await readAll(await this.driver.get(key)), `${key} in ${this.location}`);
   }
 
   /**
    * Write a component index after making every chunk durable, then the index itself;
-   * returns its content hash for the manifest.
+   * returns the hash of its plain content for the manifest.
    */
   async writeIndex(key: string, index: ComponentIndex): Promise<string> {
-    const body = Buffer.from(JSON.stringify(index));
+    const plain = Buffer.from(JSON.stringify(index));
     await this.driver.flush();
-    await this.driver.put(key, body);
+    await this.driver.put(key, await this.codec.encode(plain));
     await this.driver.flush();
-    return sha256(body);
+    return sha256(plain);
   }
 
   async readIndex(key: string, expectedSha256: string): Promise<ComponentIndex> {
-    const body = await this.readObject(key);
+    const body = await this.readDecoded(key);
     const actual = sha256(body);
     if (actual !== expectedSha256) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} does not match the manifest's hash`);
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} does not match the manifest's hash`, { details: { object: key } });
     }
     return parseIndex(body.toString('utf8'), key);
   }
 
   /** The commit point of a backup: create-if-absent, so two writers cannot both commit. */
   async commitManifest(m: Manifest): Promise<void> {
-    const created = await this.driver.putIfAbsent(manifestKey(m.backupId), serializeManifest(m));
+    const created = await this.driver.putIfAbsent(manifestKey(m.backupId), await this.codec.encode(serializeManifest(m)));
     if (!created) {
       throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${m.backupId} already exists in ${this.location}`);
     }
@@ -172,7 +243,7 @@ export class Repository {
   async readManifest(backupId: string): Promise<Manifest> {
     let body: Buffer;
     try {
-      body = await this.readObject(manifestKey(backupId));
+      body = await this.readDecoded(manifestKey(backupId));
     } catch (err) {
       if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') {
         throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no backup ${backupId} in ${this.location}`, {

@@ -1,6 +1,8 @@
 /** The one registry of storage drivers; a duplicate name is a programming error. */
 import { LockstepError } from '../../lib/errors.js';
 import { checkSchema, type ConfigProblem } from '../../lib/config.js';
+import { checkRepoOwnSettings, driverSettings, openRepository } from '../../lib/repo/open.js';
+import type { Repository } from '../../lib/repo/repository.js';
 import { fsDriver } from './fs.js';
 import { s3Driver } from './s3.js';
 import type { StorageDriver, StorageDriverFactory } from './types.js';
@@ -30,13 +32,18 @@ export function checkRepositorySettings(settings: RepositorySettings, prefix: st
   if (!factory) {
     return [{ path: `${prefix}.driver`, message: `unknown storage driver "${settings.driver}" (known: ${driverNames().join(', ')})` }];
   }
-  const { driver: _driver, ...rest } = settings;
-  return checkSchema(factory.configSchema, rest, prefix);
+  const { driver: _driver, ...rest } = driverSettings(settings);
+  return [...checkSchema(factory.configSchema, rest, prefix), ...checkRepoOwnSettings(settings, prefix)];
 }
 
 export function openDriver(settings: RepositorySettings, baseDir: string): StorageDriver {
   const factory = drivers.get(settings.driver);
   if (!factory) throw new LockstepError('LOCKSTEP_E_CONFIG_INVALID', `unknown storage driver "${settings.driver}"`);
-  const { driver: _driver, ...rest } = settings;
+  const { driver: _driver, ...rest } = driverSettings(settings);
   return factory.open(rest, baseDir);
+}
+
+/** The repository the settings name, opened with its key when it is encrypted. */
+export async function openRepositoryAt(settings: RepositorySettings, baseDir: string, node?: string): Promise<Repository> {
+  return openRepository(openDriver(settings, baseDir), settings, baseDir, node);
 }

@@ -8,6 +8,8 @@ import { LocalCluster } from '../../demo/local-cluster.js';
 import { EtcdTestCluster } from '../../demo/etcd-cluster.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { json, runCli, stopCluster, tempDir } from '../helpers/cluster.js';
+import { openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
+import { refSha } from '../../lib/repo/index-file.js';
 
 describe('etcd cluster', () => {
   let etcd: EtcdTestCluster;
@@ -99,12 +101,13 @@ describe('etcd cluster', () => {
   it('a corrupt chunk stops the restore while staging; no member was stopped', async () => {
     const before = await etcd.readPrefix('k/');
     const m = json<{ components: { indexKey: string }[] }>((await cli(['backup', 'show', backupId, '--json'])).stdout);
-    const index = JSON.parse(await readFile(join(cluster.repoDir, m.components[0]!.indexKey), 'utf8')) as { entries: { chunks?: string[] }[] };
-    const chunk = index.entries.flatMap((e) => e.chunks ?? [])[0]!;
-    const path = join(cluster.repoDir, 'chunks', chunk.slice(0, 2), chunk);
+    const index = await readIndexAt(cluster.repoDir, m.components[0]!.indexKey);
+    const ref = index.entries.flatMap((e) => (e.type === 'file' ? e.chunks : []))[0]!;
+    const chunk = refSha(ref);
+    const { path, offset } = whereIs(cluster.repoDir, ref, await openFsRepo(cluster.repoDir));
     const good = await readFile(path);
     const bad = Buffer.from(good);
-    bad[100] = bad[100]! ^ 0xff;
+    bad[offset + 10] = bad[offset + 10]! ^ 0xff;
     await writeFile(path, bad);
     const pids = await Promise.all(etcd.members.map((x) => readFile(x.pidfile, 'utf8')));
     try {

@@ -1,0 +1,138 @@
+/**
+ * How a payload (chunk, pack member, index, manifest) is stored: optionally compressed
+ * with LZ4, optionally encrypted with AES-256-GCM. Every stored payload starts with a
+ * 4-byte header so a reader knows what it holds:
+ *
+ *   "LS" | version (1) | flags (bit 0: lz4, bit 1: aes-256-gcm)
+ *   [12-byte IV] body [16-byte GCM tag]            (the IV and tag only when encrypted)
+ *
+ * Keys: one secret (from a key file or an environment variable) gives, through HKDF
+ * with the repository's salt, an encryption key and a MAC key. The MAC key names
+ * chunks when encrypted (HMAC of the content hash), so names reveal no plaintext hash,
+ * and makes the key check stored in the repository config.
+ *
+ * LZ4 was chosen by measurement (4 MiB buffers, one core; ratio / compress / decompress):
+ *   text-like   lz4 0.58 / 149 MB/s / 651 MB/s   deflate-1 0.38 / 95 MB/s / 337 MB/s
+ *   random      lz4 1.00 / 287 MB/s / 1575 MB/s  deflate-1 1.00 / 44 MB/s / 2372 MB/s
+ *   DB pages    lz4 0.26 / 601 MB/s / 1348 MB/s  deflate-1 0.26 / 201 MB/s / 829 MB/s
+ * It compresses in the libuv pool (off the event loop); data that does not shrink by
+ * 1/16 is stored as is.
+ */
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { compress, uncompress } from 'lz4-napi';
+import { LockstepError } from '../errors.js';
+
+const MAGIC0 = 0x4c; // L
+const MAGIC1 = 0x53; // S
+const VERSION = 1;
+const FLAG_LZ4 = 1;
+const FLAG_AES = 2;
+const IV_LEN = 12;
+const TAG_LEN = 16;
+
+export type Compression = 'none' | 'lz4';
+
+export interface EncryptionParams {
+  algorithm: 'aes-256-gcm';
+  kdf: 'hkdf-sha256';
+  salt: string;
+  /** HMAC of a fixed text under the MAC key: tells a wrong key from a corrupt object */
+  keyCheck: string;
+}
+
+export interface Keys {
+  enc: Buffer;
+  mac: Buffer;
+}
+
+const KEY_CHECK_TEXT = 'lockstep repository key check';
+
+export function deriveKeys(secret: Buffer, saltHex: string): Keys {
+  const salt = Buffer.from(saltHex, 'hex');
+  return {
+    enc: Buffer.from(hkdfSync('sha256', secret, salt, 'lockstep aes-256-gcm', 32)),
+    mac: Buffer.from(hkdfSync('sha256', secret, salt, 'lockstep hmac-sha256', 32)),
+  };
+}
+
+export function keyCheck(keys: Keys): string {
+  return createHmac('sha256', keys.mac).update(KEY_CHECK_TEXT).digest('hex');
+}
+
+export function newEncryptionParams(secret: Buffer): { params: EncryptionParams; keys: Keys } {
+  const salt = randomBytes(16).toString('hex');
+  const keys = deriveKeys(secret, salt);
+  return { params: { algorithm: 'aes-256-gcm', kdf: 'hkdf-sha256', salt, keyCheck: keyCheck(keys) }, keys };
+}
+
+export function keysMatch(keys: Keys, params: EncryptionParams): boolean {
+  const a = Buffer.from(keyCheck(keys), 'hex');
+  const b = Buffer.from(params.keyCheck, 'hex');
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export class Codec {
+  constructor(
+    readonly compression: Compression,
+    private readonly keys: Keys | undefined,
+  ) {}
+
+  get encrypted(): boolean {
+    return this.keys !== undefined;
+  }
+
+  /** the name a content hash is stored under: itself, or its HMAC when encrypted */
+  objectName(sha256: string): string {
+    return this.keys ? createHmac('sha256', this.keys.mac).update(sha256).digest('hex') : sha256;
+  }
+
+  async encode(plain: Buffer): Promise<Buffer> {
+    let flags = 0;
+    let body = plain;
+    if (this.compression === 'lz4' && plain.length >= 64) {
+      const packed = await compress(plain);
+      if (packed.length < plain.length - (plain.length >> 4)) {
+        body = packed;
+        flags |= FLAG_LZ4;
+      }
+    }
+    const header = Buffer.from([MAGIC0, MAGIC1, VERSION, flags | (this.keys ? FLAG_AES : 0)]);
+    if (!this.keys) return Buffer.concat([header, body]);
+    const iv = randomBytes(IV_LEN);
+    const cipher = createCipheriv('aes-256-gcm', this.keys.enc, iv);
+    cipher.setAAD(header);
+    const out = Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()]);
+    return out;
+  }
+
+  /** `where` names the object in errors */
+  async decode(stored: Buffer, where: string): Promise<Buffer> {
+    if (stored.length < 4 || stored[0] !== MAGIC0 || stored[1] !== MAGIC1 || stored[2] !== VERSION) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a lockstep object (bad header)`, { details: { object: where } });
+    }
+    const flags = stored[3]!;
+    let body = stored.subarray(4);
+    if (flags & FLAG_AES) {
+      if (!this.keys) throw new LockstepError('LOCKSTEP_E_REPO_KEY_MISSING', `${where} is encrypted and no key was given`);
+      if (body.length < IV_LEN + TAG_LEN) throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is truncated`, { details: { object: where } });
+      const decipher = createDecipheriv('aes-256-gcm', this.keys.enc, body.subarray(0, IV_LEN));
+      decipher.setAAD(stored.subarray(0, 4));
+      decipher.setAuthTag(body.subarray(body.length - TAG_LEN));
+      try {
+        body = Buffer.concat([decipher.update(body.subarray(IV_LEN, body.length - TAG_LEN)), decipher.final()]);
+      } catch (err) {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} fails its authentication check (damaged or altered)`, { cause: err, details: { object: where } });
+      }
+    } else if (this.keys) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not encrypted in an encrypted repository (altered?)`, { details: { object: where } });
+    }
+    if (flags & FLAG_LZ4) {
+      try {
+        body = await uncompress(body);
+      } catch (err) {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} does not decompress`, { cause: err, details: { object: where } });
+      }
+    }
+    return body;
+  }
+}

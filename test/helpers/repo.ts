@@ -1,0 +1,22 @@
+/** Test helpers that look inside a local (fs) repository the way an operator's tools would. */
+import { join } from 'node:path';
+import { FsDriver } from '../../plugins/storage/fs.js';
+import { Repository } from '../../lib/repo/repository.js';
+import { chunkKey, packKey } from '../../lib/repo/layout.js';
+import type { ChunkRef, ComponentIndex } from '../../lib/repo/index-file.js';
+
+export async function openFsRepo(dir: string, secret?: Buffer): Promise<Repository> {
+  return Repository.open(new FsDriver(dir), { secret });
+}
+
+/** a component index, decoded (not checked against a manifest) */
+export async function readIndexAt(dir: string, key: string, secret?: Buffer): Promise<ComponentIndex> {
+  const repo = await openFsRepo(dir, secret);
+  return JSON.parse((await repo.readDecoded(key)).toString('utf8')) as ComponentIndex;
+}
+
+/** the file and byte range on disk that hold a chunk or pack blob */
+export function whereIs(dir: string, ref: ChunkRef, repo: Repository): { path: string; offset: number; length?: number } {
+  if (typeof ref === 'string') return { path: join(dir, ...chunkKey(repo.codec.objectName(ref)).split('/')), offset: 0 };
+  return { path: join(dir, ...packKey(ref.pack).split('/')), offset: ref.offset, length: ref.length };
+}
