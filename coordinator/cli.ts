@@ -15,9 +15,11 @@ import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
 import { TerminalProgress, quietProgress } from './progress.js';
-import { errorLines, renderBackup, renderBackupList, renderRestore, renderTopology } from './render.js';
+import { errorLines, renderBackup, renderBackupList, renderPrune, renderRestore, renderTopology, renderVerify } from './render.js';
 import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
+import { verifyBackup } from '../lib/repo/verify.js';
+import { prune, type RetentionPolicy } from '../lib/repo/prune.js';
 
 const VERSION = '0.1.0';
 
@@ -205,6 +207,44 @@ function program(): Command {
       print(m, () => renderBackup(m.report));
     });
 
+  backup
+    .command('verify')
+    .description('check that every object a backup needs exists; --read-data also reads them back and checks their hashes')
+    .argument('<id>')
+    .option('--read-data [percent]', 'read back this percentage of the data (all when no number is given)')
+    .option('--json', 'print the report as JSON')
+    .action(async (id: string, o: { readData?: string | boolean }, cmd: Command) => {
+      setJson(cmd);
+      checkBackupId(id);
+      const percent = o.readData === undefined ? 0 : o.readData === true ? 100 : Number(String(o.readData).replace(/%$/, ''));
+      if (!(percent >= 0 && percent <= 100)) throw new LockstepError('LOCKSTEP_E_USAGE', `--read-data "${String(o.readData)}" must be a percentage from 0 to 100`);
+      const cfg = await loadClusterConfig(g().config);
+      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
+      const report = await verifyBackup(repo, id, { readDataPercent: percent, signal: interruptSignal() });
+      print(report, () => renderVerify(report));
+      process.exitCode = report.status === 'ok' ? EXIT.OK : EXIT.DAMAGED;
+    });
+
+  p.command('prune')
+    .description('remove backups by a retention policy, then the data no remaining backup needs')
+    .option('--keep-last <n>', 'keep the newest N backups', count('--keep-last'))
+    .option('--keep-daily <n>', 'keep the newest backup of each of the last N days that have one', count('--keep-daily'))
+    .option('--keep-weekly <n>', 'keep the newest backup of each of the last N weeks that have one', count('--keep-weekly'))
+    .option('--keep-monthly <n>', 'keep the newest backup of each of the last N months that have one', count('--keep-monthly'))
+    .option('--dry-run', 'print what would be removed and freed; change nothing', false)
+    .option('--json', 'print the report as JSON')
+    .action(async (o: RetentionPolicy & { dryRun: boolean }, cmd: Command) => {
+      setJson(cmd);
+      const policy: RetentionPolicy = { keepLast: o.keepLast, keepDaily: o.keepDaily, keepWeekly: o.keepWeekly, keepMonthly: o.keepMonthly };
+      if (!Object.values(policy).some((n) => n !== undefined && n > 0)) {
+        throw new LockstepError('LOCKSTEP_E_USAGE', 'prune needs a policy: at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly above 0 (it never removes every backup)');
+      }
+      const cfg = await loadClusterConfig(g().config);
+      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
+      const report = await prune(repo, policy, { dryRun: o.dryRun, signal: interruptSignal() });
+      print(report, () => renderPrune(report));
+    });
+
   p.command('restore')
     .description('restore the cluster from a backup (staged while running; old data kept until success)')
     .argument('<id>', 'backup id')
@@ -239,6 +279,15 @@ function positiveInt(v: string, what: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} must be a positive whole number, got "${v}"`);
   return n;
+}
+
+/** a commander parser for a count option (0 allowed: "keep none by this rule") */
+function count(what: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} must be a whole number, got "${v}"`);
+    return n;
+  };
 }
 
 function checkBackupId(id: string): void {

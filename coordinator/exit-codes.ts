@@ -12,6 +12,8 @@ export const EXIT = {
   REFUSED: 4,
   /** a restore failed and its rollback failed too: a person must act (the report says what) */
   NEEDS_ATTENTION: 5,
+  /** verify found a backup damaged: objects missing or not matching their hashes (the report names each) */
+  DAMAGED: 6,
   /** interrupted by SIGINT/SIGTERM; everything was thawed, started again and cleaned up */
   INTERRUPTED: 130,
 } as const;
@@ -33,6 +35,10 @@ const REFUSED_CODES = new Set([
   'LOCKSTEP_E_AGENT_UNREACHABLE',
   'LOCKSTEP_E_AGENT_TLS_REFUSED',
   'LOCKSTEP_E_AGENT_IDENTITY',
+  'LOCKSTEP_E_REPO_LOCKED',
+  'LOCKSTEP_E_REPO_NO_ATOMIC_CREATE',
+  'LOCKSTEP_E_REPO_KEY_MISSING',
+  'LOCKSTEP_E_REPO_KEY_WRONG',
 ]);
 
 /** Exit code for an error that ended a command before it produced a report. */

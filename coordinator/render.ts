@@ -3,6 +3,8 @@ import type { ErrorInfo } from '../lib/errors.js';
 import type { BackupReport, ComponentReport, RestoreReport, StepRecord } from '../lib/report.js';
 import type { Manifest } from '../lib/repo/manifest.js';
 import type { Described } from './cluster.js';
+import type { VerifyReport } from '../lib/repo/verify.js';
+import type { PruneReport } from '../lib/repo/prune.js';
 
 export function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -110,4 +112,26 @@ export function renderBackupList(manifests: Manifest[]): string {
   const head = ['ID', 'STATUS', 'CLUSTER', 'NODES', 'COMPONENTS', 'SIZE', 'COMMITTED'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function renderVerify(r: VerifyReport): string {
+  const out = [
+    `backup ${r.backupId}: ${r.status === 'ok' ? 'OK' : 'DAMAGED'} — ${r.components} components, ${r.files} files, ${r.objectsChecked} objects checked` +
+      (r.readDataPercent > 0 ? `, ${r.blobsRead} blobs (${bytes(r.bytesRead)}) read back (${r.readDataPercent}% of the data)` : ', data not read (add --read-data)') +
+      ` in ${ms(r.durationMs)}`,
+  ];
+  for (const p of r.problems) {
+    out.push(`  ${p.kind.toUpperCase()} ${p.node}/${p.component}${p.file ? ` file ${p.file}${p.alsoIn ? ` (and ${p.alsoIn} more uses)` : ''}` : ''}${p.chunk ? ` chunk ${p.chunk}` : ''}: ${p.object}`);
+    out.push(`    ${p.message}`);
+  }
+  return out.join('\n');
+}
+
+export function renderPrune(r: PruneReport): string {
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  const out = [`${r.dryRun ? 'dry run: ' : ''}kept ${r.kept.length} backups, ${verb} ${r.removed.length}; ${verb} ${r.objectsDeleted} objects (${bytes(r.bytesFreed)}), ${r.objectsKept} objects still in use`];
+  for (const k of r.kept) out.push(`  keep   ${k.backupId} (${k.reasons.join(', ')})`);
+  for (const id of r.removed) out.push(`  remove ${id}`);
+  if (r.leftoversDeleted > 0) out.push(`  ${verb} ${r.leftoversDeleted} objects left by backups that never committed`);
+  return out.join('\n');
 }

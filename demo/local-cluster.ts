@@ -55,6 +55,8 @@ export interface LocalClusterOptions {
   logLevel?: string;
   /** extra environment for the agent processes */
   agentEnv?: NodeJS.ProcessEnv;
+  /** the repository settings of every config (default: an fs repository in the cluster's folder) */
+  repository?: Record<string, unknown>;
 }
 
 export class LocalCluster {
@@ -104,7 +106,7 @@ export class LocalCluster {
           listen: { host, port: 0 },
           tls: { ca: caPaths(this.caDir).cert, cert: certs.cert, key: certs.key },
           stateDir: agent.stateDir,
-          repository: { driver: 'fs', path: this.repoDir },
+          repository: this.repository,
           components: specs.map((s) =>
             (s.plugin ?? 'directory') === 'directory'
               ? { name: s.name, plugin: 'directory', path: data[s.name], ...(s.settings ?? {}) }
@@ -127,13 +129,17 @@ export class LocalCluster {
       this.configFile,
       stringify({
         cluster: this.opts.cluster ?? 'demo',
-        repository: { driver: 'fs', path: this.repoDir },
+        repository: this.repository,
         tls: { ca: caPaths(this.caDir).cert, cert: coord.cert, key: coord.key },
         agents,
         timeouts: { pollMs: 50 },
         ...(this.opts.clusterSettings ?? {}),
       }),
     );
+  }
+
+  get repository(): Record<string, unknown> {
+    return this.opts.repository ?? { driver: 'fs', path: this.repoDir };
   }
 
   agent(node: string): LocalAgent {

@@ -18,6 +18,7 @@ import { freezeAndPoint } from './freeze.js';
 import { upload } from './upload.js';
 import { commit, decideStatus } from './commit.js';
 import { cleanup } from './cleanup.js';
+import { RepoLock } from '../../lib/repo/lock.js';
 
 export interface BackupOptions {
   name: string;
@@ -75,7 +76,11 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     };
   };
 
+  let lock: RepoLock | undefined;
   try {
+    // one writer at a time in the repository (a lease, renewed while we run)
+    lock = await steps.run('lock', () => RepoLock.acquire(ctx.repo.driver, `backup ${ctx.backupId} of cluster ${cluster.config.cluster}`));
+    ctx.signal = AbortSignal.any([opts.signal, lock.signal]);
     // every agent reachable and itself, plugins healthy, repository the same and writable
     await steps.run('preflight', () => preflight(ctx));
     // which replica of each shard to snapshot (coverage policy)
@@ -84,10 +89,10 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     await steps.run('freeze', () => freezeAndPoint(ctx));
     // all selected components at once; a plugin without freeze stops its service only in here
     await steps.run('snapshot', () => snapshot(ctx));
-    if (opts.signal.aborted) throw cancelled(ctx.backupId);
+    if (ctx.signal.aborted) throw cancelled(ctx);
     // each agent straight to the repository, in parallel
     await steps.run('upload', () => upload(ctx));
-    if (opts.signal.aborted) throw cancelled(ctx.backupId);
+    if (ctx.signal.aborted) throw cancelled(ctx);
     // coverage decides complete / partial / failed; the manifest is written last
     const final = report();
     final.status = decideStatus(ctx);
@@ -95,15 +100,19 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     final.manifest = `backups/${ctx.backupId}/manifest.json`;
     return await finish(ctx, steps, report, final.status, final.manifest);
   } catch (err) {
-    const error = toErrorInfo(err);
+    // a lost lock explains the abort better than whatever it interrupted
+    const error = toErrorInfo(lock?.signal.aborted ? lock.signal.reason : err);
     const r = await finish(ctx, steps, report, 'failed');
     r.error = error;
     return r;
+  } finally {
+    await lock?.release().catch(() => undefined);
   }
 }
 
-function cancelled(backupId: string): LockstepError {
-  return new LockstepError('LOCKSTEP_E_CANCELLED', `backup ${backupId} was interrupted; no manifest was written`);
+function cancelled(ctx: BackupContext): LockstepError {
+  if (ctx.signal.reason instanceof LockstepError && ctx.signal.reason.code === 'LOCKSTEP_E_REPO_LOCK_LOST') return ctx.signal.reason;
+  return new LockstepError('LOCKSTEP_E_CANCELLED', `backup ${ctx.backupId} was interrupted; no manifest was written`);
 }
 
 async function finish(

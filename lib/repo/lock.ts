@@ -1,0 +1,168 @@
+/**
+ * The repository lease: one writer at a time (backup, prune), never a manual unlock.
+ *
+ * - `locks/exclusive.json` is created with create-if-absent and names its holder
+ *   (operation, host, pid) and an expiry. The holder renews it (heartbeat) every third
+ *   of the lease; if a renewal finds the lock is no longer its own, the holder's
+ *   signal aborts and its operation stops.
+ * - A lock past its expiry is taken over automatically: the taker first wins the
+ *   create-if-absent marker `locks/takeover/<lock-id>` (so two takers cannot both
+ *   delete and recreate), then replaces the lock.
+ * - Everything rests on create-if-absent being atomic in the store; a store that
+ *   ignores it (some S3 imitations) is detected with a probe and refused.
+ * Clocks: expiry is compared with the local clock; hosts are assumed to agree within a
+ * small fraction of the lease (NTP).
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Type, type Static } from '@sinclair/typebox';
+import { LockstepError } from '../errors.js';
+import type { StorageDriver } from '../../plugins/storage/types.js';
+import { checkStored, parseJson } from './stored.js';
+import { readAll } from './repository.js';
+
+export const LOCK_KEY = 'locks/exclusive.json';
+const takeoverKey = (lockId: string) => `locks/takeover/${lockId}`;
+export const DEFAULT_LEASE_MS = 60_000;
+
+const LockRecordSchema = Type.Object({
+  lockId: Type.String(),
+  operation: Type.String(),
+  host: Type.String(),
+  pid: Type.Integer(),
+  acquiredAt: Type.String(),
+  heartbeatAt: Type.String(),
+  expiresAt: Type.String(),
+});
+export type LockRecord = Static<typeof LockRecordSchema>;
+
+async function readLock(driver: StorageDriver): Promise<LockRecord | undefined> {
+  let body: Buffer;
+  try {
+    body = await readAll(await driver.get(LOCK_KEY));
+  } catch (err) {
+    if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') return undefined;
+    throw err;
+  }
+  try {
+    return checkStored(LockRecordSchema, parseJson(body.toString('utf8'), LOCK_KEY), LOCK_KEY, 'lock');
+  } catch {
+    // unreadable lock: treat as expired long ago, so it is taken over rather than blocking forever
+    return { lockId: `unreadable-${body.length}`, operation: 'unknown', host: 'unknown', pid: 0, acquiredAt: '', heartbeatAt: '', expiresAt: new Date(0).toISOString() };
+  }
+}
+
+/** Does the store really refuse a second create-if-absent? (s3rver, for one, does not) */
+export async function probeAtomicCreate(driver: StorageDriver): Promise<boolean> {
+  if (!driver.capabilities.atomicCreateIfAbsent) return false;
+  const key = `locks/probe-${randomBytes(8).toString('hex')}`;
+  try {
+    const first = await driver.putIfAbsent(key, Buffer.from('1'));
+    const second = await driver.putIfAbsent(key, Buffer.from('2'));
+    return first && !second;
+  } finally {
+    await driver.delete(key);
+  }
+}
+
+export function describeHolder(r: LockRecord): string {
+  return `${r.operation} (host ${r.host}, pid ${r.pid}, since ${r.acquiredAt}, lease until ${r.expiresAt})`;
+}
+
+export class RepoLock {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly controller = new AbortController();
+  private released = false;
+
+  private constructor(
+    private readonly driver: StorageDriver,
+    private record: LockRecord,
+    private readonly leaseMs: number,
+  ) {
+    this.timer = setInterval(() => void this.heartbeat(), Math.max(100, Math.floor(leaseMs / 3)));
+    this.timer.unref();
+  }
+
+  /** aborts if the lock is lost (someone took it over after our lease ran out) */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  get lockId(): string {
+    return this.record.lockId;
+  }
+
+  static async acquire(driver: StorageDriver, operation: string, leaseMs = DEFAULT_LEASE_MS): Promise<RepoLock> {
+    if (!(await probeAtomicCreate(driver))) {
+      throw new LockstepError('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE', `repository ${driver.location} does not honour create-if-absent, so two writers could not be kept apart`, {
+        hint: 'use a store with conditional writes (AWS S3, Ceph RGW, MinIO, a filesystem); lockstep refuses to write without a safe lock',
+      });
+    }
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const now = Date.now();
+      const record: LockRecord = {
+        lockId: randomBytes(12).toString('hex'),
+        operation,
+        host: hostname(),
+        pid: process.pid,
+        acquiredAt: new Date(now).toISOString(),
+        heartbeatAt: new Date(now).toISOString(),
+        expiresAt: new Date(now + leaseMs).toISOString(),
+      };
+      if (await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)))) return new RepoLock(driver, record, leaseMs);
+      const held = await readLock(driver);
+      if (!held) continue; // released in between
+      if (Date.parse(held.expiresAt) > Date.now()) {
+        throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder(held)}`, {
+          hint: 'wait for it to finish; a lock whose holder died is taken over automatically when its lease runs out',
+          details: { holder: held },
+        });
+      }
+      // expired: only the one who wins the takeover marker replaces it
+      if (await driver.putIfAbsent(takeoverKey(held.lockId), Buffer.from(JSON.stringify({ by: record.host, pid: record.pid, at: record.acquiredAt })))) {
+        const still = await readLock(driver);
+        if (still?.lockId === held.lockId) await driver.delete(LOCK_KEY);
+        const won = await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)));
+        await driver.delete(takeoverKey(held.lockId));
+        if (won) return new RepoLock(driver, record, leaseMs);
+      } else {
+        await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
+      }
+    }
+    throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `could not take the lock of repository ${driver.location} (contended)`);
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.released || this.controller.signal.aborted) return;
+    try {
+      const held = await readLock(this.driver);
+      if (held?.lockId !== this.record.lockId) {
+        this.lost(held);
+        return;
+      }
+      const now = Date.now();
+      this.record = { ...this.record, heartbeatAt: new Date(now).toISOString(), expiresAt: new Date(now + this.leaseMs).toISOString() };
+      await this.driver.put(LOCK_KEY, Buffer.from(JSON.stringify(this.record)));
+    } catch {
+      // a failed renewal is retried at the next beat; the lease covers two missed beats
+      if (Date.parse(this.record.expiresAt) < Date.now()) this.lost(undefined);
+    }
+  }
+
+  private lost(by: LockRecord | undefined): void {
+    clearInterval(this.timer);
+    this.controller.abort(
+      new LockstepError('LOCKSTEP_E_REPO_LOCK_LOST', `lost the lock of repository ${this.driver.location}${by ? ` to ${describeHolder(by)}` : ' (lease expired before it could be renewed)'}`, {
+        hint: 'the operation stopped; nothing it did not finish is used. Run it again',
+      }),
+    );
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    clearInterval(this.timer);
+    const held = await readLock(this.driver).catch(() => undefined);
+    if (held?.lockId === this.record.lockId) await this.driver.delete(LOCK_KEY);
+  }
+}

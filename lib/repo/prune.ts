@@ -1,0 +1,168 @@
+/**
+ * `lockstep prune`: remove backups by a retention policy, then every chunk and pack no
+ * remaining backup (or pending record of an interrupted run) references.
+ *
+ * Order makes it safe and resumable: it holds the repository lock (no backup runs
+ * meanwhile); manifests of removed backups go first (the backup no longer exists), then
+ * their indexes; the set of live objects is computed from what remains, and if any
+ * remaining index cannot be read nothing is swept. Interrupted anywhere, the next run
+ * recomputes the same result and finishes the job.
+ */
+import { LockstepError } from '../errors.js';
+import { forEachLimit } from '../../agent/transfer/pool.js';
+import { packKey } from './layout.js';
+import type { Manifest } from './manifest.js';
+import type { Repository } from './repository.js';
+import { RepoLock } from './lock.js';
+import { checkStored, parseJson } from './stored.js';
+import { Type } from '@sinclair/typebox';
+import { PackRefSchema } from './index-file.js';
+
+export interface RetentionPolicy {
+  keepLast?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+}
+
+export interface PruneReport {
+  kind: 'prune';
+  dryRun: boolean;
+  kept: { backupId: string; reasons: string[] }[];
+  removed: string[];
+  /** objects (chunks, packs) deleted, or that would be */
+  objectsDeleted: number;
+  bytesFreed: number;
+  objectsKept: number;
+  /** leftovers of backups that never committed */
+  leftoversDeleted: number;
+  durationMs: number;
+}
+
+function isoWeek(d: Date): string {
+  const t = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
+  const day = t.getUTCDay() || 7;
+  t.setUTCDate(t.getUTCDate() + 4 - day);
+  const yearStart = Date.UTC(t.getUTCFullYear(), 0, 1);
+  const week = Math.ceil(((t.getTime() - yearStart) / 86_400_000 + 1) / 7);
+  return `${t.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+
+/** Which backups the policy keeps, and why (times in UTC). */
+export function selectKept(backups: { backupId: string; committedAt: string }[], policy: RetentionPolicy): Map<string, string[]> {
+  const newestFirst = [...backups].sort((a, b) => b.committedAt.localeCompare(a.committedAt) || b.backupId.localeCompare(a.backupId));
+  const kept = new Map<string, string[]>();
+  const keep = (id: string, why: string) => kept.set(id, [...(kept.get(id) ?? []), why]);
+  newestFirst.slice(0, policy.keepLast ?? 0).forEach((b) => keep(b.backupId, 'last'));
+  const buckets: [number | undefined, string, (d: Date) => string][] = [
+    [policy.keepDaily, 'daily', (d) => d.toISOString().slice(0, 10)],
+    [policy.keepWeekly, 'weekly', isoWeek],
+    [policy.keepMonthly, 'monthly', (d) => d.toISOString().slice(0, 7)],
+  ];
+  for (const [n, why, bucketOf] of buckets) {
+    if (!n) continue;
+    const seen = new Set<string>();
+    for (const b of newestFirst) {
+      const bucket = bucketOf(new Date(b.committedAt));
+      if (seen.has(bucket)) continue;
+      if (seen.size >= n) break;
+      seen.add(bucket);
+      keep(b.backupId, `${why} ${bucket}`);
+    }
+  }
+  return kept;
+}
+
+const PendingSchema = Type.Object({ pack: Type.String(), blobs: Type.Array(PackRefSchema) });
+
+/** Keys of every chunk and pack the given backups and the pending records need. */
+async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set<string>> {
+  const live = new Set<string>();
+  for (const m of manifests) {
+    for (const c of m.components) {
+      // an unreadable index stops the prune: sweeping without it could delete what it needs
+      const index = await repo.readIndex(c.indexKey, c.indexSha256).catch((err: unknown) => {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `prune stopped before deleting anything it would need: backup ${m.backupId} index ${c.indexKey} is unreadable (${err instanceof Error ? err.message : String(err)})`, {
+          hint: `check it with "lockstep backup verify ${m.backupId}"`,
+        });
+      });
+      for (const e of index.entries) {
+        if (e.type !== 'file') continue;
+        for (const r of e.chunks) live.add(typeof r === 'string' ? repo.chunkObjectKey(r) : packKey(r.pack));
+      }
+    }
+  }
+  for await (const key of repo.driver.list('pending/')) {
+    const rec = checkStored(PendingSchema, parseJson((await repo.readDecoded(key)).toString('utf8'), key), key, 'pending record');
+    live.add(packKey(rec.pack));
+  }
+  return live;
+}
+
+export async function prune(repo: Repository, policy: RetentionPolicy, opts: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<PruneReport> {
+  const t0 = performance.now();
+  const dryRun = opts.dryRun ?? false;
+  const lock = dryRun ? undefined : await RepoLock.acquire(repo.driver, 'prune');
+  const signal = lock ? AbortSignal.any([lock.signal, ...(opts.signal ? [opts.signal] : [])]) : opts.signal;
+  try {
+    const ids = await repo.listBackupIds();
+    const manifests = await Promise.all(ids.map((id) => repo.readManifest(id)));
+    const keptWhy = selectKept(manifests, policy);
+    const kept = manifests.filter((m) => keptWhy.has(m.backupId));
+    const removed = manifests.filter((m) => !keptWhy.has(m.backupId)).map((m) => m.backupId);
+    const report: PruneReport = {
+      kind: 'prune',
+      dryRun,
+      kept: kept.map((m) => ({ backupId: m.backupId, reasons: keptWhy.get(m.backupId)! })),
+      removed,
+      objectsDeleted: 0,
+      bytesFreed: 0,
+      objectsKept: 0,
+      leftoversDeleted: 0,
+      durationMs: 0,
+    };
+
+    // 1. the removed backups stop existing (manifest first), then their indexes; and what
+    //    backups that never committed left behind (no backup runs: we hold the lock)
+    const committed = new Set(ids);
+    const removedSet = new Set(removed);
+    const byBackup = new Map<string, string[]>();
+    for await (const key of repo.driver.list('backups/')) {
+      const id = key.split('/')[1]!;
+      byBackup.set(id, [...(byBackup.get(id) ?? []), key]);
+    }
+    for (const [id, keys] of byBackup) {
+      signal?.throwIfAborted();
+      if (committed.has(id) && !removedSet.has(id)) continue;
+      if (!committed.has(id)) report.leftoversDeleted += keys.length;
+      if (dryRun) continue;
+      const manifestFirst = keys.sort((a, b) => Number(b.endsWith('/manifest.json')) - Number(a.endsWith('/manifest.json')));
+      for (const key of manifestFirst) await repo.driver.delete(key);
+    }
+
+    // 2. mark what the kept backups need, 3. sweep the rest
+    const live = await liveObjects(repo, kept);
+    const doomed: string[] = [];
+    for (const prefix of ['chunks/', 'packs/']) {
+      for await (const key of repo.driver.list(prefix)) {
+        if (live.has(key)) report.objectsKept++;
+        else doomed.push(key);
+      }
+    }
+    await forEachLimit(
+      doomed,
+      16,
+      async (key) => {
+        const info = await repo.driver.head(key);
+        if (!dryRun) await repo.driver.delete(key);
+        report.objectsDeleted++;
+        report.bytesFreed += info?.size ?? 0;
+      },
+      signal,
+    );
+    report.durationMs = Math.round(performance.now() - t0);
+    return report;
+  } finally {
+    await lock?.release().catch(() => undefined);
+  }
+}
