@@ -1,0 +1,284 @@
+/**
+ * The repository with three real agents: dedup, resume after a killed agent, verify
+ * finding damage with its exact place, prune, locks, and (on S3 with encryption) a new
+ * coordinator that has only the repository, its key and certificates.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import type { LocalCluster } from '../../demo/local-cluster.js';
+import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
+import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import type { VerifyReport } from '../../lib/repo/verify.js';
+import type { PruneReport } from '../../lib/repo/prune.js';
+import { LOCK_KEY } from '../../lib/repo/lock.js';
+import { s3Driver } from '../../plugins/storage/s3.js';
+import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
+import { openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
+import { rgwBucket } from '../helpers/s3.js';
+
+async function objectBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const sub of ['chunks', 'packs']) {
+    const entries = await readdir(join(dir, sub), { recursive: true, withFileTypes: true }).catch(() => []);
+    for (const e of entries) if (e.isFile()) n += (await stat(join(e.parentPath, e.name))).size;
+  }
+  return n;
+}
+
+async function manySmallFiles(dir: string, n: number, size: number): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (let i = 0; i < n; i++) await writeFile(join(dir, `f${i}`), randomBytes(size));
+}
+
+describe('repository on a filesystem: dedup, resume, verify, prune', () => {
+  let cluster: LocalCluster;
+  const cli = (args: string[]) => runCli(args, { config: cluster.configFile });
+
+  beforeAll(async () => {
+    cluster = await startCluster({ nodes: 2 });
+    await fillDataDir(cluster.agent('node2').data.data!, 'node2', 512 * 1024);
+  });
+  afterAll(() => stopCluster(cluster));
+
+  it('an agent killed mid-upload: the next backup finishes without sending the completed data again', async () => {
+    const d1 = cluster.agent('node1').data.data!;
+    await manySmallFiles(join(d1, 'small'), 1500, 16 * 1024);
+    await writeFile(join(d1, 'big.bin'), randomBytes(200 * 1024 * 1024));
+    const first = runCli(['backup', 'create', '--name', 'killed', '--json'], { config: cluster.configFile });
+    // wait until some data is in the repository, then kill node1's agent
+    for (let i = 0; i < 3000 && (await objectBytes(cluster.repoDir)) < 40 * 1024 * 1024; i++) await new Promise((r) => setTimeout(r, 10));
+    await cluster.killAgent('node1');
+    const r1 = await first;
+    expect(r1.code).not.toBe(0);
+    const stored = await objectBytes(cluster.repoDir);
+    expect(stored).toBeGreaterThan(0);
+    await cluster.startAgent('node1');
+
+    const r2 = await cli(['backup', 'create', '--name', 'resumed', '--json']);
+    expect(r2.code, r2.stderr).toBe(0);
+    const report = json<BackupReport>(r2.stdout);
+    const total = await objectBytes(cluster.repoDir);
+    // what the second run wrote is what the first had not: the completed part was not sent again
+    expect(report.totals.bytesNew).toBeLessThanOrEqual(total - stored + 4 * 1024 * 1024);
+    expect(report.totals.bytesNew).toBeLessThan(total);
+  });
+
+  it('dedup: unchanged data writes nothing; 1% of a large file changed writes about that chunk', async () => {
+    const again = json<BackupReport>((await cli(['backup', 'create', '--name', 'same', '--json'])).stdout);
+    expect(again.status).toBe('complete');
+    expect(again.totals.bytesNew).toBe(0);
+    const fh = await open(join(cluster.agent('node1').data.data!, 'big.bin'), 'r+');
+    await fh.write(randomBytes(2 * 1024 * 1024), 0, 2 * 1024 * 1024, 100 * 1024 * 1024 + 12345); // 1% of 200 MiB
+    await fh.close();
+    const changed = json<BackupReport>((await cli(['backup', 'create', '--name', 'changed', '--json'])).stdout);
+    expect(changed.status).toBe('complete');
+    // 2 MiB changed across two 4 MiB chunks: at most 8 MiB written, nowhere near the 200 MiB file
+    expect(changed.totals.bytesNew).toBeGreaterThan(2 * 1024 * 1024);
+    expect(changed.totals.bytesNew).toBeLessThanOrEqual(8 * 1024 * 1024 + 64 * 1024);
+  });
+
+  it('verify passes on a good backup, reading all data back', async () => {
+    const id = json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).at(-1)!.backupId;
+    const r = await cli(['backup', 'verify', id, '--read-data', '--json']);
+    expect(r.code, r.stdout).toBe(0);
+    const v = json<VerifyReport>(r.stdout);
+    expect(v.status).toBe('ok');
+    expect(v.blobsRead).toBeGreaterThan(1500);
+    expect(v.bytesRead).toBeGreaterThan(200 * 1024 * 1024);
+  });
+
+  it('verify finds a flipped byte (with --read-data) and a deleted chunk, naming node, file and chunk; exit 6', async () => {
+    const m = json<{ backupId: string; components: { node: string; indexKey: string }[] }>((await cli(['backup', 'show', (json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).at(-1)!.backupId), '--json'])).stdout);
+    const c = m.components.find((x) => x.node === 'node1')!;
+    const index = await readIndexAt(cluster.repoDir, c.indexKey);
+    const repo = await openFsRepo(cluster.repoDir);
+    const small = index.entries.find((e) => e.type === 'file' && e.path.startsWith('data/small/'))!;
+    const big = index.entries.find((e) => e.type === 'file' && e.path === 'data/big.bin')!;
+    if (small.type !== 'file' || big.type !== 'file') throw new Error('unexpected index');
+    const flip = whereIs(cluster.repoDir, small.chunks[0]!, repo);
+    const good = await readFile(flip.path);
+    const bad = Buffer.from(good);
+    bad[flip.offset + 20] = bad[flip.offset + 20]! ^ 0x01;
+    await writeFile(flip.path, bad);
+    const gone = whereIs(cluster.repoDir, big.chunks[3]!, repo);
+    const goneBody = await readFile(gone.path);
+    await unlink(gone.path);
+    try {
+      const quick = await cli(['backup', 'verify', m.backupId, '--json']);
+      expect(quick.code).toBe(6);
+      const q = json<VerifyReport>(quick.stdout);
+      expect(q.problems).toEqual([expect.objectContaining({ kind: 'missing', node: 'node1', file: 'data/big.bin', chunk: big.chunks[3] })]);
+
+      const full = await cli(['backup', 'verify', m.backupId, '--read-data=100']);
+      expect(full.code).toBe(6);
+      expect(full.stdout).toContain('DAMAGED');
+      expect(full.stdout).toMatch(new RegExp(`CORRUPT node1/data file ${small.path}`));
+      expect(full.stdout).toContain(small.sha256);
+      expect(full.stdout).toMatch(/MISSING node1\/data file data\/big\.bin/);
+
+      // a restore refuses the damaged backup before any service is touched
+      const dataBefore = await fingerprint(cluster.agent('node1').data.data!);
+      const restore = await cli(['restore', m.backupId, '--json']);
+      expect(restore.code).toBe(1);
+      expect(json<RestoreReport>(restore.stdout).steps.map((s) => s.name)).not.toContain('stop');
+      expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(dataBefore);
+    } finally {
+      await writeFile(flip.path, good);
+      await writeFile(gone.path, goneBody);
+    }
+  });
+
+  it('prune keeps every chunk of kept backups (verify passes after) and frees the rest; --dry-run changes nothing', async () => {
+    await rm(join(cluster.agent('node1').data.data!, 'big.bin'));
+    const last = json<BackupReport>((await cli(['backup', 'create', '--name', 'after-rm', '--json'])).stdout);
+    expect(last.status).toBe('complete');
+    const bytesBefore = await objectBytes(cluster.repoDir);
+
+    const dry = await cli(['prune', '--keep-last', '1', '--dry-run', '--json']);
+    expect(dry.code, dry.stderr).toBe(0);
+    const d = json<PruneReport>(dry.stdout);
+    expect(d.removed.length).toBeGreaterThanOrEqual(3);
+    expect(d.bytesFreed).toBeGreaterThan(200 * 1024 * 1024);
+    expect(await objectBytes(cluster.repoDir)).toBe(bytesBefore);
+
+    const r = await cli(['prune', '--keep-last', '1', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const p = json<PruneReport>(r.stdout);
+    expect(p.kept.map((k) => k.backupId)).toEqual([last.backupId]);
+    expect(p.bytesFreed).toBe(d.bytesFreed);
+    expect(await objectBytes(cluster.repoDir)).toBe(bytesBefore - p.bytesFreed);
+    expect(json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).map((b) => b.backupId)).toEqual([last.backupId]);
+    const v = await cli(['backup', 'verify', last.backupId, '--read-data', '--json']);
+    expect(v.code, v.stdout).toBe(0);
+
+    // and the kept backup still restores
+    const before = await fingerprint(cluster.agent('node1').data.data!);
+    await rm(join(cluster.agent('node1').data.data!, 'small'), { recursive: true });
+    const restore = await cli(['restore', last.backupId, '--json']);
+    expect(restore.code, restore.stdout).toBe(0);
+    expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(before);
+
+    // prune without a policy is refused
+    const none = await cli(['prune']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('--keep-last');
+  });
+});
+
+describe('repository on S3 (Ceph RGW), encrypted', () => {
+  let cluster: LocalCluster;
+  let settings: Record<string, unknown>;
+  let keyFile: string;
+  let keyDir: string;
+  const cli = (args: string[], config = cluster.configFile) => runCli(args, { config });
+
+  beforeAll(async () => {
+    keyDir = await tempDir('lockstep-key-');
+    keyFile = join(keyDir, 'repo.key');
+    await writeFile(keyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    const { driver: _d, ...s3 } = await rgwBucket();
+    settings = { driver: 's3', ...s3, prefix: 'prod', encryption: { keyFile } };
+    cluster = await startCluster({ nodes: 3, repository: settings });
+    for (const a of cluster.agents) await fillDataDir(a.data.data!, a.node, 256 * 1024);
+    await writeFile(join(cluster.agent('node2').data.data!, 'big.bin'), randomBytes(12 * 1024 * 1024));
+  });
+  afterAll(async () => {
+    await stopCluster(cluster);
+    await rm(keyDir, { recursive: true, force: true });
+  });
+
+  const driver = () => {
+    const { driver: _d, encryption: _e, ...rest } = settings;
+    return s3Driver.open(rest, '/');
+  };
+
+  it('backs up into the bucket; stored names reveal no plaintext hash', async () => {
+    const r = await cli(['backup', 'create', '--name', 's3', '--json']);
+    expect(r.code, r.stdout).toBe(0);
+    expect(json<BackupReport>(r.stdout).status).toBe('complete');
+    const keys: string[] = [];
+    for await (const k of driver().list('')) keys.push(k);
+    expect(keys.some((k) => k.startsWith('chunks/'))).toBe(true);
+    expect(keys.some((k) => k.startsWith('packs/'))).toBe(true);
+    const big = await readFile(join(cluster.agent('node2').data.data!, 'big.bin'));
+    const firstChunk = createHash('sha256').update(big.subarray(0, 4 * 1024 * 1024)).digest('hex');
+    expect(keys.some((k) => k.includes(firstChunk))).toBe(false);
+    // the manifest is not readable without the key
+    const manifestKey = keys.find((k) => k.endsWith('manifest.json'))!;
+    const { readAll } = await import('../../lib/repo/repository.js');
+    expect((await readAll(await driver().get(manifestKey))).toString('latin1')).not.toContain('node2');
+  });
+
+  it('a new coordinator with only the repository settings, key and certificates lists, verifies and restores', async () => {
+    const dir = await tempDir('lockstep-newhost-');
+    try {
+      const old = parse(await readFile(cluster.configFile, 'utf8')) as Record<string, unknown>;
+      await writeFile(join(dir, 'key'), await readFile(keyFile));
+      const config = join(dir, 'lockstep.yaml');
+      await writeFile(config, stringify({ cluster: old.cluster, repository: { ...settings, encryption: { keyFile: 'key' } }, tls: old.tls, agents: old.agents }));
+      const list = json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'], config)).stdout);
+      expect(list).toHaveLength(1);
+      const v = await cli(['backup', 'verify', list[0]!.backupId, '--read-data', '--json'], config);
+      expect(v.code, v.stdout).toBe(0);
+      const before = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+      for (const a of cluster.agents) await rm(join(a.data.data!, 'CURRENT'), { force: true });
+      await writeFile(join(cluster.agent('node2').data.data!, 'big.bin'), 'damaged');
+      const r = await cli(['restore', list[0]!.backupId, '--json'], config);
+      expect(r.code, r.stdout).toBe(0);
+      expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a wrong or missing key fails clearly', async () => {
+    const dir = await tempDir('lockstep-badkey-');
+    try {
+      const old = parse(await readFile(cluster.configFile, 'utf8')) as Record<string, unknown>;
+      await writeFile(join(dir, 'wrong'), randomBytes(32).toString('hex'));
+      const wrong = join(dir, 'wrong.yaml');
+      await writeFile(wrong, stringify({ ...old, repository: { ...settings, encryption: { keyFile: 'wrong' } } }));
+      const r1 = await cli(['backup', 'list'], wrong);
+      expect(r1.code).toBe(4);
+      expect(r1.stderr).toContain('LOCKSTEP_E_REPO_KEY_WRONG');
+      expect(r1.stderr).not.toMatch(/\n\s+at /); // no stack trace
+      const { encryption: _e, ...plain } = settings;
+      const missing = join(dir, 'missing.yaml');
+      await writeFile(missing, stringify({ ...old, repository: plain }));
+      const r2 = await cli(['backup', 'list'], missing);
+      expect(r2.code).toBe(4);
+      expect(r2.stderr).toContain('LOCKSTEP_E_REPO_KEY_MISSING');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('two concurrent backups: one runs, the other fails fast naming the holder', async () => {
+    const [a, b] = await Promise.all([cli(['backup', 'create', '--name', 'one', '--json']), cli(['backup', 'create', '--name', 'two', '--json'])]);
+    const reports = [a, b].map((r) => json<BackupReport>(r.stdout));
+    expect(reports.map((r) => r.status).sort()).toEqual(['complete', 'failed']);
+    const loser = reports.find((r) => r.status === 'failed')!;
+    const winner = reports.find((r) => r.status === 'complete')!;
+    expect(loser.error?.code).toBe('LOCKSTEP_E_REPO_LOCKED');
+    expect(loser.error?.message).toContain(`backup ${winner.backupId}`);
+    expect(loser.error?.message).toMatch(/pid \d+/);
+    expect(await driver().head(LOCK_KEY)).toBeUndefined(); // released
+  });
+
+  it('a lock held by a live holder blocks; an expired one is taken over without anyone unlocking', async () => {
+    const holder = (expiresAt: number) =>
+      Buffer.from(JSON.stringify({ lockId: randomBytes(6).toString('hex'), operation: 'backup from elsewhere', host: 'other-host', pid: 4242, acquiredAt: new Date().toISOString(), heartbeatAt: new Date().toISOString(), expiresAt: new Date(expiresAt).toISOString() }));
+    await driver().put(LOCK_KEY, holder(Date.now() + 60_000));
+    const blocked = await cli(['backup', 'create', '--name', 'blocked', '--json']);
+    expect(blocked.code).not.toBe(0);
+    expect(json<BackupReport>(blocked.stdout).error?.message).toContain('other-host, pid 4242');
+
+    await driver().put(LOCK_KEY, holder(Date.now() - 1000));
+    const r = await cli(['backup', 'create', '--name', 'takeover', '--json']);
+    expect(r.code, r.stdout).toBe(0);
+    expect(await driver().head(LOCK_KEY)).toBeUndefined();
+  });
+});

@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import S3rver from 's3rver';
+import { FsDriver } from '../../plugins/storage/fs.js';
+import { S3Driver } from '../../plugins/storage/s3.js';
+import { LOCK_KEY, RepoLock } from '../../lib/repo/lock.js';
+import { LockstepError } from '../../lib/errors.js';
+
+const dirs: string[] = [];
+const temp = async () => {
+  const d = await mkdtemp(join(tmpdir(), 'lockstep-lock-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+describe('repository lock', () => {
+  it('a second acquire fails naming the holder; release lets the next one in', async () => {
+    const d = new FsDriver(await temp());
+    const a = await RepoLock.acquire(d, 'backup A');
+    const err = await RepoLock.acquire(d, 'backup B').then(() => undefined, (e: unknown) => e);
+    expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
+    expect((err as LockstepError).message).toContain(`backup A (host `);
+    expect((err as LockstepError).message).toContain(`pid ${process.pid}`);
+    await a.release();
+    const b = await RepoLock.acquire(d, 'backup B');
+    await b.release();
+    expect(await d.head(LOCK_KEY)).toBeUndefined();
+  });
+
+  it('the holder renews its lease; a holder whose lock was taken over is told (its signal aborts)', async () => {
+    const d = new FsDriver(await temp());
+    const a = await RepoLock.acquire(d, 'backup A', 300);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(a.signal.aborted).toBe(false); // renewed: nobody can take it over
+    const err = await RepoLock.acquire(d, 'backup B', 300).then(() => undefined, (e: unknown) => e);
+    expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
+    // someone replaces the lock (as a taker would after an expiry)
+    await d.put(LOCK_KEY, Buffer.from(JSON.stringify({ lockId: 'x', operation: 'prune', host: 'h2', pid: 7, acquiredAt: '', heartbeatAt: '', expiresAt: new Date(Date.now() + 60_000).toISOString() })));
+    await new Promise((r) => setTimeout(r, 400));
+    expect(a.signal.aborted).toBe(true);
+    expect((a.signal.reason as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCK_LOST');
+    expect((a.signal.reason as LockstepError).message).toContain('prune (host h2, pid 7');
+    await a.release();
+    expect(await d.head(LOCK_KEY)).toBeDefined(); // release never deletes someone else's lock
+  });
+
+  describe('on a store that ignores create-if-absent (s3rver)', () => {
+    let server: S3rver;
+    let port = 0;
+    beforeAll(async () => {
+      server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: await temp(), configureBuckets: [{ name: 'repo', configs: [] }] });
+      const addr = (await server.run()) as unknown as { port: number };
+      port = addr.port;
+    });
+    afterAll(async () => {
+      await server.close();
+    });
+
+    it('is detected and refused with a clear error', async () => {
+      const d = new S3Driver({ bucket: 'repo', endpoint: `http://127.0.0.1:${port}`, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
+      // the store does accept a second "create-if-absent" of the same key
+      expect(await d.putIfAbsent('x', Buffer.from('1'))).toBe(true);
+      expect(await d.putIfAbsent('x', Buffer.from('2'))).toBe(true);
+      const err = await RepoLock.acquire(d, 'backup').then(() => undefined, (e: unknown) => e);
+      expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE');
+      expect((err as LockstepError).message).toContain('s3://repo/');
+    });
+  });
+});
