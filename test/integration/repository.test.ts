@@ -23,7 +23,10 @@ async function objectBytes(dir: string): Promise<number> {
   let n = 0;
   for (const sub of ['chunks', 'packs']) {
     const entries = await readdir(join(dir, sub), { recursive: true, withFileTypes: true }).catch(() => []);
-    for (const e of entries) if (e.isFile()) n += (await stat(join(e.parentPath, e.name))).size;
+    for (const e of entries) {
+      if (!e.isFile() || e.name.includes('.lockstep-tmp-')) continue;
+      n += (await stat(join(e.parentPath, e.name)).catch(() => ({ size: 0 }))).size;
+    }
   }
   return n;
 }
@@ -61,6 +64,7 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(r2.code, r2.stderr).toBe(0);
     const report = json<BackupReport>(r2.stdout);
     const total = await objectBytes(cluster.repoDir);
+    expect(stored).toBeLessThan(total - 40 * 1024 * 1024); // the kill really came mid-upload
     // what the second run wrote is what the first had not: the completed part was not sent again
     expect(report.totals.bytesNew).toBeLessThanOrEqual(total - stored + 4 * 1024 * 1024);
     expect(report.totals.bytesNew).toBeLessThan(total);
@@ -119,11 +123,15 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       expect(full.stdout).toContain(small.sha256);
       expect(full.stdout).toMatch(/MISSING node1\/data file data\/big\.bin/);
 
-      // a restore refuses the damaged backup before any service is touched
+      // a restore that needs the damaged data refuses before any service is touched
+      await writeFile(join(cluster.agent('node1').data.data!, small.path.slice('data/'.length)), 'changed locally');
+      await rm(join(cluster.agent('node1').data.data!, 'big.bin'));
       const dataBefore = await fingerprint(cluster.agent('node1').data.data!);
       const restore = await cli(['restore', m.backupId, '--json']);
       expect(restore.code).toBe(1);
-      expect(json<RestoreReport>(restore.stdout).steps.map((s) => s.name)).not.toContain('stop');
+      const rr = json<RestoreReport>(restore.stdout);
+      expect(['LOCKSTEP_E_REPO_CORRUPT', 'LOCKSTEP_E_OBJECT_NOT_FOUND', 'LOCKSTEP_E_STAGE_FAILED']).toContain(rr.error?.code);
+      expect(rr.steps.map((s) => s.name)).not.toContain('stop');
       expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(dataBefore);
     } finally {
       await writeFile(flip.path, good);
@@ -132,7 +140,7 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
   });
 
   it('prune keeps every chunk of kept backups (verify passes after) and frees the rest; --dry-run changes nothing', async () => {
-    await rm(join(cluster.agent('node1').data.data!, 'big.bin'));
+    await rm(join(cluster.agent('node1').data.data!, 'big.bin'), { force: true });
     const last = json<BackupReport>((await cli(['backup', 'create', '--name', 'after-rm', '--json'])).stdout);
     expect(last.status).toBe('complete');
     const bytesBefore = await objectBytes(cluster.repoDir);
