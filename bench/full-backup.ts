@@ -1,6 +1,9 @@
 /**
  * Full backup of three directory nodes into a local repository, against GNU tar
- * copying the same data on the same disk (`tar -c | tar -x`), in the same run.
+ * copying the same data on the same disk (`tar -c | tar -x`), in the same run; then
+ * incremental backups after 1% of the data changed (pages rewritten in place in the
+ * large files, a few new small files), against that run's full backup; and the agents'
+ * peak RSS (VmHWM) over the whole run.
  *
  *   npm run bench:backup                       # 3 × 256 MiB, 3 runs
  *   npm run bench:backup -- --mib 1024 --runs 5
@@ -9,7 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
@@ -38,6 +41,33 @@ function tarCopy(src: string, dest: string): Promise<number> {
   });
 }
 
+/** change ~1% of a node's bytes: 8 KiB pages rewritten in place in each large file, plus new small files */
+async function changeOnePercent(dir: string, mib: number): Promise<number> {
+  const target = mib * 1024 * 1024 * 0.01;
+  let changed = 0;
+  const big = Math.floor((mib * 0.8) / 4) * 1024 * 1024;
+  for (let i = 0; i < 4; i++) {
+    const fh = await open(join(dir, `segment-${i}.dat`), 'r+');
+    for (let p = 0; p < (target * 0.2) / 4 / 8192; p++) {
+      await fh.write(randomBytes(8192), 0, 8192, Math.floor(Math.random() * (big / 8192)) * 8192);
+      changed += 8192;
+    }
+    await fh.close();
+  }
+  for (let i = 0; changed < target; i++) {
+    await writeFile(join(dir, 'small', `new-${Date.now()}-${i}.sst`), randomBytes(16384));
+    changed += 16384;
+  }
+  return changed;
+}
+
+async function peakRssMiB(pid: number | undefined): Promise<number> {
+  if (!pid) return 0;
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Math.round(kb / 1024);
+}
+
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
   const cluster = new LocalCluster({ root, nodes: 3 });
@@ -47,6 +77,9 @@ async function main(): Promise<void> {
     const totalMiB = mibPerNode * 3;
     const lockstep: number[] = [];
     const tar: number[] = [];
+    const incrMs: number[] = [];
+    const incrWritten: number[] = [];
+    const changedBytes: number[] = [];
     for (let i = 0; i < runs; i++) {
       // a fresh repository each run: a full backup, not a deduplicated one
       await rm(cluster.repoDir, { recursive: true, force: true });
@@ -65,8 +98,20 @@ async function main(): Promise<void> {
       await Promise.all(cluster.agents.map((a, j) => tarCopy(a.data.data!, dests[j]!)));
       tar.push(Math.round(performance.now() - t0));
       for (const d of dests) await rm(d, { recursive: true, force: true });
-      process.stderr.write(`  run ${i + 1}/${runs}: lockstep ${lockstep.at(-1)} ms, tar ${tar.at(-1)} ms\n`);
+      // incremental: 1% of every node changed, backed up again into the same repository
+      let changed = 0;
+      for (const a of cluster.agents) changed += await changeOnePercent(a.data.data!, mibPerNode);
+      const r2 = await runCli(['backup', 'create', '--name', `incr${i}`, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
+      const incr = JSON.parse(r2.stdout) as BackupReport;
+      if (incr.status !== 'complete') throw new Error(`incremental backup ended ${incr.status}: ${incr.error?.message ?? ''}`);
+      incrMs.push(Math.round(incr.durationMs));
+      incrWritten.push(incr.totals.bytesNew);
+      changedBytes.push(changed);
+      process.stderr.write(
+        `  run ${i + 1}/${runs}: lockstep ${lockstep.at(-1)} ms, tar ${tar.at(-1)} ms; after 1% change: ${incrMs.at(-1)} ms, wrote ${incr.totals.bytesNew} B for ${changed} B changed\n`,
+      );
     }
+    const rss = await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid)));
     const mbps = (ms: number) => ((totalMiB * 1.048576) / (ms / 1000)).toFixed(0);
     const lines = [
       `full backup of 3 nodes × ${mibPerNode} MiB (80% in 4 large files, 20% in 16 KiB files), ${cpus().length} cores, ${runs} runs (median, min–max)`,
@@ -75,9 +120,16 @@ async function main(): Promise<void> {
       '| --- | --- | --- | --- |',
       `| wall time | ${median(lockstep)} ms (${spread(lockstep)}) | ${median(tar)} ms (${spread(tar)}) | ${(median(tar) / median(lockstep)).toFixed(2)}× |`,
       `| throughput | ${mbps(median(lockstep))} MB/s | ${mbps(median(tar))} MB/s | |`,
+      '',
+      '| after 1% changed | lockstep incremental | full backup | ratio (goal) |',
+      '| --- | --- | --- | --- |',
+      `| wall time | ${median(incrMs)} ms (${spread(incrMs)}) | ${median(lockstep)} ms | ${((100 * median(incrMs)) / median(lockstep)).toFixed(1)}% (≤ 10%) |`,
+      `| bytes written / bytes changed | ${median(incrWritten)} B / ${median(changedBytes)} B | | ${(median(incrWritten) / median(changedBytes)).toFixed(2)}× (≤ 2×) |`,
+      '',
+      `agent peak RSS over the whole run (VmHWM): ${rss.map((m, j) => `${cluster.agents[j]!.node} ${m} MiB`).join(', ')} (goal ≤ 150 MB)`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults('full-backup', { cores: cpus().length, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar });
+    await writeResults('full-backup', { cores: cpus().length, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, agentPeakRssMiB: rss });
   } finally {
     await cluster.stop();
     await rm(root, { recursive: true, force: true });
