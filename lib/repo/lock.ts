@@ -5,7 +5,8 @@
  *   (operation, host, pid) and an expiry. The holder renews it (heartbeat) every third
  *   of the lease; if a renewal finds the lock is no longer its own, the holder's
  *   signal aborts and its operation stops.
- * - A lock past its expiry is taken over automatically: the taker first wins the
+ * - A lock past its expiry, or held by a process on this host that no longer exists,
+ *   is taken over automatically: the taker first wins the
  *   create-if-absent marker `locks/takeover/<lock-id>` (so two takers cannot both
  *   delete and recreate), then replaces the lock.
  * - Everything rests on create-if-absent being atomic in the store; a store that
@@ -65,6 +66,15 @@ export async function probeAtomicCreate(driver: StorageDriver): Promise<boolean>
   }
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export function describeHolder(r: LockRecord): string {
   return `${r.operation} (host ${r.host}, pid ${r.pid}, since ${r.acquiredAt}, lease until ${r.expiresAt})`;
 }
@@ -112,7 +122,9 @@ export class RepoLock {
       if (await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)))) return new RepoLock(driver, record, leaseMs);
       const held = await readLock(driver);
       if (!held) continue; // released in between
-      if (Date.parse(held.expiresAt) > Date.now()) {
+      // a holder on this host whose process is gone is dead, whatever its lease says
+      const deadHere = held.host === hostname() && held.pid > 0 && held.pid !== process.pid && !processAlive(held.pid);
+      if (!deadHere && Date.parse(held.expiresAt) > Date.now()) {
         throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder(held)}`, {
           hint: 'wait for it to finish; a lock whose holder died is taken over automatically when its lease runs out',
           details: { holder: held },

@@ -131,17 +131,19 @@ describe('recovery from failures', () => {
   it('a corrupt chunk stops the restore during staging, before any service is stopped', async () => {
     const events = join(cluster.opts.root, 'node1.events');
     const stopsBefore = await readFile(events, 'utf8').catch(() => '');
-    const chunkDirs = await readdir(join(cluster.repoDir, 'chunks'));
-    // flip a byte in every chunk of one folder
-    const dir = join(cluster.repoDir, 'chunks', chunkDirs[0]!);
+    // flip the last byte of every chunk and pack (the end of each pack is some file's blob)
     const saved = new Map<string, Buffer>();
-    for (const f of await readdir(dir)) {
-      const p = join(dir, f);
-      const b = await readFile(p);
-      saved.set(p, Buffer.from(b));
-      b[0] = b[0]! ^ 0xff;
-      await writeFile(p, b);
+    for (const sub of ['chunks', 'packs']) {
+      for (const e of await readdir(join(cluster.repoDir, sub), { recursive: true, withFileTypes: true }).catch(() => [])) {
+        if (!e.isFile()) continue;
+        const p = join(e.parentPath, e.name);
+        const b = await readFile(p);
+        saved.set(p, Buffer.from(b));
+        b[b.length - 1] = b[b.length - 1]! ^ 0xff;
+        await writeFile(p, b);
+      }
     }
+    expect(saved.size).toBeGreaterThan(0);
     try {
       // make every file differ so that nothing can be reused locally
       for (const a of cluster.agents) await rm(a.data.data!, { recursive: true });
@@ -151,7 +153,7 @@ describe('recovery from failures', () => {
       const report = json<RestoreReport>(r.stdout);
       expect(report.status).toBe('failed');
       expect(report.error?.code).toBe('LOCKSTEP_E_REPO_CORRUPT');
-      expect(report.error?.message).toMatch(/chunk [0-9a-f]{64} .* is corrupt/);
+      expect(report.error?.message).toMatch(/(chunk|pack) \S+ in .* (is corrupt|does not decompress)/);
       expect(report.steps.map((s) => s.name)).not.toContain('stop');
       expect(await readFile(events, 'utf8').catch(() => '')).toBe(stopsBefore);
       for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((s) => s.includes('.lockstep-'))).toEqual([]);

@@ -93,7 +93,7 @@ describe('services stopped and started around the snapshot', () => {
       const n2 = report.nodes.find((n) => n.node === 'node2')!;
       expect(n2.error?.code).toBe('LOCKSTEP_E_AGENT_UNREACHABLE');
       expect(n2.error?.message).toContain('connection refused');
-      expect(report.steps.map((s) => s.name)).toEqual(['preflight']);
+      expect(report.steps.map((s) => s.name)).toEqual(['lock', 'preflight']);
       // no service anywhere was stopped
       expect(await readFile(events('node1'), 'utf8')).toBe(stopsBefore);
       expect(existsSync(join(cluster.repoDir, 'backups', report.backupId))).toBe(false);

@@ -49,6 +49,15 @@ describe('repository lock', () => {
     expect(await d.head(LOCK_KEY)).toBeDefined(); // release never deletes someone else's lock
   });
 
+  it('a lock whose holder process on this host is gone is taken over at once (a killed coordinator)', async () => {
+    const d = new FsDriver(await temp());
+    const { hostname } = await import('node:os');
+    await d.put(LOCK_KEY, Buffer.from(JSON.stringify({ lockId: 'dead', operation: 'backup X', host: hostname(), pid: 2 ** 22 + 12345, acquiredAt: '', heartbeatAt: '', expiresAt: new Date(Date.now() + 60_000).toISOString() })));
+    const l = await RepoLock.acquire(d, 'backup Y');
+    expect(l.lockId).not.toBe('dead');
+    await l.release();
+  });
+
   describe('on a store that ignores create-if-absent (s3rver)', () => {
     let server: S3rver;
     let port = 0;
