@@ -18,11 +18,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
+import { INDEX_VERSION, PendingRecordSchema, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { indexKey, packKey, pendingKey, pendingPrefix } from '../../lib/repo/layout.js';
 import { checkStored, parseJson } from '../../lib/repo/stored.js';
-import { Type } from '@sinclair/typebox';
-import { PackRefSchema } from '../../lib/repo/index-file.js';
 import { metaOf, walkTree, type TreeEntry } from '../../lib/tree.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -31,8 +29,6 @@ import { forEachLimit } from './pool.js';
 const FILE_CONCURRENCY = 8;
 /** chunk bytes held at once (plain and stored forms), which bounds the agent's memory */
 const MAX_IN_FLIGHT = 32 * 1024 * 1024;
-
-const PendingSchema = Type.Object({ pack: Type.String(), blobs: Type.Array(PackRefSchema) });
 
 /** Counts bytes in flight; `reserve` waits until there is room. */
 class Budget {
@@ -222,7 +218,7 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
   const blobs: PackRef[] = [];
   for await (const key of repo.driver.list(pendingPrefix(target.node, target.component))) {
     try {
-      const rec = checkStored(PendingSchema, parseJson((await repo.readDecoded(key)).toString('utf8'), key), key, 'pending record');
+      const rec = checkStored(PendingRecordSchema, parseJson((await repo.readDecoded(key)).toString('utf8'), key), key, 'pending record');
       // only packs that really made it (the record is written after the pack, but be sure)
       if (await repo.driver.head(packKey(rec.pack))) blobs.push(...rec.blobs);
       keys.push(key);

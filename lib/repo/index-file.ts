@@ -30,6 +30,9 @@ export const PackRefSchema = Type.Object({
   length: Type.Integer({ minimum: 1 }),
 });
 export type PackRef = Static<typeof PackRefSchema>;
+/** pending/<node>/<component>/<pack>.json: the blobs of a pack no index references yet */
+export const PendingRecordSchema = Type.Object({ pack: Type.String({ pattern: '^[0-9a-f]{64}$' }), blobs: Type.Array(PackRefSchema) });
+
 export const ChunkRefSchema = Type.Union([Sha, PackRefSchema]);
 export type ChunkRef = Static<typeof ChunkRefSchema>;
 

@@ -15,8 +15,7 @@ import type { Manifest } from './manifest.js';
 import type { Repository } from './repository.js';
 import { RepoLock } from './lock.js';
 import { checkStored, parseJson } from './stored.js';
-import { Type } from '@sinclair/typebox';
-import { PackRefSchema } from './index-file.js';
+import { PendingRecordSchema } from './index-file.js';
 
 export interface RetentionPolicy {
   keepLast?: number;
@@ -73,8 +72,6 @@ export function selectKept(backups: { backupId: string; committedAt: string }[],
   return kept;
 }
 
-const PendingSchema = Type.Object({ pack: Type.String(), blobs: Type.Array(PackRefSchema) });
-
 /** Keys of every chunk and pack the given backups and the pending records need. */
 async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set<string>> {
   const live = new Set<string>();
@@ -93,7 +90,7 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
     }
   }
   for await (const key of repo.driver.list('pending/')) {
-    const rec = checkStored(PendingSchema, parseJson((await repo.readDecoded(key)).toString('utf8'), key), key, 'pending record');
+    const rec = checkStored(PendingRecordSchema, parseJson((await repo.readDecoded(key)).toString('utf8'), key), key, 'pending record');
     live.add(packKey(rec.pack));
   }
   return live;
