@@ -275,19 +275,19 @@ function program(): Command {
   return p;
 }
 
-function positiveInt(v: string, what: string): number {
+function wholeNumber(v: string, what: string, min: 0 | 1): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} must be a positive whole number, got "${v}"`);
+  if (!Number.isInteger(n) || n < min) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} must be a ${min === 1 ? 'positive ' : ''}whole number, got "${v}"`);
   return n;
+}
+
+function positiveInt(v: string, what: string): number {
+  return wholeNumber(v, what, 1);
 }
 
 /** a commander parser for a count option (0 allowed: "keep none by this rule") */
 function count(what: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} must be a whole number, got "${v}"`);
-    return n;
-  };
+  return (v) => wholeNumber(v, what, 0);
 }
 
 function checkBackupId(id: string): void {

@@ -18,9 +18,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, PendingRecordSchema, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
-import { indexKey, packKey, pendingKey, pendingPrefix } from '../../lib/repo/layout.js';
-import { checkStored, parseJson } from '../../lib/repo/stored.js';
+import { INDEX_VERSION, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
+import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
 import { metaOf, walkTree, type TreeEntry } from '../../lib/tree.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -130,10 +129,7 @@ class BlobWriter {
     const body = Buffer.concat(pack.parts, pack.size);
     this.track(
       (async () => {
-        await this.repo.driver.put(packKey(pack.id), body, this.signal);
-        // the record that lets a later run reuse this pack if this one never writes its index
-        const key = pendingKey(this.target.node, this.target.component, pack.id);
-        await this.repo.driver.put(key, await this.repo.encodeJson({ pack: pack.id, blobs: pack.blobs }));
+        await this.repo.putPack({ pack: pack.id, blobs: pack.blobs }, body, this.target, this.signal);
         this.stats.chunksNew++;
         this.stats.bytesNew += body.length;
       })().finally(() => this.budget.release(pack.size)),
@@ -218,7 +214,7 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
   const blobs: PackRef[] = [];
   for await (const key of repo.driver.list(pendingPrefix(target.node, target.component))) {
     try {
-      const rec = checkStored(PendingRecordSchema, parseJson((await repo.readDecoded(key)).toString('utf8'), key), key, 'pending record');
+      const rec = await repo.readPending(key);
       // only packs that really made it (the record is written after the pack, but be sure)
       if (await repo.driver.head(packKey(rec.pack))) blobs.push(...rec.blobs);
       keys.push(key);
@@ -247,7 +243,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     for (const e of previous.entries) {
       if (e.type !== 'file') continue;
       before.set(e.path, e);
-      for (const c of e.chunks) writer.known.set(typeof c === 'string' ? c : c.sha256, c);
+      for (const c of e.chunks) writer.known.set(refSha(c), c);
     }
   }
   const pending = await pendingBlobs(repo, target, ctx);

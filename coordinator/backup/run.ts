@@ -89,10 +89,10 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     await steps.run('freeze', () => freezeAndPoint(ctx));
     // all selected components at once; a plugin without freeze stops its service only in here
     await steps.run('snapshot', () => snapshot(ctx));
-    if (ctx.signal.aborted) throw cancelled(ctx);
+    if (ctx.signal.aborted) throw cancelled(ctx.backupId);
     // each agent straight to the repository, in parallel
     await steps.run('upload', () => upload(ctx));
-    if (ctx.signal.aborted) throw cancelled(ctx);
+    if (ctx.signal.aborted) throw cancelled(ctx.backupId);
     // coverage decides complete / partial / failed; the manifest is written last
     const final = report();
     final.status = decideStatus(ctx);
@@ -110,9 +110,8 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
   }
 }
 
-function cancelled(ctx: BackupContext): LockstepError {
-  if (ctx.signal.reason instanceof LockstepError && ctx.signal.reason.code === 'LOCKSTEP_E_REPO_LOCK_LOST') return ctx.signal.reason;
-  return new LockstepError('LOCKSTEP_E_CANCELLED', `backup ${ctx.backupId} was interrupted; no manifest was written`);
+function cancelled(backupId: string): LockstepError {
+  return new LockstepError('LOCKSTEP_E_CANCELLED', `backup ${backupId} was interrupted; no manifest was written`);
 }
 
 async function finish(

@@ -32,6 +32,7 @@ export const PackRefSchema = Type.Object({
 export type PackRef = Static<typeof PackRefSchema>;
 /** pending/<node>/<component>/<pack>.json: the blobs of a pack no index references yet */
 export const PendingRecordSchema = Type.Object({ pack: Type.String({ pattern: '^[0-9a-f]{64}$' }), blobs: Type.Array(PackRefSchema) });
+export type PendingRecord = Static<typeof PendingRecordSchema>;
 
 export const ChunkRefSchema = Type.Union([Sha, PackRefSchema]);
 export type ChunkRef = Static<typeof ChunkRefSchema>;

@@ -32,11 +32,6 @@ export function pendingKey(node: string, component: string, packId: string): str
   return `${pendingPrefix(node, component)}${packId}.json`;
 }
 
-/** object name from a chunks/ or packs/ key */
-export function objectNameOfKey(key: string): string {
-  return key.slice(key.lastIndexOf('/') + 1);
-}
-
 export function backupPrefix(backupId: string): string {
   return `backups/${backupId}/`;
 }

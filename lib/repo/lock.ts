@@ -20,7 +20,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import type { StorageDriver } from '../../plugins/storage/types.js';
 import { checkStored, parseJson } from './stored.js';
-import { readAll } from './repository.js';
+import { isNotFound, readAll } from './repository.js';
 
 export const LOCK_KEY = 'locks/exclusive.json';
 const takeoverKey = (lockId: string) => `locks/takeover/${lockId}`;
@@ -42,7 +42,7 @@ async function readLock(driver: StorageDriver): Promise<LockRecord | undefined> 
   try {
     body = await readAll(await driver.get(LOCK_KEY));
   } catch (err) {
-    if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') return undefined;
+    if (isNotFound(err)) return undefined;
     throw err;
   }
   try {

@@ -14,8 +14,6 @@ import { packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
 import type { Repository } from './repository.js';
 import { RepoLock } from './lock.js';
-import { checkStored, parseJson } from './stored.js';
-import { PendingRecordSchema } from './index-file.js';
 
 export interface RetentionPolicy {
   keepLast?: number;
@@ -85,13 +83,12 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
       });
       for (const e of index.entries) {
         if (e.type !== 'file') continue;
-        for (const r of e.chunks) live.add(typeof r === 'string' ? repo.chunkObjectKey(r) : packKey(r.pack));
+        for (const r of e.chunks) live.add(repo.objectKeyOf(r));
       }
     }
   }
   for await (const key of repo.driver.list('pending/')) {
-    const rec = checkStored(PendingRecordSchema, parseJson((await repo.readDecoded(key)).toString('utf8'), key), key, 'pending record');
-    live.add(packKey(rec.pack));
+    live.add(packKey((await repo.readPending(key)).pack));
   }
   return live;
 }

@@ -16,11 +16,12 @@ import {
   chunkKey,
   manifestKey,
   packKey,
+  pendingKey,
   probeKey,
 } from './layout.js';
-import { parseIndex, type ChunkRef, type ComponentIndex } from './index-file.js';
+import { PendingRecordSchema, parseIndex, refSha, type ChunkRef, type ComponentIndex, type PendingRecord } from './index-file.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
-import { parseJson } from './stored.js';
+import { checkStored, parseJson } from './stored.js';
 import { Codec, deriveKeys, keysMatch, newEncryptionParams, type Compression, type EncryptionParams, type Keys } from './codec.js';
 
 export interface RepoConfig {
@@ -170,17 +171,25 @@ export class Repository {
     return stored.length;
   }
 
-  /** Store a pack (blobs already encoded, back to back); its id is the hash of what is stored. */
-  async putPack(body: Buffer, signal?: AbortSignal): Promise<string> {
-    const id = sha256(body);
-    await this.driver.put(packKey(id), body, signal);
-    return id;
+  /** the object that holds a chunk, or the pack that holds a blob */
+  objectKeyOf(ref: ChunkRef): string {
+    return typeof ref === 'string' ? this.chunkObjectKey(ref) : packKey(ref.pack);
+  }
+
+  /** Store a pack (blobs already encoded, back to back), then the pending record that lets a later run reuse it. */
+  async putPack(record: PendingRecord, body: Buffer, at: { node: string; component: string }, signal?: AbortSignal): Promise<void> {
+    await this.driver.put(packKey(record.pack), body, signal);
+    await this.driver.put(pendingKey(at.node, at.component, record.pack), await this.codec.encode(Buffer.from(JSON.stringify(record))));
+  }
+
+  async readPending(key: string): Promise<PendingRecord> {
+    return checkStored(PendingRecordSchema, parseJson((await this.readDecoded(key)).toString('utf8'), key), key, 'pending record');
   }
 
   /** Read a chunk or a blob in a pack and check it against its hash. */
   async getBlob(ref: ChunkRef, signal?: AbortSignal): Promise<Buffer> {
-    const hash = typeof ref === 'string' ? ref : ref.sha256;
-    const key = typeof ref === 'string' ? this.chunkObjectKey(ref) : packKey(ref.pack);
+    const hash = refSha(ref);
+    const key = this.objectKeyOf(ref);
     const where = typeof ref === 'string' ? `chunk ${key}` : `blob at ${ref.offset}+${ref.length} of pack ${key}`;
     const range = typeof ref === 'string' ? undefined : { start: ref.offset, end: ref.offset + ref.length - 1 };
     const stored = await readAll(await this.driver.get(key, range, signal));
@@ -196,11 +205,6 @@ export class Repository {
       });
     }
     return data;
-  }
-
-  /** the stored form of a small JSON document (index, manifest, pending record) */
-  async encodeJson(value: unknown): Promise<Buffer> {
-    return this.codec.encode(Buffer.from(JSON.stringify(value)));
   }
 
   async readDecoded(key: string): Promise<Buffer> {

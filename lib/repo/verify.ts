@@ -4,11 +4,9 @@
  * decompressed and hashed. Every problem names the backup, node, component, file and
  * chunk, and the object in the repository.
  */
-import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
-import { packKey } from './layout.js';
-import type { ChunkRef } from './index-file.js';
-import type { Repository } from './repository.js';
+import { refSha, type ChunkRef } from './index-file.js';
+import { isNotFound, type Repository } from './repository.js';
 
 const CONCURRENCY = 16;
 
@@ -70,7 +68,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     try {
       index = await repo.readIndex(c.indexKey, c.indexSha256);
     } catch (err) {
-      const kind = err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND' ? 'missing' : 'index';
+      const kind = isNotFound(err) ? 'missing' : 'index';
       report.problems.push({ kind, node: c.node, component: c.component, object: c.indexKey, message: err instanceof Error ? err.message : String(err) });
       continue;
     }
@@ -79,7 +77,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
       report.files++;
       for (const ref of e.chunks) {
         const use: Use = { node: c.node, component: c.component, file: e.path, ref };
-        const key = typeof ref === 'string' ? repo.chunkObjectKey(ref) : packKey(ref.pack);
+        const key = repo.objectKeyOf(ref);
         const o = objects.get(key) ?? { uses: [], end: 0 };
         o.uses.push(use);
         if (typeof ref !== 'string') o.end = Math.max(o.end, ref.offset + ref.length);
@@ -98,7 +96,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
       component: u.component,
       file: u.file,
       alsoIn: uses.length > 1 ? uses.length - 1 : undefined,
-      chunk: typeof u.ref === 'string' ? u.ref : u.ref.sha256,
+      chunk: refSha(u.ref),
       object,
       message,
     });
@@ -122,18 +120,18 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
   );
 
   if (percent > 0) {
-    const chosen = [...blobs.values()].filter((u) => !missing.has(typeof u.ref === 'string' ? repo.chunkObjectKey(u.ref) : packKey(u.ref.pack)) && (percent >= 100 || Math.random() * 100 < percent));
+    const chosen = [...blobs.values()].filter((u) => !missing.has(repo.objectKeyOf(u.ref)) && (percent >= 100 || Math.random() * 100 < percent));
     await forEachLimit(
       chosen,
       CONCURRENCY,
       async (u) => {
-        const key = typeof u.ref === 'string' ? repo.chunkObjectKey(u.ref) : packKey(u.ref.pack);
+        const key = repo.objectKeyOf(u.ref);
         try {
           const data = await repo.getBlob(u.ref, opts.signal);
           report.blobsRead++;
           report.bytesRead += data.length;
         } catch (err) {
-          const kind = err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND' ? 'missing' : 'corrupt';
+          const kind = isNotFound(err) ? 'missing' : 'corrupt';
           const uses = objects.get(key)!.uses.filter((x) => JSON.stringify(x.ref) === JSON.stringify(u.ref));
           problem(kind, key, uses.length > 0 ? uses : [u], `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
         }

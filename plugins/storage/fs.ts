@@ -9,7 +9,7 @@ import { Type } from '@sinclair/typebox';
 import { LockstepError, errnoCode } from '../../lib/errors.js';
 import { resolvePath } from '../../lib/config.js';
 import { runCommand } from '../../lib/exec.js';
-import type { ByteRange, ObjectInfo, StorageDriver, StorageDriverFactory } from './types.js';
+import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
 
@@ -29,10 +29,7 @@ export class FsDriver implements StorageDriver {
   }
 
   private path(key: string): string {
-    if (key.split('/').some((p) => p === '..' || p === '') || key.startsWith('/')) {
-      throw new LockstepError('LOCKSTEP_E_INTERNAL', `invalid object key "${key}"`);
-    }
-    return join(this.location, ...key.split('/'));
+    return join(this.location, ...checkObjectKey(key).split('/'));
   }
 
   private wrap(err: unknown, op: string, key: string): LockstepError {

@@ -19,7 +19,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { Type } from '@sinclair/typebox';
 import { LockstepError } from '../../lib/errors.js';
-import type { ByteRange, ObjectInfo, StorageDriver, StorageDriverFactory } from './types.js';
+import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 /** 16 MiB parts, 4 at a time: ~64 MiB in flight per stream, near the endpoint's limit measured on loopback RGW */
 export const PART_SIZE = 16 * 1024 * 1024;
@@ -90,10 +90,7 @@ export class S3Driver implements StorageDriver {
   }
 
   private key(key: string): string {
-    if (key.split('/').some((p) => p === '..' || p === '') || key.startsWith('/')) {
-      throw new LockstepError('LOCKSTEP_E_INTERNAL', `invalid object key "${key}"`);
-    }
-    return this.prefix + key;
+    return this.prefix + checkObjectKey(key);
   }
 
   private wrap(err: unknown, op: 'read' | 'write' | 'delete' | 'list', key: string): LockstepError {

@@ -6,6 +6,15 @@
  */
 import type { Readable } from 'node:stream';
 import type { TSchema } from '@sinclair/typebox';
+import { LockstepError } from '../../lib/errors.js';
+
+/** Every driver's guard: a key is relative and never climbs out (no "..", no empty part). */
+export function checkObjectKey(key: string): string {
+  if (key.split('/').some((p) => p === '..' || p === '') || key.startsWith('/')) {
+    throw new LockstepError('LOCKSTEP_E_INTERNAL', `invalid object key "${key}"`);
+  }
+  return key;
+}
 
 export interface StorageCapabilities {
   /** putIfAbsent is atomic on the store itself (not emulated by check-then-write) */

@@ -2,7 +2,6 @@
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
-import { chunkKey, packKey } from '../../lib/repo/layout.js';
 import type { ChunkRef, ComponentIndex } from '../../lib/repo/index-file.js';
 
 export async function openFsRepo(dir: string, secret?: Buffer): Promise<Repository> {
@@ -17,6 +16,6 @@ export async function readIndexAt(dir: string, key: string, secret?: Buffer): Pr
 
 /** the file and byte range on disk that hold a chunk or pack blob */
 export function whereIs(dir: string, ref: ChunkRef, repo: Repository): { path: string; offset: number; length?: number } {
-  if (typeof ref === 'string') return { path: join(dir, ...chunkKey(repo.codec.objectName(ref)).split('/')), offset: 0 };
-  return { path: join(dir, ...packKey(ref.pack).split('/')), offset: ref.offset, length: ref.length };
+  const path = join(dir, ...repo.objectKeyOf(ref).split('/'));
+  return typeof ref === 'string' ? { path, offset: 0 } : { path, offset: ref.offset, length: ref.length };
 }
