@@ -41,10 +41,17 @@ export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner
 
   app.get(`${API_PREFIX}/jobs`, { schema: { response: { 200: Type.Object({ jobs: Type.Array(JobSchema) }) } } }, async () => ({ jobs: runner.list() }));
 
-  app.get<{ Params: { id: string } }>(
+  // ?waitMs=N: answer when the job ends, or after N ms with its progress (a long poll)
+  app.get<{ Params: { id: string }; Querystring: { waitMs?: number } }>(
     `${API_PREFIX}/jobs/:id`,
-    { schema: { params: Type.Object({ id: Type.String() }), response: { 200: JobSchema } } },
-    async (req) => runner.get(req.params.id),
+    {
+      schema: {
+        params: Type.Object({ id: Type.String() }),
+        querystring: Type.Object({ waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 30_000 })) }),
+        response: { 200: JobSchema },
+      },
+    },
+    async (req) => runner.wait(req.params.id, req.query.waitMs ?? 0),
   );
 
   app.post<{ Params: { id: string } }>(

@@ -180,8 +180,9 @@ export class AgentClient {
     return this.call('POST', '/jobs', req, signal);
   }
 
-  getJob(id: string, signal?: AbortSignal): Promise<Job> {
-    return this.call('GET', `/jobs/${encodeURIComponent(id)}`, undefined, signal);
+  /** `waitMs`: the agent answers as soon as the job ends, else after that long */
+  getJob(id: string, signal?: AbortSignal, waitMs = 0): Promise<Job> {
+    return this.call('GET', `/jobs/${encodeURIComponent(id)}${waitMs > 0 ? `?waitMs=${waitMs}` : ''}`, undefined, signal);
   }
 
   cancelJob(id: string): Promise<Job> {
@@ -211,9 +212,9 @@ export class AgentClient {
           hint: 'raise timeouts.jobMs in the cluster config for larger data',
         });
       }
-      await sleep(this.timeouts.pollMs);
       try {
-        job = await this.getJob(job.id);
+        // a long poll: progress every pollMs, and the end heard of at once
+        job = await this.getJob(job.id, undefined, this.timeouts.pollMs);
         failingSince = undefined;
         opts.onProgress?.(job);
       } catch (err) {
@@ -221,6 +222,7 @@ export class AgentClient {
           throw new LockstepError('LOCKSTEP_E_JOB_LOST', `agent ${this.node} no longer knows job ${job.id} (${req.kind} of ${req.component})`, { node: this.node });
         }
         failingSince ??= Date.now();
+        await sleep(this.timeouts.pollMs);
         if (Date.now() - failingSince > lostAfter) {
           throw new LockstepError('LOCKSTEP_E_JOB_LOST', `lost contact with agent ${this.node} during ${req.kind} of ${req.component}: ${(err as Error).message}`, {
             node: this.node,

@@ -28,6 +28,9 @@ export type JobHandlers = { [K in JobKind]: JobHandler<K> };
 export type RestartService = (component: string) => Promise<void>;
 
 interface Live {
+  /** resolved once the job has ended (its final state is set) */
+  ended: Promise<void>;
+  end: () => void;
   job: Job;
   leftovers: Leftover[];
   abort: AbortController;
@@ -110,6 +113,17 @@ export class JobRunner {
     return job;
   }
 
+  /** The job once it has ended, or as it is after `waitMs` (a long poll: the caller hears of the end at once). */
+  async wait(id: string, waitMs: number): Promise<Job> {
+    const job = this.get(id);
+    const live = this.live.get(id);
+    if (!live || waitMs <= 0) return job;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([live.ended, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
+    clearTimeout(timer);
+    return job;
+  }
+
   list(): Job[] {
     return [...this.jobs.values()];
   }
@@ -145,7 +159,9 @@ export class JobRunner {
       createdAt: new Date().toISOString(),
       progress: { phase: 'starting', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, rate: 0 },
     };
-    const live: Live = { job, leftovers: [], abort: new AbortController(), started: performance.now() };
+    let end = () => {};
+    const ended = new Promise<void>((r) => (end = r));
+    const live: Live = { job, leftovers: [], abort: new AbortController(), started: performance.now(), ended, end };
     this.busy.set(req.component, job.id);
     this.jobs.set(job.id, job);
     this.live.set(job.id, live);
@@ -196,6 +212,7 @@ export class JobRunner {
     this.busy.delete(job.component);
     this.live.delete(job.id);
     job.state = state;
+    live.end();
     try {
       await this.journal.write({ job, leftovers: [] });
     } catch (err) {

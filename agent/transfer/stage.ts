@@ -4,12 +4,12 @@
  * already has the right content is copied instead of downloaded.
  */
 import { createReadStream, constants } from 'node:fs';
-import { copyFile, lstat, mkdir, open, rm, symlink } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import type { Repository } from '../../lib/repo/repository.js';
-import { refSha, type ComponentIndex, type FileEntry, type IndexEntry } from '../../lib/repo/index-file.js';
+import { refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { applyMeta } from '../../lib/tree.js';
 import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -33,41 +33,31 @@ interface LocalChunk {
   length: number;
 }
 
-/** Hash local files in chunk-sized blocks: with fixed-size chunks, unchanged blocks of a changed file line up. */
-async function localChunks(paths: string[], chunkSize: number, signal: AbortSignal): Promise<Map<string, LocalChunk>> {
+/** Hash local files in block-sized pieces: with fixed-size blocks, unchanged blocks of a changed file line up. */
+async function localChunks(paths: string[], block: number, signal: AbortSignal): Promise<Map<string, LocalChunk>> {
   const out = new Map<string, LocalChunk>();
-  const buf = Buffer.allocUnsafe(chunkSize);
+  const readSize = Math.max(block, Math.floor((1024 * 1024) / block) * block);
+  const buf = Buffer.allocUnsafe(readSize);
   for (const path of paths) {
     const fh = await open(path, 'r').catch(() => undefined);
     if (!fh) continue;
     try {
       for (let offset = 0; ; ) {
         signal.throwIfAborted();
-        const { bytesRead } = await fh.read(buf, 0, chunkSize, offset);
+        const { bytesRead } = await fh.read(buf, 0, readSize, offset);
         if (bytesRead === 0) break;
-        const h = createHash('sha256').update(buf.subarray(0, bytesRead)).digest('hex');
-        if (!out.has(h)) out.set(h, { path, offset, length: bytesRead });
+        for (let off = 0; off < bytesRead; off += block) {
+          const length = Math.min(block, bytesRead - off);
+          const h = createHash('sha256').update(buf.subarray(off, off + length)).digest('hex');
+          if (!out.has(h)) out.set(h, { path, offset: offset + off, length });
+        }
         offset += bytesRead;
-        if (bytesRead < chunkSize) break;
       }
     } finally {
       await fh.close();
     }
   }
   return out;
-}
-
-async function readLocal(c: LocalChunk, expected: string): Promise<Buffer | undefined> {
-  const fh = await open(c.path, 'r').catch(() => undefined);
-  if (!fh) return undefined;
-  try {
-    const buf = Buffer.allocUnsafe(c.length);
-    const { bytesRead } = await fh.read(buf, 0, c.length, c.offset);
-    // the file may have changed since it was hashed: use it only if it still matches
-    return bytesRead === c.length && createHash('sha256').update(buf).digest('hex') === expected ? buf : undefined;
-  } finally {
-    await fh.close();
-  }
 }
 
 function split(path: string): { set: string; rel: string } {
@@ -88,7 +78,78 @@ async function reusable(live: string, e: FileEntry, signal: AbortSignal): Promis
   return (await hashFile(live, signal)) === e.sha256;
 }
 
-/** Write the file from its chunks: local ones where they exist, the rest from the repository. */
+/** a stretch of a file's chunks fetched with one read */
+interface Stretch {
+  from: number;
+  to: number;
+  /** where the stretch lies in a local file, when it does */
+  local?: LocalChunk;
+}
+
+/** the most bytes one read fetches (several blocks back to back) */
+const STRETCH_MAX = 4 * 1024 * 1024;
+
+/**
+ * The next stretch from chunk `from`: blocks that lie back to back in one local file, or
+ * back to back in one pack of the repository, or a single chunk.
+ */
+function nextStretch(chunks: ChunkRef[], from: number, local: Map<string, LocalChunk>): Stretch {
+  const first = local.get(refSha(chunks[from]!));
+  let to = from + 1;
+  if (first) {
+    let length = first.length;
+    for (; to < chunks.length && length < STRETCH_MAX; to++) {
+      const c = local.get(refSha(chunks[to]!));
+      if (!c || c.path !== first.path || c.offset !== first.offset + length) break;
+      length += c.length;
+    }
+    return { from, to, local: { path: first.path, offset: first.offset, length } };
+  }
+  const head = chunks[from]!;
+  if (typeof head === 'string') return { from, to };
+  let end = head.offset + head.length;
+  for (; to < chunks.length && end - head.offset < STRETCH_MAX; to++) {
+    const c = chunks[to]!;
+    if (typeof c === 'string' || c.pack !== head.pack || c.offset !== end || local.has(c.sha256)) break;
+    end += c.length;
+  }
+  return { from, to };
+}
+
+/** Local files read for their unchanged blocks, each opened once. */
+class LocalFiles {
+  private readonly handles = new Map<string, Promise<FileHandle | undefined>>();
+  constructor(private readonly local: Map<string, LocalChunk>) {}
+
+  /** The stretch's blocks read from the local file, each checked against its hash; undefined if any changed since it was hashed. */
+  async read(at: LocalChunk, chunks: ChunkRef[]): Promise<Buffer[] | undefined> {
+    let fh = this.handles.get(at.path);
+    if (!fh) this.handles.set(at.path, (fh = open(at.path, 'r').catch(() => undefined)));
+    const h = await fh;
+    if (!h) return undefined;
+    const buf = Buffer.allocUnsafe(at.length);
+    const { bytesRead } = await h.read(buf, 0, at.length, at.offset);
+    if (bytesRead !== at.length) return undefined;
+    const out: Buffer[] = [];
+    let off = 0;
+    for (const c of chunks) {
+      const sha = refSha(c);
+      const len = this.local.get(sha)?.length ?? 0;
+      if (len === 0 || off + len > at.length) return undefined;
+      const part = buf.subarray(off, off + len);
+      if (createHash('sha256').update(part).digest('hex') !== sha) return undefined;
+      out.push(part);
+      off += len;
+    }
+    return off === at.length ? out : undefined;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.handles.values()) await (await p)?.close();
+  }
+}
+
+/** Write the file from its chunks: local ones where they exist, the rest from the repository; one stretch fetched ahead. */
 async function download(
   repo: Repository,
   e: FileEntry,
@@ -98,20 +159,34 @@ async function download(
   onBytes: (n: number, fromRepository: boolean) => void,
 ): Promise<void> {
   const whole = createHash('sha256');
+  const files = new LocalFiles(local);
+  const fetch = async (s: Stretch): Promise<{ data: Buffer[]; fromRepository: boolean }> => {
+    const part = e.chunks.slice(s.from, s.to);
+    const near = s.local ? await files.read(s.local, part) : undefined;
+    if (near) return { data: near, fromRepository: false };
+    const data: Buffer[] = [];
+    // blocks a local stretch was meant to give are fetched one by one (they may lie anywhere)
+    if (s.local || part.length === 1) for (const c of part) data.push(await repo.getBlob(c, signal));
+    else data.push(...(await repo.getPackedRun(part as PackRef[], signal)));
+    return { data, fromRepository: true };
+  };
   const fh = await open(dest, 'wx', 0o600);
   try {
-    for (const chunk of e.chunks) {
-      const sha = refSha(chunk);
-      const near = local.get(sha);
-      const localData = near ? await readLocal(near, sha) : undefined;
-      const data = localData ?? (await repo.getBlob(chunk, signal));
-      whole.update(data);
-      await fh.write(data);
-      onBytes(data.length, localData === undefined);
+    let at = 0;
+    let ahead = at < e.chunks.length ? fetch(nextStretch(e.chunks, at, local)) : undefined;
+    while (ahead) {
+      const got = await ahead;
+      at += got.data.length;
+      ahead = at < e.chunks.length ? fetch(nextStretch(e.chunks, at, local)) : undefined;
+      ahead?.catch(() => undefined); // awaited next round; not an unhandled rejection meanwhile
+      for (const d of got.data) whole.update(d);
+      await fh.writev(got.data);
+      onBytes(got.data.reduce((n, d) => n + d.length, 0), got.fromRepository);
     }
     await fh.sync();
   } finally {
     await fh.close();
+    await files.close();
   }
   const actual = whole.digest('hex');
   if (actual !== e.sha256) {
@@ -168,7 +243,7 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           bytesDone += e.size;
         } else {
           // a changed file: its unchanged chunks still come from local copies
-          const local = e.chunks.length > 1 ? await localChunks(candidates, index.chunkSize, ctx.signal) : new Map<string, LocalChunk>();
+          const local = e.chunks.length > 1 ? await localChunks(candidates, e.block ?? index.chunkSize, ctx.signal) : new Map<string, LocalChunk>();
           await download(repo, e, p.staging, ctx.signal, local, (n, fromRepository) => {
             if (fromRepository) result.bytesDownloaded += n;
             else result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + n;

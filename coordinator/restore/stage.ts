@@ -44,7 +44,8 @@ export async function stage(ctx: RestoreContext): Promise<void> {
     }
   }
   if (failed.length > 0) {
-    const corrupt = outcomes.find((o) => !o.ok && o.error.code === 'LOCKSTEP_E_REPO_CORRUPT');
+    // a missing object is a damaged repository too
+    const corrupt = outcomes.find((o) => !o.ok && (o.error.code === 'LOCKSTEP_E_REPO_CORRUPT' || o.error.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND'));
     throw new LockstepError(
       corrupt ? 'LOCKSTEP_E_REPO_CORRUPT' : 'LOCKSTEP_E_RESTORE_FAILED',
       `staging failed on ${failed.length} component(s); no service was stopped:\n  ${failed.join('\n  ')}`,

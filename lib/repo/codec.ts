@@ -19,7 +19,7 @@
  * 1/16 is stored as is.
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { compress, uncompress } from 'lz4-napi';
+import { compress, compressSync, uncompress } from 'lz4-napi';
 import { LockstepError } from '../errors.js';
 
 const MAGIC0 = 0x4c; // L
@@ -71,6 +71,11 @@ export function keysMatch(keys: Keys, params: EncryptionParams): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** LZ4 output is kept only when it saves at least 1/16 */
+function shrinks(packed: Buffer, plain: Buffer): boolean {
+  return packed.length < plain.length - (plain.length >> 4);
+}
+
 export class Codec {
   constructor(
     readonly compression: Compression,
@@ -86,23 +91,43 @@ export class Codec {
     return this.keys ? createHmac('sha256', this.keys.mac).update(sha256).digest('hex') : sha256;
   }
 
-  async encode(plain: Buffer): Promise<Buffer> {
-    let flags = 0;
-    let body = plain;
-    if (this.compression === 'lz4' && plain.length >= 64) {
-      const packed = await compress(plain);
-      if (packed.length < plain.length - (plain.length >> 4)) {
-        body = packed;
-        flags |= FLAG_LZ4;
-      }
-    }
+  /** the stored form of `body` (already compressed or not, per `flags`) as parts, in order */
+  private seal(body: Buffer, flags: number): Buffer[] {
     const header = Buffer.from([MAGIC0, MAGIC1, VERSION, flags | (this.keys ? FLAG_AES : 0)]);
-    if (!this.keys) return Buffer.concat([header, body]);
+    if (!this.keys) return [header, body];
     const iv = randomBytes(IV_LEN);
     const cipher = createCipheriv('aes-256-gcm', this.keys.enc, iv);
     cipher.setAAD(header);
-    const out = Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()]);
-    return out;
+    return [header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()];
+  }
+
+  private wantsLz4(plain: Buffer): boolean {
+    return this.compression === 'lz4' && plain.length >= 64;
+  }
+
+  async encode(plain: Buffer): Promise<Buffer> {
+    let body = plain;
+    if (this.wantsLz4(plain)) {
+      const packed = await compress(plain);
+      if (shrinks(packed, plain)) body = packed;
+    }
+    return Buffer.concat(this.seal(body, body === plain ? 0 : FLAG_LZ4));
+  }
+
+  /**
+   * Encode a small payload (a block, a small file; up to about 1 MiB) on the calling
+   * thread, as parts for the caller to copy where they go (no concatenation).
+   * `tryCompress` false skips the LZ4 attempt (the caller has seen this data does not
+   * compress). `compressed` tells whether LZ4 paid off.
+   */
+  encodeParts(plain: Buffer, tryCompress = true): { parts: Buffer[]; length: number; compressed: boolean } {
+    let body = plain;
+    if (tryCompress && this.wantsLz4(plain)) {
+      const packed = compressSync(plain);
+      if (shrinks(packed, plain)) body = packed;
+    }
+    const parts = this.seal(body, body === plain ? 0 : FLAG_LZ4);
+    return { parts, length: parts.reduce((n, p) => n + p.length, 0), compressed: body !== plain };
   }
 
   /** `where` names the object in errors */

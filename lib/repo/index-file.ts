@@ -1,7 +1,9 @@
 /**
  * A component's file index: every directory, file and symlink a snapshot holds, with
  * mode, owner, mtime, size, whole-file sha256 and the chunks that make up the file: a
- * chunk is its sha256 (a chunk object of its own) or a reference into a pack.
+ * chunk is its sha256 (a chunk object of its own) or a reference into a pack. A file is
+ * cut into fixed-size blocks (its `block`), so a page rewritten in place changes one
+ * block, not the whole file.
  * Paths are relative, '/'-separated, and start with the snapshot set they belong to
  * (e.g. "data/sub/file"). An index read back from a repository is checked entry by
  * entry: nothing in it may point outside the place it is restored to.
@@ -48,6 +50,8 @@ export const IndexEntrySchema = Type.Union([
     ...Common,
     size: Type.Integer({ minimum: 0 }),
     sha256: Sha,
+    /** the size the file was cut into blocks at (absent: the index's chunkSize) */
+    block: Type.Optional(Type.Integer({ minimum: 1 })),
     chunks: Type.Array(ChunkRefSchema),
   }),
   Type.Object({ type: Type.Literal('symlink'), ...Common, target: Type.String() }),

@@ -20,7 +20,7 @@ export const RepoEncryptionSchema = Type.Object(
   { additionalProperties: false },
 );
 
-export const REPO_OWN_SETTINGS = ['encryption', 'compression'] as const;
+export const REPO_OWN_SETTINGS = ['encryption', 'compression', 'chunkSize'] as const;
 
 export function checkRepoOwnSettings(settings: Record<string, unknown>, prefix: string): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
@@ -34,6 +34,10 @@ export function checkRepoOwnSettings(settings: Record<string, unknown>, prefix: 
   }
   const c = settings.compression;
   if (c !== undefined && c !== 'lz4' && c !== 'none') problems.push({ path: `${prefix}.compression`, message: 'must be "lz4" or "none"' });
+  const size = settings.chunkSize;
+  if (size !== undefined && !(Number.isInteger(size) && (size as number) >= 32768 && (size as number) <= 64 * 1024 * 1024 && ((size as number) & ((size as number) - 1)) === 0)) {
+    problems.push({ path: `${prefix}.chunkSize`, message: 'must be a power of two from 32768 (32 KiB) to 67108864 (64 MiB)' });
+  }
   return problems;
 }
 
@@ -87,5 +91,10 @@ export async function openRepository(driver: StorageDriver, settings: Record<str
 }
 
 export async function initRepository(driver: StorageDriver, settings: Record<string, unknown>, baseDir: string, opts: Omit<InitOptions, 'secret'> = {}): Promise<Repository> {
-  return Repository.init(driver, { ...opts, compression: opts.compression ?? (settings.compression as InitOptions['compression']), secret: await readSecret(settings, baseDir) });
+  return Repository.init(driver, {
+    ...opts,
+    compression: opts.compression ?? (settings.compression as InitOptions['compression']),
+    chunkSize: opts.chunkSize ?? (settings.chunkSize as number | undefined),
+    secret: await readSecret(settings, baseDir),
+  });
 }

@@ -19,7 +19,7 @@ import {
   pendingKey,
   probeKey,
 } from './layout.js';
-import { PendingRecordSchema, parseIndex, refSha, type ChunkRef, type ComponentIndex, type PendingRecord } from './index-file.js';
+import { PendingRecordSchema, parseIndex, type ChunkRef, type ComponentIndex, type PackRef, type PendingRecord } from './index-file.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { checkStored, parseJson } from './stored.js';
 import { Codec, deriveKeys, keysMatch, newEncryptionParams, type Compression, type EncryptionParams, type Keys } from './codec.js';
@@ -188,14 +188,35 @@ export class Repository {
 
   /** Read a chunk or a blob in a pack and check it against its hash. */
   async getBlob(ref: ChunkRef, signal?: AbortSignal): Promise<Buffer> {
-    const hash = refSha(ref);
+    if (typeof ref !== 'string') return (await this.getPackedRun([ref], signal))[0]!;
     const key = this.objectKeyOf(ref);
-    const where = typeof ref === 'string' ? `chunk ${key}` : `blob at ${ref.offset}+${ref.length} of pack ${key}`;
-    const range = typeof ref === 'string' ? undefined : { start: ref.offset, end: ref.offset + ref.length - 1 };
-    const stored = await readAll(await this.driver.get(key, range, signal));
-    if (range && stored.length !== ref.length) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is truncated (${stored.length} bytes)`, { details: { object: key } });
+    return this.checkBlob(ref, key, `chunk ${key}`, await readAll(await this.driver.get(key, undefined, signal)));
+  }
+
+  /**
+   * Read blobs that lie back to back in one pack with one ranged request, each checked
+   * against its hash; in the order given.
+   */
+  async getPackedRun(refs: PackRef[], signal?: AbortSignal): Promise<Buffer[]> {
+    const first = refs[0]!;
+    const key = packKey(first.pack);
+    const end = first.offset + refs.reduce((n, r) => n + r.length, 0);
+    const stored = await readAll(await this.driver.get(key, { start: first.offset, end: end - 1 }, signal));
+    const out: Buffer[] = [];
+    let at = 0;
+    for (const r of refs) {
+      if (r.pack !== first.pack || r.offset !== first.offset + at) throw new Error('getPackedRun: blobs are not back to back in one pack');
+      const where = `blob ${r.sha256} at ${r.offset}+${r.length} of pack ${key}`;
+      if (stored.length < at + r.length) {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is truncated (${Math.max(0, stored.length - at)} bytes)`, { details: { object: key } });
+      }
+      out.push(await this.checkBlob(r.sha256, key, where, stored.subarray(at, at + r.length)));
+      at += r.length;
     }
+    return out;
+  }
+
+  private async checkBlob(hash: string, key: string, where: string, stored: Buffer): Promise<Buffer> {
     const data = await this.codec.decode(stored, `${where} in ${this.location}`);
     const actual = sha256(data);
     if (actual !== hash) {
