@@ -7,7 +7,7 @@
  *   next, so its unchanged blocks line up and dedup.
  * - Blocks are stored in packs, in file order: each file fills packs of its own
  *   (~4 MiB, read back with one ranged request at restore); what is left at the end of
- *   a file, and small files, go into shared ~16 MiB packs. S3 never gets one tiny
+ *   a file, and small files, go into shared ~4 MiB packs. S3 never gets one tiny
  *   object per block or file. Blobs dedup against the component's previous backup and
  *   against what a killed run already packed (pending records), which is how an
  *   interrupted backup resumes without sending its completed data again.
@@ -49,7 +49,7 @@ const MERGE_MAX = MiB;
 const BLOB_OVERHEAD = 64;
 const READ_SIZE = MiB;
 /** run buffers: one per file being read, plus some in flight */
-const RUN_BUFFERS = 6;
+const RUN_BUFFERS = 4;
 const PACK_BUFFERS = 2;
 
 /**

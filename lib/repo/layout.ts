@@ -5,7 +5,7 @@
  *   lockstep-repo.json                               repository config (format, id, parameters), plain JSON
  *   chunks/<n0n1>/<name>                              one chunk of a large file; name = sha256 of the
  *                                                     content, or its HMAC when encrypted
- *   packs/<p0p1>/<pack-id>                            small files' blobs back to back (~16 MiB)
+ *   packs/<p0p1>/<pack-id>                            blocks in file order and small files, back to back (~4 MiB)
  *   pending/<node>/<component>/<pack-id>.json         blobs of a pack a backup wrote but has not
  *                                                     indexed yet: the next run reuses them (resume)
  *   backups/<backup-id>/nodes/<node>/<component>.json per-component file index (written by agents)

@@ -39,7 +39,7 @@ export interface RepoConfig {
 
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
 export const DEFAULT_PACK_THRESHOLD = 512 * 1024;
-export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+export const DEFAULT_PACK_SIZE = 4 * 1024 * 1024;
 
 export interface InitOptions {
   chunkSize?: number;

@@ -6,17 +6,7 @@
  * every call is retried with backoff on throttling, 5xx and network errors.
  */
 import type { Readable } from 'node:stream';
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  S3ServiceException,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { Type } from '@sinclair/typebox';
 import { LockstepError } from '../../lib/errors.js';
 import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
@@ -57,6 +47,17 @@ function retryable(err: unknown): boolean {
   return err instanceof Error && errName(err) !== 'AbortError' && (code !== undefined || /socket|network|ECONN|EPIPE|timeout/i.test(err.message));
 }
 
+/**
+ * The SDK, loaded on first use: it is ~25 MiB of an agent's memory and a good part of
+ * its start-up time, which agents writing to a filesystem repository do not pay.
+ */
+async function loadSdk() {
+  const [client, storage] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]);
+  return { ...client, Upload: storage.Upload };
+}
+type Sdk = Awaited<ReturnType<typeof loadSdk>>;
+let sdkLoading: Promise<Sdk> | undefined;
+
 // lockstep supports the Node versions in package.json; the SDK's notice about its own future plans is not for operators
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -64,7 +65,8 @@ export class S3Driver implements StorageDriver {
   readonly name = 's3';
   readonly capabilities: { atomicCreateIfAbsent: boolean; rangeRead: boolean };
   readonly location: string;
-  private readonly client: S3Client;
+  private readonly config: S3ClientConfig;
+  private connecting: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
   private readonly bucket: string;
   private readonly prefix: string;
 
@@ -86,7 +88,12 @@ export class S3Driver implements StorageDriver {
     if (settings.accessKeyId && settings.secretAccessKey) {
       config.credentials = { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey };
     }
-    this.client = new S3Client(config);
+    this.config = config;
+  }
+
+  private s3(): Promise<{ sdk: Sdk; client: S3Client }> {
+    this.connecting ??= (sdkLoading ??= loadSdk()).then((sdk) => ({ sdk, client: new sdk.S3Client(this.config) }));
+    return this.connecting;
   }
 
   private key(key: string): string {
@@ -105,7 +112,8 @@ export class S3Driver implements StorageDriver {
           : name === 'CredentialsProviderError'
             ? 'no credentials found: set accessKeyId/secretAccessKey in the repository settings or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY'
             : undefined;
-    const what = err instanceof S3ServiceException || status !== undefined ? `${name}${status ? ` (HTTP ${status})` : ''}` : err instanceof Error ? err.message : String(err);
+    // a service exception carries $fault (client or server)
+    const what = (err as { $fault?: string })?.$fault !== undefined || status !== undefined ? `${name}${status ? ` (HTTP ${status})` : ''}` : err instanceof Error ? err.message : String(err);
     return new LockstepError(op === 'read' || op === 'list' ? 'LOCKSTEP_E_REPO_UNREADABLE' : 'LOCKSTEP_E_REPO_WRITE_FAILED', `repository ${this.location}: cannot ${op} ${key} (${what})`, {
       cause: err,
       hint,
@@ -128,12 +136,13 @@ export class S3Driver implements StorageDriver {
   async put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void> {
     const Key = this.key(key);
     try {
+      const { sdk, client } = await this.s3();
       if (Buffer.isBuffer(body)) {
-        await this.retry(() => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length }), { abortSignal: signal }), signal);
+        await this.retry(() => client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length }), { abortSignal: signal }), signal);
         return;
       }
       // a stream can be read once: the upload retries its parts, not the whole
-      const upload = new Upload({ client: this.client, params: { Bucket: this.bucket, Key, Body: body }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
+      const upload = new sdk.Upload({ client, params: { Bucket: this.bucket, Key, Body: body }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
       signal?.addEventListener('abort', () => void upload.abort(), { once: true });
       await upload.done();
     } catch (err) {
@@ -147,7 +156,8 @@ export class S3Driver implements StorageDriver {
   async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
     const Key = this.key(key);
     try {
-      await this.retry(() => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, IfNoneMatch: '*' })));
+      const { sdk, client } = await this.s3();
+      await this.retry(() => client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, IfNoneMatch: '*' })));
       return true;
     } catch (err) {
       // 412: it exists; 409: a concurrent conditional write won
@@ -160,8 +170,9 @@ export class S3Driver implements StorageDriver {
   async get(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable> {
     const Key = this.key(key);
     try {
+      const { sdk, client } = await this.s3();
       const res = await this.retry(
-        () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }), { abortSignal: signal }),
+        () => client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }), { abortSignal: signal }),
         signal,
       );
       return res.Body as Readable;
@@ -176,7 +187,8 @@ export class S3Driver implements StorageDriver {
   async head(key: string): Promise<ObjectInfo | undefined> {
     const Key = this.key(key);
     try {
-      const res = await this.retry(() => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key })));
+      const { sdk, client } = await this.s3();
+      const res = await this.retry(() => client.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key })));
       return { size: res.ContentLength ?? 0 };
     } catch (err) {
       if (httpStatus(err) === 404 || errName(err) === 'NotFound') return undefined;
@@ -189,7 +201,8 @@ export class S3Driver implements StorageDriver {
     do {
       let res;
       try {
-        res = await this.retry(() => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token })));
+        const { sdk, client } = await this.s3();
+        res = await this.retry(() => client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token })));
       } catch (err) {
         throw this.wrap(err, 'list', prefix);
       }
@@ -201,14 +214,15 @@ export class S3Driver implements StorageDriver {
   async delete(key: string): Promise<void> {
     const Key = this.key(key);
     try {
-      await this.retry(() => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key })));
+      const { sdk, client } = await this.s3();
+      await this.retry(() => client.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key })));
     } catch (err) {
       if (httpStatus(err) !== 404) throw this.wrap(err, 'delete', key);
     }
   }
 
   destroy(): void {
-    this.client.destroy();
+    void this.connecting?.then(({ client }) => client.destroy()).catch(() => undefined);
   }
 }
 
