@@ -96,6 +96,11 @@ function program(): Command {
     .showHelpAfterError()
     .exitOverride();
   const g = () => p.opts<Global & { json?: boolean }>();
+  /** the repository the cluster config names (all list, show, verify and prune need) */
+  const configuredRepository = async () => {
+    const cfg = await loadClusterConfig(g().config);
+    return openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
+  };
   const setJson = (cmd: Command) => {
     jsonOutput = Boolean(g().json || cmd.opts<{ json?: boolean }>().json);
   };
@@ -185,8 +190,7 @@ function program(): Command {
     .option('--json', 'print JSON')
     .action(async (_o, cmd: Command) => {
       setJson(cmd);
-      const cfg = await loadClusterConfig(g().config);
-      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
+      const repo = await configuredRepository();
       const manifests = await Promise.all((await repo.listBackupIds()).map((id) => repo.readManifest(id)));
       print(
         manifests.map((m) => ({ backupId: m.backupId, status: m.status, cluster: m.cluster, committedAt: m.committedAt, nodes: m.topology.length, components: m.components.length, bytes: m.components.reduce((n, c) => n + c.bytes, 0) })),
@@ -201,8 +205,7 @@ function program(): Command {
     .action(async (id: string, _o, cmd: Command) => {
       setJson(cmd);
       checkBackupId(id);
-      const cfg = await loadClusterConfig(g().config);
-      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
+      const repo = await configuredRepository();
       const m = await repo.readManifest(id);
       print(m, () => renderBackup(m.report));
     });
@@ -218,8 +221,7 @@ function program(): Command {
       checkBackupId(id);
       const percent = o.readData === undefined ? 0 : o.readData === true ? 100 : Number(String(o.readData).replace(/%$/, ''));
       if (!(percent >= 0 && percent <= 100)) throw new LockstepError('LOCKSTEP_E_USAGE', `--read-data "${String(o.readData)}" must be a percentage from 0 to 100`);
-      const cfg = await loadClusterConfig(g().config);
-      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
+      const repo = await configuredRepository();
       const report = await verifyBackup(repo, id, { readDataPercent: percent, signal: interruptSignal() });
       print(report, () => renderVerify(report));
       process.exitCode = report.status === 'ok' ? EXIT.OK : EXIT.DAMAGED;
@@ -239,8 +241,7 @@ function program(): Command {
       if (!Object.values(policy).some((n) => n !== undefined && n > 0)) {
         throw new LockstepError('LOCKSTEP_E_USAGE', 'prune needs a policy: at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly above 0 (it never removes every backup)');
       }
-      const cfg = await loadClusterConfig(g().config);
-      const repo = await openRepositoryAt(cfg.repository, cfg.repositoryBaseDir);
+      const repo = await configuredRepository();
       const report = await prune(repo, policy, { dryRun: o.dryRun, signal: interruptSignal() });
       print(report, () => renderPrune(report));
     });

