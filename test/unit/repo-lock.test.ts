@@ -34,14 +34,16 @@ describe('repository lock', () => {
 
   it('the holder renews its lease; a holder whose lock was taken over is told (its signal aborts)', async () => {
     const d = new FsDriver(await temp());
-    const a = await RepoLock.acquire(d, 'backup A', 300);
-    await new Promise((r) => setTimeout(r, 700));
-    expect(a.signal.aborted).toBe(false); // renewed: nobody can take it over
-    const err = await RepoLock.acquire(d, 'backup B', 300).then(() => undefined, (e: unknown) => e);
+    // a 1.2 s lease renewed every 400 ms: margins a loaded 2-core machine keeps
+    const a = await RepoLock.acquire(d, 'backup A', 1200);
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(a.signal.aborted).toBe(false); // renewed past its first expiry: nobody can take it over
+    const err = await RepoLock.acquire(d, 'backup B', 1200).then(() => undefined, (e: unknown) => e);
     expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
     // someone replaces the lock (as a taker would after an expiry)
     await d.put(LOCK_KEY, Buffer.from(JSON.stringify({ lockId: 'x', operation: 'prune', host: 'h2', pid: 7, acquiredAt: '', heartbeatAt: '', expiresAt: new Date(Date.now() + 60_000).toISOString() })));
-    await new Promise((r) => setTimeout(r, 400));
+    // the next heartbeat (within 400 ms, later on a loaded machine) finds it
+    for (const until = Date.now() + 5000; !a.signal.aborted && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
     expect(a.signal.aborted).toBe(true);
     expect((a.signal.reason as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCK_LOST');
     expect((a.signal.reason as LockstepError).message).toContain('prune (host h2, pid 7');
