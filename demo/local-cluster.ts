@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { createCa, issueCertificate, type Pem } from '../lib/tls/certs.js';
 import { caPaths, issuedPaths, writePem } from '../lib/tls/files.js';
+import { forEachLimit } from '../agent/transfer/pool.js';
 
 export function projectRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -57,6 +58,8 @@ export interface LocalClusterOptions {
   agentEnv?: NodeJS.ProcessEnv;
   /** the repository settings of every config (default: an fs repository in the cluster's folder) */
   repository?: Record<string, unknown>;
+  /** how many agents start at once (default: all); a hundred node processes starting together on two cores miss their start deadline */
+  startConcurrency?: number;
 }
 
 export class LocalCluster {
@@ -117,7 +120,9 @@ export class LocalCluster {
       );
       this.agents.push(agent);
     }
-    await Promise.all(this.agents.map((a) => this.startAgent(a.node)));
+    await forEachLimit(this.agents, this.opts.startConcurrency ?? this.agents.length, async (a) => {
+      await this.startAgent(a.node);
+    });
     await this.writeClusterConfig();
     await runCli(['repo', 'init'], { config: this.configFile });
     return this;
