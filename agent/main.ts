@@ -12,7 +12,7 @@ import { watchFile, unwatchFile } from 'node:fs';
 import { join } from 'node:path';
 import { LockstepError, toErrorInfo } from '../lib/errors.js';
 import { createLogger } from '../lib/log.js';
-import { describeCertificate } from '../lib/tls/certs.js';
+import { describeCertificate } from '../lib/tls/identity.js';
 import { readTlsMaterial } from '../lib/tls/files.js';
 import { loadAgentConfig, type AgentConfig } from './config.js';
 import { AgentNode, AGENT_VERSION } from './node.js';

@@ -10,7 +10,6 @@ import { createLogger } from '../lib/log.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 import { openDriver, openRepositoryAt } from '../plugins/storage/registry.js';
 import { initRepository } from '../lib/repo/open.js';
-import { caInit, caIssue, caShow, renderCertInfo } from './ca.js';
 import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
@@ -29,6 +28,9 @@ interface Global {
 }
 
 let jsonOutput = false;
+
+/** the CA commands load the certificate-issuing library only when they run: every other command starts faster */
+const loadCa = () => import('./ca.js');
 
 function print(value: unknown, human: () => string): void {
   process.stdout.write(jsonOutput ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
@@ -114,6 +116,7 @@ function program(): Command {
     .option('--json', 'print JSON')
     .action(async (o: { dir: string; cluster: string; days: number }, cmd: Command) => {
       setJson(cmd);
+      const { caInit } = await loadCa();
       const paths = await caInit(o.dir, o.cluster, o.days);
       print(paths, () => `created CA ${paths.cert} (key ${paths.key}, mode 0600)`);
     });
@@ -129,6 +132,7 @@ function program(): Command {
     .option('--json', 'print JSON')
     .action(async (role: 'agent' | 'coordinator', o: { name: string; host: string[]; dir: string; out?: string; days: number; force: boolean }, cmd: Command) => {
       setJson(cmd);
+      const { caIssue } = await loadCa();
       const paths = await caIssue({ dir: o.dir, out: o.out ?? o.dir, role, name: o.name, hosts: o.host, days: o.days, force: o.force });
       print(paths, () => `issued ${role} certificate ${paths.cert} (key ${paths.key}, mode 0600)`);
     });
@@ -138,6 +142,7 @@ function program(): Command {
     .option('--json', 'print JSON')
     .action(async (file: string, _o, cmd: Command) => {
       setJson(cmd);
+      const { caShow, renderCertInfo } = await loadCa();
       const info = await caShow(file);
       print(info, () => renderCertInfo(file, info));
     });

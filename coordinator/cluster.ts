@@ -3,7 +3,7 @@ import { LockstepError, toErrorInfo, type ErrorInfo } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { Repository } from '../lib/repo/repository.js';
 import { readTlsMaterial } from '../lib/tls/files.js';
-import { describeCertificate } from '../lib/tls/certs.js';
+import { describeCertificate } from '../lib/tls/identity.js';
 import type { NodeDescription } from '../lib/wire.js';
 import { openRepositoryAt } from '../plugins/storage/registry.js';
 import { AgentClient } from './client.js';

@@ -3,7 +3,7 @@
  * symlinks verbatim). Used for snapshots (copy or hard-link) and by transfers.
  */
 import { constants, lstat as lstatCb } from 'node:fs';
-import { copyFile, lchown, link, lutimes, mkdir, readdir, readlink, stat, symlink, utimes, chmod } from 'node:fs/promises';
+import { copyFile, lchown, link, lutimes, mkdir, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { forEachLimit } from '../agent/transfer/pool.js';
@@ -21,7 +21,9 @@ export const isRoot = process.getuid?.() === 0;
 
 /**
  * Depth-first, parents before children, names sorted. Sockets, fifos and devices are
- * reported through `onSkip` (a data directory should not hold them).
+ * reported through `onSkip` (a data directory should not hold them), and so are entries
+ * that vanish between their folder's listing and their lstat (a running service deleting
+ * files): a live tree is walked as it is, not failed.
  */
 export async function* walkTree(root: string, onSkip?: (rel: string, why: string) => void): AsyncGenerator<TreeEntry> {
   // the root itself may be a symlink to the directory (a snapshot that reads in place)
@@ -31,15 +33,23 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   const stack: string[] = [''];
   while (stack.length > 0) {
     const dirRel = stack.pop()!;
-    const names = (await readdir(join(root, dirRel))).sort();
+    const names = await readdir(join(root, dirRel)).then(
+      (n) => n.sort(),
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT' || dirRel === '') throw err;
+        onSkip?.(dirRel, 'vanished during the walk');
+        return [];
+      },
+    );
     const subdirs: string[] = [];
     const rels = names.map((name) => (dirRel === '' ? name : `${dirRel}/${name}`));
     const abss = rels.map((rel) => join(root, rel));
     const stats = await lstatAll(abss);
     for (const [i, rel] of rels.entries()) {
       const abs = abss[i]!;
-      const st = stats[i]!;
-      if (st.isDirectory()) {
+      const st = stats[i];
+      if (!st) onSkip?.(rel, 'vanished during the walk');
+      else if (st.isDirectory()) {
         yield { rel, abs, type: 'dir', stat: st };
         subdirs.push(rel);
       } else if (st.isFile()) yield { rel, abs, type: 'file', stat: st };
@@ -50,11 +60,14 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   }
 }
 
-/** lstat of many paths, 16 at a time, in order: a directory of many small files is not walked one round trip at a time */
-async function lstatAll(paths: string[]): Promise<Stats[]> {
-  const out: Stats[] = new Array(paths.length);
+/** lstat of many paths, 16 at a time, in order (undefined: gone): a directory of many small files is not walked one round trip at a time */
+async function lstatAll(paths: string[]): Promise<(Stats | undefined)[]> {
+  const out: (Stats | undefined)[] = new Array(paths.length);
   await forEachLimit(paths, 16, async (path, i) => {
-    out[i] = await lstatCallback(path);
+    out[i] = await lstatCallback(path).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
   });
   return out;
 }
@@ -92,15 +105,33 @@ export interface CopyStats {
   bytes: number;
 }
 
+/** What a pre-copy saw of an entry. Any later change to it changes its ctime, which no one can set back. */
+export interface Seen {
+  type: TreeEntry['type'];
+  sig: string;
+  /** changed so shortly before it was looked at that a change in the same clock tick could hide: always copied again */
+  racy: boolean;
+}
+
+/** a change within this long before an entry was looked at may not show in its ctime (coarse kernel clock) */
+const RACY_MS = 2000;
+
+const sigOf = (st: Stats) => `${st.ino}:${st.size}:${st.ctimeMs}:${st.mtimeMs}:${st.mode}:${st.uid}:${st.gid}`;
+
 /**
  * Copy (reflink where the filesystem can) or hard-link a tree into `dest`, which must
  * not exist. Directory times are set after their contents.
+ *
+ * With `seen` it is a pre-copy of a tree that is still being written: what it saw of
+ * each entry goes into `seen` for `syncTree`, and a file that vanishes before it is
+ * copied is left out instead of failing the copy.
  */
 export async function copyTree(
   src: string,
   dest: string,
   mode: 'copy' | 'hardlink',
   signal?: AbortSignal,
+  seen?: Map<string, Seen>,
 ): Promise<CopyStats> {
   const dirs: { path: string; meta: Meta }[] = [];
   const out: CopyStats = { files: 0, bytes: 0 };
@@ -110,6 +141,21 @@ export async function copyTree(
     if (e.type === 'dir') {
       await mkdir(target, { recursive: e.rel === '' });
       dirs.push({ path: target, meta: metaOf(e.stat) });
+      seen?.set(e.rel, seenOf(e));
+      continue;
+    }
+    if (seen) {
+      try {
+        await copyEntry(e, target);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      seen.set(e.rel, seenOf(e));
+      if (e.type === 'file') {
+        out.files++;
+        out.bytes += e.stat.size;
+      }
       continue;
     }
     if (e.type === 'symlink') {
@@ -126,6 +172,66 @@ export async function copyTree(
     }
     await applyMeta(target, e.type, metaOf(e.stat));
   }
+  for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(dirs[i]!.path, 'dir', dirs[i]!.meta);
+  return out;
+}
+
+function seenOf(e: TreeEntry): Seen {
+  return { type: e.type, sig: sigOf(e.stat), racy: Date.now() - Math.max(e.stat.ctimeMs, e.stat.mtimeMs) < RACY_MS };
+}
+
+/** copy one file or symlink with its metadata (the target must not exist) */
+async function copyEntry(e: TreeEntry, target: string): Promise<void> {
+  if (e.type === 'symlink') await symlink(await readlink(e.abs), target);
+  else await copyFile(e.abs, target, constants.COPYFILE_FICLONE);
+  await applyMeta(target, e.type, metaOf(e.stat));
+}
+
+export interface SyncStats extends CopyStats {
+  /** entries of the pre-copy that were gone from the source, removed from the copy */
+  removed: number;
+}
+
+/**
+ * Bring a pre-copy (`copyTree` with `seen`) up to date with its source, which has
+ * stopped changing: entries whose ctime, size, inode or type changed since, or that
+ * were racy, are copied again; new ones are copied; gone ones are removed from the copy.
+ * What it costs is one walk plus the changed files, not the whole tree.
+ */
+export async function syncTree(src: string, dest: string, seen: Map<string, Seen>, signal?: AbortSignal): Promise<SyncStats> {
+  const out: SyncStats = { files: 0, bytes: 0, removed: 0 };
+  const present = new Set<string>();
+  const dirs: { path: string; meta: Meta }[] = [];
+  for await (const e of walkTree(src)) {
+    signal?.throwIfAborted();
+    present.add(e.rel);
+    const target = e.rel === '' ? dest : join(dest, e.rel);
+    const before = seen.get(e.rel);
+    if (e.type === 'dir') {
+      if (before?.type !== 'dir') {
+        if (before) await rm(target, { recursive: true, force: true });
+        await mkdir(target, { recursive: e.rel === '' });
+      }
+      dirs.push({ path: target, meta: metaOf(e.stat) });
+      continue;
+    }
+    if (before && before.type === e.type && !before.racy && before.sig === sigOf(e.stat)) continue;
+    if (before) await rm(target, { recursive: true, force: true });
+    await copyEntry(e, target);
+    if (e.type === 'file') {
+      out.files++;
+      out.bytes += e.stat.size;
+    }
+  }
+  // gone since the pre-copy, deepest first
+  const gone = [...seen.keys()].filter((rel) => !present.has(rel)).sort((a, b) => b.length - a.length);
+  for (const rel of gone) {
+    // ENOTDIR: a parent became a file, so the entry went with the parent's old folder
+    await rm(join(dest, rel), { recursive: true, force: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOTDIR') throw err;
+    });
+  }
+  out.removed = gone.length;
   for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(dirs[i]!.path, 'dir', dirs[i]!.meta);
   return out;
 }

@@ -22,6 +22,12 @@ export const DirectorySettingsSchema = Type.Object(
      * hardlink: instant, only safe when the service never changes a file in place
      */
     snapshotMode: StringEnum(['copy', 'hardlink'], { default: 'copy' }),
+    /**
+     * copy mode with a stop command: copy everything while the service still runs, then
+     * stop it and copy again only what changed since (the downtime is one walk plus the
+     * changes, not the whole copy)
+     */
+    precopy: Type.Boolean({ default: true }),
     /** the service's config files, reported by topology (not captured yet) */
     configFiles: Type.Optional(Type.Array(Type.String())),
   },

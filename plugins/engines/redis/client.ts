@@ -1,16 +1,24 @@
 /** Talking to one Redis server through ioredis: short deadlines, INFO and CLUSTER NODES parsed. */
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import { LockstepError } from '../../../lib/errors.js';
 import type { RedisSettings } from './settings.js';
 
 export type RedisConn = Redis;
+
+/** ioredis is loaded on first use: agents and coordinators without a redis component never pay for it (~20 MiB) */
+let redisClass: typeof Redis | undefined;
+function RedisClient(): typeof Redis {
+  redisClass ??= (createRequire(import.meta.url)('ioredis') as typeof import('ioredis')).Redis;
+  return redisClass;
+}
 
 export function connect(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv'>, node: string, timeoutMs = 3000): Redis {
   const password = s.passwordEnv ? process.env[s.passwordEnv] : undefined;
   if (s.passwordEnv && password === undefined) {
     throw new LockstepError('LOCKSTEP_E_CONFIG_INVALID', `environment variable ${s.passwordEnv} (passwordEnv of redis ${s.host}:${s.port}) is not set for the agent`, { node });
   }
-  return new Redis({
+  return new (RedisClient())({
     host: s.host,
     port: s.port,
     password,
