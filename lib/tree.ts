@@ -7,6 +7,7 @@ import { copyFile, lchown, link, lutimes, mkdir, readdir, readlink, rm, stat, sy
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { forEachLimit } from '../agent/transfer/pool.js';
+import { fchmodFd, fchownFd, futimesFd } from './fd.js';
 import type { Stats } from 'node:fs';
 
 export interface TreeEntry {
@@ -82,18 +83,30 @@ export interface Meta {
   mtimeMs: number;
 }
 
+/**
+ * utimes takes float seconds, which cannot hold nanoseconds at today's epoch: aim at the
+ * middle of the recorded millisecond so the file reads back with that millisecond
+ */
+const utimeOf = (mtimeMs: number) => (Math.floor(mtimeMs) + 0.5) / 1000;
+
 /** Apply mode, owner (when root) and mtime (to the millisecond) to an existing path. */
 export async function applyMeta(path: string, type: TreeEntry['type'], meta: Meta): Promise<void> {
   if (isRoot) await lchown(path, meta.uid, meta.gid);
-  // utimes takes float seconds, which cannot hold nanoseconds at today's epoch: aim at the
-  // middle of the recorded millisecond so the file reads back with that millisecond
-  const t = (Math.floor(meta.mtimeMs) + 0.5) / 1000;
+  const t = utimeOf(meta.mtimeMs);
   if (type === 'symlink') {
     await lutimes(path, t, t);
     return;
   }
   await chmod(path, meta.mode & 0o7777);
   await utimes(path, t, t);
+}
+
+/** The same through a regular file's open descriptor: no path lookups. */
+export async function applyMetaFd(fd: number, meta: Meta): Promise<void> {
+  if (isRoot) await fchownFd(fd, meta.uid, meta.gid);
+  await fchmodFd(fd, meta.mode & 0o7777);
+  const t = utimeOf(meta.mtimeMs);
+  await futimesFd(fd, t, t);
 }
 
 export function metaOf(st: Stats): Meta {

@@ -21,11 +21,11 @@
  *   churns garbage buffers.
  * The file index is written last, after every object it references is stored.
  */
-import { close, open as openCb, read } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
+import { readFileAt } from '../../lib/fd.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
@@ -410,29 +410,12 @@ async function uploadBlocks(abs: string, block: number, repo: Repository, writer
   return { sha256: whole.digest('hex'), size, block, chunks: refs };
 }
 
-/**
- * Read up to `max` bytes from the start of a file into `buf`. Small files are most of a
- * tree's files: this uses the callback API with a plain descriptor, which costs about
- * half the CPU of a FileHandle per file.
- */
-function readStart(path: string, buf: Buffer, max: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    openCb(path, 'r', (err, fd) => {
-      if (err) return reject(err);
-      const done = (rerr: Error | null, n: number) => close(fd, (cerr) => (rerr ?? cerr ? reject(rerr ?? cerr) : resolve(n)));
-      // a short read is not the end of the file until a read returns nothing
-      const more = (at: number) =>
-        read(fd, buf, at, max - at, at, (rerr, n) => (rerr ? done(rerr, at) : n === 0 || at + n >= max ? done(null, at + n) : more(at + n)));
-      more(0);
-    });
-  });
-}
 
 async function uploadFile(repo: Repository, writer: BlobWriter, abs: string, size: number, old: FileEntry | undefined, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
     const buf = await writer.reads.acquire(signal);
     try {
-      const n = await readStart(abs, buf, repo.config.packThreshold);
+      const n = await readFileAt(abs, buf, repo.config.packThreshold);
       if (n < repo.config.packThreshold) {
         const data = buf.subarray(0, n);
         const h = sha256(data);

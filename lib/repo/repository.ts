@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { LockstepError, errnoCode } from '../errors.js';
-import type { StorageDriver } from '../../plugins/storage/types.js';
+import type { ByteRange, StorageDriver } from '../../plugins/storage/types.js';
 import {
   REPO_CONFIG_KEY,
   REPO_FORMAT,
@@ -190,7 +190,7 @@ export class Repository {
   async getBlob(ref: ChunkRef, signal?: AbortSignal): Promise<Buffer> {
     if (typeof ref !== 'string') return (await this.getPackedRun([ref], signal))[0]!;
     const key = this.objectKeyOf(ref);
-    return this.checkBlob(ref, key, `chunk ${key}`, await readAll(await this.driver.get(key, undefined, signal)));
+    return this.checkBlob(ref, key, `chunk ${key}`, await this.read(key, undefined, signal));
   }
 
   /**
@@ -199,21 +199,38 @@ export class Repository {
    */
   async getPackedRun(refs: PackRef[], signal?: AbortSignal): Promise<Buffer[]> {
     const first = refs[0]!;
-    const key = packKey(first.pack);
     const end = first.offset + refs.reduce((n, r) => n + r.length, 0);
-    const stored = await readAll(await this.driver.get(key, { start: first.offset, end: end - 1 }, signal));
+    const extent = await this.getPackExtent(first.pack, first.offset, end, signal);
     const out: Buffer[] = [];
-    let at = 0;
+    let at = first.offset;
     for (const r of refs) {
-      if (r.pack !== first.pack || r.offset !== first.offset + at) throw new Error('getPackedRun: blobs are not back to back in one pack');
-      const where = `blob ${r.sha256} at ${r.offset}+${r.length} of pack ${key}`;
-      if (stored.length < at + r.length) {
-        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is truncated (${Math.max(0, stored.length - at)} bytes)`, { details: { object: key } });
-      }
-      out.push(await this.checkBlob(r.sha256, key, where, stored.subarray(at, at + r.length)));
+      if (r.pack !== first.pack || r.offset !== at) throw new Error('getPackedRun: blobs are not back to back in one pack');
+      out.push(await this.blobFrom(r, extent, first.offset));
       at += r.length;
     }
     return out;
+  }
+
+  /** The stored bytes [start, end) of a pack, unchecked: take blobs out of it with `blobFrom`. */
+  getPackExtent(pack: string, start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
+    return this.read(packKey(pack), { start, end: end - 1 }, signal);
+  }
+
+  /** A blob out of an extent of its pack that begins at `start`, checked against its hash. */
+  async blobFrom(r: PackRef, extent: Buffer, start: number): Promise<Buffer> {
+    const key = packKey(r.pack);
+    const where = `blob ${r.sha256} at ${r.offset}+${r.length} of pack ${key}`;
+    const at = r.offset - start;
+    if (at < 0 || extent.length < at + r.length) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is truncated (${Math.max(0, extent.length - Math.max(0, at))} bytes)`, { details: { object: key } });
+    }
+    return this.checkBlob(r.sha256, key, where, extent.subarray(at, at + r.length));
+  }
+
+  /** an object or a range of it in one buffer, the cheapest way the driver has */
+  private async read(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+    if (this.driver.getBuffer) return this.driver.getBuffer(key, range, signal);
+    return readAll(await this.driver.get(key, range, signal));
   }
 
   private async checkBlob(hash: string, key: string, where: string, stored: Buffer): Promise<Buffer> {

@@ -9,6 +9,7 @@ import { Type } from '@sinclair/typebox';
 import { LockstepError, errnoCode } from '../../lib/errors.js';
 import { resolvePath } from '../../lib/config.js';
 import { runCommand } from '../../lib/exec.js';
+import { closeFd, fstatFd, openFd, readAt } from '../../lib/fd.js';
 import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
@@ -119,6 +120,28 @@ export class FsDriver implements StorageDriver {
         throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
       }
       throw this.wrap(err, 'read', key);
+    }
+  }
+
+  async getBuffer(key: string, range?: ByteRange, _signal?: AbortSignal): Promise<Buffer> {
+    let fd: number;
+    try {
+      fd = await openFd(this.path(key), 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') {
+        throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
+      }
+      throw this.wrap(err, 'read', key);
+    }
+    try {
+      const size = range ? range.end - range.start + 1 : (await fstatFd(fd)).size;
+      const buf = Buffer.allocUnsafe(size);
+      const n = await readAt(fd, buf, size, range?.start ?? 0);
+      return n === size ? buf : buf.subarray(0, n);
+    } catch (err) {
+      throw this.wrap(err, 'read', key);
+    } finally {
+      await closeFd(fd).catch(() => undefined);
     }
   }
 

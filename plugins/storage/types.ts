@@ -49,6 +49,11 @@ export interface StorageDriver {
   putIfAbsent(key: string, body: Buffer): Promise<boolean>;
   /** throws LOCKSTEP_E_OBJECT_NOT_FOUND if absent */
   get(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * optional: the same, read whole into one buffer, for drivers that can do that cheaper
+   * than a stream (the many small ranged reads of a restore)
+   */
+  getBuffer?(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer>;
   /** undefined only when absent; any other failure throws */
   head(key: string): Promise<ObjectInfo | undefined>;
   /** keys under the prefix, in no particular order */

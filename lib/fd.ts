@@ -1,0 +1,64 @@
+/**
+ * File I/O on plain descriptors through the callback API. For the many small reads and
+ * writes of a backup or a restore it costs about half the CPU of a FileHandle per file
+ * (measured), so the hot paths use these; everything else uses fs/promises.
+ */
+import { close, fchmod, fchown, fstat, futimes, open, read, writev, type Stats } from 'node:fs';
+import { promisify } from 'node:util';
+
+export const openFd = promisify(open) as (path: string, flags: string, mode?: number) => Promise<number>;
+export const closeFd = promisify(close);
+export const fstatFd = promisify(fstat) as (fd: number) => Promise<Stats>;
+// fs.read and fs.writev promisify to { bytesRead | bytesWritten, … }
+const readFd = promisify(read) as unknown as (fd: number, buf: Buffer, offset: number, length: number, position: number) => Promise<{ bytesRead: number }>;
+const writevFd = promisify(writev) as unknown as (fd: number, bufs: Buffer[], position: number) => Promise<{ bytesWritten: number }>;
+export const fchmodFd = promisify(fchmod);
+export const fchownFd = promisify(fchown);
+export const futimesFd = promisify(futimes);
+
+/** Read up to `max` bytes from `position` into `buf`; a short read is not the end until a read returns nothing. */
+export async function readAt(fd: number, buf: Buffer, max: number, position = 0): Promise<number> {
+  let at = 0;
+  while (at < max) {
+    const { bytesRead: n } = await readFd(fd, buf, at, max - at, position + at);
+    if (n === 0) break;
+    at += n;
+  }
+  return at;
+}
+
+/** Open, read up to `max` bytes from `position`, close. */
+export async function readFileAt(path: string, buf: Buffer, max: number, position = 0): Promise<number> {
+  const fd = await openFd(path, 'r');
+  try {
+    return await readAt(fd, buf, max, position);
+  } finally {
+    await closeFd(fd);
+  }
+}
+
+/** Write every buffer at `position`, continuing after a short write. */
+export async function writevAll(fd: number, bufs: Buffer[], position: number): Promise<number> {
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  let written = 0;
+  let rest = bufs;
+  while (written < total) {
+    const { bytesWritten: n } = await writevFd(fd, rest, position + written);
+    written += n;
+    if (written < total) {
+      // drop what went out, keep the tail of the buffer it stopped in
+      let skip = n;
+      const left: Buffer[] = [];
+      for (const b of rest) {
+        if (skip >= b.length) skip -= b.length;
+        else {
+          left.push(skip > 0 ? b.subarray(skip) : b);
+          skip = 0;
+        }
+      }
+      rest = left;
+      if (n === 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO' });
+    }
+  }
+  return written;
+}
