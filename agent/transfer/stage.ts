@@ -1,15 +1,16 @@
 /**
  * Stage a component's backup beside its live data while the service still runs:
- * every chunk and every whole file is checked against its hash; a local file that
- * already has the right content is copied instead of downloaded.
+ * every chunk, from the repository or from a local file, is checked against its hash,
+ * and a local file reused whole against the file's hash; a local file that already has
+ * the right content is copied instead of downloaded.
  */
-import { createReadStream, constants } from 'node:fs';
+import { constants } from 'node:fs';
 import { copyFile, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import type { Repository } from '../../lib/repo/repository.js';
-import { refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
+import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { applyMeta, applyMetaFd } from '../../lib/tree.js';
 import { closeFd, openFd, writevAll } from '../../lib/fd.js';
 import { runCommand } from '../../lib/exec.js';
@@ -35,49 +36,59 @@ interface LocalChunk {
   length: number;
 }
 
-/** Hash local files in block-sized pieces: with fixed-size blocks, unchanged blocks of a changed file line up. */
-async function localChunks(paths: string[], block: number, signal: AbortSignal): Promise<Map<string, LocalChunk>> {
-  const out = new Map<string, LocalChunk>();
+/** What one pass over a local file gives: its hash as the index defines it, and where each of its blocks lies. */
+interface LocalScan {
+  size: number;
+  sha256: string;
+  blocks: Map<string, LocalChunk>;
+}
+
+/**
+ * Read a local file once: its hash (the index's kind: `contentHash` or the whole content)
+ * and, for a file of several blocks, the hash of each block at the file's own block
+ * size: with fixed-size blocks, unchanged blocks of a changed file line up.
+ * Undefined when there is nothing there worth reading.
+ */
+async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, signal: AbortSignal): Promise<LocalScan | undefined> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st?.isFile()) return undefined;
+  const several = e.chunks.length > 1;
+  // a one-block file is only any use whole
+  if (!several && st.size !== e.size) return undefined;
+  const block = e.block ?? index.chunkSize;
+  const whole = several && hashesBlocks(index) ? undefined : createHash('sha256');
+  const shas: string[] = [];
+  const blocks = new Map<string, LocalChunk>();
   const readSize = Math.max(block, Math.floor((1024 * 1024) / block) * block);
   const buf = Buffer.allocUnsafe(readSize);
-  for (const path of paths) {
-    const fh = await open(path, 'r').catch(() => undefined);
-    if (!fh) continue;
-    try {
-      for (let offset = 0; ; ) {
-        signal.throwIfAborted();
-        const { bytesRead } = await fh.read(buf, 0, readSize, offset);
-        if (bytesRead === 0) break;
+  const fh = await open(path, 'r').catch(() => undefined);
+  if (!fh) return undefined;
+  let size = 0;
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      const { bytesRead } = await fh.read(buf, 0, readSize, size);
+      if (bytesRead === 0) break;
+      whole?.update(buf.subarray(0, bytesRead));
+      if (several) {
         for (let off = 0; off < bytesRead; off += block) {
           const length = Math.min(block, bytesRead - off);
           const h = createHash('sha256').update(buf.subarray(off, off + length)).digest('hex');
-          if (!out.has(h)) out.set(h, { path, offset: offset + off, length });
+          shas.push(h);
+          if (!blocks.has(h)) blocks.set(h, { path, offset: size + off, length });
         }
-        offset += bytesRead;
       }
-    } finally {
-      await fh.close();
+      size += bytesRead;
     }
+  } finally {
+    await fh.close();
   }
-  return out;
+  return { size, sha256: whole ? whole.digest('hex') : contentHash(shas), blocks };
 }
 
 function split(path: string): { set: string; rel: string } {
   const i = path.indexOf('/');
   return i < 0 ? { set: path, rel: '' } : { set: path.slice(0, i), rel: path.slice(i + 1) };
-}
-
-async function hashFile(path: string, signal: AbortSignal): Promise<string> {
-  const h = createHash('sha256');
-  for await (const b of createReadStream(path, { highWaterMark: 1 << 20, signal })) h.update(b as Buffer);
-  return h.digest('hex');
-}
-
-/** The live file at the same place, if it already has the backed-up content. */
-async function reusable(live: string, e: FileEntry, signal: AbortSignal): Promise<boolean> {
-  const st = await lstat(live).catch(() => undefined);
-  if (!st?.isFile() || st.size !== e.size) return false;
-  return (await hashFile(live, signal)) === e.sha256;
 }
 
 /** a stretch of a file's chunks fetched with one read */
@@ -321,21 +332,26 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
         await symlink(e.target, p.staging);
       } else if (e.type === 'file') {
         let reused = false;
-        const candidates = [p.live, ...(p.cache ? [p.cache] : [])];
-        for (const candidate of candidates) {
-          if (reused || !(await reusable(candidate, e, ctx.signal))) continue;
-          await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
-          // the local file may change while we copy: check the copy itself, else go on
-          reused = (await hashFile(p.staging, ctx.signal)) === e.sha256;
-          if (!reused) await rm(p.staging);
+        const local = new Map<string, LocalChunk>();
+        for (const candidate of [p.live, ...(p.cache ? [p.cache] : [])]) {
+          const scan = await scanLocal(candidate, e, index, ctx.signal);
+          if (!scan) continue;
+          if (scan.size === e.size && scan.sha256 === e.sha256) {
+            await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+            // the local file may change while we copy: check the copy itself, else go on
+            const copied = await scanLocal(p.staging, e, index, ctx.signal);
+            reused = copied?.size === e.size && copied.sha256 === e.sha256;
+            if (reused) break;
+            await rm(p.staging);
+          }
+          // a changed file: its unchanged blocks still come from local copies
+          for (const [h, c] of scan.blocks) if (!local.has(h)) local.set(h, c);
         }
         if (reused) {
           shared.skip(e);
           result.filesReused++;
           bytesDone += e.size;
         } else {
-          // a changed file: its unchanged chunks still come from local copies
-          const local = e.chunks.length > 1 ? await localChunks(candidates, e.block ?? index.chunkSize, ctx.signal) : new Map<string, LocalChunk>();
           await download(repo, e, p.staging, ctx.signal, local, shared, (n, fromRepository) => {
             if (fromRepository) result.bytesDownloaded += n;
             else result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + n;

@@ -22,12 +22,12 @@
  * The file index is written last, after every object it references is stored.
  */
 import { open, readlink } from 'node:fs/promises';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { readFileAt } from '../../lib/fd.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
+import { INDEX_VERSION, contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
 import { metaOf, walkTree, type TreeEntry } from '../../lib/tree.js';
 import type { UploadResult } from '../../lib/wire.js';
@@ -361,7 +361,6 @@ interface Uploaded {
 
 /** Read a file in `block`-sized blocks (packed, or chunk objects when `block` is the chunk size). */
 async function uploadBlocks(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
-  const whole = createHash('sha256');
   const refs: ChunkRef[] = [];
   const comp = new Compressibility();
   const asChunks = block === repo.config.chunkSize;
@@ -376,7 +375,6 @@ async function uploadBlocks(abs: string, block: number, repo: Repository, writer
       const into = buf ?? Buffer.allocUnsafe(readSize);
       const { bytesRead } = await fh.read(into, 0, readSize, size);
       if (bytesRead === 0) break;
-      whole.update(into.subarray(0, bytesRead));
       for (let off = 0; off < bytesRead; off += block) {
         const data = into.subarray(off, Math.min(off + block, bytesRead));
         if (asChunks) {
@@ -407,9 +405,8 @@ async function uploadBlocks(abs: string, block: number, repo: Repository, writer
     if (buf) writer.reads.release(buf);
     await fh.close();
   }
-  return { sha256: whole.digest('hex'), size, block, chunks: refs };
+  return { sha256: contentHash(refs.map(refSha)), size, block, chunks: refs };
 }
-
 
 async function uploadFile(repo: Repository, writer: BlobWriter, abs: string, size: number, old: FileEntry | undefined, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
@@ -487,7 +484,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   // a hash is a hash whatever the block size it was cut at: all of them dedup
   for (const e of previous?.entries ?? []) {
     if (e.type !== 'file') continue;
-    before.set(e.path, e);
+    // an unchanged file carried over from an older index gets this index's kind of hash, from its block hashes
+    before.set(e.path, previous && !hashesBlocks(previous) && e.chunks.length > 1 ? { ...e, sha256: contentHash(e.chunks.map(refSha)) } : e);
     for (const c of e.chunks) writer.known.set(refSha(c), c);
   }
   const pending = await pendingBlobs(repo, target, ctx);

@@ -1,6 +1,6 @@
 /**
  * A component's file index: every directory, file and symlink a snapshot holds, with
- * mode, owner, mtime, size, whole-file sha256 and the chunks that make up the file: a
+ * mode, owner, mtime, size, content hash (`contentHash`) and the chunks that make up the file: a
  * chunk is its sha256 (a chunk object of its own) or a reference into a pack. A file is
  * cut into fixed-size blocks (its `block`), so a page rewritten in place changes one
  * block, not the whole file.
@@ -8,11 +8,32 @@
  * (e.g. "data/sub/file"). An index read back from a repository is checked entry by
  * entry: nothing in it may point outside the place it is restored to.
  */
+import { createHash } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import { checkStored, parseJson } from './stored.js';
 
-export const INDEX_VERSION = 2;
+/**
+ * 3: a file of several blocks has `contentHash` as its sha256.
+ * 2: every file's sha256 is the SHA-256 of its whole content (still read).
+ */
+export const INDEX_VERSION = 3;
+
+/**
+ * A file's sha256 in a version-3 index: the SHA-256 of its content when it is one block
+ * or empty, else the SHA-256 of its blocks' SHA-256 digests (32 bytes each), in order.
+ * Every block is hashed anyway, for dedup; this way a file costs no second pass over its
+ * bytes, and it still names the content exactly.
+ */
+export function contentHash(blockShas: string[]): string {
+  if (blockShas.length === 1) return blockShas[0]!;
+  const h = createHash('sha256');
+  for (const s of blockShas) h.update(Buffer.from(s, 'hex'));
+  return h.digest('hex');
+}
+
+/** whether an index's file hashes are `contentHash` (else whole-content SHA-256) */
+export const hashesBlocks = (index: Pick<ComponentIndex, 'version'>) => index.version >= 3;
 
 const Common = {
   path: Type.String({ minLength: 1 }),
@@ -60,7 +81,7 @@ export type IndexEntry = Static<typeof IndexEntrySchema>;
 export type FileEntry = Extract<IndexEntry, { type: 'file' }>;
 
 export const ComponentIndexSchema = Type.Object({
-  version: Type.Literal(INDEX_VERSION),
+  version: Type.Union([Type.Literal(2), Type.Literal(INDEX_VERSION)]),
   backupId: Type.String(),
   node: Type.String(),
   component: Type.String(),
