@@ -2,11 +2,9 @@
  * Walking and copying directory trees with their metadata (mode, owner, mtime,
  * symlinks verbatim). Used for snapshots (copy or hard-link) and by transfers.
  */
-import { constants, lstat as lstatCb } from 'node:fs';
+import { constants, lstatSync } from 'node:fs';
 import { copyFile, lchown, link, lutimes, mkdir, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { forEachLimit } from '../agent/transfer/pool.js';
 import { fchmodFd, fchownFd, futimesFd } from './fd.js';
 import type { Stats } from 'node:fs';
 
@@ -61,20 +59,28 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   }
 }
 
-/** lstat of many paths, 16 at a time, in order (undefined: gone): a directory of many small files is not walked one round trip at a time */
+/**
+ * lstat of many paths, in order (undefined: gone). Synchronous lstat, a batch at a time
+ * with a turn of the event loop between batches: through the thread pool each lstat
+ * costs ~40 µs of CPU in hand-offs, inline ~2 µs (measured), and a tree is walked up to
+ * three times per backup. The agent stays responsive between batches; only a filesystem
+ * that hangs outright would stall it, as it would stall the walk anyway.
+ */
 async function lstatAll(paths: string[]): Promise<(Stats | undefined)[]> {
   const out: (Stats | undefined)[] = new Array(paths.length);
-  await forEachLimit(paths, 16, async (path, i) => {
-    out[i] = await lstatCallback(path).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
-  });
+  for (let i = 0; i < paths.length; i++) {
+    if (i > 0 && i % LSTAT_BATCH === 0) await yieldToLoop();
+    try {
+      out[i] = lstatSync(paths[i]!);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
   return out;
 }
 
-/** the callback lstat, promisified: measured at about 2/3 the CPU of fs/promises' lstat per call */
-const lstatCallback = promisify(lstatCb);
+const LSTAT_BATCH = 256;
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export interface Meta {
   mode: number;
