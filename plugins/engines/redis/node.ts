@@ -37,9 +37,19 @@ const keyOf = (comp: Comp) => `${comp.host}:${comp.port}`;
 /** BGSAVE once no other save runs; returns LASTSAVE from before it. Replies after the fork. */
 async function forkSave(r: RedisConn, comp: Comp, ctx: NodeContext): Promise<number> {
   await until('a running background save to finish', comp.saveTimeoutMs, ctx, async () => (await info(r, 'persistence')).get('rdb_bgsave_in_progress') === '0');
-  const before = Number(await r.lastsave());
+  const before = saveMark(await info(r, 'persistence'));
   await r.bgsave();
   return before;
+}
+
+/**
+ * Which save the server is at: its count of RDB saves (Redis ≥ 7.0). LASTSAVE is in
+ * whole seconds, so a save that ends in the same second as the one before it would look
+ * like no save at all (and the snapshot would wait out its deadline); older servers,
+ * without the count, still fall back to it.
+ */
+function saveMark(persistence: Map<string, string>): number {
+  return Number(persistence.get('rdb_saves') ?? persistence.get('rdb_last_save_time'));
 }
 /** one kept connection per component for freeze/renew/thaw, so a pause costs one round trip */
 const held = new Map<string, RedisConn>();
@@ -278,7 +288,7 @@ export const redisNode = {
       let saved = 0;
       await until(`the background save of ${key}`, comp.saveTimeoutMs, ctx, async () => {
         const p = await info(r, 'persistence');
-        saved = Number(p.get('rdb_last_save_time'));
+        saved = saveMark(p);
         if (p.get('rdb_bgsave_in_progress') === '0' && p.get('rdb_last_bgsave_status') !== 'ok') {
           throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `redis ${comp.host}:${comp.port}: background save failed (see the redis log)`, { node: ctx.node });
         }
@@ -291,7 +301,7 @@ export const redisNode = {
       if (f.nodesConf) await copyFile(f.nodesConf, join(into, 'data', basename(f.nodesConf)));
       await copyFile(comp.configFile, join(into, 'config', basename(comp.configFile)));
       // a scheduled save that replaced the RDB while we copied would mix two points in time
-      if (Number(await r.lastsave()) !== saved) {
+      if (saveMark(await info(r, 'persistence')) !== saved) {
         throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `redis ${comp.host}:${comp.port}: another save replaced ${f.rdbFile} while it was copied`, {
           node: ctx.node,
           hint: 'run the backup again, or turn off "save" rules on the servers',
