@@ -4,7 +4,7 @@
  * initialised repository. The demo and the integration tests both use it.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +25,12 @@ export function projectRoot(): string {
 }
 
 export const AGENT_BIN = join(projectRoot(), 'dist', 'agent', 'main.js');
+
+/** the Node flags the agent's own `#!` line gives it, so spawning it with `node` runs it the same way */
+export function agentNodeFlags(): string[] {
+  const first = readFileSync(AGENT_BIN, 'utf8').split('\n', 1)[0] ?? '';
+  return first.startsWith('#!') ? first.split(/\s+/).filter((a) => a.startsWith('--')) : [];
+}
 export const CLI_BIN = join(projectRoot(), 'dist', 'coordinator', 'cli.js');
 
 export interface LocalAgent {
@@ -163,7 +169,7 @@ export class LocalCluster {
     }
     const statusFile = join(a.stateDir, 'agent.json');
     await rm(statusFile, { force: true });
-    const child = spawn(process.execPath, [AGENT_BIN, '--config', a.configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.opts.agentEnv } });
+    const child = spawn(process.execPath, [...agentNodeFlags(), AGENT_BIN, '--config', a.configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.opts.agentEnv } });
     a.process = child;
     child.stderr!.setEncoding('utf8').on('data', (d: string) => a.stderr.push(d));
     const deadline = Date.now() + 15_000;
