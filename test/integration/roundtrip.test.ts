@@ -1,13 +1,15 @@
 /** Three real agents over mTLS: backup, damage, restore, byte-for-byte. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
-import { readdir, rm, stat, writeFile, mkdir, symlink, chmod, unlink, open } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir, readFile, rm, stat, writeFile, mkdir, symlink, chmod, unlink, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { Manifest } from '../../lib/repo/manifest.js';
 import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
+import { openFsRepo } from '../helpers/repo.js';
+import { indexKey } from '../../lib/repo/layout.js';
 
 describe('backup and restore of three nodes', () => {
   let cluster: LocalCluster;
@@ -167,5 +169,33 @@ describe('backup and restore of three nodes', () => {
     expect(stage.bytesDownloaded).toBe(32 * 1024);
     expect(stage.bytesReusedLocally).toBe(50 * 1024 * 1024 - 32 * 1024);
     expect(await fingerprint(cluster.agent('node2').data.data!)).toEqual(before[1]);
+  });
+
+  it('a backup whose index is version 2 (whole-content file hashes) still restores, reusing local files and blocks', async () => {
+    // rewrite node2's index as an older lockstep wrote it, under a backup of its own
+    const repo = await openFsRepo(cluster.repoDir);
+    const m = await repo.readManifest(backupId);
+    const oldId = backupId.replace(/-nightly$/, '-formatv2');
+    const c = m.components.find((x) => x.node === 'node2')!;
+    const index = await repo.readIndex(c.indexKey, c.indexSha256);
+    const data = cluster.agent('node2').data.data!;
+    for (const e of index.entries) {
+      if (e.type === 'file') e.sha256 = createHash('sha256').update(await readFile(join(data, e.path.slice('data/'.length)))).digest('hex');
+    }
+    index.version = 2;
+    const key = indexKey(oldId, 'node2', c.component);
+    const sha = await repo.writeIndex(key, { ...index, backupId: oldId });
+    await repo.commitManifest({ ...m, backupId: oldId, components: m.components.map((x) => (x === c ? { ...x, indexKey: key, indexSha256: sha } : x)) });
+
+    const huge = join(data, 'huge.bin');
+    const fh = await open(huge, 'r+');
+    await fh.write(Buffer.from('changed again'), 0, undefined, 7 * 1024 * 1024 + 3);
+    await fh.close();
+    const r = await runCli(['restore', oldId, '--node', 'node2', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const stage = json<RestoreReport>(r.stdout).nodes[0]!.components[0]!.stage!;
+    expect(stage.filesReused).toBe(stage.files - 1);
+    expect(stage.bytesDownloaded).toBe(32 * 1024);
+    expect(await fingerprint(data)).toEqual(before[1]);
   });
 });
