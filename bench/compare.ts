@@ -77,6 +77,16 @@ function record(section: string, measure: string, unit: Row['unit'], tool: Tool,
   (row.values[tool] ??= []).push(value);
 }
 
+const FULL = 'full backup';
+const INCR = 'after 1% changed';
+const RESTORE = 'restore (3 nodes, empty data dirs)';
+
+/** a tool's wall time and CPU seconds (all its processes) in one section */
+function recordRun(section: string, tool: Tool, wallMs: number, cpuS: number, goal?: string): void {
+  record(section, 'wall time', 'ms', tool, wallMs, goal);
+  record(section, 'CPU seconds (all processes)', 's', tool, cpuS);
+}
+
 /** time an async step */
 async function timed(work: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
@@ -137,6 +147,20 @@ class AgentMeter {
   }
 }
 
+/** a lockstep command with the agents metered around it: CPU is the agents' plus the coordinator's */
+async function metered(meter: AgentMeter, config: string, args: string[], scratch: string): Promise<{ run: CliRun; cpuS: number; peakMiB: number }> {
+  await meter.start();
+  const run = await lockstep(config, args, scratch);
+  const agents = await meter.stop();
+  return { run, cpuS: agents.cpuS + (run.rusage.userCpuMs + run.rusage.systemCpuMs) / 1000, peakMiB: agents.peakMiB };
+}
+
+/** stop the benchmark if a restore gave back other data than was backed up */
+async function checkRestored(who: string, dirs: string[], expected: string[]): Promise<void> {
+  const got = await Promise.all(dirs.map(treeDigest));
+  if (got.join() !== expected.join()) throw new Error(`${who} restored different data than was backed up`);
+}
+
 /** CPU seconds of the peers' processes over one phase: our reaped children, plus sshd's sessions */
 async function peersCpu<T>(sshd: Sshd, work: () => Promise<T>): Promise<{ result: T; cpuS: number }> {
   const c0 = (await childrenCpuSeconds()) + (await childrenCpuSeconds(sshd.pid));
@@ -185,104 +209,83 @@ async function main(): Promise<void> {
         // ---- full backup: a fresh repository for every tool
         await rm(cluster.repoDir, { recursive: true, force: true });
         await lockstep(cluster.configFile, ['repo', 'init'], scratch);
-        await meter.start();
-        const full = await lockstep(cluster.configFile, ['backup', 'create', '--name', `full${i}`, '--json'], scratch);
-        backupReport(full, 'full backup');
-        const fullRes = await meter.stop();
-        record('full backup', 'wall time', 'ms', 'lockstep', full.wallMs, '≥ 0.9× tar, faster than ssh');
-        record('full backup', 'bytes in the repository', 'bytes', 'lockstep', await diskBytes(cluster.repoDir));
-        record('full backup', 'CPU seconds (all processes)', 's', 'lockstep', fullRes.cpuS + (full.rusage.userCpuMs + full.rusage.systemCpuMs) / 1000);
-        record('full backup', 'agent peak RSS (largest)', 'MiB', 'lockstep', fullRes.peakMiB, '≤ 150 MB');
-        record('full backup', 'coordinator peak RSS', 'MiB', 'lockstep', Math.round(full.rusage.maxRssKiB / 1024));
+        const full = await metered(meter, cluster.configFile, ['backup', 'create', '--name', `full${i}`, '--json'], scratch);
+        backupReport(full.run, 'full backup');
+        recordRun(FULL, 'lockstep', full.run.wallMs, full.cpuS, '≥ 0.9× tar, faster than ssh');
+        record(FULL, 'bytes in the repository', 'bytes', 'lockstep', await diskBytes(cluster.repoDir));
+        record(FULL, 'agent peak RSS (largest)', 'MiB', 'lockstep', full.peakMiB, '≤ 150 MB');
+        record(FULL, 'coordinator peak RSS', 'MiB', 'lockstep', Math.round(full.run.rusage.maxRssKiB / 1024));
 
         const tarDest = join(peerDir, 'tar');
         const tar = await peersCpu(sshd, () => timed(() => all((n) => tarCopy(n.dir, join(tarDest, n.node)))));
-        record('full backup', 'wall time', 'ms', 'tar', tar.result);
-        record('full backup', 'bytes in the repository', 'bytes', 'tar', await diskBytes(tarDest));
-        record('full backup', 'CPU seconds (all processes)', 's', 'tar', tar.cpuS);
+        recordRun(FULL, 'tar', tar.result, tar.cpuS);
+        record(FULL, 'bytes in the repository', 'bytes', 'tar', await diskBytes(tarDest));
         await rm(tarDest, { recursive: true, force: true });
 
         const sshDest = join(peerDir, 'ssh');
         await rm(sshDest, { recursive: true, force: true });
         await mkdir(sshDest, { recursive: true });
         const ssh = await peersCpu(sshd, () => timed(() => all((n) => sshd.tarTo(n.host, n.dir, join(sshDest, `${n.node}.tar`)))));
-        record('full backup', 'wall time', 'ms', 'ssh', ssh.result);
-        record('full backup', 'bytes in the repository', 'bytes', 'ssh', await diskBytes(sshDest));
-        record('full backup', 'CPU seconds (all processes)', 's', 'ssh', ssh.cpuS);
+        recordRun(FULL, 'ssh', ssh.result, ssh.cpuS);
+        record(FULL, 'bytes in the repository', 'bytes', 'ssh', await diskBytes(sshDest));
 
         await restic.init();
         const rfull = await peersCpu(sshd, () => timed(() => all((n) => restic.backup(n.node, n.dir))));
-        record('full backup', 'wall time', 'ms', 'restic', rfull.result);
-        record('full backup', 'bytes in the repository', 'bytes', 'restic', await diskBytes(restic.repo));
-        record('full backup', 'CPU seconds (all processes)', 's', 'restic', rfull.cpuS);
+        recordRun(FULL, 'restic', rfull.result, rfull.cpuS);
+        record(FULL, 'bytes in the repository', 'bytes', 'restic', await diskBytes(restic.repo));
 
         const rsyncDest = join(peerDir, 'rsync');
         await rm(rsyncDest, { recursive: true, force: true });
         const rsFull = await peersCpu(sshd, () => timed(() => all((n) => sshd.rsyncFrom(n.host, n.dir, join(rsyncDest, n.node)))));
-        record('full backup', 'wall time', 'ms', 'rsync', rsFull.result);
-        record('full backup', 'bytes in the repository', 'bytes', 'rsync', await diskBytes(rsyncDest));
-        record('full backup', 'CPU seconds (all processes)', 's', 'rsync', rsFull.cpuS);
+        recordRun(FULL, 'rsync', rsFull.result, rsFull.cpuS);
+        record(FULL, 'bytes in the repository', 'bytes', 'rsync', await diskBytes(rsyncDest));
 
         // ---- 1% changed, then an incremental with every tool that has one
         const changed = (await all((n) => changeOnePercent(n.dir, n.node, bytesPerNode, i))).reduce((a, b) => a + b, 0);
         const repoBefore = await diskBytes(cluster.repoDir);
-        await meter.start();
-        const incr = await lockstep(cluster.configFile, ['backup', 'create', '--name', `incr${i}`, '--json'], scratch);
-        const incrReport = backupReport(incr, 'incremental backup');
-        const incrRes = await meter.stop();
-        record('after 1% changed', 'bytes changed', 'bytes', 'lockstep', changed);
-        record('after 1% changed', 'wall time', 'ms', 'lockstep', incr.wallMs, 'faster than restic and rsync');
-        record('after 1% changed', 'bytes written to the repository', 'bytes', 'lockstep', (await diskBytes(cluster.repoDir)) - repoBefore, '≤ 2× bytes changed');
-        record('after 1% changed', 'CPU seconds (all processes)', 's', 'lockstep', incrRes.cpuS + (incr.rusage.userCpuMs + incr.rusage.systemCpuMs) / 1000);
-        record('after 1% changed', 'agent peak RSS (largest)', 'MiB', 'lockstep', incrRes.peakMiB);
+        const incr = await metered(meter, cluster.configFile, ['backup', 'create', '--name', `incr${i}`, '--json'], scratch);
+        const incrReport = backupReport(incr.run, 'incremental backup');
+        record(INCR, 'bytes changed', 'bytes', 'lockstep', changed);
+        recordRun(INCR, 'lockstep', incr.run.wallMs, incr.cpuS, 'faster than restic and rsync');
+        record(INCR, 'bytes written to the repository', 'bytes', 'lockstep', (await diskBytes(cluster.repoDir)) - repoBefore, '≤ 2× bytes changed');
+        record(INCR, 'agent peak RSS (largest)', 'MiB', 'lockstep', incr.peakMiB);
 
+        let rsyncWritten = 0;
         const rsIncr = await peersCpu(sshd, () => timed(async () => {
           const stats = await all((n) => sshd.rsyncFrom(n.host, n.dir, join(rsyncDest, n.node)));
-          record('after 1% changed', 'bytes written to the repository', 'bytes', 'rsync', stats.reduce((a, s) => a + s.bytesWritten, 0));
+          rsyncWritten = stats.reduce((a, s) => a + s.bytesWritten, 0);
         }));
-        record('after 1% changed', 'wall time', 'ms', 'rsync', rsIncr.result);
-        record('after 1% changed', 'CPU seconds (all processes)', 's', 'rsync', rsIncr.cpuS);
+        recordRun(INCR, 'rsync', rsIncr.result, rsIncr.cpuS);
+        record(INCR, 'bytes written to the repository', 'bytes', 'rsync', rsyncWritten);
 
         const resticBefore = await diskBytes(restic.repo);
         const rIncr = await peersCpu(sshd, () => timed(() => all((n) => restic.backup(n.node, n.dir))));
-        record('after 1% changed', 'wall time', 'ms', 'restic', rIncr.result);
-        record('after 1% changed', 'bytes written to the repository', 'bytes', 'restic', (await diskBytes(restic.repo)) - resticBefore);
-        record('after 1% changed', 'CPU seconds (all processes)', 's', 'restic', rIncr.cpuS);
+        recordRun(INCR, 'restic', rIncr.result, rIncr.cpuS);
+        record(INCR, 'bytes written to the repository', 'bytes', 'restic', (await diskBytes(restic.repo)) - resticBefore);
 
         // ---- restore of the three nodes onto empty data directories
         const expected = i === 0 ? await all((n) => treeDigest(n.dir)) : undefined;
         await all((n) => emptyDir(n.dir));
-        await meter.start();
-        const rest = await lockstep(cluster.configFile, ['restore', incrReport.backupId, '--json'], scratch);
-        const restReport = JSON.parse(rest.stdout) as RestoreReport;
+        const rest = await metered(meter, cluster.configFile, ['restore', incrReport.backupId, '--json'], scratch);
+        const restReport = JSON.parse(rest.run.stdout) as RestoreReport;
         if (restReport.status !== 'restored') throw new Error(`restore ended ${restReport.status}: ${restReport.error?.message ?? ''}`);
-        const restRes = await meter.stop();
-        if (expected) {
-          const got = await all((n) => treeDigest(n.dir));
-          if (got.join() !== expected.join()) throw new Error('lockstep restored different data than was backed up');
-        }
-        record('restore (3 nodes, empty data dirs)', 'wall time', 'ms', 'lockstep', rest.wallMs, 'faster than ssh and restic');
-        record('restore (3 nodes, empty data dirs)', 'CPU seconds (all processes)', 's', 'lockstep', restRes.cpuS + (rest.rusage.userCpuMs + rest.rusage.systemCpuMs) / 1000);
-        record('restore (3 nodes, empty data dirs)', 'agent peak RSS (largest)', 'MiB', 'lockstep', restRes.peakMiB);
+        if (expected) await checkRestored('lockstep', nodes.map((n) => n.dir), expected);
+        recordRun(RESTORE, 'lockstep', rest.run.wallMs, rest.cpuS, 'faster than ssh and restic');
+        record(RESTORE, 'agent peak RSS (largest)', 'MiB', 'lockstep', rest.peakMiB);
 
         const sshRestore = join(peerDir, 'ssh-restore');
         const sshR = await peersCpu(sshd, () => timed(() => all((n) => sshd.tarFrom(n.host, join(sshDest, `${n.node}.tar`), join(sshRestore, n.node)))));
-        record('restore (3 nodes, empty data dirs)', 'wall time', 'ms', 'ssh', sshR.result);
-        record('restore (3 nodes, empty data dirs)', 'CPU seconds (all processes)', 's', 'ssh', sshR.cpuS);
+        recordRun(RESTORE, 'ssh', sshR.result, sshR.cpuS);
         await rm(sshRestore, { recursive: true, force: true });
 
         const resticRestore = join(peerDir, 'restic-restore');
         const rR = await peersCpu(sshd, () => timed(() => all((n) => restic.restore(n.node, n.dir, join(resticRestore, n.node)))));
-        if (expected) {
-          const got = await all((n) => treeDigest(join(resticRestore, n.node, n.dir)));
-          if (got.join() !== expected.join()) throw new Error('restic restored different data than was backed up');
-        }
-        record('restore (3 nodes, empty data dirs)', 'wall time', 'ms', 'restic', rR.result);
-        record('restore (3 nodes, empty data dirs)', 'CPU seconds (all processes)', 's', 'restic', rR.cpuS);
+        if (expected) await checkRestored('restic', nodes.map((n) => join(resticRestore, n.node, n.dir)), expected);
+        recordRun(RESTORE, 'restic', rR.result, rR.cpuS);
         await rm(resticRestore, { recursive: true, force: true });
 
-        process.stderr.write(`  run ${i + 1}/${runs}: full ${full.wallMs} ms (tar ${tar.result}, ssh ${ssh.result}, restic ${rfull.result}); ` +
-          `1% ${incr.wallMs} ms (rsync ${rsIncr.result}, restic ${rIncr.result}); restore ${rest.wallMs} ms (ssh ${sshR.result}, restic ${rR.result})\n`);
+        process.stderr.write(`  run ${i + 1}/${runs}: full ${full.run.wallMs} ms (tar ${tar.result}, ssh ${ssh.result}, restic ${rfull.result}); ` +
+          `1% ${incr.run.wallMs} ms (rsync ${rsIncr.result}, restic ${rIncr.result}); restore ${rest.run.wallMs} ms (ssh ${sshR.result}, restic ${rR.result})\n`);
       }
       await rm(peerDir, { recursive: true, force: true });
     }

@@ -10,13 +10,13 @@
  *
  * Prints medians (min–max) and the ratio; writes bench/results/full-backup.json.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
+import { peakRssMiB, tarCopy } from './peers.js';
 import type { BackupReport } from '../lib/report.js';
 
 const mibPerNode = Number(arg('mib', '256'));
@@ -29,16 +29,6 @@ async function fillNode(dir: string, mib: number): Promise<void> {
   for (let i = 0; i < 4; i++) await writeFile(join(dir, `segment-${i}.dat`), randomBytes(big * 1024 * 1024));
   const smallBytes = mib * 0.2 * 1024 * 1024;
   for (let i = 0; i * 16384 < smallBytes; i++) await writeFile(join(dir, 'small', `f${i}.sst`), randomBytes(16384));
-}
-
-function tarCopy(src: string, dest: string): Promise<number> {
-  return new Promise((res, rej) => {
-    const t0 = performance.now();
-    const c = spawn('tar', ['-C', src, '-cf', '-', '.']);
-    const x = spawn('tar', ['-C', dest, '-xf', '-']);
-    c.stdout.pipe(x.stdin);
-    x.on('exit', (code) => (code === 0 ? res(performance.now() - t0) : rej(new Error(`tar exited ${code}`))));
-  });
 }
 
 /** change ~1% of a node's bytes: 8 KiB pages rewritten in place in each large file, plus new small files */
@@ -59,13 +49,6 @@ async function changeOnePercent(dir: string, mib: number): Promise<number> {
     changed += 16384;
   }
   return changed;
-}
-
-async function peakRssMiB(pid: number | undefined): Promise<number> {
-  if (!pid) return 0;
-  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  return Math.round(kb / 1024);
 }
 
 async function main(): Promise<void> {
@@ -111,7 +94,7 @@ async function main(): Promise<void> {
         `  run ${i + 1}/${runs}: lockstep ${lockstep.at(-1)} ms, tar ${tar.at(-1)} ms; after 1% change: ${incrMs.at(-1)} ms, wrote ${incr.totals.bytesNew} B for ${changed} B changed\n`,
       );
     }
-    const rss = await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid)));
+    const rss = await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid ?? 0)));
     const mbps = (ms: number) => ((totalMiB * 1.048576) / (ms / 1000)).toFixed(0);
     const lines = [
       `full backup of 3 nodes × ${mibPerNode} MiB (80% in 4 large files, 20% in 16 KiB files), ${cpus().length} cores, ${runs} runs (median, min–max)`,

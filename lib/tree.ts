@@ -163,33 +163,23 @@ export async function copyTree(
       seen?.set(e.rel, seenOf(e));
       continue;
     }
-    if (seen) {
+    if (mode === 'hardlink' && e.type === 'file') {
+      // a hard link shares the inode: its metadata is already the source's
+      await link(e.abs, target);
+    } else {
       try {
         await copyEntry(e, target);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        // a pre-copy leaves out what the running service deleted meanwhile
+        if (seen && (err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
       }
-      seen.set(e.rel, seenOf(e));
-      if (e.type === 'file') {
-        out.files++;
-        out.bytes += e.stat.size;
-      }
-      continue;
+      seen?.set(e.rel, seenOf(e));
     }
-    if (e.type === 'symlink') {
-      await symlink(await readlink(e.abs), target);
-    } else if (mode === 'hardlink') {
-      await link(e.abs, target);
-      out.files++;
-      out.bytes += e.stat.size;
-      continue; // a hard link shares the inode: its metadata is already the source's
-    } else {
-      await copyFile(e.abs, target, constants.COPYFILE_FICLONE);
+    if (e.type === 'file') {
       out.files++;
       out.bytes += e.stat.size;
     }
-    await applyMeta(target, e.type, metaOf(e.stat));
   }
   for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(dirs[i]!.path, 'dir', dirs[i]!.meta);
   return out;

@@ -9,7 +9,7 @@ import { copyFile, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
-import type { Repository } from '../../lib/repo/repository.js';
+import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { applyMeta, applyMetaFd } from '../../lib/tree.js';
 import { closeFd, openFd, writevAll } from '../../lib/fd.js';
@@ -73,7 +73,7 @@ async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, sign
       if (several) {
         for (let off = 0; off < bytesRead; off += block) {
           const length = Math.min(block, bytesRead - off);
-          const h = createHash('sha256').update(buf.subarray(off, off + length)).digest('hex');
+          const h = sha256(buf.subarray(off, off + length));
           shas.push(h);
           if (!blocks.has(h)) blocks.set(h, { path, offset: size + off, length });
         }
@@ -150,7 +150,7 @@ class LocalFiles {
       const len = this.local.get(sha)?.length ?? 0;
       if (len === 0 || off + len > at.length) return undefined;
       const part = buf.subarray(off, off + len);
-      if (createHash('sha256').update(part).digest('hex') !== sha) return undefined;
+      if (sha256(part) !== sha) return undefined;
       out.push(part);
       off += len;
     }
@@ -250,12 +250,12 @@ async function download(
     const part = e.chunks.slice(s.from, s.to);
     const near = s.local ? await files.read(s.local, part) : undefined;
     if (near) return { data: near, fromRepository: false };
-    const data: Buffer[] = [];
-    // blocks a local stretch was meant to give are fetched one by one (they may lie anywhere)
     if (e.chunks.length === 1 && typeof part[0] !== 'string') {
       const blob = await shared.blob(part[0]!, signal);
       if (blob) return { data: [blob], fromRepository: true };
     }
+    const data: Buffer[] = [];
+    // blocks a local stretch was meant to give are fetched one by one (they may lie anywhere)
     if (s.local || part.length === 1) for (const c of part) data.push(await repo.getBlob(c, signal));
     else data.push(...(await repo.getPackedRun(part as PackRef[], signal)));
     return { data, fromRepository: true };

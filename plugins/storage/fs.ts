@@ -109,6 +109,14 @@ export class FsDriver implements StorageDriver {
     }
   }
 
+  /** opening an object for reading failed: missing (LOCKSTEP_E_OBJECT_NOT_FOUND) or unreadable */
+  private openError(err: unknown, key: string): LockstepError {
+    if (errnoCode(err) === 'ENOENT') {
+      return new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
+    }
+    return this.wrap(err, 'read', key);
+  }
+
   async get(key: string, range?: ByteRange, _signal?: AbortSignal): Promise<Readable> {
     const p = this.path(key);
     try {
@@ -116,10 +124,7 @@ export class FsDriver implements StorageDriver {
       const fh = await open(p, 'r');
       return createReadStream('', { fd: fh, start: range?.start, end: range?.end, highWaterMark: 1 << 20 });
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') {
-        throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
-      }
-      throw this.wrap(err, 'read', key);
+      throw this.openError(err, key);
     }
   }
 
@@ -128,10 +133,7 @@ export class FsDriver implements StorageDriver {
     try {
       fd = await openFd(this.path(key), 'r');
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') {
-        throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
-      }
-      throw this.wrap(err, 'read', key);
+      throw this.openError(err, key);
     }
     try {
       const size = range ? range.end - range.start + 1 : (await fstatFd(fd)).size;

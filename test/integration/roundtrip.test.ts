@@ -7,6 +7,7 @@ import type { LocalCluster } from '../../demo/local-cluster.js';
 import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { Manifest } from '../../lib/repo/manifest.js';
+import type { StageResult } from '../../lib/wire.js';
 import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
 import { openFsRepo } from '../helpers/repo.js';
 import { indexKey } from '../../lib/repo/layout.js';
@@ -30,6 +31,16 @@ describe('backup and restore of three nodes', () => {
     before = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
   });
   afterAll(() => stopCluster(cluster));
+
+  /** overwrite a few bytes of node2's huge.bin in place, restore node2 from `id`; its staging report */
+  async function changeHugeAndRestore(id: string, text: string, at: number): Promise<StageResult> {
+    const fh = await open(join(cluster.agent('node2').data.data!, 'huge.bin'), 'r+');
+    await fh.write(Buffer.from(text), 0, undefined, at);
+    await fh.close();
+    const r = await runCli(['restore', id, '--node', 'node2', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    return json<RestoreReport>(r.stdout).nodes[0]!.components[0]!.stage!;
+  }
 
   it('backs up every node and reports it complete', async () => {
     const r = await runCli(['backup', 'create', '--name', 'nightly', '--json'], { config: cluster.configFile });
@@ -158,13 +169,7 @@ describe('backup and restore of three nodes', () => {
   it('a changed large file downloads only its changed chunks; the rest comes from the local copy', async () => {
     // back to the backed-up state (the --map test swapped nodes)
     expect((await runCli(['restore', backupId], { config: cluster.configFile })).code).toBe(0);
-    const huge = join(cluster.agent('node2').data.data!, 'huge.bin');
-    const fh = await open(huge, 'r+');
-    await fh.write(Buffer.from('a few changed bytes'), 0, undefined, 20 * 1024 * 1024 + 5);
-    await fh.close();
-    const r = await runCli(['restore', backupId, '--node', 'node2', '--json'], { config: cluster.configFile });
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    const stage = json<RestoreReport>(r.stdout).nodes[0]!.components[0]!.stage!;
+    const stage = await changeHugeAndRestore(backupId, 'a few changed bytes', 20 * 1024 * 1024 + 5);
     // a 50 MiB file is cut into 32 KiB blocks: the one changed block alone comes from the repository
     expect(stage.bytesDownloaded).toBe(32 * 1024);
     expect(stage.bytesReusedLocally).toBe(50 * 1024 * 1024 - 32 * 1024);
@@ -187,13 +192,7 @@ describe('backup and restore of three nodes', () => {
     const sha = await repo.writeIndex(key, { ...index, backupId: oldId });
     await repo.commitManifest({ ...m, backupId: oldId, components: m.components.map((x) => (x === c ? { ...x, indexKey: key, indexSha256: sha } : x)) });
 
-    const huge = join(data, 'huge.bin');
-    const fh = await open(huge, 'r+');
-    await fh.write(Buffer.from('changed again'), 0, undefined, 7 * 1024 * 1024 + 3);
-    await fh.close();
-    const r = await runCli(['restore', oldId, '--node', 'node2', '--json'], { config: cluster.configFile });
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    const stage = json<RestoreReport>(r.stdout).nodes[0]!.components[0]!.stage!;
+    const stage = await changeHugeAndRestore(oldId, 'changed again', 7 * 1024 * 1024 + 3);
     expect(stage.filesReused).toBe(stage.files - 1);
     expect(stage.bytesDownloaded).toBe(32 * 1024);
     expect(await fingerprint(data)).toEqual(before[1]);
