@@ -5,8 +5,9 @@
  * coverage policy skipped it, of the replica that covered its shard.
  */
 import { LockstepError } from '../../lib/errors.js';
-import { topologyNode, type TopologyNode } from '../../lib/repo/manifest.js';
+import { topologyNode, type TopologyComponent, type TopologyNode } from '../../lib/repo/manifest.js';
 import { getPlugin } from '../../plugins/engines/registry.js';
+import type { EnginePlugin } from '../../plugins/engines/types.js';
 import type { RestoreContext, RestoreTarget } from './context.js';
 
 export function topologyDifferences(backup: TopologyNode[], live: TopologyNode[]): string[] {
@@ -95,20 +96,49 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
     }
   }
   ctx.startGroups = startGroups(ctx.targets);
-  ctx.startGroups.forEach((g, i) => g.forEach((t) => ctx.components.get(`${t.node}/${t.component}`)!.actions!.push(`stop, swap, start in group ${i + 1} of ${ctx.startGroups.length}`)));
+  // the stop order is worked out again just before the stop, from the roles then
+  const stops = stopGroups(ctx.targets, new Map());
+  const stopGroupOf = new Map(stops.flatMap((g, i) => g.map((t) => [t, i + 1] as const)));
+  ctx.startGroups.forEach((g, i) =>
+    g.forEach((t) =>
+      ctx.components.get(`${t.node}/${t.component}`)!.actions!.push(`stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}`),
+    ),
+  );
 }
 
 /** Merge each plugin's start order: group i of every plugin starts together. */
 function startGroups(targets: RestoreTarget[]): RestoreTarget[][] {
+  return mergeGroups(targets, (plugin, comps) => (plugin ? plugin.cluster.startOrder(comps) : [comps]));
+}
+
+/**
+ * Merge each plugin's stop order (its `stopOrder` given `roles`, the roles described just
+ * before the stop, or else its start order reversed): group i of every plugin stops together.
+ */
+export function stopGroups(targets: RestoreTarget[], roles: Map<string, string>): RestoreTarget[][] {
+  return mergeGroups(targets, (plugin, comps) => {
+    if (!plugin) return [comps];
+    if (plugin.cluster.stopOrder) return plugin.cluster.stopOrder(comps);
+    return plugin.cluster.startOrder(comps).reverse();
+  }, roles);
+}
+
+function mergeGroups(
+  targets: RestoreTarget[],
+  order: (plugin: EnginePlugin | undefined, comps: TopologyComponent[]) => TopologyComponent[][],
+  roles?: Map<string, string>,
+): RestoreTarget[][] {
   const groups: RestoreTarget[][] = [];
   const byPlugin = new Map<string, RestoreTarget[]>();
   for (const t of targets) byPlugin.set(t.live.plugin, [...(byPlugin.get(t.live.plugin) ?? []), t]);
   for (const [name, ts] of byPlugin) {
-    const plugin = getPlugin(name);
-    const order = plugin ? plugin.cluster.startOrder(ts.map((t) => t.live)) : [ts.map((t) => t.live)];
-    order.forEach((g, i) => {
+    const comps = ts.map((t) => {
+      const role = roles?.get(`${t.node}/${t.component}`);
+      return role === undefined ? t.live : { ...t.live, role };
+    });
+    order(getPlugin(name), comps).forEach((g, i) => {
       groups[i] ??= [];
-      groups[i]!.push(...ts.filter((t) => g.includes(t.live)));
+      groups[i]!.push(...ts.filter((_, j) => g.includes(comps[j]!)));
     });
   }
   return groups.filter((g) => g.length > 0);

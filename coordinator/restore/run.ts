@@ -64,7 +64,6 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     keptOld: [],
   };
   const steps = new Steps(log, opts.observer);
-  let firstStop: number | undefined;
   const report = (status: RestoreReport['status']): RestoreReport => ({
     kind: 'restore',
     restoreId,
@@ -77,7 +76,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     durationMs: Math.round(performance.now() - t0),
     steps: steps.records,
     nodes: ctx.nodes.map((n) => ({ ...n, status: n.components.some((c) => c.status === 'failed') ? 'failed' : n.status })),
-    downtimeMs: firstStop === undefined ? undefined : Math.round(performance.now() - firstStop),
+    downtimeMs: ctx.stoppedAt.size === 0 ? undefined : Math.round(performance.now() - Math.min(...ctx.stoppedAt.values())),
     keptOldData: ctx.keptOld,
   });
 
@@ -92,8 +91,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     // download and verify beside the live data; every service still runs
     await steps.run('stage', () => stage(ctx));
     if (opts.signal.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', 'restore interrupted before any service was stopped');
-    firstStop = performance.now();
-    // downtime starts here: stop in reverse start order
+    // downtime starts at the first stop: stop in the plugins' stop order
     await steps.run('stop', () => stopAll(ctx));
     // live data moved aside (kept), staged data renamed into place
     await steps.run('swap', () => swap(ctx));

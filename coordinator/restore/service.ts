@@ -1,18 +1,37 @@
 /**
- * Stop (reverse start order) and start (start order, each group healthy before the
+ * Stop (the plugin's stop order, by default the start order reversed) and start (start order, each group healthy before the
  * next). Downtime per component runs from its stop to its healthy start.
  */
 import { LockstepError } from '../../lib/errors.js';
 import { fanout, key } from '../fanout.js';
+import { getPlugin } from '../../plugins/engines/registry.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
+import { stopGroups } from './plan.js';
 
 function failures(label: string, outcomes: { ok: boolean; target: { node: string; component: string }; error?: { message: string } }[]): string[] {
   return outcomes.filter((o) => !o.ok).map((o) => `${key(o.target)}: ${label} failed: ${o.error?.message ?? '?'}`);
 }
 
+/**
+ * Roles as they are now, for plugins whose stop order depends on them (a leader may have
+ * changed while staging ran); a node that cannot say keeps the role the plan saw.
+ */
+async function currentRoles(ctx: RestoreContext): Promise<Map<string, string>> {
+  const roles = new Map<string, string>();
+  const nodes = new Set(ctx.targets.filter((t) => getPlugin(t.live.plugin)?.cluster.stopOrder).map((t) => t.node));
+  await Promise.all(
+    [...nodes].map(async (node) => {
+      const d = await ctx.cluster.client(node).describe(ctx.signal).catch(() => undefined);
+      for (const c of d?.components ?? []) roles.set(`${node}/${c.name}`, c.role);
+    }),
+  );
+  return roles;
+}
+
 export async function stopAll(ctx: RestoreContext): Promise<void> {
   const problems: string[] = [];
-  for (const group of [...ctx.startGroups].reverse()) {
+  const groups = stopGroups(ctx.targets, await currentRoles(ctx));
+  for (const group of groups) {
     for (const t of group) ctx.stoppedAt.set(key(t), performance.now());
     // counted as stopped before the call: a stop that failed half-way is started again on rollback
     ctx.stopped.push(...group);

@@ -85,6 +85,13 @@ export interface RestoreMember {
 export interface EngineCluster {
   /** groups of components started one group after another on restore (meta before storage) */
   startOrder(components: TopologyComponent[]): TopologyComponent[][];
+  /**
+   * groups of components stopped one group after another on restore, given their roles
+   * as described just before the stop (e.g. followers before the leader, so the leader
+   * does not wait out a leadership transfer to peers that are stopping too); default:
+   * the start order reversed
+   */
+  stopOrder?(components: TopologyComponent[]): TopologyComponent[][];
   /** parameters each restored member's afterStage gets (e.g. the new membership), by node/component */
   restoreParams?(members: RestoreMember[], restoreId: string): Map<string, Record<string, string>>;
 }
