@@ -1,11 +1,28 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { copyTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
 import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
+
+async function keepAsLocalSource(staging: string, cache: string, signal: AbortSignal): Promise<void> {
+  const next = `${cache}.next`;
+  await rm(next, { recursive: true, force: true });
+  await mkdir(dirname(cache), { recursive: true, mode: 0o700 });
+  try {
+    await copyTree(staging, next, 'hardlink', signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    // the state dir is on another filesystem than the data
+    await rm(next, { recursive: true, force: true });
+    await copyTree(staging, next, 'copy', signal);
+  }
+  await rm(cache, { recursive: true, force: true });
+  await rename(next, cache);
+}
 
 export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx: JobContext): Promise<StageResult> {
   const { config, plugin } = node.component(req.component);
@@ -24,6 +41,10 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     targets[set] = { live, staging, cache };
   }
   const result = await stageIndex(repo, index, targets, ctx);
+  // the staged files (verified) become the local source of the next restore on this
+  // node, before the plugin turns them into a data dir: a later backup of the restored
+  // data shares most of its blocks with them, so that restore downloads little here
+  for (const t of Object.values(targets)) if (t.cache) await keepAsLocalSource(t.staging, t.cache, ctx.signal);
   const notRestored = index.sets.filter((set) => !(set in targets));
   if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
   if (plugin.node.afterStage) {
