@@ -1,14 +1,19 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { copyTree } from '../../lib/tree.js';
+import { copyTree, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
 import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
 
-async function keepAsLocalSource(staging: string, cache: string, signal: AbortSignal): Promise<void> {
+/**
+ * The staged files (verified) become this node's local source for the next restore,
+ * hard-linked before the plugin turns them into a data dir (etcd's snapshot restore
+ * leaves the staged snapshot out of it). Returns the finishing step, run after the plugin.
+ */
+async function keepStaged(staging: string, cache: string, signal: AbortSignal): Promise<() => Promise<void>> {
   const next = `${cache}.next`;
   await rm(next, { recursive: true, force: true });
   await mkdir(dirname(cache), { recursive: true, mode: 0o700 });
@@ -20,8 +25,19 @@ async function keepAsLocalSource(staging: string, cache: string, signal: AbortSi
     await rm(next, { recursive: true, force: true });
     await copyTree(staging, next, 'copy', signal);
   }
-  await rm(cache, { recursive: true, force: true });
-  await rename(next, cache);
+  return async () => {
+    // a staged file that goes live will be written by the engine: the kept one must not share it
+    for await (const e of walkTree(next)) {
+      if (e.type !== 'file') continue;
+      const live = await lstat(join(staging, e.rel)).catch(() => undefined);
+      if (live?.ino === e.stat.ino && live.dev === e.stat.dev) {
+        await copyFile(e.abs, `${e.abs}.copy`);
+        await rename(`${e.abs}.copy`, e.abs);
+      }
+    }
+    await rm(cache, { recursive: true, force: true });
+    await rename(next, cache);
+  };
 }
 
 export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx: JobContext): Promise<StageResult> {
@@ -41,15 +57,16 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     targets[set] = { live, staging, cache };
   }
   const result = await stageIndex(repo, index, targets, ctx);
-  // the staged files (verified) become the local source of the next restore on this
-  // node, before the plugin turns them into a data dir: a later backup of the restored
-  // data shares most of its blocks with them, so that restore downloads little here
-  for (const t of Object.values(targets)) if (t.cache) await keepAsLocalSource(t.staging, t.cache, ctx.signal);
+  // a later backup of the restored data shares most of its blocks with what was staged:
+  // kept, the restore after it downloads little here
+  const keeps: (() => Promise<void>)[] = [];
+  for (const t of Object.values(targets)) if (t.cache) keeps.push(await keepStaged(t.staging, t.cache, ctx.signal));
   const notRestored = index.sets.filter((set) => !(set in targets));
   if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
   if (plugin.node.afterStage) {
     const staged = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
     result.notes = [...(result.notes ?? []), ...(await plugin.node.afterStage(config, node.ctx(ctx.signal, ctx.log), staged, req.params ?? {}))];
   }
+  for (const finish of keeps) await finish();
   return result;
 }

@@ -5,7 +5,7 @@
  * the right content is copied instead of downloaded.
  */
 import { constants } from 'node:fs';
-import { copyFile, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
@@ -34,6 +34,8 @@ interface LocalChunk {
   path: string;
   offset: number;
   length: number;
+  /** in the agent's own kept snapshot, which nothing writes: its scan's hashes still hold */
+  kept?: boolean;
 }
 
 /** What one pass over a local file gives: its hash as the index defines it, and where each of its blocks lies. */
@@ -49,7 +51,7 @@ interface LocalScan {
  * size: with fixed-size blocks, unchanged blocks of a changed file line up.
  * Undefined when there is nothing there worth reading.
  */
-async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, signal: AbortSignal): Promise<LocalScan | undefined> {
+async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, signal: AbortSignal, kept = false): Promise<LocalScan | undefined> {
   const st = await lstat(path).catch(() => undefined);
   if (!st?.isFile()) return undefined;
   const several = e.chunks.length > 1;
@@ -75,7 +77,7 @@ async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, sign
           const length = Math.min(block, bytesRead - off);
           const h = sha256(buf.subarray(off, off + length));
           shas.push(h);
-          if (!blocks.has(h)) blocks.set(h, { path, offset: size + off, length });
+          if (!blocks.has(h)) blocks.set(h, { path, offset: size + off, length, kept });
         }
       }
       size += bytesRead;
@@ -116,7 +118,7 @@ function nextStretch(chunks: ChunkRef[], from: number, local: Map<string, LocalC
       if (!c || c.path !== first.path || c.offset !== first.offset + length) break;
       length += c.length;
     }
-    return { from, to, local: { path: first.path, offset: first.offset, length } };
+    return { from, to, local: { path: first.path, offset: first.offset, length, kept: first.kept } };
   }
   const head = chunks[from]!;
   if (typeof head === 'string') return { from, to };
@@ -134,7 +136,10 @@ class LocalFiles {
   private readonly handles = new Map<string, Promise<FileHandle | undefined>>();
   constructor(private readonly local: Map<string, LocalChunk>) {}
 
-  /** The stretch's blocks read from the local file, each checked against its hash; undefined if any changed since it was hashed. */
+  /**
+   * The stretch's blocks read from the local file, each checked against its hash (but for
+   * a kept snapshot, whose scan stands); undefined if any changed since it was hashed.
+   */
   async read(at: LocalChunk, chunks: ChunkRef[]): Promise<Buffer[] | undefined> {
     let fh = this.handles.get(at.path);
     if (!fh) this.handles.set(at.path, (fh = open(at.path, 'r').catch(() => undefined)));
@@ -150,7 +155,7 @@ class LocalFiles {
       const len = this.local.get(sha)?.length ?? 0;
       if (len === 0 || off + len > at.length) return undefined;
       const part = buf.subarray(off, off + len);
-      if (sha256(part) !== sha) return undefined;
+      if (!at.kept && sha256(part) !== sha) return undefined;
       out.push(part);
       off += len;
     }
@@ -286,6 +291,16 @@ async function download(
   }
 }
 
+/** a hard link where both are on one filesystem, else a copy */
+async function linkOrCopy(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    await copyFile(from, to, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+  }
+}
+
 /** One syncfs(2) per filesystem the staging dirs are on: every staged file durable before any swap. */
 async function syncStaging(targets: SetTarget[]): Promise<void> {
   const seen = new Set<number>();
@@ -333,12 +348,19 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
       } else if (e.type === 'file') {
         let reused = false;
         const local = new Map<string, LocalChunk>();
-        for (const candidate of [p.live, ...(p.cache ? [p.cache] : [])]) {
-          const scan = await scanLocal(candidate, e, index, ctx.signal);
+        const candidates = [{ path: p.live, kept: false }, ...(p.cache ? [{ path: p.cache, kept: true }] : [])];
+        for (const { path: candidate, kept } of candidates) {
+          const scan = await scanLocal(candidate, e, index, ctx.signal, kept);
           if (!scan) continue;
           if (scan.size === e.size && scan.sha256 === e.sha256) {
+            if (kept) {
+              // nothing writes the kept snapshot: the file just hashed is the file linked
+              await linkOrCopy(candidate, p.staging);
+              reused = true;
+              break;
+            }
             await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
-            // the local file may change while we copy: check the copy itself, else go on
+            // the live file may change while we copy: check the copy itself, else go on
             const copied = await scanLocal(p.staging, e, index, ctx.signal);
             reused = copied?.size === e.size && copied.sha256 === e.sha256;
             if (reused) break;

@@ -1,7 +1,8 @@
 /** A real 3-member etcd cluster, one agent per member: snapshot from one member, restore rebuilds all. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { LocalCluster } from '../../demo/local-cluster.js';
@@ -109,6 +110,8 @@ describe('etcd cluster', () => {
     const bad = Buffer.from(good);
     bad[offset + 10] = bad[offset + 10]! ^ 0xff;
     await writeFile(path, bad);
+    // no member may hold the snapshot locally (each kept what it staged in the first test)
+    for (const a of cluster.agents) await rm(join(a.stateDir, 'last'), { recursive: true, force: true });
     const pids = await Promise.all(etcd.members.map((x) => readFile(x.pidfile, 'utf8')));
     try {
       const r = await cli(['restore', backupId, '--json']);
@@ -143,6 +146,33 @@ describe('etcd cluster', () => {
       expect(st.bytesDownloaded + (st.bytesReusedLocally ?? 0)).toBe(st.bytes);
     }
     await etcd.waitHealthy();
+  });
+
+  it('after a restore every member keeps what it staged: the next restore downloads only the changed blocks, on every member', async () => {
+    // ~24 MiB in 48 values: the snapshot spans several 4 MiB blocks
+    const bulk = new Map(Array.from({ length: 48 }, (_, i) => [`bulk/${i}`, randomBytes(256 * 1024).toString('hex')] as const));
+    await etcd.putMany(bulk);
+    const first = await cli(['backup', 'create', '--name', 'bulk-1', '--json']);
+    expect(first.code, first.stdout).toBe(0);
+    const full = await cli(['restore', json<BackupReport>(first.stdout).backupId, '--json']);
+    expect(full.code, full.stdout).toBe(0);
+    await etcd.waitHealthy();
+    // one value changes; the next backup is of the restored data
+    bulk.set('bulk/7', randomBytes(256 * 1024).toString('hex'));
+    await etcd.putMany(new Map([['bulk/7', bulk.get('bulk/7')!]]));
+    const second = await cli(['backup', 'create', '--name', 'bulk-2', '--json']);
+    expect(second.code, second.stdout).toBe(0);
+    const r = await cli(['restore', json<BackupReport>(second.stdout).backupId, '--json']);
+    expect(r.code, r.stdout).toBe(0);
+    for (const n of json<RestoreReport>(r.stdout).nodes) {
+      const st = n.components[0]!.stage!;
+      expect(st.bytes).toBeGreaterThan(24 * 1024 * 1024);
+      // without the kept copy two members would fetch all of it
+      expect(st.bytesDownloaded, n.node).toBeLessThan(st.bytes / 2);
+      expect(st.bytesDownloaded + (st.bytesReusedLocally ?? 0) + (st.filesReused === 1 ? st.bytes : 0), n.node).toBe(st.bytes);
+    }
+    await etcd.waitHealthy();
+    expect(await etcd.readPrefix('bulk/')).toEqual(bulk);
   });
 
   it('restores onto members with other names and ports (replaced hosts), and the new cluster is healthy', async () => {
