@@ -37,6 +37,7 @@ function componentLine(c: ComponentReport): string[] {
   const facts: string[] = [];
   if (c.pauseMs !== undefined) facts.push(`writes paused ${ms(c.pauseMs)}`);
   if (c.snapshot) facts.push(`downtime ${ms(c.snapshot.downtimeMs)}`, `snapshot ${ms(c.snapshot.snapshotMs)}`);
+  if (c.snapshot?.copiedBytes !== undefined) facts.push(`copied ${bytes(c.snapshot.copiedBytes)}`);
   if (c.upload) facts.push(`${c.upload.files} files ${bytes(c.upload.bytes)}`, `new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}`);
   if (c.stage) facts.push(`${c.stage.files} files ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${c.stage.filesReused} files`);
   if (c.downtimeMs !== undefined) facts.push(`downtime ${ms(c.downtimeMs)}`);

@@ -202,12 +202,16 @@ export interface SyncStats extends CopyStats {
 }
 
 /**
- * Bring a pre-copy (`copyTree` with `seen`) up to date with its source, which has
- * stopped changing: entries whose ctime, size, inode or type changed since, or that
- * were racy, are copied again; new ones are copied; gone ones are removed from the copy.
- * What it costs is one walk plus the changed files, not the whole tree.
+ * Bring a pre-copy (`copyTree` with `seen`) up to date with its source: entries whose
+ * ctime, size, inode or type changed since, or that were racy, are copied again; new ones
+ * are copied; gone ones are removed from the copy. `seen` is updated to what this pass
+ * saw, so the copy can be brought up to date again later. What it costs is one walk plus
+ * the changed files, not the whole tree.
+ *
+ * `running`: the source may still be changing (a pre-copy over an older copy): a file
+ * that vanishes before it is copied is left out, as `copyTree` does.
  */
-export async function syncTree(src: string, dest: string, seen: Map<string, Seen>, signal?: AbortSignal): Promise<SyncStats> {
+export async function syncTree(src: string, dest: string, seen: Map<string, Seen>, signal?: AbortSignal, running = false): Promise<SyncStats> {
   const out: SyncStats = { files: 0, bytes: 0, removed: 0 };
   const present = new Set<string>();
   const dirs: { path: string; meta: Meta }[] = [];
@@ -222,11 +226,22 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
         await mkdir(target, { recursive: e.rel === '' });
       }
       dirs.push({ path: target, meta: metaOf(e.stat) });
+      seen.set(e.rel, seenOf(e));
       continue;
     }
     if (before && before.type === e.type && !before.racy && before.sig === sigOf(e.stat)) continue;
     if (before) await rm(target, { recursive: true, force: true });
-    await copyEntry(e, target);
+    try {
+      await copyEntry(e, target);
+    } catch (err) {
+      if (running && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+        seen.delete(e.rel);
+        present.delete(e.rel);
+        continue;
+      }
+      throw err;
+    }
+    seen.set(e.rel, seenOf(e));
     if (e.type === 'file') {
       out.files++;
       out.bytes += e.stat.size;
@@ -235,6 +250,7 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
   // gone since the pre-copy, deepest first
   const gone = [...seen.keys()].filter((rel) => !present.has(rel)).sort((a, b) => b.length - a.length);
   for (const rel of gone) {
+    seen.delete(rel);
     // ENOTDIR: a parent became a file, so the entry went with the parent's old folder
     await rm(join(dest, rel), { recursive: true, force: true }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOTDIR') throw err;

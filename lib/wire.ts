@@ -163,6 +163,8 @@ export interface SnapshotResult {
   /** time the service was stopped or writes were blocked, if at all */
   downtimeMs: number;
   snapshotMs: number;
+  /** bytes the snapshot copied, where it copies (the rest was already in the copy kept from the last backup) */
+  copiedBytes?: number;
   configFiles: string[];
 }
 

@@ -16,9 +16,12 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
   await mkdir(dir, { recursive: true, mode: 0o700 });
   ctx.progress({ phase: 'snapshot' });
   const restart = { kind: 'restart-service', component: req.component } as const;
+  const last = node.lastSnapshotDir(req.component);
+  const kept = plugin.keepLastSnapshot?.(config) && (await stat(last).then((s) => s.isDirectory(), () => false));
   const outcome = await plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), {
     backupId: req.backupId,
     into: dir,
+    previous: kept ? last : undefined,
     serviceStopped: async (stopped) => {
       if (stopped) await ctx.addLeftover(restart);
       else await ctx.dropLeftover(restart);
@@ -30,13 +33,13 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
     size.files += s.files;
     size.bytes += s.bytes;
   }
-  return { files: size.files, bytes: size.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), configFiles: outcome.configFiles };
+  return { files: size.files, bytes: size.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), copiedBytes: outcome.copiedBytes, configFiles: outcome.configFiles };
 }
 
 export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>): Promise<{ removed: string }> {
-  const { plugin } = node.component(req.component);
+  const { config, plugin } = node.component(req.component);
   const dir = node.snapshotDir(req.backupId, req.component);
-  if (plugin.keepLastSnapshot && (await stat(dir).then((s) => s.isDirectory(), () => false))) {
+  if (plugin.keepLastSnapshot?.(config) && (await stat(dir).then((s) => s.isDirectory(), () => false))) {
     // the newest snapshot replaces the kept one (a local source for the next restore)
     const last = node.lastSnapshotDir(req.component);
     await rm(last, { recursive: true, force: true });

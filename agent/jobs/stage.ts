@@ -1,5 +1,5 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
-import { copyFile, lstat, mkdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { copyTree, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
@@ -26,14 +26,18 @@ async function keepStaged(staging: string, cache: string, signal: AbortSignal): 
     await copyTree(staging, next, 'copy', signal);
   }
   return async () => {
-    // a staged file that goes live will be written by the engine: the kept one must not share it
+    // a staged file that goes live will be written by the engine: it is not kept
+    let left = 0;
     for await (const e of walkTree(next)) {
       if (e.type !== 'file') continue;
       const live = await lstat(join(staging, e.rel)).catch(() => undefined);
-      if (live?.ino === e.stat.ino && live.dev === e.stat.dev) {
-        await copyFile(e.abs, `${e.abs}.copy`);
-        await rename(`${e.abs}.copy`, e.abs);
-      }
+      if (live?.ino === e.stat.ino && live.dev === e.stat.dev) await rm(e.abs);
+      else left++;
+    }
+    if (left === 0) {
+      // everything staged goes live (a directory): the kept snapshot stays as it was
+      await rm(next, { recursive: true, force: true });
+      return;
     }
     await rm(cache, { recursive: true, force: true });
     await rename(next, cache);
@@ -53,7 +57,7 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     const staging = node.stagingPath(live, req.restoreId);
     await ctx.addLeftover({ kind: 'path', path: staging });
     await rm(staging, { recursive: true, force: true });
-    const cache = plugin.keepLastSnapshot ? join(node.lastSnapshotDir(req.component), set) : undefined;
+    const cache = plugin.keepLastSnapshot?.(config) ? join(node.lastSnapshotDir(req.component), set) : undefined;
     targets[set] = { live, staging, cache };
   }
   const result = await stageIndex(repo, index, targets, ctx);

@@ -5,7 +5,7 @@
  * the right content is copied instead of downloaded.
  */
 import { constants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
@@ -291,16 +291,6 @@ async function download(
   }
 }
 
-/** a hard link where both are on one filesystem, else a copy */
-async function linkOrCopy(from: string, to: string): Promise<void> {
-  try {
-    await link(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    await copyFile(from, to, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
-  }
-}
-
 /** One syncfs(2) per filesystem the staging dirs are on: every staged file durable before any swap. */
 async function syncStaging(targets: SetTarget[]): Promise<void> {
   const seen = new Set<number>();
@@ -354,8 +344,9 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           if (!scan) continue;
           if (scan.size === e.size && scan.sha256 === e.sha256) {
             if (kept) {
-              // nothing writes the kept snapshot: the file just hashed is the file linked
-              await linkOrCopy(candidate, p.staging);
+              // nothing writes the kept snapshot: the file just hashed is the file copied
+              // (a copy, not a link: the staged file may go live and be written)
+              await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
               reused = true;
               break;
             }

@@ -30,13 +30,21 @@ export interface NodeContext {
 export interface SnapshotOutcome {
   /** time the service was stopped or writes were blocked, if at all */
   downtimeMs: number;
+  /** bytes copied, for a plugin that copies the data */
+  copiedBytes?: number;
   configFiles: string[];
 }
 
 export interface SnapshotTarget {
   backupId: string;
-  /** write the files under `into/<set>/` */
+  /** write the files under `into/<set>/` (anything else in `into` is kept, not uploaded) */
   into: string;
+  /**
+   * the component's snapshot kept from its last backup (plugins whose `keepLastSnapshot`
+   * says so), whole as its `snapshot` left it: the plugin may take it over (rename it to
+   * `into`) and bring it up to date instead of copying everything again
+   */
+  previous?: string;
   serviceStopped: (stopped: boolean) => Promise<void>;
 }
 
@@ -102,10 +110,10 @@ export interface EnginePlugin<S extends TSchema = TSchema> {
   readonly configSchema: S;
   readonly capabilities: readonly Capability[];
   /**
-   * keep the last snapshot on the node after its upload, as a local source for restores
-   * (for engines whose restore stages a file that is not in the live data dir, like etcd)
+   * keep the component's last snapshot on the node after its upload (and what a restore
+   * staged), as a local source for restores and as the start of its next snapshot
    */
-  readonly keepLastSnapshot?: boolean;
+  readonly keepLastSnapshot?: (comp: ComponentBase & Static<S>) => boolean;
   readonly node: EngineNode<ComponentBase & Static<S>>;
   readonly cluster: EngineCluster;
 }

@@ -25,6 +25,23 @@ async function describeTree(root: string): Promise<Record<string, string>> {
   return out;
 }
 
+/** a writer that rewrites pages in place, appends, creates and deletes files as fast as it can, until SIGTERM */
+const WRITER = `
+  const fs = require('fs'); const path = require('path'); const dir = process.argv[1];
+  let n = 0, stop = false; process.on('SIGTERM', () => { stop = true; });
+  (function step() {
+    for (let k = 0; k < 20; k++) {
+      n++;
+      const fd = fs.openSync(path.join(dir, 'page.db'), 'r+');
+      fs.writeSync(fd, Buffer.alloc(4096, n % 251), 0, 4096, (n % 16) * 4096); fs.closeSync(fd);
+      fs.appendFileSync(path.join(dir, 'wal'), 'entry ' + n + '\\n');
+      fs.writeFileSync(path.join(dir, 'sub', 'n' + n), String(n));
+      try { fs.unlinkSync(path.join(dir, 'sub', 'n' + (n - 7))); } catch {}
+    }
+    if (stop) { fs.writeFileSync(path.join(dir, 'last'), String(n)); process.exit(0); }
+    setImmediate(step);
+  })();`;
+
 describe('pre-copy, then sync what changed', () => {
   let root: string;
   let src: string;
@@ -81,24 +98,35 @@ describe('pre-copy, then sync what changed', () => {
     expect(await describeTree(copy)).toEqual(await describeTree(src));
   });
 
+  it('a kept copy is brought up to date backup after backup: each sync records what it saw for the next', async () => {
+    const seen = new Map<string, Seen>();
+    await copyTree(src, copy, 'copy', undefined, seen);
+    await syncTree(src, copy, seen);
+    const settle = () => {
+      for (const [rel, s] of seen) seen.set(rel, { ...s, racy: false });
+    };
+    settle();
+    // the next backup: its pre-copy over the kept copy, while a writer runs, then the final sync
+    const writer = spawn(process.execPath, ['-e', WRITER, src], { stdio: 'ignore' });
+    await sleep(200);
+    await syncTree(src, copy, seen, undefined, true);
+    const exited = new Promise((r) => writer.once('exit', r));
+    writer.kill('SIGTERM');
+    await exited;
+    await syncTree(src, copy, seen);
+    expect(await describeTree(copy)).toEqual(await describeTree(src));
+    // the backup after that: only what changed since is copied (the seen map was kept up to date)
+    settle();
+    await writeFile(join(src, 'sub', 'f9'), 'changed again\n');
+    await rm(join(src, 'sub', 'f10'));
+    const third = await syncTree(src, copy, seen);
+    expect(third.files).toBe(1);
+    expect(third.removed).toBe(1);
+    expect(await describeTree(copy)).toEqual(await describeTree(src));
+  });
+
   it('a tree written all through the pre-copy ends equal to the source once the writer stops', async () => {
-    // a writer that rewrites pages in place, appends, creates and deletes files as fast as it can
-    const script = `
-      const fs = require('fs'); const path = require('path'); const dir = process.argv[1];
-      let n = 0, stop = false; process.on('SIGTERM', () => { stop = true; });
-      (function step() {
-        for (let k = 0; k < 20; k++) {
-          n++;
-          const fd = fs.openSync(path.join(dir, 'page.db'), 'r+');
-          fs.writeSync(fd, Buffer.alloc(4096, n % 251), 0, 4096, (n % 16) * 4096); fs.closeSync(fd);
-          fs.appendFileSync(path.join(dir, 'wal'), 'entry ' + n + '\\n');
-          fs.writeFileSync(path.join(dir, 'sub', 'n' + n), String(n));
-          try { fs.unlinkSync(path.join(dir, 'sub', 'n' + (n - 7))); } catch {}
-        }
-        if (stop) { fs.writeFileSync(path.join(dir, 'last'), String(n)); process.exit(0); }
-        setImmediate(step);
-      })();`;
-    const writer = spawn(process.execPath, ['-e', script, src], { stdio: 'ignore' });
+    const writer = spawn(process.execPath, ['-e', WRITER, src], { stdio: 'ignore' });
     await sleep(200);
     const seen = new Map<string, Seen>();
     await copyTree(src, copy, 'copy', undefined, seen);

@@ -5,7 +5,7 @@
  * start and wait for health; the time the service was down is measured. This is the "stop, dump, start" cron script, done right: the service is
  * always started again, even when the copy fails or the agent is killed mid-way.
  */
-import { stat, symlink } from 'node:fs/promises';
+import { readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
@@ -67,6 +67,25 @@ async function ensureRunning(comp: Comp, parent: NodeContext): Promise<void> {
   }
 }
 
+const SEEN_FILE = 'seen.json';
+
+/**
+ * Move the kept snapshot's copy into `into` and load what it saw into `seen`. False (and
+ * the kept snapshot dropped) when it is not whole: no record of what it saw, or no copy.
+ */
+async function takeOver(previous: string, into: string, seen: Map<string, Seen>): Promise<boolean> {
+  try {
+    const saw = JSON.parse(await readFile(join(previous, SEEN_FILE), 'utf8')) as [string, Seen][];
+    await rename(join(previous, 'data'), join(into, 'data'));
+    for (const [rel, s] of saw) seen.set(rel, s);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await rm(previous, { recursive: true, force: true });
+  }
+}
+
 export const directoryNode = {
   paths(comp) {
     return { data: comp.path };
@@ -95,16 +114,20 @@ export const directoryNode = {
     return runHealthOnce(comp, ctx, 10_000);
   },
 
-  async snapshot(comp, ctx, { into, serviceStopped }) {
+  async snapshot(comp, ctx, { into, previous, serviceStopped }) {
     const copy = join(into, 'data');
     // the bulk of the copy while the service still runs; only what changes after it is copied while it is down
     const seen = comp.stop && comp.snapshotMode === 'copy' && comp.precopy ? new Map<string, Seen>() : undefined;
+    let copiedBytes = 0;
     if (seen) {
       const t = performance.now();
-      const pre = await copyTree(comp.path, copy, 'copy', ctx.signal, seen).catch((err: unknown) => {
+      // the copy kept from the last backup, with what it saw, is brought up to date instead of copied again
+      const kept = previous ? await takeOver(previous, into, seen) : false;
+      const pre = await (kept ? syncTree(comp.path, copy, seen, ctx.signal, true) : copyTree(comp.path, copy, 'copy', ctx.signal, seen)).catch((err: unknown) => {
         throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `pre-copying ${comp.path} (the service still running) failed: ${toErrorInfo(err).message}`, { node: ctx.node, cause: err });
       });
-      ctx.log.info({ component: comp.name, files: pre.files, bytes: pre.bytes, ms: Math.round(performance.now() - t) }, 'pre-copy done');
+      copiedBytes += pre.bytes;
+      ctx.log.info({ component: comp.name, files: pre.files, bytes: pre.bytes, fromKeptCopy: kept, ms: Math.round(performance.now() - t) }, 'pre-copy done');
     }
     const t0 = performance.now();
     if (comp.stop) {
@@ -121,8 +144,9 @@ export const directoryNode = {
     try {
       if (seen) {
         const changed = await syncTree(comp.path, copy, seen, ctx.signal);
+        copiedBytes += changed.bytes;
         ctx.log.info({ component: comp.name, files: changed.files, bytes: changed.bytes, removed: changed.removed }, 'copied what changed since the pre-copy');
-      } else if (comp.stop) await copyTree(comp.path, copy, comp.snapshotMode, ctx.signal);
+      } else if (comp.stop) copiedBytes += (await copyTree(comp.path, copy, comp.snapshotMode, ctx.signal)).bytes;
       // nothing to stop: a copy would be no more consistent than reading in place, only slower
       else await symlink(comp.path, copy);
     } catch (err) {
@@ -140,7 +164,10 @@ export const directoryNode = {
         cause: copyError,
       });
     }
-    return { downtimeMs: comp.stop ? Math.round(performance.now() - t0) : 0, configFiles: comp.configFiles ?? [] };
+    // beside the set, not in it: what the copy saw, for the next snapshot if this one is kept
+    if (seen) await writeFile(join(into, SEEN_FILE), JSON.stringify([...seen]), { mode: 0o600 });
+    const copies = comp.stop !== undefined && comp.snapshotMode === 'copy';
+    return { downtimeMs: comp.stop ? Math.round(performance.now() - t0) : 0, copiedBytes: copies ? copiedBytes : undefined, configFiles: comp.configFiles ?? [] };
   },
 
   stop,

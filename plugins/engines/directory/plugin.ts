@@ -7,6 +7,8 @@ export const directoryPlugin = {
   name: 'directory',
   configSchema: DirectorySettingsSchema,
   capabilities: ['stop-start', 'snapshot', 'restore', 'single-node-restore', 'remap'],
+  // the pre-copied snapshot, kept, is where the next pre-copy starts: it copies what changed
+  keepLastSnapshot: (c) => c.keepCopy && c.precopy && c.snapshotMode === 'copy' && c.stop !== undefined,
   node: directoryNode,
   cluster: { startOrder: metaThenStorage },
 } satisfies EnginePlugin<typeof DirectorySettingsSchema>;

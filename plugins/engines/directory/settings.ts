@@ -28,6 +28,11 @@ export const DirectorySettingsSchema = Type.Object(
      * changes, not the whole copy)
      */
     precopy: Type.Boolean({ default: true }),
+    /**
+     * with precopy: keep the snapshot copy in the agent's state dir after its upload; the
+     * next pre-copy only copies what changed since (disk: one more copy of the data)
+     */
+    keepCopy: Type.Boolean({ default: true }),
     /** the service's config files, reported by topology (not captured yet) */
     configFiles: Type.Optional(Type.Array(Type.String())),
   },

@@ -9,7 +9,7 @@ export const etcdPlugin = {
   // remap: membership comes from the live members, so other names and addresses work
   capabilities: ['snapshot', 'restore', 'remap'],
   // the staged snapshot.db is not in the live data dir: keep the last one as a local source
-  keepLastSnapshot: true,
+  keepLastSnapshot: () => true,
   node: etcdNode,
   cluster: {
     startOrder: metaThenStorage,
