@@ -19,7 +19,8 @@ type Comp = ComponentBase & EtcdSettings;
 const SNAPSHOT_FILE = 'snapshot.db';
 
 function etcdctl(comp: Comp, ctx: NodeContext, args: string[], what: string, timeoutMs = 10_000) {
-  return runCommand([comp.etcdctl, `--endpoints=${comp.endpoint}`, '--dial-timeout=3s', '--command-timeout=10s', ...args], {
+  // etcdctl's own deadline covers the whole command (a snapshot save of a large database too)
+  return runCommand([comp.etcdctl, `--endpoints=${comp.endpoint}`, '--dial-timeout=3s', `--command-timeout=${Math.ceil(timeoutMs / 1000)}s`, ...args], {
     timeoutMs,
     signal: ctx.signal,
     what: `${what} of etcd member ${comp.member}`,
