@@ -2,7 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { checkSchema, joinPath, loadConfig, resolvePath, type ConfigProblem } from '../lib/config.js';
 import { tiers } from '../lib/wire.js';
-import { StringEnum } from '../lib/schema.js';
+import { Argv, StringEnum } from '../lib/schema.js';
 import type { TlsFiles } from '../lib/tls/files.js';
 import { checkRepositorySettings, type RepositorySettings } from '../plugins/storage/registry.js';
 import { getPlugin, pluginNames } from '../plugins/engines/registry.js';
@@ -17,6 +17,9 @@ const ComponentSchema = Type.Object(
     tier: StringEnum(tiers, { default: 'storage' }),
     shard: Type.Optional(Type.String({ minLength: 1 })),
     role: Type.Optional(Type.String({ minLength: 1 })),
+    /** run on this node once every restored component of the cluster is healthy; failing rolls the restore back */
+    afterRestore: Type.Optional(Argv),
+    afterRestoreTimeoutMs: Type.Integer({ minimum: 100, default: 600_000 }),
   },
   { additionalProperties: true },
 );
@@ -106,7 +109,7 @@ function rules(cfg: AgentConfig): ConfigProblem[] {
       problems.push({ path: `${at}.plugin`, message: `unknown plugin "${c.plugin}" (known: ${pluginNames().join(', ')})` });
       return;
     }
-    const { name: _n, plugin: _p, tier: _t, shard: _s, role: _r, ...settings } = c;
+    const { name: _n, plugin: _p, tier: _t, shard: _s, role: _r, afterRestore: _a, afterRestoreTimeoutMs: _at, ...settings } = c;
     const settingProblems = checkSchema(plugin.configSchema, settings);
     problems.push(...settingProblems.map((p) => ({ path: joinPath(at, p.path), message: p.message })));
     if (settingProblems.length === 0) Object.assign(c, settings); // schema defaults filled in

@@ -77,7 +77,7 @@ export type PreflightResult = Static<typeof PreflightResultSchema>;
 
 // ---- jobs -------------------------------------------------------------------------
 
-export const jobKinds = ['snapshot', 'upload', 'cleanup', 'stage', 'stop', 'swap', 'start', 'rollback', 'finish'] as const;
+export const jobKinds = ['snapshot', 'upload', 'cleanup', 'stage', 'stop', 'swap', 'start', 'hook', 'rollback', 'finish'] as const;
 export type JobKind = (typeof jobKinds)[number];
 
 export const jobStates = ['running', 'succeeded', 'failed', 'cancelled', 'interrupted'] as const;
@@ -113,6 +113,7 @@ export const JobRequestSchema = Type.Union([
   Type.Object({ kind: Type.Literal('stop'), component: Component }, { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('start'), component: Component }, { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('swap'), component: Component, restoreId: RestoreId }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('hook'), component: Component, restoreId: RestoreId, backupId: BackupId }, { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('rollback'), component: Component, restoreId: RestoreId }, { additionalProperties: false }),
   Type.Object(
     { kind: Type.Literal('finish'), component: Component, restoreId: RestoreId, keepOld: Type.Boolean() },
@@ -199,6 +200,12 @@ export interface StageResult {
 export interface ServiceResult {
   ran: boolean;
   durationMs: number;
+}
+
+export interface HookResult extends ServiceResult {
+  /** the hook's argv, and the last lines it printed */
+  command?: string[];
+  output?: string;
 }
 
 // ---- freeze leases ------------------------------------------------------------------

@@ -4,7 +4,7 @@ import type { JobHandlers } from './runner.js';
 import { cleanupJob, snapshotJob } from './snapshot.js';
 import { uploadJob } from './upload.js';
 import { stageJob } from './stage.js';
-import { startJob, stopJob } from './service.js';
+import { hookJob, startJob, stopJob } from './service.js';
 import { finishJob, rollbackJob, swapJob } from './swap.js';
 
 export function jobHandlers(node: AgentNode): JobHandlers {
@@ -15,6 +15,7 @@ export function jobHandlers(node: AgentNode): JobHandlers {
     stage: (req, ctx) => stageJob(node, req, ctx),
     stop: (req, ctx) => stopJob(node, req, ctx),
     start: (req, ctx) => startJob(node, req, ctx),
+    hook: (req, ctx) => hookJob(node, req, ctx),
     swap: (req, ctx) => swapJob(node, req, ctx),
     rollback: (req, ctx) => rollbackJob(node, req, ctx),
     finish: (req, ctx) => finishJob(node, req, ctx),

@@ -1,5 +1,6 @@
-/** Jobs `stop` and `start` (start waits for health under the plugin's deadline). */
-import type { JobRequestOf, ServiceResult } from '../../lib/wire.js';
+/** Jobs `stop` and `start` (start waits for health under the plugin's deadline), and `hook`. */
+import { runCommand } from '../../lib/exec.js';
+import type { HookResult, JobRequestOf, ServiceResult } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
 
@@ -13,4 +14,20 @@ export async function startJob(node: AgentNode, req: JobRequestOf<'start'>, ctx:
   const { config, plugin } = node.component(req.component);
   ctx.progress({ phase: 'starting' });
   return plugin.node.start(config, node.ctx(ctx.signal, ctx.log));
+}
+
+/** Job `hook`: the component's after-restore command, once the whole restored cluster is healthy. */
+export async function hookJob(node: AgentNode, req: JobRequestOf<'hook'>, ctx: JobContext): Promise<HookResult> {
+  const { config } = node.component(req.component);
+  if (!config.afterRestore) return { ran: false, durationMs: 0 };
+  ctx.progress({ phase: 'after-restore hook' });
+  const r = await runCommand(config.afterRestore, {
+    timeoutMs: config.afterRestoreTimeoutMs ?? 600_000,
+    signal: ctx.signal,
+    what: `after-restore hook of component ${config.name}`,
+    node: node.name,
+    env: { ...process.env, LOCKSTEP_NODE: node.name, LOCKSTEP_COMPONENT: config.name, LOCKSTEP_RESTORE_ID: req.restoreId, LOCKSTEP_BACKUP_ID: req.backupId },
+  });
+  const output = r.stdout.trim().split('\n').slice(-5).join('\n');
+  return { ran: true, durationMs: r.durationMs, command: config.afterRestore, output: output || undefined };
 }

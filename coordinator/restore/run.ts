@@ -1,5 +1,5 @@
 /**
- * `lockstep restore ID`: plan → stage → stop → swap → start → finish.
+ * `lockstep restore ID`: plan → stage → stop → swap → start → hooks → finish.
  * Staging happens while every service still runs; downtime is stop + swap + start.
  * Any failure after the first stop rolls back to the old data and starts the services
  * again; the old data is removed only once the whole restore has succeeded.
@@ -17,6 +17,7 @@ import { stage } from './stage.js';
 import { start, stopAll } from './service.js';
 import { swap } from './swap.js';
 import { finish } from './finish.js';
+import { runHooks } from './hooks.js';
 import { rollback } from './rollback.js';
 
 export interface RestoreOptions {
@@ -64,6 +65,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     keptOld: [],
   };
   const steps = new Steps(log, opts.observer);
+  let healthyAt: number | undefined;
   const report = (status: RestoreReport['status']): RestoreReport => ({
     kind: 'restore',
     restoreId,
@@ -76,7 +78,8 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     durationMs: Math.round(performance.now() - t0),
     steps: steps.records,
     nodes: ctx.nodes.map((n) => ({ ...n, status: n.components.some((c) => c.status === 'failed') ? 'failed' : n.status })),
-    downtimeMs: ctx.stoppedAt.size === 0 ? undefined : Math.round(performance.now() - Math.min(...ctx.stoppedAt.values())),
+    // first stop → last healthy (hooks run on a healthy cluster); after a rollback, until now
+    downtimeMs: ctx.stoppedAt.size === 0 ? undefined : Math.round((healthyAt ?? performance.now()) - Math.min(...ctx.stoppedAt.values())),
     keptOldData: ctx.keptOld,
   });
 
@@ -97,11 +100,16 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     await steps.run('swap', () => swap(ctx));
     // start in plugin order, each group healthy before the next
     await steps.run('start', () => start(ctx));
+    healthyAt = performance.now();
+    // each component's afterRestore command, the whole cluster healthy; a failure rolls back
+    await steps.run('hooks', () => runHooks(ctx));
     const done = report('restored');
     // only now is the old data removed (or kept with --keep-old)
     await steps.run('finish', () => finish(ctx));
     return { ...done, keptOldData: ctx.keptOld, steps: steps.records, finishedAt: new Date().toISOString(), durationMs: Math.round(performance.now() - t0) };
   } catch (err) {
+    // a rollback after the start (a hook failed) is downtime too
+    healthyAt = undefined;
     const error = toErrorInfo(err);
     if (ctx.stopped.length === 0) {
       // nothing was stopped: remove what was staged and say why

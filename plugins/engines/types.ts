@@ -19,6 +19,9 @@ export interface ComponentBase {
   tier: Tier;
   shard?: string;
   role?: string;
+  /** a command run once the whole restored cluster is healthy (any plugin) */
+  afterRestore?: string[];
+  afterRestoreTimeoutMs?: number;
 }
 
 export interface NodeContext {

@@ -128,6 +128,36 @@ describe('recovery from failures', () => {
     await setComponent(cluster, 'node2', {});
   });
 
+  it('after-restore hooks run once every node is healthy, with the restore\'s ids; a failing hook rolls every node back', async () => {
+    const out = join(cluster.opts.root, 'hook-ran');
+    const record = [process.execPath, '-e', `require('fs').appendFileSync(${JSON.stringify(out)}, [process.env.LOCKSTEP_NODE, process.env.LOCKSTEP_RESTORE_ID, process.env.LOCKSTEP_BACKUP_ID].join(' ') + '\\n'); console.log('replicas in sync')`];
+    for (const a of cluster.agents) await setComponent(cluster, a.node, { afterRestore: record });
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed again on ${a.node}`);
+    const ok = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(ok.code, ok.stdout).toBe(0);
+    const done = json<RestoreReport>(ok.stdout);
+    expect(done.steps.map((x) => x.name)).toEqual(['plan', 'stage', 'stop', 'swap', 'start', 'hooks', 'finish']);
+    const lines = (await readFile(out, 'utf8')).trim().split('\n').sort();
+    expect(lines).toEqual(cluster.agents.map((a) => `${a.node} ${done.restoreId} ${backupId}`));
+    for (const n of done.nodes) expect(n.components[0]!.actions!.join('\n')).toMatch(/after-restore hook .* ran in \d+ ms; it printed: replicas in sync/);
+    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
+
+    // node2's hook fails: the restore is rolled back on every node, though all were healthy
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed once more on ${a.node}`);
+    const now = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+    await setComponent(cluster, 'node2', { afterRestore: [process.execPath, '-e', `process.stderr.write('replica check failed'); process.exit(2)`] });
+    const bad = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(bad.code, bad.stdout).toBe(1);
+    const rolled = json<RestoreReport>(bad.stdout);
+    expect(rolled.status).toBe('rolled-back');
+    expect(rolled.rollback?.ok).toBe(true);
+    expect(rolled.error?.message).toContain('node2/data: after-restore hook failed');
+    expect(rolled.error?.message).toContain('replica check failed');
+    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(now);
+    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+    for (const a of cluster.agents) await setComponent(cluster, a.node, {});
+  });
+
   it('a corrupt chunk stops the restore during staging, before any service is stopped', async () => {
     const events = join(cluster.opts.root, 'node1.events');
     const stopsBefore = await readFile(events, 'utf8').catch(() => '');

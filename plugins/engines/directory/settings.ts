@@ -1,8 +1,6 @@
 /** The `directory` plugin's settings of a component in agent.yaml. */
 import { Type, type Static } from '@sinclair/typebox';
-import { StringEnum } from '../../../lib/schema.js';
-
-const Argv = Type.Array(Type.String({ minLength: 1 }), { minItems: 1 });
+import { Argv, StringEnum } from '../../../lib/schema.js';
 
 export const DirectorySettingsSchema = Type.Object(
   {

@@ -1,7 +1,6 @@
 /** The `etcd` plugin's settings of a component in agent.yaml. */
 import { Type, type Static } from '@sinclair/typebox';
-
-const Argv = Type.Array(Type.String({ minLength: 1 }), { minItems: 1 });
+import { Argv } from '../../../lib/schema.js';
 
 export const EtcdSettingsSchema = Type.Object(
   {
