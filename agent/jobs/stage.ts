@@ -62,9 +62,10 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
   }
   const result = await stageIndex(repo, index, targets, ctx);
   // a later backup of the restored data shares most of its blocks with what was staged:
-  // kept, the restore after it downloads little here
+  // kept, the restore after it downloads little here. Only a plugin that rebuilds the
+  // staged files (etcd) leaves any out of the data; otherwise they all go live
   const keeps: (() => Promise<void>)[] = [];
-  for (const t of Object.values(targets)) if (t.cache) keeps.push(await keepStaged(t.staging, t.cache, ctx.signal));
+  if (plugin.node.afterStage) for (const t of Object.values(targets)) if (t.cache) keeps.push(await keepStaged(t.staging, t.cache, ctx.signal));
   const notRestored = index.sets.filter((set) => !(set in targets));
   if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
   if (plugin.node.afterStage) {
