@@ -133,7 +133,7 @@ export interface Seen {
 }
 
 /** a change within this long before an entry was looked at may not show in its ctime (coarse kernel clock) */
-const RACY_MS = 2000;
+export const RACY_MS = 2000;
 
 const sigOf = (st: Stats) => `${st.ino}:${st.size}:${st.ctimeMs}:${st.mtimeMs}:${st.mode}:${st.uid}:${st.gid}`;
 

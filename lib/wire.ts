@@ -180,7 +180,7 @@ export interface UploadResult {
   chunksNew: number;
   /** bytes written to the repository (after compression and encryption) */
   bytesNew: number;
-  /** files not read again: same size and mtime as in the component's previous backup */
+  /** files not read again: same size, mtime, inode and ctime as in the component's previous backup */
   filesUnchanged?: number;
   uploadMs: number;
 }

@@ -8,7 +8,7 @@ import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
 
 export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ctx: JobContext): Promise<UploadResult> {
-  node.component(req.component);
+  const { config, plugin } = node.component(req.component);
   const dir = node.snapshotDir(req.backupId, req.component);
   if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
     throw new LockstepError('LOCKSTEP_E_SNAPSHOT_MISSING', `no snapshot of ${req.component} for backup ${req.backupId} on ${node.name}`, {
@@ -19,5 +19,6 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
   const repo = await node.repositoryFor(req.repositoryId);
   // every set the snapshot produced (restorable data, and files captured for the record)
   const sets = await snapshotSets(dir);
-  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component }, ctx);
+  const linked = plugin.linksLiveFiles?.(config) ?? false;
+  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, linked }, ctx);
 }

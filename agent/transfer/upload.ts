@@ -15,7 +15,7 @@
  *   repository's chunk size (4 MiB unless set at init), stored once across the whole
  *   repository. A repository made with a chunk size of 1 MiB or less stores more files
  *   that way: dedup across nodes for them, at the price of coarser incrementals.
- * - A file whose size and mtime equal the previous backup's entry is not read again.
+ * - A file whose size, mtime, inode and ctime equal the previous backup's entry is not read again.
  * - Memory is bounded and reused: reads, packs under construction and packs in flight
  *   come from fixed pools of buffers, so the agent neither grows with the data nor
  *   churns garbage buffers.
@@ -29,7 +29,7 @@ import { readFileAt } from '../../lib/fd.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
-import { metaOf, walkTree, type TreeEntry } from '../../lib/tree.js';
+import { metaOf, RACY_MS, walkTree, type TreeEntry } from '../../lib/tree.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
@@ -432,6 +432,8 @@ export interface UploadTarget {
   backupId: string;
   node: string;
   component: string;
+  /** the snapshot's files are hard links of the live ones: linking changed their ctime, so it tells nothing */
+  linked?: boolean;
 }
 
 /** The newest committed backup's index of this component, if any (what this run dedups against). */
@@ -472,6 +474,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const t0 = performance.now();
   ctx.progress({ phase: 'scanning' });
   const walked: { set: string; e: TreeEntry }[] = [];
+  // every stat below comes after this moment
+  const walkedFrom = Date.now();
   for (const set of sets) {
     for await (const e of walkTree(join(snapRoot, set), (rel, why) => ctx.log.warn({ path: rel, why }, 'skipped'))) walked.push({ set, e });
   }
@@ -529,7 +533,10 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       }
       const old = before.get(path);
       let up: Uploaded;
-      if (old && old.size === w.e.stat.size && old.mtimeMs === meta.mtimeMs) {
+      const st = w.e.stat;
+      // size and mtime alone miss a rewrite that keeps both (same size, mtime set back or in the
+      // same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps both
+      if (old?.seen && old.size === st.size && old.mtimeMs === meta.mtimeMs && old.seen.ino === st.ino && (target.linked || old.seen.ctimeMs === st.ctimeMs)) {
         up = old;
         result.filesUnchanged!++;
         bytesDone += old.size;
@@ -539,7 +546,18 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
           ctx.progress({ bytesDone });
         });
       }
-      entries[i] = { type: 'file', path, ...meta, size: up.size, sha256: up.sha256, ...(up.block && up.chunks.length > 1 ? { block: up.block } : {}), chunks: up.chunks };
+      // a change in the same tick of the kernel's coarse clock may not show in ctime: only settled files count as seen
+      const settled = walkedFrom - Math.max(st.ctimeMs, st.mtimeMs) > RACY_MS;
+      entries[i] = {
+        type: 'file',
+        path,
+        ...meta,
+        size: up.size,
+        sha256: up.sha256,
+        ...(up.block && up.chunks.length > 1 ? { block: up.block } : {}),
+        chunks: up.chunks,
+        ...(settled ? { seen: { ino: st.ino, ctimeMs: st.ctimeMs } } : {}),
+      };
       result.chunks += up.chunks.length;
       ctx.progress({ bytesDone, filesDone: ++filesDone });
     },

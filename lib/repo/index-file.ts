@@ -74,6 +74,13 @@ export const IndexEntrySchema = Type.Union([
     /** the size the file was cut into blocks at (absent: the index's chunkSize) */
     block: Type.Optional(Type.Integer({ minimum: 1 })),
     chunks: Type.Array(ChunkRefSchema),
+    /**
+     * what the file read for this backup was (inode, change time): the next backup of the
+     * component reads it again unless those, size and mtime are all the same. Absent when
+     * it changed too shortly before it was read to tell (the next backup reads it again).
+     * Not restored.
+     */
+    seen: Type.Optional(Type.Object({ ino: Type.Number(), ctimeMs: Type.Number() })),
   }),
   Type.Object({ type: Type.Literal('symlink'), ...Common, target: Type.String() }),
 ]);

@@ -117,6 +117,11 @@ export interface EnginePlugin<S extends TSchema = TSchema> {
    * staged), as a local source for restores and as the start of its next snapshot
    */
   readonly keepLastSnapshot?: (comp: ComponentBase & Static<S>) => boolean;
+  /**
+   * the snapshot hard-links the live files (for services that never change a file in
+   * place): each link changes a file's ctime, so the next upload cannot go by it
+   */
+  readonly linksLiveFiles?: (comp: ComponentBase & Static<S>) => boolean;
   readonly node: EngineNode<ComponentBase & Static<S>>;
   readonly cluster: EngineCluster;
 }

@@ -9,6 +9,7 @@ export const directoryPlugin = {
   capabilities: ['stop-start', 'snapshot', 'restore', 'single-node-restore', 'remap'],
   // the pre-copied snapshot, kept, is where the next pre-copy starts: it copies what changed
   keepLastSnapshot: (c) => c.keepCopy && c.precopy && c.snapshotMode === 'copy' && c.stop !== undefined,
+  linksLiveFiles: (c) => c.snapshotMode === 'hardlink' && c.stop !== undefined,
   node: directoryNode,
   cluster: { startOrder: metaThenStorage },
 } satisfies EnginePlugin<typeof DirectorySettingsSchema>;
