@@ -25,6 +25,8 @@ export interface BoundComponent {
 export class AgentNode {
   readonly components = new Map<string, BoundComponent>();
   private repo?: Repository;
+  /** per component: the job that uses its kept snapshot now (one at a time) */
+  private readonly keptUse = new Map<string, Promise<unknown>>();
 
   constructor(
     readonly config: AgentConfig,
@@ -81,6 +83,22 @@ export class AgentNode {
   /** the last snapshot of a component, kept when its plugin asks (a local source for restores) */
   lastSnapshotDir(component: string): string {
     return join(this.config.stateDir, 'last', component);
+  }
+
+  /**
+   * Run `work` while no other job of this component uses its kept snapshot: a staging
+   * that trusts the hashes it took of a kept file must not see a backup replace it.
+   */
+  async withKept<T>(component: string, work: () => Promise<T>): Promise<T> {
+    const before = this.keptUse.get(component) ?? Promise.resolve();
+    const mine = before.catch(() => undefined).then(work);
+    const tail = mine.catch(() => undefined);
+    this.keptUse.set(component, tail);
+    try {
+      return await mine;
+    } finally {
+      if (this.keptUse.get(component) === tail) this.keptUse.delete(component);
+    }
   }
 
   stagingPath(live: string, restoreId: string): string {

@@ -17,16 +17,21 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
   ctx.progress({ phase: 'snapshot' });
   const restart = { kind: 'restart-service', component: req.component } as const;
   const last = node.lastSnapshotDir(req.component);
-  const kept = plugin.keepLastSnapshot?.(config) && (await stat(last).then((s) => s.isDirectory(), () => false));
-  const outcome = await plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), {
-    backupId: req.backupId,
-    into: dir,
-    previous: kept ? last : undefined,
-    serviceStopped: async (stopped) => {
-      if (stopped) await ctx.addLeftover(restart);
-      else await ctx.dropLeftover(restart);
-    },
-  });
+  const keeps = plugin.keepLastSnapshot?.(config) ?? false;
+  const take = async () => {
+    const kept = keeps && (await stat(last).then((s) => s.isDirectory(), () => false));
+    return plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), {
+      backupId: req.backupId,
+      into: dir,
+      previous: kept ? last : undefined,
+      serviceStopped: async (stopped) => {
+        if (stopped) await ctx.addLeftover(restart);
+        else await ctx.dropLeftover(restart);
+      },
+    });
+  };
+  // the plugin may take the kept snapshot over: not while a restore stages from it
+  const outcome = keeps ? await node.withKept(req.component, take) : await take();
   const size = { files: 0, bytes: 0 };
   for (const set of await snapshotSets(dir)) {
     const s = await treeSize(join(dir, set));
@@ -42,9 +47,11 @@ export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>):
   if (plugin.keepLastSnapshot?.(config) && (await stat(dir).then((s) => s.isDirectory(), () => false))) {
     // the newest snapshot replaces the kept one (a local source for the next restore)
     const last = node.lastSnapshotDir(req.component);
-    await rm(last, { recursive: true, force: true });
-    await mkdir(dirname(last), { recursive: true, mode: 0o700 });
-    await rename(dir, last);
+    await node.withKept(req.component, async () => {
+      await rm(last, { recursive: true, force: true });
+      await mkdir(dirname(last), { recursive: true, mode: 0o700 });
+      await rename(dir, last);
+    });
   }
   await rm(dir, { recursive: true, force: true });
   // the backup's folder goes with its last component (others may still be in it)
