@@ -115,7 +115,7 @@ export class AgentNode {
       const ctx = this.ctx(AbortSignal.timeout(30_000));
       try {
         const d = await plugin.node.describe(config, ctx);
-        components.push({ ...d, name: config.name, plugin: plugin.name, capabilities: [...plugin.capabilities] });
+        components.push({ ...d, name: config.name, plugin: plugin.name, capabilities: [...plugin.capabilities], afterRestore: config.afterRestore });
       } catch (err) {
         components.push({
           name: config.name,
@@ -129,6 +129,7 @@ export class AgentNode {
           files: 0,
           health: { ok: false, message: `describe failed: ${toErrorInfo(err).message}` },
           capabilities: [...plugin.capabilities],
+          afterRestore: config.afterRestore,
         });
       }
     }

@@ -3,7 +3,7 @@
  * every route) with the TypeScript types derived from them.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { StringEnum } from './schema.js';
+import { Argv, StringEnum } from './schema.js';
 
 export const API_PREFIX = '/v1';
 
@@ -40,6 +40,8 @@ export const ComponentDescriptionSchema = Type.Object({
   capabilities: Type.Array(Type.String()),
   /** plugin facts the cluster half needs (e.g. an etcd member's name and peer URL) */
   details: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /** the command run on the node after a restore, once the cluster is healthy */
+  afterRestore: Type.Optional(Argv),
 });
 export type ComponentDescription = Static<typeof ComponentDescriptionSchema>;
 

@@ -5,6 +5,7 @@
  * coverage policy skipped it, of the replica that covered its shard.
  */
 import { LockstepError } from '../../lib/errors.js';
+import { formatArgv } from '../../lib/exec.js';
 import { topologyNode, type TopologyComponent, type TopologyNode } from '../../lib/repo/manifest.js';
 import { getPlugin } from '../../plugins/engines/registry.js';
 import type { EnginePlugin } from '../../plugins/engines/types.js';
@@ -50,6 +51,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   }
   const capabilities = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.capabilities] as const)));
   for (const d of described) for (const c of d.description!.components) ctx.details.set(`${d.node}/${c.name}`, c.details ?? {});
+  const hooks = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.afterRestore] as const)));
   checkMap(ctx, described.map((d) => d.node));
   let live: TopologyNode[] = described.map((d) => topologyNode(d.description!, d.address));
   let backup = remapTopology(m.topology, ctx.map);
@@ -101,7 +103,12 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   const stopGroupOf = new Map(stops.flatMap((g, i) => g.map((t) => [t, i + 1] as const)));
   ctx.startGroups.forEach((g, i) =>
     g.forEach((t) =>
-      ctx.components.get(`${t.node}/${t.component}`)!.actions!.push(`stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}`),
+      ctx.components
+        .get(`${t.node}/${t.component}`)!
+        .actions!.push(
+          `stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}` +
+            (hooks.get(`${t.node}/${t.component}`) ? `, then, the cluster healthy, run ${formatArgv(hooks.get(`${t.node}/${t.component}`)!)}` : ''),
+        ),
     ),
   );
 }

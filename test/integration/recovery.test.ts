@@ -133,6 +133,9 @@ describe('recovery from failures', () => {
     const record = [process.execPath, '-e', `require('fs').appendFileSync(${JSON.stringify(out)}, [process.env.LOCKSTEP_NODE, process.env.LOCKSTEP_RESTORE_ID, process.env.LOCKSTEP_BACKUP_ID].join(' ') + '\\n'); console.log('replicas in sync')`];
     for (const a of cluster.agents) await setComponent(cluster, a.node, { afterRestore: record });
     for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed again on ${a.node}`);
+    // the plan names them
+    const plan = json<RestoreReport>((await runCli(['restore', backupId, '--dry-run', '--json'], { config: cluster.configFile })).stdout);
+    for (const n of plan.nodes) expect(n.components[0]!.actions!.join('\n')).toContain(`then, the cluster healthy, run ${process.execPath} -e`);
     const ok = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
     expect(ok.code, ok.stdout).toBe(0);
     const done = json<RestoreReport>(ok.stdout);
