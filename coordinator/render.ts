@@ -79,6 +79,7 @@ export function renderRestore(r: RestoreReport): string {
     for (const c of n.components) out.push(...componentLine(c));
   }
   if (r.keptOldData.length) out.push(`  previous data kept at: ${r.keptOldData.join(', ')}`);
+  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
   if (r.error) out.push(...errorLines(r.error, '  '));
   if (r.rollback) {
     out.push(r.rollback.ok ? '  rollback: succeeded; the previous data is back in place and services were started' : '  rollback: FAILED; a person must act:');

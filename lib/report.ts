@@ -90,6 +90,8 @@ export interface RestoreReport {
   /** first stop to last healthy, over the cluster */
   downtimeMs?: number;
   keptOldData: string[];
+  /** what the operator should know though it did not stop the restore */
+  warnings?: string[];
   error?: ErrorInfo;
   rollback?: { attempted: boolean; ok: boolean; errors: ErrorInfo[] };
 }

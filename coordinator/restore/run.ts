@@ -6,6 +6,8 @@
  */
 import { LockstepError, toErrorInfo } from '../../lib/errors.js';
 import { newRestoreId } from '../../lib/ids.js';
+import { RepoLock } from '../../lib/repo/lock.js';
+import type { Repository } from '../../lib/repo/repository.js';
 import type { Logger } from '../../lib/log.js';
 import type { RestoreReport } from '../../lib/report.js';
 import type { Cluster } from '../cluster.js';
@@ -32,7 +34,32 @@ export interface RestoreOptions {
   observer?: StepObserver & ProgressSink;
 }
 
-const REFUSALS = new Set(['LOCKSTEP_E_USAGE', 'LOCKSTEP_E_TOPOLOGY_MISMATCH', 'LOCKSTEP_E_BACKUP_PARTIAL', 'LOCKSTEP_E_PREFLIGHT_FAILED', 'LOCKSTEP_E_BACKUP_NOT_FOUND', 'LOCKSTEP_E_PLAN_UNSUPPORTED']);
+const REFUSALS = new Set([
+  'LOCKSTEP_E_USAGE',
+  'LOCKSTEP_E_TOPOLOGY_MISMATCH',
+  'LOCKSTEP_E_BACKUP_PARTIAL',
+  'LOCKSTEP_E_PREFLIGHT_FAILED',
+  'LOCKSTEP_E_BACKUP_NOT_FOUND',
+  'LOCKSTEP_E_PLAN_UNSUPPORTED',
+  'LOCKSTEP_E_REPO_LOCKED',
+  'LOCKSTEP_E_REPO_NO_ATOMIC_CREATE',
+]);
+
+/**
+ * The repository lock, as a backup takes it: no prune removes what is being staged, no
+ * backup snapshots a cluster mid-restore, no second restore runs at once. A repository
+ * this host may only read (restore credentials kept read-only) cannot hold it: the
+ * restore then goes on unguarded, with a warning.
+ */
+async function takeLock(repo: Repository, what: string, warnings: string[]): Promise<RepoLock | undefined> {
+  try {
+    return await RepoLock.acquire(repo.driver, what);
+  } catch (err) {
+    if (err instanceof LockstepError && (err.code === 'LOCKSTEP_E_REPO_LOCKED' || err.code === 'LOCKSTEP_E_REPO_NO_ATOMIC_CREATE')) throw err;
+    warnings.push(`ran without the repository lock (it could not be written: ${toErrorInfo(err).message}); make sure no backup, prune or other restore runs meanwhile`);
+    return undefined;
+  }
+}
 
 export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promise<RestoreReport> {
   const t0 = performance.now();
@@ -66,6 +93,8 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
   };
   const steps = new Steps(log, opts.observer);
   let healthyAt: number | undefined;
+  const warnings: string[] = [];
+  let lock: RepoLock | undefined;
   const report = (status: RestoreReport['status']): RestoreReport => ({
     kind: 'restore',
     restoreId,
@@ -81,9 +110,15 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     // first stop → last healthy (hooks run on a healthy cluster); after a rollback, until now
     downtimeMs: ctx.stoppedAt.size === 0 ? undefined : Math.round((healthyAt ?? performance.now()) - Math.min(...ctx.stoppedAt.values())),
     keptOldData: ctx.keptOld,
+    ...(warnings.length > 0 ? { warnings } : {}),
   });
 
   try {
+    if (!opts.dryRun) {
+      // one operation at a time in the repository (a lease, renewed while we run)
+      lock = await steps.run('lock', () => takeLock(repo, `restore ${restoreId} of backup ${opts.backupId} to cluster ${cluster.config.cluster}`, warnings));
+      if (lock) ctx.signal = AbortSignal.any([opts.signal, lock.signal]);
+    }
     // manifest against the live topology: same nodes and components, or refuse
     await steps.run('plan', () => planRestore(ctx));
     if (opts.dryRun) {
@@ -93,7 +128,10 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     }
     // download and verify beside the live data; every service still runs
     await steps.run('stage', () => stage(ctx));
+    if (lock?.signal.aborted) throw lock.signal.reason;
     if (opts.signal.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', 'restore interrupted before any service was stopped');
+    // nothing below reads the repository: a lease lost from here on does not stop the restore
+    ctx.signal = opts.signal;
     // downtime starts at the first stop: stop in the plugins' stop order
     await steps.run('stop', () => stopAll(ctx));
     // live data moved aside (kept), staged data renamed into place
@@ -110,7 +148,8 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
   } catch (err) {
     // a rollback after the start (a hook failed) is downtime too
     healthyAt = undefined;
-    const error = toErrorInfo(err);
+    // a lost lock explains an abort while staging better than whatever it interrupted
+    const error = toErrorInfo(lock?.signal.aborted && ctx.stopped.length === 0 ? lock.signal.reason : err);
     if (ctx.stopped.length === 0) {
       // nothing was stopped: remove what was staged and say why
       if (ctx.staged.length > 0) await steps.run('cleanup', () => rollback(ctx)).catch(() => undefined);
@@ -123,5 +162,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     r.error = error;
     r.rollback = { attempted: true, ok: rb.ok, errors: rb.errors };
     return r;
+  } finally {
+    await lock?.release().catch(() => undefined);
   }
 }

@@ -16,6 +16,8 @@ import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { Job } from '../../lib/wire.js';
 import { issueCertificate } from '../../lib/tls/certs.js';
 import { FAKE_SERVICE, isAlive, json, runCli, service, startCluster, stopCluster } from '../helpers/cluster.js';
+import { openFsRepo } from '../helpers/repo.js';
+import { RepoLock } from '../../lib/repo/lock.js';
 
 const run = (argv: string[]) => new Promise<void>((res, rej) => execFile(argv[0]!, argv.slice(1), (e) => (e ? rej(e) : res())));
 
@@ -139,7 +141,7 @@ describe('recovery from failures', () => {
     const ok = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
     expect(ok.code, ok.stdout).toBe(0);
     const done = json<RestoreReport>(ok.stdout);
-    expect(done.steps.map((x) => x.name)).toEqual(['plan', 'stage', 'stop', 'swap', 'start', 'hooks', 'finish']);
+    expect(done.steps.map((x) => x.name)).toEqual(['lock', 'plan', 'stage', 'stop', 'swap', 'start', 'hooks', 'finish']);
     const lines = (await readFile(out, 'utf8')).trim().split('\n').sort();
     expect(lines).toEqual(cluster.agents.map((a) => `${a.node} ${done.restoreId} ${backupId}`));
     for (const n of done.nodes) expect(n.components[0]!.actions!.join('\n')).toMatch(/after-restore hook .* ran in \d+ ms; it printed: replicas in sync/);
@@ -159,6 +161,26 @@ describe('recovery from failures', () => {
     expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(now);
     for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
     for (const a of cluster.agents) await setComponent(cluster, a.node, {});
+  });
+
+  it('a restore while another operation holds the repository is refused, naming it; nothing is touched', async () => {
+    const repo = await openFsRepo(cluster.repoDir);
+    const held = await RepoLock.acquire(repo.driver, 'backup nightly of cluster other');
+    try {
+      const now = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout).toBe(4);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('refused');
+      expect(report.error?.code).toBe('LOCKSTEP_E_REPO_LOCKED');
+      expect(report.error?.message).toContain('backup nightly of cluster other');
+      expect(report.steps.map((x) => x.name)).toEqual(['lock']);
+      expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(now);
+      // a dry run only reads: it still plans
+      expect((await runCli(['restore', backupId, '--dry-run', '--json'], { config: cluster.configFile })).code).toBe(0);
+    } finally {
+      await held.release();
+    }
   });
 
   it('a corrupt chunk stops the restore during staging, before any service is stopped', async () => {
