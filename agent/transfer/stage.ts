@@ -386,14 +386,13 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           const scan = await scanLocal(candidate, e, index, scratch, ctx.signal, kept);
           if (!scan) continue;
           if (scan.size === e.size && scan.sha256 === e.sha256) {
+            // a copy, not a link: the staged file may go live and be written
+            await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+            // nothing writes the kept snapshot: the file just hashed is the file copied
             if (kept) {
-              // nothing writes the kept snapshot: the file just hashed is the file copied
-              // (a copy, not a link: the staged file may go live and be written)
-              await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
               reused = true;
               break;
             }
-            await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
             // the live file may change while we copy: check the copy itself, else go on
             const copied = await scanLocal(p.staging, e, index, scratch, ctx.signal);
             reused = copied?.size === e.size && copied.sha256 === e.sha256;

@@ -9,7 +9,7 @@ import { formatArgv } from '../../lib/exec.js';
 import { topologyNode, type TopologyComponent, type TopologyNode } from '../../lib/repo/manifest.js';
 import { getPlugin } from '../../plugins/engines/registry.js';
 import type { EnginePlugin } from '../../plugins/engines/types.js';
-import type { RestoreContext, RestoreTarget } from './context.js';
+import { report, type RestoreContext, type RestoreTarget } from './context.js';
 
 export function topologyDifferences(backup: TopologyNode[], live: TopologyNode[]): string[] {
   const diffs: string[] = [];
@@ -102,14 +102,11 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   const stops = stopGroups(ctx.targets, new Map());
   const stopGroupOf = new Map(stops.flatMap((g, i) => g.map((t) => [t, i + 1] as const)));
   ctx.startGroups.forEach((g, i) =>
-    g.forEach((t) =>
-      ctx.components
-        .get(`${t.node}/${t.component}`)!
-        .actions!.push(
-          `stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}` +
-            (hooks.get(`${t.node}/${t.component}`) ? `, then, the cluster healthy, run ${formatArgv(hooks.get(`${t.node}/${t.component}`)!)}` : ''),
-        ),
-    ),
+    g.forEach((t) => {
+      const hook = hooks.get(`${t.node}/${t.component}`);
+      const then = hook ? `, then, the cluster healthy, run ${formatArgv(hook)}` : '';
+      report(ctx, t).actions!.push(`stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}${then}`);
+    }),
   );
 }
 
