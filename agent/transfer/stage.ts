@@ -1,8 +1,9 @@
 /**
  * Stage a component's backup beside its live data while the service still runs:
- * every chunk, from the repository or from a local file, is checked against its hash,
- * and a local file reused whole against the file's hash; a local file that already has
- * the right content is copied instead of downloaded.
+ * every chunk, from the repository or from a local file, is checked against its hash.
+ * A live file is copied into staging in one pass and hashed as it is written; the blocks
+ * that match the backup stay, the few that do not are patched from the repository. A
+ * kept snapshot (the agent's own, which nothing writes) is reused whole on its hash.
  */
 import { constants } from 'node:fs';
 import { copyFile, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
@@ -12,7 +13,7 @@ import { LockstepError } from '../../lib/errors.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { applyMeta, applyMetaFd } from '../../lib/tree.js';
-import { closeFd, openFd, writevAll } from '../../lib/fd.js';
+import { closeFd, fstatFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
 import { runCommand } from '../../lib/exec.js';
 import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -114,6 +115,97 @@ async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, scra
     scratch.give(buf);
   }
   return { size, sha256: whole ? whole.digest('hex') : contentHash(shas), blocks };
+}
+
+/** What copying a live file into staging saw: the bytes written are the bytes it hashed. */
+interface LiveCopy {
+  size: number;
+  sha256: string;
+  /** blocks (by index) whose written bytes are not the backup's block at that place */
+  wrong: number[];
+  /** where each block lies in the live file, for a download that falls back to it */
+  blocks: Map<string, LocalChunk>;
+}
+
+/**
+ * Copy the live file into `dest` in one pass, hashing what is written: each block at the
+ * file's own block size is compared with the backup's block at the same place. The
+ * service may write the file meanwhile; what lands in `dest` is exactly what was hashed,
+ * so a block that matches is the backup's whatever happened later. Undefined when the
+ * live file is no use (missing, not a regular file, a one-block file of another size).
+ */
+async function copyLive(path: string, dest: string, e: FileEntry, index: ComponentIndex, scratch: Scratch, signal: AbortSignal): Promise<LiveCopy | undefined> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st?.isFile()) return undefined;
+  const several = e.chunks.length > 1;
+  if (!several && st.size !== e.size) return undefined;
+  const block = e.block ?? index.chunkSize;
+  const readSize = Math.max(block, Math.floor((1024 * 1024) / block) * block);
+  const src = await openFd(path, 'r').catch(() => undefined);
+  if (src === undefined) return undefined;
+  const whole = several && hashesBlocks(index) ? undefined : createHash('sha256');
+  // a one-block file is read whole at once; the blocks of a larger one line up with its reads
+  const buf = scratch.take(several ? readSize : Math.min(readSize, st.size + 1));
+  const room = several ? readSize : buf.length;
+  const out: LiveCopy = { size: 0, sha256: '', wrong: [], blocks: new Map() };
+  const shas: string[] = [];
+  let fd: number | undefined;
+  try {
+    fd = await openFd(dest, 'wx', 0o600);
+    for (;;) {
+      signal.throwIfAborted();
+      const n = await readAt(src, buf, room, out.size);
+      if (n === 0) break;
+      await writevAll(fd, [buf.subarray(0, n)], out.size);
+      whole?.update(buf.subarray(0, n));
+      if (several) {
+        for (let off = 0; off < n; off += block) {
+          const length = Math.min(block, n - off);
+          const h = sha256(buf.subarray(off, off + length));
+          const i = (out.size + off) / block;
+          shas.push(h);
+          if (!out.blocks.has(h)) out.blocks.set(h, { path, offset: out.size + off, length });
+          const want = e.chunks[i];
+          if (want !== undefined && refSha(want) !== h) out.wrong.push(i);
+        }
+      }
+      out.size += n;
+    }
+  } finally {
+    await closeFd(src);
+    if (fd !== undefined) await closeFd(fd);
+    scratch.give(buf);
+  }
+  // blocks the live file is too short to hold
+  for (let i = Math.ceil(out.size / block); several && i < e.chunks.length; i++) out.wrong.push(i);
+  out.sha256 = whole ? whole.digest('hex') : contentHash(shas);
+  return out;
+}
+
+/**
+ * Put the backup's block in place of each wrong one (each checked against its hash as it
+ * is read from the repository), cut the file to its size, set its metadata. Returns the
+ * bytes fetched.
+ */
+async function patch(repo: Repository, e: FileEntry, index: ComponentIndex, dest: string, wrong: number[], signal: AbortSignal): Promise<number> {
+  const block = e.block ?? index.chunkSize;
+  const fd = await openFd(dest, 'r+');
+  let fetched = 0;
+  try {
+    for (const i of wrong) {
+      const data = await repo.getBlob(e.chunks[i]!, signal);
+      fetched += await writevAll(fd, [data], i * block);
+    }
+    await ftruncateFd(fd, e.size);
+    const size = (await fstatFd(fd)).size;
+    if (size !== e.size) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file ${e.path} restored from the repository has ${size} bytes, the backup recorded ${e.size}`, { details: { file: e.path } });
+    }
+    await applyMetaFd(fd, e);
+  } finally {
+    await closeFd(fd);
+  }
+  return fetched;
 }
 
 function split(path: string): { set: string; rel: string } {
@@ -381,26 +473,32 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
       } else if (e.type === 'file') {
         let reused = false;
         const local = new Map<string, LocalChunk>();
-        const candidates = [{ path: p.live, kept: false }, ...(p.cache ? [{ path: p.cache, kept: true }] : [])];
-        for (const { path: candidate, kept } of candidates) {
-          const scan = await scanLocal(candidate, e, index, scratch, ctx.signal, kept);
-          if (!scan) continue;
-          if (scan.size === e.size && scan.sha256 === e.sha256) {
-            // a copy, not a link: the staged file may go live and be written
-            await copyFile(candidate, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+        // the live file first, in one pass: what matches stays, a few wrong blocks are patched
+        const live = await copyLive(p.live, p.staging, e, index, scratch, ctx.signal);
+        if (live && live.wrong.length === 0 && live.size === e.size && live.sha256 === e.sha256) {
+          reused = true;
+        } else if (live && e.chunks.length > 1 && live.wrong.length * 2 <= e.chunks.length) {
+          const fetched = await patch(repo, e, index, p.staging, live.wrong, ctx.signal);
+          result.bytesDownloaded += fetched;
+          result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + e.size - fetched;
+          bytesDone += e.size;
+          ctx.progress({ bytesDone, filesDone: ++filesDone });
+          return; // its metadata went on through its descriptor
+        } else if (live) {
+          // mostly changed: written again from the repository, its unchanged blocks read back from the live file
+          await rm(p.staging);
+          for (const [h, c] of live.blocks) local.set(h, c);
+        }
+        if (!reused && p.cache) {
+          const scan = await scanLocal(p.cache, e, index, scratch, ctx.signal, true);
+          if (scan && scan.size === e.size && scan.sha256 === e.sha256) {
             // nothing writes the kept snapshot: the file just hashed is the file copied
-            if (kept) {
-              reused = true;
-              break;
-            }
-            // the live file may change while we copy: check the copy itself, else go on
-            const copied = await scanLocal(p.staging, e, index, scratch, ctx.signal);
-            reused = copied?.size === e.size && copied.sha256 === e.sha256;
-            if (reused) break;
-            await rm(p.staging);
+            // (a copy, not a link: the staged file may go live and be written)
+            await copyFile(p.cache, p.staging, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+            reused = true;
+          } else if (scan) {
+            for (const [h, c] of scan.blocks) if (!local.has(h)) local.set(h, c);
           }
-          // a changed file: its unchanged blocks still come from local copies
-          for (const [h, c] of scan.blocks) if (!local.has(h)) local.set(h, c);
         }
         if (reused) {
           shared.skip(e);

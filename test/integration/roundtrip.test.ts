@@ -199,6 +199,29 @@ describe('backup and restore of three nodes', () => {
     expect(await fingerprint(data)).toEqual(before[1]);
   });
 
+  it('a live file cut short, grown or mostly rewritten is patched or fetched to exactly the backed-up bytes', async () => {
+    const huge = join(cluster.agent('node2').data.data!, 'huge.bin');
+    const restore = async () => {
+      const r = await runCli(['restore', backupId, '--node', 'node2', '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(await fingerprint(cluster.agent('node2').data.data!)).toEqual(before[1]);
+      return json<RestoreReport>(r.stdout).nodes[0]!.components[0]!.stage!;
+    };
+    // cut short: the missing 10 MiB of blocks come from the repository, the rest stays
+    const fh = await open(huge, 'r+');
+    await fh.truncate(40 * 1024 * 1024);
+    await fh.close();
+    expect((await restore()).bytesDownloaded).toBe(10 * 1024 * 1024);
+    // grown: nothing to fetch, the tail is cut off
+    await writeFile(huge, randomBytes(1024 * 1024), { flag: 'a' });
+    expect((await restore()).bytesDownloaded).toBe(0);
+    // mostly rewritten: fetched again (what still matches is read back from the live file)
+    const g = await open(huge, 'r+');
+    await g.write(randomBytes(40 * 1024 * 1024), 0, undefined, 0);
+    await g.close();
+    expect((await restore()).bytesDownloaded).toBe(40 * 1024 * 1024);
+  });
+
   it('a rewrite that keeps the size and the mtime is still backed up (the change time tells)', async () => {
     const file = join(cluster.agent('node1').data.data!, 'same-size.db');
     const backup = async (name: string) => {
