@@ -72,12 +72,13 @@ interface LocalScan {
 }
 
 /**
- * Read a local file once: its hash (the index's kind: `contentHash` or the whole content)
- * and, for a file of several blocks, the hash of each block at the file's own block
- * size: with fixed-size blocks, unchanged blocks of a changed file line up.
+ * Read a file of the agent's kept snapshot once: its hash (the index's kind: `contentHash`
+ * or the whole content) and, for a file of several blocks, the hash of each block at the
+ * file's own block size: with fixed-size blocks, unchanged blocks of a changed file line
+ * up. Nothing writes the kept snapshot, so these hashes stand for later reads of it.
  * Undefined when there is nothing there worth reading.
  */
-async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, scratch: Scratch, signal: AbortSignal, kept = false): Promise<LocalScan | undefined> {
+async function scanKept(path: string, e: FileEntry, index: ComponentIndex, scratch: Scratch, signal: AbortSignal): Promise<LocalScan | undefined> {
   const st = await lstat(path).catch(() => undefined);
   if (!st?.isFile()) return undefined;
   const several = e.chunks.length > 1;
@@ -105,7 +106,7 @@ async function scanLocal(path: string, e: FileEntry, index: ComponentIndex, scra
           const length = Math.min(block, bytesRead - off);
           const h = sha256(buf.subarray(off, off + length));
           shas.push(h);
-          if (!blocks.has(h)) blocks.set(h, { path, offset: size + off, length, kept });
+          if (!blocks.has(h)) blocks.set(h, { path, offset: size + off, length, kept: true });
         }
       }
       size += bytesRead;
@@ -490,7 +491,7 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           for (const [h, c] of live.blocks) local.set(h, c);
         }
         if (!reused && p.cache) {
-          const scan = await scanLocal(p.cache, e, index, scratch, ctx.signal, true);
+          const scan = await scanKept(p.cache, e, index, scratch, ctx.signal);
           if (scan && scan.size === e.size && scan.sha256 === e.sha256) {
             // nothing writes the kept snapshot: the file just hashed is the file copied
             // (a copy, not a link: the staged file may go live and be written)
