@@ -220,14 +220,15 @@ function program(): Command {
     .description('check that every object a backup needs exists; --read-data also reads them back and checks their hashes')
     .argument('<id>')
     .option('--read-data [percent]', 'read back this percentage of the data (all when no number is given)')
+    .option('--seed <seed>', 'pick the --read-data sample with this seed (the report gives the one it used): the same seed reads the same blobs')
     .option('--json', 'print the report as JSON')
-    .action(async (id: string, o: { readData?: string | boolean }, cmd: Command) => {
+    .action(async (id: string, o: { readData?: string | boolean; seed?: string }, cmd: Command) => {
       setJson(cmd);
       checkBackupId(id);
       const percent = o.readData === undefined ? 0 : o.readData === true ? 100 : Number(String(o.readData).replace(/%$/, ''));
       if (!(percent >= 0 && percent <= 100)) throw new LockstepError('LOCKSTEP_E_USAGE', `--read-data "${String(o.readData)}" must be a percentage from 0 to 100`);
       const repo = await configuredRepository();
-      const report = await verifyBackup(repo, id, { readDataPercent: percent, signal: interruptSignal() });
+      const report = await verifyBackup(repo, id, { readDataPercent: percent, seed: o.seed, signal: interruptSignal() });
       print(report, () => renderVerify(report));
       process.exitCode = report.status === 'ok' ? EXIT.OK : EXIT.DAMAGED;
     });

@@ -119,7 +119,7 @@ export function renderBackupList(manifests: Manifest[]): string {
 export function renderVerify(r: VerifyReport): string {
   const out = [
     `backup ${r.backupId}: ${r.status === 'ok' ? 'OK' : 'DAMAGED'} — ${r.components} components, ${r.files} files, ${r.objectsChecked} objects checked` +
-      (r.readDataPercent > 0 ? `, ${r.blobsRead} blobs (${bytes(r.bytesRead)}) read back (${r.readDataPercent}% of the data)` : ', data not read (add --read-data)') +
+      (r.readDataPercent > 0 ? `, ${r.blobsRead} blobs (${bytes(r.bytesRead)}) read back (${r.readDataPercent}% of the data${r.seed ? `, seed ${r.seed}` : ''})` : ', data not read (add --read-data)') +
       ` in ${ms(r.durationMs)}`,
   ];
   for (const p of r.problems) {

@@ -4,11 +4,32 @@
  * decompressed and hashed. Every problem names the backup, node, component, file and
  * chunk, and the object in the repository.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { forEachLimit } from '../../agent/transfer/pool.js';
-import { refSha, type ChunkRef } from './index-file.js';
+import { refSha, type ChunkRef, type PackRef } from './index-file.js';
 import { isNotFound, type Repository } from './repository.js';
 
 const CONCURRENCY = 16;
+/** the most of one pack read at once when reading its blobs back */
+const EXTENT_MAX = 8 * 1024 * 1024;
+
+/** Whether a blob is in a PERCENT sample: by a hash of the seed and the blob, so a seed always picks the same blobs. */
+function sampled(seed: string, sha: string, percent: number): boolean {
+  if (percent >= 100) return true;
+  return createHash('sha256').update(seed).update(sha).digest().readUInt32BE(0) < (percent / 100) * 2 ** 32;
+}
+
+/** Blobs of one pack that lie close together, read with one ranged request. */
+function extents(refs: PackRef[]): PackRef[][] {
+  const sorted = [...refs].sort((a, b) => a.offset - b.offset);
+  const out: PackRef[][] = [];
+  for (const r of sorted) {
+    const cur = out.at(-1);
+    if (cur && r.offset + r.length - cur[0]!.offset <= EXTENT_MAX) cur.push(r);
+    else out.push([r]);
+  }
+  return out;
+}
 
 export interface VerifyProblem {
   kind: 'missing' | 'corrupt' | 'truncated' | 'index';
@@ -27,6 +48,8 @@ export interface VerifyReport {
   backupId: string;
   status: 'ok' | 'damaged';
   readDataPercent: number;
+  /** picks the sample of --read-data below 100%: the same seed reads the same blobs */
+  seed?: string;
   components: number;
   files: number;
   objectsChecked: number;
@@ -43,7 +66,7 @@ interface Use {
   ref: ChunkRef;
 }
 
-export async function verifyBackup(repo: Repository, backupId: string, opts: { readDataPercent?: number; signal?: AbortSignal } = {}): Promise<VerifyReport> {
+export async function verifyBackup(repo: Repository, backupId: string, opts: { readDataPercent?: number; seed?: string; signal?: AbortSignal } = {}): Promise<VerifyReport> {
   const t0 = performance.now();
   const percent = Math.max(0, Math.min(100, opts.readDataPercent ?? 0));
   const m = await repo.readManifest(backupId);
@@ -52,6 +75,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     backupId,
     status: 'ok',
     readDataPercent: percent,
+    ...(percent > 0 && percent < 100 ? { seed: opts.seed ?? randomBytes(8).toString('hex') } : {}),
     components: m.components.length,
     files: 0,
     objectsChecked: 0,
@@ -120,20 +144,57 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
   );
 
   if (percent > 0) {
-    const chosen = [...blobs.values()].filter((u) => !missing.has(repo.objectKeyOf(u.ref)) && (percent >= 100 || Math.random() * 100 < percent));
+    const chosen = [...blobs.values()].filter((u) => !missing.has(repo.objectKeyOf(u.ref)) && sampled(report.seed ?? '', refSha(u.ref), percent));
+    const failed = (u: Use, err: unknown) => {
+      const key = repo.objectKeyOf(u.ref);
+      const kind = isNotFound(err) ? 'missing' : 'corrupt';
+      const uses = objects.get(key)!.uses.filter((x) => JSON.stringify(x.ref) === JSON.stringify(u.ref));
+      problem(kind, key, uses.length > 0 ? uses : [u], `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
+    };
+    const readOne = async (u: Use) => {
+      try {
+        const data = await repo.getBlob(u.ref, opts.signal);
+        report.blobsRead++;
+        report.bytesRead += data.length;
+      } catch (err) {
+        failed(u, err);
+      }
+    };
+    // chunk objects one by one; blobs of a pack by stretches of it, each blob checked on its own
+    const byPack = new Map<string, Use[]>();
+    const single: Use[] = [];
+    for (const u of chosen) {
+      if (typeof u.ref === 'string') single.push(u);
+      else byPack.set(u.ref.pack, [...(byPack.get(u.ref.pack) ?? []), u]);
+    }
+    const stretches = [...byPack.values()].flatMap((uses) => {
+      const of = new Map(uses.map((u) => [u.ref as PackRef, u]));
+      return extents([...of.keys()]).map((refs) => refs.map((r) => of.get(r)!));
+    });
+    await forEachLimit(single, CONCURRENCY, readOne, opts.signal);
     await forEachLimit(
-      chosen,
+      stretches,
       CONCURRENCY,
-      async (u) => {
-        const key = repo.objectKeyOf(u.ref);
+      async (uses) => {
+        const refs = uses.map((u) => u.ref as PackRef);
+        const start = refs[0]!.offset;
+        const end = Math.max(...refs.map((r) => r.offset + r.length));
+        let extent: Buffer;
         try {
-          const data = await repo.getBlob(u.ref, opts.signal);
-          report.blobsRead++;
-          report.bytesRead += data.length;
-        } catch (err) {
-          const kind = isNotFound(err) ? 'missing' : 'corrupt';
-          const uses = objects.get(key)!.uses.filter((x) => JSON.stringify(x.ref) === JSON.stringify(u.ref));
-          problem(kind, key, uses.length > 0 ? uses : [u], `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
+          extent = await repo.getPackExtent(refs[0]!.pack, start, end, opts.signal);
+        } catch {
+          // the stretch cannot be read whole: each blob alone says what is wrong with it
+          for (const u of uses) await readOne(u);
+          return;
+        }
+        for (const u of uses) {
+          try {
+            const data = await repo.blobFrom(u.ref as PackRef, extent, start);
+            report.blobsRead++;
+            report.bytesRead += data.length;
+          } catch (err) {
+            failed(u, err);
+          }
         }
       },
       opts.signal,

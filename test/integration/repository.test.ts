@@ -106,6 +106,25 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(v.bytesRead).toBeGreaterThan(200 * 1024 * 1024);
   });
 
+  it('a sampled read-back names its seed, and the same seed reads the same blobs', async () => {
+    const id = json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).at(-1)!.backupId;
+    const verify = async (...extra: string[]) => {
+      const r = await cli(['backup', 'verify', id, ...extra, '--json']);
+      expect(r.code, r.stdout).toBe(0);
+      return json<VerifyReport>(r.stdout);
+    };
+    const all = await verify('--read-data');
+    expect(all.seed).toBeUndefined();
+    const a = await verify('--read-data=30');
+    expect(a.seed).toMatch(/^[0-9a-f]{16}$/);
+    expect(a.blobsRead).toBeGreaterThan(all.blobsRead * 0.2);
+    expect(a.blobsRead).toBeLessThan(all.blobsRead * 0.4);
+    const again = await verify('--read-data=30', '--seed', a.seed!);
+    expect([again.seed, again.blobsRead, again.bytesRead]).toEqual([a.seed, a.blobsRead, a.bytesRead]);
+    const other = await verify('--read-data=30', '--seed', 'another');
+    expect(other.bytesRead).not.toBe(a.bytesRead);
+  });
+
   it('verify finds a flipped byte (with --read-data) and a deleted chunk, naming node, file and chunk; exit 6', async () => {
     const m = json<{ backupId: string; components: { node: string; indexKey: string }[] }>((await cli(['backup', 'show', (json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).at(-1)!.backupId), '--json'])).stdout);
     const c = m.components.find((x) => x.node === 'node1')!;
