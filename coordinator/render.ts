@@ -135,5 +135,6 @@ export function renderPrune(r: PruneReport): string {
   for (const k of r.kept) out.push(`  keep   ${k.backupId} (${k.reasons.join(', ')})`);
   for (const id of r.removed) out.push(`  remove ${id}`);
   if (r.leftoversDeleted > 0) out.push(`  ${verb} ${r.leftoversDeleted} objects left by backups that never committed`);
+  if (r.temporaryDeleted > 0) out.push(`  ${verb} ${r.temporaryDeleted} temp files of writes killed mid-way`);
   return out.join('\n');
 }

@@ -33,6 +33,8 @@ export interface PruneReport {
   objectsKept: number;
   /** leftovers of backups that never committed */
   leftoversDeleted: number;
+  /** temp files of writes killed mid-way (older than an hour), where the store has them */
+  temporaryDeleted: number;
   durationMs: number;
 }
 
@@ -93,6 +95,8 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
   return live;
 }
 
+const TEMPORARY_AGE_MS = 3600_000;
+
 export async function prune(repo: Repository, policy: RetentionPolicy, opts: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<PruneReport> {
   const t0 = performance.now();
   const dryRun = opts.dryRun ?? false;
@@ -113,6 +117,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
       bytesFreed: 0,
       objectsKept: 0,
       leftoversDeleted: 0,
+      temporaryDeleted: 0,
       durationMs: 0,
     };
 
@@ -154,6 +159,12 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
       },
       signal,
     );
+    // 4. what writers killed mid-write left (an hour old: no write still running wrote it)
+    const swept = await repo.driver.sweepTemporary?.(TEMPORARY_AGE_MS, dryRun);
+    if (swept) {
+      report.temporaryDeleted = swept.files;
+      report.bytesFreed += swept.bytes;
+    }
     report.durationMs = Math.round(performance.now() - t0);
     return report;
   } finally {

@@ -181,6 +181,27 @@ export class FsDriver implements StorageDriver {
       if (errnoCode(err) !== 'ENOENT') throw this.wrap(err, 'delete', key);
     }
   }
+
+  /** temp files of writes that never finished (a writer killed between write and rename) */
+  async sweepTemporary(olderThanMs: number, dryRun: boolean): Promise<{ files: number; bytes: number }> {
+    const out = { files: 0, bytes: 0 };
+    let entries;
+    try {
+      entries = await readdir(this.location, { recursive: true, withFileTypes: true });
+    } catch (err) {
+      throw this.wrap(err, 'read', '');
+    }
+    for (const e of entries) {
+      if (!e.isFile() || !e.name.includes(TMP_MARK)) continue;
+      const full = join(e.parentPath, e.name);
+      const st = await stat(full).catch(() => undefined);
+      if (!st || Date.now() - st.mtimeMs < olderThanMs) continue;
+      if (!dryRun) await unlink(full).catch(() => undefined);
+      out.files++;
+      out.bytes += st.size;
+    }
+    return out;
+  }
 }
 
 const fsSettings = Type.Object({ path: Type.String({ minLength: 1 }) }, { additionalProperties: false });

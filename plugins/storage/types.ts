@@ -60,6 +60,11 @@ export interface StorageDriver {
   list(prefix: string): AsyncIterable<string>;
   /** absent keys are not an error */
   delete(key: string): Promise<void>;
+  /**
+   * optional: remove what writers killed mid-write left behind (temp files), older than
+   * `olderThanMs`; with `dryRun` only count them
+   */
+  sweepTemporary?(olderThanMs: number, dryRun: boolean): Promise<{ files: number; bytes: number }>;
 }
 
 export interface StorageDriverFactory<S extends TSchema = TSchema> {

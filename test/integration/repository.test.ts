@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import type { LocalCluster } from '../../demo/local-cluster.js';
@@ -176,20 +177,34 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     const last = json<BackupReport>((await cli(['backup', 'create', '--name', 'after-rm', '--json'])).stdout);
     expect(last.status).toBe('complete');
     const bytesBefore = await objectBytes(cluster.repoDir);
+    // what writers killed mid-write left: an hour-old temp file goes, a fresh one (a write
+    // that may still be running) stays
+    const stale = join(cluster.repoDir, 'packs', 'stale.pack.lockstep-tmp-0123456789ab');
+    const fresh = join(cluster.repoDir, 'packs', 'fresh.pack.lockstep-tmp-ba9876543210');
+    await writeFile(stale, Buffer.alloc(1000));
+    await writeFile(fresh, Buffer.alloc(500));
+    const twoHoursAgo = (Date.now() - 2 * 3600_000) / 1000;
+    await utimes(stale, twoHoursAgo, twoHoursAgo);
 
     const dry = await cli(['prune', '--keep-last', '1', '--dry-run', '--json']);
     expect(dry.code, dry.stderr).toBe(0);
     const d = json<PruneReport>(dry.stdout);
     expect(d.removed.length).toBeGreaterThanOrEqual(3);
     expect(d.bytesFreed).toBeGreaterThan(200 * 1024 * 1024);
+    expect(d.temporaryDeleted).toBe(1);
     expect(await objectBytes(cluster.repoDir)).toBe(bytesBefore);
+    expect(existsSync(stale)).toBe(true);
 
     const r = await cli(['prune', '--keep-last', '1', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const p = json<PruneReport>(r.stdout);
     expect(p.kept.map((k) => k.backupId)).toEqual([last.backupId]);
     expect(p.bytesFreed).toBe(d.bytesFreed);
-    expect(await objectBytes(cluster.repoDir)).toBe(bytesBefore - p.bytesFreed);
+    expect(p.temporaryDeleted).toBe(1);
+    expect([existsSync(stale), existsSync(fresh)]).toEqual([false, true]);
+    await rm(fresh);
+    // the freed bytes count the stale temp file too
+    expect(await objectBytes(cluster.repoDir)).toBe(bytesBefore - (p.bytesFreed - 1000));
     expect(json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).map((b) => b.backupId)).toEqual([last.backupId]);
     const v = await cli(['backup', 'verify', last.backupId, '--read-data', '--json']);
     expect(v.code, v.stdout).toBe(0);
