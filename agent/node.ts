@@ -88,8 +88,11 @@ export class AgentNode {
   /**
    * Run `work` while no other job of this component uses its kept snapshot: a staging
    * that trusts the hashes it took of a kept file must not see a backup replace it.
+   * A component that keeps no snapshot runs it at once.
    */
   async withKept<T>(component: string, work: () => Promise<T>): Promise<T> {
+    const { config, plugin } = this.component(component);
+    if (!plugin.keepLastSnapshot?.(config)) return work();
     const before = this.keptUse.get(component) ?? Promise.resolve();
     const mine = before.catch(() => undefined).then(work);
     const tail = mine.catch(() => undefined);

@@ -17,9 +17,9 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
   ctx.progress({ phase: 'snapshot' });
   const restart = { kind: 'restart-service', component: req.component } as const;
   const last = node.lastSnapshotDir(req.component);
-  const keeps = plugin.keepLastSnapshot?.(config) ?? false;
-  const take = async () => {
-    const kept = keeps && (await stat(last).then((s) => s.isDirectory(), () => false));
+  // the plugin may take the kept snapshot over: not while a restore stages from it
+  const outcome = await node.withKept(req.component, async () => {
+    const kept = plugin.keepLastSnapshot?.(config) && (await stat(last).then((s) => s.isDirectory(), () => false));
     return plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), {
       backupId: req.backupId,
       into: dir,
@@ -29,9 +29,7 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
         else await ctx.dropLeftover(restart);
       },
     });
-  };
-  // the plugin may take the kept snapshot over: not while a restore stages from it
-  const outcome = keeps ? await node.withKept(req.component, take) : await take();
+  });
   const size = { files: 0, bytes: 0 };
   for (const set of await snapshotSets(dir)) {
     const s = await treeSize(join(dir, set));

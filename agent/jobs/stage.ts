@@ -60,22 +60,21 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     const cache = plugin.keepLastSnapshot?.(config) ? join(node.lastSnapshotDir(req.component), set) : undefined;
     targets[set] = { live, staging, cache };
   }
-  const run = async (): Promise<StageResult> => {
+  // staging trusts the hashes it takes of kept files: no backup may replace them meanwhile
+  return node.withKept(req.component, async () => {
     const result = await stageIndex(repo, index, targets, ctx);
-    // a later backup of the restored data shares most of its blocks with what was staged:
-    // kept, the restore after it downloads little here. Only a plugin that rebuilds the
-    // staged files (etcd) leaves any out of the data; otherwise they all go live
-    const keeps: (() => Promise<void>)[] = [];
-    if (plugin.node.afterStage) for (const t of Object.values(targets)) if (t.cache) keeps.push(await keepStaged(t.staging, t.cache, ctx.signal));
     const notRestored = index.sets.filter((set) => !(set in targets));
     if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
     if (plugin.node.afterStage) {
+      // a later backup of the restored data shares most of its blocks with what was staged:
+      // kept, the restore after it downloads little here. Only a plugin that rebuilds the
+      // staged files (etcd) leaves any out of the data; otherwise they all go live
+      const keeps: (() => Promise<void>)[] = [];
+      for (const t of Object.values(targets)) if (t.cache) keeps.push(await keepStaged(t.staging, t.cache, ctx.signal));
       const staged = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
       result.notes = [...(result.notes ?? []), ...(await plugin.node.afterStage(config, node.ctx(ctx.signal, ctx.log), staged, req.params ?? {}))];
+      for (const finish of keeps) await finish();
     }
-    for (const finish of keeps) await finish();
     return result;
-  };
-  // staging trusts the hashes it takes of kept files: no backup may replace them meanwhile
-  return plugin.keepLastSnapshot?.(config) ? node.withKept(req.component, run) : run();
+  });
 }

@@ -64,81 +64,41 @@ class Scratch {
   }
 }
 
-/** What one pass over a local file gives: its hash as the index defines it, and where each of its blocks lies. */
-interface LocalScan {
+/**
+ * What one pass over a local file gives: its hash as the index defines it, where each of
+ * its blocks lies, and which blocks are not the backup's block at the same place.
+ */
+interface LocalRead {
   size: number;
   sha256: string;
   blocks: Map<string, LocalChunk>;
+  /** blocks (by index) that are not the backup's block at that place, or that the file is too short to hold */
+  wrong: number[];
 }
 
 /**
- * Read a file of the agent's kept snapshot once: its hash (the index's kind: `contentHash`
- * or the whole content) and, for a file of several blocks, the hash of each block at the
- * file's own block size: with fixed-size blocks, unchanged blocks of a changed file line
- * up. Nothing writes the kept snapshot, so these hashes stand for later reads of it.
- * Undefined when there is nothing there worth reading.
+ * Read a local file once: its hash (the index's kind: `contentHash` or the whole content)
+ * and, for a file of several blocks, the hash of each block at the file's own block size:
+ * with fixed-size blocks, unchanged blocks of a changed file line up. With `copyTo`, what
+ * is read is written there as it is hashed: the service may write the live file
+ * meanwhile, but what lands in the copy is exactly what was hashed, so a block that
+ * matches is the backup's whatever happened later. `kept`: the file is in the agent's kept
+ * snapshot, which nothing writes, so its hashes stand for later reads of it.
+ * Undefined when the file is no use (missing, not a regular file, a one-block file of
+ * another size).
  */
-async function scanKept(path: string, e: FileEntry, index: ComponentIndex, scratch: Scratch, signal: AbortSignal): Promise<LocalScan | undefined> {
+async function readLocal(
+  path: string,
+  e: FileEntry,
+  index: ComponentIndex,
+  scratch: Scratch,
+  signal: AbortSignal,
+  opts: { copyTo?: string; kept?: boolean } = {},
+): Promise<LocalRead | undefined> {
   const st = await lstat(path).catch(() => undefined);
   if (!st?.isFile()) return undefined;
   const several = e.chunks.length > 1;
   // a one-block file is only any use whole
-  if (!several && st.size !== e.size) return undefined;
-  const block = e.block ?? index.chunkSize;
-  const whole = several && hashesBlocks(index) ? undefined : createHash('sha256');
-  const shas: string[] = [];
-  const blocks = new Map<string, LocalChunk>();
-  const readSize = Math.max(block, Math.floor((1024 * 1024) / block) * block);
-  const fh = await open(path, 'r').catch(() => undefined);
-  if (!fh) return undefined;
-  // a small file needs no more than its size (and one byte to see it end)
-  const buf = scratch.take(Math.min(readSize, st.size + 1));
-  const room = Math.min(readSize, buf.length - (buf.length % block) || buf.length);
-  let size = 0;
-  try {
-    for (;;) {
-      signal.throwIfAborted();
-      const { bytesRead } = await fh.read(buf, 0, room, size);
-      if (bytesRead === 0) break;
-      whole?.update(buf.subarray(0, bytesRead));
-      if (several) {
-        for (let off = 0; off < bytesRead; off += block) {
-          const length = Math.min(block, bytesRead - off);
-          const h = sha256(buf.subarray(off, off + length));
-          shas.push(h);
-          if (!blocks.has(h)) blocks.set(h, { path, offset: size + off, length, kept: true });
-        }
-      }
-      size += bytesRead;
-    }
-  } finally {
-    await fh.close();
-    scratch.give(buf);
-  }
-  return { size, sha256: whole ? whole.digest('hex') : contentHash(shas), blocks };
-}
-
-/** What copying a live file into staging saw: the bytes written are the bytes it hashed. */
-interface LiveCopy {
-  size: number;
-  sha256: string;
-  /** blocks (by index) whose written bytes are not the backup's block at that place */
-  wrong: number[];
-  /** where each block lies in the live file, for a download that falls back to it */
-  blocks: Map<string, LocalChunk>;
-}
-
-/**
- * Copy the live file into `dest` in one pass, hashing what is written: each block at the
- * file's own block size is compared with the backup's block at the same place. The
- * service may write the file meanwhile; what lands in `dest` is exactly what was hashed,
- * so a block that matches is the backup's whatever happened later. Undefined when the
- * live file is no use (missing, not a regular file, a one-block file of another size).
- */
-async function copyLive(path: string, dest: string, e: FileEntry, index: ComponentIndex, scratch: Scratch, signal: AbortSignal): Promise<LiveCopy | undefined> {
-  const st = await lstat(path).catch(() => undefined);
-  if (!st?.isFile()) return undefined;
-  const several = e.chunks.length > 1;
   if (!several && st.size !== e.size) return undefined;
   const block = e.block ?? index.chunkSize;
   const readSize = Math.max(block, Math.floor((1024 * 1024) / block) * block);
@@ -148,26 +108,25 @@ async function copyLive(path: string, dest: string, e: FileEntry, index: Compone
   // a one-block file is read whole at once; the blocks of a larger one line up with its reads
   const buf = scratch.take(several ? readSize : Math.min(readSize, st.size + 1));
   const room = several ? readSize : buf.length;
-  const out: LiveCopy = { size: 0, sha256: '', wrong: [], blocks: new Map() };
+  const out: LocalRead = { size: 0, sha256: '', blocks: new Map(), wrong: [] };
   const shas: string[] = [];
   let fd: number | undefined;
   try {
-    fd = await openFd(dest, 'wx', 0o600);
+    if (opts.copyTo) fd = await openFd(opts.copyTo, 'wx', 0o600);
     for (;;) {
       signal.throwIfAborted();
       const n = await readAt(src, buf, room, out.size);
       if (n === 0) break;
-      await writevAll(fd, [buf.subarray(0, n)], out.size);
+      if (fd !== undefined) await writevAll(fd, [buf.subarray(0, n)], out.size);
       whole?.update(buf.subarray(0, n));
       if (several) {
         for (let off = 0; off < n; off += block) {
           const length = Math.min(block, n - off);
           const h = sha256(buf.subarray(off, off + length));
-          const i = (out.size + off) / block;
           shas.push(h);
-          if (!out.blocks.has(h)) out.blocks.set(h, { path, offset: out.size + off, length });
-          const want = e.chunks[i];
-          if (want !== undefined && refSha(want) !== h) out.wrong.push(i);
+          if (!out.blocks.has(h)) out.blocks.set(h, { path, offset: out.size + off, length, kept: opts.kept });
+          const want = e.chunks[(out.size + off) / block];
+          if (want !== undefined && refSha(want) !== h) out.wrong.push((out.size + off) / block);
         }
       }
       out.size += n;
@@ -177,7 +136,7 @@ async function copyLive(path: string, dest: string, e: FileEntry, index: Compone
     if (fd !== undefined) await closeFd(fd);
     scratch.give(buf);
   }
-  // blocks the live file is too short to hold
+  // blocks the file is too short to hold
   for (let i = Math.ceil(out.size / block); several && i < e.chunks.length; i++) out.wrong.push(i);
   out.sha256 = whole ? whole.digest('hex') : contentHash(shas);
   return out;
@@ -475,7 +434,7 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
         let reused = false;
         const local = new Map<string, LocalChunk>();
         // the live file first, in one pass: what matches stays, a few wrong blocks are patched
-        const live = await copyLive(p.live, p.staging, e, index, scratch, ctx.signal);
+        const live = await readLocal(p.live, e, index, scratch, ctx.signal, { copyTo: p.staging });
         if (live && live.wrong.length === 0 && live.size === e.size && live.sha256 === e.sha256) {
           reused = true;
         } else if (live && e.chunks.length > 1 && live.wrong.length * 2 <= e.chunks.length) {
@@ -491,7 +450,7 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           for (const [h, c] of live.blocks) local.set(h, c);
         }
         if (!reused && p.cache) {
-          const scan = await scanKept(p.cache, e, index, scratch, ctx.signal);
+          const scan = await readLocal(p.cache, e, index, scratch, ctx.signal, { kept: true });
           if (scan && scan.size === e.size && scan.sha256 === e.sha256) {
             // nothing writes the kept snapshot: the file just hashed is the file copied
             // (a copy, not a link: the staged file may go live and be written)

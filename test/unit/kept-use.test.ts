@@ -8,8 +8,10 @@ import { AgentNode } from '../../agent/node.js';
 import type { AgentConfig } from '../../agent/config.js';
 import { createLogger } from '../../lib/log.js';
 
+/** a node whose components are etcd members (the etcd plugin always keeps its last snapshot) */
 function node(): AgentNode {
-  return new AgentNode({ node: 'n1', components: [] } as unknown as AgentConfig, createLogger({ name: 'test', level: 'silent' }));
+  const components = ['etcd', 'a', 'b'].map((name) => ({ name, plugin: 'etcd', tier: 'meta' }));
+  return new AgentNode({ node: 'n1', components } as unknown as AgentConfig, createLogger({ name: 'test', level: 'silent' }));
 }
 
 describe('use of a kept snapshot', () => {
