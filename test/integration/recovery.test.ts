@@ -35,11 +35,23 @@ describe('recovery from failures', () => {
   let backupId: string;
   let before: Awaited<ReturnType<typeof fingerprint>>[];
   const pidfile = (node: string) => join(cluster.opts.root, `${node}.pid`);
+  const fingerprints = () => Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+  /** a restore that fails after the stop: rolled back, data as `now`, nothing of it left beside the data */
+  const restoreRolledBack = async (now: Awaited<ReturnType<typeof fingerprints>>, ...says: string[]): Promise<void> => {
+    const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout).toBe(1);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.status).toBe('rolled-back');
+    expect(report.rollback?.ok).toBe(true);
+    for (const text of says) expect(report.error?.message).toContain(text);
+    expect(await fingerprints()).toEqual(now);
+    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+  };
 
   beforeAll(async () => {
     cluster = await startCluster({ nodes: 2 });
     for (const a of cluster.agents) await fillDataDir(a.data.data!, a.node, 256 * 1024);
-    before = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+    before = await fingerprints();
     const r = await runCli(['backup', 'create', '--name', 'base', '--json'], { config: cluster.configFile });
     expect(r.code, r.stderr).toBe(0);
     backupId = json<BackupReport>(r.stdout).backupId;
@@ -112,21 +124,13 @@ describe('recovery from failures', () => {
   it('a service that will not start after the swap rolls every node back to its data, started', async () => {
     // node2's start command fails: its data must come back as it was before the restore
     for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed on ${a.node}`);
-    const now = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+    const now = await fingerprints();
     // node2's service cannot run on the backed-up data (its health check refuses it)
     await setComponent(cluster, 'node2', { health: [process.execPath, FAKE_SERVICE, 'refuse-if', join(cluster.agent('node2').data.data!, 'CURRENT'), 'MANIFEST'], healthTimeoutMs: 1500 });
     await setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
-    const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
-    expect(r.code, r.stdout).toBe(1);
-    const report = json<RestoreReport>(r.stdout);
-    expect(report.status).toBe('rolled-back');
-    expect(report.rollback?.ok).toBe(true);
-    expect(report.error?.message).toContain('node2/data: start failed');
-    expect(report.error?.message).toContain('did not become healthy');
-    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(now);
+    await restoreRolledBack(now, 'node2/data: start failed', 'did not become healthy');
     // node1's service runs again after the rollback
     expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
-    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
     await setComponent(cluster, 'node2', {});
   });
 
@@ -145,21 +149,13 @@ describe('recovery from failures', () => {
     const lines = (await readFile(out, 'utf8')).trim().split('\n').sort();
     expect(lines).toEqual(cluster.agents.map((a) => `${a.node} ${done.restoreId} ${backupId}`));
     for (const n of done.nodes) expect(n.components[0]!.actions!.join('\n')).toMatch(/after-restore hook .* ran in \d+ ms; it printed: replicas in sync/);
-    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
+    expect(await fingerprints()).toEqual(before);
 
     // node2's hook fails: the restore is rolled back on every node, though all were healthy
     for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed once more on ${a.node}`);
-    const now = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+    const now = await fingerprints();
     await setComponent(cluster, 'node2', { afterRestore: [process.execPath, '-e', `process.stderr.write('replica check failed'); process.exit(2)`] });
-    const bad = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
-    expect(bad.code, bad.stdout).toBe(1);
-    const rolled = json<RestoreReport>(bad.stdout);
-    expect(rolled.status).toBe('rolled-back');
-    expect(rolled.rollback?.ok).toBe(true);
-    expect(rolled.error?.message).toContain('node2/data: after-restore hook failed');
-    expect(rolled.error?.message).toContain('replica check failed');
-    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(now);
-    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+    await restoreRolledBack(now, 'node2/data: after-restore hook failed', 'replica check failed');
     for (const a of cluster.agents) await setComponent(cluster, a.node, {});
   });
 
@@ -167,7 +163,7 @@ describe('recovery from failures', () => {
     const repo = await openFsRepo(cluster.repoDir);
     const held = await RepoLock.acquire(repo.driver, 'backup nightly of cluster other');
     try {
-      const now = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+      const now = await fingerprints();
       const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
       expect(r.code, r.stdout).toBe(4);
       const report = json<RestoreReport>(r.stdout);
@@ -175,7 +171,7 @@ describe('recovery from failures', () => {
       expect(report.error?.code).toBe('LOCKSTEP_E_REPO_LOCKED');
       expect(report.error?.message).toContain('backup nightly of cluster other');
       expect(report.steps.map((x) => x.name)).toEqual(['lock']);
-      expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(now);
+      expect(await fingerprints()).toEqual(now);
       // a dry run only reads: it still plans
       expect((await runCli(['restore', backupId, '--dry-run', '--json'], { config: cluster.configFile })).code).toBe(0);
     } finally {
@@ -218,7 +214,7 @@ describe('recovery from failures', () => {
     // with the chunks repaired the same restore succeeds
     const ok = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
     expect(ok.code, ok.stdout).toBe(0);
-    expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
+    expect(await fingerprints()).toEqual(before);
   });
 
   it('restore onto a different topology is refused, naming the difference, and changes nothing', async () => {
