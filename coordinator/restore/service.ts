@@ -1,6 +1,7 @@
 /**
- * Stop (the plugin's stop order, by default the start order reversed) and start (start order, each group healthy before the
- * next). Downtime per component runs from its stop to its healthy start.
+ * Stop (each plugin's stop order, by default its start order reversed) and start (start
+ * order, each group healthy before the next). Downtime per component runs from its stop
+ * to its healthy start.
  */
 import { LockstepError } from '../../lib/errors.js';
 import { fanout, key } from '../fanout.js';
