@@ -14,10 +14,12 @@ import { LockstepError } from '../errors.js';
 import { checkStored, parseJson } from './stored.js';
 
 /**
+ * 4: as 3, with the entries stored in parts (`parts`), for an index too big for one object.
  * 3: a file of several blocks has `contentHash` as its sha256.
  * 2: every file's sha256 is the SHA-256 of its whole content (still read).
  */
 export const INDEX_VERSION = 3;
+export const INDEX_PARTS_VERSION = 4;
 
 /**
  * A file's sha256 in a version-3 index: the SHA-256 of its content when it is one block
@@ -87,14 +89,27 @@ export const IndexEntrySchema = Type.Union([
 export type IndexEntry = Static<typeof IndexEntrySchema>;
 export type FileEntry = Extract<IndexEntry, { type: 'file' }>;
 
+export const IndexEntriesSchema = Type.Array(IndexEntrySchema);
+
+/** one stored part of a big index's entries: a JSON array of entries, in order */
+export const IndexPartSchema = Type.Object({
+  key: Type.String({ minLength: 1 }),
+  /** SHA-256 of the part's plain JSON */
+  sha256: Sha,
+  entries: Type.Integer({ minimum: 1 }),
+});
+export type IndexPart = Static<typeof IndexPartSchema>;
+
 export const ComponentIndexSchema = Type.Object({
-  version: Type.Union([Type.Literal(2), Type.Literal(INDEX_VERSION)]),
+  version: Type.Union([Type.Literal(2), Type.Literal(INDEX_VERSION), Type.Literal(INDEX_PARTS_VERSION)]),
   backupId: Type.String(),
   node: Type.String(),
   component: Type.String(),
   chunkSize: Type.Integer({ minimum: 1 }),
   sets: Type.Array(Type.String()),
   entries: Type.Array(IndexEntrySchema),
+  /** version 4: where the entries are (`entries` is then empty); read back, they are in `entries` again */
+  parts: Type.Optional(Type.Array(IndexPartSchema)),
 });
 export type ComponentIndex = Static<typeof ComponentIndexSchema>;
 
@@ -103,13 +118,46 @@ export function isSafeRelativePath(p: string): boolean {
   return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
 }
 
+/** The head of an index (with its entries when it has no parts). */
 export function parseIndex(text: string, where: string): ComponentIndex {
   const index = checkStored(ComponentIndexSchema, parseJson(text, where), where, 'file index');
-  for (const e of index.entries) {
+  if ((index.version === INDEX_PARTS_VERSION) !== (index.parts !== undefined) || (index.parts && index.entries.length > 0)) {
+    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid file index: version ${index.version} ${index.parts ? 'with' : 'without'} parts`);
+  }
+  checkPaths(index.entries, index.sets, where);
+  return index;
+}
+
+/** One part's entries; `sets` are its index's. */
+export function parseIndexPart(text: string, where: string, sets: string[]): IndexEntry[] {
+  const entries = checkStored(IndexEntriesSchema, parseJson(text, where), where, 'file index part');
+  checkPaths(entries, sets, where);
+  return entries;
+}
+
+/** nothing in an index may point outside the place it is restored to */
+function checkPaths(entries: IndexEntry[], sets: string[], where: string): void {
+  for (const e of entries) {
     const set = e.path.split('/')[0]!;
-    if (!isSafeRelativePath(e.path) || !index.sets.includes(set)) {
+    if (!isSafeRelativePath(e.path) || !sets.includes(set)) {
       throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} has an unsafe path "${e.path}"`);
     }
   }
-  return index;
+}
+
+/** Entries as JSON arrays of about `partBytes` bytes each (an entry is never split), in order. */
+export function* indexParts(entries: IndexEntry[], partBytes: number): Generator<{ json: Buffer; entries: number }> {
+  let texts: string[] = [];
+  let size = 2;
+  for (const e of entries) {
+    const t = JSON.stringify(e);
+    if (texts.length > 0 && size + t.length + 1 > partBytes) {
+      yield { json: Buffer.from(`[${texts.join(',')}]`), entries: texts.length };
+      texts = [];
+      size = 2;
+    }
+    texts.push(t);
+    size += t.length + 1;
+  }
+  if (texts.length > 0) yield { json: Buffer.from(`[${texts.join(',')}]`), entries: texts.length };
 }

@@ -9,6 +9,8 @@
  *   pending/<node>/<component>/<pack-id>.json         blobs of a pack a backup wrote but has not
  *                                                     indexed yet: the next run reuses them (resume)
  *   backups/<backup-id>/nodes/<node>/<component>.json per-component file index (written by agents)
+ *   backups/<backup-id>/nodes/<node>/<component>.parts/NNNNNN.json
+ *                                                     the entries of an index too big for one object
  *   backups/<backup-id>/manifest.json                 written last, create-if-absent: the backup exists
  *   locks/exclusive.json, locks/takeover/<lock-id>    the repository lease (see lock.ts)
  * Every object but the config and the locks is stored through the codec (codec.ts).
@@ -42,6 +44,11 @@ export function manifestKey(backupId: string): string {
 
 export function indexKey(backupId: string, node: string, component: string): string {
   return `backups/${backupId}/nodes/${node}/${component}.json`;
+}
+
+/** the key of part `n` of the index at `indexKey` */
+export function indexPartKey(indexKey: string, n: number): string {
+  return `${indexKey.replace(/\.json$/, '')}.parts/${String(n).padStart(6, '0')}.json`;
 }
 
 export function probeKey(node: string): string {

@@ -14,12 +14,26 @@ import {
   backupIdOfManifestKey,
   backupPrefix,
   chunkKey,
+  indexPartKey,
   manifestKey,
   packKey,
   pendingKey,
   probeKey,
 } from './layout.js';
-import { PendingRecordSchema, parseIndex, type ChunkRef, type ComponentIndex, type PackRef, type PendingRecord } from './index-file.js';
+import {
+  INDEX_PARTS_VERSION,
+  INDEX_VERSION,
+  PendingRecordSchema,
+  indexParts,
+  parseIndex,
+  parseIndexPart,
+  type ChunkRef,
+  type ComponentIndex,
+  type IndexEntry,
+  type IndexPart,
+  type PackRef,
+  type PendingRecord,
+} from './index-file.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { checkStored, parseJson } from './stored.js';
 import { Codec, deriveKeys, keysMatch, newEncryptionParams, type Compression, type EncryptionParams, type Keys } from './codec.js';
@@ -251,23 +265,72 @@ export class Repository {
 
   /**
    * Write a component index after making every chunk durable, then the index itself;
-   * returns the hash of its plain content for the manifest.
+   * returns the hash of its plain content for the manifest. An index whose entries take
+   * more than `partBytes` of JSON is stored as parts (each about that size) and a head that
+   * lists them with their hashes: no object, and no string in memory, grows with the
+   * node's size (a JSON string cannot pass 512 MiB).
    */
-  async writeIndex(key: string, index: ComponentIndex): Promise<string> {
-    const plain = Buffer.from(JSON.stringify(index));
+  async writeIndex(key: string, index: ComponentIndex, partBytes = INDEX_PART_BYTES): Promise<string> {
+    await this.driver.flush();
+    const parts: IndexPart[] = [];
+    // only today's index versions can be split; an older one is rewritten as it was (tests)
+    const chunked = index.version === INDEX_VERSION || index.version === INDEX_PARTS_VERSION;
+    if (chunked) {
+      let first: { json: Buffer; entries: number } | undefined;
+      const store = async (p: { json: Buffer; entries: number }) => {
+        const partKey = indexPartKey(key, parts.length + 1);
+        await this.driver.put(partKey, await this.codec.encode(p.json));
+        parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
+      };
+      for (const p of indexParts(index.entries, partBytes)) {
+        if (!first) {
+          first = p;
+          continue;
+        }
+        if (parts.length === 0) await store(first);
+        await store(p);
+      }
+    }
+    const head: ComponentIndex =
+      parts.length > 0 ? { ...index, version: INDEX_PARTS_VERSION, entries: [], parts } : { ...index, version: index.version === INDEX_PARTS_VERSION ? INDEX_VERSION : index.version, parts: undefined };
+    const plain = Buffer.from(JSON.stringify(head));
     await this.driver.flush();
     await this.driver.put(key, await this.codec.encode(plain));
     await this.driver.flush();
     return sha256(plain);
   }
 
+  /** A component index, checked against the manifest's hash (its parts against the head's), entries all in `entries`. */
   async readIndex(key: string, expectedSha256: string): Promise<ComponentIndex> {
     const body = await this.readDecoded(key);
     const actual = sha256(body);
     if (actual !== expectedSha256) {
       throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} does not match the manifest's hash`, { details: { object: key } });
     }
-    return parseIndex(body.toString('utf8'), key);
+    const index = parseIndex(body.toString('utf8'), key);
+    const packIds = new Map<string, string>();
+    if (!index.parts) {
+      sharePackIds(index.entries, packIds);
+      return index;
+    }
+    const entries: IndexEntry[] = [];
+    for (const [i, part] of index.parts.entries()) {
+      // a head names its parts where they must be: it cannot send a reader elsewhere
+      if (part.key !== indexPartKey(key, i + 1)) {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} names part ${i + 1} as ${part.key}, not ${indexPartKey(key, i + 1)}`, { details: { object: key } });
+      }
+      const plain = await this.readDecoded(part.key);
+      if (sha256(plain) !== part.sha256) {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) in ${this.location} does not match the index's hash`, { details: { object: part.key } });
+      }
+      const got = parseIndexPart(plain.toString('utf8'), `${part.key} in ${this.location}`, index.sets);
+      if (got.length !== part.entries) {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) holds ${got.length} entries, not ${part.entries}`, { details: { object: part.key } });
+      }
+      sharePackIds(got, packIds);
+      for (const e of got) entries.push(e);
+    }
+    return { ...index, entries, parts: undefined };
   }
 
   /** The commit point of a backup: create-if-absent, so two writers cannot both commit. */
@@ -313,6 +376,25 @@ export class Repository {
     for await (const key of this.driver.list(backupPrefix(backupId))) await this.driver.delete(key);
   }
 }
+
+/**
+ * One string per pack id: JSON.parse makes a copy at every reference (~80 bytes each,
+ * and a pack holds up to a hundred blocks), which a big index held in memory pays for.
+ */
+function sharePackIds(entries: IndexEntry[], ids: Map<string, string>): void {
+  for (const e of entries) {
+    if (e.type !== 'file') continue;
+    for (const c of e.chunks) {
+      if (typeof c === 'string') continue;
+      const id = ids.get(c.pack);
+      if (id === undefined) ids.set(c.pack, c.pack);
+      else c.pack = id;
+    }
+  }
+}
+
+/** the JSON of one index object or part stays about this small */
+export const INDEX_PART_BYTES = 8 * 1024 * 1024;
 
 export function isNotFound(err: unknown): boolean {
   return (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') || errnoCode(err) === 'ENOENT';

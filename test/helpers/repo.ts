@@ -1,17 +1,17 @@
 /** Test helpers that look inside a local (fs) repository the way an operator's tools would. */
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
-import { Repository } from '../../lib/repo/repository.js';
+import { Repository, sha256 } from '../../lib/repo/repository.js';
 import type { ChunkRef, ComponentIndex } from '../../lib/repo/index-file.js';
 
 export async function openFsRepo(dir: string, secret?: Buffer): Promise<Repository> {
   return Repository.open(new FsDriver(dir), { secret });
 }
 
-/** a component index, decoded (not checked against a manifest) */
+/** a component index with all its entries (not checked against a manifest) */
 export async function readIndexAt(dir: string, key: string, secret?: Buffer): Promise<ComponentIndex> {
   const repo = await openFsRepo(dir, secret);
-  return JSON.parse((await repo.readDecoded(key)).toString('utf8')) as ComponentIndex;
+  return repo.readIndex(key, sha256(await repo.readDecoded(key)));
 }
 
 /** the file and byte range on disk that hold a chunk or pack blob */

@@ -1,0 +1,96 @@
+/**
+ * A big file index is stored as parts with a small head: written and read back whole,
+ * through the real fs driver and codec (plain and encrypted), and a missing, swapped or
+ * misplaced part is corruption naming the part.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { randomBytes, createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FsDriver } from '../../plugins/storage/fs.js';
+import { Repository, sha256 } from '../../lib/repo/repository.js';
+import { INDEX_PARTS_VERSION, INDEX_VERSION, type ComponentIndex, type IndexEntry } from '../../lib/repo/index-file.js';
+import { indexKey, indexPartKey } from '../../lib/repo/layout.js';
+
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+const hex = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/** `files` files of three packed blocks each, under one folder */
+function bigIndex(files: number): ComponentIndex {
+  const meta = { mode: 0o640, uid: 0, gid: 0, mtimeMs: 1_700_000_000_000.5 };
+  const entries: IndexEntry[] = [{ type: 'dir', path: 'data', ...meta }];
+  for (let i = 0; i < files; i++) {
+    const chunks = [0, 1, 2].map((b) => ({ sha256: hex(`${i}/${b}`), pack: hex(`pack${i >> 4}`), offset: b * 32772, length: 32772 }));
+    entries.push({ type: 'file', path: `data/f${i}`, ...meta, size: 3 * 32768, sha256: hex(`file${i}`), block: 32768, chunks, seen: { ino: i, ctimeMs: 1.25 } });
+  }
+  return { version: INDEX_VERSION, backupId: '20261203-040000-parts', node: 'node1', component: 'data', chunkSize: 4 << 20, sets: ['data'], entries };
+}
+
+async function repoAt(secret?: Buffer): Promise<{ dir: string; repo: Repository }> {
+  const dir = await mkdtemp(join(tmpdir(), 'lockstep-index-'));
+  dirs.push(dir);
+  return { dir, repo: await Repository.init(new FsDriver(dir), { secret }) };
+}
+
+const key = indexKey('20261203-040000-parts', 'node1', 'data');
+const storedPath = (dir: string, k: string) => join(dir, ...k.split('/'));
+
+describe('file index parts', () => {
+  for (const encrypted of [false, true]) {
+    it(`a big index is written as parts and read back whole${encrypted ? ' (encrypted)' : ''}`, async () => {
+      const { dir, repo } = await repoAt(encrypted ? randomBytes(32) : undefined);
+      const index = bigIndex(3000);
+      const sha = await repo.writeIndex(key, index, 100_000);
+      const head = JSON.parse((await repo.readDecoded(key)).toString('utf8')) as ComponentIndex;
+      expect(head.version).toBe(INDEX_PARTS_VERSION);
+      expect(head.entries).toEqual([]);
+      expect(head.parts!.length).toBeGreaterThan(10);
+      expect(head.parts!.reduce((n, p) => n + p.entries, 0)).toBe(index.entries.length);
+      expect(sha256(await repo.readDecoded(key))).toBe(sha);
+      // no part is much bigger than asked for
+      for (const p of head.parts!) expect((await repo.readDecoded(p.key)).length).toBeLessThan(100_000 + 1000);
+      const back = await repo.readIndex(key, sha);
+      expect(back.entries).toEqual(index.entries);
+      expect(back.backupId).toBe(index.backupId);
+      // stored through the codec: an encrypted part shows no path in the clear
+      const raw = await readFile(storedPath(dir, indexPartKey(key, 2)));
+      expect(raw.includes(Buffer.from('data/f'))).toBe(!encrypted);
+    });
+  }
+
+  it('a small index stays one object (version 3)', async () => {
+    const { repo } = await repoAt();
+    const index = bigIndex(20);
+    const sha = await repo.writeIndex(key, index);
+    const head = JSON.parse((await repo.readDecoded(key)).toString('utf8')) as ComponentIndex;
+    expect(head.version).toBe(INDEX_VERSION);
+    expect(head.parts).toBeUndefined();
+    expect(head.entries).toEqual(index.entries);
+    expect((await repo.readIndex(key, sha)).entries).toEqual(index.entries);
+  });
+
+  it('a missing, swapped or misplaced part is corruption that names the part', async () => {
+    const { dir, repo } = await repoAt();
+    const sha = await repo.writeIndex(key, bigIndex(2000), 100_000);
+    const p2 = storedPath(dir, indexPartKey(key, 2));
+    const p3 = storedPath(dir, indexPartKey(key, 3));
+    const saved = await readFile(p2);
+    await writeFile(p2, await readFile(p3));
+    await expect(repo.readIndex(key, sha)).rejects.toMatchObject({ code: 'LOCKSTEP_E_REPO_CORRUPT', message: expect.stringContaining(`part 2 of file index ${key} (${indexPartKey(key, 2)})`) });
+    await unlink(p2);
+    await expect(repo.readIndex(key, sha)).rejects.toMatchObject({ message: expect.stringContaining(indexPartKey(key, 2)) });
+    await writeFile(p2, saved);
+    await expect(repo.readIndex(key, sha)).resolves.toMatchObject({ backupId: '20261203-040000-parts' });
+    // a head (with a matching hash) cannot send a reader to another object
+    const head = JSON.parse((await repo.readDecoded(key)).toString('utf8')) as ComponentIndex;
+    head.parts![0]!.key = 'backups/other/manifest.json';
+    const forged = Buffer.from(JSON.stringify(head));
+    await repo.driver.put(key, await repo.codec.encode(forged));
+    await expect(repo.readIndex(key, sha256(forged))).rejects.toMatchObject({ message: expect.stringContaining('names part 1 as backups/other/manifest.json') });
+  });
+});
