@@ -145,19 +145,61 @@ function checkPaths(entries: IndexEntry[], sets: string[], where: string): void 
   }
 }
 
-/** Entries as JSON arrays of about `partBytes` bytes each (an entry is never split), in order. */
-export function* indexParts(entries: IndexEntry[], partBytes: number): Generator<{ json: Buffer; entries: number }> {
-  let texts: string[] = [];
-  let size = 2;
+/**
+ * Entries as JSON arrays of about `partBytes` bytes each (an entry is never split), in
+ * order. Written piece by piece into one buffer that is reused from part to part (each
+ * yielded `json` is only valid until the next is asked for): no string the size of an
+ * index or of a big file's entry is ever made, only small ones that die young.
+ */
+export function* indexParts(entries: Iterable<IndexEntry>, partBytes: number): Generator<{ json: Buffer; entries: number }> {
+  const out = new JsonBuffer(partBytes + 64 * 1024);
+  let n = 0;
+  out.put('[');
   for (const e of entries) {
-    const t = JSON.stringify(e);
-    if (texts.length > 0 && size + t.length + 1 > partBytes) {
-      yield { json: Buffer.from(`[${texts.join(',')}]`), entries: texts.length };
-      texts = [];
-      size = 2;
+    if (n > 0) out.put(',');
+    if (e.type === 'file') {
+      // the entry without its chunks, then the chunks one by one
+      const { chunks, ...rest } = e;
+      const head = JSON.stringify(rest);
+      out.put(head.slice(0, -1));
+      out.put(',"chunks":[');
+      for (let i = 0; i < chunks.length; i++) out.put(i === 0 ? JSON.stringify(chunks[i]) : `,${JSON.stringify(chunks[i])}`);
+      out.put(']}');
+    } else out.put(JSON.stringify(e));
+    n++;
+    if (out.length >= partBytes) {
+      out.put(']');
+      yield { json: out.bytes(), entries: n };
+      out.length = 0;
+      n = 0;
+      out.put('[');
     }
-    texts.push(t);
-    size += t.length + 1;
   }
-  if (texts.length > 0) yield { json: Buffer.from(`[${texts.join(',')}]`), entries: texts.length };
+  if (n > 0) {
+    out.put(']');
+    yield { json: out.bytes(), entries: n };
+  }
+}
+
+/** UTF-8 text appended to one buffer that grows when it must. */
+class JsonBuffer {
+  private buf: Buffer;
+  length = 0;
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafeSlow(size);
+  }
+
+  put(text: string): void {
+    const most = text.length * 3;
+    if (this.length + most > this.buf.length) {
+      const bigger = Buffer.allocUnsafeSlow(Math.max(this.buf.length * 2, this.length + most));
+      this.buf.copy(bigger, 0, 0, this.length);
+      this.buf = bigger;
+    }
+    this.length += this.buf.write(text, this.length);
+  }
+
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
 }

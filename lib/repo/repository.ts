@@ -274,21 +274,11 @@ export class Repository {
     await this.driver.flush();
     const parts: IndexPart[] = [];
     // only today's index versions can be split; an older one is rewritten as it was (tests)
-    const chunked = index.version === INDEX_VERSION || index.version === INDEX_PARTS_VERSION;
-    if (chunked) {
-      let first: { json: Buffer; entries: number } | undefined;
-      const store = async (p: { json: Buffer; entries: number }) => {
+    if ((index.version === INDEX_VERSION || index.version === INDEX_PARTS_VERSION) && jsonSizeAbout(index.entries) > partBytes) {
+      for (const p of indexParts(index.entries, partBytes)) {
         const partKey = indexPartKey(key, parts.length + 1);
         await this.driver.put(partKey, await this.codec.encode(p.json));
         parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
-      };
-      for (const p of indexParts(index.entries, partBytes)) {
-        if (!first) {
-          first = p;
-          continue;
-        }
-        if (parts.length === 0) await store(first);
-        await store(p);
       }
     }
     const head: ComponentIndex =
@@ -375,6 +365,13 @@ export class Repository {
     if (await this.hasManifest(backupId)) return;
     for await (const key of this.driver.list(backupPrefix(backupId))) await this.driver.delete(key);
   }
+}
+
+/** about how many bytes of JSON `entries` make (a little more, rather than less) */
+function jsonSizeAbout(entries: IndexEntry[]): number {
+  let n = 0;
+  for (const e of entries) n += 200 + e.path.length + (e.type === 'file' ? 160 * e.chunks.length : 0);
+  return n;
 }
 
 /**

@@ -26,7 +26,7 @@ function bigIndex(files: number): ComponentIndex {
   const entries: IndexEntry[] = [{ type: 'dir', path: 'data', ...meta }];
   for (let i = 0; i < files; i++) {
     const chunks = [0, 1, 2].map((b) => ({ sha256: hex(`${i}/${b}`), pack: hex(`pack${i >> 4}`), offset: b * 32772, length: 32772 }));
-    entries.push({ type: 'file', path: `data/f${i}`, ...meta, size: 3 * 32768, sha256: hex(`file${i}`), block: 32768, chunks, seen: { ino: i, ctimeMs: 1.25 } });
+    entries.push({ type: 'file', path: i % 7 === 0 ? `data/f${i}-é€😀 "q"` : `data/f${i}`, ...meta, size: 3 * 32768, sha256: hex(`file${i}`), block: 32768, chunks, seen: { ino: i, ctimeMs: 1.25 } });
   }
   return { version: INDEX_VERSION, backupId: '20261203-040000-parts', node: 'node1', component: 'data', chunkSize: 4 << 20, sets: ['data'], entries };
 }
