@@ -6,13 +6,15 @@ import { uploadJob } from './upload.js';
 import { stageJob } from './stage.js';
 import { hookJob, startJob, stopJob } from './service.js';
 import { finishJob, rollbackJob, swapJob } from './swap.js';
+import { thenCollect } from '../../lib/memory.js';
 
 export function jobHandlers(node: AgentNode): JobHandlers {
   return {
     snapshot: (req, ctx) => snapshotJob(node, req, ctx),
-    upload: (req, ctx) => uploadJob(node, req, ctx),
+    // the two that move data: their buffers and index are freed before the next job makes its own
+    upload: (req, ctx) => thenCollect(uploadJob(node, req, ctx)),
     cleanup: (req) => cleanupJob(node, req),
-    stage: (req, ctx) => stageJob(node, req, ctx),
+    stage: (req, ctx) => thenCollect(stageJob(node, req, ctx)),
     stop: (req, ctx) => stopJob(node, req, ctx),
     start: (req, ctx) => startJob(node, req, ctx),
     hook: (req, ctx) => hookJob(node, req, ctx),

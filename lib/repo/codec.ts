@@ -21,6 +21,7 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { compress, compressSync, uncompress, uncompressSync } from 'lz4-napi';
 import { LockstepError } from '../errors.js';
+import { nativeGarbage } from '../memory.js';
 
 const MAGIC0 = 0x4c; // L
 const MAGIC1 = 0x53; // S
@@ -113,7 +114,10 @@ export class Codec {
       const packed = await compress(plain);
       if (shrinks(packed, plain)) body = packed;
     }
-    return Buffer.concat(this.seal(body, body === plain ? 0 : FLAG_LZ4));
+    const stored = Buffer.concat(this.seal(body, body === plain ? 0 : FLAG_LZ4));
+    // the LZ4 output now, the stored form once the caller has written it
+    nativeGarbage((body === plain ? 0 : body.length) + stored.length);
+    return stored;
   }
 
   /**
@@ -129,7 +133,10 @@ export class Codec {
       if (shrinks(packed, plain)) body = packed;
     }
     const parts = this.seal(body, body === plain ? 0 : FLAG_LZ4);
-    return { parts, length: parts.reduce((n, p) => n + p.length, 0), compressed: body !== plain };
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    // the parts are copied where they go and dropped
+    nativeGarbage(body === plain && !this.keys ? 0 : length);
+    return { parts, length, compressed: body !== plain };
   }
 
   /** `where` names the object in errors */
@@ -161,6 +168,8 @@ export class Codec {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} does not decompress`, { cause: err, details: { object: where } });
       }
     }
+    // a decoded blob is written or checked and dropped
+    if (flags !== 0) nativeGarbage(body.length);
     return body;
   }
 }

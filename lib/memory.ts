@@ -1,0 +1,40 @@
+/**
+ * Buffers that native code hands back (LZ4 output, cipher output) live outside V8's heap;
+ * a dead one is freed only when V8 next collects its young generation, and that runs when
+ * the young generation's 2 MiB of small objects fill (see the agent's flags), not when the
+ * buffers pile up. A busy upload or restore cut into 32 KiB blocks made ~60 MiB of dead
+ * compressor output between two collections, and glibc keeps what it once held resident (a peak of ~240 instead of ~160 MiB).
+ *
+ * `nativeGarbage(bytes)` counts such bytes once they are dead (or about to be) and runs a
+ * young-generation collection every 4 MiB: ~0.1 ms each, with the dead buffers' memory
+ * reused at once instead of grown. Measured on 32 KiB blocks of half-random data, one
+ * core: RSS growth 65 → 19 MiB, time 99 → 79 ms for 256 MiB compressed. It does nothing
+ * unless the process runs with --expose-gc (the agent does).
+ */
+type Gc = (options: { type: 'minor' | 'major' }) => void;
+
+const gc = (globalThis as { gc?: Gc }).gc;
+const EVERY = 4 * 1024 * 1024;
+let since = 0;
+
+export function nativeGarbage(bytes: number): void {
+  if (!gc) return;
+  since += bytes;
+  if (since < EVERY) return;
+  since = 0;
+  gc({ type: 'minor' });
+}
+
+/**
+ * Run a job that holds big buffers and a whole index, then collect everything: its pools
+ * go back to the system before the next such job makes its own (without this an
+ * incremental right after a full backup held both jobs' pools for a moment: +34 MiB at
+ * peak). One full collection per job, ~10–30 ms; not for jobs inside a downtime window.
+ */
+export async function thenCollect<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } finally {
+    gc?.({ type: 'major' });
+  }
+}
