@@ -7,6 +7,7 @@
  *
  *   npm run bench:backup                       # 3 × 256 MiB, 3 runs
  *   npm run bench:backup -- --mib 1024 --runs 5
+ *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 1 --data db   # one agent, 5 GiB (peak RSS)
  *
  * Prints medians (min–max) and the ratio; writes bench/results/full-backup.json.
  */
@@ -17,10 +18,15 @@ import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
 import { peakRssMiB, tarCopy } from './peers.js';
+import { changeOnePercent as changeDb, generate } from './dataset.js';
 import type { BackupReport } from '../lib/report.js';
 
 const mibPerNode = Number(arg('mib', '256'));
 const runs = Number(arg('runs', '3'));
+const nodes = Number(arg('nodes', '3'));
+/** random: incompressible files as below; db: bench/dataset.ts (compresses ~2:1, pages rewritten in place) */
+const data = arg('data', 'random');
+if (data !== 'random' && data !== 'db') throw new Error('--data must be random or db');
 
 /** a database-like tree: a few large files, many small ones */
 async function fillNode(dir: string, mib: number): Promise<void> {
@@ -53,11 +59,14 @@ async function changeOnePercent(dir: string, mib: number): Promise<number> {
 
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
-  const cluster = new LocalCluster({ root, nodes: 3 });
+  const cluster = new LocalCluster({ root, nodes });
   try {
     await cluster.start();
-    for (const a of cluster.agents) await fillNode(a.data.data!, mibPerNode);
-    const totalMiB = mibPerNode * 3;
+    for (const a of cluster.agents) {
+      if (data === 'db') await generate(a.data.data!, a.node, mibPerNode * 1024 * 1024);
+      else await fillNode(a.data.data!, mibPerNode);
+    }
+    const totalMiB = mibPerNode * nodes;
     const lockstep: number[] = [];
     const tar: number[] = [];
     const incrMs: number[] = [];
@@ -83,7 +92,9 @@ async function main(): Promise<void> {
       for (const d of dests) await rm(d, { recursive: true, force: true });
       // incremental: 1% of every node changed, backed up again into the same repository
       let changed = 0;
-      for (const a of cluster.agents) changed += await changeOnePercent(a.data.data!, mibPerNode);
+      for (const a of cluster.agents) {
+        changed += data === 'db' ? await changeDb(a.data.data!, a.node, mibPerNode * 1024 * 1024, i + 1) : await changeOnePercent(a.data.data!, mibPerNode);
+      }
       const r2 = await runCli(['backup', 'create', '--name', `incr${i}`, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
       const incr = JSON.parse(r2.stdout) as BackupReport;
       if (incr.status !== 'complete') throw new Error(`incremental backup ended ${incr.status}: ${incr.error?.message ?? ''}`);
@@ -97,9 +108,9 @@ async function main(): Promise<void> {
     const rss = await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid ?? 0)));
     const mbps = (ms: number) => ((totalMiB * 1.048576) / (ms / 1000)).toFixed(0);
     const lines = [
-      `full backup of 3 nodes × ${mibPerNode} MiB (80% in 4 large files, 20% in 16 KiB files), ${cpus().length} cores, ${runs} runs (median, min–max)`,
+      `full backup of ${nodes} node${nodes > 1 ? 's' : ''} × ${mibPerNode} MiB (${data === 'db' ? 'database-like, bench/dataset.ts' : '80% in 4 large files, 20% in 16 KiB files'}), ${cpus().length} cores, ${runs} runs (median, min–max)`,
       '',
-      '| | lockstep backup create | tar -c \\| tar -x (3 at once) | lockstep / tar throughput |',
+      `| | lockstep backup create | tar -c \\| tar -x (${nodes} at once) | lockstep / tar throughput |`,
       '| --- | --- | --- | --- |',
       `| wall time | ${median(lockstep)} ms (${spread(lockstep)}) | ${median(tar)} ms (${spread(tar)}) | ${(median(tar) / median(lockstep)).toFixed(2)}× |`,
       `| throughput | ${mbps(median(lockstep))} MB/s | ${mbps(median(tar))} MB/s | |`,
@@ -112,7 +123,7 @@ async function main(): Promise<void> {
       `agent peak RSS over the whole run (VmHWM): ${rss.map((m, j) => `${cluster.agents[j]!.node} ${m} MiB`).join(', ')} (goal ≤ 150 MB)`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults('full-backup', { cores: cpus().length, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, agentPeakRssMiB: rss });
+    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, agentPeakRssMiB: rss });
   } finally {
     await cluster.stop();
     await rm(root, { recursive: true, force: true });
