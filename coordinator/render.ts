@@ -38,7 +38,11 @@ function componentLine(c: ComponentReport): string[] {
   if (c.pauseMs !== undefined) facts.push(`writes paused ${ms(c.pauseMs)}`);
   if (c.snapshot) facts.push(`downtime ${ms(c.snapshot.downtimeMs)}`, `snapshot ${ms(c.snapshot.snapshotMs)}`);
   if (c.snapshot?.copiedBytes !== undefined) facts.push(`copied ${bytes(c.snapshot.copiedBytes)}`);
-  if (c.upload) facts.push(`${c.upload.files} files ${bytes(c.upload.bytes)}`, `new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}`);
+  if (c.upload) {
+    facts.push(`${c.upload.files} files ${bytes(c.upload.bytes)}`);
+    if (c.upload.bytesRead !== undefined && c.upload.bytesRead < c.upload.bytes) facts.push(`read ${bytes(c.upload.bytesRead)}`);
+    facts.push(`new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}`);
+  }
   if (c.stage) facts.push(`${c.stage.files} files ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${c.stage.filesReused} files`);
   if (c.downtimeMs !== undefined) facts.push(`downtime ${ms(c.downtimeMs)}`);
   const lines = [`    ${c.component} [${c.plugin}, shard ${c.shard}, ${c.role}] ${mark}${facts.length ? `: ${facts.join(', ')}` : ''}`];

@@ -3,7 +3,7 @@
  * symlinks verbatim). Used for snapshots (copy or hard-link) and by transfers.
  */
 import { constants, lstatSync } from 'node:fs';
-import { copyFile, lchown, link, lutimes, mkdir, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
+import { copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fchmodFd, fchownFd, futimesFd } from './fd.js';
 import type { Stats } from 'node:fs';
@@ -201,6 +201,16 @@ export interface SyncStats extends CopyStats {
   removed: number;
 }
 
+/** [start, end) byte ranges, sorted, not touching */
+export type Ranges = [number, number][];
+
+/**
+ * What a sync changed in a copy, by path relative to the synced root: the byte ranges
+ * of a file patched in place, or 'all' for a file written anew. A file not in it is
+ * byte for byte what it was before the sync.
+ */
+export type Changed = Map<string, Ranges | 'all'>;
+
 /**
  * Bring a pre-copy (`copyTree` with `seen`) up to date with its source: entries whose
  * ctime, size, inode or type changed since, or that were racy, are copied again; new ones
@@ -210,8 +220,14 @@ export interface SyncStats extends CopyStats {
  *
  * `running`: the source may still be changing (a pre-copy over an older copy): a file
  * that vanishes before it is copied is left out, as `copyTree` does.
+ *
+ * `changed`: a changed file that is still a plain file in the copy is compared with it
+ * and only the pages that differ are written (a database rewrites pages in place: a big
+ * file changes in a few places); what was written is added to `changed`, so a later
+ * reader of the copy knows every other byte is as it was. Without it, a changed file is
+ * copied whole.
  */
-export async function syncTree(src: string, dest: string, seen: Map<string, Seen>, signal?: AbortSignal, running = false): Promise<SyncStats> {
+export async function syncTree(src: string, dest: string, seen: Map<string, Seen>, signal?: AbortSignal, running = false, changed?: Changed): Promise<SyncStats> {
   const out: SyncStats = { files: 0, bytes: 0, removed: 0 };
   const present = new Set<string>();
   const dirs: { path: string; meta: Meta }[] = [];
@@ -230,17 +246,30 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
       continue;
     }
     if (before && before.type === e.type && !before.racy && before.sig === sigOf(e.stat)) continue;
-    if (before) await rm(target, { recursive: true, force: true });
     try {
+      if (changed && e.type === 'file' && before?.type === 'file' && (await patchable(target))) {
+        const p = await patchFile(e.abs, target, signal);
+        await applyMeta(target, 'file', metaOf(e.stat));
+        const had = changed.get(e.rel);
+        if (had !== 'all') changed.set(e.rel, mergeRanges(had ?? [], p.ranges));
+        out.files++;
+        out.bytes += p.written;
+        seen.set(e.rel, seenOf(e));
+        continue;
+      }
+      if (before) await rm(target, { recursive: true, force: true });
       await copyEntry(e, target);
     } catch (err) {
       if (running && (err as NodeJS.ErrnoException).code === 'ENOENT') {
         seen.delete(e.rel);
         present.delete(e.rel);
+        changed?.set(e.rel, 'all');
+        await rm(target, { recursive: true, force: true });
         continue;
       }
       throw err;
     }
+    changed?.set(e.rel, 'all');
     seen.set(e.rel, seenOf(e));
     if (e.type === 'file') {
       out.files++;
@@ -251,6 +280,7 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
   const gone = [...seen.keys()].filter((rel) => !present.has(rel)).sort((a, b) => b.length - a.length);
   for (const rel of gone) {
     seen.delete(rel);
+    changed?.set(rel, 'all');
     // ENOTDIR: a parent became a file, so the entry went with the parent's old folder
     await rm(join(dest, rel), { recursive: true, force: true }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOTDIR') throw err;
@@ -258,6 +288,81 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
   }
   out.removed = gone.length;
   for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(dirs[i]!.path, 'dir', dirs[i]!.meta);
+  return out;
+}
+
+/** a plain file of its own in the copy (a hard link would change its other names too) */
+async function patchable(path: string): Promise<boolean> {
+  const st = await lstat(path).catch(() => undefined);
+  return st !== undefined && st.isFile() && st.nlink === 1;
+}
+
+/** the unit a patch compares and writes: a database page or a few */
+const PATCH_PAGE = 4096;
+const PATCH_READ = 1024 * 1024;
+
+/**
+ * Make `dest` the same bytes as `src` by writing only the pages that differ (and its
+ * tail, or a shorter length). Returns the ranges it wrote and how many bytes.
+ * A source still being written may change meanwhile: the caller syncs it again then.
+ */
+async function patchFile(src: string, dest: string, signal?: AbortSignal): Promise<{ ranges: Ranges; written: number }> {
+  const a = Buffer.allocUnsafeSlow(PATCH_READ);
+  const b = Buffer.allocUnsafeSlow(PATCH_READ);
+  const ranges: Ranges = [];
+  let written = 0;
+  const from = await open(src, 'r');
+  try {
+    const to = await open(dest, 'r+');
+    try {
+      let off = 0;
+      for (;;) {
+        signal?.throwIfAborted();
+        const n = (await from.read(a, 0, PATCH_READ, off)).bytesRead;
+        if (n === 0) break;
+        const m = (await to.read(b, 0, n, off)).bytesRead;
+        if (m !== n || a.compare(b, 0, n, 0, n) !== 0) {
+          for (let p = 0; p < n; p += PATCH_PAGE) {
+            const end = Math.min(n, p + PATCH_PAGE);
+            if (end <= m && a.compare(b, p, end, p, end) === 0) continue;
+            // adjacent differing pages go out in one write
+            let q = end;
+            while (q < n) {
+              const next = Math.min(n, q + PATCH_PAGE);
+              if (next <= m && a.compare(b, q, next, q, next) === 0) break;
+              q = next;
+            }
+            for (let w = p; w < q; ) w += (await to.write(a, w, q - w, off + w)).bytesWritten;
+            written += q - p;
+            addRange(ranges, off + p, off + q);
+            p = q - PATCH_PAGE;
+          }
+        }
+        off += n;
+      }
+      // a shorter source: the reader sees the new length
+      if ((await to.stat()).size !== off) await to.truncate(off);
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
+  return { ranges, written };
+}
+
+/** append [start, end) to sorted ranges, joining it to the last one when they touch */
+function addRange(ranges: Ranges, start: number, end: number): void {
+  const last = ranges.at(-1);
+  if (last && last[1] >= start) last[1] = Math.max(last[1], end);
+  else ranges.push([start, end]);
+}
+
+/** the union of two sorted range lists */
+export function mergeRanges(x: Ranges, y: Ranges): Ranges {
+  const all = [...x, ...y].sort((p, q) => p[0] - q[0]);
+  const out: Ranges = [];
+  for (const [s, e] of all) addRange(out, s, e);
   return out;
 }
 

@@ -182,8 +182,10 @@ export interface UploadResult {
   chunksNew: number;
   /** bytes written to the repository (after compression and encryption) */
   bytesNew: number;
-  /** files not read again: same size, mtime, inode and ctime as in the component's previous backup */
+  /** files not read again: same size, mtime, inode and ctime as in the component's previous backup, or untouched in its kept copy */
   filesUnchanged?: number;
+  /** bytes read (and hashed) from the snapshot: changed files, or only their patched blocks */
+  bytesRead?: number;
   uploadMs: number;
 }
 

@@ -29,7 +29,8 @@ import { readFileAt } from '../../lib/fd.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
-import { metaOf, RACY_MS, walkTree, type Meta, type TreeEntry } from '../../lib/tree.js';
+import { metaOf, RACY_MS, walkTree, type Meta, type Ranges, type TreeEntry } from '../../lib/tree.js';
+import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
@@ -357,17 +358,73 @@ interface Uploaded {
   size: number;
   block?: number;
   chunks: ChunkRef[];
+  /** bytes read from the snapshot for it (0: known unchanged) */
+  read: number;
+}
+
+/** Where a file's blocks go, in order: chunk objects, or the file's own packs. */
+class BlockSink {
+  readonly refs: ChunkRef[] = [];
+  private readonly comp = new Compressibility();
+  private run: PackBuilder | undefined;
+
+  constructor(
+    private readonly writer: BlobWriter,
+    private readonly asChunks: boolean,
+  ) {}
+
+  /** the next block of the file (known, stored, or kept as it was) */
+  async add(data: Buffer): Promise<void> {
+    if (this.asChunks) {
+      this.refs.push(await this.writer.chunk(data));
+      return;
+    }
+    const h = sha256(data);
+    const seen = this.writer.known.get(h);
+    if (seen) {
+      this.refs.push(seen);
+      return;
+    }
+    this.run ??= await this.writer.openRun();
+    const added = this.writer.block(this.run, h, data, this.comp);
+    this.refs.push(added.ref);
+    this.run = added.run;
+  }
+
+  keep(ref: ChunkRef): void {
+    this.refs.push(ref);
+  }
+
+  async close(): Promise<void> {
+    const last = this.run;
+    this.run = undefined;
+    if (last) await this.writer.closeRun(last);
+  }
+
+  /** the file failed: its unfinished pack goes back */
+  drop(): void {
+    if (this.run) this.writer.dropRun(this.run);
+    this.run = undefined;
+  }
+}
+
+/**
+ * What is known of a file patched in place since the previous backup read it: its entry
+ * then, and the ranges written since. A block that no range touches and that ends where
+ * it ended then is that backup's block.
+ */
+interface Patched {
+  old: FileEntry;
+  ranges: Ranges;
 }
 
 /** Read a file in `block`-sized blocks (packed, or chunk objects when `block` is the chunk size). */
 async function uploadBlocks(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
-  const refs: ChunkRef[] = [];
-  const comp = new Compressibility();
   const asChunks = block === repo.config.chunkSize;
+  const sink = new BlockSink(writer, asChunks);
   const readSize = Math.max(block, READ_SIZE);
   const fh = await open(abs, 'r');
   const buf = asChunks ? undefined : await writer.reads.acquire(signal);
-  let run: PackBuilder | undefined;
   let size = 0;
   try {
     for (;;) {
@@ -375,40 +432,85 @@ async function uploadBlocks(abs: string, block: number, repo: Repository, writer
       const into = buf ?? Buffer.allocUnsafe(readSize);
       const { bytesRead } = await fh.read(into, 0, readSize, size);
       if (bytesRead === 0) break;
-      for (let off = 0; off < bytesRead; off += block) {
-        const data = into.subarray(off, Math.min(off + block, bytesRead));
-        if (asChunks) {
-          refs.push(await writer.chunk(data));
-          continue;
-        }
-        const h = sha256(data);
-        const seen = writer.known.get(h);
-        if (seen) {
-          refs.push(seen);
-          continue;
-        }
-        run ??= await writer.openRun();
-        const added = writer.block(run, h, data, comp);
-        refs.push(added.ref);
-        run = added.run;
-      }
+      for (let off = 0; off < bytesRead; off += block) await sink.add(into.subarray(off, Math.min(off + block, bytesRead)));
       size += bytesRead;
       onBytes(bytesRead);
     }
-    if (run) {
-      const last = run;
-      run = undefined;
-      await writer.closeRun(last);
-    }
+    await sink.close();
   } finally {
-    if (run) writer.dropRun(run);
+    sink.drop();
     if (buf) writer.reads.release(buf);
     await fh.close();
   }
-  return { sha256: contentHash(refs.map(refSha)), size, block, chunks: refs };
+  return { sha256: contentHash(sink.refs.map(refSha)), size, block, chunks: sink.refs, read: size };
 }
 
-async function uploadFile(repo: Repository, writer: BlobWriter, abs: string, size: number, old: FileEntry | undefined, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
+/**
+ * A file patched in place since the previous backup (see `Patched`), `size` bytes now, cut
+ * at that backup's block size: blocks the patch did not touch are that backup's; only the
+ * others are read, a stretch at a time.
+ */
+async function uploadPatched(abs: string, size: number, patched: Patched, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
+  const { old, ranges } = patched;
+  const block = old.block!;
+  const asChunks = block === repo.config.chunkSize;
+  const sink = new BlockSink(writer, asChunks);
+  const readSize = Math.max(block, READ_SIZE);
+  const count = Math.ceil(size / block);
+  let r = 0;
+  /** the previous backup's block `i`, if it is still this file's */
+  const kept = (i: number): ChunkRef | undefined => {
+    const start = i * block;
+    const end = Math.min(start + block, size);
+    if (i >= old.chunks.length || end !== Math.min(start + block, old.size)) return undefined;
+    while (r < ranges.length && ranges[r]![1] <= start) r++;
+    return r < ranges.length && ranges[r]![0] < end ? undefined : old.chunks[i];
+  };
+  const fh = await open(abs, 'r');
+  const buf = asChunks ? undefined : await writer.reads.acquire(signal);
+  let read = 0;
+  try {
+    for (let i = 0; i < count; ) {
+      writer.check();
+      const ref = kept(i);
+      if (ref !== undefined) {
+        sink.keep(ref);
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < count && (j + 1 - i) * block <= readSize && kept(j) === undefined) j++;
+      const start = i * block;
+      const length = Math.min(j * block, size) - start;
+      const into = buf ?? Buffer.allocUnsafe(readSize);
+      const { bytesRead } = await fh.read(into, 0, length, start);
+      if (bytesRead !== length) {
+        throw new LockstepError('LOCKSTEP_E_UPLOAD_FAILED', `${abs} changed size while it was read (snapshot files must not change)`);
+      }
+      for (let off = 0; off < length; off += block) await sink.add(into.subarray(off, Math.min(off + block, length)));
+      read += length;
+      onBytes(length);
+      i = j;
+    }
+    await sink.close();
+  } finally {
+    sink.drop();
+    if (buf) writer.reads.release(buf);
+    await fh.close();
+  }
+  return { sha256: contentHash(sink.refs.map(refSha)), size, block, chunks: sink.refs, read };
+}
+
+async function uploadFile(
+  repo: Repository,
+  writer: BlobWriter,
+  abs: string,
+  size: number,
+  old: FileEntry | undefined,
+  signal: AbortSignal,
+  onBytes: (n: number) => void,
+  ranges?: Ranges,
+): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
     const buf = await writer.reads.acquire(signal);
     try {
@@ -417,7 +519,7 @@ async function uploadFile(repo: Repository, writer: BlobWriter, abs: string, siz
         const data = buf.subarray(0, n);
         const h = sha256(data);
         onBytes(n);
-        return { sha256: h, size: n, chunks: n > 0 ? [await writer.small(h, data, new Compressibility())] : [] };
+        return { sha256: h, size: n, chunks: n > 0 ? [await writer.small(h, data, new Compressibility())] : [], read: n };
       }
     } finally {
       writer.reads.release(buf);
@@ -425,6 +527,7 @@ async function uploadFile(repo: Repository, writer: BlobWriter, abs: string, siz
     // it grew past the threshold since it was listed: cut it into blocks like a large file
   }
   const block = blockSizeFor(size, repo.config.chunkSize, old?.block);
+  if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, signal, onBytes);
   return uploadBlocks(abs, block, repo, writer, signal, onBytes);
 }
 
@@ -512,6 +615,10 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   }
   const pending = await pendingBlobs(repo, target, ctx);
   for (const b of pending.blobs) if (!writer.known.has(b.sha256)) writer.known.set(b.sha256, b);
+  // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
+  const recorded = await readChanges(snapRoot);
+  const changes = recorded && previous && recorded.basedOn === previous.backupId ? recorded.sets : undefined;
+  if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: files.length });
 
   const entries: IndexEntry[] = new Array(walked.length);
@@ -526,6 +633,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     chunksNew: 0,
     bytesNew: 0,
     filesUnchanged: 0,
+    bytesRead: 0,
     uploadMs: 0,
   };
   let bytesDone = 0;
@@ -549,17 +657,33 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       }
       const old = before.get(path);
       let up: Uploaded;
+      const slash = path.indexOf('/');
+      // a set the snapshot says nothing of is not known to be unchanged
+      const inSet = changes?.get(path.slice(0, slash));
+      const change = inSet?.get(path.slice(slash + 1));
       // size and mtime alone miss a rewrite that keeps both (same size, mtime set back or in the
-      // same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps both
-      if (old?.seen && old.size === w.size && old.mtimeMs === meta.mtimeMs && old.seen.ino === w.ino && (target.linked || old.seen.ctimeMs === w.ctimeMs)) {
-        up = old;
+      // same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps both.
+      // A file the snapshot did not touch in the previous backup's copy is that backup's file
+      const same = old && old.size === w.size && old.mtimeMs === meta.mtimeMs;
+      if (same && ((inSet && change === undefined) || (old.seen && old.seen.ino === w.ino && (target.linked || old.seen.ctimeMs === w.ctimeMs)))) {
+        up = { ...old, read: 0 };
         result.filesUnchanged!++;
         bytesDone += old.size;
       } else {
-        up = await uploadFile(repo, writer, abs, w.size, old, ctx.signal, (n) => {
-          bytesDone += n;
-          ctx.progress({ bytesDone });
-        });
+        up = await uploadFile(
+          repo,
+          writer,
+          abs,
+          w.size,
+          old,
+          ctx.signal,
+          (n) => {
+            bytesDone += n;
+            ctx.progress({ bytesDone });
+          },
+          change === 'all' ? undefined : change,
+        );
+        result.bytesRead! += up.read;
       }
       // a change in the same tick of the kernel's coarse clock may not show in ctime: only settled files count as seen
       const settled = walkedFrom - Math.max(w.ctimeMs, meta.mtimeMs) > RACY_MS;

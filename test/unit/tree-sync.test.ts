@@ -5,11 +5,11 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { copyTree, syncTree, walkTree, type Seen } from '../../lib/tree.js';
+import { copyTree, syncTree, walkTree, type Changed, type Seen } from '../../lib/tree.js';
 
 /** every entry's type, mode, size, mtime (ms) and content hash, by path */
 async function describeTree(root: string): Promise<Record<string, string>> {
@@ -123,6 +123,48 @@ describe('pre-copy, then sync what changed', () => {
     expect(third.files).toBe(1);
     expect(third.removed).toBe(1);
     expect(await describeTree(copy)).toEqual(await describeTree(src));
+  });
+
+  it('with a change record: changed files are patched in place, and every byte outside what it records is as before', async () => {
+    const seen = new Map<string, Seen>();
+    await copyTree(src, copy, 'copy', undefined, seen);
+    for (const [rel, s] of seen) seen.set(rel, { ...s, racy: false });
+    // a copy file with a second name is not patched (the other name would change too)
+    await link(join(copy, 'sub', 'f5'), join(root, 'other-name'));
+    await writeFile(join(src, 'sub', 'f5'), 'changed\n');
+    const before = new Map<string, { ino: number; body: Buffer }>();
+    for await (const e of walkTree(copy)) if (e.type === 'file') before.set(e.rel, { ino: e.stat.ino, body: await readFile(e.abs) });
+
+    const changed: Changed = new Map();
+    const writer = spawn(process.execPath, ['-e', WRITER, src], { stdio: 'ignore' });
+    await sleep(200);
+    await syncTree(src, copy, seen, undefined, true, changed);
+    const exited = new Promise((r) => writer.once('exit', r));
+    writer.kill('SIGTERM');
+    await exited;
+    await syncTree(src, copy, seen, undefined, false, changed);
+    expect(await describeTree(copy)).toEqual(await describeTree(src));
+
+    for await (const e of walkTree(copy)) {
+      if (e.type !== 'file') continue;
+      const was = before.get(e.rel);
+      const c = changed.get(e.rel);
+      if (!was) {
+        expect(c, e.rel).toBe('all');
+        continue;
+      }
+      if (c === 'all') continue;
+      const now = await readFile(e.abs);
+      // untouched, or patched: the same file, and the same bytes wherever no range says otherwise
+      expect(e.stat.ino, e.rel).toBe(was.ino);
+      const covered = new Uint8Array(Math.min(now.length, was.body.length));
+      for (const [a, b] of c ?? []) covered.fill(1, a, b);
+      for (let i = 0; i < covered.length; i++) if (!covered[i] && now[i] !== was.body[i]) throw new Error(`${e.rel}: byte ${i} changed outside the recorded ranges`);
+    }
+    // page.db is rewritten in 4 KiB pages by the writer: patched, not copied
+    expect(Array.isArray(changed.get('page.db'))).toBe(true);
+    expect(changed.get('sub/f5')).toBe('all');
+    expect(changed.get('sub/f0')).toBeUndefined();
   });
 
   it('a tree written all through the pre-copy ends equal to the source once the writer stops', async () => {

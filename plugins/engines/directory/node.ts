@@ -9,7 +9,8 @@ import { readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
-import { copyTree, syncTree, treeSize, type Seen } from '../../../lib/tree.js';
+import { copyTree, syncTree, treeSize, type Changed, type Seen } from '../../../lib/tree.js';
+import { writeChanges } from '../../../lib/changes.js';
 import type { Health, ServiceResult } from '../../../lib/wire.js';
 import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
 import { waitUntilHealthy } from '../health.js';
@@ -69,18 +70,26 @@ async function ensureRunning(comp: Comp, parent: NodeContext): Promise<void> {
 
 const SEEN_FILE = 'seen.json';
 
+/** what a snapshot's copy saw of the live tree, and the backup it was made for */
+interface SeenFile {
+  backupId: string;
+  seen: [string, Seen][];
+}
+
 /**
- * Move the kept snapshot's copy into `into` and load what it saw into `seen`. False (and
- * the kept snapshot dropped) when it is not whole: no record of what it saw, or no copy.
+ * Move the kept snapshot's copy into `into` and load what it saw into `seen`. Undefined
+ * (and the kept snapshot dropped) when it is not whole: no record of what it saw, or no
+ * copy. `backupId`: the backup the copy was made for (unknown for a record from before
+ * it was kept).
  */
-async function takeOver(previous: string, into: string, seen: Map<string, Seen>): Promise<boolean> {
+async function takeOver(previous: string, into: string, seen: Map<string, Seen>): Promise<{ backupId?: string } | undefined> {
   try {
-    const saw = JSON.parse(await readFile(join(previous, SEEN_FILE), 'utf8')) as [string, Seen][];
+    const doc = JSON.parse(await readFile(join(previous, SEEN_FILE), 'utf8')) as SeenFile | [string, Seen][];
     await rename(join(previous, 'data'), join(into, 'data'));
-    for (const [rel, s] of saw) seen.set(rel, s);
-    return true;
+    for (const [rel, s] of Array.isArray(doc) ? doc : doc.seen) seen.set(rel, s);
+    return { backupId: Array.isArray(doc) ? undefined : doc.backupId };
   } catch {
-    return false;
+    return undefined;
   } finally {
     await rm(previous, { recursive: true, force: true });
   }
@@ -114,20 +123,25 @@ export const directoryNode = {
     return runHealthOnce(comp, ctx, 10_000);
   },
 
-  async snapshot(comp, ctx, { into, previous, serviceStopped }) {
+  async snapshot(comp, ctx, { backupId, into, previous, serviceStopped }) {
     const copy = join(into, 'data');
     // the bulk of the copy while the service still runs; only what changes after it is copied while it is down
     const seen = comp.stop && comp.snapshotMode === 'copy' && comp.precopy ? new Map<string, Seen>() : undefined;
     let copiedBytes = 0;
+    // what bringing the kept copy up to date changed in it: the upload reads only that
+    let changed: Changed | undefined;
+    let basedOn: string | undefined;
     if (seen) {
       const t = performance.now();
       // the copy kept from the last backup, with what it saw, is brought up to date instead of copied again
-      const kept = previous ? await takeOver(previous, into, seen) : false;
-      const pre = await (kept ? syncTree(comp.path, copy, seen, ctx.signal, true) : copyTree(comp.path, copy, 'copy', ctx.signal, seen)).catch((err: unknown) => {
+      const kept = previous ? await takeOver(previous, into, seen) : undefined;
+      basedOn = kept?.backupId;
+      if (basedOn) changed = new Map();
+      const pre = await (kept ? syncTree(comp.path, copy, seen, ctx.signal, true, changed) : copyTree(comp.path, copy, 'copy', ctx.signal, seen)).catch((err: unknown) => {
         throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `pre-copying ${comp.path} (the service still running) failed: ${toErrorInfo(err).message}`, { node: ctx.node, cause: err });
       });
       copiedBytes += pre.bytes;
-      ctx.log.info({ component: comp.name, files: pre.files, bytes: pre.bytes, fromKeptCopy: kept, ms: Math.round(performance.now() - t) }, 'pre-copy done');
+      ctx.log.info({ component: comp.name, files: pre.files, bytes: pre.bytes, fromKeptCopy: kept !== undefined, ms: Math.round(performance.now() - t) }, 'pre-copy done');
     }
     const t0 = performance.now();
     if (comp.stop) {
@@ -143,9 +157,9 @@ export const directoryNode = {
     let copyError: unknown;
     try {
       if (seen) {
-        const changed = await syncTree(comp.path, copy, seen, ctx.signal);
-        copiedBytes += changed.bytes;
-        ctx.log.info({ component: comp.name, files: changed.files, bytes: changed.bytes, removed: changed.removed }, 'copied what changed since the pre-copy');
+        const since = await syncTree(comp.path, copy, seen, ctx.signal, false, changed);
+        copiedBytes += since.bytes;
+        ctx.log.info({ component: comp.name, files: since.files, bytes: since.bytes, removed: since.removed }, 'copied what changed since the pre-copy');
       } else if (comp.stop) copiedBytes += (await copyTree(comp.path, copy, comp.snapshotMode, ctx.signal)).bytes;
       // nothing to stop: a copy would be no more consistent than reading in place, only slower
       else await symlink(comp.path, copy);
@@ -165,7 +179,8 @@ export const directoryNode = {
       });
     }
     // beside the set, not in it: what the copy saw, for the next snapshot if this one is kept
-    if (seen) await writeFile(join(into, SEEN_FILE), JSON.stringify([...seen]), { mode: 0o600 });
+    if (seen) await writeFile(join(into, SEEN_FILE), JSON.stringify({ backupId, seen: [...seen] } satisfies SeenFile), { mode: 0o600 });
+    if (changed && basedOn) await writeChanges(into, basedOn, { data: changed });
     const copies = comp.stop !== undefined && comp.snapshotMode === 'copy';
     return { downtimeMs: comp.stop ? Math.round(performance.now() - t0) : 0, copiedBytes: copies ? copiedBytes : undefined, configFiles: comp.configFiles ?? [] };
   },
