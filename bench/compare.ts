@@ -80,6 +80,7 @@ function record(section: string, measure: string, unit: Row['unit'], tool: Tool,
 const FULL = 'full backup';
 const INCR = 'after 1% changed';
 const RESTORE = 'restore (3 nodes, empty data dirs)';
+const STOPPED = 'backups with the service stopped (directory plugin, copy kept between backups)';
 
 /** a tool's wall time and CPU seconds (all its processes) in one section */
 function recordRun(section: string, tool: Tool, wallMs: number, cpuS: number, goal?: string): void {
@@ -290,7 +291,7 @@ async function main(): Promise<void> {
       await rm(peerDir, { recursive: true, force: true });
     }
 
-    if (only.has('pause')) await measureDowntime(cluster, nodes, scratch, all);
+    if (only.has('pause')) await measureDowntime(cluster, bytesPerNode, nodes, scratch, all);
     await cluster.stop();
     if (only.has('scale')) for (const n of scaleNs) await measureScale(root, n, scratch);
   } finally {
@@ -306,10 +307,12 @@ async function main(): Promise<void> {
 
 /**
  * Service downtime of a backup that stops the service: lockstep's directory plugin with
- * stop/start commands, against a stop → cp -a → start script on every node at once.
+ * stop/start commands, against a stop → cp -a → start script on every node at once. And
+ * what such a backup costs after 1% changed, its copy kept from the one before.
  */
 async function measureDowntime(
   cluster: LocalCluster,
+  bytesPerNode: number,
   nodes: { node: string; dir: string }[],
   scratch: string,
   all: <T>(work: (n: { node: string; dir: string }) => Promise<T>) => Promise<T[]>,
@@ -324,8 +327,18 @@ async function measureDowntime(
   }
   const copies = join(scratch, 'stop-copy-start');
   await mkdir(copies, { recursive: true });
+  // the first backup with the service stopped copies everything and keeps the copy; each
+  // after it follows a 1% change: the pre-copy patches the kept copy, the upload reads what it patched
+  const first = backupReport(await lockstep(cluster.configFile, ['backup', 'create', '--name', 'stopfirst', '--json'], scratch), 'first stop/start backup');
+  record(STOPPED, 'first backup (copies everything): wall time', 'ms', 'lockstep', Math.round(first.durationMs));
   for (let i = 0; i < runs; i++) {
+    const changed = (await all((n) => changeOnePercent(n.dir, n.node, bytesPerNode, 100 + i))).reduce((a, b) => a + b, 0);
     const b = backupReport(await lockstep(cluster.configFile, ['backup', 'create', '--name', `stop${i}`, '--json'], scratch), 'stop/start backup');
+    const components = b.nodes.flatMap((n) => n.components);
+    record(STOPPED, 'after 1% changed: wall time', 'ms', 'lockstep', Math.round(b.durationMs), '≤ 10% of the first');
+    record(STOPPED, 'after 1% changed: bytes changed', 'bytes', 'lockstep', changed);
+    record(STOPPED, 'after 1% changed: bytes the snapshot copied', 'bytes', 'lockstep', components.reduce((n, c) => n + (c.snapshot?.copiedBytes ?? 0), 0));
+    record(STOPPED, 'after 1% changed: bytes the upload read', 'bytes', 'lockstep', components.reduce((n, c) => n + (c.upload?.bytesRead ?? 0), 0));
     record('service downtime (stop/start)', 'longest node downtime', 'ms', 'lockstep', b.totals.maxDowntimeMs);
     const perNode = await all(async (n) => {
       const t0 = performance.now();

@@ -168,8 +168,8 @@ export class Codec {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} does not decompress`, { cause: err, details: { object: where } });
       }
     }
-    // a decoded blob is written or checked and dropped
-    if (flags !== 0) nativeGarbage(body.length);
+    // decoded blobs are not counted for nativeGarbage: during a restore the young generation
+    // holds many live objects, and a collection every 4 MiB cost 9% more CPU (for ~25 MiB less at peak)
     return body;
   }
 }
