@@ -485,7 +485,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
       const into = buf ?? Buffer.allocUnsafe(readSize);
       const { bytesRead } = await fh.read(into, 0, length, start);
       if (bytesRead !== length) {
-        throw new LockstepError('LOCKSTEP_E_UPLOAD_FAILED', `${abs} changed size while it was read (snapshot files must not change)`);
+        throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `snapshot file ${abs} changed size while it was read (nothing may write into a snapshot)`);
       }
       for (let off = 0; off < length; off += block) await sink.add(into.subarray(off, Math.min(off + block, length)));
       read += length;

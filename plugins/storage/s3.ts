@@ -221,6 +221,44 @@ export class S3Driver implements StorageDriver {
     }
   }
 
+  /**
+   * Multipart uploads under the prefix that were started more than `olderThanMs` ago and
+   * never completed or aborted (a writer killed mid-upload): the store keeps their parts,
+   * and bills them, until they are aborted. Their size is the sum of their parts.
+   */
+  async sweepTemporary(olderThanMs: number, dryRun: boolean): Promise<{ files: number; bytes: number }> {
+    const out = { files: 0, bytes: 0 };
+    const cutoff = Date.now() - olderThanMs;
+    try {
+      const { sdk, client } = await this.s3();
+      let keyMarker: string | undefined;
+      let uploadMarker: string | undefined;
+      do {
+        const res = await this.retry(() =>
+          client.send(new sdk.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix, KeyMarker: keyMarker, UploadIdMarker: uploadMarker })),
+        );
+        for (const u of res.Uploads ?? []) {
+          if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() > cutoff) continue;
+          let partMarker: string | undefined;
+          do {
+            const parts = await this.retry(() =>
+              client.send(new sdk.ListPartsCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId, PartNumberMarker: partMarker })),
+            );
+            for (const p of parts.Parts ?? []) out.bytes += p.Size ?? 0;
+            partMarker = parts.IsTruncated ? parts.NextPartNumberMarker : undefined;
+          } while (partMarker);
+          if (!dryRun) await this.retry(() => client.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId })));
+          out.files++;
+        }
+        keyMarker = res.IsTruncated ? res.NextKeyMarker : undefined;
+        uploadMarker = res.IsTruncated ? res.NextUploadIdMarker : undefined;
+      } while (keyMarker);
+    } catch (err) {
+      throw this.wrap(err, 'delete', 'unfinished multipart uploads');
+    }
+    return out;
+  }
+
   destroy(): void {
     void this.connecting?.then(({ client }) => client.destroy()).catch(() => undefined);
   }

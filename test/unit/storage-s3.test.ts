@@ -4,6 +4,7 @@ import { s3Driver } from '../../plugins/storage/s3.js';
 import { storageConformance } from '../conformance/storage.js';
 import { LockstepError } from '../../lib/errors.js';
 import { rgwBucket } from '../helpers/s3.js';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
 let bucket: Awaited<ReturnType<typeof rgwBucket>> | undefined;
 
@@ -32,5 +33,30 @@ describe('s3 driver errors', () => {
     const err = await d.put('x', Buffer.from('x')).then(() => undefined, (e: unknown) => e);
     expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_WRITE_FAILED');
     expect((err as LockstepError).hint).toMatch(/create the bucket/);
+  });
+});
+
+describe('s3 driver: unfinished multipart uploads', () => {
+  it('an upload a killed writer left is counted by a dry run and aborted by the sweep; one outside the prefix or younger is left', async () => {
+    const b = await rgwBucket();
+    const client = new S3Client({ region: 'us-east-1', endpoint: b.endpoint, forcePathStyle: true, credentials: { accessKeyId: b.accessKeyId, secretAccessKey: b.secretAccessKey } });
+    const started = async (key: string, size: number) => {
+      const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: b.bucket, Key: key }));
+      await client.send(new UploadPartCommand({ Bucket: b.bucket, Key: key, UploadId, PartNumber: 1, Body: randomBytes(size), ContentLength: size }));
+    };
+    const open = async () => (await client.send(new ListMultipartUploadsCommand({ Bucket: b.bucket }))).Uploads?.map((u) => u.Key).sort() ?? [];
+    try {
+      await started('repo/packs/ab/left-behind', 100_000);
+      await started('other/not-ours', 1000);
+      const d = s3Driver.open({ ...b, driver: undefined, prefix: 'repo' }, '/');
+      // an hour old at least: none yet
+      expect(await d.sweepTemporary!(3_600_000, false)).toEqual({ files: 0, bytes: 0 });
+      expect(await d.sweepTemporary!(0, true)).toEqual({ files: 1, bytes: 100_000 });
+      expect(await open()).toEqual(['other/not-ours', 'repo/packs/ab/left-behind']);
+      expect(await d.sweepTemporary!(0, false)).toEqual({ files: 1, bytes: 100_000 });
+      expect(await open()).toEqual(['other/not-ours']);
+    } finally {
+      client.destroy();
+    }
   });
 });
