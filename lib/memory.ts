@@ -2,14 +2,15 @@
  * Buffers that native code hands back (LZ4 output, cipher output) live outside V8's heap;
  * a dead one is freed only when V8 next collects its young generation, and that runs when
  * the young generation's 2 MiB of small objects fill (see the agent's flags), not when the
- * buffers pile up. A busy upload or restore cut into 32 KiB blocks made ~60 MiB of dead
- * compressor output between two collections, and glibc keeps what it once held resident (a peak of ~240 instead of ~160 MiB).
+ * buffers pile up. An upload cut into 32 KiB blocks made ~60 MiB of dead compressor output
+ * between two collections, and glibc keeps resident what it once held.
  *
  * `nativeGarbage(bytes)` counts such bytes once they are dead (or about to be) and runs a
  * young-generation collection every 4 MiB: ~0.1 ms each, with the dead buffers' memory
  * reused at once instead of grown. Measured on 32 KiB blocks of half-random data, one
- * core: RSS growth 65 → 19 MiB, time 99 → 79 ms for 256 MiB compressed. It does nothing
- * unless the process runs with --expose-gc (the agent does).
+ * core: RSS growth 65 → 19 MiB, time 99 → 79 ms for 256 MiB compressed. The codec counts
+ * what it encodes, not what it decodes (see Codec.decode). It does nothing unless the
+ * process runs with --expose-gc (the agent does).
  */
 type Gc = (options: { type: 'minor' | 'major' }) => void;
 
