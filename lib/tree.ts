@@ -231,6 +231,8 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
   const out: SyncStats = { files: 0, bytes: 0, removed: 0 };
   const present = new Set<string>();
   const dirs: { path: string; meta: Meta }[] = [];
+  // one pair of read buffers for every file this pass patches, made on first use
+  let buffers: [Buffer, Buffer] | undefined;
   for await (const e of walkTree(src)) {
     signal?.throwIfAborted();
     present.add(e.rel);
@@ -248,7 +250,8 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
     if (before && before.type === e.type && !before.racy && before.sig === sigOf(e.stat)) continue;
     try {
       if (changed && e.type === 'file' && before?.type === 'file' && (await patchable(target))) {
-        const p = await patchFile(e.abs, target, signal);
+        buffers ??= [Buffer.allocUnsafeSlow(PATCH_READ), Buffer.allocUnsafeSlow(PATCH_READ)];
+        const p = await patchFile(e.abs, target, buffers, signal);
         await applyMeta(target, 'file', metaOf(e.stat));
         const had = changed.get(e.rel);
         if (had !== 'all') changed.set(e.rel, mergeRanges(had ?? [], p.ranges));
@@ -306,9 +309,7 @@ const PATCH_READ = 1024 * 1024;
  * tail, or a shorter length). Returns the ranges it wrote and how many bytes.
  * A source still being written may change meanwhile: the caller syncs it again then.
  */
-async function patchFile(src: string, dest: string, signal?: AbortSignal): Promise<{ ranges: Ranges; written: number }> {
-  const a = Buffer.allocUnsafeSlow(PATCH_READ);
-  const b = Buffer.allocUnsafeSlow(PATCH_READ);
+async function patchFile(src: string, dest: string, [a, b]: [Buffer, Buffer], signal?: AbortSignal): Promise<{ ranges: Ranges; written: number }> {
   const ranges: Ranges = [];
   let written = 0;
   const from = await open(src, 'r');
