@@ -16,6 +16,9 @@
  *   repository. A repository made with a chunk size of 1 MiB or less stores more files
  *   that way: dedup across nodes for them, at the price of coarser incrementals.
  * - A file whose size, mtime, inode and ctime equal the previous backup's entry is not read again.
+ *   When the snapshot records what it changed in the copy that backup read (`changes.json`,
+ *   see lib/changes.ts), a file it did not touch is not read either, and of a patched file
+ *   only the blocks a patched range falls in are read.
  * - Memory is bounded and reused: reads, packs under construction and packs in flight
  *   come from fixed pools of buffers, so the agent neither grows with the data nor
  *   churns garbage buffers.
