@@ -24,7 +24,7 @@
  *   churns garbage buffers.
  * The file index is written last, after every object it references is stored.
  */
-import { open, readlink } from 'node:fs/promises';
+import { open, readlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
@@ -421,31 +421,79 @@ interface Patched {
   ranges: Ranges;
 }
 
+/**
+ * One file read in `block`-sized blocks: its descriptor, a read buffer (from the pool,
+ * but for chunk objects, which hold their buffer until stored: a fresh one per read) and
+ * the sink its blocks go to. `close` gives everything back, finished or not.
+ */
+class FileBlocks {
+  readonly sink: BlockSink;
+  readonly readSize: number;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly buf: Buffer | undefined,
+    readonly block: number,
+    private readonly writer: BlobWriter,
+    asChunks: boolean,
+  ) {
+    this.sink = new BlockSink(writer, asChunks);
+    this.readSize = Math.max(block, READ_SIZE);
+  }
+
+  static async open(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal): Promise<FileBlocks> {
+    const asChunks = block === repo.config.chunkSize;
+    const fh = await open(abs, 'r');
+    try {
+      return new FileBlocks(fh, asChunks ? undefined : await writer.reads.acquire(signal), block, writer, asChunks);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  /** up to `length` (at most `readSize`) bytes at `position`; shorter at the end of the file */
+  async read(position: number, length: number): Promise<Buffer> {
+    const into = this.buf ?? Buffer.allocUnsafe(this.readSize);
+    const { bytesRead } = await this.fh.read(into, 0, length, position);
+    return into.subarray(0, bytesRead);
+  }
+
+  /** the next blocks of the file, from a read that starts on a block boundary */
+  async add(data: Buffer): Promise<void> {
+    for (let off = 0; off < data.length; off += this.block) await this.sink.add(data.subarray(off, Math.min(off + this.block, data.length)));
+  }
+
+  /** the file's upload, all its blocks added */
+  async done(size: number, read: number): Promise<Uploaded> {
+    await this.sink.close();
+    return { sha256: contentHash(this.sink.refs.map(refSha)), size, block: this.block, chunks: this.sink.refs, read };
+  }
+
+  async close(): Promise<void> {
+    this.sink.drop();
+    if (this.buf) this.writer.reads.release(this.buf);
+    await this.fh.close();
+  }
+}
+
 /** Read a file in `block`-sized blocks (packed, or chunk objects when `block` is the chunk size). */
 async function uploadBlocks(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
-  const asChunks = block === repo.config.chunkSize;
-  const sink = new BlockSink(writer, asChunks);
-  const readSize = Math.max(block, READ_SIZE);
-  const fh = await open(abs, 'r');
-  const buf = asChunks ? undefined : await writer.reads.acquire(signal);
-  let size = 0;
+  const f = await FileBlocks.open(abs, block, repo, writer, signal);
   try {
+    let size = 0;
     for (;;) {
       writer.check();
-      const into = buf ?? Buffer.allocUnsafe(readSize);
-      const { bytesRead } = await fh.read(into, 0, readSize, size);
-      if (bytesRead === 0) break;
-      for (let off = 0; off < bytesRead; off += block) await sink.add(into.subarray(off, Math.min(off + block, bytesRead)));
-      size += bytesRead;
-      onBytes(bytesRead);
+      const data = await f.read(size, f.readSize);
+      if (data.length === 0) break;
+      await f.add(data);
+      size += data.length;
+      onBytes(data.length);
     }
-    await sink.close();
+    return await f.done(size, size);
   } finally {
-    sink.drop();
-    if (buf) writer.reads.release(buf);
-    await fh.close();
+    await f.close();
   }
-  return { sha256: contentHash(sink.refs.map(refSha)), size, block, chunks: sink.refs, read: size };
 }
 
 /**
@@ -456,9 +504,6 @@ async function uploadBlocks(abs: string, block: number, repo: Repository, writer
 async function uploadPatched(abs: string, size: number, patched: Patched, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
   const { old, ranges } = patched;
   const block = old.block!;
-  const asChunks = block === repo.config.chunkSize;
-  const sink = new BlockSink(writer, asChunks);
-  const readSize = Math.max(block, READ_SIZE);
   const count = Math.ceil(size / block);
   let r = 0;
   /** the previous backup's block `i`, if it is still this file's */
@@ -469,39 +514,34 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
     while (r < ranges.length && ranges[r]![1] <= start) r++;
     return r < ranges.length && ranges[r]![0] < end ? undefined : old.chunks[i];
   };
-  const fh = await open(abs, 'r');
-  const buf = asChunks ? undefined : await writer.reads.acquire(signal);
-  let read = 0;
+  const f = await FileBlocks.open(abs, block, repo, writer, signal);
   try {
+    let read = 0;
     for (let i = 0; i < count; ) {
       writer.check();
       const ref = kept(i);
       if (ref !== undefined) {
-        sink.keep(ref);
+        f.sink.keep(ref);
         i++;
         continue;
       }
       let j = i + 1;
-      while (j < count && (j + 1 - i) * block <= readSize && kept(j) === undefined) j++;
+      while (j < count && (j + 1 - i) * block <= f.readSize && kept(j) === undefined) j++;
       const start = i * block;
       const length = Math.min(j * block, size) - start;
-      const into = buf ?? Buffer.allocUnsafe(readSize);
-      const { bytesRead } = await fh.read(into, 0, length, start);
-      if (bytesRead !== length) {
+      const data = await f.read(start, length);
+      if (data.length !== length) {
         throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `snapshot file ${abs} changed size while it was read (nothing may write into a snapshot)`);
       }
-      for (let off = 0; off < length; off += block) await sink.add(into.subarray(off, Math.min(off + block, length)));
+      await f.add(data);
       read += length;
       onBytes(length);
       i = j;
     }
-    await sink.close();
+    return await f.done(size, read);
   } finally {
-    sink.drop();
-    if (buf) writer.reads.release(buf);
-    await fh.close();
+    await f.close();
   }
-  return { sha256: contentHash(sink.refs.map(refSha)), size, block, chunks: sink.refs, read };
 }
 
 async function uploadFile(
