@@ -212,13 +212,14 @@ export async function resetPeakRss(pid: number): Promise<void> {
   await writeFile(`/proc/${pid}/clear_refs`, '5').catch(() => undefined);
 }
 
-/** a process's resident memory now */
-export async function rssMiB(pid: number): Promise<number> {
+/** a memory field of a process's /proc status (kB there), in MiB; 0 once it is gone */
+async function statusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+  return Math.round(Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024);
 }
 
-export async function peakRssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  return Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
-}
+/** a process's resident memory now */
+export const rssMiB = (pid: number) => statusMiB(pid, 'VmRSS');
+
+/** a process's peak resident memory */
+export const peakRssMiB = (pid: number) => statusMiB(pid, 'VmHWM');
