@@ -42,6 +42,24 @@ const WRITER = `
     setImmediate(step);
   })();`;
 
+/** Run `work` while the writer rewrites `dir` (it has run 200 ms before), then stop the writer and wait for its exit. */
+async function whileWriting(dir: string, work: () => Promise<unknown>): Promise<void> {
+  const writer = spawn(process.execPath, ['-e', WRITER, dir], { stdio: 'ignore' });
+  const exited = new Promise((r) => writer.once('exit', r));
+  try {
+    await sleep(200);
+    await work();
+  } finally {
+    writer.kill('SIGTERM');
+    await exited;
+  }
+}
+
+/** pretend the pre-copy looked long after the last change: nothing is racy */
+function settle(seen: Map<string, Seen>): void {
+  for (const [rel, s] of seen) seen.set(rel, { ...s, racy: false });
+}
+
 describe('pre-copy, then sync what changed', () => {
   let root: string;
   let src: string;
@@ -89,8 +107,7 @@ describe('pre-copy, then sync what changed', () => {
   it('skips what did not change once it is no longer racy', async () => {
     const seen = new Map<string, Seen>();
     await copyTree(src, copy, 'copy', undefined, seen);
-    // pretend the pre-copy looked long after the last change: nothing is racy
-    for (const [rel, s] of seen) seen.set(rel, { ...s, racy: false });
+    settle(seen);
     await writeFile(join(src, 'sub', 'f7'), 'changed\n');
     const synced = await syncTree(src, copy, seen);
     expect(synced.files).toBe(1);
@@ -102,21 +119,13 @@ describe('pre-copy, then sync what changed', () => {
     const seen = new Map<string, Seen>();
     await copyTree(src, copy, 'copy', undefined, seen);
     await syncTree(src, copy, seen);
-    const settle = () => {
-      for (const [rel, s] of seen) seen.set(rel, { ...s, racy: false });
-    };
-    settle();
+    settle(seen);
     // the next backup: its pre-copy over the kept copy, while a writer runs, then the final sync
-    const writer = spawn(process.execPath, ['-e', WRITER, src], { stdio: 'ignore' });
-    await sleep(200);
-    await syncTree(src, copy, seen, undefined, true);
-    const exited = new Promise((r) => writer.once('exit', r));
-    writer.kill('SIGTERM');
-    await exited;
+    await whileWriting(src, () => syncTree(src, copy, seen, undefined, true));
     await syncTree(src, copy, seen);
     expect(await describeTree(copy)).toEqual(await describeTree(src));
     // the backup after that: only what changed since is copied (the seen map was kept up to date)
-    settle();
+    settle(seen);
     await writeFile(join(src, 'sub', 'f9'), 'changed again\n');
     await rm(join(src, 'sub', 'f10'));
     const third = await syncTree(src, copy, seen);
@@ -128,7 +137,7 @@ describe('pre-copy, then sync what changed', () => {
   it('with a change record: changed files are patched in place, and every byte outside what it records is as before', async () => {
     const seen = new Map<string, Seen>();
     await copyTree(src, copy, 'copy', undefined, seen);
-    for (const [rel, s] of seen) seen.set(rel, { ...s, racy: false });
+    settle(seen);
     // a copy file with a second name is not patched (the other name would change too)
     await link(join(copy, 'sub', 'f5'), join(root, 'other-name'));
     await writeFile(join(src, 'sub', 'f5'), 'changed\n');
@@ -136,12 +145,7 @@ describe('pre-copy, then sync what changed', () => {
     for await (const e of walkTree(copy)) if (e.type === 'file') before.set(e.rel, { ino: e.stat.ino, body: await readFile(e.abs) });
 
     const changed: Changed = new Map();
-    const writer = spawn(process.execPath, ['-e', WRITER, src], { stdio: 'ignore' });
-    await sleep(200);
-    await syncTree(src, copy, seen, undefined, true, changed);
-    const exited = new Promise((r) => writer.once('exit', r));
-    writer.kill('SIGTERM');
-    await exited;
+    await whileWriting(src, () => syncTree(src, copy, seen, undefined, true, changed));
     await syncTree(src, copy, seen, undefined, false, changed);
     expect(await describeTree(copy)).toEqual(await describeTree(src));
 
@@ -168,13 +172,8 @@ describe('pre-copy, then sync what changed', () => {
   });
 
   it('a tree written all through the pre-copy ends equal to the source once the writer stops', async () => {
-    const writer = spawn(process.execPath, ['-e', WRITER, src], { stdio: 'ignore' });
-    await sleep(200);
     const seen = new Map<string, Seen>();
-    await copyTree(src, copy, 'copy', undefined, seen);
-    const exited = new Promise((r) => writer.once('exit', r));
-    writer.kill('SIGTERM');
-    await exited;
+    await whileWriting(src, () => copyTree(src, copy, 'copy', undefined, seen));
     await syncTree(src, copy, seen);
     expect(await describeTree(copy)).toEqual(await describeTree(src));
     expect(Number(await readFile(join(copy, 'last'), 'utf8'))).toBeGreaterThan(20);
