@@ -25,18 +25,20 @@
  * The file index is written last, after every object it references is stored.
  */
 import { open, readlink, type FileHandle } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { readFileAt } from '../../lib/fd.js';
-import { sha256, type Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
+import type { Repository } from '../../lib/repo/repository.js';
+import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type IndexToWrite } from '../../lib/repo/index-file.js';
+import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
 import { metaOf, RACY_MS, walkTree, type Meta, type Ranges, type TreeEntry } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
+import { collect } from '../../lib/memory.js';
 
 const MiB = 1024 * 1024;
 const FILE_CONCURRENCY = 8;
@@ -115,32 +117,40 @@ class BufferPool {
     if (w) w.give(b);
     else this.free.push(b);
   }
+
+  /** let go of the free buffers (the pool is done with) */
+  drain(): void {
+    this.made -= this.free.length;
+    this.free.length = 0;
+  }
 }
 
-/** A pack being filled: encoded blobs back to back in one buffer. */
+/** A pack being filled: encoded blobs back to back in one buffer; its blobs are refs in the table. */
 class PackBuilder {
   readonly id = randomBytes(32).toString('hex');
   used = 0;
-  readonly blobs: PackRef[] = [];
-  constructor(readonly buf: Buffer) {}
+  readonly blobs: number[] = [];
+  constructor(
+    readonly buf: Buffer,
+    private readonly table: RefTable,
+  ) {}
 
   fits(n: number): boolean {
     return this.used + n <= this.buf.length;
   }
 
-  add(sha: string, parts: Buffer[], length: number): PackRef {
-    const ref: PackRef = { sha256: sha, pack: this.id, offset: this.used, length };
+  add(hash: Buffer, parts: Buffer[], length: number): number {
+    const ref = this.table.add(hash, this.id, this.used, length);
     for (const p of parts) this.used += p.copy(this.buf, this.used);
     this.blobs.push(ref);
     return ref;
   }
 
-  /** Append this pack's blobs to `into`; their refs (shared with whoever holds them) follow. */
+  /** Append this pack's blobs to `into`; their refs (whoever holds them) follow. */
   moveInto(into: PackBuilder): void {
     this.buf.copy(into.buf, into.used, 0, this.used);
     for (const r of this.blobs) {
-      r.pack = into.id;
-      r.offset += into.used;
+      this.table.place(r, into.id, this.table.offset(r) + into.used);
       into.blobs.push(r);
     }
     into.used += this.used;
@@ -166,10 +176,61 @@ interface Stats {
   bytesNew: number;
 }
 
+/** the raw SHA-256 of a block (its hex form is made only where a name or an index needs it) */
+function digest(data: Buffer): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+/** A file's content as the upload holds it: its blocks are `count` refs in `Known.lists` from `first`. */
+interface Content {
+  sha256: string;
+  size: number;
+  block?: number;
+  first: number;
+  count: number;
+}
+
+/** A file as the previous backup stored it, and what told then whether it changed. */
+interface OldFile extends Content {
+  mtimeMs: number;
+  seen?: { ino: number; ctimeMs: number };
+}
+
+/** An index entry as the upload holds it until the index is written: a file's chunks are refs. */
+type FileRecord = Omit<FileEntry, 'chunks'> & { first: number; count: number };
+type Entry = Exclude<IndexEntry, FileEntry> | FileRecord;
+
+/**
+ * Every blob the upload knows to be stored (the previous backup's, earlier runs' pending
+ * ones, its own), compactly (lib/repo/ref-table.ts), and each file's run of them.
+ */
+class Known {
+  readonly table = new RefTable();
+  readonly lists = new RefLists();
+
+  /** the content of `size` bytes cut into blocks whose refs are `refs`, in order */
+  content(refs: number[], size: number): Content {
+    const first = this.lists.push(refs);
+    return { sha256: contentHashOf(this.table, this.lists, first, refs.length), size, first, count: refs.length };
+  }
+
+  /** a file entry of an index read back, its chunks made refs */
+  oldFile(e: FileEntry): OldFile {
+    const first = this.lists.push(e.chunks.map((c) => this.table.addRef(c)));
+    return { sha256: e.sha256, size: e.size, block: e.block, first, count: e.chunks.length, mtimeMs: e.mtimeMs, seen: e.seen };
+  }
+
+  /** the index entry of a file record, for as long as it is written */
+  entry(rec: FileRecord): FileEntry {
+    const { first, count, ...rest } = rec;
+    const chunks: ChunkRef[] = new Array(count);
+    for (let i = 0; i < count; i++) chunks[i] = this.table.ref(this.lists.at(first + i));
+    return { ...rest, chunks };
+  }
+}
+
 /** Where blobs go: packs (a file's own, or shared) and chunk objects; dedup against what is known. */
 class BlobWriter {
-  /** blobs known to be stored (or on their way), by content hash */
-  readonly known = new Map<string, ChunkRef>();
   readonly stats: Stats = { chunksNew: 0, bytesNew: 0 };
   readonly reads = new BufferPool(READ_SIZE, FILE_CONCURRENCY);
   private readonly runs = new BufferPool(RUN_SIZE + MAX_PACKED_BLOCK + BLOB_OVERHEAD, RUN_BUFFERS);
@@ -180,10 +241,12 @@ class BlobWriter {
   private shared: PackBuilder | undefined;
   private opening: Promise<void> | undefined;
 
+  /** `known`: blobs known to be stored (or on their way), found by content hash; every ref this upload makes goes there */
   constructor(
     private readonly repo: Repository,
     private readonly target: UploadTarget,
     private readonly signal: AbortSignal,
+    readonly known: Known,
   ) {
     this.packs = new BufferPool(repo.config.packSize + Math.max(MERGE_MAX, repo.config.packThreshold) + BLOB_OVERHEAD, PACK_BUFFERS);
   }
@@ -202,16 +265,16 @@ class BlobWriter {
   }
 
   /** Store one chunk object (a block of a huge file) in the background; the ref is known at once. */
-  async chunk(data: Buffer): Promise<ChunkRef> {
+  async chunk(data: Buffer): Promise<number> {
     this.check();
-    const h = sha256(data);
-    const seen = this.known.get(h);
-    if (seen) return seen;
-    this.known.set(h, h);
+    const hash = digest(data);
+    const seen = this.known.table.find(hash);
+    if (seen >= 0) return seen;
+    const ref = this.known.table.add(hash, undefined);
     await this.budget.reserve(data.length * 2);
     this.track(
       this.repo
-        .putChunk(h, data, this.signal)
+        .putChunk(hash.toString('hex'), data, this.signal)
         .then((stored) => {
           if (stored > 0) {
             this.stats.chunksNew++;
@@ -220,30 +283,28 @@ class BlobWriter {
         })
         .finally(() => this.budget.release(data.length * 2)),
     );
-    return h;
+    return ref;
   }
 
   /** Encode `data` into pack `p` unless its content is known; the ref either way. */
-  private addTo(p: PackBuilder, h: string, data: Buffer, comp: Compressibility): ChunkRef {
-    const seen = this.known.get(h);
-    if (seen) return seen;
+  private addTo(p: PackBuilder, hash: Buffer, data: Buffer, comp: Compressibility): number {
+    const seen = this.known.table.find(hash);
+    if (seen >= 0) return seen;
     const tryIt = comp.shouldTry();
     const enc = this.repo.codec.encodeParts(data, tryIt);
     if (tryIt) comp.record(enc.compressed);
-    const ref = p.add(h, enc.parts, enc.length);
-    this.known.set(h, ref);
-    return ref;
+    return p.add(hash, enc.parts, enc.length);
   }
 
   /** A pack of one file's own blocks. */
   async openRun(): Promise<PackBuilder> {
     this.check();
-    return new PackBuilder(await this.runs.acquire(this.signal));
+    return new PackBuilder(await this.runs.acquire(this.signal), this.known.table);
   }
 
   /** Add a block to a file's own pack; the pack is stored (and `undefined` returned in its place) once full. */
-  block(run: PackBuilder, h: string, data: Buffer, comp: Compressibility): { ref: ChunkRef; run: PackBuilder | undefined } {
-    const ref = this.addTo(run, h, data, comp);
+  block(run: PackBuilder, hash: Buffer, data: Buffer, comp: Compressibility): { ref: number; run: PackBuilder | undefined } {
+    const ref = this.addTo(run, hash, data, comp);
     if (run.used < RUN_SIZE) return { ref, run };
     this.store(run, this.runs);
     return { ref, run: undefined };
@@ -268,15 +329,15 @@ class BlobWriter {
   }
 
   /** Put a small file's content into the shared pack (unless known). */
-  async small(h: string, data: Buffer, comp: Compressibility): Promise<ChunkRef> {
+  async small(hash: Buffer, data: Buffer, comp: Compressibility): Promise<number> {
     this.check();
-    const seen = this.known.get(h);
-    if (seen) return seen;
-    let ref: ChunkRef | undefined;
+    const seen = this.known.table.find(hash);
+    if (seen >= 0) return seen;
+    let ref = -1;
     await this.intoShared(data.length + BLOB_OVERHEAD, (p) => {
-      ref = this.addTo(p, h, data, comp);
+      ref = this.addTo(p, hash, data, comp);
     });
-    return ref!;
+    return ref;
   }
 
   /**
@@ -295,7 +356,7 @@ class BlobWriter {
       if (p) this.flushShared();
       this.opening ??= this.packs.acquire(this.signal).then(
         (buf) => {
-          this.shared = new PackBuilder(buf);
+          this.shared = new PackBuilder(buf, this.known.table);
           this.opening = undefined;
         },
         (err: unknown) => {
@@ -321,7 +382,7 @@ class BlobWriter {
     }
     this.track(
       this.repo
-        .putPack({ pack: p.id, blobs: p.blobs }, p.buf.subarray(0, p.used), this.target, this.signal)
+        .putPack({ pack: p.id, blobs: p.blobs.map((r) => this.known.table.packRef(r)) }, p.buf.subarray(0, p.used), this.target, this.signal)
         .then(() => {
           this.stats.chunksNew++;
           this.stats.bytesNew += p.used;
@@ -330,12 +391,16 @@ class BlobWriter {
     );
   }
 
-  /** Store the last shared pack and wait for every upload. */
+  /** Store the last shared pack and wait for every upload; then let go of the buffers (~40 MiB) before the index is written. */
   async finish(): Promise<void> {
     await this.opening?.catch(() => undefined);
     this.flushShared();
     while (this.uploads.size > 0) await Promise.all([...this.uploads]);
     this.check();
+    this.reads.drain();
+    this.runs.drain();
+    this.packs.drain();
+    collect();
   }
 }
 
@@ -356,18 +421,14 @@ class Budget {
   }
 }
 
-interface Uploaded {
-  sha256: string;
-  size: number;
-  block?: number;
-  chunks: ChunkRef[];
+interface Uploaded extends Content {
   /** bytes read from the snapshot for it (0: known unchanged) */
   read: number;
 }
 
 /** Where a file's blocks go, in order: chunk objects, or the file's own packs. */
 class BlockSink {
-  readonly refs: ChunkRef[] = [];
+  readonly refs: number[] = [];
   private readonly comp = new Compressibility();
   private run: PackBuilder | undefined;
 
@@ -382,19 +443,19 @@ class BlockSink {
       this.refs.push(await this.writer.chunk(data));
       return;
     }
-    const h = sha256(data);
-    const seen = this.writer.known.get(h);
-    if (seen) {
+    const hash = digest(data);
+    const seen = this.writer.known.table.find(hash);
+    if (seen >= 0) {
       this.refs.push(seen);
       return;
     }
     this.run ??= await this.writer.openRun();
-    const added = this.writer.block(this.run, h, data, this.comp);
+    const added = this.writer.block(this.run, hash, data, this.comp);
     this.refs.push(added.ref);
     this.run = added.run;
   }
 
-  keep(ref: ChunkRef): void {
+  keep(ref: number): void {
     this.refs.push(ref);
   }
 
@@ -417,7 +478,7 @@ class BlockSink {
  * it ended then is that backup's block.
  */
 interface Patched {
-  old: FileEntry;
+  old: OldFile;
   ranges: Ranges;
 }
 
@@ -467,7 +528,7 @@ class FileBlocks {
   /** the file's upload, all its blocks added */
   async done(size: number, read: number): Promise<Uploaded> {
     await this.sink.close();
-    return { sha256: contentHash(this.sink.refs.map(refSha)), size, block: this.block, chunks: this.sink.refs, read };
+    return { ...this.writer.known.content(this.sink.refs, size), block: this.block, read };
   }
 
   async close(): Promise<void> {
@@ -507,12 +568,12 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
   const count = Math.ceil(size / block);
   let r = 0;
   /** the previous backup's block `i`, if it is still this file's */
-  const kept = (i: number): ChunkRef | undefined => {
+  const kept = (i: number): number | undefined => {
     const start = i * block;
     const end = Math.min(start + block, size);
-    if (i >= old.chunks.length || end !== Math.min(start + block, old.size)) return undefined;
+    if (i >= old.count || end !== Math.min(start + block, old.size)) return undefined;
     while (r < ranges.length && ranges[r]![1] <= start) r++;
-    return r < ranges.length && ranges[r]![0] < end ? undefined : old.chunks[i];
+    return r < ranges.length && ranges[r]![0] < end ? undefined : writer.known.lists.at(old.first + i);
   };
   const f = await FileBlocks.open(abs, block, repo, writer, signal);
   try {
@@ -549,7 +610,7 @@ async function uploadFile(
   writer: BlobWriter,
   abs: string,
   size: number,
-  old: FileEntry | undefined,
+  old: OldFile | undefined,
   signal: AbortSignal,
   onBytes: (n: number) => void,
   ranges?: Ranges,
@@ -560,9 +621,10 @@ async function uploadFile(
       const n = await readFileAt(abs, buf, repo.config.packThreshold);
       if (n < repo.config.packThreshold) {
         const data = buf.subarray(0, n);
-        const h = sha256(data);
+        const hash = digest(data);
         onBytes(n);
-        return { sha256: h, size: n, chunks: n > 0 ? [await writer.small(h, data, new Compressibility())] : [], read: n };
+        const refs = n > 0 ? [await writer.small(hash, data, new Compressibility())] : [];
+        return { ...writer.known.content(refs, n), read: n };
       }
     } finally {
       writer.reads.release(buf);
@@ -600,14 +662,32 @@ export interface UploadTarget {
   linked?: boolean;
 }
 
-/** The newest committed backup's index of this component, if any (what this run dedups against). */
-async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext): Promise<ComponentIndex | undefined> {
+/** The previous backup's index of a component: its head, its files by path, and every blob it references. */
+interface Previous {
+  head: ComponentIndex;
+  files: Map<string, OldFile>;
+  known: Known;
+}
+
+/** The newest committed backup's index of this component, if any (what this run dedups against), read part by part. */
+async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext): Promise<Previous | undefined> {
   const ids = (await repo.listBackupIds()).filter((id) => id !== target.backupId).reverse();
   for (const id of ids) {
     try {
       const m = await repo.readManifest(id);
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
-      if (c) return await repo.readIndex(c.indexKey, c.indexSha256);
+      if (!c) continue;
+      // what a damaged index gave before its bad part is dropped with it
+      const known = new Known();
+      const files = new Map<string, OldFile>();
+      const head = await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
+        for (const e of entries) if (e.type === 'file') files.set(e.path, known.oldFile(e));
+        // the part's objects (~4× its JSON) are garbage now, most of them already old
+        collect();
+      });
+      // an unchanged file carried over from an older index gets this index's kind of hash, from its block hashes
+      if (!hashesBlocks(head)) for (const f of files.values()) if (f.count > 1) f.sha256 = contentHashOf(known.table, known.lists, f.first, f.count);
+      return { head, files, known };
     } catch (err) {
       // a damaged older backup only costs dedup, never this backup
       ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'previous backup unreadable; not used for dedup');
@@ -616,22 +696,33 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
   return undefined;
 }
 
-/** Blobs an earlier run of this component packed without writing its index. */
-async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobContext): Promise<{ keys: string[]; blobs: PackRef[] }> {
+/** Blobs an earlier run of this component packed without writing its index: made known; their records' keys. */
+async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobContext, known: Known): Promise<string[]> {
   const keys: string[] = [];
-  const blobs: PackRef[] = [];
   for await (const key of repo.driver.list(pendingPrefix(target.node, target.component))) {
     try {
       const rec = await repo.readPending(key);
       // only packs that really made it (the record is written after the pack, but be sure)
-      if (await repo.driver.head(packKey(rec.pack))) blobs.push(...rec.blobs);
+      if (await repo.driver.head(packKey(rec.pack))) for (const b of rec.blobs) known.table.addRef(b);
       keys.push(key);
     } catch (err) {
       if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_REPO_KEY_MISSING') throw err;
       ctx.log.warn({ key, err: err instanceof Error ? err.message : String(err) }, 'pending record unreadable; ignored');
     }
   }
-  return { keys, blobs };
+  return keys;
+}
+
+/** The upload's entries as an index writes them, each file's made when it is written. */
+function indexEntries(entries: Entry[], known: Known): IndexToWrite['entries'] {
+  let aboutBytes = 0;
+  for (const e of entries) aboutBytes += entryJsonAbout(e.path, e.type === 'file' ? e.count : 0);
+  return {
+    aboutBytes,
+    *[Symbol.iterator]() {
+      for (const e of entries) yield e.type === 'file' ? known.entry(e) : e;
+    },
+  };
 }
 
 export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: string[], target: UploadTarget, ctx: JobContext): Promise<UploadResult> {
@@ -646,25 +737,19 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const files = walked.filter((w) => w.type === 'file');
   const bytesTotal = files.reduce((n, w) => n + w.size, 0);
 
-  const writer = new BlobWriter(repo, target, ctx.signal);
-  const previous = await previousIndex(repo, target, ctx);
-  const before = new Map<string, FileEntry>();
   // a hash is a hash whatever the block size it was cut at: all of them dedup
-  for (const e of previous?.entries ?? []) {
-    if (e.type !== 'file') continue;
-    // an unchanged file carried over from an older index gets this index's kind of hash, from its block hashes
-    before.set(e.path, previous && !hashesBlocks(previous) && e.chunks.length > 1 ? { ...e, sha256: contentHash(e.chunks.map(refSha)) } : e);
-    for (const c of e.chunks) writer.known.set(refSha(c), c);
-  }
-  const pending = await pendingBlobs(repo, target, ctx);
-  for (const b of pending.blobs) if (!writer.known.has(b.sha256)) writer.known.set(b.sha256, b);
+  const previous = await previousIndex(repo, target, ctx);
+  const known = previous?.known ?? new Known();
+  const before = previous?.files ?? new Map<string, OldFile>();
+  const writer = new BlobWriter(repo, target, ctx.signal, known);
+  const pendingKeys = await pendingBlobs(repo, target, ctx, known);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);
-  const changes = recorded && previous && recorded.basedOn === previous.backupId ? recorded.sets : undefined;
-  if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
+  const changes = recorded && previous && recorded.basedOn === previous.head.backupId ? recorded.sets : undefined;
+  if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.head.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: files.length });
 
-  const entries: IndexEntry[] = new Array(walked.length);
+  const entries: Entry[] = new Array(walked.length);
   const result: UploadResult = {
     indexKey: indexKey(target.backupId, target.node, target.component),
     indexSha256: '',
@@ -736,11 +821,12 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
         ...meta,
         size: up.size,
         sha256: up.sha256,
-        ...(up.block && up.chunks.length > 1 ? { block: up.block } : {}),
-        chunks: up.chunks,
+        ...(up.block && up.count > 1 ? { block: up.block } : {}),
+        first: up.first,
+        count: up.count,
         ...(settled ? { seen: { ino: w.ino, ctimeMs: w.ctimeMs } } : {}),
       };
-      result.chunks += up.chunks.length;
+      result.chunks += up.count;
       ctx.progress({ bytesDone, filesDone: ++filesDone });
     },
     ctx.signal,
@@ -749,19 +835,19 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   result.chunksNew = writer.stats.chunksNew;
   result.bytesNew = writer.stats.bytesNew;
   ctx.progress({ phase: 'writing index' });
-  const index: ComponentIndex = {
+  const index: IndexToWrite = {
     version: INDEX_VERSION,
     backupId: target.backupId,
     node: target.node,
     component: target.component,
     chunkSize: repo.config.chunkSize,
     sets,
-    entries,
+    entries: indexEntries(entries, known),
   };
   result.indexSha256 = await repo.writeIndex(result.indexKey, index);
   // the index now references what earlier runs' pending records protected. This run's own
   // records stay until the next run: if this backup never commits, they still let it resume.
-  for (const key of pending.keys) await repo.driver.delete(key);
+  for (const key of pendingKeys) await repo.driver.delete(key);
   result.uploadMs = Math.round(performance.now() - t0);
   return result;
 }

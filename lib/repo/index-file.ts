@@ -113,6 +113,17 @@ export const ComponentIndexSchema = Type.Object({
 });
 export type ComponentIndex = Static<typeof ComponentIndexSchema>;
 
+/**
+ * An index to write whose entries are made one at a time as they are written (from a
+ * compact form kept by the writer), with about how many bytes of JSON they make.
+ */
+export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: Iterable<IndexEntry> & { aboutBytes: number } };
+
+/** about how many bytes of JSON an index entry at `path` with `chunks` chunks makes */
+export function entryJsonAbout(path: string, chunks: number): number {
+  return 200 + path.length + 160 * chunks;
+}
+
 export function isSafeRelativePath(p: string): boolean {
   if (p.startsWith('/') || p.includes('\0')) return false;
   return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');

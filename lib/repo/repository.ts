@@ -24,6 +24,7 @@ import {
   INDEX_PARTS_VERSION,
   INDEX_VERSION,
   PendingRecordSchema,
+  entryJsonAbout,
   indexParts,
   parseIndex,
   parseIndexPart,
@@ -31,6 +32,7 @@ import {
   type ComponentIndex,
   type IndexEntry,
   type IndexPart,
+  type IndexToWrite,
   type PackRef,
   type PendingRecord,
 } from './index-file.js';
@@ -270,12 +272,17 @@ export class Repository {
    * lists them with their hashes: no object, and no string in memory, grows with the
    * node's size (a JSON string cannot pass 512 MiB).
    */
-  async writeIndex(key: string, index: ComponentIndex, partBytes = INDEX_PART_BYTES): Promise<string> {
+  async writeIndex(key: string, given: ComponentIndex | IndexToWrite, partBytes = INDEX_PART_BYTES): Promise<string> {
     await this.driver.flush();
     const parts: IndexPart[] = [];
+    const from = given.entries;
+    const about = Array.isArray(from) ? jsonSizeAbout(from) : from.aboutBytes;
     // only today's index versions can be split; an older one is rewritten as it was (tests)
-    if ((index.version === INDEX_VERSION || index.version === INDEX_PARTS_VERSION) && jsonSizeAbout(index.entries) > partBytes) {
-      for (const p of indexParts(index.entries, partBytes)) {
+    const split = (given.version === INDEX_VERSION || given.version === INDEX_PARTS_VERSION) && about > partBytes;
+    // a small index's entries go in its one object
+    const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : [...from] };
+    if (split) {
+      for (const p of indexParts(from, partBytes)) {
         const partKey = indexPartKey(key, parts.length + 1);
         await this.driver.put(partKey, await this.codec.encode(p.json));
         parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
@@ -292,18 +299,32 @@ export class Repository {
 
   /** A component index, checked against the manifest's hash (its parts against the head's), entries all in `entries`. */
   async readIndex(key: string, expectedSha256: string): Promise<ComponentIndex> {
+    const entries: IndexEntry[] = [];
+    const packIds = new Map<string, string>();
+    const head = await this.readIndexParts(key, expectedSha256, (got) => {
+      sharePackIds(got, packIds);
+      for (const e of got) entries.push(e);
+    });
+    return { ...head, entries };
+  }
+
+  /**
+   * A component index's entries given part by part to `each` (one call for an index
+   * without parts), each part checked as `readIndex` checks it, so a reader need not
+   * hold them all; the index's head is returned, its `entries` empty and no `parts`.
+   * A part found bad throws after the parts before it were given.
+   */
+  async readIndexParts(key: string, expectedSha256: string, each: (entries: IndexEntry[]) => void): Promise<ComponentIndex> {
     const body = await this.readDecoded(key);
     const actual = sha256(body);
     if (actual !== expectedSha256) {
       throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} does not match the manifest's hash`, { details: { object: key } });
     }
     const index = parseIndex(body.toString('utf8'), key);
-    const packIds = new Map<string, string>();
     if (!index.parts) {
-      sharePackIds(index.entries, packIds);
-      return index;
+      each(index.entries);
+      return { ...index, entries: [] };
     }
-    const entries: IndexEntry[] = [];
     for (const [i, part] of index.parts.entries()) {
       // a head names its parts where they must be: it cannot send a reader elsewhere
       if (part.key !== indexPartKey(key, i + 1)) {
@@ -317,10 +338,9 @@ export class Repository {
       if (got.length !== part.entries) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) holds ${got.length} entries, not ${part.entries}`, { details: { object: part.key } });
       }
-      sharePackIds(got, packIds);
-      for (const e of got) entries.push(e);
+      each(got);
     }
-    return { ...index, entries, parts: undefined };
+    return { ...index, entries: [], parts: undefined };
   }
 
   /** The commit point of a backup: create-if-absent, so two writers cannot both commit. */
@@ -370,7 +390,7 @@ export class Repository {
 /** about how many bytes of JSON `entries` make (a little more, rather than less) */
 function jsonSizeAbout(entries: IndexEntry[]): number {
   let n = 0;
-  for (const e of entries) n += 200 + e.path.length + (e.type === 'file' ? 160 * e.chunks.length : 0);
+  for (const e of entries) n += entryJsonAbout(e.path, e.type === 'file' ? e.chunks.length : 0);
   return n;
 }
 
@@ -390,8 +410,11 @@ function sharePackIds(entries: IndexEntry[], ids: Map<string, string>): void {
   }
 }
 
-/** the JSON of one index object or part stays about this small */
-export const INDEX_PART_BYTES = 8 * 1024 * 1024;
+/**
+ * the JSON of one index object or part stays about this small: a reader holds one part
+ * parsed at a time (~4× its JSON as objects), so this bounds what reading an index costs
+ */
+export const INDEX_PART_BYTES = 2 * 1024 * 1024;
 
 export function isNotFound(err: unknown): boolean {
   return (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') || errnoCode(err) === 'ENOENT';

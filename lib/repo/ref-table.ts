@@ -1,0 +1,174 @@
+/**
+ * Blob references held compactly, for an upload that knows every block of a big node:
+ * what its previous backup stored, what earlier runs packed, what it stores itself.
+ *
+ * As objects (a `PackRef` with its hex hash, in a Map by that hash, in an array per
+ * file) a block cost ~400 bytes of heap; 130k blocks of a 5 GiB node held ~50 MiB, and an
+ * incremental held its previous index as well. Here a reference is a number: its raw
+ * 32-byte hash, its pack (a number into a table of pack ids; -1 for a chunk object), the
+ * offset and length of its stored form, in growing arrays, and a slot in an open-addressing
+ * table by hash: ~70 bytes a block. A file's blocks are a run of numbers in `RefLists`.
+ * Refs are made into `ChunkRef` objects only for as long as one index entry is written.
+ */
+import { createHash, randomInt, type Hash } from 'node:crypto';
+import type { ChunkRef, PackRef } from './index-file.js';
+
+const HASH = 32;
+const NO_PACK = -1;
+
+export class RefTable {
+  /** how many refs there are; ref `i` is 0 ≤ i < count */
+  count = 0;
+  private hashes = Buffer.allocUnsafeSlow(HASH * 1024);
+  private packs = new Int32Array(1024);
+  private offsets = new Float64Array(1024);
+  private lengths = new Float64Array(1024);
+  private readonly packIds: string[] = [];
+  private readonly packNumbers = new Map<string, number>();
+  /** open addressing by hash: ref + 1, 0 is empty; at most half full */
+  private slots = new Int32Array(2048);
+  // a random key mixed into the slot of a hash: content chosen to collide cannot pile up
+  private readonly seedA = randomInt(2 ** 31) | 1;
+  private readonly seedB = randomInt(2 ** 31);
+
+  /** the ref of this 32-byte hash, or -1 */
+  find(hash: Uint8Array): number {
+    for (let s = this.slotOf(hash, 0); ; s = (s + 1) & (this.slots.length - 1)) {
+      const r = this.slots[s]! - 1;
+      if (r < 0) return -1;
+      if (this.hashes.compare(hash, 0, HASH, r * HASH, r * HASH + HASH) === 0) return r;
+    }
+  }
+
+  /** A new ref to a blob in `pack` (a pack id), or to a chunk object (`pack` undefined); found by its hash from now on unless one already is. */
+  add(hash: Uint8Array, pack: string | undefined, offset = 0, length = 0): number {
+    if (this.count === this.packs.length) this.grow();
+    const r = this.count++;
+    this.hashes.set(hash.subarray(0, HASH), r * HASH);
+    this.packs[r] = pack === undefined ? NO_PACK : this.packNumber(pack);
+    this.offsets[r] = offset;
+    this.lengths[r] = length;
+    if (this.count * 2 > this.slots.length) this.rehash();
+    else this.insert(r);
+    return r;
+  }
+
+  /** the ref of a `ChunkRef` read from an index or pending record: the known one for its hash, else a new one */
+  addRef(ref: ChunkRef): number {
+    const hash = Buffer.from(typeof ref === 'string' ? ref : ref.sha256, 'hex');
+    const known = this.find(hash);
+    if (known >= 0) return known;
+    return typeof ref === 'string' ? this.add(hash, undefined) : this.add(hash, ref.pack, ref.offset, ref.length);
+  }
+
+  /** move a blob to `offset` in another pack (a file's last small pack merged into the shared one) */
+  place(r: number, pack: string, offset: number): void {
+    this.packs[r] = this.packNumber(pack);
+    this.offsets[r] = offset;
+  }
+
+  offset(r: number): number {
+    return this.offsets[r]!;
+  }
+
+  sha(r: number): string {
+    return this.hashes.toString('hex', r * HASH, r * HASH + HASH);
+  }
+
+  /** feed ref `r`'s raw hash to `h` */
+  hashInto(h: Hash, r: number): void {
+    h.update(this.hashes.subarray(r * HASH, r * HASH + HASH));
+  }
+
+  /** the ref as an index holds it: a chunk object's hash, or where in which pack */
+  ref(r: number): ChunkRef {
+    const p = this.packs[r]!;
+    if (p === NO_PACK) return this.sha(r);
+    return { sha256: this.sha(r), pack: this.packIds[p]!, offset: this.offsets[r]!, length: this.lengths[r]! };
+  }
+
+  packRef(r: number): PackRef {
+    const ref = this.ref(r);
+    if (typeof ref === 'string') throw new Error(`ref ${r} is a chunk object, not a packed blob`);
+    return ref;
+  }
+
+  private packNumber(id: string): number {
+    let n = this.packNumbers.get(id);
+    if (n === undefined) {
+      n = this.packIds.push(id) - 1;
+      this.packNumbers.set(id, n);
+    }
+    return n;
+  }
+
+  /** the first slot to look in for the hash at `at` in `b` */
+  private slotOf(b: Uint8Array, at: number): number {
+    const lo = b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
+    const hi = b[at + 4]! | (b[at + 5]! << 8) | (b[at + 6]! << 16) | (b[at + 7]! << 24);
+    return (Math.imul(lo ^ this.seedB, this.seedA) ^ Math.imul(hi, 0x9e3779b1)) & (this.slots.length - 1);
+  }
+
+  /** put ref `r` in its slot, unless a ref of the same hash is there (the first one stays the one found) */
+  private insert(r: number): void {
+    const at = r * HASH;
+    for (let s = this.slotOf(this.hashes, at); ; s = (s + 1) & (this.slots.length - 1)) {
+      const o = this.slots[s]! - 1;
+      if (o < 0) {
+        this.slots[s] = r + 1;
+        return;
+      }
+      if (this.hashes.compare(this.hashes, at, at + HASH, o * HASH, o * HASH + HASH) === 0) return;
+    }
+  }
+
+  private rehash(): void {
+    this.slots = new Int32Array(this.slots.length * 2);
+    for (let r = 0; r < this.count; r++) this.insert(r);
+  }
+
+  private grow(): void {
+    const n = this.packs.length * 2;
+    const hashes = Buffer.allocUnsafeSlow(n * HASH);
+    this.hashes.copy(hashes);
+    this.hashes = hashes;
+    this.packs = grown(this.packs, new Int32Array(n));
+    this.offsets = grown(this.offsets, new Float64Array(n));
+    this.lengths = grown(this.lengths, new Float64Array(n));
+  }
+}
+
+function grown<T extends Int32Array | Float64Array | Uint32Array>(from: T, to: T): T {
+  to.set(from);
+  return to;
+}
+
+/** Runs of refs, one per file, back to back in one growing array. */
+export class RefLists {
+  private refs = new Uint32Array(4096);
+  private length = 0;
+
+  /** store a run; its start (the run is `start`, `start + 1`, … for its length) */
+  push(run: ArrayLike<number>): number {
+    while (this.length + run.length > this.refs.length) this.refs = grown(this.refs, new Uint32Array(this.refs.length * 2));
+    const start = this.length;
+    for (let i = 0; i < run.length; i++) this.refs[start + i] = run[i]!;
+    this.length += run.length;
+    return start;
+  }
+
+  at(i: number): number {
+    return this.refs[i]!;
+  }
+}
+
+/**
+ * An index's `sha256` of a file whose blocks are `count` refs from `start`: that block's hash
+ * for one block, else the SHA-256 of the blocks' raw hashes in order (`contentHash`).
+ */
+export function contentHashOf(table: RefTable, lists: RefLists, start: number, count: number): string {
+  if (count === 1) return table.sha(lists.at(start));
+  const h = createHash('sha256');
+  for (let i = 0; i < count; i++) table.hashInto(h, lists.at(start + i));
+  return h.digest('hex');
+}

@@ -1,0 +1,58 @@
+/**
+ * The upload's compact blob references: every hash added is found again (through growth
+ * and rehashing), an unknown one is not, the first ref of a hash stays the one found, a
+ * ref reads back as the index would hold it, and a file's content hash from its refs is
+ * the index's `contentHash`.
+ */
+import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
+import { contentHash } from '../../lib/repo/index-file.js';
+
+const hash = (s: string) => createHash('sha256').update(s).digest();
+const pack = (n: number) => hash(`pack${n}`).toString('hex');
+
+describe('RefTable', () => {
+  it('finds each of 100k refs by hash after growing, and no hash it was not given', () => {
+    const t = new RefTable();
+    for (let i = 0; i < 100_000; i++) expect(t.add(hash(`b${i}`), i % 3 === 0 ? undefined : pack(i >> 6), i * 100, 1000 + i)).toBe(i);
+    expect(t.count).toBe(100_000);
+    for (let i = 0; i < 100_000; i += 7) expect(t.find(hash(`b${i}`))).toBe(i);
+    for (let i = 0; i < 1000; i++) expect(t.find(hash(`absent${i}`))).toBe(-1);
+    expect(t.ref(3)).toBe(hash('b3').toString('hex'));
+    expect(t.ref(99_998)).toEqual({ sha256: hash('b99998').toString('hex'), pack: pack(99_998 >> 6), offset: 9_999_800, length: 100_998 });
+  });
+
+  it('keeps the first ref of a hash as the one found; addRef reuses a known hash', () => {
+    const t = new RefTable();
+    const a = t.add(hash('same'), pack(1), 0, 10);
+    const b = t.add(hash('same'), pack(2), 50, 10);
+    expect(b).not.toBe(a);
+    expect(t.find(hash('same'))).toBe(a);
+    for (let i = 0; i < 5000; i++) t.add(hash(`x${i}`), pack(3), i, 1); // rehashes several times
+    expect(t.find(hash('same'))).toBe(a);
+    expect(t.addRef({ sha256: hash('same').toString('hex'), pack: pack(9), offset: 7, length: 10 })).toBe(a);
+    const c = t.addRef(hash('new chunk').toString('hex'));
+    expect(t.ref(c)).toBe(hash('new chunk').toString('hex'));
+  });
+
+  it('moves a blob to another pack', () => {
+    const t = new RefTable();
+    const r = t.add(hash('tail'), pack(1), 4096, 300);
+    t.place(r, pack(2), 4096 + 1_000_000);
+    expect(t.packRef(r)).toEqual({ sha256: hash('tail').toString('hex'), pack: pack(2), offset: 1_004_096, length: 300 });
+    expect(() => t.packRef(t.add(hash('chunk'), undefined))).toThrow(/chunk object/);
+  });
+
+  it("a file's content hash from its refs is the index's content hash", () => {
+    const t = new RefTable();
+    const lists = new RefLists();
+    const refs = [0, 1, 2, 3].map((i) => t.add(hash(`blk${i}`), pack(0), i * 10, 10));
+    const shas = [0, 1, 2, 3].map((i) => hash(`blk${i}`).toString('hex'));
+    lists.push([refs[3]!]);
+    const start = lists.push(refs);
+    expect(contentHashOf(t, lists, start, 4)).toBe(contentHash(shas));
+    expect(contentHashOf(t, lists, start + 2, 1)).toBe(shas[2]);
+    expect(contentHashOf(t, lists, start, 0)).toBe(contentHash([]));
+  });
+});
