@@ -26,10 +26,12 @@ export function projectRoot(): string {
 
 export const AGENT_BIN = join(projectRoot(), 'dist', 'agent', 'main.js');
 
-/** the Node flags the agent's own `#!` line gives it, so spawning it with `node` runs it the same way */
-export function agentNodeFlags(): string[] {
+/** the Node flags and environment the agent's own `#!` line gives it, so spawning it with `node` runs it the same way */
+export function agentLaunch(): { flags: string[]; env: Record<string, string> } {
   const first = readFileSync(AGENT_BIN, 'utf8').split('\n', 1)[0] ?? '';
-  return first.startsWith('#!') ? first.split(/\s+/).filter((a) => a.startsWith('--')) : [];
+  const words = first.startsWith('#!') ? first.split(/\s+/) : [];
+  const env = Object.fromEntries(words.filter((w) => /^[A-Z_]+=/.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+  return { flags: words.filter((w) => w.startsWith('--')), env };
 }
 export const CLI_BIN = join(projectRoot(), 'dist', 'coordinator', 'cli.js');
 
@@ -169,7 +171,8 @@ export class LocalCluster {
     }
     const statusFile = join(a.stateDir, 'agent.json');
     await rm(statusFile, { force: true });
-    const child = spawn(process.execPath, [...agentNodeFlags(), AGENT_BIN, '--config', a.configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.opts.agentEnv } });
+    const launch = agentLaunch();
+    const child = spawn(process.execPath, [...launch.flags, AGENT_BIN, '--config', a.configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...launch.env, ...process.env, ...this.opts.agentEnv } });
     a.process = child;
     child.stderr!.setEncoding('utf8').on('data', (d: string) => a.stderr.push(d));
     const deadline = Date.now() + 15_000;

@@ -38,7 +38,7 @@ import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
-import { collect } from '../../lib/memory.js';
+import { collect, collectIfGrown } from '../../lib/memory.js';
 
 const MiB = 1024 * 1024;
 const FILE_CONCURRENCY = 8;
@@ -683,7 +683,7 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       const head = await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
         for (const e of entries) if (e.type === 'file') files.set(e.path, known.oldFile(e));
         // the part's objects (~4× its JSON) are garbage now, most of them already old
-        collect();
+        collectIfGrown();
       });
       // an unchanged file carried over from an older index gets this index's kind of hash, from its block hashes
       if (!hashesBlocks(head)) for (const f of files.values()) if (f.count > 1) f.sha256 = contentHashOf(known.table, known.lists, f.first, f.count);
