@@ -74,6 +74,12 @@ export function blockSizeFor(size: number, chunkSize: number, previous?: number)
   return usable && previous * 4 >= ideal && previous <= ideal * 4 ? previous : ideal;
 }
 
+/** about how many blocks a file of `size` bytes is cut into */
+function blocksAbout(size: number, config: { chunkSize: number; packThreshold: number }): number {
+  if (size < config.packThreshold) return size > 0 ? 1 : 0;
+  return Math.ceil(size / blockSizeFor(size, config.chunkSize));
+}
+
 /** Fixed-size buffers, reused; `acquire` waits while all are out. */
 class BufferPool {
   private readonly free: Buffer[] = [];
@@ -207,6 +213,12 @@ type Entry = Exclude<IndexEntry, FileEntry> | FileRecord;
 class Known {
   readonly table = new RefTable();
   readonly lists = new RefLists();
+
+  /** room for `blocks` refs and `runs` refs in files' runs, told up front */
+  constructor(blocks: number, runs: number) {
+    this.table.reserve(blocks);
+    this.lists.reserve(runs);
+  }
 
   /** the content of `size` bytes cut into blocks whose refs are `refs`, in order */
   content(refs: number[], size: number): Content {
@@ -670,7 +682,7 @@ interface Previous {
 }
 
 /** The newest committed backup's index of this component, if any (what this run dedups against), read part by part. */
-async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext): Promise<Previous | undefined> {
+async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
   const ids = (await repo.listBackupIds()).filter((id) => id !== target.backupId).reverse();
   for (const id of ids) {
     try {
@@ -678,7 +690,8 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
       if (!c) continue;
       // what a damaged index gave before its bad part is dropped with it
-      const known = new Known();
+      // about as many blocks as this backup's (most of them the same), each in a run of the old index and of the new
+      const known = new Known(Math.ceil(blocks * 1.05), 2 * blocks);
       const files = new Map<string, OldFile>();
       const head = await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
         for (const e of entries) if (e.type === 'file') files.set(e.path, known.oldFile(e));
@@ -728,18 +741,26 @@ function indexEntries(entries: Entry[], known: Known): IndexToWrite['entries'] {
 export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: string[], target: UploadTarget, ctx: JobContext): Promise<UploadResult> {
   const t0 = performance.now();
   ctx.progress({ phase: 'scanning' });
-  const walked: Walked[] = [];
+  // each walked entry is let go once its index entry is made (as is its previous one, below)
+  const walked: (Walked | undefined)[] = [];
   // every stat below comes after this moment
   const walkedFrom = Date.now();
   for (const set of sets) {
     for await (const e of walkTree(join(snapRoot, set), (rel, why) => ctx.log.warn({ path: rel, why }, 'skipped'))) walked.push(slim(set, e));
   }
-  const files = walked.filter((w) => w.type === 'file');
-  const bytesTotal = files.reduce((n, w) => n + w.size, 0);
+  let fileCount = 0;
+  let bytesTotal = 0;
+  let blocks = 0;
+  for (const w of walked) {
+    if (w?.type !== 'file') continue;
+    fileCount++;
+    bytesTotal += w.size;
+    blocks += blocksAbout(w.size, repo.config);
+  }
 
   // a hash is a hash whatever the block size it was cut at: all of them dedup
-  const previous = await previousIndex(repo, target, ctx);
-  const known = previous?.known ?? new Known();
+  const previous = await previousIndex(repo, target, ctx, blocks);
+  const known = previous?.known ?? new Known(blocks, blocks);
   const before = previous?.files ?? new Map<string, OldFile>();
   const writer = new BlobWriter(repo, target, ctx.signal, known);
   const pendingKeys = await pendingBlobs(repo, target, ctx, known);
@@ -747,13 +768,13 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const recorded = await readChanges(snapRoot);
   const changes = recorded && previous && recorded.basedOn === previous.head.backupId ? recorded.sets : undefined;
   if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.head.backupId }, 'snapshot changes are against another backup: changed files are read whole');
-  ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: files.length });
+  ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: fileCount });
 
   const entries: Entry[] = new Array(walked.length);
   const result: UploadResult = {
     indexKey: indexKey(target.backupId, target.node, target.component),
     indexSha256: '',
-    files: files.length,
+    files: fileCount,
     dirs: 0,
     symlinks: 0,
     bytes: bytesTotal,
@@ -766,16 +787,21 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   };
   let bytesDone = 0;
   let filesDone = 0;
+  const todo: number[] = [];
   walked.forEach((w, i) => {
-    if (w.type === 'dir') {
+    if (w?.type !== 'dir') todo.push(i);
+    else {
       entries[i] = { type: 'dir', path: w.path, ...w.meta };
+      walked[i] = undefined;
       result.dirs++;
     }
   });
   await forEachLimit(
-    walked.map((w, i) => ({ w, i })).filter(({ w }) => w.type !== 'dir'),
+    todo,
     FILE_CONCURRENCY,
-    async ({ w, i }) => {
+    async (i) => {
+      const w = walked[i]!;
+      walked[i] = undefined;
       const { path, meta } = w;
       const abs = join(snapRoot, path);
       if (w.type === 'symlink') {
@@ -784,6 +810,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
         return;
       }
       const old = before.get(path);
+      before.delete(path);
       let up: Uploaded;
       const slash = path.indexOf('/');
       // a set the snapshot says nothing of is not known to be unchanged

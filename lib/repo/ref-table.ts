@@ -22,7 +22,7 @@ export class RefTable {
   private hashes = Buffer.allocUnsafeSlow(HASH * 1024);
   private packs = new Int32Array(1024);
   private offsets = new Float64Array(1024);
-  private lengths = new Float64Array(1024);
+  private lengths = new Uint32Array(1024);
   private readonly packIds: string[] = [];
   private readonly packNumbers = new Map<string, number>();
   /** open addressing by hash: ref + 1, 0 is empty; at most half full */
@@ -30,6 +30,17 @@ export class RefTable {
   // a random key mixed into the slot of a hash: content chosen to collide cannot pile up
   private readonly seedA = randomInt(2 ** 31) | 1;
   private readonly seedB = randomInt(2 ** 31);
+
+  /** make room for `n` refs in all (an upload knows about how many blocks it will see): no growing by doubling, no room wasted */
+  reserve(n: number): void {
+    if (n > this.packs.length) this.resize(n);
+    let slots = this.slots.length;
+    while (n * 2 > slots) slots *= 2;
+    if (slots > this.slots.length) {
+      this.slots = new Int32Array(slots);
+      for (let r = 0; r < this.count; r++) this.insert(r);
+    }
+  }
 
   /** the ref of this 32-byte hash, or -1 */
   find(hash: Uint8Array): number {
@@ -42,7 +53,8 @@ export class RefTable {
 
   /** A new ref to a blob in `pack` (a pack id), or to a chunk object (`pack` undefined); found by its hash from now on unless one already is. */
   add(hash: Uint8Array, pack: string | undefined, offset = 0, length = 0): number {
-    if (this.count === this.packs.length) this.grow();
+    if (length > 0xffffffff) throw new RangeError(`a blob of ${length} bytes is too long for a pack`);
+    if (this.count === this.packs.length) this.resize(Math.ceil(this.count * 1.5));
     const r = this.count++;
     this.hashes.set(hash.subarray(0, HASH), r * HASH);
     this.packs[r] = pack === undefined ? NO_PACK : this.packNumber(pack);
@@ -127,14 +139,13 @@ export class RefTable {
     for (let r = 0; r < this.count; r++) this.insert(r);
   }
 
-  private grow(): void {
-    const n = this.packs.length * 2;
+  private resize(n: number): void {
     const hashes = Buffer.allocUnsafeSlow(n * HASH);
-    this.hashes.copy(hashes);
+    this.hashes.copy(hashes, 0, 0, this.count * HASH);
     this.hashes = hashes;
     this.packs = grown(this.packs, new Int32Array(n));
     this.offsets = grown(this.offsets, new Float64Array(n));
-    this.lengths = grown(this.lengths, new Float64Array(n));
+    this.lengths = grown(this.lengths, new Uint32Array(n));
   }
 }
 
@@ -148,9 +159,14 @@ export class RefLists {
   private refs = new Uint32Array(4096);
   private length = 0;
 
+  /** make room for `n` refs in all */
+  reserve(n: number): void {
+    if (n > this.refs.length) this.refs = grown(this.refs, new Uint32Array(n));
+  }
+
   /** store a run; its start (the run is `start`, `start + 1`, … for its length) */
   push(run: ArrayLike<number>): number {
-    while (this.length + run.length > this.refs.length) this.refs = grown(this.refs, new Uint32Array(this.refs.length * 2));
+    if (this.length + run.length > this.refs.length) this.refs = grown(this.refs, new Uint32Array(Math.ceil((this.length + run.length) * 1.5)));
     const start = this.length;
     for (let i = 0; i < run.length; i++) this.refs[start + i] = run[i]!;
     this.length += run.length;
