@@ -1,20 +1,7 @@
 #!/usr/bin/env -S MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=1048576 node --max-semi-space-size=2 --expose-gc
-// The agent's memory stays flat while it moves data (its big buffers are pooled, off the heap):
-// - glibc keeps two malloc arenas, not one per thread (16 I/O threads), and gives back freed
-//   memory over 1 MiB: ~15 MiB less at peak, ~25 MiB less after a 5 GiB backup, same time;
-// - a young generation of 2 MiB instead of 16: ~50 MiB less at peak, no measured cost in time;
-// - gc() for lib/memory.ts, which frees dead native buffers (LZ4 output) as they pile up and
-//   collects the old generation when it grows;
-// - no pretenuring: once V8 saw enough buffers survive (the pools) it allocated every new one in
-//   the old generation, where only a full collection frees it (that was ~60 MiB of dead LZ4
-//   output in one run in three);
-// - array buffers swept during the collection itself, so their memory is reused at once.
-// The last two are set here, not on the line above, which old kernels cut at 127 characters.
-import { setFlagsFromString } from 'node:v8';
-setFlagsFromString('--no-allocation-site-pretenuring');
-setFlagsFromString('--no-concurrent-array-buffer-sweeping');
-// file I/O for many small files in parallel: more libuv threads than the default 4
-process.env.UV_THREADPOOL_SIZE ??= '16';
+// memory and threads are set up before anything else loads: see tuning.ts (the line above sets
+// what must be known when the process starts)
+import './tuning.js';
 /**
  * lockstep-agent: the node daemon. Reads agent.yaml, refuses to start on any config
  * problem (each with its path), recovers interrupted jobs, then serves the API over
