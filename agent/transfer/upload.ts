@@ -245,7 +245,8 @@ class Known {
 class BlobWriter {
   readonly stats: Stats = { chunksNew: 0, bytesNew: 0 };
   readonly reads = new BufferPool(READ_SIZE, FILE_CONCURRENCY);
-  private readonly runs = new BufferPool(RUN_SIZE + MAX_PACKED_BLOCK + BLOB_OVERHEAD, RUN_BUFFERS);
+  // a block always fits an empty run (RUN_SIZE > MAX_PACKED_BLOCK + BLOB_OVERHEAD); a run is stored before it overflows
+  private readonly runs = new BufferPool(RUN_SIZE, RUN_BUFFERS);
   private readonly packs: BufferPool;
   private readonly budget = new Budget(MAX_IN_FLIGHT);
   private readonly uploads = new Set<Promise<void>>();
@@ -260,7 +261,8 @@ class BlobWriter {
     private readonly signal: AbortSignal,
     readonly known: Known,
   ) {
-    this.packs = new BufferPool(repo.config.packSize + Math.max(MERGE_MAX, repo.config.packThreshold) + BLOB_OVERHEAD, PACK_BUFFERS);
+    // a shared pack is stored once full, or when what comes next does not fit: it holds at least one small file or run tail
+    this.packs = new BufferPool(Math.max(repo.config.packSize, Math.max(MERGE_MAX, repo.config.packThreshold) + BLOB_OVERHEAD), PACK_BUFFERS);
   }
 
   private track(p: Promise<void>): void {
@@ -314,10 +316,10 @@ class BlobWriter {
     return new PackBuilder(await this.runs.acquire(this.signal), this.known.table);
   }
 
-  /** Add a block to a file's own pack; the pack is stored (and `undefined` returned in its place) once full. */
+  /** Add a block to a file's own pack; the pack is stored (and `undefined` returned in its place) once another such block might not fit. */
   block(run: PackBuilder, hash: Buffer, data: Buffer, comp: Compressibility): { ref: number; run: PackBuilder | undefined } {
     const ref = this.addTo(run, hash, data, comp);
-    if (run.used < RUN_SIZE) return { ref, run };
+    if (run.fits(data.length + BLOB_OVERHEAD)) return { ref, run };
     this.store(run, this.runs);
     return { ref, run: undefined };
   }
