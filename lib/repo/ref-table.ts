@@ -43,11 +43,11 @@ export class RefTable {
   }
 
   /** the ref of this 32-byte hash, or -1 */
-  find(hash: Uint8Array): number {
-    for (let s = this.slotOf(hash, 0); ; s = (s + 1) & (this.slots.length - 1)) {
+  find(hash: Uint8Array, at = 0): number {
+    for (let s = this.slotOf(hash, at); ; s = (s + 1) & (this.slots.length - 1)) {
       const r = this.slots[s]! - 1;
       if (r < 0) return -1;
-      if (this.hashes.compare(hash, 0, HASH, r * HASH, r * HASH + HASH) === 0) return r;
+      if (this.hashes.compare(hash, at, at + HASH, r * HASH, r * HASH + HASH) === 0) return r;
     }
   }
 
@@ -67,9 +67,13 @@ export class RefTable {
 
   /** the ref of a `ChunkRef` read from an index or pending record: the known one for its hash, else a new one */
   addRef(ref: ChunkRef): number {
-    const hash = Buffer.from(typeof ref === 'string' ? ref : ref.sha256, 'hex');
-    const known = this.find(hash);
+    // the hash is decoded where the next ref would go (nothing is allocated for it), then looked up
+    if (this.count === this.packs.length) this.resize(Math.ceil(this.count * 1.5));
+    const at = this.count * HASH;
+    this.hashes.write(typeof ref === 'string' ? ref : ref.sha256, at, HASH, 'hex');
+    const known = this.find(this.hashes, at);
     if (known >= 0) return known;
+    const hash = this.hashes.subarray(at, at + HASH);
     return typeof ref === 'string' ? this.add(hash, undefined) : this.add(hash, ref.pack, ref.offset, ref.length);
   }
 
