@@ -30,8 +30,8 @@ const gc = (globalThis as { gc?: Gc }).gc;
 const EVERY = 4 * 1024 * 1024;
 const GROWTH = 24 * 1024 * 1024;
 let since = 0;
-/** heap and buffers in use after the last full collection */
-let live = 0;
+/** heap and buffers in use after the last full collection (before the first: when first looked at) */
+let live = -1;
 
 function inUse(): number {
   const h = getHeapStatistics();
@@ -49,7 +49,10 @@ export function nativeGarbage(bytes: number): void {
 
 /** a full collection if the heap and its buffers grew by `GROWTH` since the last one */
 export function collectIfGrown(): void {
-  if (gc && inUse() > live + GROWTH) collect();
+  if (!gc) return;
+  const now = inUse();
+  if (live < 0) live = now;
+  else if (now > live + GROWTH) collect();
 }
 
 /**

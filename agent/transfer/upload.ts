@@ -30,7 +30,7 @@ import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { readFileAt } from '../../lib/fd.js';
 import type { Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type IndexToWrite } from '../../lib/repo/index-file.js';
+import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type FileEntry, type FileEntryText, type IndexEntry, type IndexToWrite } from '../../lib/repo/index-file.js';
 import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
 import { metaOf, RACY_MS, walkTree, type Meta, type Ranges, type TreeEntry } from '../../lib/tree.js';
@@ -232,12 +232,10 @@ class Known {
     return { sha256: e.sha256, size: e.size, block: e.block, first, count: e.chunks.length, mtimeMs: e.mtimeMs, seen: e.seen };
   }
 
-  /** the index entry of a file record, for as long as it is written */
-  entry(rec: FileRecord): FileEntry {
-    const { first, count, ...rest } = rec;
-    const chunks: ChunkRef[] = new Array(count);
-    for (let i = 0; i < count; i++) chunks[i] = this.table.ref(this.lists.at(first + i));
-    return { ...rest, chunks };
+  /** the index entry of a file record, its chunks as JSON text, for as long as it is written */
+  entry(rec: FileRecord): FileEntryText {
+    const { first, count, ...file } = rec;
+    return { file, chunks: count, chunkJson: (i) => this.table.refJson(this.lists.at(first + i)) };
   }
 }
 

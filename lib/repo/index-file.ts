@@ -117,7 +117,26 @@ export type ComponentIndex = Static<typeof ComponentIndexSchema>;
  * An index to write whose entries are made one at a time as they are written (from a
  * compact form kept by the writer), with about how many bytes of JSON they make.
  */
-export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: Iterable<IndexEntry> & { aboutBytes: number } };
+export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: Iterable<EntryToWrite> & { aboutBytes: number } };
+
+/**
+ * A file entry whose chunks are given as their JSON text, one at a time: a writer that
+ * holds refs compactly makes no object for any of them. Written, it is the same bytes
+ * as the `FileEntry` with those chunks.
+ */
+export interface FileEntryText {
+  file: Omit<FileEntry, 'chunks'>;
+  chunks: number;
+  chunkJson(i: number): string;
+}
+
+export type EntryToWrite = IndexEntry | FileEntryText;
+
+/** the entry itself (for an index small enough to be one object) */
+export function entryOf(e: EntryToWrite): IndexEntry {
+  if (!('chunkJson' in e)) return e;
+  return { ...e.file, chunks: Array.from({ length: e.chunks }, (_, i) => JSON.parse(e.chunkJson(i)) as ChunkRef) };
+}
 
 /** about how many bytes of JSON an index entry at `path` with `chunks` chunks makes */
 export function entryJsonAbout(path: string, chunks: number): number {
@@ -162,19 +181,18 @@ function checkPaths(entries: IndexEntry[], sets: string[], where: string): void 
  * yielded `json` is only valid until the next is asked for): no string the size of an
  * index or of a big file's entry is ever made, only small ones that die young.
  */
-export function* indexParts(entries: Iterable<IndexEntry>, partBytes: number): Generator<{ json: Buffer; entries: number }> {
+export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number): Generator<{ json: Buffer; entries: number }> {
   const out = new JsonBuffer(partBytes + 64 * 1024);
   let n = 0;
   out.put('[');
   for (const e of entries) {
     if (n > 0) out.put(',');
-    if (e.type === 'file') {
+    if ('chunkJson' in e || e.type === 'file') {
       // the entry without its chunks, then the chunks one by one
-      const { chunks, ...rest } = e;
-      const head = JSON.stringify(rest);
-      out.put(head.slice(0, -1));
+      const [head, count, chunk] = 'chunkJson' in e ? [e.file, e.chunks, (i: number) => e.chunkJson(i)] : fileParts(e);
+      out.put(JSON.stringify(head).slice(0, -1));
       out.put(',"chunks":[');
-      for (let i = 0; i < chunks.length; i++) out.put(i === 0 ? JSON.stringify(chunks[i]) : `,${JSON.stringify(chunks[i])}`);
+      for (let i = 0; i < count; i++) out.put(i === 0 ? chunk(i) : `,${chunk(i)}`);
       out.put(']}');
     } else out.put(JSON.stringify(e));
     n++;
@@ -190,6 +208,11 @@ export function* indexParts(entries: Iterable<IndexEntry>, partBytes: number): G
     out.put(']');
     yield { json: out.bytes(), entries: n };
   }
+}
+
+function fileParts(e: FileEntry): [Omit<FileEntry, 'chunks'>, number, (i: number) => string] {
+  const { chunks, ...rest } = e;
+  return [rest, chunks.length, (i) => JSON.stringify(chunks[i])];
 }
 
 /** UTF-8 text appended to one buffer that grows when it must. */

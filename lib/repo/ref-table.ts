@@ -103,6 +103,13 @@ export class RefTable {
     return { sha256: this.sha(r), pack: this.packIds[p]!, offset: this.offsets[r]!, length: this.lengths[r]! };
   }
 
+  /** `ref(r)` as JSON text (the same bytes JSON.stringify makes of it) */
+  refJson(r: number): string {
+    const p = this.packs[r]!;
+    const sha = this.sha(r);
+    return p === NO_PACK ? `"${sha}"` : `{"sha256":"${sha}","pack":"${this.packIds[p]!}","offset":${this.offsets[r]!},"length":${this.lengths[r]!}}`;
+  }
+
   packRef(r: number): PackRef {
     const ref = this.ref(r);
     if (typeof ref === 'string') throw new Error(`ref ${r} is a chunk object, not a packed blob`);

@@ -25,6 +25,7 @@ import {
   INDEX_VERSION,
   PendingRecordSchema,
   entryJsonAbout,
+  entryOf,
   indexParts,
   parseIndex,
   parseIndexPart,
@@ -280,7 +281,7 @@ export class Repository {
     // only today's index versions can be split; an older one is rewritten as it was (tests)
     const split = (given.version === INDEX_VERSION || given.version === INDEX_PARTS_VERSION) && about > partBytes;
     // a small index's entries go in its one object
-    const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : [...from] };
+    const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : Array.from(from, entryOf) };
     if (split) {
       for (const p of indexParts(from, partBytes)) {
         const partKey = indexPartKey(key, parts.length + 1);
