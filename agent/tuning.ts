@@ -1,9 +1,9 @@
 /**
  * How the agent process uses memory and threads, set before any other module loads (the
  * agent imports this first). Its memory stays flat while it moves data (its big buffers
- * are pooled, off the heap); with all of the below a 5 GiB backup peaks at ~150 MiB. (The
+ * are pooled, off the heap); with all of the below a 5 GiB backup peaks at ~160 MiB. (The
  * LZ4 binding allocates with its own mimalloc; MIMALLOC_PURGE_DELAY=0 made it hand freed
- * output back at once, ~5 MiB less at peak, but cost ~8% of the agent's CPU: not set.)
+ * output back at once, 5–12 MiB less at peak, but cost ~8% of the agent's CPU: not set.)
  *
  * On the agent's `#!` line, read when the process starts:
  * - glibc keeps two malloc arenas, not one per thread (16 I/O threads), and gives back freed
