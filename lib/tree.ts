@@ -322,17 +322,15 @@ async function patchFile(src: string, dest: string, [a, b]: [Buffer, Buffer], si
         const n = (await from.read(a, 0, PATCH_READ, off)).bytesRead;
         if (n === 0) break;
         const m = (await to.read(b, 0, n, off)).bytesRead;
+        /** whether the page from `p` (to `end`) is already the same in the copy */
+        const same = (p: number, end: number) => end <= m && a.compare(b, p, end, p, end) === 0;
         if (m !== n || a.compare(b, 0, n, 0, n) !== 0) {
           for (let p = 0; p < n; p += PATCH_PAGE) {
             const end = Math.min(n, p + PATCH_PAGE);
-            if (end <= m && a.compare(b, p, end, p, end) === 0) continue;
+            if (same(p, end)) continue;
             // adjacent differing pages go out in one write
             let q = end;
-            while (q < n) {
-              const next = Math.min(n, q + PATCH_PAGE);
-              if (next <= m && a.compare(b, q, next, q, next) === 0) break;
-              q = next;
-            }
+            while (q < n && !same(q, Math.min(n, q + PATCH_PAGE))) q = Math.min(n, q + PATCH_PAGE);
             for (let w = p; w < q; ) w += (await to.write(a, w, q - w, off + w)).bytesWritten;
             written += q - p;
             addRange(ranges, off + p, off + q);

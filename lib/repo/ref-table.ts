@@ -8,7 +8,8 @@
  * 32-byte hash, its pack (a number into a table of pack ids; -1 for a chunk object), the
  * offset and length of its stored form, in growing arrays, and a slot in an open-addressing
  * table by hash: ~70 bytes a block. A file's blocks are a run of numbers in `RefLists`.
- * Refs are made into `ChunkRef` objects only for as long as one index entry is written.
+ * An index is written from them as JSON text (`refJson`); `ChunkRef` objects are made only
+ * for a pending record or an index small enough to be one object.
  */
 import { createHash, randomInt, type Hash } from 'node:crypto';
 import type { ChunkRef, PackRef } from './index-file.js';
@@ -54,7 +55,7 @@ export class RefTable {
   /** A new ref to a blob in `pack` (a pack id), or to a chunk object (`pack` undefined); found by its hash from now on unless one already is. */
   add(hash: Uint8Array, pack: string | undefined, offset = 0, length = 0): number {
     if (length > 0xffffffff) throw new RangeError(`a blob of ${length} bytes is too long for a pack`);
-    if (this.count === this.packs.length) this.resize(Math.ceil(this.count * 1.5));
+    this.roomForOne();
     const r = this.count++;
     this.hashes.set(hash.subarray(0, HASH), r * HASH);
     this.packs[r] = pack === undefined ? NO_PACK : this.packNumber(pack);
@@ -68,7 +69,7 @@ export class RefTable {
   /** the ref of a `ChunkRef` read from an index or pending record: the known one for its hash, else a new one */
   addRef(ref: ChunkRef): number {
     // the hash is decoded where the next ref would go (nothing is allocated for it), then looked up
-    if (this.count === this.packs.length) this.resize(Math.ceil(this.count * 1.5));
+    this.roomForOne();
     const at = this.count * HASH;
     this.hashes.write(typeof ref === 'string' ? ref : ref.sha256, at, HASH, 'hex');
     const known = this.find(this.hashes, at);
@@ -148,6 +149,11 @@ export class RefTable {
   private rehash(): void {
     this.slots = new Int32Array(this.slots.length * 2);
     for (let r = 0; r < this.count; r++) this.insert(r);
+  }
+
+  /** room for one more ref: grown by half when full */
+  private roomForOne(): void {
+    if (this.count === this.packs.length) this.resize(Math.ceil(this.count * 1.5));
   }
 
   private resize(n: number): void {
