@@ -186,6 +186,8 @@ export interface UploadResult {
   filesUnchanged?: number;
   /** bytes read (and hashed) from the snapshot: changed files, or only their patched blocks */
   bytesRead?: number;
+  /** of what was read, bytes hashed again: blocks whose fingerprint was not the previous backup's, and small files */
+  bytesHashed?: number;
   uploadMs: number;
 }
 

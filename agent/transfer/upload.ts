@@ -16,6 +16,8 @@
  *   repository. A repository made with a chunk size of 1 MiB or less stores more files
  *   that way: dedup across nodes for them, at the price of coarser incrementals.
  * - A file whose size, mtime, inode and ctime equal the previous backup's entry is not read again.
+ *   Of a file that is, a block whose fingerprint (lib/repo/fingerprint.ts) and length are
+ *   those of the same block last time is not hashed or stored again.
  *   When the snapshot records what it changed in the copy that backup read (`changes.json`,
  *   see lib/changes.ts), a file it did not touch is not read either, and of a patched file
  *   only the blocks a patched range falls in are read.
@@ -32,6 +34,7 @@ import { readFileAt } from '../../lib/fd.js';
 import type { Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type FileEntry, type FileEntryText, type IndexEntry, type IndexToWrite } from '../../lib/repo/index-file.js';
 import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
+import { FP, unknownFp, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
 import { metaOf, RACY_MS, walkTree, type Meta, type Ranges, type TreeEntry } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
@@ -180,10 +183,13 @@ class Compressibility {
 interface Stats {
   chunksNew: number;
   bytesNew: number;
+  /** bytes named by SHA-256: blocks not known by their fingerprint, small files */
+  bytesHashed: number;
 }
 
-/** the raw SHA-256 of a block (its hex form is made only where a name or an index needs it) */
-function digest(data: Buffer): Buffer {
+/** the raw SHA-256 of a block (its hex form is made only where a name or an index needs it), counted in `stats` */
+function digest(data: Buffer, stats: Stats): Buffer {
+  stats.bytesHashed += data.length;
   return createHash('sha256').update(data).digest();
 }
 
@@ -226,22 +232,42 @@ class Known {
     return { sha256: contentHashOf(this.table, this.lists, first, refs.length), size, first, count: refs.length };
   }
 
-  /** a file entry of an index read back, its chunks made refs */
+  /** a file entry of an index read back, its chunks made refs (with their fingerprints, when it has them) */
   oldFile(e: FileEntry): OldFile {
-    const first = this.lists.push(e.chunks.map((c) => this.table.addRef(c)));
+    const fps = e.fp === undefined ? undefined : Buffer.from(e.fp, 'base64');
+    const usable = fps?.length === FP * e.chunks.length;
+    const first = this.lists.push(
+      e.chunks.map((c, i) => {
+        const r = this.table.addRef(c);
+        if (usable) this.table.setFp(r, fps, i * FP);
+        return r;
+      }),
+    );
     return { sha256: e.sha256, size: e.size, block: e.block, first, count: e.chunks.length, mtimeMs: e.mtimeMs, seen: e.seen };
   }
 
   /** the index entry of a file record, its chunks as JSON text, for as long as it is written */
   entry(rec: FileRecord): FileEntryText {
     const { first, count, ...file } = rec;
-    return { file, chunks: count, chunkJson: (i) => this.table.refJson(this.lists.at(first + i)) };
+    const fp = count > 1 ? this.fpText(first, count) : undefined;
+    return { file: fp === undefined ? file : { ...file, fp }, chunks: count, chunkJson: (i) => this.table.refJson(this.lists.at(first + i)) };
+  }
+
+  /** the fingerprints of `count` blocks from `first` as an index holds them; none when not one is known */
+  private fpText(first: number, count: number): string | undefined {
+    const out = Buffer.allocUnsafe(count * FP);
+    let known = false;
+    for (let i = 0; i < count; i++) {
+      this.table.fpInto(this.lists.at(first + i), out, i * FP);
+      known ||= !unknownFp(out, i * FP);
+    }
+    return known ? out.toString('base64') : undefined;
   }
 }
 
 /** Where blobs go: packs (a file's own, or shared) and chunk objects; dedup against what is known. */
 class BlobWriter {
-  readonly stats: Stats = { chunksNew: 0, bytesNew: 0 };
+  readonly stats: Stats = { chunksNew: 0, bytesNew: 0, bytesHashed: 0 };
   readonly reads = new BufferPool(READ_SIZE, FILE_CONCURRENCY);
   // a block always fits an empty run (RUN_SIZE > MAX_PACKED_BLOCK + BLOB_OVERHEAD); a run is stored before it overflows
   private readonly runs = new BufferPool(RUN_SIZE, RUN_BUFFERS);
@@ -279,7 +305,7 @@ class BlobWriter {
   /** Store one chunk object (a block of a huge file) in the background; the ref is known at once. */
   async chunk(data: Buffer): Promise<number> {
     this.check();
-    const hash = digest(data);
+    const hash = digest(data, this.stats);
     const seen = this.known.table.find(hash);
     if (seen >= 0) return seen;
     const ref = this.known.table.add(hash, undefined);
@@ -449,22 +475,24 @@ class BlockSink {
     private readonly asChunks: boolean,
   ) {}
 
-  /** the next block of the file (known, stored, or kept as it was) */
-  async add(data: Buffer): Promise<void> {
+  /** the next block of the file (known, or stored); its ref */
+  async add(data: Buffer): Promise<number> {
     if (this.asChunks) {
-      this.refs.push(await this.writer.chunk(data));
-      return;
+      const ref = await this.writer.chunk(data);
+      this.refs.push(ref);
+      return ref;
     }
-    const hash = digest(data);
+    const hash = digest(data, this.writer.stats);
     const seen = this.writer.known.table.find(hash);
     if (seen >= 0) {
       this.refs.push(seen);
-      return;
+      return seen;
     }
     this.run ??= await this.writer.openRun();
     const added = this.writer.block(this.run, hash, data, this.comp);
     this.refs.push(added.ref);
     this.run = added.run;
+    return added.ref;
   }
 
   keep(ref: number): void {
@@ -498,10 +526,14 @@ interface Patched {
  * One file read in `block`-sized blocks: its descriptor, a read buffer (from the pool,
  * but for chunk objects, which hold their buffer until stored: a fresh one per read) and
  * the sink its blocks go to. `close` gives everything back, finished or not.
+ * Every block read is fingerprinted; one whose fingerprint and length are those of the
+ * same block in the previous backup (`old`, cut at the same size) is that block, and is
+ * neither hashed nor stored again.
  */
 class FileBlocks {
   readonly sink: BlockSink;
   readonly readSize: number;
+  private readonly fp = Buffer.alloc(FP);
 
   private constructor(
     private readonly fh: FileHandle,
@@ -509,16 +541,19 @@ class FileBlocks {
     readonly block: number,
     private readonly writer: BlobWriter,
     asChunks: boolean,
+    private readonly fingerprints: Fingerprinter,
+    private readonly old: OldFile | undefined,
   ) {
     this.sink = new BlockSink(writer, asChunks);
     this.readSize = Math.max(block, READ_SIZE);
   }
 
-  static async open(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal): Promise<FileBlocks> {
+  static async open(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, old?: OldFile): Promise<FileBlocks> {
     const asChunks = block === repo.config.chunkSize;
     const fh = await open(abs, 'r');
     try {
-      return new FileBlocks(fh, asChunks ? undefined : await writer.reads.acquire(signal), block, writer, asChunks);
+      const buf = asChunks ? undefined : await writer.reads.acquire(signal);
+      return new FileBlocks(fh, buf, block, writer, asChunks, repo.fingerprints, old?.block === block ? old : undefined);
     } catch (err) {
       await fh.close();
       throw err;
@@ -532,9 +567,23 @@ class FileBlocks {
     return into.subarray(0, bytesRead);
   }
 
-  /** the next blocks of the file, from a read that starts on a block boundary */
-  async add(data: Buffer): Promise<void> {
-    for (let off = 0; off < data.length; off += this.block) await this.sink.add(data.subarray(off, Math.min(off + this.block, data.length)));
+  /** the next blocks of the file, from a read at `position`, a block boundary */
+  async add(data: Buffer, position: number): Promise<void> {
+    const { table } = this.writer.known;
+    for (let off = 0; off < data.length; off += this.block) {
+      const b = data.subarray(off, Math.min(off + this.block, data.length));
+      this.fingerprints.into(b, this.fp);
+      const before = this.before((position + off) / this.block, b.length);
+      if (before >= 0 && table.hasFp(before, this.fp)) this.sink.keep(before);
+      else table.setFp(await this.sink.add(b), this.fp);
+    }
+  }
+
+  /** the ref of block `i` in the previous backup if it was `length` bytes long then too, else -1 */
+  private before(i: number, length: number): number {
+    const old = this.old;
+    if (!old || i >= old.count || Math.min(this.block, old.size - i * this.block) !== length) return -1;
+    return this.writer.known.lists.at(old.first + i);
   }
 
   /** the file's upload, all its blocks added */
@@ -551,15 +600,15 @@ class FileBlocks {
 }
 
 /** Read a file in `block`-sized blocks (packed, or chunk objects when `block` is the chunk size). */
-async function uploadBlocks(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
-  const f = await FileBlocks.open(abs, block, repo, writer, signal);
+async function uploadBlocks(abs: string, block: number, old: OldFile | undefined, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
+  const f = await FileBlocks.open(abs, block, repo, writer, signal, old);
   try {
     let size = 0;
     for (;;) {
       writer.check();
       const data = await f.read(size, f.readSize);
       if (data.length === 0) break;
-      await f.add(data);
+      await f.add(data, size);
       size += data.length;
       onBytes(data.length);
     }
@@ -587,7 +636,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
     while (r < ranges.length && ranges[r]![1] <= start) r++;
     return r < ranges.length && ranges[r]![0] < end ? undefined : writer.known.lists.at(old.first + i);
   };
-  const f = await FileBlocks.open(abs, block, repo, writer, signal);
+  const f = await FileBlocks.open(abs, block, repo, writer, signal, old);
   try {
     let read = 0;
     for (let i = 0; i < count; ) {
@@ -606,7 +655,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
       if (data.length !== length) {
         throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `snapshot file ${abs} changed size while it was read (nothing may write into a snapshot)`);
       }
-      await f.add(data);
+      await f.add(data, start);
       read += length;
       onBytes(length);
       i = j;
@@ -633,7 +682,7 @@ async function uploadFile(
       const n = await readFileAt(abs, buf, repo.config.packThreshold);
       if (n < repo.config.packThreshold) {
         const data = buf.subarray(0, n);
-        const hash = digest(data);
+        const hash = digest(data, writer.stats);
         onBytes(n);
         const refs = n > 0 ? [await writer.small(hash, data, new Compressibility())] : [];
         return { ...writer.known.content(refs, n), read: n };
@@ -645,7 +694,7 @@ async function uploadFile(
   }
   const block = blockSizeFor(size, repo.config.chunkSize, old?.block);
   if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, signal, onBytes);
-  return uploadBlocks(abs, block, repo, writer, signal, onBytes);
+  return uploadBlocks(abs, block, old, repo, writer, signal, onBytes);
 }
 
 /**
@@ -683,10 +732,9 @@ interface Previous {
 
 /** The newest committed backup's index of this component, if any (what this run dedups against), read part by part. */
 async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
-  const ids = (await repo.listBackupIds()).filter((id) => id !== target.backupId).reverse();
-  for (const id of ids) {
+  for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
     try {
-      const m = await repo.readManifest(id);
+      const m = await manifest;
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
       if (!c) continue;
       // what a damaged index gave before its bad part is dropped with it
@@ -783,6 +831,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     bytesNew: 0,
     filesUnchanged: 0,
     bytesRead: 0,
+    bytesHashed: 0,
     uploadMs: 0,
   };
   let bytesDone = 0;
@@ -861,6 +910,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   await writer.finish();
   result.chunksNew = writer.stats.chunksNew;
   result.bytesNew = writer.stats.bytesNew;
+  result.bytesHashed = writer.stats.bytesHashed;
   ctx.progress({ phase: 'writing index' });
   const index: IndexToWrite = {
     version: INDEX_VERSION,

@@ -77,6 +77,12 @@ export const IndexEntrySchema = Type.Union([
     block: Type.Optional(Type.Integer({ minimum: 1 })),
     chunks: Type.Array(ChunkRefSchema),
     /**
+     * the chunks' fingerprints (fingerprint.ts), 16 bytes each, in order, base64; 16 zeros
+     * for one not known. Only the next backup of the component reads them: a block read
+     * again whose fingerprint is the same is not hashed again. Absent for a file of one blob.
+     */
+    fp: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$' })),
+    /**
      * what the file read for this backup was (inode, change time): the next backup of the
      * component reads it again unless those, size and mtime are all the same. Absent when
      * it changed too shortly before it was read to tell (the next backup reads it again).
@@ -138,9 +144,9 @@ export function entryOf(e: EntryToWrite): IndexEntry {
   return { ...e.file, chunks: Array.from({ length: e.chunks }, (_, i) => JSON.parse(e.chunkJson(i)) as ChunkRef) };
 }
 
-/** about how many bytes of JSON an index entry at `path` with `chunks` chunks makes */
+/** about how many bytes of JSON an index entry at `path` with `chunks` chunks makes (~160 a chunk, ~22 its fingerprint) */
 export function entryJsonAbout(path: string, chunks: number): number {
-  return 200 + path.length + 160 * chunks;
+  return 200 + path.length + 182 * chunks;
 }
 
 export function isSafeRelativePath(p: string): boolean {

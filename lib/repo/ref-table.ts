@@ -6,13 +6,14 @@
  * file) a block cost ~400 bytes of heap; 130k blocks of a 5 GiB node held ~50 MiB, and an
  * incremental held its previous index as well. Here a reference is a number: its raw
  * 32-byte hash, its pack (a number into a table of pack ids; -1 for a chunk object), the
- * offset and length of its stored form, in growing arrays, and a slot in an open-addressing
- * table by hash: ~70 bytes a block. A file's blocks are a run of numbers in `RefLists`.
+ * offset and length of its stored form and its fingerprint (fingerprint.ts), in growing
+ * arrays, and a slot in an open-addressing table by hash: ~90 bytes a block. A file's blocks are a run of numbers in `RefLists`.
  * An index is written from them as JSON text (`refJson`); `ChunkRef` objects are made only
  * for a pending record or an index small enough to be one object.
  */
 import { createHash, randomInt, type Hash } from 'node:crypto';
 import type { ChunkRef, PackRef } from './index-file.js';
+import { FP, unknownFp } from './fingerprint.js';
 
 const HASH = 32;
 const NO_PACK = -1;
@@ -24,6 +25,8 @@ export class RefTable {
   private packs = new Int32Array(1024);
   private offsets = new Float64Array(1024);
   private lengths = new Uint32Array(1024);
+  /** each blob's fingerprint (fingerprint.ts), zeros while unknown */
+  private fps = Buffer.alloc(FP * 1024);
   private readonly packIds: string[] = [];
   private readonly packNumbers = new Map<string, number>();
   /** open addressing by hash: ref + 1, 0 is empty; at most half full */
@@ -86,6 +89,21 @@ export class RefTable {
 
   offset(r: number): number {
     return this.offsets[r]!;
+  }
+
+  /** ref `r`'s blob has the fingerprint at `at` in `fp` (unless that is unknown) */
+  setFp(r: number, fp: Uint8Array, at = 0): void {
+    if (!unknownFp(fp, at)) this.fps.set(fp.subarray(at, at + FP), r * FP);
+  }
+
+  /** whether ref `r`'s blob is known to have the fingerprint at `at` in `fp` */
+  hasFp(r: number, fp: Uint8Array, at = 0): boolean {
+    return !unknownFp(this.fps, r * FP) && this.fps.compare(fp, at, at + FP, r * FP, r * FP + FP) === 0;
+  }
+
+  /** write ref `r`'s fingerprint (zeros: unknown) at `at` in `out` */
+  fpInto(r: number, out: Buffer, at: number): void {
+    this.fps.copy(out, at, r * FP, r * FP + FP);
   }
 
   sha(r: number): string {
@@ -163,6 +181,9 @@ export class RefTable {
     this.packs = grown(this.packs, new Int32Array(n));
     this.offsets = grown(this.offsets, new Float64Array(n));
     this.lengths = grown(this.lengths, new Uint32Array(n));
+    const fps = Buffer.alloc(n * FP);
+    this.fps.copy(fps, 0, 0, this.count * FP);
+    this.fps = fps;
   }
 }
 

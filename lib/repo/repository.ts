@@ -39,6 +39,7 @@ import {
 } from './index-file.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { checkStored, parseJson } from './stored.js';
+import { Fingerprinter } from './fingerprint.js';
 import { Codec, deriveKeys, keysMatch, newEncryptionParams, type Compression, type EncryptionParams, type Keys } from './codec.js';
 
 export interface RepoConfig {
@@ -77,6 +78,8 @@ export async function readAll(stream: Readable): Promise<Buffer> {
 
 export class Repository {
   readonly codec: Codec;
+  /** block fingerprints of this repository (see fingerprint.ts) */
+  readonly fingerprints: Fingerprinter;
 
   private constructor(
     readonly driver: StorageDriver,
@@ -84,6 +87,7 @@ export class Repository {
     keys: Keys | undefined,
   ) {
     this.codec = new Codec(config.compression, keys);
+    this.fingerprints = new Fingerprinter(keys?.mac ?? Buffer.from(config.id, 'utf8'));
   }
 
   get location(): string {
@@ -379,6 +383,25 @@ export class Repository {
       if (id) ids.push(id);
     }
     return ids.sort();
+  }
+
+  /**
+   * The committed backups but `except`, newest first, each with its manifest (read when
+   * asked for; a backup whose manifest cannot be read comes last of its second). Ids sort
+   * by the second a backup began, then by name: backups begun in the same second are put
+   * in the order of the time their manifests record.
+   */
+  async *newestFirst(except?: string): AsyncGenerator<{ id: string; manifest: Promise<Manifest> }> {
+    const ids = (await this.listBackupIds()).filter((id) => id !== except).reverse();
+    const second = (id: string) => id.slice(0, 'yyyymmdd-hhmmss'.length);
+    for (let i = 0; i < ids.length; ) {
+      let j = i + 1;
+      while (j < ids.length && second(ids[j]!) === second(ids[i]!)) j++;
+      const group = ids.slice(i, j).map((id) => ({ id, manifest: this.readManifest(id) }));
+      const began = await Promise.all(group.map((g) => (group.length > 1 ? g.manifest.then((m) => Date.parse(m.startedAt), () => -Infinity) : 0)));
+      yield* group.map((g, k) => ({ g, at: began[k]! })).sort((x, y) => y.at - x.at).map((x) => x.g);
+      i = j;
+    }
   }
 
   /** Remove what a backup that never committed left under its prefix (indexes only; chunks may be shared). */

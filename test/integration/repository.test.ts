@@ -84,6 +84,11 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     // 2 MiB changed, not block-aligned, in a file cut into 32 KiB blocks: 2 MiB and one block more at most
     expect(changed.totals.bytesNew).toBeGreaterThan(2 * 1024 * 1024);
     expect(changed.totals.bytesNew).toBeLessThanOrEqual(2 * 1024 * 1024 + 32 * 1024 + 4096);
+    // the file is read whole, but only the blocks whose fingerprint changed are hashed again
+    const upload = (r: BackupReport) => r.nodes.find((n) => n.node === 'node1')!.components[0]!.upload!;
+    expect(upload(changed).bytesRead).toBeGreaterThanOrEqual(200 * 1024 * 1024);
+    expect(upload(changed).bytesHashed).toBeGreaterThan(2 * 1024 * 1024);
+    expect(upload(changed).bytesHashed).toBeLessThanOrEqual(2 * 1024 * 1024 + 64 * 1024);
 
     // 24 database pages of 8 KiB rewritten in place, scattered over the file: one 32 KiB block each
     const pages = await open(join(cluster.agent('node1').data.data!, 'big.bin'), 'r+');
@@ -95,6 +100,18 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(paged.status).toBe('complete');
     expect(paged.totals.bytesNew).toBeGreaterThanOrEqual(24 * 32 * 1024);
     expect(paged.totals.bytesNew).toBeLessThanOrEqual(24 * (32 * 1024 + 64));
+    expect(upload(paged).bytesHashed, JSON.stringify(paged.nodes)).toBe(24 * 32 * 1024);
+
+    // what was kept by fingerprint and what was hashed anew restore to exactly the file backed up
+    const big = join(cluster.agent('node1').data.data!, 'big.bin');
+    const sha = async () => createHash('sha256').update(await readFile(big)).digest('hex');
+    const backedUp = await sha();
+    const damage = await open(big, 'r+');
+    await damage.write(randomBytes(64 * 1024), 0, 64 * 1024, 150 * 1024 * 1024);
+    await damage.close();
+    const restored = await runCli(['restore', paged.backupId, '--node', 'node1', '--json'], { config: cluster.configFile });
+    expect(restored.code, restored.stdout + restored.stderr).toBe(0);
+    expect(await sha()).toBe(backedUp);
   });
 
   it('verify passes on a good backup, reading all data back', async () => {

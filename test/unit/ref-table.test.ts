@@ -1,13 +1,15 @@
 /**
  * The upload's compact blob references: every hash added is found again (through growth
  * and rehashing), an unknown one is not, the first ref of a hash stays the one found, a
- * ref reads back as the index would hold it, and a file's content hash from its refs is
- * the index's `contentHash`.
+ * ref reads back as the index would hold it, a file's content hash from its refs is
+ * the index's `contentHash`, and a blob's fingerprint is kept (and a block's fingerprint
+ * depends on its bytes and the repository's secret).
  */
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { contentHash, entryOf, indexParts, type FileEntry, type FileEntryText } from '../../lib/repo/index-file.js';
+import { FP, Fingerprinter } from '../../lib/repo/fingerprint.js';
 
 const hash = (s: string) => createHash('sha256').update(s).digest();
 const pack = (n: number) => hash(`pack${n}`).toString('hex');
@@ -35,6 +37,46 @@ describe('RefTable', () => {
     expect(t.addRef({ sha256: hash('same').toString('hex'), pack: pack(9), offset: 7, length: 10 })).toBe(a);
     const c = t.addRef(hash('new chunk').toString('hex'));
     expect(t.ref(c)).toBe(hash('new chunk').toString('hex'));
+  });
+
+  it('keeps a fingerprint per blob through growth; an unknown one matches nothing', () => {
+    const t = new RefTable();
+    const f = new Fingerprinter(Buffer.from('repository id'));
+    const fp = Buffer.alloc(FP);
+    for (let i = 0; i < 5000; i++) {
+      const r = t.add(hash(`f${i}`), pack(1), i, 1);
+      if (i % 2 === 0) {
+        f.into(Buffer.from(`block ${i}`), fp);
+        t.setFp(r, fp);
+      }
+    }
+    const out = Buffer.alloc(FP);
+    for (let i = 0; i < 5000; i += 3) {
+      f.into(Buffer.from(`block ${i}`), fp);
+      expect(t.hasFp(i, fp)).toBe(i % 2 === 0);
+      t.fpInto(i, out, 0);
+      expect(out.equals(i % 2 === 0 ? fp : Buffer.alloc(FP))).toBe(true);
+    }
+    // zeros mean "unknown": they never match, nor replace a known fingerprint
+    f.into(Buffer.from('block 0'), fp);
+    t.setFp(0, Buffer.alloc(FP));
+    expect(t.hasFp(0, fp)).toBe(true);
+    expect(t.hasFp(1, Buffer.alloc(FP))).toBe(false);
+  });
+
+  it('a fingerprint depends on the data and on the repository secret, and is never all zeros', () => {
+    const of = (key: string, data: Buffer) => {
+      const out = Buffer.alloc(FP);
+      new Fingerprinter(Buffer.from(key)).into(data, out);
+      return out.toString('hex');
+    };
+    const page = Buffer.alloc(32768, 7);
+    const other = Buffer.from(page);
+    other[20000] = 8;
+    expect(of('a', page)).toBe(of('a', Buffer.from(page)));
+    expect(of('a', other)).not.toBe(of('a', page));
+    expect(of('b', page)).not.toBe(of('a', page));
+    expect(of('a', Buffer.alloc(0))).not.toBe('0'.repeat(32));
   });
 
   it('moves a blob to another pack', () => {
