@@ -161,8 +161,9 @@ export function isTerminal(state: JobState): boolean {
 // ---- job results ------------------------------------------------------------------
 
 export interface SnapshotResult {
-  files: number;
-  bytes: number;
+  /** what the snapshot holds; absent when it is the live data read in place (the upload's counts are then what was read) */
+  files?: number;
+  bytes?: number;
   /** time the service was stopped or writes were blocked, if at all */
   downtimeMs: number;
   snapshotMs: number;

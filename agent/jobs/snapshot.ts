@@ -1,5 +1,5 @@
 /** Jobs `snapshot` (the plugin produces the files into a snapshot dir) and `cleanup`. */
-import { mkdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { snapshotSets } from './sets.js';
 import { treeSize } from '../../lib/tree.js';
@@ -30,13 +30,18 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
       },
     });
   });
-  const size = { files: 0, bytes: 0 };
+  // a set that is the live data read in place (a symlink) is counted by the upload that reads it, not walked twice
+  let size: { files: number; bytes: number } | undefined = { files: 0, bytes: 0 };
   for (const set of await snapshotSets(dir)) {
+    if ((await lstat(join(dir, set))).isSymbolicLink()) {
+      size = undefined;
+      break;
+    }
     const s = await treeSize(join(dir, set));
     size.files += s.files;
     size.bytes += s.bytes;
   }
-  return { files: size.files, bytes: size.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), copiedBytes: outcome.copiedBytes, configFiles: outcome.configFiles };
+  return { files: size?.files, bytes: size?.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), copiedBytes: outcome.copiedBytes, configFiles: outcome.configFiles };
 }
 
 export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>): Promise<{ removed: string }> {

@@ -32,15 +32,16 @@ import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { readFileAt } from '../../lib/fd.js';
 import type { Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type FileEntry, type FileEntryText, type IndexEntry, type IndexToWrite } from '../../lib/repo/index-file.js';
+import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type FileEntry, type FileEntryText, type IndexToWrite } from '../../lib/repo/index-file.js';
 import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, unknownFp, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
-import { metaOf, RACY_MS, walkTree, type Meta, type Ranges, type TreeEntry } from '../../lib/tree.js';
+import { metaOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
+import { Columns } from './columns.js';
 import { collect, collectIfGrown } from '../../lib/memory.js';
 
 const MiB = 1024 * 1024;
@@ -208,9 +209,30 @@ interface OldFile extends Content {
   seen?: { ino: number; ctimeMs: number };
 }
 
-/** An index entry as the upload holds it until the index is written: a file's chunks are refs. */
+/** A file's index entry with its chunks as refs (made from its row as the index is written). */
 type FileRecord = Omit<FileEntry, 'chunks'> & { first: number; count: number };
-type Entry = Exclude<IndexEntry, FileEntry> | FileRecord;
+
+/** The previous backup's files, a row each, found by path; each taken (and let go) when its file is. */
+class OldFiles {
+  readonly cols = new Columns();
+  private readonly rows = new Map<string, number>();
+
+  add(e: FileEntry, first: number): void {
+    const r = this.cols.add(e.path, 'file');
+    this.cols.setMeta(r, e);
+    this.cols.setContent(r, { size: e.size, block: e.block, sha256: e.sha256, first, count: e.chunks.length });
+    if (e.seen) this.cols.setSig(r, e.seen, true);
+    this.rows.set(e.path, r);
+  }
+
+  /** the file at `path` in the previous backup, if it was there */
+  take(path: string): OldFile | undefined {
+    const r = this.rows.get(path);
+    if (r === undefined) return undefined;
+    this.rows.delete(path);
+    return { ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };
+  }
+}
 
 /**
  * Every blob the upload knows to be stored (the previous backup's, earlier runs' pending
@@ -232,18 +254,17 @@ class Known {
     return { sha256: contentHashOf(this.table, this.lists, first, refs.length), size, first, count: refs.length };
   }
 
-  /** a file entry of an index read back, its chunks made refs (with their fingerprints, when it has them) */
-  oldFile(e: FileEntry): OldFile {
+  /** the chunks of a file entry read back, made refs (with their fingerprints, when it has them): where their run starts */
+  oldRefs(e: FileEntry): number {
     const fps = e.fp === undefined ? undefined : Buffer.from(e.fp, 'base64');
     const usable = fps?.length === FP * e.chunks.length;
-    const first = this.lists.push(
+    return this.lists.push(
       e.chunks.map((c, i) => {
         const r = this.table.addRef(c);
         if (usable) this.table.setFp(r, fps, i * FP);
         return r;
       }),
     );
-    return { sha256: e.sha256, size: e.size, block: e.block, first, count: e.chunks.length, mtimeMs: e.mtimeMs, seen: e.seen };
   }
 
   /** the index entry of a file record, its chunks as JSON text, for as long as it is written */
@@ -697,24 +718,6 @@ async function uploadFile(
   return uploadBlocks(abs, block, old, repo, writer, signal, onBytes);
 }
 
-/**
- * What the upload keeps of a walked entry: its index path, metadata and change signature,
- * not its Stats (on Node 20 each carries four Dates: ~25 MiB at 30k files).
- */
-interface Walked {
-  /** set-relative index path ("data/sub/file"); the snapshot file is at snapRoot/path */
-  path: string;
-  type: TreeEntry['type'];
-  size: number;
-  meta: Meta;
-  ino: number;
-  ctimeMs: number;
-}
-
-function slim(set: string, e: TreeEntry): Walked {
-  return { path: e.rel === '' ? set : `${set}/${e.rel}`, type: e.type, size: e.stat.size, meta: metaOf(e.stat), ino: e.stat.ino, ctimeMs: e.stat.ctimeMs };
-}
-
 export interface UploadTarget {
   backupId: string;
   node: string;
@@ -726,7 +729,7 @@ export interface UploadTarget {
 /** The previous backup's index of a component: its head, its files by path, and every blob it references. */
 interface Previous {
   head: ComponentIndex;
-  files: Map<string, OldFile>;
+  files: OldFiles;
   known: Known;
 }
 
@@ -740,14 +743,19 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       // what a damaged index gave before its bad part is dropped with it
       // about as many blocks as this backup's (most of them the same), each in a run of the old index and of the new
       const known = new Known(Math.ceil(blocks * 1.05), 2 * blocks);
-      const files = new Map<string, OldFile>();
+      const files = new OldFiles();
       const head = await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
-        for (const e of entries) if (e.type === 'file') files.set(e.path, known.oldFile(e));
+        for (const e of entries) if (e.type === 'file') files.add(e, known.oldRefs(e));
         // the part's objects (~4× its JSON) are garbage now, most of them already old
         collectIfGrown();
       });
       // an unchanged file carried over from an older index gets this index's kind of hash, from its block hashes
-      if (!hashesBlocks(head)) for (const f of files.values()) if (f.count > 1) f.sha256 = contentHashOf(known.table, known.lists, f.first, f.count);
+      if (!hashesBlocks(head)) {
+        for (let r = 0; r < files.cols.length; r++) {
+          const { first, count } = files.cols.blocksOf(r);
+          if (count > 1) files.cols.setSha(r, contentHashOf(known.table, known.lists, first, count));
+        }
+      }
       return { head, files, known };
     } catch (err) {
       // a damaged older backup only costs dedup, never this backup
@@ -774,14 +782,24 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
   return keys;
 }
 
-/** The upload's entries as an index writes them, each file's made when it is written. */
-function indexEntries(entries: Entry[], known: Known): IndexToWrite['entries'] {
+/** The upload's rows as an index writes them, each entry made when it is written. */
+function indexEntries(rows: Columns, known: Known): IndexToWrite['entries'] {
   let aboutBytes = 0;
-  for (const e of entries) aboutBytes += entryJsonAbout(e.path, e.type === 'file' ? e.count : 0);
+  for (let r = 0; r < rows.length; r++) aboutBytes += entryJsonAbout(rows.path(r), rows.type(r) === 'file' ? rows.blocksOf(r).count : 0);
   return {
     aboutBytes,
     *[Symbol.iterator]() {
-      for (const e of entries) yield e.type === 'file' ? known.entry(e) : e;
+      for (let r = 0; r < rows.length; r++) {
+        const type = rows.type(r);
+        const path = rows.path(r);
+        if (type === 'dir') yield { type, path, ...rows.meta(r) };
+        else if (type === 'symlink') yield { type, path, ...rows.meta(r), target: rows.target(r) };
+        else {
+          const { size, block, sha256, first, count } = rows.content(r);
+          const seen = rows.seenSig(r);
+          yield known.entry({ type, path, ...rows.meta(r), size, sha256, ...(block !== undefined ? { block } : {}), first, count, ...(seen ? { seen } : {}) });
+        }
+      }
     },
   };
 }
@@ -789,27 +807,33 @@ function indexEntries(entries: Entry[], known: Known): IndexToWrite['entries'] {
 export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: string[], target: UploadTarget, ctx: JobContext): Promise<UploadResult> {
   const t0 = performance.now();
   ctx.progress({ phase: 'scanning' });
-  // each walked entry is let go once its index entry is made (as is its previous one, below)
-  const walked: (Walked | undefined)[] = [];
+  // every entry walked, a row each (its index path, metadata, change signature; not its Stats,
+  // which on Node 20 carry four Dates each); its file's content is added once uploaded
+  const rows = new Columns();
   // every stat below comes after this moment
   const walkedFrom = Date.now();
   for (const set of sets) {
-    for await (const e of walkTree(join(snapRoot, set), (rel, why) => ctx.log.warn({ path: rel, why }, 'skipped'))) walked.push(slim(set, e));
+    for await (const e of walkTree(join(snapRoot, set), (rel, why) => ctx.log.warn({ path: rel, why }, 'skipped'))) {
+      const r = rows.add(e.rel === '' ? set : `${set}/${e.rel}`, e.type);
+      rows.setMeta(r, metaOf(e.stat));
+      rows.setSize(r, e.stat.size);
+      rows.setSig(r, { ino: e.stat.ino, ctimeMs: e.stat.ctimeMs }, false);
+    }
   }
   let fileCount = 0;
   let bytesTotal = 0;
   let blocks = 0;
-  for (const w of walked) {
-    if (w?.type !== 'file') continue;
+  for (let r = 0; r < rows.length; r++) {
+    if (rows.type(r) !== 'file') continue;
     fileCount++;
-    bytesTotal += w.size;
-    blocks += blocksAbout(w.size, repo.config);
+    bytesTotal += rows.sizeOf(r);
+    blocks += blocksAbout(rows.sizeOf(r), repo.config);
   }
 
   // a hash is a hash whatever the block size it was cut at: all of them dedup
   const previous = await previousIndex(repo, target, ctx, blocks);
   const known = previous?.known ?? new Known(blocks, blocks);
-  const before = previous?.files ?? new Map<string, OldFile>();
+  const before = previous?.files ?? new OldFiles();
   const writer = new BlobWriter(repo, target, ctx.signal, known);
   const pendingKeys = await pendingBlobs(repo, target, ctx, known);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
@@ -818,7 +842,6 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.head.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: fileCount });
 
-  const entries: Entry[] = new Array(walked.length);
   const result: UploadResult = {
     indexKey: indexKey(target.backupId, target.node, target.component),
     indexSha256: '',
@@ -837,29 +860,25 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   let bytesDone = 0;
   let filesDone = 0;
   const todo: number[] = [];
-  walked.forEach((w, i) => {
-    if (w?.type !== 'dir') todo.push(i);
-    else {
-      entries[i] = { type: 'dir', path: w.path, ...w.meta };
-      walked[i] = undefined;
-      result.dirs++;
-    }
-  });
+  for (let r = 0; r < rows.length; r++) {
+    if (rows.type(r) !== 'dir') todo.push(r);
+    else result.dirs++;
+  }
   await forEachLimit(
     todo,
     FILE_CONCURRENCY,
-    async (i) => {
-      const w = walked[i]!;
-      walked[i] = undefined;
-      const { path, meta } = w;
+    async (r) => {
+      const path = rows.path(r);
       const abs = join(snapRoot, path);
-      if (w.type === 'symlink') {
-        entries[i] = { type: 'symlink', path, ...meta, target: await readlink(abs) };
+      if (rows.type(r) === 'symlink') {
+        rows.setTarget(r, await readlink(abs));
         result.symlinks++;
         return;
       }
-      const old = before.get(path);
-      before.delete(path);
+      const size = rows.sizeOf(r);
+      const mtimeMs = rows.mtimeMs(r);
+      const sig = rows.sig(r);
+      const old = before.take(path);
       let up: Uploaded;
       const slash = path.indexOf('/');
       // a set the snapshot says nothing of is not known to be unchanged
@@ -868,8 +887,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       // size and mtime alone miss a rewrite that keeps both (same size, mtime set back or in the
       // same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps both.
       // A file the snapshot did not touch in the previous backup's copy is that backup's file
-      const same = old && old.size === w.size && old.mtimeMs === meta.mtimeMs;
-      if (same && ((inSet && change === undefined) || (old.seen && old.seen.ino === w.ino && (target.linked || old.seen.ctimeMs === w.ctimeMs)))) {
+      const same = old && old.size === size && old.mtimeMs === mtimeMs;
+      if (same && ((inSet && change === undefined) || (old.seen && old.seen.ino === sig.ino && (target.linked || old.seen.ctimeMs === sig.ctimeMs)))) {
         up = { ...old, read: 0 };
         result.filesUnchanged!++;
         bytesDone += old.size;
@@ -878,7 +897,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
           repo,
           writer,
           abs,
-          w.size,
+          size,
           old,
           ctx.signal,
           (n) => {
@@ -890,18 +909,9 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
         result.bytesRead! += up.read;
       }
       // a change in the same tick of the kernel's coarse clock may not show in ctime: only settled files count as seen
-      const settled = walkedFrom - Math.max(w.ctimeMs, meta.mtimeMs) > RACY_MS;
-      entries[i] = {
-        type: 'file',
-        path,
-        ...meta,
-        size: up.size,
-        sha256: up.sha256,
-        ...(up.block && up.count > 1 ? { block: up.block } : {}),
-        first: up.first,
-        count: up.count,
-        ...(settled ? { seen: { ino: w.ino, ctimeMs: w.ctimeMs } } : {}),
-      };
+      const settled = walkedFrom - Math.max(sig.ctimeMs, mtimeMs) > RACY_MS;
+      rows.setContent(r, { size: up.size, block: up.block && up.count > 1 ? up.block : undefined, sha256: up.sha256, first: up.first, count: up.count });
+      rows.setSig(r, sig, settled);
       result.chunks += up.count;
       ctx.progress({ bytesDone, filesDone: ++filesDone });
     },
@@ -919,7 +929,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     component: target.component,
     chunkSize: repo.config.chunkSize,
     sets,
-    entries: indexEntries(entries, known),
+    entries: indexEntries(rows, known),
   };
   result.indexSha256 = await repo.writeIndex(result.indexKey, index);
   // the index now references what earlier runs' pending records protected. This run's own

@@ -29,6 +29,7 @@ export class RefTable {
   private fps = Buffer.alloc(FP * 1024);
   private readonly packIds: string[] = [];
   private readonly packNumbers = new Map<string, number>();
+  private lastPack = -1;
   /** open addressing by hash: ref + 1, 0 is empty; at most half full */
   private slots = new Int32Array(2048);
   // a random key mixed into the slot of a hash: content chosen to collide cannot pile up
@@ -136,11 +137,14 @@ export class RefTable {
   }
 
   private packNumber(id: string): number {
+    // a file's blocks come pack after pack: most refs are in the pack of the one before
+    if (id === this.packIds[this.lastPack]) return this.lastPack;
     let n = this.packNumbers.get(id);
     if (n === undefined) {
       n = this.packIds.push(id) - 1;
       this.packNumbers.set(id, n);
     }
+    this.lastPack = n;
     return n;
   }
 
