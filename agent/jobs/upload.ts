@@ -20,5 +20,6 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
   // every set the snapshot produced (restorable data, and files captured for the record)
   const sets = await snapshotSets(dir);
   const linked = plugin.linksLiveFiles?.(config) ?? false;
-  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, linked }, ctx);
+  const cacheFile = node.indexCacheFile(repo.id, req.component);
+  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, linked, cacheFile }, ctx);
 }

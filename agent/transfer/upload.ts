@@ -32,16 +32,18 @@ import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { readFileAt } from '../../lib/fd.js';
 import type { Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type FileEntry, type FileEntryText, type IndexToWrite } from '../../lib/repo/index-file.js';
-import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
-import { FP, unknownFp, type Fingerprinter } from '../../lib/repo/fingerprint.js';
+import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '../../lib/repo/index-file.js';
+import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
+import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingPrefix } from '../../lib/repo/layout.js';
 import { metaOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
+import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
+import { readIndexCache, writeIndexCache } from './index-cache.js';
 import { collect, collectIfGrown } from '../../lib/memory.js';
 
 const MiB = 1024 * 1024;
@@ -192,98 +194,6 @@ interface Stats {
 function digest(data: Buffer, stats: Stats): Buffer {
   stats.bytesHashed += data.length;
   return createHash('sha256').update(data).digest();
-}
-
-/** A file's content as the upload holds it: its blocks are `count` refs in `Known.lists` from `first`. */
-interface Content {
-  sha256: string;
-  size: number;
-  block?: number;
-  first: number;
-  count: number;
-}
-
-/** A file as the previous backup stored it, and what told then whether it changed. */
-interface OldFile extends Content {
-  mtimeMs: number;
-  seen?: { ino: number; ctimeMs: number };
-}
-
-/** A file's index entry with its chunks as refs (made from its row as the index is written). */
-type FileRecord = Omit<FileEntry, 'chunks'> & { first: number; count: number };
-
-/** The previous backup's files, a row each, found by path; each taken (and let go) when its file is. */
-class OldFiles {
-  readonly cols = new Columns();
-  private readonly rows = new Map<string, number>();
-
-  add(e: FileEntry, first: number): void {
-    const r = this.cols.add(e.path, 'file');
-    this.cols.setMeta(r, e);
-    this.cols.setContent(r, { size: e.size, block: e.block, sha256: e.sha256, first, count: e.chunks.length });
-    if (e.seen) this.cols.setSig(r, e.seen, true);
-    this.rows.set(e.path, r);
-  }
-
-  /** the file at `path` in the previous backup, if it was there */
-  take(path: string): OldFile | undefined {
-    const r = this.rows.get(path);
-    if (r === undefined) return undefined;
-    this.rows.delete(path);
-    return { ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };
-  }
-}
-
-/**
- * Every blob the upload knows to be stored (the previous backup's, earlier runs' pending
- * ones, its own), compactly (lib/repo/ref-table.ts), and each file's run of them.
- */
-class Known {
-  readonly table = new RefTable();
-  readonly lists = new RefLists();
-
-  /** room for `blocks` refs and `runs` refs in files' runs, told up front */
-  constructor(blocks: number, runs: number) {
-    this.table.reserve(blocks);
-    this.lists.reserve(runs);
-  }
-
-  /** the content of `size` bytes cut into blocks whose refs are `refs`, in order */
-  content(refs: number[], size: number): Content {
-    const first = this.lists.push(refs);
-    return { sha256: contentHashOf(this.table, this.lists, first, refs.length), size, first, count: refs.length };
-  }
-
-  /** the chunks of a file entry read back, made refs (with their fingerprints, when it has them): where their run starts */
-  oldRefs(e: FileEntry): number {
-    const fps = e.fp === undefined ? undefined : Buffer.from(e.fp, 'base64');
-    const usable = fps?.length === FP * e.chunks.length;
-    return this.lists.push(
-      e.chunks.map((c, i) => {
-        const r = this.table.addRef(c);
-        if (usable) this.table.setFp(r, fps, i * FP);
-        return r;
-      }),
-    );
-  }
-
-  /** the index entry of a file record, its chunks as JSON text, for as long as it is written */
-  entry(rec: FileRecord): FileEntryText {
-    const { first, count, ...file } = rec;
-    const fp = count > 1 ? this.fpText(first, count) : undefined;
-    return { file: fp === undefined ? file : { ...file, fp }, chunks: count, chunkJson: (i) => this.table.refJson(this.lists.at(first + i)) };
-  }
-
-  /** the fingerprints of `count` blocks from `first` as an index holds them; none when not one is known */
-  private fpText(first: number, count: number): string | undefined {
-    const out = Buffer.allocUnsafe(count * FP);
-    let known = false;
-    for (let i = 0; i < count; i++) {
-      this.table.fpInto(this.lists.at(first + i), out, i * FP);
-      known ||= !unknownFp(out, i * FP);
-    }
-    return known ? out.toString('base64') : undefined;
-  }
 }
 
 /** Where blobs go: packs (a file's own, or shared) and chunk objects; dedup against what is known. */
@@ -724,13 +634,16 @@ export interface UploadTarget {
   component: string;
   /** the snapshot's files are hard links of the live ones: linking changed their ctime, so it tells nothing */
   linked?: boolean;
+  /** where the agent keeps its copy of the component's last index (index-cache.ts); none: always read from the repository */
+  cacheFile?: string;
 }
 
-/** The previous backup's index of a component: its head, its files by path, and every blob it references. */
+/** The previous backup's index of a component: its backup, its files by path, every blob it references, and where it was read. */
 interface Previous {
-  head: ComponentIndex;
+  backupId: string;
   files: OldFiles;
   known: Known;
+  from: NonNullable<UploadResult['previousIndex']>;
 }
 
 /** The newest committed backup's index of this component, if any (what this run dedups against), read part by part. */
@@ -740,12 +653,19 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       const m = await manifest;
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
       if (!c) continue;
-      // what a damaged index gave before its bad part is dropped with it
       // about as many blocks as this backup's (most of them the same), each in a run of the old index and of the new
-      const known = new Known(Math.ceil(blocks * 1.05), 2 * blocks);
-      const files = new OldFiles();
+      const fresh = () => ({ known: new Known(Math.ceil(blocks * 1.05), 2 * blocks), files: new OldFiles() });
+      if (target.cacheFile) {
+        const got = fresh();
+        const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: id, indexSha256: c.indexSha256 };
+        const cached = await readIndexCache(target.cacheFile, key, got.known, got.files).catch((err: unknown) => ({ ok: false as const, why: String(err) }));
+        if (cached.ok) return { backupId: id, ...got, from: 'local' };
+        ctx.log.info({ backupId: id, why: cached.why }, 'previous index read from the repository, not from the local copy');
+      }
+      // what a damaged index gave before its bad part is dropped with it
+      const { known, files } = fresh();
       const head = await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
-        for (const e of entries) if (e.type === 'file') files.add(e, known.oldRefs(e));
+        for (const e of entries) if (e.type === 'file') files.add(e.path, e, known.oldRefs(e), e.chunks.length);
         // the part's objects (~4× its JSON) are garbage now, most of them already old
         collectIfGrown();
       });
@@ -756,7 +676,7 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
           if (count > 1) files.cols.setSha(r, contentHashOf(known.table, known.lists, first, count));
         }
       }
-      return { head, files, known };
+      return { backupId: id, files, known, from: 'repository' };
     } catch (err) {
       // a damaged older backup only costs dedup, never this backup
       ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'previous backup unreadable; not used for dedup');
@@ -838,8 +758,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const pendingKeys = await pendingBlobs(repo, target, ctx, known);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);
-  const changes = recorded && previous && recorded.basedOn === previous.head.backupId ? recorded.sets : undefined;
-  if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.head.backupId }, 'snapshot changes are against another backup: changed files are read whole');
+  const changes = recorded && previous && recorded.basedOn === previous.backupId ? recorded.sets : undefined;
+  if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: fileCount });
 
   const result: UploadResult = {
@@ -855,6 +775,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     filesUnchanged: 0,
     bytesRead: 0,
     bytesHashed: 0,
+    ...(previous ? { previousIndex: previous.from } : {}),
     uploadMs: 0,
   };
   let bytesDone = 0;
@@ -932,6 +853,11 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     entries: indexEntries(rows, known),
   };
   result.indexSha256 = await repo.writeIndex(result.indexKey, index);
+  if (target.cacheFile) {
+    const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: result.indexSha256 };
+    // only ever a saving: without it the next backup reads the index from the repository
+    await writeIndexCache(target.cacheFile, key, rows, known).catch((err: unknown) => ctx.log.warn({ err: String(err), file: target.cacheFile }, 'local copy of the index not written'));
+  }
   // the index now references what earlier runs' pending records protected. This run's own
   // records stay until the next run: if this backup never commits, they still let it resume.
   for (const key of pendingKeys) await repo.driver.delete(key);

@@ -92,6 +92,21 @@ export class RefTable {
     return this.offsets[r]!;
   }
 
+  length(r: number): number {
+    return this.lengths[r]!;
+  }
+
+  /** the pack ref `r`'s blob is in (undefined: a chunk object) */
+  packId(r: number): string | undefined {
+    const p = this.packs[r]!;
+    return p === NO_PACK ? undefined : this.packIds[p];
+  }
+
+  /** ref `r`'s raw 32-byte hash (a view, valid until the table grows) */
+  hash(r: number): Buffer {
+    return this.hashes.subarray(r * HASH, r * HASH + HASH);
+  }
+
   /** ref `r`'s blob has the fingerprint at `at` in `fp` (unless that is unknown) */
   setFp(r: number, fp: Uint8Array, at = 0): void {
     if (!unknownFp(fp, at)) this.fps.set(fp.subarray(at, at + FP), r * FP);

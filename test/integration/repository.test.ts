@@ -114,6 +114,59 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(await sha()).toBe(backedUp);
   });
 
+  it("an incremental dedups against the agent's local copy of the last index; a damaged or missing copy is read from the repository, with the same result", async () => {
+    const d1 = cluster.agent('node1').data.data!;
+    const node1 = (r: BackupReport) => r.nodes.find((n) => n.node === 'node1')!.components[0]!.upload!;
+    const backup = async (name: string) => {
+      const r = await cli(['backup', 'create', '--name', name, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      return json<BackupReport>(r.stdout);
+    };
+    const change = async (at: number) => {
+      const fh = await open(join(d1, 'big.bin'), 'r+');
+      await fh.write(randomBytes(8192), 0, 8192, at);
+      await fh.close();
+    };
+    // the restore above gave every file a new change time: one backup, once they have settled, takes them as they are
+    await new Promise((r) => setTimeout(r, 2100));
+    await backup('settled');
+    const copies = join(cluster.agent('node1').stateDir, 'index-cache');
+    const [copy] = await readdir(copies);
+    expect(copy).toMatch(/-data\.idx$/);
+
+    await change(5 * 1024 * 1024);
+    const local = await backup('from-copy');
+    expect(node1(local).previousIndex).toBe('local');
+    expect(node1(local).bytesHashed).toBe(32 * 1024);
+
+    // a flipped byte in the copy: it is not used
+    const bytes = await readFile(join(copies, copy!));
+    bytes[bytes.length - 100]! ^= 0xff;
+    await writeFile(join(copies, copy!), bytes);
+    await change(50 * 1024 * 1024);
+    const damaged = await backup('copy-damaged');
+    expect(node1(damaged).previousIndex).toBe('repository');
+    expect(node1(damaged).bytesHashed).toBe(32 * 1024);
+    expect(damaged.totals.bytesNew).toBeLessThanOrEqual(32 * 1024 + 64);
+
+    // none at all: the same
+    await rm(copies, { recursive: true });
+    await change(100 * 1024 * 1024);
+    const missing = await backup('copy-missing');
+    expect(node1(missing).previousIndex).toBe('repository');
+    expect(node1(missing).bytesHashed).toBe(32 * 1024);
+    // and the copy is back for the next one
+    expect(node1(await backup('copy-again')).previousIndex).toBe('local');
+
+    // each of these restores to exactly what was backed up
+    const sha = async () => createHash('sha256').update(await readFile(join(d1, 'big.bin'))).digest('hex');
+    const backedUp = await sha();
+    await change(0);
+    const restored = await runCli(['restore', missing.backupId, '--node', 'node1', '--json'], { config: cluster.configFile });
+    expect(restored.code, restored.stdout + restored.stderr).toBe(0);
+    expect(await sha()).toBe(backedUp);
+  });
+
   it('verify passes on a good backup, reading all data back', async () => {
     const id = json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).at(-1)!.backupId;
     const r = await cli(['backup', 'verify', id, '--read-data', '--json']);

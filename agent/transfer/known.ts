@@ -1,0 +1,106 @@
+/**
+ * What an upload knows: every blob stored (compactly, lib/repo/ref-table.ts) with each
+ * file's run of them, and the previous backup's files.
+ */
+import { contentHashOf, RefLists, RefTable } from '../../lib/repo/ref-table.js';
+import { FP, unknownFp } from '../../lib/repo/fingerprint.js';
+import type { FileEntry, FileEntryText } from '../../lib/repo/index-file.js';
+import { Columns } from './columns.js';
+
+/** A file's content as the upload holds it: its blocks are `count` refs in `Known.lists` from `first`. */
+export interface Content {
+  sha256: string;
+  size: number;
+  block?: number;
+  first: number;
+  count: number;
+}
+
+/** A file as the previous backup stored it, and what told then whether it changed. */
+export interface OldFile extends Content {
+  mtimeMs: number;
+  seen?: { ino: number; ctimeMs: number };
+}
+
+/** A file's index entry with its chunks as refs (made from its row as the index is written). */
+export type FileRecord = Omit<FileEntry, 'chunks'> & { first: number; count: number };
+
+/** The previous backup's files, a row each, found by path; each taken (and let go) when its file is. */
+export class OldFiles {
+  readonly cols = new Columns();
+  private readonly rows = new Map<string, number>();
+
+  /** the file at `path` whose `count` blocks are refs in the lists from `first` */
+  add(path: string, f: Pick<FileEntry, 'size' | 'mtimeMs' | 'block' | 'sha256' | 'seen'>, first: number, count: number): void {
+    const r = this.cols.add(path, 'file');
+    this.cols.setMeta(r, { mode: 0, uid: 0, gid: 0, mtimeMs: f.mtimeMs });
+    this.cols.setContent(r, { size: f.size, block: f.block, sha256: f.sha256, first, count });
+    if (f.seen) this.cols.setSig(r, f.seen, true);
+    this.rows.set(path, r);
+  }
+
+  /** every file, in the order added */
+  *all(): Generator<{ path: string } & OldFile> {
+    for (let r = 0; r < this.cols.length; r++) yield { path: this.cols.path(r), ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };
+  }
+
+  /** the file at `path` in the previous backup, if it was there */
+  take(path: string): OldFile | undefined {
+    const r = this.rows.get(path);
+    if (r === undefined) return undefined;
+    this.rows.delete(path);
+    return { ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };
+  }
+}
+
+/**
+ * Every blob the upload knows to be stored (the previous backup's, earlier runs' pending
+ * ones, its own), compactly (lib/repo/ref-table.ts), and each file's run of them.
+ */
+export class Known {
+  readonly table = new RefTable();
+  readonly lists = new RefLists();
+
+  /** room for `blocks` refs and `runs` refs in files' runs, told up front */
+  constructor(blocks: number, runs: number) {
+    this.table.reserve(blocks);
+    this.lists.reserve(runs);
+  }
+
+  /** the content of `size` bytes cut into blocks whose refs are `refs`, in order */
+  content(refs: number[], size: number): Content {
+    const first = this.lists.push(refs);
+    return { sha256: contentHashOf(this.table, this.lists, first, refs.length), size, first, count: refs.length };
+  }
+
+  /** the chunks of a file entry read back, made refs (with their fingerprints, when it has them): where their run starts */
+  oldRefs(e: FileEntry): number {
+    const fps = e.fp === undefined ? undefined : Buffer.from(e.fp, 'base64');
+    const usable = fps?.length === FP * e.chunks.length;
+    return this.lists.push(
+      e.chunks.map((c, i) => {
+        const r = this.table.addRef(c);
+        if (usable) this.table.setFp(r, fps, i * FP);
+        return r;
+      }),
+    );
+  }
+
+  /** the index entry of a file record, its chunks as JSON text, for as long as it is written */
+  entry(rec: FileRecord): FileEntryText {
+    const { first, count, ...file } = rec;
+    const fp = count > 1 ? this.fpText(first, count) : undefined;
+    return { file: fp === undefined ? file : { ...file, fp }, chunks: count, chunkJson: (i) => this.table.refJson(this.lists.at(first + i)) };
+  }
+
+  /** the fingerprints of `count` blocks from `first` as an index holds them; none when not one is known */
+  private fpText(first: number, count: number): string | undefined {
+    const out = Buffer.allocUnsafe(count * FP);
+    let known = false;
+    for (let i = 0; i < count; i++) {
+      this.table.fpInto(this.lists.at(first + i), out, i * FP);
+      known ||= !unknownFp(out, i * FP);
+    }
+    return known ? out.toString('base64') : undefined;
+  }
+}
