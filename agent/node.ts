@@ -117,12 +117,13 @@ export class AgentNode {
     return `${live}.lockstep-old-${restoreId}`;
   }
 
-  async describe(): Promise<NodeDescription> {
+  /** `sizes`: count what each component's paths hold (a walk of every data directory) */
+  async describe(sizes = true): Promise<NodeDescription> {
     const components: ComponentDescription[] = [];
     for (const { config, plugin } of this.components.values()) {
       const ctx = this.ctx(AbortSignal.timeout(30_000));
       try {
-        const d = await plugin.node.describe(config, ctx);
+        const d = await plugin.node.describe(config, ctx, { sizes });
         components.push({ ...d, name: config.name, plugin: plugin.name, capabilities: [...plugin.capabilities], afterRestore: config.afterRestore });
       } catch (err) {
         components.push({

@@ -25,7 +25,11 @@ import type { AgentApp } from './server.js';
 import type { FreezeLeases } from './leases.js';
 
 export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner, leases: FreezeLeases): void {
-  app.get(`${API_PREFIX}/node`, { schema: { response: { 200: NodeDescriptionSchema } } }, async () => node.describe());
+  app.get<{ Querystring: { sizes?: boolean } }>(
+    `${API_PREFIX}/node`,
+    { schema: { querystring: Type.Object({ sizes: Type.Optional(Type.Boolean()) }), response: { 200: NodeDescriptionSchema } } },
+    async (req) => node.describe(req.query.sizes !== false),
+  );
 
   app.post<{ Body: { repositoryId: string; backupId?: string } }>(
     `${API_PREFIX}/preflight`,

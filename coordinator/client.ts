@@ -148,8 +148,9 @@ export class AgentClient {
     return parsed as T;
   }
 
-  describe(signal?: AbortSignal): Promise<NodeDescription> {
-    return this.call('GET', '/node', undefined, signal);
+  /** `sizes` false: the agent does not count what each component's paths hold (sizeBytes and files are absent) */
+  describe(signal?: AbortSignal, sizes = true): Promise<NodeDescription> {
+    return this.call('GET', sizes ? '/node' : '/node?sizes=false', undefined, signal);
   }
 
   preflight(repositoryId: string, signal?: AbortSignal): Promise<PreflightResult> {

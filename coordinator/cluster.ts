@@ -50,12 +50,12 @@ export class Cluster {
     return openRepositoryAt(this.config.repository, this.config.repositoryBaseDir);
   }
 
-  /** Describe every agent in parallel; an agent that fails is reported, not thrown. */
-  async describeAll(signal?: AbortSignal): Promise<Described[]> {
+  /** Describe every agent in parallel; an agent that fails is reported, not thrown. `sizes`: see `AgentClient.describe`. */
+  async describeAll(signal?: AbortSignal, sizes = true): Promise<Described[]> {
     return Promise.all(
       this.config.agents.map(async (a): Promise<Described> => {
         try {
-          return { node: a.node, address: a.address, description: await this.client(a.node).describe(signal) };
+          return { node: a.node, address: a.address, description: await this.client(a.node).describe(signal, sizes) };
         } catch (err) {
           return { node: a.node, address: a.address, error: toErrorInfo(err, 'LOCKSTEP_E_AGENT_UNREACHABLE', a.node) };
         }

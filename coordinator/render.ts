@@ -106,7 +106,8 @@ export function renderTopology(cluster: string, described: Described[]): string 
     out.push(`    repository: ${desc.repository.id ? `${desc.repository.location} (id ${desc.repository.id})` : `ERROR ${desc.repository.error?.message ?? ''}`}`);
     for (const c of desc.components) {
       out.push(`    ${c.name} [${c.plugin}] ${c.tier}, role ${c.role}, shard ${c.shard}: ${c.health.ok ? 'healthy' : `UNHEALTHY (${c.health.message})`}`);
-      for (const [set, p] of Object.entries(c.paths)) out.push(`      ${set}: ${p} (${c.files} files, ${bytes(c.sizeBytes)})`);
+      const size = c.files === undefined || c.sizeBytes === undefined ? 'not counted' : `${c.files} files, ${bytes(c.sizeBytes)}`;
+      for (const [set, p] of Object.entries(c.paths)) out.push(`      ${set}: ${p} (${size})`);
       if (c.configFiles.length) out.push(`      config files: ${c.configFiles.join(', ')}`);
     }
   }

@@ -34,8 +34,9 @@ export const ComponentDescriptionSchema = Type.Object({
   /** snapshot set → absolute path on the node */
   paths: Type.Record(Type.String(), Type.String()),
   configFiles: Type.Array(Type.String()),
-  sizeBytes: Type.Integer(),
-  files: Type.Integer(),
+  /** what its paths hold; absent when not asked for (a backup or restore does not walk a big data directory to count it) */
+  sizeBytes: Type.Optional(Type.Integer()),
+  files: Type.Optional(Type.Integer()),
   health: HealthSchema,
   capabilities: Type.Array(Type.String()),
   /** plugin facts the cluster half needs (e.g. an etcd member's name and peer URL) */

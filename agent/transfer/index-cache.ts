@@ -12,14 +12,15 @@
  * holds. Anything else (no copy, another backup's, a damaged one) and the index is read
  * from the repository as before: the copy only ever saves time.
  *
- * Layout: "LSIC1\n", a JSON header line, then the body: pack ids (32 bytes each); blobs
+ * Layout: "LSIC1\n", the body, a JSON header, its length (u32). The body: pack ids (32 bytes each); blobs
  * (hash 32, fingerprint 16, offset f64, length u32, pack i32: 64 bytes); files (size,
  * mtime, inode, ctime as f64, block and chunk count u32, seen u8, 7 bytes of padding,
  * content hash 32: 80 bytes); each file's chunks as blob numbers (u32); paths as a JSON
- * array.
+ * array. The header comes last: the body is written in pieces through one small buffer
+ * (a 5 GiB node's copy is ~12 MB) and hashed on the way.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { createHash, type Hash } from 'node:crypto';
+import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Columns } from './columns.js';
 import type { Known, OldFiles } from './known.js';
@@ -69,44 +70,120 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
       if (pack !== undefined && !packNumbers.has(pack)) packNumbers.set(pack, packNumbers.size);
     }
   }
-  const packs = Buffer.alloc(packNumbers.size * PACK);
-  for (const [id, n] of packNumbers) packs.write(id, n * PACK, PACK, 'hex');
-  const blobs = Buffer.alloc(refs.length * REF);
-  refs.forEach((ref, k) => {
-    const at = k * REF;
-    table.hash(ref).copy(blobs, at);
-    table.fpInto(ref, blobs, at + 32);
-    blobs.writeDoubleLE(table.offset(ref), at + 48);
-    blobs.writeUInt32LE(table.length(ref), at + 56);
-    const pack = table.packId(ref);
-    blobs.writeInt32LE(pack === undefined ? -1 : packNumbers.get(pack)!, at + 60);
-  });
-  const files = Buffer.alloc(fileRows.length * FILE);
-  const runList = Buffer.alloc(runs * 4);
-  let run = 0;
-  fileRows.forEach((r, k) => {
-    const at = k * FILE;
-    const c = rows.content(r);
-    const sig = rows.sig(r);
-    files.writeDoubleLE(c.size, at);
-    files.writeDoubleLE(rows.mtimeMs(r), at + 8);
-    files.writeDoubleLE(sig.ino, at + 16);
-    files.writeDoubleLE(sig.ctimeMs, at + 24);
-    files.writeUInt32LE(c.block ?? 0, at + 32);
-    files.writeUInt32LE(c.count, at + 36);
-    files.writeUInt8(rows.seenSig(r) ? 1 : 0, at + 40);
-    files.write(c.sha256, at + 48, 32, 'hex');
-    for (let i = 0; i < c.count; i++, run++) runList.writeUInt32LE(number[lists.at(c.first + i)]!, run * 4);
-  });
-  const paths = Buffer.from(JSON.stringify(fileRows.map((r) => rows.path(r))));
-  const body = [packs, blobs, files, runList, paths];
-  const sha = createHash('sha256');
-  for (const b of body) sha.update(b);
-  const header: Header = { ...key, packs: packNumbers.size, refs: refs.length, files: fileRows.length, runs, pathBytes: paths.length, bodySha256: sha.digest('hex') };
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp`;
-  await writeFile(tmp, Buffer.concat([Buffer.from(`${MAGIC}${JSON.stringify(header)}\n`), ...body]), { mode: 0o600 });
+  const out = new SectionWriter(await open(tmp, 'w', 0o600));
+  try {
+    await out.put(MAGIC.length, (b, at) => b.write(MAGIC, at, 'latin1'));
+    out.startBody();
+    for (const id of packNumbers.keys()) await out.put(PACK, (b, at) => b.write(id, at, PACK, 'hex'));
+    for (const ref of refs) {
+      // (an await on every put would cost a tick for each of ~130k blobs)
+      const wait = out.put(REF, (b, at) => {
+        table.hash(ref).copy(b, at);
+        table.fpInto(ref, b, at + 32);
+        b.writeDoubleLE(table.offset(ref), at + 48);
+        b.writeUInt32LE(table.length(ref), at + 56);
+        const pack = table.packId(ref);
+        b.writeInt32LE(pack === undefined ? -1 : packNumbers.get(pack)!, at + 60);
+      });
+      if (wait) await wait;
+    }
+    for (const r of fileRows) {
+      const c = rows.content(r);
+      const sig = rows.sig(r);
+      const wait = out.put(FILE, (b, at) => {
+        b.fill(0, at, at + FILE);
+        b.writeDoubleLE(c.size, at);
+        b.writeDoubleLE(rows.mtimeMs(r), at + 8);
+        b.writeDoubleLE(sig.ino, at + 16);
+        b.writeDoubleLE(sig.ctimeMs, at + 24);
+        b.writeUInt32LE(c.block ?? 0, at + 32);
+        b.writeUInt32LE(c.count, at + 36);
+        b.writeUInt8(rows.seenSig(r) ? 1 : 0, at + 40);
+        b.write(c.sha256, at + 48, 32, 'hex');
+      });
+      if (wait) await wait;
+    }
+    for (const r of fileRows) {
+      const { first, count } = rows.blocksOf(r);
+      for (let i = 0; i < count; i++) {
+        const wait = out.put(4, (b, at) => b.writeUInt32LE(number[lists.at(first + i)]!, at));
+        if (wait) await wait;
+      }
+    }
+    const paths = Buffer.from(JSON.stringify(fileRows.map((r) => rows.path(r))));
+    await out.put(paths.length, (b, at) => paths.copy(b, at));
+    const header: Header = { ...key, packs: packNumbers.size, refs: refs.length, files: fileRows.length, runs, pathBytes: paths.length, bodySha256: await out.endBody() };
+    const text = Buffer.from(JSON.stringify(header));
+    await out.put(text.length + 4, (b, at) => b.writeUInt32LE(text.length, at + text.copy(b, at)));
+    await out.close();
+  } catch (err) {
+    await out.close().catch(() => undefined);
+    throw err;
+  }
   await rename(tmp, file);
+}
+
+/** A file written in pieces through one 1 MiB buffer, hashing what is between `startBody` and `endBody`. */
+class SectionWriter {
+  private readonly buf = Buffer.allocUnsafe(1024 * 1024);
+  private used = 0;
+  private at = 0;
+  private hashFrom = -1;
+  private sha: Hash | undefined;
+
+  constructor(private readonly fh: FileHandle) {}
+
+  /** `n` bytes, filled in by `fill` at `at` in `b`; most go into the buffer without waiting */
+  put(n: number, fill: (b: Buffer, at: number) => void): Promise<void> | undefined {
+    if (this.used + n <= this.buf.length) {
+      fill(this.buf, this.used);
+      this.used += n;
+      return undefined;
+    }
+    return this.putAfterFlush(n, fill);
+  }
+
+  private async putAfterFlush(n: number, fill: (b: Buffer, at: number) => void): Promise<void> {
+    await this.flush();
+    if (n <= this.buf.length) {
+      fill(this.buf, 0);
+      this.used = n;
+      return;
+    }
+    const big = Buffer.allocUnsafe(n);
+    fill(big, 0);
+    this.sha?.update(big);
+    await this.fh.write(big, 0, n, this.at);
+    this.at += n;
+  }
+
+  startBody(): void {
+    this.hashFrom = this.used;
+    this.sha = createHash('sha256');
+  }
+
+  async endBody(): Promise<string> {
+    await this.flush();
+    const digest = this.sha!.digest('hex');
+    this.sha = undefined;
+    return digest;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.used === 0) return;
+    this.sha?.update(this.buf.subarray(Math.max(0, this.hashFrom), this.used));
+    this.hashFrom = 0;
+    await this.fh.write(this.buf, 0, this.used, this.at);
+    this.at += this.used;
+    this.used = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.fh.close();
+  }
 }
 
 /**
@@ -120,21 +197,23 @@ export async function readIndexCache(file: string, key: CacheKey, known: Known, 
   } catch {
     return { ok: false, why: 'no local copy' };
   }
-  if (buf.toString('latin1', 0, MAGIC.length) !== MAGIC) return { ok: false, why: 'not a copy of an index' };
-  const eol = buf.indexOf(10, MAGIC.length);
+  if (buf.length < MAGIC.length + 4 || buf.toString('latin1', 0, MAGIC.length) !== MAGIC) return { ok: false, why: 'not a copy of an index' };
+  const headerBytes = buf.readUInt32LE(buf.length - 4);
+  const bodyEnd = buf.length - 4 - headerBytes;
+  if (bodyEnd < MAGIC.length) return { ok: false, why: 'damaged (header length)' };
   let h: Header;
   try {
-    h = JSON.parse(buf.toString('utf8', MAGIC.length, eol)) as Header;
+    h = JSON.parse(buf.toString('utf8', bodyEnd, buf.length - 4)) as Header;
   } catch {
     return { ok: false, why: 'damaged header' };
   }
   for (const k of ['repositoryId', 'node', 'component', 'backupId', 'indexSha256'] as const) {
     if (h[k] !== key[k]) return { ok: false, why: `a copy of another index (${k} ${String(h[k])})` };
   }
-  const start = eol + 1;
+  const start = MAGIC.length;
   const ends = [h.packs * PACK, h.refs * REF, h.files * FILE, h.runs * 4, h.pathBytes].reduce<number[]>((acc, n) => [...acc, acc.at(-1)! + n], [start]);
-  if (![h.packs, h.refs, h.files, h.runs, h.pathBytes].every((n) => Number.isSafeInteger(n) && n >= 0) || ends.at(-1) !== buf.length) return { ok: false, why: 'damaged (wrong length)' };
-  if (createHash('sha256').update(buf.subarray(start)).digest('hex') !== h.bodySha256) return { ok: false, why: 'damaged (hash)' };
+  if (![h.packs, h.refs, h.files, h.runs, h.pathBytes].every((n) => Number.isSafeInteger(n) && n >= 0) || ends.at(-1) !== bodyEnd) return { ok: false, why: 'damaged (wrong length)' };
+  if (createHash('sha256').update(buf.subarray(start, bodyEnd)).digest('hex') !== h.bodySha256) return { ok: false, why: 'damaged (hash)' };
 
   const [packsAt, refsAt, filesAt, runsAt, pathsAt] = ends;
   const packIds = Array.from({ length: h.packs }, (_, n) => buf.toString('hex', packsAt! + n * PACK, packsAt! + (n + 1) * PACK));
@@ -147,7 +226,7 @@ export async function readIndexCache(file: string, key: CacheKey, known: Known, 
     known.table.setFp(ref, buf, at + 32);
     refOf[k] = ref;
   }
-  const paths = JSON.parse(buf.toString('utf8', pathsAt, buf.length)) as string[];
+  const paths = JSON.parse(buf.toString('utf8', pathsAt, bodyEnd)) as string[];
   if (!Array.isArray(paths) || paths.length !== h.files) return { ok: false, why: 'damaged (paths)' };
   let run = runsAt!;
   const chunks: number[] = [];

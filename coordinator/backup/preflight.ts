@@ -13,7 +13,8 @@ export async function preflight(ctx: BackupContext): Promise<void> {
   if (await repo.hasManifest(ctx.backupId)) {
     throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${ctx.backupId} already exists`, { hint: 'wait a second or pick another --name' });
   }
-  const described = await cluster.describeAll(ctx.signal);
+  // what the components hold is counted by the upload that reads it, not by a walk beforehand
+  const described = await cluster.describeAll(ctx.signal, false);
   const problems: string[] = [];
   await Promise.all(
     described.map(async (d) => {

@@ -44,7 +44,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
       hint: 'restore it anyway with --allow-partial (those shards keep their current data), or pick a complete backup',
     });
   }
-  const described = await ctx.cluster.describeAll(ctx.signal);
+  const described = await ctx.cluster.describeAll(ctx.signal, false);
   const down = described.filter((d) => !d.description);
   if (down.length > 0) {
     throw new LockstepError('LOCKSTEP_E_PREFLIGHT_FAILED', `cannot plan the restore; nothing was changed:\n  ${down.map((d) => `${d.node}: ${d.error?.message}`).join('\n  ')}`);

@@ -22,7 +22,7 @@ async function currentRoles(ctx: RestoreContext): Promise<Map<string, string>> {
   const nodes = new Set(ctx.targets.filter((t) => getPlugin(t.live.plugin)?.cluster.stopOrder).map((t) => t.node));
   await Promise.all(
     [...nodes].map(async (node) => {
-      const d = await ctx.cluster.client(node).describe(ctx.signal).catch(() => undefined);
+      const d = await ctx.cluster.client(node).describe(ctx.signal, false).catch(() => undefined);
       for (const c of d?.components ?? []) roles.set(`${node}/${c.name}`, c.role);
     }),
   );

@@ -54,7 +54,8 @@ export interface SnapshotTarget {
 export interface EngineNode<C extends ComponentBase> {
   /** snapshot set → absolute path; restore puts each set back at its path */
   paths(comp: C): Record<string, string>;
-  describe(comp: C, ctx: NodeContext): Promise<Omit<ComponentDescription, 'name' | 'plugin' | 'capabilities'>>;
+  /** `sizes`: count what its paths hold (sizeBytes, files), which may mean walking a big data directory */
+  describe(comp: C, ctx: NodeContext, opts: { sizes: boolean }): Promise<Omit<ComponentDescription, 'name' | 'plugin' | 'capabilities'>>;
   health(comp: C, ctx: NodeContext): Promise<Health>;
   /**
    * Produce the component's files under `target.into/<set>/`. A plugin that stops the

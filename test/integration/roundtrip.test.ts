@@ -61,6 +61,20 @@ describe('backup and restore of three nodes', () => {
     expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
   });
 
+  it('topology counts what each component holds; a backup does not walk the data to count it', async () => {
+    const r = await runCli(['topology', '--json'], { config: cluster.configFile });
+    expect(r.code, r.stderr).toBe(0);
+    const nodes = json<{ nodes: { node: string; description: { components: { files?: number; sizeBytes?: number }[] } }[] }>(r.stdout).nodes;
+    const node2 = nodes.find((n) => n.node === 'node2')!.description.components[0]!;
+    expect(node2.files).toBe(before[1]!.filter((e) => e.type === 'file').length);
+    expect(node2.sizeBytes).toBeGreaterThan(50 * 1024 * 1024);
+    // the upload counted it (the snapshot is the live data, read in place: no count of its own)
+    const show = json<Manifest>((await runCli(['backup', 'show', backupId, '--json'], { config: cluster.configFile })).stdout);
+    const c2 = show.report.nodes.find((n) => n.node === 'node2')!.components[0]!;
+    expect(c2.upload!.files).toBe(node2.files);
+    expect(c2.snapshot!.files).toBeUndefined();
+  });
+
   it('lists and shows the backup from the repository alone', async () => {
     const list = await runCli(['backup', 'list', '--json'], { config: cluster.configFile });
     expect(list.code).toBe(0);

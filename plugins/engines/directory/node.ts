@@ -100,9 +100,9 @@ export const directoryNode = {
     return { data: comp.path };
   },
 
-  async describe(comp, ctx) {
+  async describe(comp, ctx, { sizes }) {
     const exists = await stat(comp.path).then((st) => st.isDirectory(), () => false);
-    const size = exists ? await treeSize(comp.path) : { files: 0, bytes: 0 };
+    const size = !sizes ? undefined : exists ? await treeSize(comp.path) : { files: 0, bytes: 0 };
     const health = await runHealthOnce(comp, ctx, 10_000);
     return {
       tier: comp.tier,
@@ -110,8 +110,7 @@ export const directoryNode = {
       shard: comp.shard ?? `${ctx.node}/${comp.name}`,
       paths: { data: comp.path },
       configFiles: comp.configFiles ?? [],
-      sizeBytes: size.bytes,
-      files: size.files,
+      ...(size ? { sizeBytes: size.bytes, files: size.files } : {}),
       health: exists ? health : { ok: false, message: `data directory ${comp.path} does not exist or is not a directory` },
     };
   },
