@@ -76,42 +76,45 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
   try {
     await out.put(MAGIC.length, (b, at) => b.write(MAGIC, at, 'latin1'));
     out.startBody();
-    for (const id of packNumbers.keys()) await out.put(PACK, (b, at) => b.write(id, at, PACK, 'hex'));
-    for (const ref of refs) {
-      // (an await on every put would cost a tick for each of ~130k blobs)
-      const wait = out.put(REF, (b, at) => {
-        table.hash(ref).copy(b, at);
-        table.fpInto(ref, b, at + 32);
-        b.writeDoubleLE(table.offset(ref), at + 48);
-        b.writeUInt32LE(table.length(ref), at + 56);
-        const pack = table.packId(ref);
-        b.writeInt32LE(pack === undefined ? -1 : packNumbers.get(pack)!, at + 60);
-      });
-      if (wait) await wait;
-    }
-    for (const r of fileRows) {
+    const packIds = [...packNumbers.keys()];
+    await out.items(packIds.length, PACK, (k, b, at) => b.write(packIds[k]!, at, PACK, 'hex'));
+    await out.items(refs.length, REF, (k, b, at) => {
+      const ref = refs[k]!;
+      table.copyHash(ref, b, at);
+      table.fpInto(ref, b, at + 32);
+      b.writeDoubleLE(table.offset(ref), at + 48);
+      b.writeUInt32LE(table.length(ref), at + 56);
+      const pack = table.packId(ref);
+      b.writeInt32LE(pack === undefined ? -1 : packNumbers.get(pack)!, at + 60);
+    });
+    await out.items(fileRows.length, FILE, (k, b, at) => {
+      const r = fileRows[k]!;
       const c = rows.content(r);
       const sig = rows.sig(r);
-      const wait = out.put(FILE, (b, at) => {
-        b.fill(0, at, at + FILE);
-        b.writeDoubleLE(c.size, at);
-        b.writeDoubleLE(rows.mtimeMs(r), at + 8);
-        b.writeDoubleLE(sig.ino, at + 16);
-        b.writeDoubleLE(sig.ctimeMs, at + 24);
-        b.writeUInt32LE(c.block ?? 0, at + 32);
-        b.writeUInt32LE(c.count, at + 36);
-        b.writeUInt8(rows.seenSig(r) ? 1 : 0, at + 40);
-        b.write(c.sha256, at + 48, 32, 'hex');
-      });
-      if (wait) await wait;
-    }
-    for (const r of fileRows) {
-      const { first, count } = rows.blocksOf(r);
-      for (let i = 0; i < count; i++) {
-        const wait = out.put(4, (b, at) => b.writeUInt32LE(number[lists.at(first + i)]!, at));
-        if (wait) await wait;
+      b.fill(0, at, at + FILE);
+      b.writeDoubleLE(c.size, at);
+      b.writeDoubleLE(rows.mtimeMs(r), at + 8);
+      b.writeDoubleLE(sig.ino, at + 16);
+      b.writeDoubleLE(sig.ctimeMs, at + 24);
+      b.writeUInt32LE(c.block ?? 0, at + 32);
+      b.writeUInt32LE(c.count, at + 36);
+      b.writeUInt8(rows.seenSig(r) ? 1 : 0, at + 40);
+      b.write(c.sha256, at + 48, 32, 'hex');
+    });
+    // each file's chunks in turn, as one run of blob numbers
+    let f = 0;
+    let i = 0;
+    await out.items(runs, 4, (_k, b, at) => {
+      for (;;) {
+        const { first, count } = rows.blocksOf(fileRows[f]!);
+        if (i < count) {
+          b.writeUInt32LE(number[lists.at(first + i++)]!, at);
+          return;
+        }
+        f++;
+        i = 0;
       }
-    }
+    });
     const paths = Buffer.from(JSON.stringify(fileRows.map((r) => rows.path(r))));
     await out.put(paths.length, (b, at) => paths.copy(b, at));
     const header: Header = { ...key, packs: packNumbers.size, refs: refs.length, files: fileRows.length, runs, pathBytes: paths.length, bodySha256: await out.endBody() };
@@ -134,6 +137,15 @@ class SectionWriter {
   private sha: Hash | undefined;
 
   constructor(private readonly fh: FileHandle) {}
+
+  /** `count` items of `size` bytes each (at most the buffer), item `k` filled in by `fill` at `at` in `b` */
+  async items(count: number, size: number, fill: (k: number, b: Buffer, at: number) => void): Promise<void> {
+    for (let k = 0; k < count; k++) {
+      if (this.used + size > this.buf.length) await this.flush();
+      fill(k, this.buf, this.used);
+      this.used += size;
+    }
+  }
 
   /** `n` bytes, filled in by `fill` at `at` in `b`; most go into the buffer without waiting */
   put(n: number, fill: (b: Buffer, at: number) => void): Promise<void> | undefined {

@@ -102,9 +102,9 @@ export class RefTable {
     return p === NO_PACK ? undefined : this.packIds[p];
   }
 
-  /** ref `r`'s raw 32-byte hash (a view, valid until the table grows) */
-  hash(r: number): Buffer {
-    return this.hashes.subarray(r * HASH, r * HASH + HASH);
+  /** copy ref `r`'s raw 32-byte hash to `at` in `out` */
+  copyHash(r: number, out: Buffer, at: number): void {
+    this.hashes.copy(out, at, r * HASH, r * HASH + HASH);
   }
 
   /** ref `r`'s blob has the fingerprint at `at` in `fp` (unless that is unknown) */
