@@ -3,7 +3,7 @@
  * cluster CA (TLS refuses anything else), and this hook admits only the coordinator
  * role. Every route has a JSON schema; every error answers with a stable code.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
@@ -36,7 +36,8 @@ export async function createServer(node: AgentNode, runner: JobRunner, leases: F
   const app = Fastify({
     https: { key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
     loggerInstance: log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // every request is not a log line (the agent logs jobs, not polls of them)
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, allErrors: true } },
   });
