@@ -12,15 +12,16 @@
  * holds. Anything else (no copy, another backup's, a damaged one) and the index is read
  * from the repository as before: the copy only ever saves time.
  *
- * Layout: "LSIC1\n", the body, a JSON header, its length (u32). The body: pack ids (32 bytes each); blobs
- * (hash 32, fingerprint 16, offset f64, length u32, pack i32: 64 bytes); files (size,
- * mtime, inode, ctime as f64, block and chunk count u32, seen u8, 7 bytes of padding,
- * content hash 32: 80 bytes); each file's chunks as blob numbers (u32); paths as a JSON
- * array. The header comes last: the body is written in pieces through one small buffer
- * (a 5 GiB node's copy is ~12 MB) and hashed on the way.
+ * Layout: "LSIC1\n", the body, a JSON header, its length (u32). The body: pack ids (32
+ * bytes each); blobs (hash 32, fingerprint 16, offset f64, length u32, pack i32: 64 bytes);
+ * then per file: size, mtime, inode, ctime (f64), block, chunk count (u32), seen (u8, 3
+ * bytes of padding), path length (u32), content hash (32) in 80 bytes, its path (UTF-8),
+ * its chunks as blob numbers (u32). The header comes last and every file carries its own
+ * path and chunks, so the copy is written and read front to back through one 1 MiB buffer
+ * and hashed on the way (a 5 GiB node's copy is ~12 MB; none is ever held whole).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Columns } from './columns.js';
 import type { Known, OldFiles } from './known.js';
@@ -43,8 +44,8 @@ interface Header extends CacheKey {
   packs: number;
   refs: number;
   files: number;
-  runs: number;
-  pathBytes: number;
+  /** bytes from the end of the magic to the header */
+  bodyBytes: number;
   bodySha256: string;
 }
 
@@ -56,12 +57,10 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
   const refs: number[] = [];
   const packNumbers = new Map<string, number>();
   const fileRows: number[] = [];
-  let runs = 0;
   for (let r = 0; r < rows.length; r++) {
     if (rows.type(r) !== 'file') continue;
     fileRows.push(r);
     const { first, count } = rows.blocksOf(r);
-    runs += count;
     for (let i = 0; i < count; i++) {
       const ref = lists.at(first + i);
       if (number[ref]! >= 0) continue;
@@ -87,37 +86,28 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
       const pack = table.packId(ref);
       b.writeInt32LE(pack === undefined ? -1 : packNumbers.get(pack)!, at + 60);
     });
-    await out.items(fileRows.length, FILE, (k, b, at) => {
-      const r = fileRows[k]!;
+    for (const r of fileRows) {
       const c = rows.content(r);
       const sig = rows.sig(r);
-      b.fill(0, at, at + FILE);
-      b.writeDoubleLE(c.size, at);
-      b.writeDoubleLE(rows.mtimeMs(r), at + 8);
-      b.writeDoubleLE(sig.ino, at + 16);
-      b.writeDoubleLE(sig.ctimeMs, at + 24);
-      b.writeUInt32LE(c.block ?? 0, at + 32);
-      b.writeUInt32LE(c.count, at + 36);
-      b.writeUInt8(rows.seenSig(r) ? 1 : 0, at + 40);
-      b.write(c.sha256, at + 48, 32, 'hex');
-    });
-    // each file's chunks in turn, as one run of blob numbers
-    let f = 0;
-    let i = 0;
-    await out.items(runs, 4, (_k, b, at) => {
-      for (;;) {
-        const { first, count } = rows.blocksOf(fileRows[f]!);
-        if (i < count) {
-          b.writeUInt32LE(number[lists.at(first + i++)]!, at);
-          return;
-        }
-        f++;
-        i = 0;
-      }
-    });
-    const paths = Buffer.from(JSON.stringify(fileRows.map((r) => rows.path(r))));
-    await out.put(paths.length, (b, at) => paths.copy(b, at));
-    const header: Header = { ...key, packs: packNumbers.size, refs: refs.length, files: fileRows.length, runs, pathBytes: paths.length, bodySha256: await out.endBody() };
+      const path = Buffer.from(rows.path(r));
+      const wait = out.put(FILE + path.length, (b, at) => {
+        b.fill(0, at, at + FILE);
+        b.writeDoubleLE(c.size, at);
+        b.writeDoubleLE(rows.mtimeMs(r), at + 8);
+        b.writeDoubleLE(sig.ino, at + 16);
+        b.writeDoubleLE(sig.ctimeMs, at + 24);
+        b.writeUInt32LE(c.block ?? 0, at + 32);
+        b.writeUInt32LE(c.count, at + 36);
+        b.writeUInt8(rows.seenSig(r) ? 1 : 0, at + 40);
+        b.writeUInt32LE(path.length, at + 44);
+        b.write(c.sha256, at + 48, 32, 'hex');
+        path.copy(b, at + FILE);
+      });
+      if (wait) await wait;
+      await out.items(c.count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(c.first + i)]!, at));
+    }
+    const bodySha256 = await out.endBody();
+    const header: Header = { ...key, packs: packNumbers.size, refs: refs.length, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
     const text = Buffer.from(JSON.stringify(header));
     await out.put(text.length + 4, (b, at) => b.writeUInt32LE(text.length, at + text.copy(b, at)));
     await out.close();
@@ -135,6 +125,8 @@ class SectionWriter {
   private at = 0;
   private hashFrom = -1;
   private sha: Hash | undefined;
+  /** bytes hashed so far */
+  bodyBytes = 0;
 
   constructor(private readonly fh: FileHandle) {}
 
@@ -166,7 +158,7 @@ class SectionWriter {
     }
     const big = Buffer.allocUnsafe(n);
     fill(big, 0);
-    this.sha?.update(big);
+    this.hash(big);
     await this.fh.write(big, 0, n, this.at);
     this.at += n;
   }
@@ -185,11 +177,17 @@ class SectionWriter {
 
   private async flush(): Promise<void> {
     if (this.used === 0) return;
-    this.sha?.update(this.buf.subarray(Math.max(0, this.hashFrom), this.used));
+    this.hash(this.buf.subarray(Math.max(0, this.hashFrom), this.used));
     this.hashFrom = 0;
     await this.fh.write(this.buf, 0, this.used, this.at);
     this.at += this.used;
     this.used = 0;
+  }
+
+  private hash(b: Buffer): void {
+    if (!this.sha) return;
+    this.sha.update(b);
+    this.bodyBytes += b.length;
   }
 
   async close(): Promise<void> {
@@ -198,68 +196,158 @@ class SectionWriter {
   }
 }
 
+/** A file read front to back through one 1 MiB buffer, hashing what it gives. */
+class SectionReader {
+  readonly buf = Buffer.allocUnsafe(1024 * 1024);
+  private start = 0;
+  private end = 0;
+  private readonly sha = createHash('sha256');
+
+  constructor(
+    private readonly fh: FileHandle,
+    private at: number,
+    private left: number,
+  ) {}
+
+  /** whether the next `n` bytes (at most the buffer) are there to take: at once when buffered (no wait) */
+  need(n: number): boolean | Promise<boolean> {
+    return this.end - this.start >= n || this.fill(n);
+  }
+
+  /** where in `buf` the next `n` bytes are (after `need(n)` said they are there) */
+  next(n: number): number {
+    const at = this.start;
+    this.start += n;
+    return at;
+  }
+
+  private async fill(n: number): Promise<boolean> {
+    if (n > this.buf.length || n > this.left + this.end - this.start) return false;
+    this.buf.copy(this.buf, 0, this.start, this.end);
+    this.end -= this.start;
+    this.start = 0;
+    while (this.end < n) {
+      const { bytesRead } = await this.fh.read(this.buf, this.end, Math.min(this.buf.length - this.end, this.left), this.at);
+      if (bytesRead === 0) return false;
+      this.sha.update(this.buf.subarray(this.end, this.end + bytesRead));
+      this.end += bytesRead;
+      this.at += bytesRead;
+      this.left -= bytesRead;
+    }
+    return true;
+  }
+
+  /** whether everything was taken, and its SHA-256 */
+  done(): { all: boolean; sha256: string } {
+    return { all: this.left === 0 && this.start === this.end, sha256: this.sha.digest('hex') };
+  }
+}
+
 /**
  * Fill `known` and `files` from the copy at `file` if it is the copy of the index `key`
  * names and undamaged; false (with `why`) if not, and they may then hold part of it.
  */
 export async function readIndexCache(file: string, key: CacheKey, known: Known, files: OldFiles): Promise<{ ok: true } | { ok: false; why: string }> {
-  let buf: Buffer;
+  let fh: FileHandle;
   try {
-    buf = await readFile(file);
+    fh = await open(file, 'r');
   } catch {
     return { ok: false, why: 'no local copy' };
   }
-  if (buf.length < MAGIC.length + 4 || buf.toString('latin1', 0, MAGIC.length) !== MAGIC) return { ok: false, why: 'not a copy of an index' };
-  const headerBytes = buf.readUInt32LE(buf.length - 4);
-  const bodyEnd = buf.length - 4 - headerBytes;
-  if (bodyEnd < MAGIC.length) return { ok: false, why: 'damaged (header length)' };
+  try {
+    return await readCopy(fh, key, known, files);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function readCopy(fh: FileHandle, key: CacheKey, known: Known, files: OldFiles): Promise<{ ok: true } | { ok: false; why: string }> {
+  const size = (await fh.stat()).size;
+  const small = Buffer.alloc(Math.min(size, 64 * 1024));
+  if (size < MAGIC.length + 4) return { ok: false, why: 'not a copy of an index' };
+  await fh.read(small, 0, MAGIC.length, 0);
+  if (small.toString('latin1', 0, MAGIC.length) !== MAGIC) return { ok: false, why: 'not a copy of an index' };
+  await fh.read(small, 0, 4, size - 4);
+  const headerBytes = small.readUInt32LE(0);
+  const bodyEnd = size - 4 - headerBytes;
+  if (bodyEnd < MAGIC.length || headerBytes > small.length) return { ok: false, why: 'damaged (header length)' };
+  await fh.read(small, 0, headerBytes, bodyEnd);
   let h: Header;
   try {
-    h = JSON.parse(buf.toString('utf8', bodyEnd, buf.length - 4)) as Header;
+    h = JSON.parse(small.toString('utf8', 0, headerBytes)) as Header;
   } catch {
     return { ok: false, why: 'damaged header' };
   }
   for (const k of ['repositoryId', 'node', 'component', 'backupId', 'indexSha256'] as const) {
     if (h[k] !== key[k]) return { ok: false, why: `a copy of another index (${k} ${String(h[k])})` };
   }
-  const start = MAGIC.length;
-  const ends = [h.packs * PACK, h.refs * REF, h.files * FILE, h.runs * 4, h.pathBytes].reduce<number[]>((acc, n) => [...acc, acc.at(-1)! + n], [start]);
-  if (![h.packs, h.refs, h.files, h.runs, h.pathBytes].every((n) => Number.isSafeInteger(n) && n >= 0) || ends.at(-1) !== bodyEnd) return { ok: false, why: 'damaged (wrong length)' };
-  if (createHash('sha256').update(buf.subarray(start, bodyEnd)).digest('hex') !== h.bodySha256) return { ok: false, why: 'damaged (hash)' };
+  if (![h.packs, h.refs, h.files].every((n) => Number.isSafeInteger(n) && n >= 0) || h.bodyBytes !== bodyEnd - MAGIC.length) return { ok: false, why: 'damaged (wrong length)' };
 
-  const [packsAt, refsAt, filesAt, runsAt, pathsAt] = ends;
-  const packIds = Array.from({ length: h.packs }, (_, n) => buf.toString('hex', packsAt! + n * PACK, packsAt! + (n + 1) * PACK));
-  const refOf = new Uint32Array(h.refs);
-  for (let k = 0; k < h.refs; k++) {
-    const at = refsAt! + k * REF;
-    const pack = buf.readInt32LE(at + 60);
-    if (pack >= h.packs) return { ok: false, why: 'damaged (pack number)' };
-    const ref = known.table.add(buf.subarray(at, at + 32), pack < 0 ? undefined : packIds[pack], buf.readDoubleLE(at + 48), buf.readUInt32LE(at + 56));
-    known.table.setFp(ref, buf, at + 32);
-    refOf[k] = ref;
+  // what was taken in before a damage shows is let go by the caller
+  const damaged = (what: string) => ({ ok: false as const, why: `damaged (${what})` });
+  const body = new SectionReader(fh, MAGIC.length, h.bodyBytes);
+  const b = body.buf;
+  const packIds: string[] = [];
+  for (let n = 0; n < h.packs; n++) {
+    let ok = body.need(PACK);
+    if (ok !== true) ok = await ok;
+    if (!ok) return damaged('packs');
+    const at = body.next(PACK);
+    packIds.push(b.toString('hex', at, at + PACK));
   }
-  const paths = JSON.parse(buf.toString('utf8', pathsAt, bodyEnd)) as string[];
-  if (!Array.isArray(paths) || paths.length !== h.files) return { ok: false, why: 'damaged (paths)' };
-  let run = runsAt!;
+  const refOf = new Uint32Array(h.refs);
+  for (let k = 0; k < h.refs; ) {
+    // as many blobs as are buffered, without a wait for each
+    const batch = Math.min(h.refs - k, Math.floor(b.length / REF));
+    let ok = body.need(batch * REF);
+    if (ok !== true) ok = await ok;
+    if (!ok) return damaged('blobs');
+    for (const last = k + batch; k < last; k++) {
+      const at = body.next(REF);
+      const pack = b.readInt32LE(at + 60);
+      if (pack >= h.packs) return damaged('pack number');
+      const ref = known.table.add(b.subarray(at, at + 32), pack < 0 ? undefined : packIds[pack], b.readDoubleLE(at + 48), b.readUInt32LE(at + 56));
+      known.table.setFp(ref, b, at + 32);
+      refOf[k] = ref;
+    }
+  }
   const chunks: number[] = [];
   for (let k = 0; k < h.files; k++) {
-    const at = filesAt! + k * FILE;
-    const count = buf.readUInt32LE(at + 36);
+    let ok = body.need(FILE);
+    if (ok !== true) ok = await ok;
+    if (!ok) return damaged('files');
+    const at = body.next(FILE);
+    const count = b.readUInt32LE(at + 36);
+    const block = b.readUInt32LE(at + 32);
+    const pathBytes = b.readUInt32LE(at + 44);
+    const f = {
+      size: b.readDoubleLE(at),
+      mtimeMs: b.readDoubleLE(at + 8),
+      block: block > 0 ? block : undefined,
+      sha256: b.toString('hex', at + 48, at + 80),
+      seen: b[at + 40] === 1 ? { ino: b.readDoubleLE(at + 16), ctimeMs: b.readDoubleLE(at + 24) } : undefined,
+    };
+    ok = body.need(pathBytes);
+    if (ok !== true) ok = await ok;
+    if (!ok) return damaged('paths');
+    const pathAt = body.next(pathBytes);
+    const path = b.toString('utf8', pathAt, pathAt + pathBytes);
     chunks.length = 0;
-    if (run + count * 4 > pathsAt!) return { ok: false, why: 'damaged (chunk lists)' };
-    for (let i = 0; i < count; i++, run += 4) {
-      const k2 = buf.readUInt32LE(run);
-      if (k2 >= h.refs) return { ok: false, why: 'damaged (blob number)' };
-      chunks.push(refOf[k2]!);
+    for (let i = 0; i < count; ) {
+      const batch = Math.min(count - i, Math.floor(b.length / 4));
+      let ok = body.need(batch * 4);
+      if (ok !== true) ok = await ok;
+      if (!ok) return damaged('chunk lists');
+      for (const last = i + batch; i < last; i++) {
+        const n = b.readUInt32LE(body.next(4));
+        if (n >= h.refs) return damaged('blob number');
+        chunks.push(refOf[n]!);
+      }
     }
-    const block = buf.readUInt32LE(at + 32);
-    const seen = buf[at + 40] === 1 ? { ino: buf.readDoubleLE(at + 16), ctimeMs: buf.readDoubleLE(at + 24) } : undefined;
-    files.add(
-      paths[k]!,
-      { size: buf.readDoubleLE(at), mtimeMs: buf.readDoubleLE(at + 8), block: block > 0 ? block : undefined, sha256: buf.toString('hex', at + 48, at + 80), seen },
-      known.lists.push(chunks),
-      count,
-    );
+    files.add(path, f, known.lists.push(chunks), count);
   }
+  const end = body.done();
+  if (!end.all) return damaged('wrong length');
+  if (end.sha256 !== h.bodySha256) return damaged('hash');
   return { ok: true };
 }

@@ -42,7 +42,7 @@ function uploaded(): { rows: Columns; known: Known } {
       }
       refs.push(r);
     }
-    const r = rows.add(`data/f${f}`, 'file');
+    const r = rows.add(f % 7 === 0 ? `data/fé-ü-${f}` : `data/f${f}`, 'file');
     rows.setMeta(r, { mode: 0o644, uid: 0, gid: 0, mtimeMs: 1_700_000_000_000 + f * 1.5 });
     const c = known.content(refs, refs.length * 32768 - (f % 100));
     rows.setContent(r, { ...c, block: c.count > 1 ? 32768 : undefined });
