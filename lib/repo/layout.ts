@@ -6,8 +6,10 @@
  *   chunks/<n0n1>/<name>                              one chunk of a large file; name = sha256 of the
  *                                                     content, or its HMAC when encrypted
  *   packs/<p0p1>/<pack-id>                            blocks in file order and small files, back to back (~4 MiB)
- *   pending/<node>/<component>/<pack-id>.json         blobs of a pack a backup wrote but has not
- *                                                     indexed yet: the next run reuses them (resume)
+ *   pending/<node>/<component>/<backup-id>/<pack-id>.json
+ *                                                     blobs of a pack a backup wrote but has not
+ *                                                     indexed yet: the next run reuses them (resume);
+ *                                                     older lockstep wrote <component>/<pack-id>.json
  *   backups/<backup-id>/nodes/<node>/<component>.json per-component file index (written by agents)
  *   backups/<backup-id>/nodes/<node>/<component>.parts/NNNNNN.json
  *                                                     the entries of an index too big for one object
@@ -30,8 +32,14 @@ export function pendingPrefix(node: string, component: string): string {
   return `pending/${node}/${component}/`;
 }
 
-export function pendingKey(node: string, component: string, packId: string): string {
-  return `${pendingPrefix(node, component)}${packId}.json`;
+export function pendingKey(node: string, component: string, backupId: string, packId: string): string {
+  return `${pendingPrefix(node, component)}${backupId}/${packId}.json`;
+}
+
+/** the backup that wrote the pending record at `key` under `prefix` (undefined: an older record, which does not say) */
+export function pendingBackupOf(prefix: string, key: string): string | undefined {
+  const parts = key.slice(prefix.length).split('/');
+  return parts.length === 2 ? parts[0] : undefined;
 }
 
 export function backupPrefix(backupId: string): string {

@@ -198,9 +198,9 @@ export class Repository {
   }
 
   /** Store a pack (blobs already encoded, back to back), then the pending record that lets a later run reuse it. */
-  async putPack(record: PendingRecord, body: Buffer, at: { node: string; component: string }, signal?: AbortSignal): Promise<void> {
+  async putPack(record: PendingRecord, body: Buffer, at: { node: string; component: string; backupId: string }, signal?: AbortSignal): Promise<void> {
     await this.driver.put(packKey(record.pack), body, signal);
-    await this.driver.put(pendingKey(at.node, at.component, record.pack), await this.codec.encode(Buffer.from(JSON.stringify(record))));
+    await this.driver.put(pendingKey(at.node, at.component, at.backupId, record.pack), await this.codec.encode(Buffer.from(JSON.stringify(record))));
   }
 
   async readPending(key: string): Promise<PendingRecord> {

@@ -1,6 +1,6 @@
 /** The `fs` storage driver: a local or shared (NFS, CephFS …) directory. */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
@@ -175,10 +175,18 @@ export class FsDriver implements StorageDriver {
   }
 
   async delete(key: string): Promise<void> {
+    const file = this.path(key);
     try {
-      await unlink(this.path(key));
+      await unlink(file);
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw this.wrap(err, 'delete', key);
+    }
+    // a run's pending records sit in a folder of their own (pending/<node>/<component>/<backup>/):
+    // the folder goes with its last record, or one empty folder per backup would pile up
+    if (key.startsWith('pending/') && key.split('/').length === 5) {
+      const dir = dirname(file);
+      this.dirs.delete(dir);
+      await rmdir(dir).catch(() => undefined);
     }
   }
 

@@ -156,7 +156,11 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(node1(missing).previousIndex).toBe('repository');
     expect(node1(missing).bytesHashed).toBe(32 * 1024);
     // and the copy is back for the next one
-    expect(node1(await backup('copy-again')).previousIndex).toBe('local');
+    const again = await backup('copy-again');
+    expect(node1(again).previousIndex).toBe('local');
+    // what earlier runs left to resume from is gone once a later index holds it: only the newest backup's records may remain
+    const left = await readdir(join(cluster.repoDir, 'pending', 'node1', 'data')).catch(() => [] as string[]);
+    expect(left.filter((id) => id !== again.backupId)).toEqual([]);
 
     // each of these restores to exactly what was backed up
     const sha = async () => createHash('sha256').update(await readFile(join(d1, 'big.bin'))).digest('hex');
