@@ -90,7 +90,12 @@ export class Known {
   entry(rec: FileRecord): FileEntryText {
     const { first, count, ...file } = rec;
     const fp = count > 1 ? this.fpText(first, count) : undefined;
-    return { file: fp === undefined ? file : { ...file, fp }, chunks: count, chunkJson: (i) => this.table.refJson(this.lists.at(first + i)) };
+    return {
+      file: fp === undefined ? file : { ...file, fp },
+      chunks: count,
+      chunk: (i) => this.table.ref(this.lists.at(first + i)),
+      writeChunk: (i, out) => this.table.writeJson(this.lists.at(first + i), out),
+    };
   }
 
   /** the fingerprints of `count` blocks from `first` as an index holds them; none when not one is known */

@@ -133,15 +133,18 @@ export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: Iterable
 export interface FileEntryText {
   file: Omit<FileEntry, 'chunks'>;
   chunks: number;
-  chunkJson(i: number): string;
+  /** chunk `i` as an object */
+  chunk(i: number): ChunkRef;
+  /** chunk `i` written as JSON at the end of `out`: the bytes JSON.stringify makes of it */
+  writeChunk(i: number, out: JsonBuffer): void;
 }
 
 export type EntryToWrite = IndexEntry | FileEntryText;
 
 /** the entry itself (for an index small enough to be one object) */
 export function entryOf(e: EntryToWrite): IndexEntry {
-  if (!('chunkJson' in e)) return e;
-  return { ...e.file, chunks: Array.from({ length: e.chunks }, (_, i) => JSON.parse(e.chunkJson(i)) as ChunkRef) };
+  if (!('writeChunk' in e)) return e;
+  return { ...e.file, chunks: Array.from({ length: e.chunks }, (_, i) => e.chunk(i)) };
 }
 
 /** about how many bytes of JSON an index entry at `path` with `chunks` chunks makes (~160 a chunk, ~22 its fingerprint) */
@@ -183,28 +186,40 @@ function checkPaths(entries: IndexEntry[], sets: string[], where: string): void 
 
 /**
  * Entries as JSON arrays of about `partBytes` bytes each (an entry is never split), in
- * order. Written piece by piece into one buffer that is reused from part to part (each
- * yielded `json` is only valid until the next is asked for): no string the size of an
- * index or of a big file's entry is ever made, only small ones that die young.
+ * order. Written piece by piece into `buffers` buffers taken in turn from part to part (a
+ * yielded `json` stays valid until `buffers` more are asked for: with two, one part can be
+ * stored while the next is made): no string the size of an index or of a big file's entry
+ * is ever made, only small ones that die young.
  */
-export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number): Generator<{ json: Buffer; entries: number }> {
-  const out = new JsonBuffer(partBytes + 64 * 1024);
+export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, buffers = 1): Generator<{ json: Buffer; entries: number }> {
+  const outs = Array.from({ length: buffers }, () => new JsonBuffer(partBytes + 64 * 1024));
+  let turn = 0;
+  let out = outs[0]!;
   let n = 0;
   out.put('[');
   for (const e of entries) {
     if (n > 0) out.put(',');
-    if ('chunkJson' in e || e.type === 'file') {
-      // the entry without its chunks, then the chunks one by one
-      const [head, count, chunk] = 'chunkJson' in e ? [e.file, e.chunks, (i: number) => e.chunkJson(i)] : fileParts(e);
+    if ('writeChunk' in e) {
+      // the entry without its chunks, then the chunks one by one, written as bytes
+      out.put(JSON.stringify(e.file).slice(0, -1));
+      out.put(',"chunks":[');
+      for (let i = 0; i < e.chunks; i++) {
+        if (i > 0) out.put(',');
+        e.writeChunk(i, out);
+      }
+      out.put(']}');
+    } else if (e.type === 'file') {
+      const { chunks, ...head } = e;
       out.put(JSON.stringify(head).slice(0, -1));
       out.put(',"chunks":[');
-      for (let i = 0; i < count; i++) out.put(i === 0 ? chunk(i) : `,${chunk(i)}`);
+      for (let i = 0; i < chunks.length; i++) out.put(i === 0 ? JSON.stringify(chunks[i]) : `,${JSON.stringify(chunks[i])}`);
       out.put(']}');
     } else out.put(JSON.stringify(e));
     n++;
     if (out.length >= partBytes) {
       out.put(']');
       yield { json: out.bytes(), entries: n };
+      out = outs[++turn % buffers]!;
       out.length = 0;
       n = 0;
       out.put('[');
@@ -216,13 +231,8 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number):
   }
 }
 
-function fileParts(e: FileEntry): [Omit<FileEntry, 'chunks'>, number, (i: number) => string] {
-  const { chunks, ...rest } = e;
-  return [rest, chunks.length, (i) => JSON.stringify(chunks[i])];
-}
-
 /** UTF-8 text appended to one buffer that grows when it must. */
-class JsonBuffer {
+export class JsonBuffer {
   private buf: Buffer;
   length = 0;
   constructor(size: number) {
@@ -230,13 +240,17 @@ class JsonBuffer {
   }
 
   put(text: string): void {
-    const most = text.length * 3;
-    if (this.length + most > this.buf.length) {
-      const bigger = Buffer.allocUnsafeSlow(Math.max(this.buf.length * 2, this.length + most));
+    this.length += this.room(text.length * 3).write(text, this.length);
+  }
+
+  /** the buffer, with room for `n` more bytes after `length` (write them there, then move `length` past them) */
+  room(n: number): Buffer {
+    if (this.length + n > this.buf.length) {
+      const bigger = Buffer.allocUnsafeSlow(Math.max(this.buf.length * 2, this.length + n));
       this.buf.copy(bigger, 0, 0, this.length);
       this.buf = bigger;
     }
-    this.length += this.buf.write(text, this.length);
+    return this.buf;
   }
 
   bytes(): Buffer {

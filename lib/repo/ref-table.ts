@@ -8,15 +8,43 @@
  * 32-byte hash, its pack (a number into a table of pack ids; -1 for a chunk object), the
  * offset and length of its stored form and its fingerprint (fingerprint.ts), in growing
  * arrays, and a slot in an open-addressing table by hash: ~90 bytes a block. A file's blocks are a run of numbers in `RefLists`.
- * An index is written from them as JSON text (`refJson`); `ChunkRef` objects are made only
+ * An index is written from them as JSON text (`writeJson`); `ChunkRef` objects are made only
  * for a pending record or an index small enough to be one object.
  */
 import { createHash, randomInt, type Hash } from 'node:crypto';
-import type { ChunkRef, PackRef } from './index-file.js';
+import type { ChunkRef, JsonBuffer, PackRef } from './index-file.js';
 import { FP, unknownFp } from './fingerprint.js';
 
 const HASH = 32;
 const NO_PACK = -1;
+
+const QUOTE = 0x22;
+const CLOSE = 0x7d;
+const JSON_SHA = Buffer.from('{"sha256":"', 'latin1');
+const JSON_PACK = Buffer.from('","pack":"', 'latin1');
+const JSON_OFFSET = Buffer.from('","offset":', 'latin1');
+const JSON_LENGTH = Buffer.from(',"length":', 'latin1');
+/** the longest a ref's JSON can be: its parts, a hash, a pack id of up to 128 characters, two numbers of up to 16 digits */
+const REF_JSON_MAX = JSON_SHA.length + 2 * HASH + JSON_PACK.length + 128 + JSON_OFFSET.length + 16 + JSON_LENGTH.length + 16 + 1;
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+
+/** the `HASH` bytes at `from` in `src` as lower-case hex at `at` in `out`; where they end */
+function hexInto(src: Buffer, from: number, out: Buffer, at: number): number {
+  for (let i = from; i < from + HASH; i++) {
+    const v = src[i]!;
+    out[at++] = HEX_DIGITS[v >> 4]!;
+    out[at++] = HEX_DIGITS[v & 15]!;
+  }
+  return at;
+}
+
+/** a whole number from 0 to 2^53 in decimal at `at` in `out`, as JSON writes it; where it ends */
+function digitsInto(n: number, out: Buffer, at: number): number {
+  let end = at + 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) end++;
+  for (let i = end - 1, x = n; i >= at; i--, x = Math.floor(x / 10)) out[i] = 0x30 + (x % 10);
+  return end;
+}
 
 export class RefTable {
   /** how many refs there are; ref `i` is 0 ≤ i < count */
@@ -139,10 +167,32 @@ export class RefTable {
   }
 
   /** `ref(r)` as JSON text (the same bytes JSON.stringify makes of it) */
-  refJson(r: number): string {
+  /**
+   * Write ref `r` as JSON (the bytes `JSON.stringify(this.ref(r))` makes) at the end of
+   * `out`, straight from the table: an index holds ~130k refs a 5 GiB node, and making a
+   * string of each first cost ~2 µs a ref.
+   */
+  writeJson(r: number, out: JsonBuffer): void {
     const p = this.packs[r]!;
-    const sha = this.sha(r);
-    return p === NO_PACK ? `"${sha}"` : `{"sha256":"${sha}","pack":"${this.packIds[p]!}","offset":${this.offsets[r]!},"length":${this.lengths[r]!}}`;
+    const b = out.room(REF_JSON_MAX);
+    let at = out.length;
+    if (p === NO_PACK) {
+      b[at++] = QUOTE;
+      at = hexInto(this.hashes, r * HASH, b, at);
+      b[at++] = QUOTE;
+    } else {
+      b.set(JSON_SHA, at);
+      at = hexInto(this.hashes, r * HASH, b, at + JSON_SHA.length);
+      b.set(JSON_PACK, at);
+      at += JSON_PACK.length;
+      at += b.write(this.packIds[p]!, at, 'latin1');
+      b.set(JSON_OFFSET, at);
+      at = digitsInto(this.offsets[r]!, b, at + JSON_OFFSET.length);
+      b.set(JSON_LENGTH, at);
+      at = digitsInto(this.lengths[r]!, b, at + JSON_LENGTH.length);
+      b[at++] = CLOSE;
+    }
+    out.length = at;
   }
 
   packRef(r: number): PackRef {

@@ -271,14 +271,20 @@ export class Repository {
   }
 
   /**
-   * Write a component index after making every chunk durable, then the index itself;
-   * returns the hash of its plain content for the manifest. An index whose entries take
-   * more than `partBytes` of JSON is stored as parts (each about that size) and a head that
-   * lists them with their hashes: no object, and no string in memory, grows with the
-   * node's size (a JSON string cannot pass 512 MiB).
+   * Write a component index and make it durable with every chunk put before it; returns
+   * the hash of its plain content for the manifest. Nothing refers to an index until its
+   * manifest is written, after this returns, so one flush at the end is enough: the flush
+   * started first only lets the disk take the chunks while the index is made (an
+   * incremental of a 5 GiB node waited ~150 ms for it before making its index).
+   * An index whose entries take more than `partBytes` of JSON is stored as parts (each
+   * about that size) and a head that lists them with their hashes: no object, and no
+   * string in memory, grows with the node's size (a JSON string cannot pass 512 MiB).
    */
   async writeIndex(key: string, given: ComponentIndex | IndexToWrite, partBytes = INDEX_PART_BYTES): Promise<string> {
-    await this.driver.flush();
+    const early = this.driver.flush().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     const parts: IndexPart[] = [];
     const from = given.entries;
     const about = Array.isArray(from) ? jsonSizeAbout(from) : from.aboutBytes;
@@ -287,17 +293,28 @@ export class Repository {
     // a small index's entries go in its one object
     const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : Array.from(from, entryOf) };
     if (split) {
-      for (const p of indexParts(from, partBytes)) {
-        const partKey = indexPartKey(key, parts.length + 1);
-        await this.driver.put(partKey, await this.codec.encode(p.json));
-        parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
+      // a part is compressed and stored while the next is made (in the other buffer)
+      let storing: Promise<void> = Promise.resolve();
+      try {
+        for (const p of indexParts(from, partBytes, 2)) {
+          const partKey = indexPartKey(key, parts.length + 1);
+          parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
+          const before = storing;
+          storing = this.codec.encode(p.json).then((stored) => this.driver.put(partKey, stored));
+          storing.catch(() => undefined); // awaited below; not unhandled while the one before is awaited
+          await before;
+        }
+        await storing;
+      } finally {
+        await storing.catch(() => undefined);
       }
     }
     const head: ComponentIndex =
       parts.length > 0 ? { ...index, version: INDEX_PARTS_VERSION, entries: [], parts } : { ...index, version: index.version === INDEX_PARTS_VERSION ? INDEX_VERSION : index.version, parts: undefined };
     const plain = Buffer.from(JSON.stringify(head));
-    await this.driver.flush();
     await this.driver.put(key, await this.codec.encode(plain));
+    const failed = await early;
+    if (failed) throw failed;
     await this.driver.flush();
     return sha256(plain);
   }

@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
-import { contentHash, entryOf, indexParts, type FileEntry, type FileEntryText } from '../../lib/repo/index-file.js';
+import { contentHash, entryOf, indexParts, JsonBuffer, type FileEntry, type FileEntryText } from '../../lib/repo/index-file.js';
 import { FP, Fingerprinter } from '../../lib/repo/fingerprint.js';
 
 const hash = (s: string) => createHash('sha256').update(s).digest();
@@ -101,11 +101,17 @@ describe('RefTable', () => {
 
   it('a ref as JSON text is what JSON.stringify makes of it; a file entry given as text is written as the same bytes', () => {
     const t = new RefTable();
-    const refs = [t.add(hash('packed'), pack(1), 12, 34), t.add(hash('chunk object'), undefined)];
-    for (const r of refs) expect(t.refJson(r)).toBe(JSON.stringify(t.ref(r)));
+    const refs = [t.add(hash('packed'), pack(1), 12, 34), t.add(hash('chunk object'), undefined), t.add(hash('far'), pack(2), 2 ** 53, 0xffffffff), t.add(hash('zero'), pack(3), 0, 0)];
+    const out = new JsonBuffer(4);
+    for (const r of refs) {
+      out.length = 0;
+      out.put('x');
+      t.writeJson(r, out);
+      expect(out.bytes().toString()).toBe(`x${JSON.stringify(t.ref(r))}`);
+    }
     const file = { type: 'file', path: 'data/x "é"', mode: 0o640, uid: 1, gid: 2, mtimeMs: 1.5, size: 10, sha256: hash('f').toString('hex'), block: 32768, seen: { ino: 3, ctimeMs: 4.5 } } as const;
     const asObject: FileEntry = { ...file, chunks: refs.map((r) => t.ref(r)) };
-    const asText: FileEntryText = { file, chunks: 2, chunkJson: (i) => t.refJson(refs[i]!) };
+    const asText: FileEntryText = { file, chunks: 4, chunk: (i) => t.ref(refs[i]!), writeChunk: (i, o) => t.writeJson(refs[i]!, o) };
     const written = (e: FileEntry | FileEntryText) => [...indexParts([e], 1 << 20)].map((p) => p.json.toString()).join();
     expect(written(asText)).toBe(written(asObject));
     expect(entryOf(asText)).toEqual(asObject);
