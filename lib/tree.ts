@@ -19,6 +19,17 @@ export interface TreeEntry {
 export const isRoot = process.getuid?.() === 0;
 
 /**
+ * `root` joined with relative paths that are already normal ('/'-separated names, no '.',
+ * '..' or empty parts: what `walkTree` and an index give), '' being `root` itself. By
+ * concatenation: path.join normalizes the whole string again, ~2.4 KiB of short-lived
+ * strings a path, and an upload of 34k files made ~90 MiB of them.
+ */
+export function under(root: string): (rel: string) => string {
+  const prefix = root.endsWith('/') ? root : `${root}/`;
+  return (rel) => (rel === '' ? root : prefix + rel);
+}
+
+/**
  * Depth-first, parents before children, names sorted. Sockets, fifos and devices are
  * reported through `onSkip` (a data directory should not hold them), and so are entries
  * that vanish between their folder's listing and their lstat (a running service deleting
@@ -29,10 +40,11 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   const rootStat = await stat(root);
   if (!rootStat.isDirectory()) throw Object.assign(new Error(`${root} is not a directory`), { code: 'ENOTDIR' });
   yield { rel: '', abs: root, type: 'dir', stat: rootStat };
+  const at = under(root);
   const stack: string[] = [''];
   while (stack.length > 0) {
     const dirRel = stack.pop()!;
-    const names = await readdir(join(root, dirRel)).then(
+    const names = await readdir(at(dirRel)).then(
       (n) => n.sort(),
       (err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT' || dirRel === '') throw err;
@@ -42,7 +54,7 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
     );
     const subdirs: string[] = [];
     const rels = names.map((name) => (dirRel === '' ? name : `${dirRel}/${name}`));
-    const abss = rels.map((rel) => join(root, rel));
+    const abss = rels.map(at);
     const stats = await lstatAll(abss);
     for (const [i, rel] of rels.entries()) {
       const abs = abss[i]!;
@@ -154,9 +166,10 @@ export async function copyTree(
 ): Promise<CopyStats> {
   const dirs: { path: string; meta: Meta }[] = [];
   const out: CopyStats = { files: 0, bytes: 0 };
+  const into = under(dest);
   for await (const e of walkTree(src)) {
     signal?.throwIfAborted();
-    const target = e.rel === '' ? dest : join(dest, e.rel);
+    const target = into(e.rel);
     if (e.type === 'dir') {
       await mkdir(target, { recursive: e.rel === '' });
       dirs.push({ path: target, meta: metaOf(e.stat) });
@@ -233,10 +246,11 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
   const dirs: { path: string; meta: Meta }[] = [];
   // one pair of read buffers for every file this pass patches, made on first use
   let buffers: [Buffer, Buffer] | undefined;
+  const into = under(dest);
   for await (const e of walkTree(src)) {
     signal?.throwIfAborted();
     present.add(e.rel);
-    const target = e.rel === '' ? dest : join(dest, e.rel);
+    const target = into(e.rel);
     const before = seen.get(e.rel);
     if (e.type === 'dir') {
       if (before?.type !== 'dir') {

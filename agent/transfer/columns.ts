@@ -95,6 +95,20 @@ export class Columns {
     return this.size[r]!;
   }
 
+  /** row `f` of `from`'s content as row `r`'s (its block size only when it has more than one block), no strings made */
+  copyContent(r: number, from: Columns, f: number): void {
+    this.size[r] = from.size[f]!;
+    this.count[r] = from.count[f]!;
+    this.block[r] = from.count[f]! > 1 ? from.block[f]! : 0;
+    this.first[r] = from.first[f]!;
+    for (let i = 0; i < SHA; i++) this.sha[r * SHA + i] = from.sha[f * SHA + i]!;
+  }
+
+  /** how many blocks the file's content is */
+  countOf(r: number): number {
+    return this.count[r]!;
+  }
+
   blocksOf(r: number): { first: number; count: number } {
     return { first: this.first[r]!, count: this.count[r]! };
   }
@@ -108,6 +122,24 @@ export class Columns {
 
   sig(r: number): SeenSig {
     return { ino: this.ino[r]!, ctimeMs: this.ctime[r]! };
+  }
+
+  inode(r: number): number {
+    return this.ino[r]!;
+  }
+
+  ctimeMs(r: number): number {
+    return this.ctime[r]!;
+  }
+
+  /** whether the row's inode and change time (as set) tell next time whether it changed */
+  setSeen(r: number, seen: boolean): void {
+    this.seen[r] = seen ? 1 : 0;
+  }
+
+  /** whether the row was seen with inode `ino` and, unless `anyCtime`, change time `ctimeMs` */
+  seenAs(r: number, ino: number, ctimeMs: number, anyCtime: boolean): boolean {
+    return this.seen[r] === 1 && this.ino[r] === ino && (anyCtime || this.ctime[r] === ctimeMs);
   }
 
   /** the signature kept for the next backup, if the file had settled when read */

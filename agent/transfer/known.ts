@@ -25,7 +25,11 @@ export interface OldFile extends Content {
 /** A file's index entry with its chunks as refs (made from its row as the index is written). */
 export type FileRecord = Omit<FileEntry, 'chunks'> & { first: number; count: number };
 
-/** The previous backup's files, a row each, found by path; each taken (and let go) when its file is. */
+/**
+ * The previous backup's files, a row each, found by path. An upload compares a file with
+ * its row's columns and copies them when it is unchanged; only a changed file's row
+ * becomes an `OldFile`.
+ */
 export class OldFiles {
   readonly cols = new Columns();
   private readonly rows = new Map<string, number>();
@@ -44,11 +48,13 @@ export class OldFiles {
     for (let r = 0; r < this.cols.length; r++) yield { path: this.cols.path(r), ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };
   }
 
-  /** the file at `path` in the previous backup, if it was there */
-  take(path: string): OldFile | undefined {
-    const r = this.rows.get(path);
-    if (r === undefined) return undefined;
-    this.rows.delete(path);
+  /** the row of the file at `path` in the previous backup, -1 if it was not there */
+  row(path: string): number {
+    return this.rows.get(path) ?? -1;
+  }
+
+  /** the file in row `r` */
+  file(r: number): OldFile {
     return { ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };
   }
 }

@@ -8,11 +8,10 @@
 import { constants } from 'node:fs';
 import { copyFile, lstat, mkdir, open, rm, symlink, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
-import { applyMeta, applyMetaFd } from '../../lib/tree.js';
+import { applyMeta, applyMetaFd, under } from '../../lib/tree.js';
 import { closeFd, fstatFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
 import { runCommand } from '../../lib/exec.js';
 import type { StageResult } from '../../lib/wire.js';
@@ -408,15 +407,17 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
   const result: StageResult = { files: files.length, bytes: files.reduce((n, f) => n + f.size, 0), bytesDownloaded: 0, filesReused: 0, stageMs: 0 };
   ctx.progress({ phase: 'staging', bytesTotal: result.bytes, filesTotal: files.length });
 
+  const joiners = new Map<string, { staging: (rel: string) => string; live: (rel: string) => string; cache?: (rel: string) => string }>();
   const place = (e: IndexEntry) => {
     const { set, rel } = split(e.path);
-    const t = targets[set];
-    if (!t) throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `the backup has a set "${set}" this component does not have`, { node: index.node });
-    return {
-      staging: rel === '' ? t.staging : join(t.staging, rel),
-      live: rel === '' ? t.live : join(t.live, rel),
-      cache: t.cache ? (rel === '' ? t.cache : join(t.cache, rel)) : undefined,
-    };
+    let j = joiners.get(set);
+    if (!j) {
+      const t = targets[set];
+      if (!t) throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `the backup has a set "${set}" this component does not have`, { node: index.node });
+      j = { staging: under(t.staging), live: under(t.live), cache: t.cache ? under(t.cache) : undefined };
+      joiners.set(set, j);
+    }
+    return { staging: j.staging(rel), live: j.live(rel), cache: j.cache?.(rel) };
   };
 
   // directories first, in order (parents before children)

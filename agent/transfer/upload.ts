@@ -36,7 +36,7 @@ import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
-import { metaOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
+import { metaOf, RACY_MS, under, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -807,12 +807,13 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     if (rows.type(r) !== 'dir') todo.push(r);
     else result.dirs++;
   }
+  const inSnapshot = under(snapRoot);
   await forEachLimit(
     todo,
     FILE_CONCURRENCY,
     async (r) => {
       const path = rows.path(r);
-      const abs = join(snapRoot, path);
+      const abs = inSnapshot(path);
       if (rows.type(r) === 'symlink') {
         rows.setTarget(r, await readlink(abs));
         result.symlinks++;
@@ -820,28 +821,27 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       }
       const size = rows.sizeOf(r);
       const mtimeMs = rows.mtimeMs(r);
-      const sig = rows.sig(r);
-      const old = before.take(path);
-      let up: Uploaded;
+      const o = before.row(path);
       const slash = path.indexOf('/');
       // a set the snapshot says nothing of is not known to be unchanged
       const inSet = changes?.get(path.slice(0, slash));
       const change = inSet?.get(path.slice(slash + 1));
       // size and mtime alone miss a rewrite that keeps both (same size, mtime set back or in the
       // same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps both.
-      // A file the snapshot did not touch in the previous backup's copy is that backup's file
-      const same = old && old.size === size && old.mtimeMs === mtimeMs;
-      if (same && ((inSet && change === undefined) || (old.seen && old.seen.ino === sig.ino && (target.linked || old.seen.ctimeMs === sig.ctimeMs)))) {
-        up = { ...old, read: 0 };
+      // A file the snapshot did not touch in the previous backup's copy is that backup's file.
+      // Most files are unchanged: their content is copied column to column, no object made
+      const same = o >= 0 && before.cols.sizeOf(o) === size && before.cols.mtimeMs(o) === mtimeMs;
+      if (same && ((inSet && change === undefined) || before.cols.seenAs(o, rows.inode(r), rows.ctimeMs(r), target.linked === true))) {
+        rows.copyContent(r, before.cols, o);
         result.filesUnchanged!++;
-        bytesDone += old.size;
+        bytesDone += size;
       } else {
-        up = await uploadFile(
+        const up = await uploadFile(
           repo,
           writer,
           abs,
           size,
-          old,
+          o >= 0 ? before.file(o) : undefined,
           ctx.signal,
           (n) => {
             bytesDone += n;
@@ -850,12 +850,11 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
           change === 'all' ? undefined : change,
         );
         result.bytesRead! += up.read;
+        rows.setContent(r, { size: up.size, block: up.block && up.count > 1 ? up.block : undefined, sha256: up.sha256, first: up.first, count: up.count });
       }
       // a change in the same tick of the kernel's coarse clock may not show in ctime: only settled files count as seen
-      const settled = walkedFrom - Math.max(sig.ctimeMs, mtimeMs) > RACY_MS;
-      rows.setContent(r, { size: up.size, block: up.block && up.count > 1 ? up.block : undefined, sha256: up.sha256, first: up.first, count: up.count });
-      rows.setSig(r, sig, settled);
-      result.chunks += up.count;
+      rows.setSeen(r, walkedFrom - Math.max(rows.ctimeMs(r), mtimeMs) > RACY_MS);
+      result.chunks += rows.countOf(r);
       ctx.progress({ bytesDone, filesDone: ++filesDone });
     },
     ctx.signal,
