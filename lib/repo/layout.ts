@@ -14,7 +14,7 @@
  *   backups/<backup-id>/nodes/<node>/<component>.parts/NNNNNN.json
  *                                                     the entries of an index too big for one object
  *   backups/<backup-id>/manifest.json                 written last, create-if-absent: the backup exists
- *   locks/exclusive.json, locks/takeover/<lock-id>    the repository lease (see lock.ts)
+ *   locks/exclusive.json, locks/lease/<lock-id>.json, locks/takeover/<lock-id>    the repository lease (see lock.ts)
  * Every object but the config and the locks is stored through the codec (codec.ts).
  */
 export const REPO_CONFIG_KEY = 'lockstep-repo.json';

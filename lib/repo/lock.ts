@@ -2,9 +2,12 @@
  * The repository lease: one writer at a time (backup, prune), never a manual unlock.
  *
  * - `locks/exclusive.json` is created with create-if-absent and names its holder
- *   (operation, host, pid) and an expiry. The holder renews it (heartbeat) every third
- *   of the lease; if a renewal finds the lock is no longer its own, the holder's
- *   signal aborts and its operation stops.
+ *   (operation, host, pid) and an expiry. It is never written again: the holder renews
+ *   its lease (heartbeat, every third of it) in `locks/lease/<lock-id>.json`, an object
+ *   only it writes, and the lease runs until the later expiry of the two. A renewal that
+ *   rewrote the lock itself could, between reading it and writing it, put the lock back
+ *   over one that had just taken it over. If a renewal finds the lock is no longer its
+ *   own, the holder's signal aborts and its operation stops.
  * - A lock past its expiry, or held by a process on this host that no longer exists,
  *   is taken over automatically: the taker first wins the
  *   create-if-absent marker `locks/takeover/<lock-id>` (so two takers cannot both
@@ -24,6 +27,7 @@ import { isNotFound, readAll } from './repository.js';
 
 export const LOCK_KEY = 'locks/exclusive.json';
 const takeoverKey = (lockId: string) => `locks/takeover/${lockId}`;
+const leaseKey = (lockId: string) => `locks/lease/${lockId}.json`;
 export const DEFAULT_LEASE_MS = 60_000;
 
 const LockRecordSchema = Type.Object({
@@ -50,6 +54,19 @@ async function readLock(driver: StorageDriver): Promise<LockRecord | undefined> 
   } catch {
     // unreadable lock: treat as expired long ago, so it is taken over rather than blocking forever
     return { lockId: `unreadable-${body.length}`, operation: 'unknown', host: 'unknown', pid: 0, acquiredAt: '', heartbeatAt: '', expiresAt: new Date(0).toISOString() };
+  }
+}
+
+/** when the lease of `held` runs out: its own expiry, or its holder's last renewal's */
+async function leaseEnd(driver: StorageDriver, held: LockRecord): Promise<number> {
+  const until = Date.parse(held.expiresAt);
+  try {
+    const renewed = JSON.parse((await readAll(await driver.get(leaseKey(held.lockId)))).toString('utf8')) as { expiresAt?: unknown };
+    const t = typeof renewed.expiresAt === 'string' ? Date.parse(renewed.expiresAt) : Number.NaN;
+    return Number.isFinite(t) ? Math.max(until, t) : until;
+  } catch {
+    // never renewed (or unreadable): the lock's own expiry
+    return until;
   }
 }
 
@@ -124,8 +141,9 @@ export class RepoLock {
       if (!held) continue; // released in between
       // a holder on this host whose process is gone is dead, whatever its lease says
       const deadHere = held.host === hostname() && held.pid > 0 && held.pid !== process.pid && !processAlive(held.pid);
-      if (!deadHere && Date.parse(held.expiresAt) > Date.now()) {
-        throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder(held)}`, {
+      const until = deadHere ? 0 : await leaseEnd(driver, held);
+      if (until > Date.now()) {
+        throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder({ ...held, expiresAt: new Date(until).toISOString() })}`, {
           hint: 'wait for it to finish; a lock whose holder died is taken over automatically when its lease runs out',
           details: { holder: held },
         });
@@ -135,6 +153,7 @@ export class RepoLock {
         const still = await readLock(driver);
         if (still?.lockId === held.lockId) await driver.delete(LOCK_KEY);
         const won = await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)));
+        await driver.delete(leaseKey(held.lockId));
         await driver.delete(takeoverKey(held.lockId));
         if (won) return new RepoLock(driver, record, leaseMs);
       } else {
@@ -154,7 +173,7 @@ export class RepoLock {
       }
       const now = Date.now();
       this.record = { ...this.record, heartbeatAt: new Date(now).toISOString(), expiresAt: new Date(now + this.leaseMs).toISOString() };
-      await this.driver.put(LOCK_KEY, Buffer.from(JSON.stringify(this.record)));
+      await this.driver.put(leaseKey(this.record.lockId), Buffer.from(JSON.stringify({ heartbeatAt: this.record.heartbeatAt, expiresAt: this.record.expiresAt })));
     } catch {
       // a failed renewal is retried at the next beat; the lease covers two missed beats
       if (Date.parse(this.record.expiresAt) < Date.now()) this.lost(undefined);
@@ -176,5 +195,6 @@ export class RepoLock {
     clearInterval(this.timer);
     const held = await readLock(this.driver).catch(() => undefined);
     if (held?.lockId === this.record.lockId) await this.driver.delete(LOCK_KEY);
+    await this.driver.delete(leaseKey(this.record.lockId)).catch(() => undefined);
   }
 }

@@ -7,6 +7,7 @@ import { FsDriver } from '../../plugins/storage/fs.js';
 import { S3Driver } from '../../plugins/storage/s3.js';
 import { LOCK_KEY, RepoLock } from '../../lib/repo/lock.js';
 import { LockstepError } from '../../lib/errors.js';
+import { readAll } from '../../lib/repo/repository.js';
 
 const dirs: string[] = [];
 const temp = async () => {
@@ -36,8 +37,12 @@ describe('repository lock', () => {
     const d = new FsDriver(await temp());
     // a 1.2 s lease renewed every 400 ms: margins a loaded 2-core machine keeps
     const a = await RepoLock.acquire(d, 'backup A', 1200);
+    const lockBytes = async () => (await readAll(await d.get(LOCK_KEY))).toString('utf8');
+    const written = await lockBytes();
     await new Promise((r) => setTimeout(r, 2000));
     expect(a.signal.aborted).toBe(false); // renewed past its first expiry: nobody can take it over
+    // renewed beside the lock, never in it: a renewal cannot put it back over one that took it over
+    expect(await lockBytes()).toBe(written);
     const err = await RepoLock.acquire(d, 'backup B', 1200).then(() => undefined, (e: unknown) => e);
     expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
     // someone replaces the lock (as a taker would after an expiry)
