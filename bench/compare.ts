@@ -10,7 +10,7 @@
  * Prints a markdown table (medians, min–max, ratios) and writes bench/results/compare.{md,json}.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, freemem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -51,7 +51,7 @@ function positive(name: string, v: string): number {
   return n;
 }
 
-const TOOLS = ['lockstep', 'tar', 'ssh', 'rsync', 'restic', 'script'] as const;
+const TOOLS = ['lockstep', 'tar', 'ssh', 'rsync', 'restic', 'script', 'read'] as const;
 type Tool = (typeof TOOLS)[number];
 const TOOL_TITLES: Record<Tool, string> = {
   lockstep: 'lockstep',
@@ -60,12 +60,13 @@ const TOOL_TITLES: Record<Tool, string> = {
   rsync: 'rsync over ssh',
   restic: 'restic',
   script: 'stop → cp → start script',
+  read: 'cat of the files the change touched',
 };
 
 interface Row {
   section: string;
   measure: string;
-  unit: 'ms' | 'bytes' | 'MiB' | 's';
+  unit: 'ms' | 'bytes' | 'MiB' | 's' | '%';
   values: Partial<Record<Tool, number[]>>;
   goal?: string;
 }
@@ -257,14 +258,21 @@ async function main(): Promise<void> {
         record(FULL, 'bytes in the repository', 'bytes', 'rsync', await diskBytes(rsyncDest));
 
         // ---- 1% changed, then an incremental with every tool that has one
+        const changedFrom = Date.now() - 1;
         const changed = (await all((n) => changeOnePercent(n.dir, n.node, bytesPerNode, i))).reduce((a, b) => a + b, 0);
         const repoBefore = await diskBytes(cluster.repoDir);
         const incr = await metered(meter, cluster.configFile, ['backup', 'create', '--name', `incr${i}`, '--json'], scratch);
         const incrReport = backupReport(incr.run, 'incremental backup');
         record(INCR, 'bytes changed', 'bytes', 'lockstep', changed);
         recordRun(INCR, 'lockstep', incr.run.wallMs, incr.cpuS, 'faster than restic and rsync');
+        record(INCR, 'wall time ÷ the full backup\'s', '%', 'lockstep', (100 * incr.run.wallMs) / full.run.wallMs, '≤ 10%');
         record(INCR, 'bytes written to the repository', 'bytes', 'lockstep', (await diskBytes(cluster.repoDir)) - repoBefore, '≤ 2× bytes changed');
         record(INCR, 'agent peak RSS (largest)', 'MiB', 'lockstep', incr.peakMiB);
+        // what no tool that cannot know which pages changed can skip: reading every file whose mtime moved
+        const touched = await all((n) => filesChangedSince(n.dir, changedFrom));
+        record(INCR, 'bytes read from the nodes', 'bytes', 'lockstep', incrReport.nodes.flatMap((n) => n.components).reduce((a, c) => a + (c.upload?.bytesRead ?? 0), 0));
+        record(INCR, 'bytes read from the nodes', 'bytes', 'read', touched.flat().reduce((a, f) => a + f.size, 0));
+        record(INCR, 'wall time', 'ms', 'read', await timed(() => Promise.all(touched.map((files) => catToNull(files.map((f) => f.path))))));
 
         let rsyncWritten = 0;
         const rsIncr = await peersCpu(sshd, () => timed(async () => {
@@ -406,6 +414,27 @@ async function measureScale(root: string, n: number, scratch: string): Promise<v
   }
 }
 
+/** every file under `dir` modified at or after `sinceMs` */
+async function filesChangedSince(dir: string, sinceMs: number): Promise<{ path: string; size: number }[]> {
+  const out: { path: string; size: number }[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    const path = join(e.parentPath, e.name);
+    const st = await stat(path);
+    if (st.mtimeMs >= sinceMs) out.push({ path, size: st.size });
+  }
+  return out;
+}
+
+/** read files whole and throw the bytes away (cat > /dev/null) */
+function catToNull(paths: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('cat', ['--', ...paths], { stdio: ['ignore', 'ignore', 'inherit'] });
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`cat exited ${code}`))));
+  });
+}
+
 function fmt(unit: Row['unit'], v: number): string {
   switch (unit) {
     case 'ms':
@@ -416,6 +445,8 @@ function fmt(unit: Row['unit'], v: number): string {
       return `${Math.round(v)} MiB`;
     case 's':
       return `${v.toFixed(1)} s`;
+    case '%':
+      return `${v.toFixed(1)}%`;
   }
 }
 
