@@ -43,11 +43,6 @@ export class OldFiles {
     this.rows.set(path, r);
   }
 
-  /** every file, in the order added */
-  *all(): Generator<{ path: string } & OldFile> {
-    for (let r = 0; r < this.cols.length; r++) yield { path: this.cols.path(r), ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };
-  }
-
   /** the row of the file at `path` in the previous backup, -1 if it was not there */
   row(path: string): number {
     return this.rows.get(path) ?? -1;
