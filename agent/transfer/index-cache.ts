@@ -21,7 +21,7 @@
  * and hashed on the way (a 5 GiB node's copy is ~12 MB; none is ever held whole).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { mkdir, open, rename, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Columns } from './columns.js';
 import type { Known, OldFiles } from './known.js';
@@ -49,8 +49,14 @@ interface Header extends CacheKey {
   bodySha256: string;
 }
 
-/** Write the copy of the index just written: `rows` are its entries, their blocks refs in `known`. */
-export async function writeIndexCache(file: string, key: CacheKey, rows: Columns, known: Known): Promise<void> {
+/**
+ * Write the copy of the index being written: `rows` are its entries, their blocks refs in
+ * `known`. The key's index hash may be a promise: the copy is written while the index is
+ * (its header, last, waits for the hash), and nothing is renamed into place unless both are.
+ */
+export async function writeIndexCache(file: string, key: Omit<CacheKey, 'indexSha256'> & { indexSha256: string | Promise<string> }, rows: Columns, known: Known): Promise<void> {
+  // awaited at the end; a failure before that is not an unhandled one
+  if (typeof key.indexSha256 !== 'string') key.indexSha256.catch(() => undefined);
   const { table, lists } = known;
   // only the blobs this index references, numbered in the order first met
   const number = new Int32Array(table.count).fill(-1);
@@ -107,12 +113,13 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
       await out.items(c.count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(c.first + i)]!, at));
     }
     const bodySha256 = await out.endBody();
-    const header: Header = { ...key, packs: packNumbers.size, refs: refs.length, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
+    const header: Header = { ...key, indexSha256: await key.indexSha256, packs: packNumbers.size, refs: refs.length, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
     const text = Buffer.from(JSON.stringify(header));
     await out.put(text.length + 4, (b, at) => b.writeUInt32LE(text.length, at + text.copy(b, at)));
     await out.close();
   } catch (err) {
     await out.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
     throw err;
   }
   await rename(tmp, file);

@@ -873,11 +873,18 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     sets,
     entries: indexEntries(rows, known),
   };
-  result.indexSha256 = await repo.writeIndex(result.indexKey, index);
-  if (target.cacheFile) {
-    const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: result.indexSha256 };
-    // only ever a saving: without it the next backup reads the index from the repository
-    await writeIndexCache(target.cacheFile, key, rows, known).catch((err: unknown) => ctx.log.warn({ err: String(err), file: target.cacheFile }, 'local copy of the index not written'));
+  const written = repo.writeIndex(result.indexKey, index);
+  // the local copy is written at the same time (each waits on its disk while the other works);
+  // only ever a saving: without it the next backup reads the index from the repository
+  const copied = target.cacheFile
+    ? writeIndexCache(target.cacheFile, { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: written }, rows, known).catch((err: unknown) =>
+        ctx.log.warn({ err: String(err), file: target.cacheFile }, 'local copy of the index not written'),
+      )
+    : undefined;
+  try {
+    result.indexSha256 = await written;
+  } finally {
+    await copied;
   }
   // the index now references what earlier runs' pending records protected. This run's own
   // records stay until the next run: if this backup never commits, they still let it resume.

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Columns } from '../../agent/transfer/columns.js';
@@ -108,5 +108,17 @@ describe('local copy of an index', () => {
     expect((await read(key)).ok).toBe(false);
     await rm(file);
     expect(await read(key)).toEqual({ ok: false, why: 'no local copy' });
+  });
+
+  it('written while its index is: put in place only once the index hash is known, never when the index failed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-cache-'));
+    dirs.push(dir);
+    const file = join(dir, 'copy.idx');
+    const { rows, known } = uploaded();
+    const failed = writeIndexCache(file, { ...key, indexSha256: Promise.reject(new Error('index not written')) }, rows, known);
+    await expect(failed).rejects.toThrow('index not written');
+    expect(await readdir(dir)).toEqual([]);
+    await writeIndexCache(file, { ...key, indexSha256: new Promise((r) => setTimeout(() => r(key.indexSha256), 20)) }, rows, known);
+    expect(await readIndexCache(file, key, new Known(10, 10), new OldFiles())).toEqual({ ok: true });
   });
 });
