@@ -60,7 +60,7 @@ const TOOL_TITLES: Record<Tool, string> = {
   rsync: 'rsync over ssh',
   restic: 'restic',
   script: 'stop → cp → start script',
-  read: 'cat of the files the change touched',
+  read: 'read the files the change touched',
 };
 
 interface Row {
@@ -272,7 +272,7 @@ async function main(): Promise<void> {
         const touched = await all((n) => filesChangedSince(n.dir, changedFrom));
         record(INCR, 'bytes read from the nodes', 'bytes', 'lockstep', incrReport.nodes.flatMap((n) => n.components).reduce((a, c) => a + (c.upload?.bytesRead ?? 0), 0));
         record(INCR, 'bytes read from the nodes', 'bytes', 'read', touched.flat().reduce((a, f) => a + f.size, 0));
-        record(INCR, 'wall time', 'ms', 'read', await timed(() => Promise.all(touched.map((files) => catToNull(files.map((f) => f.path))))));
+        record(INCR, 'wall time', 'ms', 'read', await timed(() => Promise.all(touched.map((files) => readWhole(files.map((f) => f.path))))));
 
         let rsyncWritten = 0;
         const rsIncr = await peersCpu(sshd, () => timed(async () => {
@@ -426,12 +426,15 @@ async function filesChangedSince(dir: string, sinceMs: number): Promise<{ path: 
   return out;
 }
 
-/** read files whole and throw the bytes away (cat > /dev/null) */
-function catToNull(paths: string[]): Promise<void> {
+/**
+ * Read files whole into memory, one after another, and drop the bytes: dd with 1 MiB
+ * reads (cat > /dev/null splices, never copying the data out of the page cache).
+ */
+function readWhole(paths: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const c = spawn('cat', ['--', ...paths], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const c = spawn('sh', ['-c', 'for f; do dd if="$f" of=/dev/null bs=1M status=none || exit 1; done', 'sh', ...paths], { stdio: ['ignore', 'ignore', 'inherit'] });
     c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`cat exited ${code}`))));
+    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`dd exited ${code}`))));
   });
 }
 
