@@ -25,7 +25,7 @@ export const isRoot = process.getuid?.() === 0;
  * strings a path, and an upload of 34k files made ~90 MiB of them.
  */
 export function under(root: string): (rel: string) => string {
-  const prefix = root.endsWith('/') ? root : `${root}/`;
+  const prefix = root === '' || root.endsWith('/') ? root : `${root}/`;
   return (rel) => (rel === '' ? root : prefix + rel);
 }
 
