@@ -60,7 +60,9 @@ export async function writeIndexCache(file: string, key: Omit<CacheKey, 'indexSh
   const { table, lists } = known;
   // only the blobs this index references, numbered in the order first met
   const number = new Int32Array(table.count).fill(-1);
-  const refs: number[] = [];
+  // in the order first met (a typed array: ~130k refs at 5 GiB)
+  const refs = new Int32Array(table.count);
+  let refCount = 0;
   const packNumbers = new Map<string, number>();
   const fileRows: number[] = [];
   for (let r = 0; r < rows.length; r++) {
@@ -70,7 +72,8 @@ export async function writeIndexCache(file: string, key: Omit<CacheKey, 'indexSh
     for (let i = 0; i < count; i++) {
       const ref = lists.at(first + i);
       if (number[ref]! >= 0) continue;
-      number[ref] = refs.push(ref) - 1;
+      number[ref] = refCount;
+      refs[refCount++] = ref;
       const pack = table.packId(ref);
       if (pack !== undefined && !packNumbers.has(pack)) packNumbers.set(pack, packNumbers.size);
     }
@@ -83,7 +86,7 @@ export async function writeIndexCache(file: string, key: Omit<CacheKey, 'indexSh
     out.startBody();
     const packIds = [...packNumbers.keys()];
     await out.items(packIds.length, PACK, (k, b, at) => b.write(packIds[k]!, at, PACK, 'hex'));
-    await out.items(refs.length, REF, (k, b, at) => {
+    await out.items(refCount, REF, (k, b, at) => {
       const ref = refs[k]!;
       table.copyHash(ref, b, at);
       table.fpInto(ref, b, at + 32);
@@ -113,7 +116,7 @@ export async function writeIndexCache(file: string, key: Omit<CacheKey, 'indexSh
       await out.items(c.count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(c.first + i)]!, at));
     }
     const bodySha256 = await out.endBody();
-    const header: Header = { ...key, indexSha256: await key.indexSha256, packs: packNumbers.size, refs: refs.length, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
+    const header: Header = { ...key, indexSha256: await key.indexSha256, packs: packNumbers.size, refs: refCount, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
     const text = Buffer.from(JSON.stringify(header));
     await out.put(text.length + 4, (b, at) => b.writeUInt32LE(text.length, at + text.copy(b, at)));
     await out.close();

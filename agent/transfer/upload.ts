@@ -859,6 +859,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     },
     ctx.signal,
   );
+  // the previous backup's files are no longer needed: let them go before the index is written
+  before.clear();
   await writer.finish();
   result.chunksNew = writer.stats.chunksNew;
   result.bytesNew = writer.stats.bytesNew;
