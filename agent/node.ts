@@ -80,12 +80,12 @@ export class AgentNode {
     return join(this.config.stateDir, 'snapshots', backupId, component);
   }
 
-  /** the last snapshot of a component, kept when its plugin asks (a local source for restores) */
   /** the agent's copy of the last index it wrote of `component` into repository `repositoryId` (agent/transfer/index-cache.ts) */
   indexCacheFile(repositoryId: string, component: string): string {
     return join(this.config.stateDir, 'index-cache', `${repositoryId}-${component}.idx`);
   }
 
+  /** the last snapshot of a component, kept when its plugin asks (a local source for restores) */
   lastSnapshotDir(component: string): string {
     return join(this.config.stateDir, 'last', component);
   }

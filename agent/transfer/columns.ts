@@ -8,6 +8,7 @@
  * and ~90 bytes of typed arrays. Objects are made only for the row being worked on.
  */
 import type { TreeEntry } from '../../lib/tree.js';
+import { grown } from '../../lib/repo/ref-table.js';
 
 const SHA = 32;
 const KINDS = ['file', 'dir', 'symlink'] as const satisfies readonly TreeEntry['type'][];
@@ -69,10 +70,10 @@ export class Columns {
     return this.mtime[r]!;
   }
 
-  /** a file's size, block size (0: none given), content hash and its blocks' run in the ref lists */
+  /** a file's size, block size (kept only when it has more than one block), content hash and its blocks' run in the ref lists */
   setContent(r: number, c: { size: number; block?: number; sha256: string; first: number; count: number }): void {
     this.size[r] = c.size;
-    this.block[r] = c.block ?? 0;
+    this.block[r] = c.count > 1 ? (c.block ?? 0) : 0;
     this.sha.write(c.sha256, r * SHA, SHA, 'hex');
     this.first[r] = c.first;
     this.count[r] = c.count;
@@ -95,11 +96,11 @@ export class Columns {
     return this.size[r]!;
   }
 
-  /** row `f` of `from`'s content as row `r`'s (its block size only when it has more than one block), no strings made */
+  /** row `f` of `from`'s content as row `r`'s, no strings made */
   copyContent(r: number, from: Columns, f: number): void {
     this.size[r] = from.size[f]!;
     this.count[r] = from.count[f]!;
-    this.block[r] = from.count[f]! > 1 ? from.block[f]! : 0;
+    this.block[r] = from.block[f]!;
     this.first[r] = from.first[f]!;
     for (let i = 0; i < SHA; i++) this.sha[r * SHA + i] = from.sha[f * SHA + i]!;
   }
@@ -117,7 +118,7 @@ export class Columns {
   setSig(r: number, sig: SeenSig, seen: boolean): void {
     this.ino[r] = sig.ino;
     this.ctime[r] = sig.ctimeMs;
-    this.seen[r] = seen ? 1 : 0;
+    this.setSeen(r, seen);
   }
 
   sig(r: number): SeenSig {
@@ -156,24 +157,18 @@ export class Columns {
   }
 
   private grow(n: number): void {
-    const g = <T extends Uint8Array | Uint16Array | Uint32Array | Float64Array>(from: T, to: T): T => {
-      to.set(from);
-      return to;
-    };
-    this.kind = g(this.kind, new Uint8Array(n));
-    this.mode = g(this.mode, new Uint16Array(n));
-    this.uid = g(this.uid, new Uint32Array(n));
-    this.gid = g(this.gid, new Uint32Array(n));
-    this.mtime = g(this.mtime, new Float64Array(n));
-    this.size = g(this.size, new Float64Array(n));
-    this.ino = g(this.ino, new Float64Array(n));
-    this.ctime = g(this.ctime, new Float64Array(n));
-    this.seen = g(this.seen, new Uint8Array(n));
-    this.block = g(this.block, new Uint32Array(n));
-    this.first = g(this.first, new Uint32Array(n));
-    this.count = g(this.count, new Uint32Array(n));
-    const sha = Buffer.alloc(n * SHA);
-    this.sha.copy(sha);
-    this.sha = sha;
+    this.kind = grown(this.kind, new Uint8Array(n));
+    this.mode = grown(this.mode, new Uint16Array(n));
+    this.uid = grown(this.uid, new Uint32Array(n));
+    this.gid = grown(this.gid, new Uint32Array(n));
+    this.mtime = grown(this.mtime, new Float64Array(n));
+    this.size = grown(this.size, new Float64Array(n));
+    this.ino = grown(this.ino, new Float64Array(n));
+    this.ctime = grown(this.ctime, new Float64Array(n));
+    this.seen = grown(this.seen, new Uint8Array(n));
+    this.block = grown(this.block, new Uint32Array(n));
+    this.first = grown(this.first, new Uint32Array(n));
+    this.count = grown(this.count, new Uint32Array(n));
+    this.sha = grown(this.sha, Buffer.alloc(n * SHA));
   }
 }

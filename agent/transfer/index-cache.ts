@@ -299,9 +299,8 @@ async function readCopy(fh: FileHandle, key: CacheKey, known: Known, files: OldF
   const b = body.buf;
   const packIds: string[] = [];
   for (let n = 0; n < h.packs; n++) {
-    let ok = body.need(PACK);
-    if (ok !== true) ok = await ok;
-    if (!ok) return damaged('packs');
+    const ready = body.need(PACK);
+    if (ready !== true && !(await ready)) return damaged('packs');
     const at = body.next(PACK);
     packIds.push(b.toString('hex', at, at + PACK));
   }
@@ -309,9 +308,8 @@ async function readCopy(fh: FileHandle, key: CacheKey, known: Known, files: OldF
   for (let k = 0; k < h.refs; ) {
     // as many blobs as are buffered, without a wait for each
     const batch = Math.min(h.refs - k, Math.floor(b.length / REF));
-    let ok = body.need(batch * REF);
-    if (ok !== true) ok = await ok;
-    if (!ok) return damaged('blobs');
+    const ready = body.need(batch * REF);
+    if (ready !== true && !(await ready)) return damaged('blobs');
     for (const last = k + batch; k < last; k++) {
       const at = body.next(REF);
       const pack = b.readInt32LE(at + 60);
@@ -323,9 +321,8 @@ async function readCopy(fh: FileHandle, key: CacheKey, known: Known, files: OldF
   }
   const chunks: number[] = [];
   for (let k = 0; k < h.files; k++) {
-    let ok = body.need(FILE);
-    if (ok !== true) ok = await ok;
-    if (!ok) return damaged('files');
+    const ready = body.need(FILE);
+    if (ready !== true && !(await ready)) return damaged('files');
     const at = body.next(FILE);
     const count = b.readUInt32LE(at + 36);
     const block = b.readUInt32LE(at + 32);
@@ -337,17 +334,15 @@ async function readCopy(fh: FileHandle, key: CacheKey, known: Known, files: OldF
       sha256: b.toString('hex', at + 48, at + 80),
       seen: b[at + 40] === 1 ? { ino: b.readDoubleLE(at + 16), ctimeMs: b.readDoubleLE(at + 24) } : undefined,
     };
-    ok = body.need(pathBytes);
-    if (ok !== true) ok = await ok;
-    if (!ok) return damaged('paths');
+    const pathReady = body.need(pathBytes);
+    if (pathReady !== true && !(await pathReady)) return damaged('paths');
     const pathAt = body.next(pathBytes);
     const path = b.toString('utf8', pathAt, pathAt + pathBytes);
     chunks.length = 0;
     for (let i = 0; i < count; ) {
       const batch = Math.min(count - i, Math.floor(b.length / 4));
-      let ok = body.need(batch * 4);
-      if (ok !== true) ok = await ok;
-      if (!ok) return damaged('chunk lists');
+      const listReady = body.need(batch * 4);
+      if (listReady !== true && !(await listReady)) return damaged('chunk lists');
       for (const last = i + batch; i < last; i++) {
         const n = b.readUInt32LE(body.next(4));
         if (n >= h.refs) return damaged('blob number');

@@ -727,7 +727,7 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
 /** The upload's rows as an index writes them, each entry made when it is written. */
 function indexEntries(rows: Columns, known: Known): IndexToWrite['entries'] {
   let aboutBytes = 0;
-  for (let r = 0; r < rows.length; r++) aboutBytes += entryJsonAbout(rows.path(r), rows.type(r) === 'file' ? rows.blocksOf(r).count : 0);
+  for (let r = 0; r < rows.length; r++) aboutBytes += entryJsonAbout(rows.path(r), rows.type(r) === 'file' ? rows.countOf(r) : 0);
   return {
     aboutBytes,
     *[Symbol.iterator]() {
@@ -850,7 +850,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
           change === 'all' ? undefined : change,
         );
         result.bytesRead! += up.read;
-        rows.setContent(r, { size: up.size, block: up.block && up.count > 1 ? up.block : undefined, sha256: up.sha256, first: up.first, count: up.count });
+        rows.setContent(r, up);
       }
       // a change in the same tick of the kernel's coarse clock may not show in ctime: only settled files count as seen
       rows.setSeen(r, walkedFrom - Math.max(rows.ctimeMs(r), mtimeMs) > RACY_MS);

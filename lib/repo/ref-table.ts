@@ -154,7 +154,6 @@ export class RefTable {
     return this.hashes.toString('hex', r * HASH, r * HASH + HASH);
   }
 
-
   /** the ref as an index holds it: a chunk object's hash, or where in which pack */
   ref(r: number): ChunkRef {
     const p = this.packs[r]!;
@@ -162,7 +161,6 @@ export class RefTable {
     return { sha256: this.sha(r), pack: this.packIds[p]!, offset: this.offsets[r]!, length: this.lengths[r]! };
   }
 
-  /** `ref(r)` as JSON text (the same bytes JSON.stringify makes of it) */
   /**
    * Write ref `r` as JSON (the bytes `JSON.stringify(this.ref(r))` makes) at the end of
    * `out`, straight from the table: an index holds ~130k refs a 5 GiB node, and making a
@@ -246,13 +244,12 @@ export class RefTable {
     this.packs = grown(this.packs, new Int32Array(n));
     this.offsets = grown(this.offsets, new Float64Array(n));
     this.lengths = grown(this.lengths, new Uint32Array(n));
-    const fps = Buffer.alloc(n * FP);
-    this.fps.copy(fps, 0, 0, this.count * FP);
-    this.fps = fps;
+    this.fps = grown(this.fps, Buffer.alloc(n * FP));
   }
 }
 
-function grown<T extends Int32Array | Float64Array | Uint32Array>(from: T, to: T): T {
+/** `to` (a bigger typed array) holding `from`'s values at their places */
+export function grown<T extends Uint8Array | Uint16Array | Int32Array | Uint32Array | Float64Array>(from: T, to: T): T {
   to.set(from);
   return to;
 }

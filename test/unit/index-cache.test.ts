@@ -52,11 +52,16 @@ function uploaded(): { rows: Columns; known: Known } {
   return { rows, known };
 }
 
+/** a fresh folder for a copy, and the copy's path in it */
+async function copyPlace(): Promise<{ dir: string; file: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'lockstep-cache-'));
+  dirs.push(dir);
+  return { dir, file: join(dir, 'copy.idx') };
+}
+
 describe('local copy of an index', () => {
   it('reads back every file and blob as written', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'lockstep-cache-'));
-    dirs.push(dir);
-    const file = join(dir, 'copy.idx');
+    const { file } = await copyPlace();
     const { rows, known } = uploaded();
     await writeIndexCache(file, key, rows, known);
     const back = new Known(10, 10);
@@ -91,9 +96,7 @@ describe('local copy of an index', () => {
   });
 
   it('refuses a copy of another index, a damaged copy and no copy', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'lockstep-cache-'));
-    dirs.push(dir);
-    const file = join(dir, 'copy.idx');
+    const { file } = await copyPlace();
     const { rows, known } = uploaded();
     await writeIndexCache(file, key, rows, known);
     const read = (k: CacheKey) => readIndexCache(file, k, new Known(10, 10), new OldFiles());
@@ -111,9 +114,7 @@ describe('local copy of an index', () => {
   });
 
   it('written while its index is: put in place only once the index hash is known, never when the index failed', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'lockstep-cache-'));
-    dirs.push(dir);
-    const file = join(dir, 'copy.idx');
+    const { dir, file } = await copyPlace();
     const { rows, known } = uploaded();
     const failed = writeIndexCache(file, { ...key, indexSha256: Promise.reject(new Error('index not written')) }, rows, known);
     await expect(failed).rejects.toThrow('index not written');
