@@ -31,6 +31,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { readFileAt } from '../../lib/fd.js';
+import { alignedBuffers } from '../../lib/aligned.js';
 import type { Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '../../lib/repo/index-file.js';
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
@@ -93,9 +94,11 @@ function blocksAbout(size: number, config: { chunkSize: number; packThreshold: n
   return Math.ceil(size / blockSizeFor(size, config.chunkSize));
 }
 
-/** Fixed-size buffers, reused; `acquire` waits while all are out. */
+/** Fixed-size buffers, page-aligned (reads into them are faster), reused; `acquire` waits while all are out. */
 class BufferPool {
   private readonly free: Buffer[] = [];
+  /** buffers made but never handed out yet */
+  private spare: Buffer[] = [];
   private made = 0;
   private readonly waiting: { give: (b: Buffer) => void; fail: (err: unknown) => void }[] = [];
 
@@ -109,8 +112,9 @@ class BufferPool {
     const b = this.free.pop();
     if (b) return Promise.resolve(b);
     if (this.made < this.max) {
+      if (this.spare.length === 0) this.spare = alignedBuffers(this.size, this.max - this.made);
       this.made++;
-      return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
+      return Promise.resolve(this.spare.pop()!);
     }
     return new Promise((resolve, reject) => {
       // the listener goes when the wait ends, so a long upload's waits do not pile up on the job's signal
@@ -141,6 +145,7 @@ class BufferPool {
   drain(): void {
     this.made -= this.free.length;
     this.free.length = 0;
+    this.spare = [];
   }
 }
 
