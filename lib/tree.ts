@@ -6,6 +6,7 @@ import { constants, lstatSync } from 'node:fs';
 import { copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fchmodFd, fchownFd, futimesFd } from './fd.js';
+import { alignedBuffers } from './aligned.js';
 import type { Stats } from 'node:fs';
 
 export interface TreeEntry {
@@ -264,7 +265,7 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
     if (before && before.type === e.type && !before.racy && before.sig === sigOf(e.stat)) continue;
     try {
       if (changed && e.type === 'file' && before?.type === 'file' && (await patchable(target))) {
-        buffers ??= [Buffer.allocUnsafeSlow(PATCH_READ), Buffer.allocUnsafeSlow(PATCH_READ)];
+        buffers ??= alignedBuffers(PATCH_READ, 2) as [Buffer, Buffer];
         const p = await patchFile(e.abs, target, buffers, signal);
         await applyMeta(target, 'file', metaOf(e.stat));
         const had = changed.get(e.rel);

@@ -23,6 +23,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { alignedBuffer } from '../../lib/aligned.js';
 import type { Columns } from './columns.js';
 import type { Known, OldFiles } from './known.js';
 
@@ -49,14 +50,8 @@ interface Header extends CacheKey {
   bodySha256: string;
 }
 
-/**
- * Write the copy of the index being written: `rows` are its entries, their blocks refs in
- * `known`. The key's index hash may be a promise: the copy is written while the index is
- * (its header, last, waits for the hash), and nothing is renamed into place unless both are.
- */
-export async function writeIndexCache(file: string, key: Omit<CacheKey, 'indexSha256'> & { indexSha256: string | Promise<string> }, rows: Columns, known: Known): Promise<void> {
-  // awaited at the end; a failure before that is not an unhandled one
-  if (typeof key.indexSha256 !== 'string') key.indexSha256.catch(() => undefined);
+/** Write the copy of the index `key` names: `rows` are its entries, their blocks refs in `known`. */
+export async function writeIndexCache(file: string, key: CacheKey, rows: Columns, known: Known): Promise<void> {
   const { table, lists } = known;
   // only the blobs this index references, numbered in the order first met
   const number = new Int32Array(table.count).fill(-1);
@@ -116,7 +111,7 @@ export async function writeIndexCache(file: string, key: Omit<CacheKey, 'indexSh
       await out.items(c.count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(c.first + i)]!, at));
     }
     const bodySha256 = await out.endBody();
-    const header: Header = { ...key, indexSha256: await key.indexSha256, packs: packNumbers.size, refs: refCount, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
+    const header: Header = { ...key, indexSha256: key.indexSha256, packs: packNumbers.size, refs: refCount, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
     const text = Buffer.from(JSON.stringify(header));
     await out.put(text.length + 4, (b, at) => b.writeUInt32LE(text.length, at + text.copy(b, at)));
     await out.close();
@@ -206,9 +201,9 @@ class SectionWriter {
   }
 }
 
-/** A file read front to back through one 1 MiB buffer, hashing what it gives. */
+/** A file read front to back through one 1 MiB buffer (page-aligned: lib/aligned.ts), hashing what it gives. */
 class SectionReader {
-  readonly buf = Buffer.allocUnsafe(1024 * 1024);
+  readonly buf = alignedBuffer(1024 * 1024);
   private start = 0;
   private end = 0;
   private readonly sha = createHash('sha256');

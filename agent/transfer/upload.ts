@@ -658,6 +658,28 @@ interface Previous {
   from: NonNullable<UploadResult['previousIndex']>;
 }
 
+/**
+ * Local copies of indexes being written, by file. A copy is written once its upload has
+ * returned: at 5 GiB it is ~0.2 s of the agent's CPU that the backup no longer waits for.
+ * The component's next upload, and the agent's shutdown, wait for it.
+ */
+const copying = new Map<string, Promise<void>>();
+
+function copyInBackground(file: string, write: () => Promise<void>, ctx: JobContext): void {
+  const done = (copying.get(file) ?? Promise.resolve())
+    .then(write)
+    .catch((err: unknown) => ctx.log.warn({ err: String(err), file }, 'local copy of the index not written'))
+    .finally(() => {
+      if (copying.get(file) === done) copying.delete(file);
+    });
+  copying.set(file, done);
+}
+
+/** every local copy of an index being written, written (or failed) */
+export async function indexCopiesWritten(): Promise<void> {
+  await Promise.all(copying.values());
+}
+
 /** The newest committed backup's index of this component, if any (what this run dedups against), read part by part. */
 async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
   for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
@@ -668,6 +690,7 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       // about as many blocks as this backup's (most of them the same), each in a run of the old index and of the new
       const fresh = () => ({ known: new Known(Math.ceil(blocks * 1.05), 2 * blocks), files: new OldFiles() });
       if (target.cacheFile) {
+        await copying.get(target.cacheFile);
         const got = fresh();
         const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: id, indexSha256: c.indexSha256 };
         const cached = await readIndexCache(target.cacheFile, key, got.known, got.files).catch((err: unknown) => ({ ok: false as const, why: String(err) }));
@@ -880,23 +903,17 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     sets,
     entries: indexEntries(rows, known),
   };
-  const written = repo.writeIndex(result.indexKey, index);
-  // the local copy is written at the same time (each waits on its disk while the other works);
-  // only ever a saving: without it the next backup reads the index from the repository
-  const copied = target.cacheFile
-    ? writeIndexCache(target.cacheFile, { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: written }, rows, known).catch((err: unknown) =>
-        ctx.log.warn({ err: String(err), file: target.cacheFile }, 'local copy of the index not written'),
-      )
-    : undefined;
-  try {
-    result.indexSha256 = await written;
-  } finally {
-    await copied;
-  }
+  result.indexSha256 = await repo.writeIndex(result.indexKey, index);
   // the index now references what earlier runs' pending records protected. This run's own
   // records stay until the next run: if this backup never commits, they still let it resume.
   // several at once: on S3 each is a request (~500 a GiB after a full backup)
   await forEachLimit(pendingKeys, DELETE_CONCURRENCY, (key) => repo.driver.delete(key), ctx.signal);
   result.uploadMs = Math.round(performance.now() - t0);
+  // the local copy is written after the upload returns (only ever a saving: without it the
+  // next backup reads the index from the repository)
+  if (target.cacheFile) {
+    const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: result.indexSha256 };
+    copyInBackground(target.cacheFile, () => writeIndexCache(target.cacheFile!, key, rows, known), ctx);
+  }
   return result;
 }

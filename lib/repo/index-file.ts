@@ -198,13 +198,14 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
   let n = 0;
   out.put('[');
   for (const e of entries) {
-    if (n > 0) out.put(',');
+    if (n > 0) out.byte(COMMA);
     if ('writeChunk' in e) {
-      // the entry without its chunks, then the chunks one by one, written as bytes
-      out.put(JSON.stringify(e.file).slice(0, -1));
+      // the entry without its chunks (its closing brace taken back), then the chunks one by one, written as bytes
+      out.put(JSON.stringify(e.file));
+      out.length--;
       out.put(',"chunks":[');
       for (let i = 0; i < e.chunks; i++) {
-        if (i > 0) out.put(',');
+        if (i > 0) out.byte(COMMA);
         e.writeChunk(i, out);
       }
       out.put(']}');
@@ -231,6 +232,8 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
   }
 }
 
+const COMMA = 0x2c;
+
 /** UTF-8 text appended to one buffer that grows when it must. */
 export class JsonBuffer {
   private buf: Buffer;
@@ -241,6 +244,11 @@ export class JsonBuffer {
 
   put(text: string): void {
     this.length += this.room(text.length * 3).write(text, this.length);
+  }
+
+  /** one byte (an ASCII character's code) */
+  byte(c: number): void {
+    this.room(1)[this.length++] = c;
   }
 
   /** the buffer, with room for `n` more bytes after `length` (write them there, then move `length` past them) */

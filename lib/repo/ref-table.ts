@@ -56,6 +56,8 @@ export class RefTable {
   /** each blob's fingerprint (fingerprint.ts), zeros while unknown */
   private fps = Buffer.alloc(FP * 1024);
   private readonly packIds: string[] = [];
+  /** each pack id's bytes (as JSON writes them) */
+  private readonly packIdBytes: Buffer[] = [];
   private readonly packNumbers = new Map<string, number>();
   private lastPack = -1;
   /** open addressing by hash: ref + 1, 0 is empty; at most half full */
@@ -179,7 +181,9 @@ export class RefTable {
       at = hexInto(this.hashes, r * HASH, b, at + JSON_SHA.length);
       b.set(JSON_PACK, at);
       at += JSON_PACK.length;
-      at += b.write(this.packIds[p]!, at, 'latin1');
+      const id = this.packIdBytes[p]!;
+      b.set(id, at);
+      at += id.length;
       b.set(JSON_OFFSET, at);
       at = digitsInto(this.offsets[r]!, b, at + JSON_OFFSET.length);
       b.set(JSON_LENGTH, at);
@@ -201,6 +205,7 @@ export class RefTable {
     let n = this.packNumbers.get(id);
     if (n === undefined) {
       n = this.packIds.push(id) - 1;
+      this.packIdBytes.push(Buffer.from(id, 'latin1'));
       this.packNumbers.set(id, n);
     }
     this.lastPack = n;

@@ -129,25 +129,36 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     };
     // the restore above gave every file a new change time: one backup, once they have settled, takes them as they are
     await new Promise((r) => setTimeout(r, 2100));
-    await backup('settled');
     const copies = join(cluster.agent('node1').stateDir, 'index-cache');
-    const [copy] = await readdir(copies);
+    // the copy is written once the backup's upload has returned: the copy of `b`'s index, once it is in place
+    const copyOf = async (b: BackupReport) => {
+      for (let i = 0; i < 200; i++) {
+        const names = await readdir(copies).catch(() => [] as string[]);
+        const idx = names.find((n) => n.endsWith('.idx'));
+        if (idx && !names.some((n) => n.endsWith('.tmp')) && (await readFile(join(copies, idx))).includes(b.backupId)) return idx;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`no local copy of the index of ${b.backupId}`);
+    };
+    const copy = await copyOf(await backup('settled'));
     expect(copy).toMatch(/-data\.idx$/);
 
     await change(5 * 1024 * 1024);
     const local = await backup('from-copy');
     expect(node1(local).previousIndex).toBe('local');
     expect(node1(local).bytesHashed).toBe(32 * 1024);
+    await copyOf(local);
 
     // a flipped byte in the copy: it is not used
-    const bytes = await readFile(join(copies, copy!));
+    const bytes = await readFile(join(copies, copy));
     bytes[bytes.length - 100]! ^= 0xff;
-    await writeFile(join(copies, copy!), bytes);
+    await writeFile(join(copies, copy), bytes);
     await change(50 * 1024 * 1024);
     const damaged = await backup('copy-damaged');
     expect(node1(damaged).previousIndex).toBe('repository');
     expect(node1(damaged).bytesHashed).toBe(32 * 1024);
     expect(damaged.totals.bytesNew).toBeLessThanOrEqual(32 * 1024 + 64);
+    await copyOf(damaged);
 
     // none at all: the same
     await rm(copies, { recursive: true });
