@@ -267,7 +267,7 @@ export class Repository {
   }
 
   async readDecoded(key: string): Promise<Buffer> {
-    return this.codec.decode(await readAll(await this.driver.get(key)), `${key} in ${this.location}`);
+    return this.codec.decode(await this.read(key), `${key} in ${this.location}`);
   }
 
   /**

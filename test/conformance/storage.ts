@@ -85,6 +85,25 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       expect(Buffer.compare(await readAll(await d.get('big')), body)).toBe(0);
     });
 
+    it('getBuffer, where a driver has it, gives what get gives: whole, ranged, cut short at the end', async (t) => {
+      const d = await open();
+      if (!d.getBuffer) t.skip();
+      const body = randomBytes(3 * 1024 * 1024 + 123);
+      await d.put('buf', body);
+      for (const range of [undefined, { start: 0, end: 99 }, { start: 5, end: 70_004 }, { start: (1 << 20) - 5, end: 2 * (1 << 20) + 7 }, { start: 1, end: body.length - 2 }]) {
+        const got = await d.getBuffer!('buf', range);
+        expect(Buffer.compare(got, range ? body.subarray(range.start, range.end + 1) : body), JSON.stringify(range)).toBe(0);
+      }
+      // a range past the end gives the bytes there are
+      const tail = await d.getBuffer!('buf', { start: body.length - 100_000, end: body.length + 1_000_000 });
+      expect(Buffer.compare(tail, body.subarray(body.length - 100_000))).toBe(0);
+      // several at once (more than any staging a driver keeps)
+      const all = await Promise.all(Array.from({ length: 8 }, (_, i) => d.getBuffer!('buf', { start: i * 300_000, end: i * 300_000 + 299_999 })));
+      all.forEach((b, i) => expect(Buffer.compare(b, body.subarray(i * 300_000, (i + 1) * 300_000))).toBe(0));
+      const err = await d.getBuffer!('missing').then(() => undefined, (e: unknown) => e);
+      expect((err as LockstepError).code).toBe('LOCKSTEP_E_OBJECT_NOT_FOUND');
+    });
+
     it('delete removes; deleting a missing key is not an error', async () => {
       const d = await open();
       await d.put('del', Buffer.from('x'));
