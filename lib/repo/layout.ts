@@ -42,6 +42,11 @@ export function pendingBackupOf(prefix: string, key: string): string | undefined
   return parts.length === 2 ? parts[0] : undefined;
 }
 
+/** whether `key` is a pending record in its backup's own folder (as `pendingKey` makes), which goes with its last record */
+export function inPendingBackupFolder(key: string): boolean {
+  return key.startsWith('pending/') && key.split('/').length === 5;
+}
+
 export function backupPrefix(backupId: string): string {
   return `backups/${backupId}/`;
 }

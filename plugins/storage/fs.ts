@@ -11,6 +11,7 @@ import { resolvePath } from '../../lib/config.js';
 import { runCommand } from '../../lib/exec.js';
 import { closeFd, fstatFd, openFd, readAt } from '../../lib/fd.js';
 import { alignedBuffers } from '../../lib/aligned.js';
+import { inPendingBackupFolder } from '../../lib/repo/layout.js';
 import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
@@ -216,7 +217,7 @@ export class FsDriver implements StorageDriver {
     }
     // a run's pending records sit in a folder of their own (pending/<node>/<component>/<backup>/):
     // the folder goes with its last record, or one empty folder per backup would pile up
-    if (key.startsWith('pending/') && key.split('/').length === 5) {
+    if (inPendingBackupFolder(key)) {
       const dir = dirname(file);
       this.dirs.delete(dir);
       await rmdir(dir).catch(() => undefined);
