@@ -671,6 +671,8 @@ function copyInBackground(file: string, write: () => Promise<void>, ctx: JobCont
     .catch((err: unknown) => ctx.log.warn({ err: String(err), file }, 'local copy of the index not written'))
     .finally(() => {
       if (copying.get(file) === done) copying.delete(file);
+      // the upload's rows and refs were kept for the copy past the job's own collection
+      setImmediate(collect);
     });
   copying.set(file, done);
 }

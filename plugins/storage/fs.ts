@@ -10,15 +10,10 @@ import { LockstepError, errnoCode } from '../../lib/errors.js';
 import { resolvePath } from '../../lib/config.js';
 import { runCommand } from '../../lib/exec.js';
 import { closeFd, fstatFd, openFd, readAt } from '../../lib/fd.js';
-import { alignedBuffers } from '../../lib/aligned.js';
 import { inPendingBackupFolder } from '../../lib/repo/layout.js';
 import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
-/** reads of this much and more go through a staging buffer (`readInto`) */
-const STAGED_FROM = 64 * 1024;
-const STAGE_SIZE = 1024 * 1024;
-const STAGES = 4;
 
 export class FsDriver implements StorageDriver {
   readonly name = 'fs';
@@ -26,8 +21,6 @@ export class FsDriver implements StorageDriver {
 
   /** folders known to exist: one mkdir per folder, not per object */
   private readonly dirs = new Set<string>();
-  /** page-aligned buffers big reads go through, made on first use */
-  private stages: Buffer[] | undefined;
 
   constructor(readonly location: string) {}
 
@@ -146,38 +139,12 @@ export class FsDriver implements StorageDriver {
     try {
       const size = range ? range.end - range.start + 1 : (await fstatFd(fd)).size;
       const buf = Buffer.allocUnsafe(size);
-      const n = await this.readInto(fd, buf, range?.start ?? 0);
+      const n = await readAt(fd, buf, size, range?.start ?? 0);
       return n === size ? buf : buf.subarray(0, n);
     } catch (err) {
       throw this.wrap(err, 'read', key);
     } finally {
       await closeFd(fd).catch(() => undefined);
-    }
-  }
-
-  /**
-   * Fill `buf` from `position` (less at the end of the file); how many bytes. A big read
-   * goes through a page-aligned buffer and is copied out: the kernel's copy into a buffer
-   * malloc placed 16 bytes past a page ran ~4x slower here than into an aligned one, a
-   * copy in memory costs far less (lib/aligned.ts). While all of them are in use, straight in.
-   */
-  private async readInto(fd: number, buf: Buffer, position: number): Promise<number> {
-    if (buf.length < STAGED_FROM) return readAt(fd, buf, buf.length, position);
-    this.stages ??= alignedBuffers(STAGE_SIZE, STAGES);
-    const stage = this.stages.pop();
-    if (!stage) return readAt(fd, buf, buf.length, position);
-    try {
-      let at = 0;
-      while (at < buf.length) {
-        const want = Math.min(STAGE_SIZE, buf.length - at);
-        const n = await readAt(fd, stage, want, position + at);
-        stage.copy(buf, at, 0, n);
-        at += n;
-        if (n < want) break; // the end of the file
-      }
-      return at;
-    } finally {
-      this.stages.push(stage);
     }
   }
 
