@@ -94,7 +94,13 @@ function blocksAbout(size: number, config: { chunkSize: number; packThreshold: n
   return Math.ceil(size / blockSizeFor(size, config.chunkSize));
 }
 
-/** Fixed-size buffers, page-aligned (reads into them are faster), reused; `acquire` waits while all are out. */
+/**
+ * Fixed-size buffers, reused; `acquire` waits while all are out. Buffers files are read
+ * into are page-aligned (`aligned`: reads into them are several times faster, lib/aligned.ts);
+ * the others are plain: a new mapping cannot reuse memory the allocator already holds (after
+ * a restore an agent holds ~30 MiB it freed, and aligned pack buffers raised the next
+ * backup's peak by about that much).
+ */
 class BufferPool {
   private readonly free: Buffer[] = [];
   /** buffers made but never handed out yet */
@@ -105,6 +111,7 @@ class BufferPool {
   constructor(
     readonly size: number,
     private readonly max: number,
+    private readonly aligned = false,
   ) {}
 
   acquire(signal: AbortSignal): Promise<Buffer> {
@@ -112,8 +119,9 @@ class BufferPool {
     const b = this.free.pop();
     if (b) return Promise.resolve(b);
     if (this.made < this.max) {
-      if (this.spare.length === 0) this.spare = alignedBuffers(this.size, this.max - this.made);
       this.made++;
+      if (!this.aligned) return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
+      if (this.spare.length === 0) this.spare = alignedBuffers(this.size, this.max - this.made + 1);
       return Promise.resolve(this.spare.pop()!);
     }
     return new Promise((resolve, reject) => {
@@ -211,7 +219,7 @@ function digest(data: Buffer, stats: Stats): Buffer {
 /** Where blobs go: packs (a file's own, or shared) and chunk objects; dedup against what is known. */
 class BlobWriter {
   readonly stats: Stats = { chunksNew: 0, bytesNew: 0, bytesHashed: 0 };
-  readonly reads = new BufferPool(READ_SIZE, FILE_CONCURRENCY);
+  readonly reads = new BufferPool(READ_SIZE, FILE_CONCURRENCY, true);
   // a block always fits an empty run (RUN_SIZE > MAX_PACKED_BLOCK + BLOB_OVERHEAD); a run is stored before it overflows
   private readonly runs = new BufferPool(RUN_SIZE, RUN_BUFFERS);
   private readonly packs: BufferPool;
