@@ -19,7 +19,7 @@ import { loadAgentConfig, type AgentConfig } from './config.js';
 import { AgentNode, AGENT_VERSION } from './node.js';
 import { JobRunner } from './jobs/runner.js';
 import { jobHandlers } from './jobs/handlers.js';
-import { indexCopiesWritten } from './transfer/upload.js';
+import { uploadsSettled } from './transfer/upload.js';
 import { createServer } from './server.js';
 import { FreezeLeases } from './leases.js';
 
@@ -106,8 +106,8 @@ async function main(configFile: string): Promise<void> {
       for (const j of runner.list()) if (j.state === 'running') runner.cancel(j.id);
       const deadline = Date.now() + 20_000;
       while (runner.list().some((j) => j.state === 'running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      // a local copy of an index still being written is finished (it saves the next backup a read of the index)
-      await Promise.race([indexCopiesWritten(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+      // what uploads left for after they returned is finished (else the next upload does it)
+      await Promise.race([uploadsSettled(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
       await app.close();
       log.flush();
       process.exit(0);

@@ -90,7 +90,12 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
     }
   }
   for await (const key of repo.driver.list('pending/')) {
-    live.add(packKey((await repo.readPending(key)).pack));
+    // a record deleted since the listing (its backup's next upload, or a dry run beside a backup) protects nothing
+    const rec = await repo.readPending(key).catch((err: unknown) => {
+      if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') return undefined;
+      throw err;
+    });
+    if (rec) live.add(packKey(rec.pack));
   }
   return live;
 }

@@ -14,6 +14,8 @@ import { inPendingBackupFolder } from '../../lib/repo/layout.js';
 import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
+/** readings of a tree that keeps changing under a listing before it fails */
+const LIST_ATTEMPTS = 5;
 
 export class FsDriver implements StorageDriver {
   readonly name = 'fs';
@@ -162,11 +164,17 @@ export class FsDriver implements StorageDriver {
     const base = prefix.replace(/\/+$/, '');
     const root = base === '' ? this.location : this.path(base);
     let entries;
-    try {
-      entries = await readdir(root, { recursive: true, withFileTypes: true });
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return;
-      throw this.wrap(err, 'read', prefix);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        entries = await readdir(root, { recursive: true, withFileTypes: true });
+        break;
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw this.wrap(err, 'read', prefix);
+        // nothing under the prefix; or a folder under it went while it was read (a backup's
+        // pending records deleted), which must not read as an empty listing: read it again
+        if (!(await stat(root).then(() => true, () => false))) return;
+        if (attempt === LIST_ATTEMPTS) throw this.wrap(err, 'read', prefix);
+      }
     }
     for (const e of entries) {
       if (!e.isFile() || e.name.includes(TMP_MARK)) continue;

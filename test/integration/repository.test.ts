@@ -169,6 +169,8 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     // and the copy is back for the next one
     const again = await backup('copy-again');
     expect(node1(again).previousIndex).toBe('local');
+    // (records are deleted after the upload returns, before its copy is written)
+    await copyOf(again);
     // what earlier runs left to resume from is gone once a later index holds it: only the newest backup's records may remain
     // (a write the killed agent never finished leaves a temporary file, which prune sweeps)
     const left = await readdir(join(cluster.repoDir, 'pending', 'node1', 'data'), { recursive: true }).catch(() => [] as string[]);
