@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -42,11 +42,19 @@ const WRITER = `
     setImmediate(step);
   })();`;
 
-/** Run `work` while the writer rewrites `dir` (it has run 200 ms before), then stop the writer and wait for its exit. */
+/** Run `work` while the writer rewrites `dir` (it has written, and run 200 ms more, before), then stop the writer and wait for its exit. */
 async function whileWriting(dir: string, work: () => Promise<unknown>): Promise<void> {
+  const wal = join(dir, 'wal');
+  const walSize = () => stat(wal).then((st) => st.size, () => 0);
+  const from = await walSize();
   const writer = spawn(process.execPath, ['-e', WRITER, dir], { stdio: 'ignore' });
   const exited = new Promise((r) => writer.once('exit', r));
   try {
+    // it has written (a busy machine can take longer than that to start a process)
+    for (let waited = 0; (await walSize()) <= from; waited += 20) {
+      if (waited > 20_000) throw new Error('the writer never wrote');
+      await sleep(20);
+    }
     await sleep(200);
     await work();
   } finally {
