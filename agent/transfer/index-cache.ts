@@ -111,7 +111,7 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
       await out.items(c.count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(c.first + i)]!, at));
     }
     const bodySha256 = await out.endBody();
-    const header: Header = { ...key, indexSha256: key.indexSha256, packs: packNumbers.size, refs: refCount, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
+    const header: Header = { ...key, packs: packNumbers.size, refs: refCount, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
     const text = Buffer.from(JSON.stringify(header));
     await out.put(text.length + 4, (b, at) => b.writeUInt32LE(text.length, at + text.copy(b, at)));
     await out.close();

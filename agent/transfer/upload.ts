@@ -119,10 +119,9 @@ class BufferPool {
     const b = this.free.pop();
     if (b) return Promise.resolve(b);
     if (this.made < this.max) {
+      if (this.aligned && this.spare.length === 0) this.spare = alignedBuffers(this.size, this.max - this.made);
       this.made++;
-      if (!this.aligned) return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
-      if (this.spare.length === 0) this.spare = alignedBuffers(this.size, this.max - this.made + 1);
-      return Promise.resolve(this.spare.pop()!);
+      return Promise.resolve(this.aligned ? this.spare.pop()! : Buffer.allocUnsafeSlow(this.size));
     }
     return new Promise((resolve, reject) => {
       // the listener goes when the wait ends, so a long upload's waits do not pile up on the job's signal

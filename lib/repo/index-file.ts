@@ -199,22 +199,10 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
   out.put('[');
   for (const e of entries) {
     if (n > 0) out.byte(COMMA);
-    if ('writeChunk' in e) {
-      // the entry without its chunks (its closing brace taken back), then the chunks one by one, written as bytes
-      out.put(JSON.stringify(e.file));
-      out.length--;
-      out.put(',"chunks":[');
-      for (let i = 0; i < e.chunks; i++) {
-        if (i > 0) out.byte(COMMA);
-        e.writeChunk(i, out);
-      }
-      out.put(']}');
-    } else if (e.type === 'file') {
+    if ('writeChunk' in e) writeFileEntry(out, e.file, e.chunks, (i) => e.writeChunk(i, out));
+    else if (e.type === 'file') {
       const { chunks, ...head } = e;
-      out.put(JSON.stringify(head).slice(0, -1));
-      out.put(',"chunks":[');
-      for (let i = 0; i < chunks.length; i++) out.put(i === 0 ? JSON.stringify(chunks[i]) : `,${JSON.stringify(chunks[i])}`);
-      out.put(']}');
+      writeFileEntry(out, head, chunks.length, (i) => out.put(JSON.stringify(chunks[i])));
     } else out.put(JSON.stringify(e));
     n++;
     if (out.length >= partBytes) {
@@ -233,6 +221,18 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
 }
 
 const COMMA = 0x2c;
+
+/** a file entry: its fields but its chunks (its closing brace taken back), then its `count` chunks, each written by `chunk` */
+function writeFileEntry(out: JsonBuffer, head: Omit<FileEntry, 'chunks'>, count: number, chunk: (i: number) => void): void {
+  out.put(JSON.stringify(head));
+  out.length--;
+  out.put(',"chunks":[');
+  for (let i = 0; i < count; i++) {
+    if (i > 0) out.byte(COMMA);
+    chunk(i);
+  }
+  out.put(']}');
+}
 
 /** UTF-8 text appended to one buffer that grows when it must. */
 export class JsonBuffer {

@@ -12,7 +12,7 @@ import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
 import { packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
-import type { Repository } from './repository.js';
+import { isNotFound, type Repository } from './repository.js';
 import { RepoLock } from './lock.js';
 
 export interface RetentionPolicy {
@@ -92,7 +92,7 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
   for await (const key of repo.driver.list('pending/')) {
     // a record deleted since the listing (its backup's next upload, or a dry run beside a backup) protects nothing
     const rec = await repo.readPending(key).catch((err: unknown) => {
-      if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') return undefined;
+      if (isNotFound(err)) return undefined;
       throw err;
     });
     if (rec) live.add(packKey(rec.pack));
