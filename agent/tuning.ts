@@ -1,13 +1,21 @@
 /**
  * How the agent process uses memory and threads, set before any other module loads (the
  * agent imports this first). Its memory stays flat while it moves data (its big buffers
- * are pooled, off the heap); with all of the below a 5 GiB backup peaks at ~160 MiB. (The
+ * are pooled, off the heap); with all of the below a 5 GiB backup peaks at ~136-140 MiB. (The
  * LZ4 binding allocates with its own mimalloc; MIMALLOC_PURGE_DELAY=0 made it hand freed
  * output back at once, 5–12 MiB less at peak, but cost ~8% of the agent's CPU: not set.)
  *
  * On the agent's `#!` line, read when the process starts:
- * - glibc keeps two malloc arenas, not one per thread (16 I/O threads), and gives back freed
- *   memory over 1 MiB: ~15 MiB less at peak, ~25 MiB less after a 5 GiB backup, same time;
+ * - glibc keeps two malloc arenas, not one per thread (16 I/O threads): ~15 MiB less at peak;
+ * - glibc maps every block of 32 KiB or more on its own and unmaps it when freed (setting it
+ *   also stops glibc from raising that threshold as big buffers come and go, which held
+ *   ~25 MiB more after a 5 GiB backup). Without it a restore left the agent ~70 MiB larger
+ *   for good: V8's optimizing compiler takes its working memory in 36 KiB segments, ~10k of
+ *   them during a 2 GiB restore, and once freed they sat in the middle of glibc's heap, which
+ *   only shrinks from its top. Measured, one 5 GiB node: RSS after the restore 166 -> 97 MiB,
+ *   the next full backup's peak 200 -> 154 MiB, the next incremental's 179 -> 139 MiB;
+ *   backups before any restore the same (136-138 MiB); a 2 GiB restore's time and CPU
+ *   within this machine's noise (20.6-33.0 s default, 25.0-25.1 s with it);
  * - a young generation of 2 MiB instead of 16: ~50 MiB less at peak, no measured cost in time;
  * - gc() for lib/memory.ts, which frees dead native buffers (LZ4 output) as they pile up and
  *   collects the old generation when it grows.
