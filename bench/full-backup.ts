@@ -2,8 +2,11 @@
  * Full backup of three directory nodes into a local repository, against GNU tar
  * copying the same data on the same disk (`tar -c | tar -x`), in the same run; then
  * incremental backups after 1% of the data changed (pages rewritten in place in the
- * large files, a few new small files), against that run's full backup; and the agents'
- * peak RSS (VmHWM) over the whole run.
+ * large files, a few new small files), against that run's full backup; the agents'
+ * peak RSS (VmHWM) in each backup; and, once the runs are done, the nodes emptied and
+ * restored from the last backup, and one more backup of what was restored (every file is
+ * new to it: read whole, every block already stored): its time and peak RSS, since a
+ * restore is what leaves an agent's memory most fragmented.
  *
  *   npm run bench:backup                       # 3 × 256 MiB, 3 runs
  *   npm run bench:backup -- --mib 1024 --runs 5
@@ -12,14 +15,14 @@
  * Prints medians (min–max) and the ratio; writes bench/results/full-backup.json.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
-import { peakRssMiB, tarCopy } from './peers.js';
+import { peakRssMiB, resetPeakRss, tarCopy } from './peers.js';
 import { changeOnePercent as changeDb, generate } from './dataset.js';
-import type { BackupReport } from '../lib/report.js';
+import type { BackupReport, RestoreReport } from '../lib/report.js';
 
 const mibPerNode = Number(arg('mib', '256'));
 const runs = Number(arg('runs', '3'));
@@ -57,6 +60,15 @@ async function changeOnePercent(dir: string, mib: number): Promise<number> {
   return changed;
 }
 
+/** run a CLI backup (each agent's peak RSS reset first); its report and the agents' peaks during it */
+async function backup(cluster: LocalCluster, name: string): Promise<{ report: BackupReport; peaks: number[] }> {
+  await Promise.all(cluster.agents.map((a) => resetPeakRss(a.process?.pid ?? 0)));
+  const r = await runCli(['backup', 'create', '--name', name, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
+  const report = JSON.parse(r.stdout) as BackupReport;
+  if (report.status !== 'complete') throw new Error(`backup ${name} ended ${report.status}: ${report.error?.message ?? ''}`);
+  return { report, peaks: await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid ?? 0))) };
+}
+
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
   const cluster = new LocalCluster({ root, nodes });
@@ -72,14 +84,16 @@ async function main(): Promise<void> {
     const incrMs: number[] = [];
     const incrWritten: number[] = [];
     const changedBytes: number[] = [];
+    const fullPeaks: number[] = [];
+    const incrPeaks: number[] = [];
+    let lastId = '';
     for (let i = 0; i < runs; i++) {
       // a fresh repository each run: a full backup, not a deduplicated one
       await rm(cluster.repoDir, { recursive: true, force: true });
       await runCli(['repo', 'init'], { config: cluster.configFile });
-      const r = await runCli(['backup', 'create', '--name', `full${i}`, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
-      const report = JSON.parse(r.stdout) as BackupReport;
-      if (report.status !== 'complete') throw new Error(`backup ended ${report.status}: ${report.error?.message ?? ''}`);
-      lockstep.push(Math.round(report.durationMs));
+      const full = await backup(cluster, `full${i}`);
+      lockstep.push(Math.round(full.report.durationMs));
+      fullPeaks.push(...full.peaks);
       // the same three trees, three tar pipelines at once, onto the same disk
       const dests = await Promise.all(cluster.agents.map(async (a) => {
         const d = join(root, `tar-${a.node}-${i}`);
@@ -95,17 +109,25 @@ async function main(): Promise<void> {
       for (const a of cluster.agents) {
         changed += data === 'db' ? await changeDb(a.data.data!, a.node, mibPerNode * 1024 * 1024, i + 1) : await changeOnePercent(a.data.data!, mibPerNode);
       }
-      const r2 = await runCli(['backup', 'create', '--name', `incr${i}`, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
-      const incr = JSON.parse(r2.stdout) as BackupReport;
-      if (incr.status !== 'complete') throw new Error(`incremental backup ended ${incr.status}: ${incr.error?.message ?? ''}`);
+      const { report: incr, peaks } = await backup(cluster, `incr${i}`);
       incrMs.push(Math.round(incr.durationMs));
+      incrPeaks.push(...peaks);
+      lastId = incr.backupId;
       incrWritten.push(incr.totals.bytesNew);
       changedBytes.push(changed);
       process.stderr.write(
         `  run ${i + 1}/${runs}: lockstep ${lockstep.at(-1)} ms, tar ${tar.at(-1)} ms; after 1% change: ${incrMs.at(-1)} ms, wrote ${incr.totals.bytesNew} B for ${changed} B changed\n`,
       );
     }
-    const rss = await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid ?? 0)));
+    // the nodes emptied and restored from the last backup, then backed up again
+    for (const a of cluster.agents) for (const name of await readdir(a.data.data!)) await rm(join(a.data.data!, name), { recursive: true, force: true });
+    await Promise.all(cluster.agents.map((a) => resetPeakRss(a.process?.pid ?? 0)));
+    const restored = JSON.parse((await runCli(['restore', lastId, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 })).stdout) as RestoreReport;
+    if (restored.status !== 'restored') throw new Error(`restore ended ${restored.status}`);
+    const restorePeaks = await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid ?? 0)));
+    const again = await backup(cluster, 'after-restore');
+    process.stderr.write(`  restore ${Math.round(restored.durationMs)} ms; the backup after it ${Math.round(again.report.durationMs)} ms\n`);
+    const peakLine = (what: string, peaks: number[]) => `| ${what} | ${median(peaks)} MiB (${spread(peaks)}) |`;
     const mbps = (ms: number) => ((totalMiB * 1.048576) / (ms / 1000)).toFixed(0);
     const lines = [
       `full backup of ${nodes} node${nodes > 1 ? 's' : ''} × ${mibPerNode} MiB (${data === 'db' ? 'database-like, bench/dataset.ts' : '80% in 4 large files, 20% in 16 KiB files'}), ${cpus().length} cores, ${runs} runs (median, min–max)`,
@@ -120,10 +142,17 @@ async function main(): Promise<void> {
       `| wall time | ${median(incrMs)} ms (${spread(incrMs)}) | ${median(lockstep)} ms | ${((100 * median(incrMs)) / median(lockstep)).toFixed(1)}% (≤ 10%) |`,
       `| bytes written / bytes changed | ${median(incrWritten)} B / ${median(changedBytes)} B | | ${(median(incrWritten) / median(changedBytes)).toFixed(2)}× (≤ 2×) |`,
       '',
-      `agent peak RSS over the whole run (VmHWM): ${rss.map((m, j) => `${cluster.agents[j]!.node} ${m} MiB`).join(', ')} (goal ≤ 150 MB)`,
+      `agent peak RSS (VmHWM; goal ≤ 150 MB = 143 MiB during a backup), every agent in every backup, median (min–max):`,
+      '',
+      '| | agent peak RSS |',
+      '| --- | --- |',
+      peakLine('full backups', fullPeaks),
+      peakLine('incrementals', incrPeaks),
+      peakLine(`restore of the last backup onto the emptied nodes (${Math.round(restored.durationMs)} ms; not a goal)`, restorePeaks),
+      peakLine(`the backup after that restore (${Math.round(again.report.durationMs)} ms, every file read again, ${again.report.totals.bytesNew} B written)`, again.peaks),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, agentPeakRssMiB: rss });
+    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
   } finally {
     await cluster.stop();
     await rm(root, { recursive: true, force: true });
