@@ -2,10 +2,10 @@
  * For `restore --dry-run`: what staging would download and what it would likely reuse,
  * judged by size and modification time only (staging itself checks every hash).
  */
-import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RestorePlanRequest, RestorePlanResult } from '../lib/wire.js';
 import type { AgentNode } from './node.js';
+import { lstatIfAny } from '../lib/tree.js';
 
 export async function restorePlan(node: AgentNode, req: RestorePlanRequest): Promise<RestorePlanResult> {
   const { config, plugin } = node.component(req.component);
@@ -20,7 +20,7 @@ export async function restorePlan(node: AgentNode, req: RestorePlanRequest): Pro
     if (!live) continue; // a set this component does not restore
     out.files++;
     out.bytes += e.size;
-    const st = await lstat(join(live, e.path.slice(slash + 1))).catch(() => undefined);
+    const st = lstatIfAny(join(live, e.path.slice(slash + 1)));
     if (st?.isFile() && st.size === e.size && Math.floor(st.mtimeMs) === Math.floor(e.mtimeMs)) {
       out.likelyReusedFiles++;
       out.likelyReusedBytes += e.size;

@@ -1,7 +1,7 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
-import { lstat, mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { copyTree, walkTree } from '../../lib/tree.js';
+import { copyTree, lstatIfAny, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
@@ -30,7 +30,7 @@ async function keepStaged(staging: string, cache: string, signal: AbortSignal): 
     let left = 0;
     for await (const e of walkTree(next)) {
       if (e.type !== 'file') continue;
-      const live = await lstat(join(staging, e.rel)).catch(() => undefined);
+      const live = lstatIfAny(join(staging, e.rel));
       if (live?.ino === e.stat.ino && live.dev === e.stat.dev) await rm(e.abs);
       else left++;
     }

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { LockstepError } from '../../lib/errors.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
-import { applyMeta, applyMetaFd, under } from '../../lib/tree.js';
+import { applyMeta, applyMetaFd, lstatIfAny, under } from '../../lib/tree.js';
 import { closeFd, fstatFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
 import { runCommand } from '../../lib/exec.js';
 import type { StageResult } from '../../lib/wire.js';
@@ -109,7 +109,7 @@ async function readLocal(
   signal: AbortSignal,
   opts: { copyTo?: string; kept?: boolean } = {},
 ): Promise<LocalRead | undefined> {
-  const st = await lstat(path).catch(() => undefined);
+  const st = lstatIfAny(path);
   if (!st?.isFile()) return undefined;
   const several = e.chunks.length > 1;
   // a one-block file is only any use whole
