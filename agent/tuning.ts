@@ -14,8 +14,10 @@
  *   them during a 2 GiB restore, and once freed they sat in the middle of glibc's heap, which
  *   only shrinks from its top. Measured, one 5 GiB node: RSS after the restore 166 -> 97 MiB,
  *   the next full backup's peak 200 -> 154 MiB, the next incremental's 179 -> 139 MiB;
- *   backups before any restore the same (136-138 MiB). The price: LZ4's output buffers
- *   (32 KiB and up, made by the binding through malloc) are mapped and unmapped each time.
+ *   backups before any restore the same (136-138 MiB). The price: LZ4's output buffers of
+ *   32 KiB and up are mapped and unmapped each time (the binding's synchronous calls, at
+ *   least, take their output through glibc's malloc: with this setting a micro-benchmark of
+ *   them spent most of its time in the kernel).
  *   A 2 GiB full backup's agent CPU 10.6-11.0 -> 10.7-11.2 s (noise); a 2 GiB restore's
  *   25.7-28.5 -> 29.9-35.9 s (~15% more, ~10% more wall time), for an agent that no longer
  *   stays ~70-110 MiB larger after it (a decompressor writing into reused buffers would
