@@ -61,7 +61,7 @@ async function main(configFile: string): Promise<void> {
     });
     await runner.recover();
     const swept = await node.sweep();
-    if (swept.length > 0) log.info({ removed: swept }, 'removed snapshot and staging leftovers');
+    if (swept.length > 0) log.info({ removed: swept }, 'removed leftovers: snapshots, staging, local copies of removed components');
     const gc = setInterval(() => {
       const busy = new Set(
         runner

@@ -173,15 +173,27 @@ export class AgentNode {
 
   /**
    * At start-up no job runs, so snapshot dirs and staging dirs left by a crash are
-   * garbage. Old data moved aside by a restore is never touched here.
+   * garbage, and so are half-written local index copies. So are the local index copies
+   * and kept snapshots (a whole copy of the data) of components this agent no longer has:
+   * they only ever save work for a component's next backup. Old data moved aside by a
+   * restore is never touched here.
    */
   async sweep(): Promise<string[]> {
     const removed: string[] = [];
+    const gone = async (path: string) => {
+      await rm(path, { recursive: true, force: true });
+      removed.push(path);
+    };
     const snaps = join(this.config.stateDir, 'snapshots');
-    for (const name of await readdir(snaps).catch(() => [] as string[])) {
-      await rm(join(snaps, name), { recursive: true, force: true });
-      removed.push(join(snaps, name));
+    for (const name of await readdir(snaps).catch(() => [] as string[])) await gone(join(snaps, name));
+    // <repository id (a UUID)>-<component>.idx, see indexCacheFile; .tmp: a write that never finished
+    const caches = join(this.config.stateDir, 'index-cache');
+    for (const name of await readdir(caches).catch(() => [] as string[])) {
+      const component = /^[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}-(.+)\.idx$/.exec(name)?.[1];
+      if (name.endsWith('.idx.tmp') || (component !== undefined && !this.components.has(component))) await gone(join(caches, name));
     }
+    const kept = join(this.config.stateDir, 'last');
+    for (const name of await readdir(kept).catch(() => [] as string[])) if (!this.components.has(name)) await gone(join(kept, name));
     for (const { config, plugin } of this.components.values()) {
       for (const live of Object.values(plugin.node.paths(config))) {
         const prefix = `${basename(live)}.lockstep-staging-`;

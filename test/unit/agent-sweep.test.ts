@@ -1,0 +1,71 @@
+/**
+ * What an agent removes from its state directory when it starts: leftovers of jobs a
+ * crash interrupted, and the local index copies and kept snapshots of components it no
+ * longer has. Nothing else.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AgentNode } from '../../agent/node.js';
+import type { AgentConfig } from '../../agent/config.js';
+import { createLogger } from '../../lib/log.js';
+
+const REPO = '0b9c3f52-8e1d-4d6a-9f3e-2a7c5b1d4e60';
+let root: string | undefined;
+
+afterEach(async () => {
+  if (root) await rm(root, { recursive: true, force: true });
+  root = undefined;
+});
+
+async function tree(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).map(String).sort();
+}
+
+describe('agent start-up sweep', () => {
+  it('removes crash leftovers and what belongs to components no longer configured, keeps the rest', async () => {
+    root = await mkdtemp(join(tmpdir(), 'lockstep-sweep-'));
+    const state = join(root, 'state');
+    const data = join(root, 'db', 'data');
+    const files: Record<string, string> = {
+      'state/snapshots/20261203-101010-abc/data/x': 'snapshot of a killed backup',
+      [`state/index-cache/${REPO}-db.idx`]: 'copy of a configured component',
+      [`state/index-cache/${REPO}-db.idx.tmp`]: 'half-written copy',
+      [`state/index-cache/${REPO}-old.idx`]: 'copy of a removed component',
+      [`state/index-cache/${REPO}-my-db.idx`]: 'copy of a removed component with a dash',
+      'state/index-cache/notes.txt': 'not ours to judge',
+      'state/last/db/data/x': 'kept snapshot of a configured component',
+      'state/last/old/data/x': 'kept snapshot of a removed component',
+      'state/jobs/j1.json': '{}',
+      'db/data/live': 'live data',
+      'db/data.lockstep-staging-r1/live': 'staging of a killed restore',
+      'db/data.lockstep-old-r1/live': 'old data moved aside by a restore',
+    };
+    for (const [path, body] of Object.entries(files)) {
+      await mkdir(join(root, path, '..'), { recursive: true });
+      await writeFile(join(root, path), body);
+    }
+    const config = { node: 'n1', stateDir: state, components: [{ name: 'db', plugin: 'directory', tier: 'storage', path: data }] };
+    const node = new AgentNode(config as unknown as AgentConfig, createLogger({ name: 'test', level: 'silent' }));
+
+    const removed = await node.sweep();
+
+    expect(removed.map((p) => p.slice(root!.length + 1)).sort()).toEqual(
+      [
+        'db/data.lockstep-staging-r1',
+        `state/index-cache/${REPO}-db.idx.tmp`,
+        `state/index-cache/${REPO}-my-db.idx`,
+        `state/index-cache/${REPO}-old.idx`,
+        'state/last/old',
+        'state/snapshots/20261203-101010-abc',
+      ].sort(),
+    );
+    expect(await tree(join(state, 'index-cache'))).toEqual([`${REPO}-db.idx`, 'notes.txt']);
+    expect(await tree(join(state, 'last'))).toEqual(['db', 'db/data', 'db/data/x']);
+    expect(await tree(join(state, 'jobs'))).toEqual(['j1.json']);
+    expect(await tree(join(root, 'db'))).toEqual(['data', 'data.lockstep-old-r1', 'data.lockstep-old-r1/live', 'data/live']);
+    // a second start finds nothing more to remove
+    expect(await node.sweep()).toEqual([]);
+  });
+});
