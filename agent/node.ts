@@ -85,6 +85,11 @@ export class AgentNode {
     return join(this.config.stateDir, 'index-cache', `${repositoryId}-${component}.idx`);
   }
 
+  /** the component a file in `index-cache/` is the copy of, read back from its name (a repository id is a UUID); undefined: not such a copy */
+  private indexCacheComponent(name: string): string | undefined {
+    return /^[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}-(.+)\.idx$/.exec(name)?.[1];
+  }
+
   /** the last snapshot of a component, kept when its plugin asks (a local source for restores) */
   lastSnapshotDir(component: string): string {
     return join(this.config.stateDir, 'last', component);
@@ -186,10 +191,10 @@ export class AgentNode {
     };
     const snaps = join(this.config.stateDir, 'snapshots');
     for (const name of await readdir(snaps).catch(() => [] as string[])) await gone(join(snaps, name));
-    // <repository id (a UUID)>-<component>.idx, see indexCacheFile; .tmp: a write that never finished
+    // .idx.tmp: a copy whose write never finished
     const caches = join(this.config.stateDir, 'index-cache');
     for (const name of await readdir(caches).catch(() => [] as string[])) {
-      const component = /^[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}-(.+)\.idx$/.exec(name)?.[1];
+      const component = this.indexCacheComponent(name);
       if (name.endsWith('.idx.tmp') || (component !== undefined && !this.components.has(component))) await gone(join(caches, name));
     }
     const kept = join(this.config.stateDir, 'last');

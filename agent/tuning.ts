@@ -2,7 +2,7 @@
  * How the agent process uses memory and threads, set before any other module loads (the
  * agent imports this first). Its memory stays flat while it moves data (its big buffers
  * are pooled, off the heap); with all of the below a 5 GiB backup peaks at ~136-140 MiB. (The
- * LZ4 binding allocates with its own mimalloc; MIMALLOC_PURGE_DELAY=0 made it hand freed
+ * LZ4 binding also keeps memory in its own mimalloc; MIMALLOC_PURGE_DELAY=0 made it hand freed
  * output back at once, 5–12 MiB less at peak, but cost ~8% of the agent's CPU: not set.)
  *
  * On the agent's `#!` line, read when the process starts:

@@ -18,7 +18,7 @@ import { parse, stringify } from 'yaml';
 import { CLI_BIN, LocalCluster, projectRoot } from '../demo/local-cluster.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 import { changeOnePercent, generate, treeDigest } from './dataset.js';
-import { childrenCpuSeconds, cpuSeconds, diskBytes, ensurePeers, peakRssMiB, resetPeakRss, Restic, rssMiB, run, Sshd, tarCopy } from './peers.js';
+import { AgentMeter, childrenCpuSeconds, diskBytes, ensurePeers, Restic, run, Sshd, tarCopy } from './peers.js';
 import { arg, median, runBench, writeResults } from './stats.js';
 
 const PRESETS = {
@@ -130,38 +130,6 @@ function backupReport(r: CliRun, what: string): BackupReport {
   const report = JSON.parse(r.stdout) as BackupReport;
   if (report.status !== 'complete') throw new Error(`${what} ended ${report.status}: ${report.error?.message ?? ''}`);
   return report;
-}
-
-/**
- * Agents' CPU seconds and peak RSS over one phase. The kernel's peak (VmHWM) cannot be
- * reset everywhere (clear_refs is refused in some sandboxes), so it would carry one
- * phase's peak into the next: the RSS is also sampled every 20 ms, and a phase's peak is
- * the kernel's when that rose during the phase, else the largest sample.
- */
-class AgentMeter {
-  private cpu0 = 0;
-  private hwm0: number[] = [];
-  private sampled: number[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  constructor(private readonly pids: number[]) {}
-  async start(): Promise<void> {
-    await Promise.all(this.pids.map(resetPeakRss));
-    this.hwm0 = await Promise.all(this.pids.map(peakRssMiB));
-    this.sampled = this.pids.map(() => 0);
-    this.timer = setInterval(() => {
-      this.pids.forEach((pid, i) => void rssMiB(pid).then((m) => (this.sampled[i] = Math.max(this.sampled[i]!, m))));
-    }, 20);
-    this.cpu0 = await this.cpu();
-  }
-  private async cpu(): Promise<number> {
-    return (await Promise.all(this.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
-  }
-  async stop(): Promise<{ cpuS: number; peakMiB: number }> {
-    clearInterval(this.timer);
-    const hwm = await Promise.all(this.pids.map(peakRssMiB));
-    const peaks = hwm.map((h, i) => (h > this.hwm0[i]! ? h : this.sampled[i]!));
-    return { cpuS: (await this.cpu()) - this.cpu0, peakMiB: Math.max(...peaks) };
-  }
 }
 
 /** a lockstep command with the agents metered around it: CPU is the agents' plus the coordinator's */

@@ -20,7 +20,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
-import { peakRssMiB, resetPeakRss, tarCopy } from './peers.js';
+import { AgentMeter, tarCopy } from './peers.js';
 import { changeOnePercent as changeDb, generate } from './dataset.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 
@@ -60,13 +60,20 @@ async function changeOnePercent(dir: string, mib: number): Promise<number> {
   return changed;
 }
 
-/** run a CLI backup (each agent's peak RSS reset first); its report and the agents' peaks during it */
+/** a CLI command's JSON report, and each agent's peak RSS while it ran */
+async function metered<R>(cluster: LocalCluster, args: string[]): Promise<{ report: R; peaks: number[] }> {
+  const meter = new AgentMeter(cluster.agents.map((a) => a.process?.pid ?? 0));
+  await meter.start();
+  const r = await runCli([...args, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
+  const { peaks } = await meter.stop();
+  return { report: JSON.parse(r.stdout) as R, peaks };
+}
+
+/** a backup, which must complete; its report and each agent's peak RSS during it */
 async function backup(cluster: LocalCluster, name: string): Promise<{ report: BackupReport; peaks: number[] }> {
-  await Promise.all(cluster.agents.map((a) => resetPeakRss(a.process?.pid ?? 0)));
-  const r = await runCli(['backup', 'create', '--name', name, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
-  const report = JSON.parse(r.stdout) as BackupReport;
-  if (report.status !== 'complete') throw new Error(`backup ${name} ended ${report.status}: ${report.error?.message ?? ''}`);
-  return { report, peaks: await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid ?? 0))) };
+  const done = await metered<BackupReport>(cluster, ['backup', 'create', '--name', name]);
+  if (done.report.status !== 'complete') throw new Error(`backup ${name} ended ${done.report.status}: ${done.report.error?.message ?? ''}`);
+  return done;
 }
 
 async function main(): Promise<void> {
@@ -121,10 +128,8 @@ async function main(): Promise<void> {
     }
     // the nodes emptied and restored from the last backup, then backed up again
     for (const a of cluster.agents) for (const name of await readdir(a.data.data!)) await rm(join(a.data.data!, name), { recursive: true, force: true });
-    await Promise.all(cluster.agents.map((a) => resetPeakRss(a.process?.pid ?? 0)));
-    const restored = JSON.parse((await runCli(['restore', lastId, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 })).stdout) as RestoreReport;
+    const { report: restored, peaks: restorePeaks } = await metered<RestoreReport>(cluster, ['restore', lastId]);
     if (restored.status !== 'restored') throw new Error(`restore ended ${restored.status}`);
-    const restorePeaks = await Promise.all(cluster.agents.map((a) => peakRssMiB(a.process?.pid ?? 0)));
     const again = await backup(cluster, 'after-restore');
     process.stderr.write(`  restore ${Math.round(restored.durationMs)} ms; the backup after it ${Math.round(again.report.durationMs)} ms\n`);
     const peakLine = (what: string, peaks: number[]) => `| ${what} | ${median(peaks)} MiB (${spread(peaks)}) |`;

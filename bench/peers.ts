@@ -223,3 +223,36 @@ export const rssMiB = (pid: number) => statusMiB(pid, 'VmRSS');
 
 /** a process's peak resident memory */
 export const peakRssMiB = (pid: number) => statusMiB(pid, 'VmHWM');
+
+/**
+ * Agents' CPU seconds and peak RSS over one phase. The kernel's peak (VmHWM) cannot be
+ * reset everywhere (clear_refs is refused in some sandboxes), so it would carry one
+ * phase's peak into the next: the RSS is also sampled every 20 ms, and a phase's peak is
+ * the kernel's when that rose during the phase, else the largest sample.
+ */
+export class AgentMeter {
+  private cpu0 = 0;
+  private hwm0: number[] = [];
+  private sampled: number[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly pids: number[]) {}
+  async start(): Promise<void> {
+    await Promise.all(this.pids.map(resetPeakRss));
+    this.hwm0 = await Promise.all(this.pids.map(peakRssMiB));
+    this.sampled = this.pids.map(() => 0);
+    this.timer = setInterval(() => {
+      this.pids.forEach((pid, i) => void rssMiB(pid).then((m) => (this.sampled[i] = Math.max(this.sampled[i]!, m))));
+    }, 20);
+    this.cpu0 = await this.cpu();
+  }
+  private async cpu(): Promise<number> {
+    return (await Promise.all(this.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+  }
+  /** the phase's CPU seconds (all agents), its peak (the largest agent's) and each agent's peak, in order */
+  async stop(): Promise<{ cpuS: number; peakMiB: number; peaks: number[] }> {
+    clearInterval(this.timer);
+    const hwm = await Promise.all(this.pids.map(peakRssMiB));
+    const peaks = hwm.map((h, i) => (h > this.hwm0[i]! ? h : this.sampled[i]!));
+    return { cpuS: (await this.cpu()) - this.cpu0, peakMiB: Math.max(...peaks), peaks };
+  }
+}

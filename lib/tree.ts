@@ -93,6 +93,7 @@ async function lstatAll(paths: string[]): Promise<(Stats | undefined)[]> {
 }
 
 const LSTAT_BATCH = 256;
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * lstat of a path that may well be missing: undefined when it is (or cannot be looked at:
@@ -107,7 +108,6 @@ export function lstatIfAny(path: string): Stats | undefined {
     return undefined;
   }
 }
-const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export interface Meta {
   mode: number;
