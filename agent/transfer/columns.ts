@@ -9,6 +9,7 @@
  */
 import type { TreeEntry } from '../../lib/tree.js';
 import { grown } from '../../lib/repo/ref-table.js';
+import { keepShape } from '../../lib/shapes.js';
 
 const SHA = 32;
 const KINDS = ['file', 'dir', 'symlink'] as const satisfies readonly TreeEntry['type'][];
@@ -172,3 +173,5 @@ export class Columns {
     this.sha = grown(this.sha, Buffer.alloc(n * SHA));
   }
 }
+
+keepShape(new Columns());

@@ -26,6 +26,7 @@ import { dirname } from 'node:path';
 import { alignedBuffer } from '../../lib/aligned.js';
 import type { Columns } from './columns.js';
 import type { Known, OldFiles } from './known.js';
+import { keepShapeOnce } from '../../lib/shapes.js';
 
 const MAGIC = 'LSIC1\n';
 const PACK = 32;
@@ -76,6 +77,7 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp`;
   const out = new SectionWriter(await open(tmp, 'w', 0o600));
+  keepShapeOnce('section-writer', () => new SectionWriter(out.fh, Buffer.alloc(0)));
   try {
     await out.put(MAGIC.length, (b, at) => b.write(MAGIC, at, 'latin1'));
     out.startBody();
@@ -125,7 +127,6 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
 
 /** A file written in pieces through one 1 MiB buffer, hashing what is between `startBody` and `endBody`. */
 class SectionWriter {
-  private readonly buf = Buffer.allocUnsafe(1024 * 1024);
   private used = 0;
   private at = 0;
   private hashFrom = -1;
@@ -133,7 +134,10 @@ class SectionWriter {
   /** bytes hashed so far */
   bodyBytes = 0;
 
-  constructor(private readonly fh: FileHandle) {}
+  constructor(
+    readonly fh: FileHandle,
+    private readonly buf = Buffer.allocUnsafe(1024 * 1024),
+  ) {}
 
   /** `count` items of `size` bytes each (at most the buffer), item `k` filled in by `fill` at `at` in `b` */
   async items(count: number, size: number, fill: (k: number, b: Buffer, at: number) => void): Promise<void> {
@@ -203,7 +207,6 @@ class SectionWriter {
 
 /** A file read front to back through one 1 MiB buffer (page-aligned: lib/aligned.ts), hashing what it gives. */
 class SectionReader {
-  readonly buf = alignedBuffer(1024 * 1024);
   private start = 0;
   private end = 0;
   private readonly sha = createHash('sha256');
@@ -212,6 +215,7 @@ class SectionReader {
     private readonly fh: FileHandle,
     private at: number,
     private left: number,
+    readonly buf = alignedBuffer(1024 * 1024),
   ) {}
 
   /** whether the next `n` bytes (at most the buffer) are there to take: at once when buffered (no wait) */
@@ -291,6 +295,7 @@ async function readCopy(fh: FileHandle, key: CacheKey, known: Known, files: OldF
   // what was taken in before a damage shows is let go by the caller
   const damaged = (what: string) => ({ ok: false as const, why: `damaged (${what})` });
   const body = new SectionReader(fh, MAGIC.length, h.bodyBytes);
+  keepShapeOnce('section-reader', () => new SectionReader(fh, 0, 0, Buffer.alloc(0)));
   const b = body.buf;
   const packIds: string[] = [];
   for (let n = 0; n < h.packs; n++) {

@@ -6,6 +6,7 @@ import { contentHashOf, RefLists, RefTable } from '../../lib/repo/ref-table.js';
 import { FP, unknownFp } from '../../lib/repo/fingerprint.js';
 import type { FileEntry, FileEntryText } from '../../lib/repo/index-file.js';
 import { Columns } from './columns.js';
+import { keepShape } from '../../lib/shapes.js';
 
 /** A file's content as the upload holds it: its blocks are `count` refs in `Known.lists` from `first`. */
 export interface Content {
@@ -116,3 +117,5 @@ export class Known {
     return known ? out.toString('base64') : undefined;
   }
 }
+
+keepShape(new OldFiles());

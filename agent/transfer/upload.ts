@@ -46,6 +46,7 @@ import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
 import { readIndexCache, writeIndexCache } from './index-cache.js';
 import { collect, collectIfGrown } from '../../lib/memory.js';
+import { keepShape, keepShapeOnce } from '../../lib/shapes.js';
 
 const MiB = 1024 * 1024;
 const FILE_CONCURRENCY = 8;
@@ -498,6 +499,11 @@ class FileBlocks {
     this.readSize = Math.max(block, READ_SIZE);
   }
 
+  /** one reading nothing (lib/shapes.ts keeps it) */
+  static empty(writer: BlobWriter, repo: Repository): FileBlocks {
+    return new FileBlocks(undefined as unknown as FileHandle, undefined, MIN_BLOCK, writer, false, repo.fingerprints, undefined);
+  }
+
   static async open(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, old?: OldFile): Promise<FileBlocks> {
     const asChunks = block === repo.config.chunkSize;
     const fh = await open(abs, 'r');
@@ -560,6 +566,21 @@ let looks = 0;
  */
 function lookAtHeap(): void {
   if (++looks % 64 === 0) collectIfGrown();
+}
+
+const shapeKnown = keepShape(new Known(0, 0));
+keepShape(new BufferPool(1, 0));
+keepShape(new PackBuilder(Buffer.alloc(0), shapeKnown.table));
+keepShape(new Compressibility());
+keepShape(new Budget(0));
+keepShape(createHash('sha256'));
+
+/** one writer, file sink and file of each shape for good (lib/shapes.ts): made only with a repository, empty, holding nothing of a job */
+function keepUploadShapes(repo: Repository, target: UploadTarget): void {
+  keepShapeOnce('upload', () => {
+    const writer = new BlobWriter(repo, { ...target }, new AbortController().signal, shapeKnown);
+    return [writer, new BlockSink(writer, false), FileBlocks.empty(writer, repo)];
+  });
 }
 
 /** Read a file in `block`-sized blocks (packed, or chunk objects when `block` is the chunk size). */
@@ -832,6 +853,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const known = previous?.known ?? new Known(blocks, blocks);
   const before = previous?.files ?? new OldFiles();
   const writer = new BlobWriter(repo, target, ctx.signal, known);
+  keepUploadShapes(repo, target);
   const pendingKeys = await pendingBlobs(repo, target, ctx, known);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);

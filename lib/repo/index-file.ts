@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import { checkStored, parseJson } from './stored.js';
+import { keepShape } from '../shapes.js';
 
 /**
  * 4: as 3, with the entries stored in parts (`parts`), for an index too big for one object.
@@ -265,3 +266,5 @@ export class JsonBuffer {
     return this.buf.subarray(0, this.length);
   }
 }
+
+keepShape(new JsonBuffer(0));

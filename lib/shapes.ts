@@ -1,0 +1,30 @@
+/**
+ * One small object of each shape an upload works with, kept for the life of the process,
+ * so that the code optimized for it is kept too.
+ *
+ * V8's optimized code checks the shape (the "map") of the objects it handles and holds
+ * those maps only weakly. Once no object of a shape is left, an explicit full collection
+ * (lib/memory.ts runs several in every job, and one after it) frees the map, clears the
+ * feedback that named it, and throws away the code optimized against it ("weak objects"
+ * in --trace-deopt). Nearly everything an upload makes lives for that job only, so every
+ * backup compiled its hot code again: 1.9–2.4 s of CPU on V8's compiler threads in each
+ * 5 GiB incremental (the main thread itself used ~2.5 s), on the same two cores that do
+ * the work. With these kept: 1.1–1.5 s, and about half the deoptimizations. What is still
+ * compiled again is mostly the few functions called once a backup (the index copy's reader
+ * and writer, the upload itself), whose shapes of Node's own objects are not kept here.
+ */
+const kept: object[] = [];
+
+/** keep `o` (a small object of a shape hot code works on) for good; `o` */
+export function keepShape<T extends object>(o: T): T {
+  kept.push(o);
+  return o;
+}
+
+/** keep the first object `make` gives, once: for a shape only a job's own arguments can make */
+export function keepShapeOnce(key: string, make: () => object): void {
+  if (keys.has(key)) return;
+  keys.add(key);
+  keepShape(make());
+}
+const keys = new Set<string>();
