@@ -1,0 +1,60 @@
+/**
+ * walkTree: depth-first, parents before children, names sorted, whatever folder listings
+ * it asked for ahead of their turn; a folder gone by its turn is reported, not fatal.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { walkTree } from '../../lib/tree.js';
+
+let root: string;
+
+beforeEach(async () => {
+  root = await mkdtemp(join(tmpdir(), 'lockstep-walk-'));
+  for (const d of ['a/b/c', 'a/d', 'e', 'f/g']) await mkdir(join(root, d), { recursive: true });
+  for (const f of ['a/b/c/1', 'a/b/2', 'a/d/3', 'a/4', 'e/5', 'f/g/6', '7']) await writeFile(join(root, f), f);
+});
+
+afterEach(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('walkTree', () => {
+  it('gives every entry once, each folder before what is in it, folders in name order', async () => {
+    const seen: string[] = [];
+    for await (const e of walkTree(root)) seen.push(`${e.type} ${e.rel}`);
+    expect(seen).toEqual([
+      'dir ',
+      'file 7',
+      'dir a',
+      'dir e',
+      'dir f',
+      'file a/4',
+      'dir a/b',
+      'dir a/d',
+      'file a/b/2',
+      'dir a/b/c',
+      'file a/b/c/1',
+      'file a/d/3',
+      'file e/5',
+      'dir f/g',
+      'file f/g/6',
+    ]);
+  });
+
+  it('a folder removed after its parent was listed is reported as vanished, and the rest is walked', async () => {
+    const skipped: string[] = [];
+    const seen: string[] = [];
+    for await (const e of walkTree(root, (rel, why) => skipped.push(`${rel}: ${why}`))) {
+      seen.push(e.rel);
+      // listed with the root, gone before its turn (its listing may already have been asked for)
+      if (e.rel === 'a/b') await rm(join(root, 'e'), { recursive: true });
+    }
+    // the folder itself, or (its listing asked for ahead of its turn) the file it held
+    expect(skipped).toHaveLength(1);
+    expect(skipped[0]).toMatch(/^e(\/5)?: vanished during the walk$/);
+    expect(seen).toContain('f/g/6');
+    expect(seen).not.toContain('e/5');
+  });
+});
