@@ -14,6 +14,7 @@
  * and writer, the upload itself), whose shapes of Node's own objects are not kept here.
  */
 const kept: object[] = [];
+const keys = new Set<string>();
 
 /** keep `o` (a small object of a shape hot code works on) for good; `o` */
 export function keepShape<T extends object>(o: T): T {
@@ -27,4 +28,3 @@ export function keepShapeOnce(key: string, make: () => object): void {
   keys.add(key);
   keepShape(make());
 }
-const keys = new Set<string>();
