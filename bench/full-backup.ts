@@ -6,7 +6,8 @@
  * peak RSS (VmHWM) in each backup; and, once the runs are done, the nodes emptied and
  * restored from the last backup, and one more backup of what was restored (every file is
  * new to it: read whole, every block already stored): its time and peak RSS, since a
- * restore is what leaves an agent's memory most fragmented.
+ * restore is what leaves an agent's memory most fragmented. Every timed step starts with
+ * the page cache's dirty pages written out (`sync`), not with the step before's writeback.
  *
  *   npm run bench:backup                       # 3 × 256 MiB, 3 runs
  *   npm run bench:backup -- --mib 1024 --runs 5
@@ -20,7 +21,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
-import { AgentMeter, tarCopy } from './peers.js';
+import { AgentMeter, settle, tarCopy } from './peers.js';
 import { changeOnePercent as changeDb, generate } from './dataset.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 
@@ -62,6 +63,7 @@ async function changeOnePercent(dir: string, mib: number): Promise<number> {
 
 /** a CLI command's JSON report, and each agent's peak RSS while it ran */
 async function metered<R>(cluster: LocalCluster, args: string[]): Promise<{ report: R; peaks: number[] }> {
+  await settle();
   const meter = new AgentMeter(cluster.agents.map((a) => a.process?.pid ?? 0));
   await meter.start();
   const r = await runCli([...args, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
@@ -107,6 +109,7 @@ async function main(): Promise<void> {
         await mkdir(d);
         return d;
       }));
+      await settle();
       const t0 = performance.now();
       await Promise.all(cluster.agents.map((a, j) => tarCopy(a.data.data!, dests[j]!)));
       tar.push(Math.round(performance.now() - t0));

@@ -24,6 +24,15 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
   });
 }
 
+/**
+ * Write out every dirty page (`sync`) before a timed step, so that what the step before it
+ * left in the page cache to write back (a 5 GiB tar copy, a generated dataset) is not
+ * timed in the next one.
+ */
+export async function settle(): Promise<void> {
+  await run('sync', []);
+}
+
 const which = (bin: string) => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, bin)));
 
 /** install the peers through apt when one is missing */
