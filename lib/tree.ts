@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { fchmodFd, fchownFd, futimesFd } from './fd.js';
 import { alignedBuffers } from './aligned.js';
 import type { Stats } from 'node:fs';
-import { keepShape } from './shapes.js';
 
 export interface TreeEntry {
   /** relative to the walked root, '/'-separated; '' is the root itself */
@@ -19,9 +18,6 @@ export interface TreeEntry {
 }
 
 export const isRoot = process.getuid?.() === 0;
-
-// a walk makes ~34k of them a 5 GiB node, all dead after the job
-keepShape(lstatSync('/'));
 
 /**
  * `root` joined with relative paths that are already normal ('/'-separated names, no '.',
