@@ -172,8 +172,10 @@ export class RepoLock {
         return;
       }
       const now = Date.now();
-      this.record = { ...this.record, heartbeatAt: new Date(now).toISOString(), expiresAt: new Date(now + this.leaseMs).toISOString() };
-      await this.driver.put(leaseKey(this.record.lockId), Buffer.from(JSON.stringify({ heartbeatAt: this.record.heartbeatAt, expiresAt: this.record.expiresAt })));
+      const renewed = { heartbeatAt: new Date(now).toISOString(), expiresAt: new Date(now + this.leaseMs).toISOString() };
+      await this.driver.put(leaseKey(this.record.lockId), Buffer.from(JSON.stringify(renewed)));
+      // the lease known to run until then only once it is stored
+      this.record = { ...this.record, ...renewed };
     } catch {
       // a failed renewal is retried at the next beat; the lease covers two missed beats
       if (Date.parse(this.record.expiresAt) < Date.now()) this.lost(undefined);
@@ -189,12 +191,22 @@ export class RepoLock {
     );
   }
 
-  async release(): Promise<void> {
-    if (this.released) return;
+  /**
+   * Delete the lock if it is still this holder's. Between reading it and deleting it, only a
+   * taker that found the lease run out could have replaced it; so it is deleted only while
+   * the lease has a third of its length left after the read (clocks agree far better than
+   * that), else left to run out: a lock whose renewals failed is taken over on its own once
+   * its lease ends (at once from this host when this process is gone). `true` if deleted.
+   */
+  async release(): Promise<boolean> {
+    if (this.released) return false;
     this.released = true;
     clearInterval(this.timer);
     const held = await readLock(this.driver).catch(() => undefined);
-    if (held?.lockId === this.record.lockId) await this.driver.delete(LOCK_KEY);
+    const safe = Date.parse(this.record.expiresAt) - Date.now() > this.leaseMs / 3;
+    const mine = held?.lockId === this.record.lockId && safe;
+    if (mine) await this.driver.delete(LOCK_KEY);
     await this.driver.delete(leaseKey(this.record.lockId)).catch(() => undefined);
+    return mine;
   }
 }

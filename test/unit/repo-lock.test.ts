@@ -56,6 +56,25 @@ describe('repository lock', () => {
     expect(await d.head(LOCK_KEY)).toBeDefined(); // release never deletes someone else's lock
   });
 
+  it('a holder whose renewals failed leaves the lock to run out instead of deleting it late; it is taken over once it has', async () => {
+    const d = new FsDriver(await temp());
+    // every renewal fails, as when the store cannot be reached
+    const flaky: FsDriver = Object.assign(Object.create(d) as FsDriver, {
+      put: (key: string, body: Buffer) => (key.startsWith('locks/lease/') ? Promise.reject(new Error('store unreachable')) : d.put(key, body)),
+    });
+    const a = await RepoLock.acquire(flaky, 'backup A', 900);
+    // less than a third of the lease left: a taker on a host whose clock runs ahead could already be replacing it
+    await new Promise((r) => setTimeout(r, 700));
+    expect(await a.release()).toBe(false);
+    const left = JSON.parse((await readAll(await d.get(LOCK_KEY))).toString('utf8')) as { lockId: string };
+    expect(left.lockId).toBe(a.lockId);
+    await new Promise((r) => setTimeout(r, 400));
+    const b = await RepoLock.acquire(d, 'backup B');
+    expect(b.lockId).not.toBe(a.lockId);
+    expect(await b.release()).toBe(true);
+    expect(await d.head(LOCK_KEY)).toBeUndefined();
+  });
+
   it('a lock whose holder process on this host is gone is taken over at once (a killed coordinator)', async () => {
     const d = new FsDriver(await temp());
     const { hostname } = await import('node:os');
