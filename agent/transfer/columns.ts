@@ -8,10 +8,22 @@
  * and ~90 bytes of typed arrays. Objects are made only for the row being worked on.
  */
 import type { TreeEntry } from '../../lib/tree.js';
+import type { FileEntry, JsonBuffer } from '../../lib/repo/index-file.js';
 import { grown } from '../../lib/repo/ref-table.js';
 import { keepShape } from '../../lib/shapes.js';
 
 const SHA = 32;
+const json = (text: string) => Buffer.from(text, 'latin1');
+const HEAD = json('{"type":"file","path":');
+const MODE = json(',"mode":');
+const UID = json(',"uid":');
+const GID = json(',"gid":');
+const MTIME = json(',"mtimeMs":');
+const SIZE = json(',"size":');
+const SHA256 = json(',"sha256":');
+const BLOCK = json(',"block":');
+const SEEN_INO = json(',"seen":{"ino":');
+const CTIME = json(',"ctimeMs":');
 const KINDS = ['file', 'dir', 'symlink'] as const satisfies readonly TreeEntry['type'][];
 
 /** what tells whether a file changed since it was read: its inode and change time then */
@@ -147,6 +159,43 @@ export class Columns {
   /** the signature kept for the next backup, if the file had settled when read */
   seenSig(r: number): SeenSig | undefined {
     return this.seen[r] ? this.sig(r) : undefined;
+  }
+
+  /** row `r`, a file, as its index entry but for its chunks (and their fingerprints) */
+  fileEntry(r: number): Omit<FileEntry, 'chunks' | 'fp'> {
+    const block = this.block[r]!;
+    const seen = this.seenSig(r);
+    const sha256 = this.sha.toString('hex', r * SHA, r * SHA + SHA);
+    return { type: 'file', path: this.path(r), ...this.meta(r), size: this.size[r]!, sha256, ...(block > 0 ? { block } : {}), ...(seen ? { seen } : {}) };
+  }
+
+  /** `fileEntry(r)` written as JSON at the end of `out` but for its closing brace: the bytes JSON.stringify makes of it, no object made */
+  writeFileEntry(r: number, out: JsonBuffer): void {
+    out.raw(HEAD);
+    out.put(JSON.stringify(this.paths[r]));
+    out.raw(MODE);
+    out.number(this.mode[r]!);
+    out.raw(UID);
+    out.number(this.uid[r]!);
+    out.raw(GID);
+    out.number(this.gid[r]!);
+    out.raw(MTIME);
+    out.number(this.mtime[r]!);
+    out.raw(SIZE);
+    out.number(this.size[r]!);
+    out.raw(SHA256);
+    out.hex32(this.sha, r * SHA);
+    if (this.block[r]! > 0) {
+      out.raw(BLOCK);
+      out.number(this.block[r]!);
+    }
+    if (this.seen[r]) {
+      out.raw(SEEN_INO);
+      out.number(this.ino[r]!);
+      out.raw(CTIME);
+      out.number(this.ctime[r]!);
+      out.byte(0x7d);
+    }
   }
 
   setTarget(r: number, target: string): void {

@@ -813,11 +813,7 @@ function indexEntries(rows: Columns, known: Known): IndexToWrite['entries'] {
         const path = rows.path(r);
         if (type === 'dir') yield { type, path, ...rows.meta(r) };
         else if (type === 'symlink') yield { type, path, ...rows.meta(r), target: rows.target(r) };
-        else {
-          const { size, block, sha256, first, count } = rows.content(r);
-          const seen = rows.seenSig(r);
-          yield known.entry({ type, path, ...rows.meta(r), size, sha256, ...(block !== undefined ? { block } : {}), first, count, ...(seen ? { seen } : {}) });
-        }
+        else yield known.entry(rows, r);
       }
     },
   };

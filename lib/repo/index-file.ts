@@ -138,6 +138,8 @@ export interface FileEntryText {
   chunk(i: number): ChunkRef;
   /** chunk `i` written as JSON at the end of `out`: the bytes JSON.stringify makes of it */
   writeChunk(i: number, out: JsonBuffer): void;
+  /** `file` written as JSON at the end of `out` but for its closing brace (the bytes JSON.stringify makes of it), when the writer can do that without making it */
+  writeHead?(out: JsonBuffer): void;
 }
 
 export type EntryToWrite = IndexEntry | FileEntryText;
@@ -200,7 +202,7 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
   out.put('[');
   for (const e of entries) {
     if (n > 0) out.byte(COMMA);
-    if ('writeChunk' in e) writeFileEntry(out, e.file, e.chunks, (i) => e.writeChunk(i, out));
+    if ('writeChunk' in e) writeFileEntry(out, e, e.chunks, (i) => e.writeChunk(i, out));
     else if (e.type === 'file') {
       const { chunks, ...head } = e;
       writeFileEntry(out, head, chunks.length, (i) => out.put(JSON.stringify(chunks[i])));
@@ -224,15 +226,42 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
 const COMMA = 0x2c;
 
 /** a file entry: its fields but its chunks (its closing brace taken back), then its `count` chunks, each written by `chunk` */
-function writeFileEntry(out: JsonBuffer, head: Omit<FileEntry, 'chunks'>, count: number, chunk: (i: number) => void): void {
-  out.put(JSON.stringify(head));
-  out.length--;
+function writeFileEntry(out: JsonBuffer, head: Omit<FileEntry, 'chunks'> | FileEntryText, count: number, chunk: (i: number) => void): void {
+  if (!('writeChunk' in head)) {
+    out.put(JSON.stringify(head));
+    out.length--;
+  } else if (head.writeHead) head.writeHead(out);
+  else {
+    out.put(JSON.stringify(head.file));
+    out.length--;
+  }
   out.put(',"chunks":[');
   for (let i = 0; i < count; i++) {
     if (i > 0) out.byte(COMMA);
     chunk(i);
   }
   out.put(']}');
+}
+
+const QUOTE = 0x22;
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+
+/** the 32 bytes at `from` in `src` as lower-case hex at `at` in `out`; where they end */
+export function hexInto(src: Buffer, from: number, out: Buffer, at: number): number {
+  for (let i = from; i < from + 32; i++) {
+    const v = src[i]!;
+    out[at++] = HEX_DIGITS[v >> 4]!;
+    out[at++] = HEX_DIGITS[v & 15]!;
+  }
+  return at;
+}
+
+/** a whole number from 0 to 2^53 in decimal at `at` in `out`, as JSON writes it; where it ends */
+export function digitsInto(n: number, out: Buffer, at: number): number {
+  let end = at + 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) end++;
+  for (let i = end - 1, x = n; i >= at; i--, x = Math.floor(x / 10)) out[i] = 0x30 + (x % 10);
+  return end;
 }
 
 /** UTF-8 text appended to one buffer that grows when it must. */
@@ -250,6 +279,26 @@ export class JsonBuffer {
   /** one byte (an ASCII character's code) */
   byte(c: number): void {
     this.room(1)[this.length++] = c;
+  }
+
+  /** bytes as they are (JSON text made beforehand) */
+  raw(b: Uint8Array): void {
+    this.room(b.length).set(b, this.length);
+    this.length += b.length;
+  }
+
+  /** a number as JSON writes it */
+  number(n: number): void {
+    if (Number.isSafeInteger(n) && n >= 0) this.length = digitsInto(n, this.room(16), this.length);
+    else this.put(JSON.stringify(n));
+  }
+
+  /** the 32 bytes at `from` in `src` as a JSON string of lower-case hex */
+  hex32(src: Buffer, from: number): void {
+    const b = this.room(66);
+    b[this.length] = QUOTE;
+    this.length = hexInto(src, from, b, this.length + 1);
+    b[this.length++] = QUOTE;
   }
 
   /** the buffer, with room for `n` more bytes after `length` (write them there, then move `length` past them) */

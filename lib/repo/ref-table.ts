@@ -12,7 +12,7 @@
  * for a pending record or an index small enough to be one object.
  */
 import { createHash, randomInt } from 'node:crypto';
-import type { ChunkRef, JsonBuffer, PackRef } from './index-file.js';
+import { digitsInto, hexInto, type ChunkRef, type JsonBuffer, type PackRef } from './index-file.js';
 import { FP, unknownFp } from './fingerprint.js';
 
 const HASH = 32;
@@ -26,26 +26,6 @@ const JSON_OFFSET = Buffer.from('","offset":', 'latin1');
 const JSON_LENGTH = Buffer.from(',"length":', 'latin1');
 /** the longest a ref's JSON can be: its parts, a hash, a pack id of up to 128 characters, two numbers of up to 16 digits */
 const REF_JSON_MAX = JSON_SHA.length + 2 * HASH + JSON_PACK.length + 128 + JSON_OFFSET.length + 16 + JSON_LENGTH.length + 16 + 1;
-const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
-
-/** the `HASH` bytes at `from` in `src` as lower-case hex at `at` in `out`; where they end */
-function hexInto(src: Buffer, from: number, out: Buffer, at: number): number {
-  for (let i = from; i < from + HASH; i++) {
-    const v = src[i]!;
-    out[at++] = HEX_DIGITS[v >> 4]!;
-    out[at++] = HEX_DIGITS[v & 15]!;
-  }
-  return at;
-}
-
-/** a whole number from 0 to 2^53 in decimal at `at` in `out`, as JSON writes it; where it ends */
-function digitsInto(n: number, out: Buffer, at: number): number {
-  let end = at + 1;
-  for (let x = n; x >= 10; x = Math.floor(x / 10)) end++;
-  for (let i = end - 1, x = n; i >= at; i--, x = Math.floor(x / 10)) out[i] = 0x30 + (x % 10);
-  return end;
-}
-
 export class RefTable {
   /** how many refs there are; ref `i` is 0 ≤ i < count */
   count = 0;
