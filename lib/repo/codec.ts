@@ -19,7 +19,7 @@
  * 1/16 is stored as is.
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { compress, compressSync, uncompress, uncompressSync } from 'lz4-napi';
+import { compressSync, uncompressSync } from 'lz4-napi';
 import { LockstepError } from '../errors.js';
 import { nativeGarbage } from '../memory.js';
 
@@ -30,17 +30,17 @@ const FLAG_LZ4 = 1;
 const FLAG_AES = 2;
 const IV_LEN = 12;
 const TAG_LEN = 16;
-/** stored bodies up to this size are decompressed inline */
-const SYNC_DECODE_MAX = 4 * 1024 * 1024;
 /**
- * and plain bodies up to this size are compressed inline (an index part, a pending record:
- * ~1 ms a MiB). On the thread pool the compressor's output was allocated by that thread's
- * heap in the LZ4 binding's own allocator (mimalloc) and freed on the main thread, and
- * mimalloc takes such memory back only when the owning thread allocates again: an
- * agent's RSS after each 5 GiB backup grew by 5-20 MiB (75 -> 170 MiB over five), its
- * peaks with it. Inline, it stays at 85-95 MiB between backups.
+ * LZ4 always runs on the calling thread (~1 ms a MiB), whatever the size: through the
+ * binding's thread-pool calls its buffers are allocated by a pool thread in the binding's
+ * own allocator (mimalloc) and freed on the main thread, and mimalloc takes such memory
+ * back only when the owning thread allocates again. Measured with lz4-napi 2.10: 20 round
+ * trips of a 20 MiB chunk (stored ~6 MiB) left RSS 548 MiB higher with the thread pool
+ * above 4 MiB, 57 MiB inline (test/unit/codec-memory.test.ts); an agent's RSS after each
+ * 5 GiB backup grew by 5-20 MiB while index parts went that way. Only a repository with
+ * chunks over 4 MiB (chunkSize up to 64 MiB) still took that path, and grew without
+ * bound; inline, a 64 MiB chunk holds the thread ~60 ms.
  */
-const SYNC_ENCODE_MAX = 4 * 1024 * 1024;
 
 export type Compression = 'none' | 'lz4';
 
@@ -120,7 +120,7 @@ export class Codec {
   async encode(plain: Buffer): Promise<Buffer> {
     let body = plain;
     if (this.wantsLz4(plain)) {
-      const packed = plain.length <= SYNC_ENCODE_MAX ? compressSync(plain) : await compress(plain);
+      const packed = compressSync(plain);
       if (shrinks(packed, plain)) body = packed;
     }
     const stored = Buffer.concat(this.seal(body, body === plain ? 0 : FLAG_LZ4));
@@ -171,8 +171,7 @@ export class Codec {
     }
     if (flags & FLAG_LZ4) {
       try {
-        // blocks (≤ 1 MiB stored) decompress 1.6–3× faster inline than through the thread pool; big chunks go there
-        body = body.length <= SYNC_DECODE_MAX ? uncompressSync(body) : await uncompress(body);
+        body = uncompressSync(body);
       } catch (err) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} does not decompress`, { cause: err, details: { object: where } });
       }
