@@ -9,7 +9,14 @@ export function arg(name: string, dflt: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
 }
 
-export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** the middle value; of an even count the mean of the two middle ones (rounded when they are whole), not the larger */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  if (s.length % 2 === 1) return s[mid]!;
+  const m = (s[mid - 1]! + s[mid]!) / 2;
+  return Number.isInteger(s[mid - 1]) && Number.isInteger(s[mid]) ? Math.round(m) : m;
+}
 export const spread = (xs: number[]) => `${Math.min(...xs)}–${Math.max(...xs)}`;
 
 /** bench/results/<name>.json */
