@@ -227,12 +227,9 @@ const COMMA = 0x2c;
 
 /** a file entry: its fields but its chunks (its closing brace taken back), then its `count` chunks, each written by `chunk` */
 function writeFileEntry(out: JsonBuffer, head: Omit<FileEntry, 'chunks'> | FileEntryText, count: number, chunk: (i: number) => void): void {
-  if (!('writeChunk' in head)) {
-    out.put(JSON.stringify(head));
-    out.length--;
-  } else if (head.writeHead) head.writeHead(out);
+  if ('writeChunk' in head && head.writeHead) head.writeHead(out);
   else {
-    out.put(JSON.stringify(head.file));
+    out.put(JSON.stringify('writeChunk' in head ? head.file : head));
     out.length--;
   }
   out.put(',"chunks":[');
