@@ -12,9 +12,18 @@
  * are resident only once touched, and it is unmapped when the last view is collected.
  * Where a memory cannot be made (an address-space limit: each reserves several GiB of
  * address space, not memory), plain buffers are used and reads are only slower.
+ *
+ * The same buffers can be written with O_DIRECT (plugins/storage/fs.ts), which wants the
+ * buffer, the file offset and the length on `DIRECT_ALIGN` boundaries: `paddedView` tells
+ * whether a buffer is one of these (or starts on such a boundary inside one) and gives
+ * the view to write, its length rounded up from the memory's own bytes.
  */
 
 const WASM_PAGE = 64 * 1024;
+/** the alignment O_DIRECT asks of buffer, offset and length on every disk lockstep meets (4 KiB sectors or 512-byte ones) */
+export const DIRECT_ALIGN = 4096;
+/** memories made here: their first byte is on a page boundary */
+const alignedMemories = new WeakSet<ArrayBuffer>();
 
 // Node has WebAssembly; this project's type libraries (no DOM) do not declare it
 declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum: number }) => { buffer: ArrayBuffer } };
@@ -26,6 +35,7 @@ export function alignedBuffers(size: number, count: number): Buffer[] {
   try {
     const pages = (step * count) / WASM_PAGE;
     memory = new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer;
+    alignedMemories.add(memory);
   } catch {
     memory = undefined;
   }
@@ -37,4 +47,19 @@ export function alignedBuffers(size: number, count: number): Buffer[] {
 /** one page-aligned buffer of `size` bytes */
 export function alignedBuffer(size: number): Buffer {
   return alignedBuffers(size, 1)[0]!;
+}
+
+/** `n` rounded up to a whole number of `DIRECT_ALIGN` */
+export const roundUpDirect = (n: number): number => Math.ceil(n / DIRECT_ALIGN) * DIRECT_ALIGN;
+
+/**
+ * `buf` widened to a whole number of `DIRECT_ALIGN` bytes, when it starts on such a boundary
+ * of an aligned memory that has those bytes (what follows it there is written too, and cut
+ * off by the caller); else undefined.
+ */
+export function paddedView(buf: Buffer): Buffer | undefined {
+  const memory = buf.buffer;
+  if (!(memory instanceof ArrayBuffer) || !alignedMemories.has(memory) || buf.byteOffset % DIRECT_ALIGN !== 0) return undefined;
+  const length = roundUpDirect(buf.length);
+  return buf.byteOffset + length <= memory.byteLength ? Buffer.from(memory, buf.byteOffset, length) : undefined;
 }

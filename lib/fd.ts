@@ -3,10 +3,10 @@
  * writes of a backup or a restore it costs about half the CPU of a FileHandle per file
  * (measured), so the hot paths use these; everything else uses fs/promises.
  */
-import { close, fchmod, fchown, fstat, ftruncate, futimes, open, read, writev, type Stats } from 'node:fs';
+import { close, fchmod, fchown, fstat, fsync, ftruncate, futimes, open, read, writev, type Stats } from 'node:fs';
 import { promisify } from 'node:util';
 
-export const openFd = promisify(open) as (path: string, flags: string, mode?: number) => Promise<number>;
+export const openFd = promisify(open) as (path: string, flags: string | number, mode?: number) => Promise<number>;
 export const closeFd = promisify(close);
 export const fstatFd = promisify(fstat) as (fd: number) => Promise<Stats>;
 // fs.read and fs.writev promisify to { bytesRead | bytesWritten, … }
@@ -16,6 +16,7 @@ export const fchmodFd = promisify(fchmod);
 export const fchownFd = promisify(fchown);
 export const futimesFd = promisify(futimes);
 export const ftruncateFd = promisify(ftruncate) as (fd: number, len: number) => Promise<void>;
+export const fsyncFd = promisify(fsync);
 
 /** Read up to `max` bytes from `position` into `buf`; a short read is not the end until a read returns nothing. */
 export async function readAt(fd: number, buf: Buffer, max: number, position = 0): Promise<number> {

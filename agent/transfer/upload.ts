@@ -238,7 +238,8 @@ class BlobWriter {
     readonly known: Known,
   ) {
     // a shared pack is stored once full, or when what comes next does not fit: it holds at least one small file or run tail
-    this.packs = new BufferPool(Math.max(repo.config.packSize, Math.max(MERGE_MAX, repo.config.packThreshold) + BLOB_OVERHEAD), PACK_BUFFERS);
+    // aligned: a pack goes to an fs repository with O_DIRECT straight from its buffer (plugins/storage/fs.ts)
+    this.packs = new BufferPool(Math.max(repo.config.packSize, Math.max(MERGE_MAX, repo.config.packThreshold) + BLOB_OVERHEAD), PACK_BUFFERS, true);
   }
 
   private track(p: Promise<void>): void {

@@ -1,9 +1,13 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fsDriver } from '../../plugins/storage/fs.js';
 import { storageConformance } from '../conformance/storage.js';
+import { alignedBuffers } from '../../lib/aligned.js';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -36,5 +40,47 @@ describe('fs driver listing', () => {
       const got = new Set(await listing);
       for (const k of kept) expect(got.has(k), k).toBe(true);
     }
+  });
+});
+
+describe('fs driver direct writes', () => {
+  /** pages of `file` in the page cache, by util-linux's fincore */
+  const cached = (file: string) => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
+  const objectFile = (dir: string, key: string) => join(dir, ...key.split('/'));
+
+  it('objects of every size read back whole, from aligned buffers and plain ones, and large ones skip the page cache', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-fs-'));
+    dirs.push(dir);
+    const d = fsDriver.open({ path: dir }, '/');
+    // plain buffers: below the direct threshold, at it, one byte past a block, several scratch pieces
+    const plain = [1000, 128 * 1024, 128 * 1024 + 1, 3 * 1024 * 1024 + 4095].map((n) => randomBytes(n));
+    // aligned: a pack-like buffer written from its own memory, and one at the very end of its memory (no room to pad: copied)
+    const [a, b] = alignedBuffers(5 * 1024 * 1024 + 17, 2);
+    randomFillSync(a!);
+    randomFillSync(b!);
+    const tight = b!.subarray(b!.length - 200 * 1024 - 5); // not on a 4 KiB boundary either
+    const bodies = [...plain, a!, tight];
+    for (const [i, body] of bodies.entries()) await d.put(`packs/t/${i}`, body);
+    // written straight to the disk: none of a large object is in the page cache (until read); a small one is
+    expect(cached(objectFile(dir, 'packs/t/4'))).toBe(0);
+    expect(cached(objectFile(dir, 'packs/t/3'))).toBe(0);
+    expect(cached(objectFile(dir, 'packs/t/0'))).toBeGreaterThan(0);
+    for (const [i, body] of bodies.entries()) {
+      const got = await d.getBuffer(`packs/t/${i}`);
+      expect(got.length, `object ${i}`).toBe(body.length);
+      expect(Buffer.compare(got, body), `object ${i}`).toBe(0);
+    }
+    // no temp file stays behind
+    expect(readdirSync(join(dir, 'packs', 't')).sort()).toEqual(bodies.map((_, i) => String(i)).sort());
+  });
+
+  it('directWrites: false writes through the page cache', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-fs-'));
+    dirs.push(dir);
+    const d = fsDriver.open({ path: dir, directWrites: false }, '/');
+    const body = randomBytes(1024 * 1024 + 3);
+    await d.put('packs/t/x', body);
+    expect(cached(objectFile(dir, 'packs/t/x'))).toBe(body.length + 4093);
+    expect(Buffer.compare(await d.getBuffer('packs/t/x'), body)).toBe(0);
   });
 });
