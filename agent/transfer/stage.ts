@@ -13,6 +13,7 @@ import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { applyMeta, applyMetaFd, lstatIfAny, under } from '../../lib/tree.js';
 import { closeFd, fstatFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
+import { AlignedPool, DIRECT_MIN, DirectFile, directWorksIn } from '../../lib/direct-io.js';
 import { runCommand } from '../../lib/exec.js';
 import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -359,6 +360,7 @@ async function download(
   local: Map<string, LocalChunk>,
   shared: SharedPacks,
   scratch: Scratch,
+  writes: AlignedPool | undefined,
   onBytes: (n: number, fromRepository: boolean) => void,
 ): Promise<void> {
   const files = new LocalFiles(local, scratch);
@@ -376,7 +378,9 @@ async function download(
     else data.push(...(await repo.getPackedRun(part as PackRef[], signal)));
     return { data, fromRepository: true };
   };
-  const fd = await openFd(dest, 'wx', 0o600);
+  // a large file goes to the disk direct (lib/direct-io.ts) where the staging filesystem takes it
+  const direct = writes && e.size >= DIRECT_MIN ? await DirectFile.open(dest, 0o600, writes) : undefined;
+  const fd = direct?.fd ?? (await openFd(dest, 'wx', 0o600));
   let size = 0;
   try {
     let at = 0;
@@ -386,14 +390,16 @@ async function download(
       at += got.data.length;
       ahead = at < e.chunks.length ? fetch(nextStretch(e.chunks, at, local)) : undefined;
       ahead?.catch(() => undefined); // awaited next round; not an unhandled rejection meanwhile
-      const n = await writevAll(fd, got.data, size);
+      const n = direct ? await direct.append(got.data) : await writevAll(fd, got.data, size);
       if (got.buffer) scratch.give(got.buffer);
       size += n;
       onBytes(n, got.fromRepository);
     }
+    // the last block written and the file cut to its length before its mtime is set
+    await direct?.end();
     await applyMetaFd(fd, e);
   } finally {
-    await closeFd(fd);
+    await (direct ? direct.close() : closeFd(fd));
     await files.close();
   }
   if (size !== e.size) {
@@ -438,6 +444,10 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
   // directories first, in order (parents before children)
   const dirs = entries.filter((e) => e.type === 'dir');
   for (const d of dirs) await mkdir(place(d).staging, { recursive: false, mode: 0o700 });
+  // write buffers, one a file, where every staging dir the files go to takes direct writes
+  const stagings = [...new Set(files.map((f) => targets[split(f.path).set]!.staging))];
+  const direct = (await Promise.all(stagings.map((dir) => directWorksIn(dir).catch(() => false)))).every(Boolean);
+  const writes = direct ? new AlignedPool(1024 * 1024, FILE_CONCURRENCY) : undefined;
 
   const shared = new SharedPacks(repo, files);
   // read buffers for every file at once, kept up to 32 MiB
@@ -486,7 +496,7 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           result.filesReused++;
           bytesDone += e.size;
         } else {
-          await download(repo, e, p.staging, ctx.signal, local, shared, scratch, (n, fromRepository) => {
+          await download(repo, e, p.staging, ctx.signal, local, shared, scratch, writes, (n, fromRepository) => {
             if (fromRepository) result.bytesDownloaded += n;
             else result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + n;
             bytesDone += n;

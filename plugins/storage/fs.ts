@@ -1,5 +1,5 @@
 /** The `fs` storage driver: a local or shared (NFS, CephFS …) directory. */
-import { constants, createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -9,26 +9,14 @@ import { Type } from '@sinclair/typebox';
 import { LockstepError, errnoCode } from '../../lib/errors.js';
 import { resolvePath } from '../../lib/config.js';
 import { runCommand } from '../../lib/exec.js';
-import { closeFd, fstatFd, fsyncFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
-import { alignedBuffers, paddedView, roundUpDirect } from '../../lib/aligned.js';
+import { closeFd, fstatFd, fsyncFd, openFd, readAt } from '../../lib/fd.js';
+import { AlignedPool, DIRECT_MIN, DirectFile, directRefused } from '../../lib/direct-io.js';
 import { inPendingBackupFolder } from '../../lib/repo/layout.js';
 import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
-/**
- * Objects from this size on are written with O_DIRECT: straight from lockstep's buffer to
- * the disk, not through the page cache. Buffered, each byte is first copied into a page of
- * cache, which a backup of a 5 GiB node does for ~2.8 GB: on the 2-core test machines that
- * copy took 5–14 s of CPU (the pages are new to the kernel; fresh memory costs most in a
- * virtual machine) against 0.6 s direct, and the dirty pages then had to be written back
- * before the index's syncfs could return. Direct writes also leave the database's own
- * pages in the page cache. Smaller objects (records, an index's head) go buffered.
- */
-const DIRECT_MIN = 128 * 1024;
-const DIRECT_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT;
-/** the aligned buffers an object not already in one is copied through, a piece at a time */
-const SCRATCH_SIZE = 1024 * 1024;
-const SCRATCH_COUNT = 2;
+/** big objects' bytes go to the disk direct (lib/direct-io.ts) through these when they are not in an aligned buffer already */
+const scratchBuffers = new AlignedPool(1024 * 1024, 2);
 /** readings of a tree that keeps changing under a listing before it fails */
 const LIST_ATTEMPTS = 5;
 
@@ -102,33 +90,26 @@ export class FsDriver implements StorageDriver {
   }
 
   /**
-   * `body` into the new file `tmp` with O_DIRECT: from its own memory when it is in an
-   * aligned buffer (lib/aligned.ts: an upload's packs), else copied through a scratch
-   * buffer a piece at a time. O_DIRECT writes whole 4 KiB blocks, so the last one is padded
-   * and the file cut back to the body's length. False, with no file left, when the
-   * filesystem does not take O_DIRECT (EINVAL); from then on this driver writes buffered.
+   * `body` into the new file `tmp` with O_DIRECT (lib/direct-io.ts): packs (128 KiB and
+   * more) neither fill the page cache nor leave dirty pages for the index's syncfs. False,
+   * with no file left, when the filesystem does not take O_DIRECT; from then on this driver
+   * writes through the cache.
    */
   private async writeDirect(tmp: string, body: Buffer, durable: boolean): Promise<boolean> {
-    let fd: number;
-    try {
-      fd = await openFd(tmp, DIRECT_FLAGS, 0o644);
-    } catch (err) {
-      if (errnoCode(err) !== 'EINVAL') throw err;
+    const file = await DirectFile.open(tmp, 0o644, scratchBuffers);
+    if (!file) {
       this.direct = false;
       return false;
     }
     let refused = false;
     try {
-      const whole = paddedView(body);
-      if (whole) await writevAll(fd, [whole], 0);
-      else await writeThroughScratch(fd, body);
-      if (roundUpDirect(body.length) !== body.length) await ftruncateFd(fd, body.length);
-      if (durable) await fsyncFd(fd);
+      await file.writeWhole(body);
+      if (durable) await fsyncFd(file.fd);
     } catch (err) {
-      if (errnoCode(err) !== 'EINVAL') throw err;
+      if (!directRefused(err)) throw err;
       refused = true;
     } finally {
-      await closeFd(fd);
+      await file.close();
     }
     if (!refused) return true;
     this.direct = false;
@@ -278,37 +259,6 @@ export class FsDriver implements StorageDriver {
     return out;
   }
 }
-
-/** `body` written at the start of `fd` (opened with O_DIRECT) through a scratch buffer, its last block padded */
-async function writeThroughScratch(fd: number, body: Buffer): Promise<void> {
-  const scratch = await scratchBuffers.acquire();
-  try {
-    for (let at = 0; at < body.length; at += scratch.length) {
-      const n = body.copy(scratch, 0, at, Math.min(at + scratch.length, body.length));
-      await writevAll(fd, [scratch.subarray(0, roundUpDirect(n))], at);
-    }
-  } finally {
-    scratchBuffers.release(scratch);
-  }
-}
-
-/** the process's scratch buffers for direct writes, made on first use */
-const scratchBuffers = new (class {
-  private free: Buffer[] | undefined;
-  private readonly waiting: ((b: Buffer) => void)[] = [];
-
-  acquire(): Promise<Buffer> {
-    this.free ??= alignedBuffers(SCRATCH_SIZE, SCRATCH_COUNT);
-    const b = this.free.pop();
-    return b ? Promise.resolve(b) : new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  release(b: Buffer): void {
-    const next = this.waiting.shift();
-    if (next) next(b);
-    else this.free!.push(b);
-  }
-})();
 
 const fsSettings = Type.Object(
   {
