@@ -20,6 +20,9 @@ import { AgentNode, AGENT_VERSION } from './node.js';
 import { JobRunner } from './jobs/runner.js';
 import { jobHandlers } from './jobs/handlers.js';
 import { uploadsSettled } from './transfer/upload.js';
+import { compileStoredChecks } from '../lib/repo/stored.js';
+import { ManifestSchema } from '../lib/repo/manifest.js';
+import { ComponentIndexSchema, IndexEntriesSchema, PendingRecordSchema } from '../lib/repo/index-file.js';
 import { createServer } from './server.js';
 import { FreezeLeases } from './leases.js';
 
@@ -86,6 +89,8 @@ async function main(configFile: string): Promise<void> {
     await writeFile(`${status}.tmp`, JSON.stringify({ node: cfg.node, pid: process.pid, host: cfg.listen.host, port, version: AGENT_VERSION, startedAt: new Date().toISOString() }));
     await rename(`${status}.tmp`, status);
     log.info({ host: cfg.listen.host, port, version: AGENT_VERSION }, 'agent listening');
+    // what a backup reads back from the repository is checked: compiled now, not during the first one
+    setImmediate(() => compileStoredChecks([ManifestSchema, ComponentIndexSchema, IndexEntriesSchema, PendingRecordSchema]));
 
     const reload = async () => {
       try {

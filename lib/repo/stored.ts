@@ -27,3 +27,12 @@ export function checkStored<S extends TSchema>(schema: S, raw: unknown, where: s
   }
   return raw as Static<S>;
 }
+
+/**
+ * Compile the checks of `schemas` now. Ajv compiles a schema (and, the first time, its
+ * meta-schema) on first use and keeps it: ~50 ms that an agent otherwise spends in the
+ * middle of its first incremental backup, reading the previous manifest.
+ */
+export function compileStoredChecks(schemas: readonly TSchema[]): void {
+  for (const s of schemas) ajv.compile(s);
+}
