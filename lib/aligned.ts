@@ -13,7 +13,7 @@
  * Where a memory cannot be made (an address-space limit: each reserves several GiB of
  * address space, not memory), plain buffers are used and reads are only slower.
  *
- * The same buffers can be written with O_DIRECT (plugins/storage/fs.ts), which wants the
+ * The same buffers can be written with O_DIRECT (lib/direct-io.ts), which wants the
  * buffer, the file offset and the length on `DIRECT_ALIGN` boundaries: `paddedView` tells
  * whether a buffer is one of these (or starts on such a boundary inside one) and gives
  * the view to write, its length rounded up from the memory's own bytes.

@@ -4,9 +4,10 @@
  *
  * Buffered, every byte written is first copied into a page of cache, and a page the kernel
  * has not used before costs most: on the 2-core virtual machines lockstep is measured on,
- * a 5 GiB node's 2.8 GB of packs cost ~32 s of kernel time that way and 4.6 s direct, and
- * a 2 GiB restore's writes ~18 s. Direct writes also leave other programs' pages (the
- * database's) in the cache, and leave no dirty pages for a later syncfs to wait on.
+ * a 5 GiB node's 2.8 GB of packs cost ~32 s of kernel time that way and 4.6 s direct; a
+ * 2 GiB restore's thread pool 17–19 s, and 11–12 s with its large files direct (the rest
+ * is creating its small files and reading packs). Direct writes also leave other programs'
+ * pages (the database's) in the cache, and no dirty pages for a later syncfs to wait on.
  *
  * O_DIRECT wants the buffer, the file offset and the length on `DIRECT_ALIGN` boundaries:
  * bytes are gathered in an aligned buffer (lib/aligned.ts) and written a whole buffer at a
