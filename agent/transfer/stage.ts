@@ -445,9 +445,10 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
   const dirs = entries.filter((e) => e.type === 'dir');
   for (const d of dirs) await mkdir(place(d).staging, { recursive: false, mode: 0o700 });
   // write buffers, one a file, where every staging dir the files go to takes direct writes
+  // (256 KiB: a 2 GiB restore took as long as with 1 MiB ones, and peaked no higher than buffered)
   const stagings = [...new Set(files.map((f) => targets[split(f.path).set]!.staging))];
   const direct = (await Promise.all(stagings.map((dir) => directWorksIn(dir).catch(() => false)))).every(Boolean);
-  const writes = direct ? new AlignedPool(1024 * 1024, FILE_CONCURRENCY) : undefined;
+  const writes = direct ? new AlignedPool(256 * 1024, FILE_CONCURRENCY) : undefined;
 
   const shared = new SharedPacks(repo, files);
   // read buffers for every file at once, kept up to 32 MiB
