@@ -33,6 +33,7 @@ import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
 import { readFileAt } from '../../lib/fd.js';
 import { alignedBuffers } from '../../lib/aligned.js';
+import { compressSync } from 'lz4-napi';
 import type { Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '../../lib/repo/index-file.js';
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
@@ -580,6 +581,14 @@ keepShape(new Budget(0));
 keepShape(createHash('sha256'));
 // the walk makes one a file (~34k at 5 GiB), all dead after the job
 keepShape(lstatSync('/'));
+// A Buffer made in native code (a digest, LZ4's output) is a Uint8Array whose prototype
+// was then set to Buffer's: a shape of its own, held only through such buffers. With none
+// alive between two jobs, every function that had handled one (the ref table's
+// copyBytes/add/hasFp, Buffer's compare and toString, the codec's encodeParts, Known's
+// content) was thrown away at the first full collection and compiled again in the next
+// job (--trace-deopt: "weak objects"; gone with these two kept).
+keepShape(createHash('sha256').update('').digest());
+keepShape(compressSync(Buffer.alloc(64)));
 
 /** one writer, file sink and file of each shape for good (lib/shapes.ts): made only with a repository, empty, holding nothing of a job */
 function keepUploadShapes(repo: Repository, target: UploadTarget): void {

@@ -15,8 +15,8 @@
  *   text-like   lz4 0.58 / 149 MB/s / 651 MB/s   deflate-1 0.38 / 95 MB/s / 337 MB/s
  *   random      lz4 1.00 / 287 MB/s / 1575 MB/s  deflate-1 1.00 / 44 MB/s / 2372 MB/s
  *   DB pages    lz4 0.26 / 601 MB/s / 1348 MB/s  deflate-1 0.26 / 201 MB/s / 829 MB/s
- * It compresses in the libuv pool (off the event loop); data that does not shrink by
- * 1/16 is stored as is.
+ * It compresses on the calling thread (see below); data that does not shrink by 1/16 is
+ * stored as is.
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { compressSync, uncompressSync } from 'lz4-napi';
