@@ -104,7 +104,8 @@ function blocksAbout(size: number, config: { chunkSize: number; packThreshold: n
  * buffer). Run buffers are plain: a new mapping cannot reuse memory the allocator already
  * holds (after a restore an agent holds ~30 MiB it freed). Aligned pack buffers once raised
  * the backup after a restore by about that much; measured again when packs went O_DIRECT,
- * that backup peaked at 143 MiB on a 5 GiB node, as it had with plain ones.
+ * that backup peaked at 143–145 MiB on a 5 GiB node in three runs (plain ones: 140–144 in
+ * earlier sessions' runs): not more than the noise shows.
  */
 class BufferPool {
   private readonly free: Buffer[] = [];
