@@ -196,16 +196,37 @@ class PackBuilder {
   }
 }
 
-/** Whether LZ4 is worth trying on a file's next block: after a few that did not shrink, only now and then. */
-class Compressibility {
+/**
+ * Whether LZ4 is worth trying on the next block: after a few that did not shrink, only
+ * now and then (one that does resets it). One is kept per kind of file (`kindOf`): small
+ * files share their kind's, so a folder of compressed SSTables is not tried file after
+ * file; a large file has its own, which starts from its kind's state and reports to it,
+ * so the next large file of an incompressible kind is not tried block after block either.
+ * Measured on a 256 MiB node of random data (20% of it 16 KiB files), agent main thread
+ * in a full backup: 1.16-1.24 s before, 1.01-1.17 s after (two runs each).
+ */
+export class Compressibility {
   private misses = 0;
   private n = 0;
+  constructor(private readonly kind?: Compressibility) {
+    if (kind) this.misses = kind.misses;
+  }
   shouldTry(): boolean {
     return this.misses < 4 || ++this.n % 32 === 0;
   }
   record(compressed: boolean): void {
     this.misses = compressed ? 0 : this.misses + 1;
+    this.kind?.record(compressed);
   }
+}
+
+/** at most this many kinds of file get a Compressibility of their own in an upload; the others share one */
+const MAX_KINDS = 256;
+
+/** a file's kind, for compressibility: the extension of its name ("sst", "log"; "" for none, or one too long to be one) */
+export function kindOf(path: string): string {
+  const dot = path.lastIndexOf('.');
+  return dot > path.lastIndexOf('/') && path.length - dot <= 9 ? path.slice(dot + 1) : '';
 }
 
 interface Stats {
@@ -233,6 +254,7 @@ class BlobWriter {
   private failure: unknown;
   private shared: PackBuilder | undefined;
   private opening: Promise<void> | undefined;
+  private readonly kinds = new Map<string, Compressibility>();
 
   /** `known`: blobs known to be stored (or on their way), found by content hash; every ref this upload makes goes there */
   constructor(
@@ -244,6 +266,15 @@ class BlobWriter {
     // a shared pack is stored once full, or when what comes next does not fit: it holds at least one small file or run tail
     // aligned: a pack goes to an fs repository with O_DIRECT straight from its buffer (plugins/storage/fs.ts)
     this.packs = new BufferPool(Math.max(repo.config.packSize, Math.max(MERGE_MAX, repo.config.packThreshold) + BLOB_OVERHEAD), PACK_BUFFERS, true);
+  }
+
+  /** what LZ4 did on files of `path`'s kind in this upload */
+  compressibility(path: string): Compressibility {
+    let kind = kindOf(path);
+    if (!this.kinds.has(kind) && this.kinds.size >= MAX_KINDS) kind = '';
+    let c = this.kinds.get(kind);
+    if (!c) this.kinds.set(kind, (c = new Compressibility()));
+    return c;
   }
 
   private track(p: Promise<void>): void {
@@ -424,12 +455,13 @@ interface Uploaded extends Content {
 /** Where a file's blocks go, in order: chunk objects, or the file's own packs. */
 class BlockSink {
   readonly refs: number[] = [];
-  private readonly comp = new Compressibility();
   private run: PackBuilder | undefined;
 
+  /** `comp`: the file's own, which LZ4's outcomes go to */
   constructor(
     private readonly writer: BlobWriter,
     private readonly asChunks: boolean,
+    private readonly comp: Compressibility,
   ) {}
 
   /** the next block of the file (known, or stored); its ref */
@@ -500,14 +532,15 @@ class FileBlocks {
     asChunks: boolean,
     private readonly fingerprints: Fingerprinter,
     private readonly old: OldFile | undefined,
+    comp: Compressibility,
   ) {
-    this.sink = new BlockSink(writer, asChunks);
+    this.sink = new BlockSink(writer, asChunks, comp);
     this.readSize = Math.max(block, READ_SIZE);
   }
 
   /** one reading nothing (lib/shapes.ts keeps it) */
   static empty(writer: BlobWriter, repo: Repository): FileBlocks {
-    return new FileBlocks(undefined as unknown as FileHandle, undefined, MIN_BLOCK, writer, false, repo.fingerprints, undefined);
+    return new FileBlocks(undefined as unknown as FileHandle, undefined, MIN_BLOCK, writer, false, repo.fingerprints, undefined, new Compressibility());
   }
 
   static async open(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, old?: OldFile): Promise<FileBlocks> {
@@ -515,7 +548,8 @@ class FileBlocks {
     const fh = await open(abs, 'r');
     try {
       const buf = asChunks ? undefined : await writer.reads.acquire(signal);
-      return new FileBlocks(fh, buf, block, writer, asChunks, repo.fingerprints, old?.block === block ? old : undefined);
+      const comp = new Compressibility(writer.compressibility(abs));
+      return new FileBlocks(fh, buf, block, writer, asChunks, repo.fingerprints, old?.block === block ? old : undefined, comp);
     } catch (err) {
       await fh.close();
       throw err;
@@ -595,7 +629,7 @@ keepShape(compressSync(Buffer.alloc(64)));
 function keepUploadShapes(repo: Repository, target: UploadTarget): void {
   keepShapeOnce('upload', () => {
     const writer = new BlobWriter(repo, { ...target }, new AbortController().signal, shapeKnown);
-    return [writer, new BlockSink(writer, false), FileBlocks.empty(writer, repo)];
+    return [writer, new BlockSink(writer, false, new Compressibility()), FileBlocks.empty(writer, repo)];
   });
 }
 
@@ -684,7 +718,7 @@ async function uploadFile(
         const data = buf.subarray(0, n);
         const hash = digest(data, writer.stats);
         onBytes(n);
-        const refs = n > 0 ? [await writer.small(hash, data, new Compressibility())] : [];
+        const refs = n > 0 ? [await writer.small(hash, data, writer.compressibility(abs))] : [];
         return { ...writer.known.content(refs, n), read: n };
       }
     } finally {
