@@ -41,16 +41,9 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   const rootStat = await stat(root);
   if (!rootStat.isDirectory()) throw Object.assign(new Error(`${root} is not a directory`), { code: 'ENOTDIR' });
   yield { rel: '', abs: root, type: 'dir', stat: rootStat };
-  const at = under(root);
-  const list = (dirRel: string): Promise<string[]> =>
-    readdir(at(dirRel)).then(
-      (n) => n.sort(),
-      (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT' || dirRel === '') throw err;
-        onSkip?.(dirRel, 'vanished during the walk');
-        return [];
-      },
-    );
+  // no closure of this walk's own is called in its loops: optimized code that calls one
+  // records it, and is thrown away once it dies with the walk (then compiled again next walk)
+  const prefix = root.endsWith('/') ? root : `${root}/`;
   // the listing of the folder on top of the stack is asked for while this one's entries are
   // looked at (in the thread pool, while the lstats run inline): the walk no longer waits
   // for each folder's listing (~0.8 ms each, ~0.1 s of a 5 GiB node's walk)
@@ -60,17 +53,22 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
     const dirRel = stack.pop()!;
     const listed = ahead.get(dirRel);
     ahead.delete(dirRel);
-    const names = await (listed ?? list(dirRel));
+    const names = await (listed ?? listNames(prefix, dirRel, onSkip));
     const next = stack.at(-1);
     if (next !== undefined && !ahead.has(next)) {
-      const p = list(next);
+      const p = listNames(prefix, next, onSkip);
       // awaited when its folder's turn comes; a walk that fails first must not leave it unhandled
       p.catch(() => undefined);
       ahead.set(next, p);
     }
     const subdirs: string[] = [];
-    const rels = names.map((name) => (dirRel === '' ? name : `${dirRel}/${name}`));
-    const abss = rels.map(at);
+    const rels: string[] = new Array(names.length);
+    const abss: string[] = new Array(names.length);
+    for (let i = 0; i < names.length; i++) {
+      const rel = dirRel === '' ? names[i]! : `${dirRel}/${names[i]!}`;
+      rels[i] = rel;
+      abss[i] = prefix + rel;
+    }
     const stats = await lstatAll(abss);
     for (const [i, rel] of rels.entries()) {
       const abs = abss[i]!;
@@ -85,6 +83,18 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
     }
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
   }
+}
+
+/** a folder's names, sorted; none (reported through `onSkip`) when it vanished, unless it is the root (`dirRel` '') */
+function listNames(prefix: string, dirRel: string, onSkip?: (rel: string, why: string) => void): Promise<string[]> {
+  return readdir(dirRel === '' ? prefix : prefix + dirRel).then(
+    (n) => n.sort(),
+    (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' || dirRel === '') throw err;
+      onSkip?.(dirRel, 'vanished during the walk');
+      return [];
+    },
+  );
 }
 
 /**

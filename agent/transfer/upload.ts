@@ -39,7 +39,7 @@ import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
-import { metaOf, RACY_MS, under, walkTree, type Ranges } from '../../lib/tree.js';
+import { metaOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -930,13 +930,14 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     if (rows.type(r) !== 'dir') todo.push(r);
     else result.dirs++;
   }
-  const inSnapshot = under(snapRoot);
+  // not `under(snapRoot)`: a closure of this job's called for every file would cost this function its optimized code when it dies (see LiveContext)
+  const snapPrefix = snapRoot.endsWith('/') ? snapRoot : `${snapRoot}/`;
   await forEachLimit(
     todo,
     FILE_CONCURRENCY,
     async (r) => {
       const path = rows.path(r);
-      const abs = inSnapshot(path);
+      const abs = snapPrefix + path;
       if (rows.type(r) === 'symlink') {
         rows.setTarget(r, await readlink(abs));
         result.symlinks++;
