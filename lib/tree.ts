@@ -43,7 +43,7 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   yield { rel: '', abs: root, type: 'dir', stat: rootStat };
   // no closure of this walk's own is called in its loops: optimized code that calls one
   // records it, and is thrown away once it dies with the walk (then compiled again next walk)
-  const prefix = root.endsWith('/') ? root : `${root}/`;
+  const prefix = root === '' || root.endsWith('/') ? root : `${root}/`;
   // the listing of the folder on top of the stack is asked for while this one's entries are
   // looked at (in the thread pool, while the lstats run inline): the walk no longer waits
   // for each folder's listing (~0.8 ms each, ~0.1 s of a 5 GiB node's walk)
@@ -53,10 +53,10 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
     const dirRel = stack.pop()!;
     const listed = ahead.get(dirRel);
     ahead.delete(dirRel);
-    const names = await (listed ?? listNames(prefix, dirRel, onSkip));
+    const names = await (listed ?? listNames(root, prefix, dirRel, onSkip));
     const next = stack.at(-1);
     if (next !== undefined && !ahead.has(next)) {
-      const p = listNames(prefix, next, onSkip);
+      const p = listNames(root, prefix, next, onSkip);
       // awaited when its folder's turn comes; a walk that fails first must not leave it unhandled
       p.catch(() => undefined);
       ahead.set(next, p);
@@ -86,8 +86,8 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
 }
 
 /** a folder's names, sorted; none (reported through `onSkip`) when it vanished, unless it is the root (`dirRel` '') */
-function listNames(prefix: string, dirRel: string, onSkip?: (rel: string, why: string) => void): Promise<string[]> {
-  return readdir(dirRel === '' ? prefix : prefix + dirRel).then(
+function listNames(root: string, prefix: string, dirRel: string, onSkip?: (rel: string, why: string) => void): Promise<string[]> {
+  return readdir(dirRel === '' ? root : prefix + dirRel).then(
     (n) => n.sort(),
     (err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT' || dirRel === '') throw err;
