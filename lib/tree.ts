@@ -26,8 +26,13 @@ export const isRoot = process.getuid?.() === 0;
  * strings a path, and an upload of 34k files made ~90 MiB of them.
  */
 export function under(root: string): (rel: string) => string {
-  const prefix = root === '' || root.endsWith('/') ? root : `${root}/`;
+  const prefix = prefixOf(root);
   return (rel) => (rel === '' ? root : prefix + rel);
+}
+
+/** what a normal relative path is appended to, to be under `root` (`under` without its closure, for hot loops: see walkTree) */
+export function prefixOf(root: string): string {
+  return root === '' || root.endsWith('/') ? root : `${root}/`;
 }
 
 /**
@@ -43,7 +48,7 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   yield { rel: '', abs: root, type: 'dir', stat: rootStat };
   // no closure of this walk's own is called in its loops: optimized code that calls one
   // records it, and is thrown away once it dies with the walk (then compiled again next walk)
-  const prefix = root === '' || root.endsWith('/') ? root : `${root}/`;
+  const prefix = prefixOf(root);
   // the listing of the folder on top of the stack is asked for while this one's entries are
   // looked at (in the thread pool, while the lstats run inline): the walk no longer waits
   // for each folder's listing (~0.8 ms each, ~0.1 s of a 5 GiB node's walk)

@@ -39,7 +39,7 @@ import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
-import { metaOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
+import { metaOf, prefixOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -931,7 +931,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     else result.dirs++;
   }
   // not `under(snapRoot)`: a closure of this job's called for every file would cost this function its optimized code when it dies (see LiveContext)
-  const snapPrefix = snapRoot.endsWith('/') ? snapRoot : `${snapRoot}/`;
+  const snapPrefix = prefixOf(snapRoot);
   await forEachLimit(
     todo,
     FILE_CONCURRENCY,
