@@ -28,18 +28,18 @@ import { errnoCode } from './errors.js';
 export const DIRECT_MIN = 128 * 1024;
 const DIRECT_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT;
 
+/** whether an error of a direct open or write is the filesystem refusing O_DIRECT (write it through the cache instead) */
+export const directRefused = (err: unknown): boolean => errnoCode(err) === 'EINVAL';
+
 /** a new file `path` opened for direct writes; undefined when its filesystem refuses O_DIRECT */
 export async function openDirect(path: string, mode: number): Promise<number | undefined> {
   try {
     return await openFd(path, DIRECT_FLAGS, mode);
   } catch (err) {
-    if (errnoCode(err) === 'EINVAL') return undefined;
+    if (directRefused(err)) return undefined;
     throw err;
   }
 }
-
-/** whether an error of a direct write is the filesystem refusing O_DIRECT (write it through the cache instead) */
-export const directRefused = (err: unknown): boolean => errnoCode(err) === 'EINVAL';
 
 /** whether files made in `dir` can be written direct: a probe file opened, one block written, removed */
 export async function directWorksIn(dir: string): Promise<boolean> {
