@@ -1,12 +1,12 @@
 /** lib/direct-io.ts: files written with O_DIRECT through aligned buffers. */
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { AlignedPool, DirectFile, directWorksIn } from '../../lib/direct-io.js';
+import { cachedBytes as cached } from '../helpers/page-cache.js';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -17,8 +17,6 @@ const temp = async () => {
   dirs.push(d);
   return d;
 };
-/** bytes of `file` in the page cache (util-linux's fincore) */
-const cached = (file: string) => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
 
 describe('direct writes', () => {
   it('the test machine takes O_DIRECT in its temp dir, and the probe leaves nothing behind', async () => {

@@ -1,5 +1,4 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -8,6 +7,7 @@ import { join } from 'node:path';
 import { fsDriver } from '../../plugins/storage/fs.js';
 import { storageConformance } from '../conformance/storage.js';
 import { alignedBuffers } from '../../lib/aligned.js';
+import { cachedBytes as cached } from '../helpers/page-cache.js';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -44,8 +44,6 @@ describe('fs driver listing', () => {
 });
 
 describe('fs driver direct writes', () => {
-  /** pages of `file` in the page cache, by util-linux's fincore */
-  const cached = (file: string) => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
   const objectFile = (dir: string, key: string) => join(dir, ...key.split('/'));
 
   it('objects of every size read back whole, from aligned buffers and plain ones, and large ones skip the page cache', async () => {
