@@ -19,6 +19,7 @@ import { upload } from './upload.js';
 import { commit, decideStatus } from './commit.js';
 import { cleanup } from './cleanup.js';
 import { RepoLock } from '../../lib/repo/lock.js';
+import { failpoint } from '../failpoints.js';
 
 export interface BackupOptions {
   name: string;
@@ -81,6 +82,9 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     // one writer at a time in the repository (a lease, renewed while we run)
     lock = await steps.run('lock', () => RepoLock.acquire(ctx.repo.driver, `backup ${ctx.backupId} of cluster ${cluster.config.cluster}`));
     ctx.signal = AbortSignal.any([opts.signal, lock.signal]);
+    // tests that need the lock held while another run tries it
+    const hold = failpoint('lock.hold');
+    if (hold) await new Promise((r) => setTimeout(r, hold));
     // every agent reachable and itself, plugins healthy, repository the same and writable
     await steps.run('preflight', () => preflight(ctx));
     // which replica of each shard to snapshot (coverage policy)

@@ -404,7 +404,11 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
   });
 
   it('two concurrent backups: one runs, the other fails fast naming the holder', async () => {
-    const [a, b] = await Promise.all([cli(['backup', 'create', '--name', 'one', '--json']), cli(['backup', 'create', '--name', 'two', '--json'])]);
+    // the first holds its lock a while (a failpoint), so the second surely starts during it: started
+    // together, a backup this small could be over before the other had asked for the lock
+    const first = runCli(['backup', 'create', '--name', 'one', '--json'], { config: cluster.configFile, env: { LOCKSTEP_FAILPOINTS: 'lock.hold=5000' } });
+    for (const until = Date.now() + 60_000; !(await driver().head(LOCK_KEY)) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+    const [a, b] = await Promise.all([first, cli(['backup', 'create', '--name', 'two', '--json'])]);
     const reports = [a, b].map((r) => json<BackupReport>(r.stdout));
     expect(reports.map((r) => r.status).sort()).toEqual(['complete', 'failed']);
     const loser = reports.find((r) => r.status === 'failed')!;
