@@ -79,17 +79,31 @@ export class Columns {
     return { mode: this.mode[r]!, uid: this.uid[r]!, gid: this.gid[r]!, mtimeMs: this.mtime[r]! };
   }
 
+  setMtime(r: number, mtimeMs: number): void {
+    this.mtime[r] = mtimeMs;
+  }
+
   mtimeMs(r: number): number {
     return this.mtime[r]!;
   }
 
   /** a file's size, block size (kept only when it has more than one block), content hash and its blocks' run in the ref lists */
   setContent(r: number, c: { size: number; block?: number; sha256: string; first: number; count: number }): void {
-    this.size[r] = c.size;
-    this.block[r] = c.count > 1 ? (c.block ?? 0) : 0;
+    this.setBlocks(r, c.size, c.block ?? 0, c.first, c.count);
     this.sha.write(c.sha256, r * SHA, SHA, 'hex');
-    this.first[r] = c.first;
-    this.count[r] = c.count;
+  }
+
+  /** `setContent` with the content hash as the 32 bytes at `shaAt` in `b` */
+  setContentRaw(r: number, size: number, block: number, b: Buffer, shaAt: number, first: number, count: number): void {
+    this.setBlocks(r, size, block, first, count);
+    b.copy(this.sha, r * SHA, shaAt, shaAt + SHA);
+  }
+
+  private setBlocks(r: number, size: number, block: number, first: number, count: number): void {
+    this.size[r] = size;
+    this.block[r] = count > 1 ? block : 0;
+    this.first[r] = first;
+    this.count[r] = count;
   }
 
   setSize(r: number, size: number): void {
@@ -129,8 +143,13 @@ export class Columns {
 
   /** the file's inode and change time; `seen`: they tell next time whether it changed */
   setSig(r: number, sig: SeenSig, seen: boolean): void {
-    this.ino[r] = sig.ino;
-    this.ctime[r] = sig.ctimeMs;
+    this.setSigOf(r, sig.ino, sig.ctimeMs, seen);
+  }
+
+  /** `setSig` without the object */
+  setSigOf(r: number, ino: number, ctimeMs: number, seen: boolean): void {
+    this.ino[r] = ino;
+    this.ctime[r] = ctimeMs;
     this.setSeen(r, seen);
   }
 

@@ -345,6 +345,9 @@ async function readPacks(body: SectionReader, count: number): Promise<string[] |
 /** the copy's `count` blobs made known, blob `k` as ref `refOf[k]`; what is damaged, if anything */
 async function readRefs(body: SectionReader, count: number, packIds: string[], known: Known, refOf: Uint32Array): Promise<string | undefined> {
   const b = body.buf;
+  const { table } = known;
+  // the copy's pack numbers as the table's
+  const packOf = packIds.map((id) => table.packNumberOf(id));
   for (let k = 0; k < count; ) {
     // as many blobs as are buffered, without a wait for each
     const batch = Math.min(count - k, Math.floor(b.length / REF));
@@ -353,9 +356,9 @@ async function readRefs(body: SectionReader, count: number, packIds: string[], k
     for (const last = k + batch; k < last; k++) {
       const at = body.next(REF);
       const pack = b.readInt32LE(at + 60);
-      if (pack >= packIds.length) return 'pack number';
-      const ref = known.table.add(b.subarray(at, at + 32), pack < 0 ? undefined : packIds[pack], b.readDoubleLE(at + 48), b.readUInt32LE(at + 56));
-      known.table.setFp(ref, b, at + 32);
+      if (pack < -1 || pack >= packOf.length) return 'pack number';
+      const ref = table.addAt(b, at, pack < 0 ? -1 : packOf[pack]!, b.readDoubleLE(at + 48), b.readUInt32LE(at + 56));
+      table.setFp(ref, b, at + 32);
       refOf[k] = ref;
     }
   }
@@ -365,21 +368,16 @@ async function readRefs(body: SectionReader, count: number, packIds: string[], k
 /** the copy's `count` files into `files`, their chunks as refs (`refOf`); what is damaged, if anything */
 async function readFiles(body: SectionReader, count: number, refOf: Uint32Array, known: Known, files: OldFiles): Promise<string | undefined> {
   const b = body.buf;
+  // the file's record, kept while its path and chunks are read (a read may move what is in the buffer)
+  const rec = Buffer.allocUnsafe(FILE);
   const chunks: number[] = [];
   for (let k = 0; k < count; k++) {
     const ready = body.need(FILE);
     if (ready !== true && !(await ready)) return 'files';
     const at = body.next(FILE);
-    const blocks = b.readUInt32LE(at + 36);
-    const block = b.readUInt32LE(at + 32);
-    const pathBytes = b.readUInt32LE(at + 44);
-    const f = {
-      size: b.readDoubleLE(at),
-      mtimeMs: b.readDoubleLE(at + 8),
-      block: block > 0 ? block : undefined,
-      sha256: b.toString('hex', at + 48, at + 80),
-      seen: b[at + 40] === 1 ? { ino: b.readDoubleLE(at + 16), ctimeMs: b.readDoubleLE(at + 24) } : undefined,
-    };
+    b.copy(rec, 0, at, at + FILE);
+    const blocks = rec.readUInt32LE(36);
+    const pathBytes = rec.readUInt32LE(44);
     const pathReady = body.need(pathBytes);
     if (pathReady !== true && !(await pathReady)) return 'paths';
     const pathAt = body.next(pathBytes);
@@ -395,7 +393,8 @@ async function readFiles(body: SectionReader, count: number, refOf: Uint32Array,
         chunks.push(refOf[n]!);
       }
     }
-    files.add(path, f, known.lists.push(chunks), blocks);
+    const first = known.lists.push(chunks);
+    files.addRaw(path, rec.readDoubleLE(0), rec.readDoubleLE(8), rec.readUInt32LE(32), rec, 48, first, blocks, rec[40] === 1, rec.readDoubleLE(16), rec.readDoubleLE(24));
   }
   return undefined;
 }

@@ -68,11 +68,22 @@ export class RefTable {
 
   /** A new ref to a blob in `pack` (a pack id), or to a chunk object (`pack` undefined); found by its hash from now on unless one already is. */
   add(hash: Uint8Array, pack: string | undefined, offset = 0, length = 0): number {
+    return this.addAt(hash, 0, pack === undefined ? NO_PACK : this.packNumber(pack), offset, length);
+  }
+
+  /** this table's number for the pack `id` (-1 for none: a chunk object), for `addAt` */
+  packNumberOf(id: string | undefined): number {
+    return id === undefined ? NO_PACK : this.packNumber(id);
+  }
+
+  /** `add` of the hash at `at` in `b`, its pack given by its number (`packNumberOf`): no view made of each hash read from a buffer of many */
+  addAt(b: Uint8Array, at: number, pack: number, offset: number, length: number): number {
     if (length > 0xffffffff) throw new RangeError(`a blob of ${length} bytes is too long for a pack`);
+    if (pack < NO_PACK || pack >= this.packIds.length) throw new RangeError(`pack number ${pack} is not one of this table's`);
     this.roomForOne();
     const r = this.count++;
-    copyBytes(hash, 0, this.hashes, r * HASH, HASH);
-    this.packs[r] = pack === undefined ? NO_PACK : this.packNumber(pack);
+    copyBytes(b, at, this.hashes, r * HASH, HASH);
+    this.packs[r] = pack;
     this.offsets[r] = offset;
     this.lengths[r] = length;
     if (this.count * 2 > this.slots.length) this.rehash();
