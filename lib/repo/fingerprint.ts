@@ -25,17 +25,29 @@ const SECRET_BYTES = 192;
 
 export class Fingerprinter {
   private readonly secret: Buffer;
+  /** the last fingerprint, before it is copied out */
+  private readonly bytes = new Uint8Array(FP);
+  private readonly view = new DataView(this.bytes.buffer);
 
   /** `key`: the repository's secret material (its MAC key when encrypted, else its id) */
   constructor(key: Buffer) {
     this.secret = Buffer.from(hkdfSync('sha256', key, 'lockstep', 'lockstep block fingerprint xxh3-128', SECRET_BYTES));
   }
 
-  /** the fingerprint of `data`, written at `at` in `out` (16 bytes, little-endian); never all zeros, which means "unknown" */
-  into(data: Uint8Array, out: Buffer, at = 0): void {
+  /**
+   * The fingerprint of `data`, written at `at` in `out`: the XXH3-128 value, 16 bytes
+   * little-endian; never all zeros, which means "unknown" (a zero value is stored with
+   * its byte 8 set). A 64-bit setter keeps the low 64 bits of what it is given, so the
+   * value is split with one BigInt operation, not the ~10 that masking and
+   * `writeBigUInt64LE` made (a 5 GiB incremental fingerprints ~65k blocks).
+   */
+  into(data: Uint8Array, out: Uint8Array, at = 0): void {
     const v = xxh3.xxh128WithSecret(data, this.secret);
-    out.writeBigUInt64LE(v & 0xffffffffffffffffn, at);
-    out.writeBigUInt64LE((v >> 64n) | (v === 0n ? 1n : 0n), at + 8);
+    this.view.setBigUint64(0, v, true);
+    this.view.setBigUint64(8, v >> 64n, true);
+    const b = this.bytes;
+    if (v === 0n) b[8] = 1;
+    for (let i = 0; i < FP; i++) out[at + i] = b[i]!;
   }
 }
 

@@ -6,7 +6,8 @@
  * depends on its bytes and the repository's secret).
  */
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
+import { createHash, hkdfSync } from 'node:crypto';
+import { xxh3 } from '@node-rs/xxhash';
 import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { contentHash, entryOf, indexParts, JsonBuffer, type FileEntry, type FileEntryText } from '../../lib/repo/index-file.js';
 import { FP, Fingerprinter } from '../../lib/repo/fingerprint.js';
@@ -62,6 +63,22 @@ describe('RefTable', () => {
     t.setFp(0, Buffer.alloc(FP));
     expect(t.hasFp(0, fp)).toBe(true);
     expect(t.hasFp(1, Buffer.alloc(FP))).toBe(false);
+  });
+
+  it('a fingerprint is the XXH3-128 value under the secret derived from the key, 16 bytes little-endian (as repositories store it)', () => {
+    const key = Buffer.from('repository id');
+    const secret = Buffer.from(hkdfSync('sha256', key, 'lockstep', 'lockstep block fingerprint xxh3-128', 192));
+    const f = new Fingerprinter(key);
+    const out = Buffer.alloc(FP + 3);
+    for (let i = 0; i < 200; i++) {
+      const data = Buffer.from(`block ${i} `.repeat(i * 7));
+      const v = xxh3.xxh128WithSecret(data, secret);
+      const want = Buffer.alloc(FP);
+      want.writeBigUInt64LE(v & 0xffffffffffffffffn, 0);
+      want.writeBigUInt64LE(v >> 64n, 8);
+      f.into(data, out, 3);
+      expect(out.subarray(3).equals(want), `block ${i}`).toBe(true);
+    }
   });
 
   it('a fingerprint depends on the data and on the repository secret, and is never all zeros', () => {
