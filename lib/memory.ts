@@ -72,11 +72,22 @@ export function collect(): void {
  * incremental right after a full backup held both jobs' pools for a moment: +34 MiB at
  * peak). One full collection per job, ~10–30 ms, once the job has settled (its result is
  * not held back by it); not for jobs inside a downtime window.
+ *
+ * `compact`: a second one right after. A restore's stage job holds its whole index as
+ * objects (~50 MB of heap at 5 GiB); the first collection frees them but leaves the heap's
+ * pages sparse, and V8 picks pages to compact by what the last collection found alive, so
+ * only a second one moves what is left together and gives the pages back (--trace-gc, 5 GiB:
+ * 64 → 33 MB of heap after the first, → 22 MB after the second). Without it the next
+ * backup started ~20 MiB larger and peaked at 142–151 MiB (goal 143); with it, 88 MiB
+ * before and 140 at its peak.
  */
-export async function thenCollect<T>(work: Promise<T>): Promise<T> {
+export async function thenCollect<T>(work: Promise<T>, compact = false): Promise<T> {
   try {
     return await work;
   } finally {
-    setImmediate(collect);
+    setImmediate(() => {
+      collect();
+      if (compact) collect();
+    });
   }
 }
