@@ -123,6 +123,16 @@ export class Columns {
     return this.size[r]!;
   }
 
+  /** the size the file was cut into blocks at, 0 for a file of one block or none */
+  blockOf(r: number): number {
+    return this.block[r]!;
+  }
+
+  /** the content hash's 32 raw bytes, at `at` in `out` */
+  copySha(r: number, out: Buffer, at: number): void {
+    this.sha.copy(out, at, r * SHA, r * SHA + SHA);
+  }
+
   /** row `f` of `from`'s content as row `r`'s, no strings made */
   copyContent(r: number, from: Columns, f: number): void {
     this.size[r] = from.size[f]!;
@@ -173,6 +183,11 @@ export class Columns {
   /** whether the row was seen with inode `ino` and, unless `anyCtime`, change time `ctimeMs` */
   seenAs(r: number, ino: number, ctimeMs: number, anyCtime: boolean): boolean {
     return this.seen[r] === 1 && this.ino[r] === ino && (anyCtime || this.ctime[r] === ctimeMs);
+  }
+
+  /** whether the row's inode and change time are a signature for the next backup (`seenSig`) */
+  isSeen(r: number): boolean {
+    return this.seen[r] === 1;
   }
 
   /** the signature kept for the next backup, if the file had settled when read */

@@ -124,25 +124,27 @@ function numberRefs(rows: Columns, known: Known): { number: Int32Array; refs: In
 /** every file row: its record, its path, its chunks as blob numbers */
 async function writeFiles(out: SectionWriter, rows: Columns, fileRows: number[], number: Int32Array, lists: Known['lists']): Promise<void> {
   for (const r of fileRows) {
-    const c = rows.content(r);
-    const sig = rows.sig(r);
     const path = Buffer.from(rows.path(r));
-    const wait = out.put(FILE + path.length, (b, at) => {
-      b.fill(0, at, at + FILE);
-      b.writeDoubleLE(c.size, at);
-      b.writeDoubleLE(rows.mtimeMs(r), at + 8);
-      b.writeDoubleLE(sig.ino, at + 16);
-      b.writeDoubleLE(sig.ctimeMs, at + 24);
-      b.writeUInt32LE(c.block ?? 0, at + 32);
-      b.writeUInt32LE(c.count, at + 36);
-      b.writeUInt8(rows.seenSig(r) ? 1 : 0, at + 40);
-      b.writeUInt32LE(path.length, at + 44);
-      b.write(c.sha256, at + 48, 32, 'hex');
-      path.copy(b, at + FILE);
-    });
+    const wait = out.put(FILE + path.length, (b, at) => fileRecord(b, at, rows, r, path));
     if (wait) await wait;
-    await out.items(c.count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(c.first + i)]!, at));
+    const { first, count } = rows.blocksOf(r);
+    await out.items(count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(first + i)]!, at));
   }
+}
+
+/** file row `r`'s record (and its path after it) at `at` in `b`, straight from the columns: no object or hex string made */
+function fileRecord(b: Buffer, at: number, rows: Columns, r: number, path: Buffer): void {
+  b.fill(0, at, at + FILE);
+  b.writeDoubleLE(rows.sizeOf(r), at);
+  b.writeDoubleLE(rows.mtimeMs(r), at + 8);
+  b.writeDoubleLE(rows.inode(r), at + 16);
+  b.writeDoubleLE(rows.ctimeMs(r), at + 24);
+  b.writeUInt32LE(rows.blockOf(r), at + 32);
+  b.writeUInt32LE(rows.countOf(r), at + 36);
+  b.writeUInt8(rows.isSeen(r) ? 1 : 0, at + 40);
+  b.writeUInt32LE(path.length, at + 44);
+  rows.copySha(r, b, at + 48);
+  path.copy(b, at + FILE);
 }
 
 /** A file written in pieces through one 1 MiB buffer, hashing what is between `startBody` and `endBody`. */
