@@ -68,7 +68,7 @@ export class RefTable {
 
   /** A new ref to a blob in `pack` (a pack id), or to a chunk object (`pack` undefined); found by its hash from now on unless one already is. */
   add(hash: Uint8Array, pack: string | undefined, offset = 0, length = 0): number {
-    return this.addAt(hash, 0, pack === undefined ? NO_PACK : this.packNumber(pack), offset, length);
+    return this.addAt(hash, 0, this.packNumberOf(pack), offset, length);
   }
 
   /** this table's number for the pack `id` (-1 for none: a chunk object), for `addAt` */
