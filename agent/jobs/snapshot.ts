@@ -5,6 +5,7 @@ import { snapshotSets } from './sets.js';
 import { treeSize } from '../../lib/tree.js';
 import type { JobRequestOf, SnapshotResult } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
+import { snapshotCleanedUp } from '../transfer/upload.js';
 import type { JobContext } from './runner.js';
 
 export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>, ctx: JobContext): Promise<SnapshotResult> {
@@ -45,6 +46,15 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
 }
 
 export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>): Promise<{ removed: string }> {
+  try {
+    return await removeSnapshot(node, req);
+  } finally {
+    // the backup's last step on the component: what its upload left for after it may start
+    snapshotCleanedUp(req.component);
+  }
+}
+
+async function removeSnapshot(node: AgentNode, req: JobRequestOf<'cleanup'>): Promise<{ removed: string }> {
   const { config, plugin } = node.component(req.component);
   const dir = node.snapshotDir(req.backupId, req.component);
   if (plugin.keepLastSnapshot?.(config) && (await stat(dir).then((s) => s.isDirectory(), () => false))) {

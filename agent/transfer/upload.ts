@@ -755,13 +755,44 @@ interface Previous {
  * each a request on S3) and writing the local copy of its index (~0.2 s of CPU at 5 GiB).
  * Neither is needed for the backup to be complete; the component's next upload, and the
  * agent's shutdown, wait for both.
+ *
+ * It starts once the backup's own last step on the component is done: the clean-up of its
+ * snapshot (`snapshotCleanedUp`), or the component's next upload, or `QUIET_MAX_MS` after
+ * the upload returned when neither comes (a coordinator that died). Started at once, it
+ * held the agent's one thread while the coordinator committed and cleaned up: on a 5 GiB
+ * node the clean-up step took 160–190 ms after a full backup and 27–108 ms after an
+ * incremental, 14–25 ms with it after.
  */
 const afterwards = new Map<string, Promise<void>>();
+/** by component: start its upload's work after now (the wait for the backup's last step is over) */
+const quietNow = new Map<string, () => void>();
+const QUIET_MAX_MS = 2000;
 
 const componentKey = (repo: Repository, target: UploadTarget) => `${repo.id}/${target.node}/${target.component}`;
 
-function afterUpload(key: string, work: () => Promise<void>, ctx: JobContext): void {
+/** resolved by `quietNow` for `component`, or after `QUIET_MAX_MS` */
+function quiet(component: string): Promise<void> {
+  quietNow.get(component)?.();
+  return new Promise((resolve) => {
+    const go = () => {
+      clearTimeout(timer);
+      if (quietNow.get(component) === go) quietNow.delete(component);
+      resolve();
+    };
+    const timer = setTimeout(go, QUIET_MAX_MS);
+    quietNow.set(component, go);
+  });
+}
+
+/** the snapshot of `component`'s last backup is cleaned up: its upload's work after it may start */
+export function snapshotCleanedUp(component: string): void {
+  quietNow.get(component)?.();
+}
+
+function afterUpload(key: string, component: string, work: () => Promise<void>, ctx: JobContext): void {
+  const waited = quiet(component);
   const done = (afterwards.get(key) ?? Promise.resolve())
+    .then(() => waited)
     .then(work)
     .catch((err: unknown) => ctx.log.warn({ err: String(err) }, 'clean-up after an upload failed (the next upload does it)'))
     .finally(() => {
@@ -772,8 +803,9 @@ function afterUpload(key: string, work: () => Promise<void>, ctx: JobContext): v
   afterwards.set(key, done);
 }
 
-/** every upload's work after it returned, done (or failed) */
+/** every upload's work after it returned, done (or failed); none waits for its backup's last step any more */
 export async function uploadsSettled(): Promise<void> {
+  for (const go of [...quietNow.values()]) go();
   await Promise.all(afterwards.values());
 }
 
@@ -915,7 +947,8 @@ function sizeUp(rows: Columns, config: Repository['config']): { fileCount: numbe
 
 export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: string[], target: UploadTarget, ctx: JobContext): Promise<UploadResult> {
   const t0 = performance.now();
-  // the last upload of the component has finished what it left for after it returned
+  // the last upload of the component has finished what it left for after it returned (its backup is over: it need not wait)
+  snapshotCleanedUp(target.component);
   await afterwards.get(componentKey(repo, target));
   ctx.progress({ phase: 'scanning' });
   // every stat below comes after this moment
@@ -1030,6 +1063,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const cacheKey = { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: result.indexSha256 };
   afterUpload(
     componentKey(repo, target),
+    target.component,
     async () => {
       // the index now references what earlier runs' pending records protected. This run's own
       // records stay until the next run: if this backup never commits, they still let it resume.
