@@ -51,6 +51,11 @@ export class Columns {
   private count = new Uint32Array(0);
   private sha = Buffer.alloc(0);
 
+  /** room for `n` rows without growing (each growth copies every column into fresh memory) */
+  reserve(n: number): void {
+    if (n > this.kind.length) this.grow(n);
+  }
+
   /** a new row at the end; its number */
   add(path: string, type: TreeEntry['type']): number {
     if (this.length === this.kind.length) this.grow(Math.max(1024, Math.ceil(this.length * 1.5)));

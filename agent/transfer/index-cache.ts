@@ -323,6 +323,8 @@ async function readCopy(fh: FileHandle, key: CacheKey, known: Known, files: OldF
   const refOf = new Uint32Array(h.refs);
   const refsWrong = await readRefs(body, h.refs, packIds, known, refOf);
   if (refsWrong) return damaged(refsWrong);
+  // each file takes at least a record: a damaged count cannot reserve more than the copy holds
+  files.reserve(Math.min(h.files, Math.floor(h.bodyBytes / FILE)));
   const filesWrong = await readFiles(body, h.files, refOf, known, files);
   if (filesWrong) return damaged(filesWrong);
   const end = body.done();

@@ -32,6 +32,11 @@ export class OldFiles {
   cols = new Columns();
   private rows = new Map<string, number>();
 
+  /** room for `n` files (a copy of an index says how many it holds) */
+  reserve(n: number): void {
+    this.cols.reserve(n);
+  }
+
   /** the file at `path` whose `count` blocks are refs in the lists from `first` */
   add(path: string, f: Pick<FileEntry, 'size' | 'mtimeMs' | 'block' | 'sha256' | 'seen'>, first: number, count: number): void {
     const r = this.cols.add(path, 'file');

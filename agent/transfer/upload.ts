@@ -770,6 +770,13 @@ const QUIET_MAX_MS = 2000;
 
 const componentKey = (repo: Repository, target: UploadTarget) => `${repo.id}/${target.node}/${target.component}`;
 
+/**
+ * By component, how many entries its last upload walked: the next one makes room for about
+ * as many at once. Grown by half at a time from nothing, a 5 GiB node's 34k rows were
+ * copied into fresh memory ten times (~2300 page faults a walk, each ~3 µs here).
+ */
+const walked = new Map<string, number>();
+
 /** resolved by `quietNow` for `component`, or after `QUIET_MAX_MS` */
 function quiet(component: string): Promise<void> {
   quietNow.get(component)?.();
@@ -909,8 +916,9 @@ function indexEntries(rows: Columns, known: Known): IndexToWrite['entries'] {
  * feedback yet: deoptimized, compiled again). `uploadSnapshot` cost 250–390 ms of
  * compiling a 5 GiB incremental (--trace-opt), on the core the file reads need.
  */
-async function walkRows(snapRoot: string, sets: string[], log: JobContext['log']): Promise<Columns> {
+async function walkRows(snapRoot: string, sets: string[], log: JobContext['log'], expected: number): Promise<Columns> {
   const rows = new Columns();
+  rows.reserve(expected);
   const onSkip = (rel: string, why: string) => log.warn({ path: rel, why }, 'skipped');
   for (const set of sets) {
     for await (const e of walkTree(join(snapRoot, set), onSkip)) {
@@ -949,11 +957,13 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const t0 = performance.now();
   // the last upload of the component has finished what it left for after it returned (its backup is over: it need not wait)
   snapshotCleanedUp(target.component);
-  await afterwards.get(componentKey(repo, target));
+  const key = componentKey(repo, target);
+  await afterwards.get(key);
   ctx.progress({ phase: 'scanning' });
   // every stat below comes after this moment
   const walkedFrom = Date.now();
-  const rows = await walkRows(snapRoot, sets, ctx.log);
+  const rows = await walkRows(snapRoot, sets, ctx.log, Math.ceil((walked.get(key) ?? 0) * 1.05));
+  walked.set(key, rows.length);
   const { fileCount, bytesTotal, blocks, todo, dirs } = sizeUp(rows, repo.config);
 
   // a hash is a hash whatever the block size it was cut at: all of them dedup
@@ -1062,7 +1072,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   result.uploadMs = Math.round(performance.now() - t0);
   const cacheKey = { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: result.indexSha256 };
   afterUpload(
-    componentKey(repo, target),
+    key,
     target.component,
     async () => {
       // the index now references what earlier runs' pending records protected. This run's own
