@@ -4,7 +4,7 @@
  */
 import { contentHashOf, RefLists, RefTable } from '../../lib/repo/ref-table.js';
 import { FP, unknownFp } from '../../lib/repo/fingerprint.js';
-import type { ChunkRef, FileEntry, FileEntryText, JsonBuffer } from '../../lib/repo/index-file.js';
+import type { ChunkRef, FileEntry, FileEntryText, JsonBuffer, PackNumbers } from '../../lib/repo/index-file.js';
 import { Columns } from './columns.js';
 import { keepShape } from '../../lib/shapes.js';
 
@@ -156,8 +156,8 @@ class RowEntry implements FileEntryText {
     return this.table.ref(this.lists.at(this.first + i));
   }
 
-  writeChunk(i: number, out: JsonBuffer): void {
-    this.table.writeJson(this.lists.at(this.first + i), out);
+  writeChunk(i: number, out: JsonBuffer, packs?: PackNumbers): void {
+    this.table.writeJson(this.lists.at(this.first + i), out, packs);
   }
 
   writeHead(out: JsonBuffer): void {

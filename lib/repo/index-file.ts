@@ -9,19 +9,28 @@
  * entry: nothing in it may point outside the place it is restored to.
  */
 import { createHash } from 'node:crypto';
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import { checkStored, parseJson } from './stored.js';
 import { keepShape } from '../shapes.js';
 import { settled } from '../memory.js';
 
 /**
- * 4: as 3, with the entries stored in parts (`parts`), for an index too big for one object.
+ * 5: as 4, with the ids of the packs its refs name in the head (`packs`) and, in the parts,
+ *    a blob in a pack as `[sha256, pack number, offset, length]`: ~90 bytes of JSON, not
+ *    ~185 (the pack id and the field names were half of an index).
+ * 4: as 3, with the entries stored in parts (`parts`), for an index too big for one object
+ *    (still read).
  * 3: a file of several blocks has `contentHash` as its sha256.
  * 2: every file's sha256 is the SHA-256 of its whole content (still read).
  */
 export const INDEX_VERSION = 3;
-export const INDEX_PARTS_VERSION = 4;
+export const INDEX_PARTS_VERSION = 5;
+/** an index in parts whose refs are objects, as it was written before version 5 */
+export const INDEX_PARTS_V4 = 4;
+
+/** whether an index of `version` keeps its entries in parts */
+export const inParts = (version: number) => version === INDEX_PARTS_VERSION || version === INDEX_PARTS_V4;
 
 /**
  * A file's sha256 in a version-3 index: the SHA-256 of its content when it is one block
@@ -48,17 +57,20 @@ const Common = {
 };
 
 const Sha = Type.String({ pattern: '^[0-9a-f]{64}$' });
+const PackId = Type.String({ pattern: '^[0-9a-f]{64}$' });
 
 /** a blob stored inside a pack: `length` stored bytes at `offset` */
 export const PackRefSchema = Type.Object({
   sha256: Sha,
-  pack: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  pack: PackId,
   offset: Type.Integer({ minimum: 0 }),
   length: Type.Integer({ minimum: 1 }),
 });
+/** a blob in a pack as a version-5 part holds it: [sha256, the pack's number in the head's `packs`, offset, length] */
+const PackedTuple = Type.Tuple([Sha, Type.Integer({ minimum: 0 }), Type.Integer({ minimum: 0 }), Type.Integer({ minimum: 1 })]);
 export type PackRef = Static<typeof PackRefSchema>;
 /** pending/<node>/<component>/<pack>.json: the blobs of a pack no index references yet */
-export const PendingRecordSchema = Type.Object({ pack: Type.String({ pattern: '^[0-9a-f]{64}$' }), blobs: Type.Array(PackRefSchema) });
+export const PendingRecordSchema = Type.Object({ pack: PackId, blobs: Type.Array(PackRefSchema) });
 export type PendingRecord = Static<typeof PendingRecordSchema>;
 
 export const ChunkRefSchema = Type.Union([Sha, PackRefSchema]);
@@ -68,7 +80,8 @@ export function refSha(ref: ChunkRef): string {
   return typeof ref === 'string' ? ref : ref.sha256;
 }
 
-export const IndexEntrySchema = Type.Union([
+/** an index entry whose chunks are `chunkRef`s */
+const entrySchema = <C extends TSchema>(chunkRef: C) => Type.Union([
   Type.Object({ type: Type.Literal('dir'), ...Common }),
   Type.Object({
     type: Type.Literal('file'),
@@ -77,7 +90,7 @@ export const IndexEntrySchema = Type.Union([
     sha256: Sha,
     /** the size the file was cut into blocks at (absent: the index's chunkSize) */
     block: Type.Optional(Type.Integer({ minimum: 1 })),
-    chunks: Type.Array(ChunkRefSchema),
+    chunks: Type.Array(chunkRef),
     /**
      * the chunks' fingerprints (fingerprint.ts), 16 bytes each, in order, base64; 16 zeros
      * for one not known. Only the next backup of the component reads them: a block read
@@ -94,10 +107,15 @@ export const IndexEntrySchema = Type.Union([
   }),
   Type.Object({ type: Type.Literal('symlink'), ...Common, target: Type.String() }),
 ]);
+
+export const IndexEntrySchema = entrySchema(ChunkRefSchema);
 export type IndexEntry = Static<typeof IndexEntrySchema>;
 export type FileEntry = Extract<IndexEntry, { type: 'file' }>;
 
 export const IndexEntriesSchema = Type.Array(IndexEntrySchema);
+/** a version-5 part's entries */
+const PartEntriesSchema = Type.Array(entrySchema(Type.Union([Sha, PackedTuple])));
+type PartEntry = Static<typeof PartEntriesSchema>[number];
 
 /** one stored part of a big index's entries: a JSON array of entries, in order */
 export const IndexPartSchema = Type.Object({
@@ -109,15 +127,17 @@ export const IndexPartSchema = Type.Object({
 export type IndexPart = Static<typeof IndexPartSchema>;
 
 export const ComponentIndexSchema = Type.Object({
-  version: Type.Union([Type.Literal(2), Type.Literal(INDEX_VERSION), Type.Literal(INDEX_PARTS_VERSION)]),
+  version: Type.Union([Type.Literal(2), Type.Literal(INDEX_VERSION), Type.Literal(INDEX_PARTS_V4), Type.Literal(INDEX_PARTS_VERSION)]),
   backupId: Type.String(),
   node: Type.String(),
   component: Type.String(),
   chunkSize: Type.Integer({ minimum: 1 }),
   sets: Type.Array(Type.String()),
   entries: Type.Array(IndexEntrySchema),
-  /** version 4: where the entries are (`entries` is then empty); read back, they are in `entries` again */
+  /** versions 4 and 5: where the entries are (`entries` is then empty); read back, they are in `entries` again */
   parts: Type.Optional(Type.Array(IndexPartSchema)),
+  /** version 5: the packs its parts' refs name, by number; read back, the refs name them again */
+  packs: Type.Optional(Type.Array(PackId)),
 });
 export type ComponentIndex = Static<typeof ComponentIndexSchema>;
 
@@ -138,7 +158,7 @@ export interface FileEntryText {
   /** chunk `i` as an object */
   chunk(i: number): ChunkRef;
   /** chunk `i` written as JSON at the end of `out`: the bytes JSON.stringify makes of it */
-  writeChunk(i: number, out: JsonBuffer): void;
+  writeChunk(i: number, out: JsonBuffer, packs?: PackNumbers): void;
   /** `file` written as JSON at the end of `out` but for its closing brace (the bytes JSON.stringify makes of it), when the writer can do that without making it */
   writeHead?(out: JsonBuffer): void;
 }
@@ -164,18 +184,41 @@ export function isSafeRelativePath(p: string): boolean {
 /** The head of an index (with its entries when it has no parts). */
 export function parseIndex(text: string, where: string): ComponentIndex {
   const index = checkStored(ComponentIndexSchema, parseJson(text, where), where, 'file index');
-  if ((index.version === INDEX_PARTS_VERSION) !== (index.parts !== undefined) || (index.parts && index.entries.length > 0)) {
+  if (inParts(index.version) !== (index.parts !== undefined) || (index.parts && index.entries.length > 0)) {
     throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid file index: version ${index.version} ${index.parts ? 'with' : 'without'} parts`);
+  }
+  if ((index.version === INDEX_PARTS_VERSION) !== (index.packs !== undefined)) {
+    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid file index: version ${index.version} ${index.packs ? 'with' : 'without'} a pack table`);
   }
   checkPaths(index.entries, index.sets, where);
   return index;
 }
 
-/** One part's entries; `sets` are its index's. */
-export function parseIndexPart(text: string, where: string, sets: string[]): IndexEntry[] {
-  const entries = checkStored(IndexEntriesSchema, parseJson(text, where), where, 'file index part');
+/**
+ * One part's entries; `sets` are its index's, `packs` its pack table (version 5: refs name
+ * packs by number; given back as the ids themselves, one string per pack).
+ */
+export function parseIndexPart(text: string, where: string, sets: string[], packs?: string[]): IndexEntry[] {
+  const entries = packs ? namePacks(checkStored(PartEntriesSchema, parseJson(text, where), where, 'file index part'), packs, where) : checkStored(IndexEntriesSchema, parseJson(text, where), where, 'file index part');
   checkPaths(entries, sets, where);
   return entries;
+}
+
+/** a version-5 part's entries with their packed blobs as `PackRef`s, in place */
+function namePacks(entries: PartEntry[], packs: string[], where: string): IndexEntry[] {
+  for (const e of entries) {
+    if (e.type !== 'file') continue;
+    const chunks = e.chunks as (ChunkRef | Static<typeof PackedTuple>)[];
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i]!;
+      if (typeof c === 'string') continue;
+      if (!Array.isArray(c)) continue;
+      const pack = packs[c[1]];
+      if (pack === undefined) throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} names pack ${c[1]}; its index lists ${packs.length}`);
+      chunks[i] = { sha256: c[0], pack, offset: c[2], length: c[3] };
+    }
+  }
+  return entries as IndexEntry[];
 }
 
 /** nothing in an index may point outside the place it is restored to */
@@ -189,13 +232,62 @@ function checkPaths(entries: IndexEntry[], sets: string[], where: string): void 
 }
 
 /**
+ * The ids of the packs an index's parts name, by number (version 5), numbered as first met;
+ * the head lists them once written. `ofTable` numbers a pack by its number in the ref table
+ * the refs come from (lib/repo/ref-table.ts), looked up once a pack.
+ */
+export class PackNumbers {
+  readonly ids: string[] = [];
+  private readonly byId = new Map<string, number>();
+  /** by the table's pack number: ours + 1 (0: not met yet) */
+  private byTable = new Int32Array(256);
+
+  of(id: string): number {
+    let n = this.byId.get(id);
+    if (n === undefined) {
+      n = this.ids.push(id) - 1;
+      this.byId.set(id, n);
+    }
+    return n;
+  }
+
+  /** the number of the table's pack `p`, whose id is `ids[p]` */
+  ofTable(p: number, ids: readonly string[]): number {
+    if (p >= this.byTable.length) {
+      const bigger = new Int32Array(Math.max(p + 1, this.byTable.length * 2));
+      bigger.set(this.byTable);
+      this.byTable = bigger;
+    }
+    const n = this.byTable[p]!;
+    if (n > 0) return n - 1;
+    const m = this.of(ids[p]!);
+    this.byTable[p] = m + 1;
+    return m;
+  }
+}
+
+/** a blob in a pack as a version-5 part holds it (`PackedTuple`) */
+function writePacked(out: JsonBuffer, r: PackRef, packs: PackNumbers): void {
+  out.byte(OPEN);
+  out.hex32(Buffer.from(r.sha256, 'hex'), 0);
+  out.byte(COMMA);
+  out.number(packs.of(r.pack));
+  out.byte(COMMA);
+  out.number(r.offset);
+  out.byte(COMMA);
+  out.number(r.length);
+  out.byte(CLOSE);
+}
+
+/**
  * Entries as JSON arrays of about `partBytes` bytes each (an entry is never split), in
  * order. Written piece by piece into `buffers` buffers taken in turn from part to part (a
  * yielded `json` stays valid until `buffers` more are asked for: with two, one part can be
  * stored while the next is made): no string the size of an index or of a big file's entry
- * is ever made, only small ones that die young.
+ * is ever made, only small ones that die young. With `packs`, blobs in packs are written
+ * as version 5 holds them, their packs numbered in `packs`; else as objects.
  */
-export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, buffers = 1): Generator<{ json: Buffer; entries: number }> {
+export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, buffers = 1, packs?: PackNumbers): Generator<{ json: Buffer; entries: number }> {
   const outs = Array.from({ length: buffers }, () => new JsonBuffer(partBytes + 64 * 1024));
   // the buffers live until the last part is stored: growth counts from here (else the first
   // look at the heap in an index's write ran a full collection that found ~1 MB to free)
@@ -206,10 +298,14 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
   out.put('[');
   for (const e of entries) {
     if (n > 0) out.byte(COMMA);
-    if ('writeChunk' in e) writeFileEntry(out, e, e.chunks, (i) => e.writeChunk(i, out));
+    if ('writeChunk' in e) writeFileEntry(out, e, e.chunks, (i) => e.writeChunk(i, out, packs));
     else if (e.type === 'file') {
       const { chunks, ...head } = e;
-      writeFileEntry(out, head, chunks.length, (i) => out.put(JSON.stringify(chunks[i])));
+      writeFileEntry(out, head, chunks.length, (i) => {
+        const c = chunks[i]!;
+        if (packs && typeof c !== 'string') writePacked(out, c, packs);
+        else out.put(JSON.stringify(c));
+      });
     } else out.put(JSON.stringify(e));
     n++;
     if (out.length >= partBytes) {
@@ -228,6 +324,8 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
 }
 
 const COMMA = 0x2c;
+const OPEN = 0x5b;
+const CLOSE = 0x5d;
 
 /** a file entry: its fields but its chunks (its closing brace taken back), then its `count` chunks, each written by `chunk` */
 function writeFileEntry(out: JsonBuffer, head: Omit<FileEntry, 'chunks'> | FileEntryText, count: number, chunk: (i: number) => void): void {

@@ -12,7 +12,7 @@
  * for a pending record or an index small enough to be one object.
  */
 import { createHash, randomInt } from 'node:crypto';
-import { digitsInto, hexInto, type ChunkRef, type JsonBuffer, type PackRef } from './index-file.js';
+import { digitsInto, hexInto, type ChunkRef, type JsonBuffer, type PackNumbers, type PackRef } from './index-file.js';
 import { FP, unknownFp } from './fingerprint.js';
 
 const HASH = 32;
@@ -20,6 +20,9 @@ const NO_PACK = -1;
 
 const QUOTE = 0x22;
 const CLOSE = 0x7d;
+const OPEN_LIST = 0x5b;
+const CLOSE_LIST = 0x5d;
+const COMMA = 0x2c;
 const JSON_SHA = Buffer.from('{"sha256":"', 'latin1');
 const JSON_PACK = Buffer.from('","pack":"', 'latin1');
 const JSON_OFFSET = Buffer.from('","offset":', 'latin1');
@@ -159,7 +162,7 @@ export class RefTable {
    * `out`, straight from the table: an index holds ~130k refs a 5 GiB node, and making a
    * string of each first cost ~2 µs a ref.
    */
-  writeJson(r: number, out: JsonBuffer): void {
+  writeJson(r: number, out: JsonBuffer, packs?: PackNumbers): void {
     const p = this.packs[r]!;
     const b = out.room(REF_JSON_MAX);
     let at = out.length;
@@ -167,6 +170,19 @@ export class RefTable {
       b[at++] = QUOTE;
       at = hexInto(this.hashes, r * HASH, b, at);
       b[at++] = QUOTE;
+    } else if (packs) {
+      // as a version-5 index part holds it: [sha256, pack number, offset, length]
+      b[at++] = OPEN_LIST;
+      b[at++] = QUOTE;
+      at = hexInto(this.hashes, r * HASH, b, at);
+      b[at++] = QUOTE;
+      b[at++] = COMMA;
+      at = digitsInto(packs.ofTable(p, this.packIds), b, at);
+      b[at++] = COMMA;
+      at = digitsInto(this.offsets[r]!, b, at);
+      b[at++] = COMMA;
+      at = digitsInto(this.lengths[r]!, b, at);
+      b[at++] = CLOSE_LIST;
     } else {
       b.set(JSON_SHA, at);
       at = hexInto(this.hashes, r * HASH, b, at + JSON_SHA.length);

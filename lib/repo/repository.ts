@@ -22,6 +22,8 @@ import {
 } from './layout.js';
 import {
   INDEX_PARTS_VERSION,
+  inParts,
+  PackNumbers,
   INDEX_VERSION,
   PendingRecordSchema,
   entryJsonAbout,
@@ -289,14 +291,15 @@ export class Repository {
     const from = given.entries;
     const about = Array.isArray(from) ? jsonSizeAbout(from) : from.aboutBytes;
     // only today's index versions can be split; an older one is rewritten as it was (tests)
-    const split = (given.version === INDEX_VERSION || given.version === INDEX_PARTS_VERSION) && about > partBytes;
+    const split = (given.version === INDEX_VERSION || inParts(given.version)) && about > partBytes;
     // a small index's entries go in its one object
     const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : Array.from(from, entryOf) };
+    const packs = new PackNumbers();
     if (split) {
       // a part is compressed and stored while the next is made (in the other buffer)
       let storing: Promise<void> = Promise.resolve();
       try {
-        for (const p of indexParts(from, partBytes, 2)) {
+        for (const p of indexParts(from, partBytes, 2, packs)) {
           const partKey = indexPartKey(key, parts.length + 1);
           parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
           const before = storing;
@@ -310,7 +313,9 @@ export class Repository {
       }
     }
     const head: ComponentIndex =
-      parts.length > 0 ? { ...index, version: INDEX_PARTS_VERSION, entries: [], parts } : { ...index, version: index.version === INDEX_PARTS_VERSION ? INDEX_VERSION : index.version, parts: undefined };
+      parts.length > 0
+        ? { ...index, version: INDEX_PARTS_VERSION, entries: [], parts, packs: packs.ids }
+        : { ...index, version: inParts(index.version) ? INDEX_VERSION : index.version, parts: undefined, packs: undefined };
     const plain = Buffer.from(JSON.stringify(head));
     await this.driver.put(key, await this.codec.encode(plain));
     const failed = await early;
@@ -356,13 +361,13 @@ export class Repository {
       if (sha256(plain) !== part.sha256) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) in ${this.location} does not match the index's hash`, { details: { object: part.key } });
       }
-      const got = parseIndexPart(plain.toString('utf8'), `${part.key} in ${this.location}`, index.sets);
+      const got = parseIndexPart(plain.toString('utf8'), `${part.key} in ${this.location}`, index.sets, index.packs);
       if (got.length !== part.entries) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) holds ${got.length} entries, not ${part.entries}`, { details: { object: part.key } });
       }
       each(got);
     }
-    return { ...index, entries: [], parts: undefined };
+    return { ...index, entries: [], parts: undefined, packs: undefined };
   }
 
   /** The commit point of a backup: create-if-absent, so two writers cannot both commit. */

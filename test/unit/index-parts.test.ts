@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository, sha256 } from '../../lib/repo/repository.js';
-import { INDEX_PARTS_VERSION, INDEX_VERSION, type ComponentIndex, type IndexEntry } from '../../lib/repo/index-file.js';
+import { INDEX_PARTS_V4, INDEX_PARTS_VERSION, INDEX_VERSION, indexParts, type ComponentIndex, type IndexEntry, type IndexPart } from '../../lib/repo/index-file.js';
 import { indexKey, indexPartKey } from '../../lib/repo/layout.js';
 
 const dirs: string[] = [];
@@ -54,9 +54,17 @@ describe('file index parts', () => {
       expect(sha256(await repo.readDecoded(key))).toBe(sha);
       // no part is much bigger than asked for
       for (const p of head.parts!) expect((await repo.readDecoded(p.key)).length).toBeLessThan(100_000 + 1000);
+      // version 5: the head lists each pack once; a part names them by number, a blob as [sha256, pack, offset, length]
+      const ids = [...new Set(index.entries.flatMap((e) => (e.type === 'file' ? e.chunks.map((c) => (typeof c === 'string' ? c : c.pack)) : [])))];
+      expect([...head.packs!].sort()).toEqual(ids.sort());
+      const part = JSON.parse((await repo.readDecoded(head.parts![0]!.key)).toString('utf8')) as { type: string; chunks: unknown[] }[];
+      const file = index.entries.find((e) => e.type === 'file' && e.path === 'data/f1') as Extract<IndexEntry, { type: 'file' }>;
+      const ref = file.chunks[1] as Exclude<(typeof file.chunks)[number], string>;
+      expect(part.find((e) => e.type === 'file' && (e as unknown as IndexEntry).path === 'data/f1')!.chunks[1]).toEqual([ref.sha256, head.packs!.indexOf(ref.pack), ref.offset, ref.length]);
       const back = await repo.readIndex(key, sha);
       expect(back.entries).toEqual(index.entries);
       expect(back.backupId).toBe(index.backupId);
+      expect(back.packs).toBeUndefined();
       // stored through the codec: an encrypted part shows no path in the clear
       const raw = await readFile(storedPath(dir, indexPartKey(key, 2)));
       expect(raw.includes(Buffer.from('data/f'))).toBe(!encrypted);
@@ -72,6 +80,35 @@ describe('file index parts', () => {
     expect(head.parts).toBeUndefined();
     expect(head.entries).toEqual(index.entries);
     expect((await repo.readIndex(key, sha)).entries).toEqual(index.entries);
+  });
+
+  it('an index in parts written before version 5 (refs as objects) is still read', async () => {
+    const { repo } = await repoAt();
+    const index = bigIndex(1500);
+    const parts: IndexPart[] = [];
+    for (const p of indexParts(index.entries, 100_000)) {
+      const partKey = indexPartKey(key, parts.length + 1);
+      parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
+      await repo.driver.put(partKey, await repo.codec.encode(Buffer.from(p.json)));
+    }
+    expect(parts.length).toBeGreaterThan(3);
+    const head = Buffer.from(JSON.stringify({ ...index, version: INDEX_PARTS_V4, entries: [], parts }));
+    await repo.driver.put(key, await repo.codec.encode(head));
+    expect((await repo.readIndex(key, sha256(head))).entries).toEqual(index.entries);
+  });
+
+  it('a part naming a pack its head does not list is corruption', async () => {
+    const { repo } = await repoAt();
+    await repo.writeIndex(key, bigIndex(500), 100_000);
+    const head = JSON.parse((await repo.readDecoded(key)).toString('utf8')) as ComponentIndex;
+    const forged = Buffer.from(JSON.stringify({ ...head, packs: head.packs!.slice(0, 2) }));
+    await repo.driver.put(key, await repo.codec.encode(forged));
+    await expect(repo.readIndex(key, sha256(forged))).rejects.toMatchObject({ code: 'LOCKSTEP_E_REPO_CORRUPT', message: expect.stringContaining('names pack 2; its index lists 2') });
+    // and a version-5 head without its table
+    const { packs: _, ...bare } = head;
+    const noTable = Buffer.from(JSON.stringify(bare));
+    await repo.driver.put(key, await repo.codec.encode(noTable));
+    await expect(repo.readIndex(key, sha256(noTable))).rejects.toMatchObject({ code: 'LOCKSTEP_E_REPO_CORRUPT', message: expect.stringContaining('without a pack table') });
   });
 
   it('a missing, swapped or misplaced part is corruption that names the part', async () => {

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { createHash, hkdfSync } from 'node:crypto';
 import { xxh3 } from '@node-rs/xxhash';
 import { RefLists, RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
-import { contentHash, entryOf, indexParts, JsonBuffer, type FileEntry, type FileEntryText } from '../../lib/repo/index-file.js';
+import { contentHash, entryOf, indexParts, JsonBuffer, PackNumbers, type FileEntry, type FileEntryText } from '../../lib/repo/index-file.js';
 import { FP, Fingerprinter } from '../../lib/repo/fingerprint.js';
 
 const hash = (s: string) => createHash('sha256').update(s).digest();
@@ -132,5 +132,15 @@ describe('RefTable', () => {
     const written = (e: FileEntry | FileEntryText) => [...indexParts([e], 1 << 20)].map((p) => p.json.toString()).join();
     expect(written(asText)).toBe(written(asObject));
     expect(entryOf(asText)).toEqual(asObject);
+    // as a version-5 part holds them: the same bytes from the table and from the objects, packs numbered as first met
+    const compact = (e: FileEntry | FileEntryText) => {
+      const packs = new PackNumbers();
+      return { json: [...indexParts([e], 1 << 20, 1, packs)].map((p) => p.json.toString()).join(), ids: packs.ids };
+    };
+    const fromText = compact({ ...asText, writeChunk: (i, o, p) => t.writeJson(refs[i]!, o, p) });
+    expect(fromText).toEqual(compact(asObject));
+    expect(fromText.ids).toEqual([pack(1), pack(2), pack(3)]);
+    const chunks = (JSON.parse(fromText.json) as FileEntry[])[0]!.chunks;
+    expect(chunks).toEqual([[hash('packed').toString('hex'), 0, 12, 34], hash('chunk object').toString('hex'), [hash('far').toString('hex'), 1, 2 ** 53, 0xffffffff], [hash('zero').toString('hex'), 2, 0, 0]]);
   });
 });
