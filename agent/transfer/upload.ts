@@ -47,7 +47,7 @@ import { forEachLimit } from './pool.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
 import { readIndexCache, writeIndexCache } from './index-cache.js';
-import { collect, collectIfGrown, settled } from '../../lib/memory.js';
+import { collect, collectIfGrown } from '../../lib/memory.js';
 import { keepShape, keepShapeOnce } from '../../lib/shapes.js';
 
 const MiB = 1024 * 1024;
@@ -973,8 +973,6 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const writer = new BlobWriter(repo, target, ctx.signal, known);
   keepUploadShapes(repo, target);
   const pendingKeys = await pendingBlobs(repo, target, ctx, known);
-  // the previous index and the rows are alive until the index is written: growth counts from here
-  settled();
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);
   const changes = recorded && previous && recorded.basedOn === previous.backupId ? recorded.sets : undefined;
