@@ -157,7 +157,10 @@ export interface FileEntryText {
   chunks: number;
   /** chunk `i` as an object */
   chunk(i: number): ChunkRef;
-  /** chunk `i` written as JSON at the end of `out`: the bytes JSON.stringify makes of it */
+  /**
+   * chunk `i` written as JSON at the end of `out`: the bytes JSON.stringify makes of it, or
+   * with `packs`, a blob in a pack as a version-5 part holds it (its pack numbered there)
+   */
   writeChunk(i: number, out: JsonBuffer, packs?: PackNumbers): void;
   /** `file` written as JSON at the end of `out` but for its closing brace (the bytes JSON.stringify makes of it), when the writer can do that without making it */
   writeHead?(out: JsonBuffer): void;
@@ -211,11 +214,12 @@ function namePacks(entries: PartEntry[], packs: string[], where: string): IndexE
     const chunks = e.chunks as (ChunkRef | Static<typeof PackedTuple>)[];
     for (let i = 0; i < chunks.length; i++) {
       const c = chunks[i]!;
+      // a chunk object's hash, or (the schema allows nothing else) a blob in a pack
       if (typeof c === 'string') continue;
-      if (!Array.isArray(c)) continue;
-      const pack = packs[c[1]];
-      if (pack === undefined) throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} names pack ${c[1]}; its index lists ${packs.length}`);
-      chunks[i] = { sha256: c[0], pack, offset: c[2], length: c[3] };
+      const [sha256, n, offset, length] = c as Static<typeof PackedTuple>;
+      const pack = packs[n];
+      if (pack === undefined) throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} names pack ${n}; its index lists ${packs.length}`);
+      chunks[i] = { sha256, pack, offset, length };
     }
   }
   return entries as IndexEntry[];
@@ -269,7 +273,7 @@ export class PackNumbers {
 /** a blob in a pack as a version-5 part holds it (`PackedTuple`) */
 function writePacked(out: JsonBuffer, r: PackRef, packs: PackNumbers): void {
   out.byte(OPEN);
-  out.hex32(Buffer.from(r.sha256, 'hex'), 0);
+  out.put(JSON.stringify(r.sha256));
   out.byte(COMMA);
   out.number(packs.of(r.pack));
   out.byte(COMMA);

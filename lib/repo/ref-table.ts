@@ -160,7 +160,8 @@ export class RefTable {
   /**
    * Write ref `r` as JSON (the bytes `JSON.stringify(this.ref(r))` makes) at the end of
    * `out`, straight from the table: an index holds ~130k refs a 5 GiB node, and making a
-   * string of each first cost ~2 µs a ref.
+   * string of each first cost ~2 µs a ref. With `packs`, a packed blob is written as a
+   * version-5 index part holds it, its pack numbered in `packs`.
    */
   writeJson(r: number, out: JsonBuffer, packs?: PackNumbers): void {
     const p = this.packs[r]!;
