@@ -63,6 +63,14 @@ describe('RefTable', () => {
     t.setFp(0, Buffer.alloc(FP));
     expect(t.hasFp(0, fp)).toBe(true);
     expect(t.hasFp(1, Buffer.alloc(FP))).toBe(false);
+    // a known one that differs in any byte is another block
+    for (const at of [0, 7, FP - 1]) {
+      const other = Buffer.from(fp);
+      other[at]! ^= 1;
+      expect(t.hasFp(0, other)).toBe(false);
+    }
+    // read at an offset in a bigger buffer
+    expect(t.hasFp(0, Buffer.concat([Buffer.alloc(5), fp]), 5)).toBe(true);
   });
 
   it('a fingerprint is the XXH3-128 value under the secret derived from the key, 16 bytes little-endian (as repositories store it)', () => {
