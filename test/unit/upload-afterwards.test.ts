@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { snapshotCleanedUp, uploadSnapshot, uploadsSettled } from '../../agent/transfer/upload.js';
-import type { JobContext } from '../../agent/jobs/runner.js';
+import { quietJobContext as context } from '../helpers/job.js';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -31,18 +31,6 @@ const temp = async (label: string) => {
   dirs.push(d);
   return d;
 };
-
-function context(): JobContext {
-  const log = { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined };
-  return {
-    job: {} as JobContext['job'],
-    signal: new AbortController().signal,
-    log: log as unknown as JobContext['log'],
-    progress: () => undefined,
-    addLeftover: async () => undefined,
-    dropLeftover: async () => undefined,
-  };
-}
 
 const exists = (p: string) => stat(p).then(
   () => true,

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { uploadSnapshot, kindOf, Compressibility } from '../../agent/transfer/upload.js';
-import type { JobContext } from '../../agent/jobs/runner.js';
+import { quietJobContext as context } from '../helpers/job.js';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -23,18 +23,6 @@ const temp = async (label: string) => {
   dirs.push(d);
   return d;
 };
-
-function context(): JobContext {
-  const log = { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined };
-  return {
-    job: {} as JobContext['job'],
-    signal: new AbortController().signal,
-    log: log as unknown as JobContext['log'],
-    progress: () => undefined,
-    addLeftover: async () => undefined,
-    dropLeftover: async () => undefined,
-  };
-}
 
 /** text that LZ4 shrinks to a small part of it, different for each `i` */
 const compressible = (i: number, n: number) => Buffer.from(`row ${i}: ${'the same words again and again, '.repeat(n / 32)}`).subarray(0, n);
