@@ -26,6 +26,7 @@ import { dirname } from 'node:path';
 import { alignedBuffer } from '../../lib/aligned.js';
 import type { Columns } from './columns.js';
 import type { Known, OldFiles } from './known.js';
+import { PackNumbers } from '../../lib/repo/index-file.js';
 import { keepShapeOnce } from '../../lib/shapes.js';
 
 const MAGIC = 'LSIC1\n';
@@ -54,7 +55,7 @@ interface Header extends CacheKey {
 /** Write the copy of the index `key` names: `rows` are its entries, their blocks refs in `known`. */
 export async function writeIndexCache(file: string, key: CacheKey, rows: Columns, known: Known): Promise<void> {
   const { table } = known;
-  const { number, refs, refCount, packNumbers, fileRows } = numberRefs(rows, known);
+  const { number, refs, refCount, packs, fileRows } = numberRefs(rows, known);
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp`;
   const out = new SectionWriter(await open(tmp, 'w', 0o600));
@@ -62,8 +63,7 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
   try {
     await out.put(MAGIC.length, (b, at) => b.write(MAGIC, at, 'latin1'));
     out.startBody();
-    const packIds = [...packNumbers.keys()];
-    await out.items(packIds.length, PACK, (k, b, at) => b.write(packIds[k]!, at, PACK, 'hex'));
+    await out.items(packs.ids.length, PACK, (k, b, at) => b.write(packs.ids[k]!, at, PACK, 'hex'));
     await out.items(refCount, REF, (k, b, at) => {
       const ref = refs[k]!;
       table.copyHash(ref, b, at);
@@ -71,11 +71,11 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
       b.writeDoubleLE(table.offset(ref), at + 48);
       b.writeUInt32LE(table.length(ref), at + 56);
       const pack = table.packId(ref);
-      b.writeInt32LE(pack === undefined ? -1 : packNumbers.get(pack)!, at + 60);
+      b.writeInt32LE(pack === undefined ? -1 : packs.of(pack), at + 60);
     });
     await writeFiles(out, rows, fileRows, number, known.lists);
     const bodySha256 = await out.endBody();
-    const header: Header = { ...key, packs: packNumbers.size, refs: refCount, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
+    const header: Header = { ...key, packs: packs.ids.length, refs: refCount, files: fileRows.length, bodyBytes: out.bodyBytes, bodySha256 };
     const text = Buffer.from(JSON.stringify(header));
     await out.put(text.length + 4, (b, at) => b.writeUInt32LE(text.length, at + text.copy(b, at)));
     await out.close();
@@ -96,14 +96,14 @@ export async function writeIndexCache(file: string, key: CacheKey, rows: Columns
  * compiled for it in every job and again for the code after it (no feedback there yet),
  * 0.3–0.45 s of compiling each 5 GiB incremental (--trace-opt) on the core the reads need.
  */
-function numberRefs(rows: Columns, known: Known): { number: Int32Array; refs: Int32Array; refCount: number; packNumbers: Map<string, number>; fileRows: number[] } {
+function numberRefs(rows: Columns, known: Known): { number: Int32Array; refs: Int32Array; refCount: number; packs: PackNumbers; fileRows: number[] } {
   const { table, lists } = known;
   // only the blobs this index references, numbered in the order first met
   const number = new Int32Array(table.count).fill(-1);
   // in the order first met (a typed array: ~130k refs at 5 GiB)
   const refs = new Int32Array(table.count);
   let refCount = 0;
-  const packNumbers = new Map<string, number>();
+  const packs = new PackNumbers();
   const fileRows: number[] = [];
   for (let r = 0; r < rows.length; r++) {
     if (rows.type(r) !== 'file') continue;
@@ -115,10 +115,10 @@ function numberRefs(rows: Columns, known: Known): { number: Int32Array; refs: In
       number[ref] = refCount;
       refs[refCount++] = ref;
       const pack = table.packId(ref);
-      if (pack !== undefined && !packNumbers.has(pack)) packNumbers.set(pack, packNumbers.size);
+      if (pack !== undefined) packs.of(pack);
     }
   }
-  return { number, refs, refCount, packNumbers, fileRows };
+  return { number, refs, refCount, packs, fileRows };
 }
 
 /** every file row: its record, its path, its chunks as blob numbers */

@@ -925,7 +925,7 @@ async function walkRows(snapRoot: string, sets: string[], log: JobContext['log']
       const r = rows.add(e.rel === '' ? set : `${set}/${e.rel}`, e.type);
       rows.setMeta(r, metaOf(e.stat));
       rows.setSize(r, e.stat.size);
-      rows.setSig(r, { ino: e.stat.ino, ctimeMs: e.stat.ctimeMs }, false);
+      rows.setSigOf(r, e.stat.ino, e.stat.ctimeMs, false);
     }
   }
   return rows;
