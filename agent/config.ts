@@ -46,6 +46,8 @@ export const AgentConfigSchema = Type.Object(
       { additionalProperties: false, default: {} },
     ),
     jobHistory: Type.Integer({ minimum: 1, default: 200 }),
+    /** memory for the newest index of each component, kept for its next backup (agent/transfer/kept-index.ts; ~4 MiB a GiB of data); 0: none */
+    keepIndexMiB: Type.Integer({ minimum: 0, default: 32 }),
     /** local snapshots no job uses are removed once this old (a coordinator died before cleanup) */
     staleSnapshotMs: Type.Integer({ minimum: 60_000, default: 6 * 3600_000 }),
   },
@@ -68,6 +70,7 @@ export interface AgentConfig {
   logLevel: string;
   jobHistory: number;
   staleSnapshotMs: number;
+  keepIndexMiB: number;
 }
 
 const PATH_SETTINGS = ['path', 'dir', 'configFile', 'dataDir'];
@@ -93,6 +96,7 @@ function normalise(file: string) {
     logLevel: raw.log.level,
     jobHistory: raw.jobHistory,
     staleSnapshotMs: raw.staleSnapshotMs,
+    keepIndexMiB: raw.keepIndexMiB,
   });
 }
 

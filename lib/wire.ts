@@ -190,8 +190,8 @@ export interface UploadResult {
   bytesRead?: number;
   /** of what was read, bytes hashed again: blocks whose fingerprint was not the previous backup's, and small files */
   bytesHashed?: number;
-  /** where the previous backup's file index (what this one dedups against) was read: the agent's local copy of it, or the repository; absent when there was none */
-  previousIndex?: 'local' | 'repository';
+  /** where the previous backup's file index (what this one dedups against) came from: the agent's memory (kept since it wrote it), its local copy of it, or the repository; absent when there was none */
+  previousIndex?: 'memory' | 'local' | 'repository';
   uploadMs: number;
 }
 

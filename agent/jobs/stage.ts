@@ -5,6 +5,7 @@ import { copyTree, lstatIfAny, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
+import { dropKeptIndexes } from '../transfer/kept-index.js';
 import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
 
@@ -47,6 +48,8 @@ async function keepStaged(staging: string, cache: string, signal: AbortSignal): 
 export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx: JobContext): Promise<StageResult> {
   const { config, plugin } = node.component(req.component);
   const repo = await node.repositoryFor(req.repositoryId);
+  // the restore holds a whole index: the ones kept for the next backups make room (it reads its copy)
+  dropKeptIndexes();
   ctx.progress({ phase: 'reading index' });
   const index = await repo.readIndex(req.indexKey, req.indexSha256);
   if (index.component !== req.component) {

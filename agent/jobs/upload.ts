@@ -21,5 +21,6 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
   const sets = await snapshotSets(dir);
   const linked = plugin.linksLiveFiles?.(config) ?? false;
   const cacheFile = node.indexCacheFile(repo.id, req.component);
-  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, linked, cacheFile }, ctx);
+  const keepIndexBytes = node.config.keepIndexMiB * 1024 * 1024;
+  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, linked, cacheFile, keepIndexBytes }, ctx);
 }

@@ -90,6 +90,11 @@ export class Known {
     this.lists.reserve(runs);
   }
 
+  /** for an upload of about `blocks` blocks that starts from a previous index: about as many refs (most of them the same), each in a run of the old index and of the new */
+  static about(blocks: number): Known {
+    return new Known(Math.ceil(blocks * 1.05), 2 * blocks);
+  }
+
   /** the content of `size` bytes cut into blocks whose refs are `refs`, in order */
   content(refs: number[], size: number): Content {
     const first = this.lists.push(refs);

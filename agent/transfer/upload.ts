@@ -47,6 +47,7 @@ import { forEachLimit } from './pool.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
 import { readIndexCache, writeIndexCache } from './index-cache.js';
+import { keepIndex, takeKeptIndex, uploadStarts } from './kept-index.js';
 import { collect, collectIfGrown } from '../../lib/memory.js';
 import { keepShape, keepShapeOnce } from '../../lib/shapes.js';
 
@@ -739,6 +740,8 @@ export interface UploadTarget {
   linked?: boolean;
   /** where the agent keeps its copy of the component's last index (index-cache.ts); none: always read from the repository */
   cacheFile?: string;
+  /** bytes of indexes the agent may keep in memory for the next upload (kept-index.ts); none: it keeps none */
+  keepIndexBytes?: number;
 }
 
 /** The previous backup's index of a component: its backup, its files by path, every blob it references, and where it was read. */
@@ -823,11 +826,12 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       const m = await manifest;
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
       if (!c) continue;
-      // about as many blocks as this backup's (most of them the same), each in a run of the old index and of the new
-      const fresh = () => ({ known: new Known(Math.ceil(blocks * 1.05), 2 * blocks), files: new OldFiles() });
+      const fresh = () => ({ known: Known.about(blocks), files: new OldFiles() });
       if (target.cacheFile) {
-        const got = fresh();
         const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: id, indexSha256: c.indexSha256 };
+        const warm = takeKeptIndex(key);
+        if (warm) return { backupId: id, ...warm, from: 'memory' };
+        const got = fresh();
         const cached = await readIndexCache(target.cacheFile, key, got.known, got.files).catch((err: unknown) => ({ ok: false as const, why: String(err) }));
         if (cached.ok) return { backupId: id, ...got, from: 'local' };
         ctx.log.info({ backupId: id, why: cached.why }, 'previous index read from the repository, not from the local copy');
@@ -959,6 +963,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   snapshotCleanedUp(target.component);
   const key = componentKey(repo, target);
   await afterwards.get(key);
+  const turn = uploadStarts(repo.id, target.node, target.component);
   ctx.progress({ phase: 'scanning' });
   // every stat below comes after this moment
   const walkedFrom = Date.now();
@@ -1080,7 +1085,10 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       // several at once: on S3 each is a request
       await forEachLimit(pendingKeys, DELETE_CONCURRENCY, (key) => repo.driver.delete(key));
       // only ever a saving: without it the next backup reads the index from the repository
-      if (target.cacheFile) await writeIndexCache(target.cacheFile, cacheKey, rows, known);
+      if (!target.cacheFile) return;
+      await writeIndexCache(target.cacheFile, cacheKey, rows, known);
+      // and without this, the next backup reads that copy
+      await keepIndex(target.cacheFile, cacheKey, blocks, fileCount, turn, target.keepIndexBytes ?? 0);
     },
     ctx,
   );
