@@ -89,6 +89,11 @@ export async function keepIndex(file: string, key: CacheKey, blocks: number, fil
   if (read.ok && turns.get(s) === turn) kept.set(s, { key, known, files: old, bytes });
 }
 
+/** let go of the index kept for `node`'s `component`, if it is still there (its upload found no previous backup to take it for) */
+export function dropKeptIndex(node: string, component: string): void {
+  if (kept.delete(slot(node, component))) collect();
+}
+
 /** let go of every kept index (a restore is about to need the memory) */
 export function dropKeptIndexes(): void {
   if (kept.size === 0) return;

@@ -47,8 +47,8 @@ import { forEachLimit } from './pool.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
 import { readIndexCache, writeIndexCache } from './index-cache.js';
-import { keepIndex, takeKeptIndex, uploadStarts } from './kept-index.js';
-import { collect, collectIfGrown } from '../../lib/memory.js';
+import { dropKeptIndex, keepIndex, takeKeptIndex, uploadStarts } from './kept-index.js';
+import { collect, collectIfGrown, held } from '../../lib/memory.js';
 import { keepShape, keepShapeOnce } from '../../lib/shapes.js';
 
 const MiB = 1024 * 1024;
@@ -126,7 +126,10 @@ class BufferPool {
     const b = this.free.pop();
     if (b) return Promise.resolve(b);
     if (this.made < this.max) {
-      if (this.aligned && this.spare.length === 0) this.spare = alignedBuffers(this.size, this.max - this.made);
+      if (this.aligned && this.spare.length === 0) {
+        this.spare = alignedBuffers(this.size, this.max - this.made);
+        held(this.size * this.spare.length);
+      } else if (!this.aligned) held(this.size);
       this.made++;
       return Promise.resolve(this.aligned ? this.spare.pop()! : Buffer.allocUnsafeSlow(this.size));
     }
@@ -973,6 +976,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
 
   // a hash is a hash whatever the block size it was cut at: all of them dedup
   const previous = await previousIndex(repo, target, ctx, blocks);
+  dropKeptIndex(target.node, target.component);
   const known = previous?.known ?? new Known(blocks, blocks);
   const before = previous?.files ?? new OldFiles();
   const writer = new BlobWriter(repo, target, ctx.signal, known);

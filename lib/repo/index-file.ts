@@ -13,7 +13,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import { checkStored, parseJson } from './stored.js';
 import { keepShape } from '../shapes.js';
-import { settled } from '../memory.js';
+import { held, settled } from '../memory.js';
 
 /**
  * 5: as 4, with the ids of the packs its refs name in the head (`packs`) and, in the parts,
@@ -410,6 +410,8 @@ export class JsonBuffer {
       const bigger = Buffer.allocUnsafeSlow(Math.max(this.buf.length * 2, this.length + n));
       this.buf.copy(bigger, 0, 0, this.length);
       this.buf = bigger;
+      // the bigger one stays (the one it replaces is garbage)
+      held(bigger.length);
     }
     return this.buf;
   }

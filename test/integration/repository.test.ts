@@ -114,7 +114,7 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(await sha()).toBe(backedUp);
   });
 
-  it("an incremental dedups against the agent's local copy of the last index; a damaged or missing copy is read from the repository, with the same result", async () => {
+  it("an incremental dedups against the last index kept in the agent's memory, else its local copy; a damaged or missing copy is read from the repository, with the same result", async () => {
     const d1 = cluster.agent('node1').data.data!;
     const node1 = (r: BackupReport) => r.nodes.find((n) => n.node === 'node1')!.components[0]!.upload!;
     const backup = async (name: string) => {
@@ -143,16 +143,31 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     const copy = await copyOf(await backup('settled'));
     expect(copy).toMatch(/-data\.idx$/);
 
+    // the index kept in memory once its copy was written
+    await change(2 * 1024 * 1024);
+    const kept = await backup('from-memory');
+    expect(node1(kept).previousIndex).toBe('memory');
+    expect(node1(kept).bytesHashed).toBe(32 * 1024);
+    expect(kept.totals.bytesNew).toBeLessThanOrEqual(32 * 1024 + 64);
+    await copyOf(kept);
+
+    // an agent that restarted has only the copy
+    const restart = async () => {
+      await cluster.killAgent('node1', 'SIGTERM');
+      await cluster.startAgent('node1');
+    };
+    await restart();
     await change(5 * 1024 * 1024);
     const local = await backup('from-copy');
     expect(node1(local).previousIndex).toBe('local');
     expect(node1(local).bytesHashed).toBe(32 * 1024);
-    await copyOf(local);
+    const copied = await copyOf(local);
 
     // a flipped byte in the copy: it is not used
-    const bytes = await readFile(join(copies, copy));
+    await restart();
+    const bytes = await readFile(join(copies, copied));
     bytes[bytes.length - 100]! ^= 0xff;
-    await writeFile(join(copies, copy), bytes);
+    await writeFile(join(copies, copied), bytes);
     await change(50 * 1024 * 1024);
     const damaged = await backup('copy-damaged');
     expect(node1(damaged).previousIndex).toBe('repository');
@@ -161,14 +176,15 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     await copyOf(damaged);
 
     // none at all: the same
+    await restart();
     await rm(copies, { recursive: true });
     await change(100 * 1024 * 1024);
     const missing = await backup('copy-missing');
     expect(node1(missing).previousIndex).toBe('repository');
     expect(node1(missing).bytesHashed).toBe(32 * 1024);
-    // and the copy is back for the next one
+    // and the copy is back for the next one, and the index in memory (the agent kept running)
     const again = await backup('copy-again');
-    expect(node1(again).previousIndex).toBe('local');
+    expect(node1(again).previousIndex).toBe('memory');
     // (records are deleted after the upload returns, before its copy is written)
     await copyOf(again);
     // what earlier runs left to resume from is gone once a later index holds it: only the newest backup's records may remain

@@ -36,6 +36,7 @@ describe('config validation', () => {
         '  - { name: data, plugin: cassandra, path: /srv/other }',
         '  - { name: web, plugin: directory }',
         'colour: blue',
+        'keepIndexMiB: -1',
       ].join('\n'),
     );
     const r = await runAgent(file);
@@ -45,6 +46,7 @@ describe('config validation', () => {
     expect(lines).toContain('listen.port: must be <= 65535');
     expect(lines).toContain('tls.key: is required');
     expect(lines).toContain('colour: is not a known setting');
+    expect(lines).toContain('keepIndexMiB: must be >= 0');
     expect(lines).not.toMatch(/\n\s+at /);
   });
 
