@@ -61,9 +61,11 @@ export function collectIfGrown(): void {
 }
 
 /**
- * `bytes` more are held on purpose from now on (a pool's new buffer): not growth that a full
- * collection could free. A 5 GiB upload's pools grow by ~25 MiB while its first files are
- * read, and each full collection that growth set off found 1–5 MB to free (~16 ms each).
+ * `bytes` more are held on purpose from now on (an index part's buffer grown for a big
+ * file's entry): not growth that a full collection could free. A 5 GiB incremental's index
+ * write ran one (~20 ms) that found ~2.5 MB to free. Not for an upload's pools: the
+ * collections their growth sets off keep the garbage of the file phase, where the upload
+ * peaks, lower (see BufferPool.acquire).
  */
 export function held(bytes: number): void {
   if (live >= 0) live += bytes;
