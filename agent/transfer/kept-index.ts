@@ -75,18 +75,25 @@ export function takeKeptIndex(key: CacheKey): { known: Known; files: OldFiles } 
  * `files` files): read it back and keep it, unless it would take the kept indexes past
  * `budget` bytes, or a later upload of the component started meanwhile. Reading it costs what
  * the next upload no longer spends; a copy that does not read back is not kept (the next
- * upload reads the repository, as it would).
+ * upload reads the repository, as it would). Why it was not kept, when it was not for want
+ * of room (for the agent's log: `keepIndexMiB` may be too small for the node).
  */
-export async function keepIndex(file: string, key: CacheKey, blocks: number, files: number, turn: number, budget: number): Promise<void> {
+export async function keepIndex(file: string, key: CacheKey, blocks: number, files: number, turn: number, budget: number): Promise<{ kept: boolean; why?: string }> {
   const s = slot(key.node, key.component);
   const bytes = keptBytes(blocks, files);
   let others = 0;
   for (const [k, v] of kept) if (k !== s) others += v.bytes;
-  if (turns.get(s) !== turn || others + bytes > budget) return;
+  if (turns.get(s) !== turn || budget <= 0) return { kept: false };
+  if (others + bytes > budget) {
+    const mib = (n: number) => (n / (1024 * 1024)).toFixed(1);
+    return { kept: false, why: `about ${mib(bytes)} MiB${others > 0 ? ` with ${mib(others)} MiB kept for other components` : ''}: more than keepIndexMiB (${mib(budget)})` };
+  }
   const known = Known.about(blocks);
   const old = new OldFiles();
   const read = await readIndexCache(file, key, known, old);
-  if (read.ok && turns.get(s) === turn) kept.set(s, { key, known, files: old, bytes });
+  if (!read.ok || turns.get(s) !== turn) return { kept: false, why: read.ok ? undefined : read.why };
+  kept.set(s, { key, known, files: old, bytes });
+  return { kept: true };
 }
 
 /** let go of the index kept for `node`'s `component`, if it is still there (its upload found no previous backup to take it for) */

@@ -1091,7 +1091,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       if (!target.cacheFile) return;
       await writeIndexCache(target.cacheFile, cacheKey, rows, known);
       // and without this, the next backup reads that copy
-      await keepIndex(target.cacheFile, cacheKey, blocks, fileCount, turn, target.keepIndexBytes ?? 0);
+      const { why } = await keepIndex(target.cacheFile, cacheKey, blocks, fileCount, turn, target.keepIndexBytes ?? 0);
+      if (why) ctx.log.info({ component: target.component, why }, 'index not kept in memory: the next backup reads its local copy');
     },
     ctx,
   );

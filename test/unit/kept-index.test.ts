@@ -77,7 +77,8 @@ describe('index kept in memory for the next upload', () => {
     await keepIndex(a.file, a.key, BLOCKS, FILES, a.turn, BUDGET);
     // a second component's, while the first is kept: both fit in two of them, not in less
     const b = await written('e');
-    await keepIndex(b.file, b.key, BLOCKS, FILES, b.turn, 2 * keptBytes(BLOCKS, FILES) - 1);
+    const tooSmall = await keepIndex(b.file, b.key, BLOCKS, FILES, b.turn, 2 * keptBytes(BLOCKS, FILES) - 1);
+    expect(tooSmall).toEqual({ kept: false, why: 'about 0.6 MiB with 0.6 MiB kept for other components: more than keepIndexMiB (1.1)' });
     expect(keptIndexes().count).toBe(1);
     await keepIndex(b.file, b.key, BLOCKS, FILES, b.turn, 2 * keptBytes(BLOCKS, FILES));
     expect(keptIndexes().count).toBe(2);
@@ -101,7 +102,7 @@ describe('index kept in memory for the next upload', () => {
     const bytes = await readFile(file);
     bytes[bytes.length - 100]! ^= 0xff;
     await writeFile(file, bytes);
-    await keepIndex(file, key, BLOCKS, FILES, turn, BUDGET);
+    expect((await keepIndex(file, key, BLOCKS, FILES, turn, BUDGET)).why).toMatch(/^damaged/);
     expect(keptIndexes().count).toBe(0);
   });
 
