@@ -34,6 +34,15 @@ const turns = new Map<string, number>();
 
 const slot = (node: string, component: string) => `${node}/${component}`;
 
+/**
+ * whether the index kept in `s` is the one `key` names. Looked at here, not where it may be
+ * let go: a frame that held it would keep it alive through the collection that follows.
+ */
+function keptFor(s: string, key: Partial<CacheKey>): boolean {
+  const k = kept.get(s);
+  return k !== undefined && (Object.keys(key) as (keyof CacheKey)[]).every((f) => k.key[f] === key[f]);
+}
+
 /** about what a kept index of `blocks` blocks and `files` files holds (Known: ref table and runs; OldFiles: columns, paths and the Map by path) */
 export function keptBytes(blocks: number, files: number): number {
   return blocks * 90 + files * 200;
@@ -47,10 +56,7 @@ export function uploadStarts(repositoryId: string, node: string, component: stri
   const s = slot(node, component);
   const turn = (turns.get(s) ?? 0) + 1;
   turns.set(s, turn);
-  if (kept.has(s) && kept.get(s)!.key.repositoryId !== repositoryId) {
-    kept.delete(s);
-    collect();
-  }
+  if (kept.has(s) && !keptFor(s, { repositoryId })) dropKeptIndex(node, component);
   return turn;
 }
 
@@ -61,13 +67,14 @@ export function uploadStarts(repositoryId: string, node: string, component: stri
  */
 export function takeKeptIndex(key: CacheKey): { known: Known; files: OldFiles } | undefined {
   const s = slot(key.node, key.component);
-  const k = kept.get(s);
-  if (!k) return undefined;
+  if (!kept.has(s)) return undefined;
+  if (!keptFor(s, key)) {
+    dropKeptIndex(key.node, key.component);
+    return undefined;
+  }
+  const { known, files } = kept.get(s)!;
   kept.delete(s);
-  const same = (['repositoryId', 'node', 'component', 'backupId', 'indexSha256'] as const).every((f) => k.key[f] === key[f]);
-  if (same) return { known: k.known, files: k.files };
-  collect();
-  return undefined;
+  return { known, files };
 }
 
 /**
