@@ -20,6 +20,7 @@ import { AgentNode, AGENT_VERSION } from './node.js';
 import { JobRunner } from './jobs/runner.js';
 import { jobHandlers } from './jobs/handlers.js';
 import { uploadsSettled } from './transfer/upload.js';
+import { startSyncHelper } from '../lib/syncfs.js';
 import { compileStoredChecks } from '../lib/repo/stored.js';
 import { ManifestSchema } from '../lib/repo/manifest.js';
 import { ComponentIndexSchema, IndexEntriesSchema, PendingRecordSchema } from '../lib/repo/index-file.js';
@@ -57,6 +58,8 @@ async function main(configFile: string): Promise<void> {
     const tls = await readTlsMaterial(cfg.tls, cfg.file);
     await checkOwnCertificate(cfg, tls.cert);
     await mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
+    // while the process is small: flushing the repository later forks this helper, not the agent
+    startSyncHelper();
     const node = new AgentNode(cfg, log);
     const runner = new JobRunner(cfg.node, join(cfg.stateDir, 'jobs'), jobHandlers(node), log, cfg.jobHistory, async (component) => {
       const { config, plugin } = node.component(component);

@@ -14,7 +14,7 @@ import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, 
 import { applyMeta, applyMetaFd, lstatIfAny, under } from '../../lib/tree.js';
 import { closeFd, fstatFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
 import { AlignedPool, DIRECT_MIN, DirectFile, directWorksIn } from '../../lib/direct-io.js';
-import { runCommand } from '../../lib/exec.js';
+import { syncFileSystem } from '../../lib/syncfs.js';
 import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
@@ -416,7 +416,7 @@ async function syncStaging(targets: SetTarget[]): Promise<void> {
     const dev = (await lstat(t.staging)).dev;
     if (seen.has(dev)) continue;
     seen.add(dev);
-    await runCommand(['sync', '--file-system', t.staging], { timeoutMs: 600_000, what: `flushing staged files under ${t.staging}` });
+    await syncFileSystem(t.staging, `flushing staged files under ${t.staging}`);
   }
 }
 

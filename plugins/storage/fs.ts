@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { LockstepError, errnoCode } from '../../lib/errors.js';
 import { resolvePath } from '../../lib/config.js';
-import { runCommand } from '../../lib/exec.js';
+import { syncFileSystem } from '../../lib/syncfs.js';
 import { closeFd, fstatFd, fsyncFd, openFd, readAt } from '../../lib/fd.js';
 import { AlignedPool, DIRECT_MIN, DirectFile, directRefused } from '../../lib/direct-io.js';
 import { inPendingBackupFolder } from '../../lib/repo/layout.js';
@@ -130,7 +130,7 @@ export class FsDriver implements StorageDriver {
   /** one syncfs(2) for the whole filesystem instead of an fsync per object */
   async flush(): Promise<void> {
     try {
-      await runCommand(['sync', '--file-system', this.location], { timeoutMs: 600_000, what: `flushing repository ${this.location}` });
+      await syncFileSystem(this.location, `flushing repository ${this.location}`);
     } catch (err) {
       throw this.wrap(err, 'flush', '(all objects)');
     }
