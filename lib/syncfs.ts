@@ -20,6 +20,8 @@ const LOOP = 'while IFS= read -r p; do if err=$(sync --file-system -- "$p" 2>&1)
 
 interface Waiter {
   path: string;
+  what: string;
+  timeoutMs: number;
   resolve: () => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -72,8 +74,11 @@ function failed(path: string, said: string): LockstepError {
   return new LockstepError('LOCKSTEP_E_COMMAND_FAILED', `sync --file-system ${path} failed${said ? `: ${said.trim()}` : ''}`);
 }
 
-/** the helper is gone (or made to go): whatever waited on it fails, and flushes spawn `sync` from now on */
-function stopped(child: ChildProcess, kill = false, why = 'the helper that runs it stopped'): void {
+/**
+ * the helper is gone, or made to go: flushes spawn `sync` from now on, and those that
+ * waited on it are run that way, unless it is gone because one of them timed out (`why`)
+ */
+function stopped(child: ChildProcess, kill = false, why?: string): void {
   if (helper !== child) return;
   helper = undefined;
   pending = '';
@@ -81,20 +86,21 @@ function stopped(child: ChildProcess, kill = false, why = 'the helper that runs 
   if (kill) child.kill('SIGKILL');
   for (const w of waiting.splice(0)) {
     clearTimeout(w.timer);
-    w.reject(failed(w.path, why));
+    if (why) w.reject(failed(w.path, why));
+    else spawnSync(w.path, w.what, w.timeoutMs).then(w.resolve, w.reject);
   }
 }
+
+const spawnSync = (path: string, what: string, timeoutMs: number) => runCommand(['sync', '--file-system', path], { timeoutMs, what }).then(() => undefined);
 
 /** Flush the filesystem `path` is on; `what` names it in an error (as runCommand does). */
 export function syncFileSystem(path: string, what: string, timeoutMs = 600_000): Promise<void> {
   const child = helper;
   // a path the helper's line protocol cannot carry goes the old way
-  if (!child || path.includes('\n') || path.includes('\0')) {
-    return runCommand(['sync', '--file-system', path], { timeoutMs, what }).then(() => undefined);
-  }
+  if (!child || path.includes('\n') || path.includes('\0')) return spawnSync(path, what, timeoutMs);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => stopped(child, true, `timed out after ${timeoutMs} ms`), timeoutMs);
-    waiting.push({ path, resolve, reject: (err) => reject(Object.assign(err, { message: `${what}: ${err.message}` })), timer });
+    waiting.push({ path, what, timeoutMs, resolve, reject: (err) => reject(err instanceof LockstepError && err.message.startsWith('sync ') ? Object.assign(err, { message: `${what}: ${err.message}` }) : err), timer });
     held(child, true);
     child.stdin!.write(`${path}\n`);
   });

@@ -19,6 +19,15 @@ afterAll(async () => {
 /** every process: pid, parent pid, command (the helper is an `sh` whose parent is this process) */
 const helperChildren = () => execFileSync('ps', ['-o', 'pid=,ppid=,comm=', '-e'], { encoding: 'utf8' });
 
+/** the helper's pid */
+function helperPid(): number {
+  const line = helperChildren()
+    .split('\n')
+    .find((l) => new RegExp(`^\\s*\\d+\\s+${process.pid}\\s+sh$`).test(l));
+  expect(line).toBeDefined();
+  return Number(line!.trim().split(/\s+/)[0]);
+}
+
 describe('syncfs through the helper', () => {
   it('flushes, several at once, each answered; a missing path fails naming it', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'lockstep-syncfs-'));
@@ -43,12 +52,16 @@ describe('syncfs through the helper', () => {
     // started again, then killed from outside while idle
     startSyncHelper();
     await syncFileSystem(dir, 'flushing');
-    const line = helperChildren()
-      .split('\n')
-      .find((l) => new RegExp(`^\\s*\\d+\\s+${process.pid}\\s+sh$`).test(l));
-    expect(line).toBeDefined();
-    process.kill(Number(line!.trim().split(/\s+/)[0]), 'SIGKILL');
+    process.kill(helperPid(), 'SIGKILL');
     await new Promise((r) => setTimeout(r, 200));
     await syncFileSystem(dir, 'flushing after the helper died');
+    // killed while flushes wait on it: they are run without it, not failed
+    startSyncHelper();
+    // stopped first, so that it cannot answer before it dies
+    const pid = helperPid();
+    process.kill(pid, 'SIGSTOP');
+    const waiting = [1, 2, 3].map(() => syncFileSystem(dir, 'flushing while the helper dies'));
+    process.kill(pid, 'SIGKILL');
+    await Promise.all(waiting);
   });
 });
