@@ -57,7 +57,7 @@ export function startSyncHelper(): void {
   child.on('exit', () => stopped(child));
 }
 
-/** Stop the helper (its flushes in flight fail); the next flush spawns `sync` itself. */
+/** Stop the helper (flushes waiting on it spawn `sync` themselves, as every later one does). */
 export function stopSyncHelper(): void {
   if (helper) stopped(helper, true);
 }
@@ -87,17 +87,17 @@ function stopped(child: ChildProcess, kill = false, why?: string): void {
   for (const w of waiting.splice(0)) {
     clearTimeout(w.timer);
     if (why) w.reject(failed(w.path, why));
-    else spawnSync(w.path, w.what, w.timeoutMs).then(w.resolve, w.reject);
+    else spawnedSync(w.path, w.what, w.timeoutMs).then(w.resolve, w.reject);
   }
 }
 
-const spawnSync = (path: string, what: string, timeoutMs: number) => runCommand(['sync', '--file-system', path], { timeoutMs, what }).then(() => undefined);
+const spawnedSync = (path: string, what: string, timeoutMs: number) => runCommand(['sync', '--file-system', path], { timeoutMs, what }).then(() => undefined);
 
 /** Flush the filesystem `path` is on; `what` names it in an error (as runCommand does). */
 export function syncFileSystem(path: string, what: string, timeoutMs = 600_000): Promise<void> {
   const child = helper;
   // a path the helper's line protocol cannot carry goes the old way
-  if (!child || path.includes('\n') || path.includes('\0')) return spawnSync(path, what, timeoutMs);
+  if (!child || path.includes('\n') || path.includes('\0')) return spawnedSync(path, what, timeoutMs);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => stopped(child, true, `timed out after ${timeoutMs} ms`), timeoutMs);
     waiting.push({ path, what, timeoutMs, resolve, reject: (err) => reject(err instanceof LockstepError && err.message.startsWith('sync ') ? Object.assign(err, { message: `${what}: ${err.message}` }) : err), timer });
