@@ -142,12 +142,17 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     };
     const copy = await copyOf(await backup('settled'));
     expect(copy).toMatch(/-data\.idx$/);
+    // 8 KiB changed at `at`, then a backup: one 32 KiB block hashed again, whichever index it dedups against
+    const afterChange = async (at: number, name: string, from: 'memory' | 'local' | 'repository') => {
+      await change(at);
+      const r = await backup(name);
+      expect(node1(r).previousIndex).toBe(from);
+      expect(node1(r).bytesHashed).toBe(32 * 1024);
+      return r;
+    };
 
     // the index kept in memory once its copy was written
-    await change(2 * 1024 * 1024);
-    const kept = await backup('from-memory');
-    expect(node1(kept).previousIndex).toBe('memory');
-    expect(node1(kept).bytesHashed).toBe(32 * 1024);
+    const kept = await afterChange(2 * 1024 * 1024, 'from-memory', 'memory');
     expect(kept.totals.bytesNew).toBeLessThanOrEqual(32 * 1024 + 64);
     await copyOf(kept);
 
@@ -157,10 +162,7 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       await cluster.startAgent('node1');
     };
     await restart();
-    await change(5 * 1024 * 1024);
-    const local = await backup('from-copy');
-    expect(node1(local).previousIndex).toBe('local');
-    expect(node1(local).bytesHashed).toBe(32 * 1024);
+    const local = await afterChange(5 * 1024 * 1024, 'from-copy', 'local');
     const copied = await copyOf(local);
 
     // a flipped byte in the copy: it is not used
@@ -168,20 +170,14 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     const bytes = await readFile(join(copies, copied));
     bytes[bytes.length - 100]! ^= 0xff;
     await writeFile(join(copies, copied), bytes);
-    await change(50 * 1024 * 1024);
-    const damaged = await backup('copy-damaged');
-    expect(node1(damaged).previousIndex).toBe('repository');
-    expect(node1(damaged).bytesHashed).toBe(32 * 1024);
+    const damaged = await afterChange(50 * 1024 * 1024, 'copy-damaged', 'repository');
     expect(damaged.totals.bytesNew).toBeLessThanOrEqual(32 * 1024 + 64);
     await copyOf(damaged);
 
     // none at all: the same
     await restart();
     await rm(copies, { recursive: true });
-    await change(100 * 1024 * 1024);
-    const missing = await backup('copy-missing');
-    expect(node1(missing).previousIndex).toBe('repository');
-    expect(node1(missing).bytesHashed).toBe(32 * 1024);
+    const missing = await afterChange(100 * 1024 * 1024, 'copy-missing', 'repository');
     // and the copy is back for the next one, and the index in memory (the agent kept running)
     const again = await backup('copy-again');
     expect(node1(again).previousIndex).toBe('memory');
