@@ -38,7 +38,7 @@ export function startSyncHelper(): void {
   helper = child;
   // it keeps nothing alive while idle (the agent exits without waiting for it; it ends when its stdin closes)
   child.unref();
-  held(child, false);
+  refPipes(child, false);
   child.stdin!.on('error', () => stopped(child));
   child.stdout!.setEncoding('utf8').on('data', (text: string) => {
     pending += text;
@@ -46,7 +46,7 @@ export function startSyncHelper(): void {
       const line = pending.slice(0, nl);
       pending = pending.slice(nl + 1);
       const w = waiting.shift();
-      if (waiting.length === 0) held(child, false);
+      if (waiting.length === 0) refPipes(child, false);
       if (!w) continue;
       clearTimeout(w.timer);
       if (line === 'ok') w.resolve();
@@ -63,7 +63,7 @@ export function stopSyncHelper(): void {
 }
 
 /** while a flush waits on it, the helper's pipes keep the process alive; otherwise not */
-function held(child: ChildProcess, yes: boolean): void {
+function refPipes(child: ChildProcess, yes: boolean): void {
   for (const s of [child.stdin, child.stdout] as unknown as ({ ref?: () => void; unref?: () => void } | null)[]) {
     if (yes) s?.ref?.();
     else s?.unref?.();
@@ -82,7 +82,7 @@ function stopped(child: ChildProcess, kill = false, why?: string): void {
   if (helper !== child) return;
   helper = undefined;
   pending = '';
-  held(child, false);
+  refPipes(child, false);
   if (kill) child.kill('SIGKILL');
   for (const w of waiting.splice(0)) {
     clearTimeout(w.timer);
@@ -101,7 +101,7 @@ export function syncFileSystem(path: string, what: string, timeoutMs = 600_000):
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => stopped(child, true, `timed out after ${timeoutMs} ms`), timeoutMs);
     waiting.push({ path, what, timeoutMs, resolve, reject: (err) => reject(err instanceof LockstepError && err.message.startsWith('sync ') ? Object.assign(err, { message: `${what}: ${err.message}` }) : err), timer });
-    held(child, true);
+    refPipes(child, true);
     child.stdin!.write(`${path}\n`);
   });
 }
