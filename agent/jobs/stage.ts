@@ -48,13 +48,26 @@ async function keepStaged(staging: string, cache: string, signal: AbortSignal): 
 export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx: JobContext): Promise<StageResult> {
   const { config, plugin } = node.component(req.component);
   const repo = await node.repositoryFor(req.repositoryId);
-  // the restore holds a whole index: the ones kept for the next backups make room (it reads its copy)
+  // the restore's peak is its own: the indexes kept for the next backups make room (those read their copies)
   dropKeptIndexes();
   ctx.progress({ phase: 'reading index' });
-  const index = await repo.readIndex(req.indexKey, req.indexSha256);
+  // the index part by part (see stageIndex); its head first, checked against the manifest's hash
+  const parts = repo.indexParts(req.indexKey, req.indexSha256);
+  const first = await parts.next();
+  if (first.done) throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${req.indexKey} gave no entries`, { node: node.name });
+  const index = first.value.head;
   if (index.component !== req.component) {
     throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `index ${req.indexKey} is for component ${index.component}, not ${req.component}`, { node: node.name });
   }
+  const all = (async function* () {
+    yield first.value;
+    yield* parts;
+  })();
+  // what the whole index holds, for progress: the manifest says (progress only: no total when it cannot be read)
+  const totals = await repo
+    .readManifest(req.backupId)
+    .then((m) => m.components.find((c) => c.indexKey === req.indexKey))
+    .catch(() => undefined);
   const targets: Record<string, SetTarget> = {};
   for (const [set, live] of Object.entries(plugin.node.paths(config))) {
     const staging = node.stagingPath(live, req.restoreId);
@@ -65,7 +78,7 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
   }
   // staging trusts the hashes it takes of kept files: no backup may replace them meanwhile
   return node.withKept(req.component, async () => {
-    const result = await stageIndex(repo, index, targets, ctx);
+    const result = await stageIndex(repo, all, targets, ctx, totals);
     const notRestored = index.sets.filter((set) => !(set in targets));
     if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
     if (plugin.node.afterStage) {

@@ -16,3 +16,36 @@ export async function forEachLimit<T>(items: readonly T[], limit: number, work: 
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   if (failed !== undefined) throw failed;
 }
+
+/**
+ * `forEachLimit` over items that come as they are produced: the workers take the next one
+ * when they are free, so a producer that reads its items in batches (an index, part by part)
+ * is asked for the next batch only when the last item of this one was taken, and a slow item
+ * at the end of a batch does not hold the others back. The first error (the producer's
+ * too) stops the rest.
+ */
+export async function forEachOf<T>(items: AsyncIterable<T>, limit: number, work: (item: T) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  const it = items[Symbol.asyncIterator]();
+  let failed: unknown;
+  let done = false;
+  const worker = async () => {
+    while (failed === undefined && !done) {
+      try {
+        signal?.throwIfAborted();
+        const r = await it.next();
+        if (r.done) {
+          done = true;
+          return;
+        }
+        await work(r.value);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: limit }, worker));
+  if (failed !== undefined) {
+    await it.return?.(undefined).catch(() => undefined);
+    throw failed;
+  }
+}

@@ -17,7 +17,7 @@ import { AlignedPool, DIRECT_MIN, DirectFile, directWorksIn } from '../../lib/di
 import { syncFileSystem } from '../../lib/syncfs.js';
 import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
-import { forEachLimit } from './pool.js';
+import { forEachOf } from './pool.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 
 const FILE_CONCURRENCY = 8;
@@ -283,16 +283,21 @@ const EXTENT_MAX = 8 * 1024 * 1024;
 const EXTENTS_HELD_MAX = 64 * 1024 * 1024;
 
 /**
- * Small files share packs. The stretch of each pack that this index's one-blob files use
- * is read once, held while files still need it, and each file's blob taken out of it:
- * one read per pack instead of one open-read-close per file.
+ * Small files share packs. The stretch of each pack that one part of the index's one-blob
+ * files use is read once, held while files still need it, and each file's blob taken out
+ * of it: one read per pack instead of one open-read-close per file (a pack whose files
+ * straddle two parts is read once for each).
  */
 class SharedPacks {
   private readonly extents = new Map<string, { start: number; end: number; users: number }>();
   private readonly held = new Map<string, { data: Promise<Buffer>; bytes: number }>();
-  private heldBytes = 0;
 
-  constructor(private readonly repo: Repository, files: FileEntry[]) {
+  /** `files`: one part of the index's; `budget`: what all parts' extents hold (two parts' files may be staged at once) */
+  constructor(
+    private readonly repo: Repository,
+    files: FileEntry[],
+    private readonly budget: { held: number },
+  ) {
     for (const f of files) {
       const r = f.chunks.length === 1 ? f.chunks[0]! : undefined;
       if (r === undefined || typeof r === 'string') continue;
@@ -314,10 +319,10 @@ class SharedPacks {
     let h = this.held.get(r.pack);
     if (!h) {
       const bytes = x.end - x.start;
-      if (this.heldBytes + bytes > EXTENTS_HELD_MAX) return undefined;
+      if (this.budget.held + bytes > EXTENTS_HELD_MAX) return undefined;
       h = { data: this.repo.getPackExtent(r.pack, x.start, x.end, signal), bytes };
       this.held.set(r.pack, h);
-      this.heldBytes += bytes;
+      this.budget.held += bytes;
     }
     try {
       return await this.repo.blobFrom(r, await h.data, x.start);
@@ -340,7 +345,7 @@ class SharedPacks {
     const h = this.held.get(pack);
     if (h) {
       this.held.delete(pack);
-      this.heldBytes -= h.bytes;
+      this.budget.held -= h.bytes;
     }
   }
 }
@@ -420,16 +425,24 @@ async function syncStaging(targets: SetTarget[]): Promise<void> {
   }
 }
 
-export async function stageIndex(repo: Repository, index: ComponentIndex, targets: Record<string, SetTarget>, ctx: JobContext): Promise<StageResult> {
+/** the parts of a component's index, as `Repository.indexParts` gives them */
+export type IndexParts = AsyncIterable<{ head: ComponentIndex; entries: IndexEntry[] }>;
+
+/**
+ * Stage what `parts` name into the targets' staging dirs. The index is taken part by part
+ * (~2 MiB of JSON each, the next read while this one is worked on): a restore holds the
+ * entries of the files being staged and of two parts, not the whole index (a 5 GiB node's
+ * index is ~36 MB as objects, a 500 GiB node's ~3.6 GB). A part's folders are made before its
+ * files are started (the index lists a folder before what is in it); the eight files being
+ * staged may come from two parts. `totals`: what the whole index holds, for progress.
+ */
+export async function stageIndex(repo: Repository, parts: IndexParts, targets: Record<string, SetTarget>, ctx: JobContext, totals = { files: 0, bytes: 0 }): Promise<StageResult> {
   const t0 = performance.now();
-  // sets the component does not restore (captured config files, say) stay in the repository
-  const entries = index.entries.filter((e) => targets[split(e.path).set] !== undefined);
-  const files = entries.filter((e): e is FileEntry => e.type === 'file');
-  const result: StageResult = { files: files.length, bytes: files.reduce((n, f) => n + f.size, 0), bytesDownloaded: 0, filesReused: 0, stageMs: 0 };
-  ctx.progress({ phase: 'staging', bytesTotal: result.bytes, filesTotal: files.length });
+  const result: StageResult = { files: 0, bytes: 0, bytesDownloaded: 0, filesReused: 0, stageMs: 0 };
+  ctx.progress({ phase: 'staging', bytesTotal: totals.bytes, filesTotal: totals.files });
 
   const joiners = new Map<string, { staging: (rel: string) => string; live: (rel: string) => string; cache?: (rel: string) => string }>();
-  const place = (e: IndexEntry) => {
+  const place = (e: IndexEntry, index: ComponentIndex) => {
     const { set, rel } = split(e.path);
     let j = joiners.get(set);
     if (!j) {
@@ -441,25 +454,47 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
     return { staging: j.staging(rel), live: j.live(rel), cache: j.cache?.(rel) };
   };
 
-  // directories first, in order (parents before children)
-  const dirs = entries.filter((e) => e.type === 'dir');
-  for (const d of dirs) await mkdir(place(d).staging, { recursive: false, mode: 0o700 });
-  // write buffers, one a file, where every staging dir the files go to takes direct writes
+  // write buffers, one a file, for sets whose staging dir takes direct writes
   // (256 KiB: a 2 GiB restore took as long as with 1 MiB ones, and peaked no higher than buffered)
-  const stagings = [...new Set(files.map((f) => targets[split(f.path).set]!.staging))];
-  const direct = (await Promise.all(stagings.map((dir) => directWorksIn(dir).catch(() => false)))).every(Boolean);
-  const writes = direct ? new AlignedPool(256 * 1024, FILE_CONCURRENCY) : undefined;
-
-  const shared = new SharedPacks(repo, files);
+  let writes: AlignedPool | undefined;
+  const direct = new Map<string, boolean>();
   // read buffers for every file at once, kept up to 32 MiB
   const scratch = new Scratch(32 * 1024 * 1024);
+  // what the shared packs' extents hold, over all parts
+  const extentsHeld = { held: 0 };
+  // every folder, for its metadata once what is in it is staged (children after parents)
+  const dirs: { e: IndexEntry; index: ComponentIndex }[] = [];
   let bytesDone = 0;
   let filesDone = 0;
-  await forEachLimit(
-    entries.filter((e) => e.type !== 'dir'),
+
+  /** each file and symlink to stage, with what it needs; a part's folders made before them */
+  async function* items(): AsyncGenerator<{ e: IndexEntry; index: ComponentIndex; shared: SharedPacks }> {
+    for await (const { head: index, entries: all } of parts) {
+      // sets the component does not restore (captured config files, say) stay in the repository
+      const entries = all.filter((e) => targets[split(e.path).set] !== undefined);
+      for (const d of entries) {
+        if (d.type !== 'dir') continue;
+        await mkdir(place(d, index).staging, { recursive: false, mode: 0o700 });
+        dirs.push({ e: d, index });
+        const { set, rel } = split(d.path);
+        if (rel === '' && !direct.has(set)) {
+          direct.set(set, await directWorksIn(targets[set]!.staging).catch(() => false));
+          if (direct.get(set)) writes ??= new AlignedPool(256 * 1024, FILE_CONCURRENCY);
+        }
+      }
+      const files = entries.filter((e): e is FileEntry => e.type === 'file');
+      result.files += files.length;
+      for (const f of files) result.bytes += f.size;
+      const shared = new SharedPacks(repo, files, extentsHeld);
+      for (const e of entries) if (e.type !== 'dir') yield { e, index, shared };
+    }
+  }
+
+  await forEachOf(
+    items(),
     FILE_CONCURRENCY,
-    async (e) => {
-      const p = place(e);
+    async ({ e, index, shared }) => {
+      const p = place(e, index);
       if (e.type === 'symlink') {
         await symlink(e.target, p.staging);
       } else if (e.type === 'file') {
@@ -497,7 +532,8 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
           result.filesReused++;
           bytesDone += e.size;
         } else {
-          await download(repo, e, p.staging, ctx.signal, local, shared, scratch, writes, (n, fromRepository) => {
+          const writesHere = direct.get(split(e.path).set) ? writes : undefined;
+          await download(repo, e, p.staging, ctx.signal, local, shared, scratch, writesHere, (n, fromRepository) => {
             if (fromRepository) result.bytesDownloaded += n;
             else result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + n;
             bytesDone += n;
@@ -512,9 +548,8 @@ export async function stageIndex(repo: Repository, index: ComponentIndex, target
     },
     ctx.signal,
   );
-  for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(place(dirs[i]!).staging, 'dir', dirs[i]!);
-  const used = new Set(entries.map((e) => split(e.path).set));
-  await syncStaging(Object.entries(targets).filter(([set]) => used.has(set)).map(([, t]) => t));
+  for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(place(dirs[i]!.e, dirs[i]!.index).staging, 'dir', dirs[i]!.e);
+  await syncStaging([...direct.keys()].map((set) => targets[set]!));
   result.stageMs = Math.round(performance.now() - t0);
   return result;
 }

@@ -342,6 +342,20 @@ export class Repository {
    * A part found bad throws after the parts before it were given.
    */
   async readIndexParts(key: string, expectedSha256: string, each: (entries: IndexEntry[]) => void): Promise<ComponentIndex> {
+    let head: ComponentIndex | undefined;
+    for await (const part of this.indexParts(key, expectedSha256)) {
+      head = part.head;
+      each(part.entries);
+    }
+    return head!;
+  }
+
+  /**
+   * The same as a generator: each part with the index's head (`entries` empty, no `parts`),
+   * the next part read and checked while the one before is worked on. Nothing is given
+   * before the head was checked against the manifest's hash.
+   */
+  async *indexParts(key: string, expectedSha256: string): AsyncGenerator<{ head: ComponentIndex; entries: IndexEntry[] }> {
     const body = await this.readDecoded(key);
     const actual = sha256(body);
     if (actual !== expectedSha256) {
@@ -349,14 +363,19 @@ export class Repository {
     }
     const index = parseIndex(body.toString('utf8'), key);
     if (!index.parts) {
-      each(index.entries);
-      return { ...index, entries: [] };
+      yield { head: { ...index, entries: [] }, entries: index.entries };
+      return;
     }
-    for (const [i, part] of index.parts.entries()) {
-      // a head names its parts where they must be: it cannot send a reader elsewhere
+    const head: ComponentIndex = { ...index, entries: [], parts: undefined, packs: undefined };
+    const parts = index.parts;
+    // a head names its parts where they must be: it cannot send a reader elsewhere
+    for (const [i, part] of parts.entries()) {
       if (part.key !== indexPartKey(key, i + 1)) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} names part ${i + 1} as ${part.key}, not ${indexPartKey(key, i + 1)}`, { details: { object: key } });
       }
+    }
+    const read = async (i: number): Promise<IndexEntry[]> => {
+      const part = parts[i]!;
       const plain = await this.readDecoded(part.key);
       if (sha256(plain) !== part.sha256) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) in ${this.location} does not match the index's hash`, { details: { object: part.key } });
@@ -365,9 +384,17 @@ export class Repository {
       if (got.length !== part.entries) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) holds ${got.length} entries, not ${part.entries}`, { details: { object: part.key } });
       }
-      each(got);
+      return got;
+    };
+    if (parts.length === 0) yield { head, entries: [] };
+    let next = parts.length > 0 ? read(0) : undefined;
+    for (let i = 0; next; i++) {
+      const entries = await next;
+      next = i + 1 < parts.length ? read(i + 1) : undefined;
+      // awaited on the next turn; not an unhandled rejection if the reader stops first
+      next?.catch(() => undefined);
+      yield { head, entries };
     }
-    return { ...index, entries: [], parts: undefined, packs: undefined };
   }
 
   /** The commit point of a backup: create-if-absent, so two writers cannot both commit. */
