@@ -104,8 +104,9 @@ export function collect(): void {
  * peak). One full collection per job, ~10–30 ms, once the job has settled (its result is
  * not held back by it); not for jobs inside a downtime window.
  *
- * `compact`: a second one right after. A restore's stage job holds its whole index as
- * objects (~50 MB of heap at 5 GiB); the first collection frees them but leaves the heap's
+ * `compact`: a second one right after. A restore's stage job held its whole index as
+ * objects (~50 MB of heap at 5 GiB; it reads it part by part now, ~40 MB of heap at its
+ * peak, and the second collection was kept); the first collection frees them but leaves the heap's
  * pages sparse, and V8 picks pages to compact by what the last collection found alive, so
  * only a second one moves what is left together and gives the pages back (--trace-gc, 5 GiB:
  * 64 → 33 MB of heap after the first, → 22 MB after the second). Without it the next

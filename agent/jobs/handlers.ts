@@ -14,7 +14,7 @@ export function jobHandlers(node: AgentNode): JobHandlers {
     // the two that move data: their buffers and index are freed before the next job makes its own
     upload: (req, ctx) => thenCollect(uploadJob(node, req, ctx)),
     cleanup: (req) => cleanupJob(node, req),
-    // a restore's whole index as objects: its heap's pages given back too (lib/memory.ts)
+    // a restore's index parts and buffers: its heap's pages given back too (lib/memory.ts)
     stage: (req, ctx) => thenCollect(stageJob(node, req, ctx), true),
     stop: (req, ctx) => stopJob(node, req, ctx),
     start: (req, ctx) => startJob(node, req, ctx),

@@ -77,16 +77,20 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
   const live = new Set<string>();
   for (const m of manifests) {
     for (const c of m.components) {
-      // an unreadable index stops the prune: sweeping without it could delete what it needs
-      const index = await repo.readIndex(c.indexKey, c.indexSha256).catch((err: unknown) => {
-        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `prune stopped before deleting anything it would need: backup ${m.backupId} index ${c.indexKey} is unreadable (${err instanceof Error ? err.message : String(err)})`, {
-          hint: `check it with "lockstep backup verify ${m.backupId}"`,
+      // an unreadable index stops the prune: sweeping without it could delete what it needs.
+      // Part by part: what it keeps is the keys of packs and chunks, not the entries
+      await repo
+        .readIndexParts(c.indexKey, c.indexSha256, (entries) => {
+          for (const e of entries) {
+            if (e.type !== 'file') continue;
+            for (const r of e.chunks) live.add(repo.objectKeyOf(r));
+          }
+        })
+        .catch((err: unknown) => {
+          throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `prune stopped before deleting anything it would need: backup ${m.backupId} index ${c.indexKey} is unreadable (${err instanceof Error ? err.message : String(err)})`, {
+            hint: `check it with "lockstep backup verify ${m.backupId}"`,
+          });
         });
-      });
-      for (const e of index.entries) {
-        if (e.type !== 'file') continue;
-        for (const r of e.chunks) live.add(repo.objectKeyOf(r));
-      }
     }
   }
   for await (const key of repo.driver.list('pending/')) {

@@ -84,42 +84,47 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     problems: [],
     durationMs: 0,
   };
-  /** object key → the uses of it (for packs: the furthest byte any blob needs) */
-  const objects = new Map<string, { uses: Use[]; end: number }>();
-  const blobs = new Map<string, Use>();
+  /**
+   * object key → the first file that uses it, how many references it has, and (packs) the
+   * furthest byte any blob needs; blob → the first file that uses it and how many do, for
+   * the blobs read back (the sample only). Not every reference: a backup of many nodes of
+   * hundreds of GiB has hundreds of millions. Indexes are read part by part.
+   */
+  const objects = new Map<string, { first: Use; count: number; end: number }>();
+  const blobs = new Map<string, { first: Use; count: number }>();
   for (const c of m.components) {
-    let index;
     try {
-      index = await repo.readIndex(c.indexKey, c.indexSha256);
+      await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
+        for (const e of entries) {
+          if (e.type !== 'file') continue;
+          report.files++;
+          for (const ref of e.chunks) {
+            const key = repo.objectKeyOf(ref);
+            let o = objects.get(key);
+            if (!o) objects.set(key, (o = { first: { node: c.node, component: c.component, file: e.path, ref }, count: 0, end: 0 }));
+            o.count++;
+            if (typeof ref !== 'string') o.end = Math.max(o.end, ref.offset + ref.length);
+            if (percent === 0) continue;
+            const blobId = typeof ref === 'string' ? ref : `${ref.pack}:${ref.offset}`;
+            const b = blobs.get(blobId);
+            if (b) b.count++;
+            else if (sampled(report.seed ?? '', refSha(ref), percent)) blobs.set(blobId, { first: { node: c.node, component: c.component, file: e.path, ref }, count: 1 });
+          }
+        }
+      });
     } catch (err) {
       const kind = isNotFound(err) ? 'missing' : 'index';
       report.problems.push({ kind, node: c.node, component: c.component, object: c.indexKey, message: err instanceof Error ? err.message : String(err) });
-      continue;
-    }
-    for (const e of index.entries) {
-      if (e.type !== 'file') continue;
-      report.files++;
-      for (const ref of e.chunks) {
-        const use: Use = { node: c.node, component: c.component, file: e.path, ref };
-        const key = repo.objectKeyOf(ref);
-        const o = objects.get(key) ?? { uses: [], end: 0 };
-        o.uses.push(use);
-        if (typeof ref !== 'string') o.end = Math.max(o.end, ref.offset + ref.length);
-        objects.set(key, o);
-        const blobId = typeof ref === 'string' ? ref : `${ref.pack}:${ref.offset}`;
-        if (!blobs.has(blobId)) blobs.set(blobId, use);
-      }
     }
   }
 
-  const problem = (kind: VerifyProblem['kind'], object: string, uses: Use[], message: string) => {
-    const u = uses[0]!;
+  const problem = (kind: VerifyProblem['kind'], object: string, u: Use, count: number, message: string) => {
     report.problems.push({
       kind,
       node: u.node,
       component: u.component,
       file: u.file,
-      alsoIn: uses.length > 1 ? uses.length - 1 : undefined,
+      alsoIn: count > 1 ? count - 1 : undefined,
       chunk: refSha(u.ref),
       object,
       message,
@@ -135,21 +140,21 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
       report.objectsChecked++;
       if (!info) {
         missing.add(key);
-        problem('missing', key, o.uses, `${key} is missing: file ${o.uses[0]!.file} on ${o.uses[0]!.node} cannot be restored`);
+        problem('missing', key, o.first, o.count, `${key} is missing: file ${o.first.file} on ${o.first.node} cannot be restored`);
       } else if (info.size < o.end) {
-        problem('truncated', key, o.uses, `${key} is ${info.size} bytes, its blobs need ${o.end}`);
+        problem('truncated', key, o.first, o.count, `${key} is ${info.size} bytes, its blobs need ${o.end}`);
       }
     },
     opts.signal,
   );
 
   if (percent > 0) {
-    const chosen = [...blobs.values()].filter((u) => !missing.has(repo.objectKeyOf(u.ref)) && sampled(report.seed ?? '', refSha(u.ref), percent));
+    const chosen = [...blobs.values()].map((b) => b.first).filter((u) => !missing.has(repo.objectKeyOf(u.ref)));
     const failed = (u: Use, err: unknown) => {
       const key = repo.objectKeyOf(u.ref);
       const kind = isNotFound(err) ? 'missing' : 'corrupt';
-      const uses = objects.get(key)!.uses.filter((x) => JSON.stringify(x.ref) === JSON.stringify(u.ref));
-      problem(kind, key, uses.length > 0 ? uses : [u], `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
+      const blobId = typeof u.ref === 'string' ? u.ref : `${u.ref.pack}:${u.ref.offset}`;
+      problem(kind, key, u, blobs.get(blobId)?.count ?? 1, `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
     };
     const readOne = async (u: Use) => {
       try {
