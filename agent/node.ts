@@ -87,7 +87,25 @@ export class AgentNode {
 
   /** the component a file in `index-cache/` is the copy of, read back from its name (a repository id is a UUID); undefined: not such a copy */
   private indexCacheComponent(name: string): string | undefined {
-    return /^[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}-(.+)\.idx$/.exec(name)?.[1];
+    return indexCopyOf(name)?.component;
+  }
+
+  /**
+   * Remove the local index copies of `component` made for another repository than
+   * `repositoryId`: an agent uploads into the one repository its config names, so once it
+   * uploads into a new one (the old one re-created or moved), those copies only take space
+   * (~2.5 MB a GiB of the component's data). Returns the paths removed.
+   */
+  async dropOtherIndexCopies(repositoryId: string, component: string): Promise<string[]> {
+    const caches = join(this.config.stateDir, 'index-cache');
+    const removed: string[] = [];
+    for (const name of await readdir(caches).catch(() => [] as string[])) {
+      const copy = indexCopyOf(name);
+      if (copy?.component !== component || copy.repositoryId === repositoryId) continue;
+      await rm(join(caches, name), { force: true });
+      removed.push(join(caches, name));
+    }
+    return removed;
   }
 
   /** the last snapshot of a component, kept when its plugin asks (a local source for restores) */
@@ -212,4 +230,10 @@ export class AgentNode {
     }
     return removed;
   }
+}
+
+/** the repository and component a file in `index-cache/` is the copy of, from its name (`<repository id>-<component>.idx`, the id a UUID) */
+function indexCopyOf(name: string): { repositoryId: string; component: string } | undefined {
+  const m = /^([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})-(.+)\.idx$/.exec(name);
+  return m ? { repositoryId: m[1]!, component: m[2]! } : undefined;
 }

@@ -21,6 +21,8 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
   const sets = await snapshotSets(dir);
   const linked = plugin.linksLiveFiles?.(config) ?? false;
   const cacheFile = node.indexCacheFile(repo.id, req.component);
+  const stale = await node.dropOtherIndexCopies(repo.id, req.component);
+  if (stale.length > 0) ctx.log.info({ component: req.component, removed: stale }, 'local index copies made for another repository removed');
   const keepIndexBytes = node.config.keepIndexMiB * 1024 * 1024;
   return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, linked, cacheFile, keepIndexBytes }, ctx);
 }

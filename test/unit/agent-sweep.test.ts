@@ -1,7 +1,8 @@
 /**
  * What an agent removes from its state directory when it starts: leftovers of jobs a
  * crash interrupted, and the local index copies and kept snapshots of components it no
- * longer has. Nothing else.
+ * longer has. Nothing else. And when it uploads a component into a repository, the copies
+ * of that component made for another repository.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -67,5 +68,23 @@ describe('agent start-up sweep', () => {
     expect(await tree(join(root, 'db'))).toEqual(['data', 'data.lockstep-old-r1', 'data.lockstep-old-r1/live', 'data/live']);
     // a second start finds nothing more to remove
     expect(await node.sweep()).toEqual([]);
+  });
+
+  it('an upload into a new repository removes the copies of that component made for another one, and only those', async () => {
+    root = await mkdtemp(join(tmpdir(), 'lockstep-sweep-'));
+    const state = join(root, 'state');
+    const OTHER = '5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6';
+    const names = [`${REPO}-db.idx`, `${OTHER}-db.idx`, `${OTHER}-db2.idx`, `${REPO}-db2.idx`, 'notes.txt'];
+    await mkdir(join(state, 'index-cache'), { recursive: true });
+    for (const n of names) await writeFile(join(state, 'index-cache', n), n);
+    const config = { node: 'n1', stateDir: state, components: [] };
+    const node = new AgentNode(config as unknown as AgentConfig, createLogger({ name: 'test', level: 'silent' }));
+
+    expect(await node.dropOtherIndexCopies(REPO, 'db')).toEqual([join(state, 'index-cache', `${OTHER}-db.idx`)]);
+    expect(await tree(join(state, 'index-cache'))).toEqual([`${OTHER}-db2.idx`, `${REPO}-db.idx`, `${REPO}-db2.idx`, 'notes.txt'].sort());
+    expect(await node.dropOtherIndexCopies(REPO, 'db')).toEqual([]);
+    // no index-cache folder yet: nothing to do
+    await rm(join(state, 'index-cache'), { recursive: true });
+    expect(await node.dropOtherIndexCopies(REPO, 'db')).toEqual([]);
   });
 });
