@@ -192,6 +192,8 @@ export interface UploadResult {
   bytesHashed?: number;
   /** where the previous backup's file index (what this one dedups against) came from: the agent's memory (kept since it wrote it), its local copy of it, or the repository; absent when there was none */
   previousIndex?: 'memory' | 'local' | 'repository';
+  /** set when the index deduped against is another node's (this node had no backup of the component): that node */
+  previousNode?: string;
   uploadMs: number;
 }
 

@@ -39,6 +39,7 @@ import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
+import type { ManifestComponent } from '../../lib/repo/manifest.js';
 import { metaOf, prefixOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
@@ -744,6 +745,8 @@ export interface UploadTarget {
   cacheFile?: string;
   /** bytes of indexes the agent may keep in memory for the next upload (kept-index.ts); none: it keeps none */
   keepIndexBytes?: number;
+  /** the component's plugin: a component never backed up on this node dedups against another node's of the same name and plugin */
+  plugin?: string;
 }
 
 /** The previous backup's index of a component: its backup, its files by path, every blob it references, and where it was read. */
@@ -752,6 +755,8 @@ interface Previous {
   files: OldFiles;
   known: Known;
   from: NonNullable<UploadResult['previousIndex']>;
+  /** the index is another node's (see peerIndex): its files are never taken as this node's unchanged ones */
+  node?: string;
 }
 
 /**
@@ -821,44 +826,83 @@ export async function uploadsSettled(): Promise<void> {
   await Promise.all(afterwards.values());
 }
 
-/** The newest committed backup's index of this component, if any (what this run dedups against), read part by part. */
+/**
+ * The newest committed backup's index of this component, if any (what this run dedups
+ * against), read part by part; for a component never backed up on this node, another
+ * node's (see `peerIndex`).
+ */
 async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
+  let backedUpHere = false;
   for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
     try {
       const m = await manifest;
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
       if (!c) continue;
-      const fresh = () => ({ known: Known.about(blocks), files: new OldFiles() });
+      backedUpHere = true;
       if (target.cacheFile) {
         const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: id, indexSha256: c.indexSha256 };
         const warm = takeKeptIndex(key);
         if (warm) return { backupId: id, ...warm, from: 'memory' };
-        const got = fresh();
+        const got = { known: Known.about(blocks), files: new OldFiles() };
         const cached = await readIndexCache(target.cacheFile, key, got.known, got.files).catch((err: unknown) => ({ ok: false as const, why: String(err) }));
         if (cached.ok) return { backupId: id, ...got, from: 'local' };
         ctx.log.info({ backupId: id, why: cached.why }, 'previous index read from the repository, not from the local copy');
       }
-      // what a damaged index gave before its bad part is dropped with it
-      const { known, files } = fresh();
-      const head = await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
-        for (const e of entries) if (e.type === 'file') files.add(e.path, e, known.oldRefs(e), e.chunks.length);
-        // the part's objects (~4× its JSON) are garbage now, most of them already old
-        collectIfGrown();
-      });
-      // an unchanged file carried over from an older index gets this index's kind of hash, from its block hashes
-      if (!hashesBlocks(head)) {
-        for (let r = 0; r < files.cols.length; r++) {
-          const { first, count } = files.cols.blocksOf(r);
-          if (count > 1) files.cols.setSha(r, contentHashOf(known.table, known.lists, first, count));
-        }
-      }
-      return { backupId: id, files, known, from: 'repository' };
+      return { backupId: id, ...(await readPrevious(repo, c, blocks)), from: 'repository' };
     } catch (err) {
       // a damaged older backup only costs dedup, never this backup
       ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'previous backup unreadable; not used for dedup');
     }
   }
+  // (a node whose own backups are all unreadable does not turn to a peer's)
+  return backedUpHere ? undefined : peerIndex(repo, target, ctx, blocks);
+}
+
+/**
+ * For a component no committed backup holds on this node (a node added to the cluster, a
+ * node replaced by a new one restored from a backup, a node renamed): the newest index of a
+ * component of the same name and plugin on another node (the first by node name), so that
+ * a replica's first backup stores only what differs from its peer's. Its files are read
+ * whole (an inode or change time means nothing on another host) and each block that has
+ * the peer's fingerprint at the same place in the same file is the peer's block; blocks
+ * found elsewhere dedup by hash. Costs reading that index once, where there is one.
+ */
+async function peerIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
+  for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
+    try {
+      const m = await manifest;
+      const c = m.components
+        .filter((x) => x.component === target.component && x.node !== target.node && (target.plugin === undefined || x.plugin === target.plugin))
+        .sort((a, b) => (a.node < b.node ? -1 : 1))[0];
+      if (!c) continue;
+      ctx.log.info({ component: target.component, backupId: id, peer: c.node }, "component's first backup on this node: dedups against another node's index");
+      return { backupId: id, ...(await readPrevious(repo, c, blocks)), from: 'repository', node: c.node };
+    } catch (err) {
+      ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'peer backup unreadable; not used for dedup');
+      return undefined;
+    }
+  }
   return undefined;
+}
+
+/** A component's index read from the repository into what an upload dedups against */
+async function readPrevious(repo: Repository, c: ManifestComponent, blocks: number): Promise<{ known: Known; files: OldFiles }> {
+  // what a damaged index gave before its bad part is dropped with it
+  const known = Known.about(blocks);
+  const files = new OldFiles();
+  const head = await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
+    for (const e of entries) if (e.type === 'file') files.add(e.path, e, known.oldRefs(e), e.chunks.length);
+    // the part's objects (~4× its JSON) are garbage now, most of them already old
+    collectIfGrown();
+  });
+  // an unchanged file carried over from an older index gets this index's kind of hash, from its block hashes
+  if (!hashesBlocks(head)) {
+    for (let r = 0; r < files.cols.length; r++) {
+      const { first, count } = files.cols.blocksOf(r);
+      if (count > 1) files.cols.setSha(r, contentHashOf(known.table, known.lists, first, count));
+    }
+  }
+  return { known, files };
 }
 
 /**
@@ -983,7 +1027,10 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const pendingKeys = await pendingBlobs(repo, target, ctx, known);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);
-  const changes = recorded && previous && recorded.basedOn === previous.backupId ? recorded.sets : undefined;
+  // (another node's backup has the same id as this node's: its changes are not this copy's)
+  const changes = recorded && previous && !previous.node && recorded.basedOn === previous.backupId ? recorded.sets : undefined;
+  // a file of another node's index is never this node's unchanged file, whatever its inode says
+  const ownFiles = !previous?.node;
   if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: fileCount });
 
@@ -1001,6 +1048,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     bytesRead: 0,
     bytesHashed: 0,
     ...(previous ? { previousIndex: previous.from } : {}),
+    ...(previous?.node ? { previousNode: previous.node } : {}),
     uploadMs: 0,
   };
   let bytesDone = 0;
@@ -1030,7 +1078,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       // same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps both.
       // A file the snapshot did not touch in the previous backup's copy is that backup's file.
       // Most files are unchanged: their content is copied column to column, no object made
-      const same = o >= 0 && before.cols.sizeOf(o) === size && before.cols.mtimeMs(o) === mtimeMs;
+      const same = ownFiles && o >= 0 && before.cols.sizeOf(o) === size && before.cols.mtimeMs(o) === mtimeMs;
       if (same && ((inSet && change === undefined) || before.cols.seenAs(o, rows.inode(r), rows.ctimeMs(r), target.linked === true))) {
         rows.copyContent(r, before.cols, o);
         result.filesUnchanged!++;
