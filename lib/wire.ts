@@ -95,7 +95,14 @@ const Sha = Type.String({ pattern: '^[0-9a-f]{64}$' });
 export const JobRequestSchema = Type.Union([
   Type.Object({ kind: Type.Literal('snapshot'), component: Component, backupId: BackupId }, { additionalProperties: false }),
   Type.Object(
-    { kind: Type.Literal('upload'), component: Component, backupId: BackupId, repositoryId: Type.String() },
+    {
+      kind: Type.Literal('upload'),
+      component: Component,
+      backupId: BackupId,
+      repositoryId: Type.String(),
+      /** the component's shard in this backup: a first backup on the node prefers a peer of the same shard (a replica) */
+      shard: Type.Optional(Type.String({ maxLength: 512 })),
+    },
     { additionalProperties: false },
   ),
   Type.Object({ kind: Type.Literal('cleanup'), component: Component, backupId: BackupId }, { additionalProperties: false }),

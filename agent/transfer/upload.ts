@@ -745,8 +745,9 @@ export interface UploadTarget {
   cacheFile?: string;
   /** bytes of indexes the agent may keep in memory for the next upload (kept-index.ts); none: it keeps none */
   keepIndexBytes?: number;
-  /** the component's plugin: a component never backed up on this node dedups against another node's of the same name and plugin */
+  /** the component's plugin and shard: a component never backed up on this node dedups against another node's of the same name and plugin, of the same shard where there is one */
   plugin?: string;
+  shard?: string;
 }
 
 /** The previous backup's index of a component: its backup, its files by path, every blob it references, and where it was read. */
@@ -861,7 +862,8 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
 /**
  * For a component no committed backup holds on this node (a node added to the cluster, a
  * node replaced by a new one restored from a backup, a node renamed): the newest index of a
- * component of the same name and plugin on another node (the first by node name), so that
+ * component of the same name and plugin on another node (of the same shard if one is, else
+ * the first by node name), so that
  * a replica's first backup stores only what differs from its peer's. Its files are read
  * whole (an inode or change time means nothing on another host) and each block that has
  * the peer's fingerprint at the same place in the same file is the peer's block; blocks
@@ -871,9 +873,11 @@ async function peerIndex(repo: Repository, target: UploadTarget, ctx: JobContext
   for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
     try {
       const m = await manifest;
-      const c = m.components
+      const peers = m.components
         .filter((x) => x.component === target.component && x.node !== target.node && (target.plugin === undefined || x.plugin === target.plugin))
-        .sort((a, b) => (a.node < b.node ? -1 : 1))[0];
+        .sort((a, b) => (a.node < b.node ? -1 : 1));
+      // a replica (same shard) holds this node's data; another member of the same name may not
+      const c = peers.find((x) => x.shard === target.shard) ?? peers[0];
       if (!c) continue;
       ctx.log.info({ component: target.component, backupId: id, peer: c.node }, "component's first backup on this node: dedups against another node's index");
       return { backupId: id, ...(await readPrevious(repo, c, blocks)), from: 'repository', node: c.node };

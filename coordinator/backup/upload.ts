@@ -9,7 +9,7 @@ export async function upload(ctx: BackupContext): Promise<void> {
     ctx.cluster,
     'upload',
     ready,
-    (t) => ({ kind: 'upload', component: t.component, backupId: ctx.backupId, repositoryId: ctx.repo.id }),
+    (t) => ({ kind: 'upload', component: t.component, backupId: ctx.backupId, repositoryId: ctx.repo.id, shard: componentReport(ctx, t).shard }),
     ctx.signal,
     ctx.progress,
   );

@@ -33,8 +33,8 @@ const temp = async (label: string) => {
 };
 
 /** `backupId` committed with the given nodes' uploads of component `db` */
-async function commit(repo: Repository, backupId: string, ups: { node: string; plugin: string; up: UploadResult }[]): Promise<void> {
-  const components: ManifestComponent[] = ups.map(({ node, plugin, up }) => ({ node, component: 'db', plugin, shard: 's1', indexKey: up.indexKey, indexSha256: up.indexSha256, files: up.files, bytes: up.bytes }));
+async function commit(repo: Repository, backupId: string, ups: { node: string; plugin: string; up: UploadResult; shard?: string }[]): Promise<void> {
+  const components: ManifestComponent[] = ups.map(({ node, plugin, up, shard }) => ({ node, component: 'db', plugin, shard: shard ?? 's1', indexKey: up.indexKey, indexSha256: up.indexSha256, files: up.files, bytes: up.bytes }));
   const at = new Date().toISOString();
   const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components, report: {} as BackupReport };
   await repo.commitManifest(m);
@@ -53,7 +53,7 @@ async function restoredEquals(repo: Repository, up: UploadResult, snap: string):
   for (const rel of ['table.db', 'sst/0.sst', 'sst/39.sst']) expect((await readFile(join(staging, rel))).equals(await readFile(join(snap, 'data', rel)))).toBe(true);
 }
 
-const target = (backupId: string, node: string, plugin = 'directory'): UploadTarget => ({ backupId, node, component: 'db', plugin });
+const target = (backupId: string, node: string, plugin = 'directory', shard?: string): UploadTarget => ({ backupId, node, component: 'db', plugin, shard });
 
 describe('a first backup on a node dedups against a peer', () => {
   it("stores only what differs from the peer's newest backup, reads every file, restores this node's data", async () => {
@@ -132,5 +132,29 @@ describe('a first backup on a node dedups against a peer', () => {
     expect(second.filesUnchanged).toBe(0);
     expect(second.bytesNew).toBeGreaterThan(0);
     await restoredEquals(repo, second, a);
+  });
+
+  it('prefers a peer of its own shard (a replica) to the first by name', async () => {
+    const repo = await Repository.init(new FsDriver(await temp('repo')));
+    const a = await temp('a');
+    await makeData(a);
+    const c = await temp('c');
+    await makeData(c);
+    const one = await uploadSnapshot(repo, a, ['data'], target('20261204-170000-one', 'n1'), quietJobContext());
+    const three = await uploadSnapshot(repo, c, ['data'], target('20261204-170000-one', 'n3'), quietJobContext());
+    await commit(repo, '20261204-170000-one', [
+      { node: 'n1', plugin: 'directory', up: one, shard: 'left' },
+      { node: 'n3', plugin: 'directory', up: three, shard: 'right' },
+    ]);
+    // n2: a replica of n3 (shard "right"), added later
+    const b = await temp('b');
+    await cp(join(c, 'data'), join(b, 'data'), { recursive: true, preserveTimestamps: true });
+    const two = await uploadSnapshot(repo, b, ['data'], target('20261204-180000-two', 'n2', 'directory', 'right'), quietJobContext());
+    expect(two.previousNode).toBe('n3');
+    expect(two.bytesNew).toBe(0);
+    // without a shard of its own kind among them: the first by name
+    const four = await uploadSnapshot(repo, b, ['data'], target('20261204-190000-three', 'n4', 'directory', 'elsewhere'), quietJobContext());
+    expect(four.previousNode).toBe('n1');
+    expect(four.bytesNew).toBeGreaterThan(3 * 1024 * 1024);
   });
 });
