@@ -292,7 +292,7 @@ class SharedPacks {
   private readonly extents = new Map<string, { start: number; end: number; users: number }>();
   private readonly held = new Map<string, { data: Promise<Buffer>; bytes: number }>();
 
-  /** `files`: one part of the index's; `budget`: what all parts' extents hold (two parts' files may be staged at once) */
+  /** `files`: one part of the index's; `budget`: what all parts' extents hold (files of several parts may be staged at once) */
   constructor(
     private readonly repo: Repository,
     files: FileEntry[],
@@ -431,10 +431,11 @@ export type IndexParts = AsyncIterable<{ head: ComponentIndex; entries: IndexEnt
 /**
  * Stage what `parts` name into the targets' staging dirs. The index is taken part by part
  * (~2 MiB of JSON each, the next read while this one is worked on): a restore holds the
- * entries of the files being staged and of two parts, not the whole index (a 5 GiB node's
- * index is ~36 MB as objects, a 500 GiB node's ~3.6 GB). A part's folders are made before its
- * files are started (the index lists a folder before what is in it); the eight files being
- * staged may come from two parts. `totals`: what the whole index holds, for progress.
+ * parts that the eight files being staged come from (two, unless files are big enough to
+ * fill a part each) and the next one, not the whole index (a 5 GiB node's index is ~36 MB
+ * as objects, a 500 GiB node's ~3.6 GB). A part's folders are made before its files are
+ * started (the index lists a folder before what is in it). `totals`: what the whole index
+ * holds, for progress.
  */
 export async function stageIndex(repo: Repository, parts: IndexParts, targets: Record<string, SetTarget>, ctx: JobContext, totals = { files: 0, bytes: 0 }): Promise<StageResult> {
   const t0 = performance.now();
