@@ -6,10 +6,9 @@
  * data, byte for byte. A node with a backup of its own, or a peer of another plugin, is
  * not used that way.
  */
-import { afterAll, describe, expect, it } from 'vitest';
-import { cp, mkdir, mkdtemp, readFile, rm, utimes, writeFile, stat } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { cp, mkdir, readFile, utimes, writeFile, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FsDriver } from '../../plugins/storage/fs.js';
@@ -19,18 +18,10 @@ import type { BackupReport } from '../../lib/report.js';
 import type { UploadResult } from '../../lib/wire.js';
 import { uploadSnapshot, type UploadTarget } from '../../agent/transfer/upload.js';
 import { stageIndex } from '../../agent/transfer/stage.js';
+import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
 
-const dirs: string[] = [];
-afterAll(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
-});
-
-const temp = async (label: string) => {
-  const d = await mkdtemp(join(tmpdir(), `lockstep-${label}-`));
-  dirs.push(d);
-  return d;
-};
+const temp = tempFolders();
 
 /** `backupId` committed with the given nodes' uploads of component `db` */
 async function commit(repo: Repository, backupId: string, ups: { node: string; plugin: string; up: UploadResult; shard?: string }[]): Promise<void> {

@@ -4,10 +4,9 @@
  * symlinks); the first file is staged before more than two parts were read; a damaged later
  * part fails the stage naming the part.
  */
-import { afterAll, describe, expect, it } from 'vitest';
-import { lstat, mkdir, mkdtemp, readFile, readlink, rm, symlink, utimes, writeFile, chmod } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { lstat, mkdir, readFile, readlink, symlink, utimes, writeFile, chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
@@ -15,18 +14,10 @@ import { indexKey } from '../../lib/repo/layout.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
 import { stageIndex, type IndexParts } from '../../agent/transfer/stage.js';
 import { walkTree } from '../../lib/tree.js';
+import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
 
-const dirs: string[] = [];
-afterAll(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
-});
-
-const temp = async (label: string) => {
-  const d = await mkdtemp(join(tmpdir(), `lockstep-${label}-`));
-  dirs.push(d);
-  return d;
-};
+const temp = tempFolders();
 
 /** every entry under `root`: type, mode, mtime, and content or target */
 async function treeOf(root: string): Promise<string[]> {

@@ -5,19 +5,16 @@
  * a while when neither comes; the agent's shutdown starts it at once. The waiting is on a
  * timer, faked here, so nothing depends on how fast the machine is.
  */
-import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { snapshotCleanedUp, uploadSnapshot, uploadsSettled } from '../../agent/transfer/upload.js';
+import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext as context } from '../helpers/job.js';
 
-const dirs: string[] = [];
-afterAll(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
-});
+const temp = tempFolders();
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
 });
@@ -25,12 +22,6 @@ afterEach(async () => {
   await uploadsSettled();
   vi.useRealTimers();
 });
-
-const temp = async (label: string) => {
-  const d = await mkdtemp(join(tmpdir(), `lockstep-${label}-`));
-  dirs.push(d);
-  return d;
-};
 
 const exists = (p: string) => stat(p).then(
   () => true,

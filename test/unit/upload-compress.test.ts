@@ -3,26 +3,17 @@
  * the last few times are tried only now and then, and a kind that does compress is
  * compressed, even right after many files of another kind that did not.
  */
-import { afterAll, describe, expect, it, vi } from 'vitest';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { describe, expect, it, vi } from 'vitest';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { uploadSnapshot, kindOf, Compressibility } from '../../agent/transfer/upload.js';
+import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext as context } from '../helpers/job.js';
 
-const dirs: string[] = [];
-afterAll(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
-});
-
-const temp = async (label: string) => {
-  const d = await mkdtemp(join(tmpdir(), `lockstep-${label}-`));
-  dirs.push(d);
-  return d;
-};
+const temp = tempFolders();
 
 /** text that LZ4 shrinks to a small part of it, different for each `i` */
 const compressible = (i: number, n: number) => Buffer.from(`row ${i}: ${'the same words again and again, '.repeat(n / 32)}`).subarray(0, n);
