@@ -443,7 +443,9 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
   ctx.progress({ phase: 'staging', bytesTotal: totals.bytes, filesTotal: totals.files });
 
   const joiners = new Map<string, { staging: (rel: string) => string; live: (rel: string) => string; cache?: (rel: string) => string }>();
-  const place = (e: IndexEntry, index: ComponentIndex) => {
+  // the index's head: the same with every part (set once the first part is read)
+  let index!: ComponentIndex;
+  const place = (e: IndexEntry) => {
     const { set, rel } = split(e.path);
     let j = joiners.get(set);
     if (!j) {
@@ -464,19 +466,20 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
   // what the shared packs' extents hold, over all parts
   const extentsHeld = { held: 0 };
   // every folder, for its metadata once what is in it is staged (children after parents)
-  const dirs: { e: IndexEntry; index: ComponentIndex }[] = [];
+  const dirs: IndexEntry[] = [];
   let bytesDone = 0;
   let filesDone = 0;
 
   /** each file and symlink to stage, with what it needs; a part's folders made before them */
-  async function* items(): AsyncGenerator<{ e: IndexEntry; index: ComponentIndex; shared: SharedPacks }> {
-    for await (const { head: index, entries: all } of parts) {
+  async function* items(): AsyncGenerator<{ e: IndexEntry; shared: SharedPacks }> {
+    for await (const { head, entries: all } of parts) {
+      index = head;
       // sets the component does not restore (captured config files, say) stay in the repository
       const entries = all.filter((e) => targets[split(e.path).set] !== undefined);
       for (const d of entries) {
         if (d.type !== 'dir') continue;
-        await mkdir(place(d, index).staging, { recursive: false, mode: 0o700 });
-        dirs.push({ e: d, index });
+        await mkdir(place(d).staging, { recursive: false, mode: 0o700 });
+        dirs.push(d);
         const { set, rel } = split(d.path);
         if (rel === '' && !direct.has(set)) {
           direct.set(set, await directWorksIn(targets[set]!.staging).catch(() => false));
@@ -487,15 +490,15 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
       result.files += files.length;
       for (const f of files) result.bytes += f.size;
       const shared = new SharedPacks(repo, files, extentsHeld);
-      for (const e of entries) if (e.type !== 'dir') yield { e, index, shared };
+      for (const e of entries) if (e.type !== 'dir') yield { e, shared };
     }
   }
 
   await forEachOf(
     items(),
     FILE_CONCURRENCY,
-    async ({ e, index, shared }) => {
-      const p = place(e, index);
+    async ({ e, shared }) => {
+      const p = place(e);
       if (e.type === 'symlink') {
         await symlink(e.target, p.staging);
       } else if (e.type === 'file') {
@@ -549,7 +552,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
     },
     ctx.signal,
   );
-  for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(place(dirs[i]!.e, dirs[i]!.index).staging, 'dir', dirs[i]!.e);
+  for (let i = dirs.length - 1; i >= 0; i--) await applyMeta(place(dirs[i]!).staging, 'dir', dirs[i]!);
   await syncStaging([...direct.keys()].map((set) => targets[set]!));
   result.stageMs = Math.round(performance.now() - t0);
   return result;
