@@ -39,7 +39,7 @@ import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
-import type { ManifestComponent } from '../../lib/repo/manifest.js';
+import type { Manifest, ManifestComponent } from '../../lib/repo/manifest.js';
 import { metaOf, prefixOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
@@ -756,7 +756,7 @@ interface Previous {
   files: OldFiles;
   known: Known;
   from: NonNullable<UploadResult['previousIndex']>;
-  /** the index is another node's (see peerIndex): its files are never taken as this node's unchanged ones */
+  /** the index is another node's (see peerOf): its files are never taken as this node's unchanged ones */
   node?: string;
 }
 
@@ -830,15 +830,22 @@ export async function uploadsSettled(): Promise<void> {
 /**
  * The newest committed backup's index of this component, if any (what this run dedups
  * against), read part by part; for a component never backed up on this node, another
- * node's (see `peerIndex`).
+ * node's (see `peerOf`), from the same walk through the manifests.
  */
 async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
   let backedUpHere = false;
+  let peer: { id: string; c: ManifestComponent } | undefined;
   for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
     try {
       const m = await manifest;
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
-      if (!c) continue;
+      if (!c) {
+        if (!peer) {
+          const p = peerOf(m, target);
+          if (p) peer = { id, c: p };
+        }
+        continue;
+      }
       backedUpHere = true;
       if (target.cacheFile) {
         const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: id, indexSha256: c.indexSha256 };
@@ -856,37 +863,33 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
     }
   }
   // (a node whose own backups are all unreadable does not turn to a peer's)
-  return backedUpHere ? undefined : peerIndex(repo, target, ctx, blocks);
+  if (backedUpHere || !peer) return undefined;
+  const { id, c } = peer;
+  try {
+    ctx.log.info({ component: target.component, backupId: id, peer: c.node }, "component's first backup on this node: dedups against another node's index");
+    return { backupId: id, ...(await readPrevious(repo, c, blocks)), from: 'repository', node: c.node };
+  } catch (err) {
+    ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'peer backup unreadable; not used for dedup');
+    return undefined;
+  }
 }
 
 /**
  * For a component no committed backup holds on this node (a node added to the cluster, a
- * node replaced by a new one restored from a backup, a node renamed): the newest index of a
- * component of the same name and plugin on another node (of the same shard if one is, else
- * the first by node name), so that
- * a replica's first backup stores only what differs from its peer's. Its files are read
- * whole (an inode or change time means nothing on another host) and each block that has
- * the peer's fingerprint at the same place in the same file is the peer's block; blocks
- * found elsewhere dedup by hash. Costs reading that index once, where there is one.
+ * node replaced by a new one restored from a backup, a node renamed), what it dedups
+ * against in the newest manifest that has one: a component of the same name and plugin on
+ * another node, of the same shard if one is, else the first by node name. So a replica's
+ * first backup stores only what differs from its peer's. Its files are read whole (an inode
+ * or change time means nothing on another host) and each block that has the peer's
+ * fingerprint at the same place in the same file is the peer's block; blocks found
+ * elsewhere dedup by hash. Costs reading that index once, where there is one.
  */
-async function peerIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
-  for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
-    try {
-      const m = await manifest;
-      const peers = m.components
-        .filter((x) => x.component === target.component && x.node !== target.node && (target.plugin === undefined || x.plugin === target.plugin))
-        .sort((a, b) => (a.node < b.node ? -1 : 1));
-      // a replica (same shard) holds this node's data; another member of the same name may not
-      const c = peers.find((x) => x.shard === target.shard) ?? peers[0];
-      if (!c) continue;
-      ctx.log.info({ component: target.component, backupId: id, peer: c.node }, "component's first backup on this node: dedups against another node's index");
-      return { backupId: id, ...(await readPrevious(repo, c, blocks)), from: 'repository', node: c.node };
-    } catch (err) {
-      ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'peer backup unreadable; not used for dedup');
-      return undefined;
-    }
-  }
-  return undefined;
+function peerOf(m: Manifest, target: UploadTarget): ManifestComponent | undefined {
+  const peers = m.components
+    .filter((x) => x.component === target.component && x.node !== target.node && (target.plugin === undefined || x.plugin === target.plugin))
+    .sort((a, b) => (a.node < b.node ? -1 : 1));
+  // a replica (same shard) holds this node's data; another member of the same name may not
+  return peers.find((x) => x.shard === target.shard) ?? peers[0];
 }
 
 /** A component's index read from the repository into what an upload dedups against */
