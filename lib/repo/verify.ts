@@ -19,6 +19,9 @@ function sampled(seed: string, sha: string, percent: number): boolean {
   return createHash('sha256').update(seed).update(sha).digest().readUInt32BE(0) < (percent / 100) * 2 ** 32;
 }
 
+/** a blob's place in the repository: a chunk object, or a pack and offset */
+const blobIdOf = (ref: ChunkRef) => (typeof ref === 'string' ? ref : `${ref.pack}:${ref.offset}`);
+
 /** Blobs of one pack that lie close together, read with one ranged request. */
 function extents(refs: PackRef[]): PackRef[][] {
   const sorted = [...refs].sort((a, b) => a.offset - b.offset);
@@ -105,10 +108,10 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
             o.count++;
             if (typeof ref !== 'string') o.end = Math.max(o.end, ref.offset + ref.length);
             if (percent === 0) continue;
-            const blobId = typeof ref === 'string' ? ref : `${ref.pack}:${ref.offset}`;
-            const b = blobs.get(blobId);
+            const blob = blobIdOf(ref);
+            const b = blobs.get(blob);
             if (b) b.count++;
-            else if (sampled(report.seed ?? '', refSha(ref), percent)) blobs.set(blobId, { first: { node: c.node, component: c.component, file: e.path, ref }, count: 1 });
+            else if (sampled(report.seed ?? '', refSha(ref), percent)) blobs.set(blob, { first: { node: c.node, component: c.component, file: e.path, ref }, count: 1 });
           }
         }
       });
@@ -153,8 +156,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     const failed = (u: Use, err: unknown) => {
       const key = repo.objectKeyOf(u.ref);
       const kind = isNotFound(err) ? 'missing' : 'corrupt';
-      const blobId = typeof u.ref === 'string' ? u.ref : `${u.ref.pack}:${u.ref.offset}`;
-      problem(kind, key, u, blobs.get(blobId)?.count ?? 1, `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
+      problem(kind, key, u, blobs.get(blobIdOf(u.ref))?.count ?? 1, `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
     };
     const readOne = async (u: Use) => {
       try {
