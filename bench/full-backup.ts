@@ -24,6 +24,7 @@ import { arg, median, runBench, spread, writeResults } from './stats.js';
 import { AgentMeter, settle, tarCopy } from './peers.js';
 import { changeOnePercent as changeDb, generate } from './dataset.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
+import type { UploadPhases } from '../lib/wire.js';
 
 const mibPerNode = Number(arg('mib', '256'));
 const runs = Number(arg('runs', '3'));
@@ -61,6 +62,12 @@ async function changeOnePercent(dir: string, mib: number): Promise<number> {
   return changed;
 }
 
+/** each phase of the uploads (report field `upload.phases`), median (min–max) */
+function phaseLine(phases: UploadPhases[]): string {
+  const names: [keyof UploadPhases, string][] = [['walkMs', 'walk'], ['previousMs', 'previous index'], ['filesMs', 'files'], ['indexMs', 'index']];
+  return names.map(([k, name]) => `${name} ${median(phases.map((p) => p[k]))} (${spread(phases.map((p) => p[k]))})`).join(', ');
+}
+
 /** a CLI command's JSON report, and each agent's peak RSS while it ran */
 async function metered<R>(cluster: LocalCluster, args: string[]): Promise<{ report: R; peaks: number[] }> {
   await settle();
@@ -95,6 +102,9 @@ async function main(): Promise<void> {
     const changedBytes: number[] = [];
     const fullPeaks: number[] = [];
     const incrPeaks: number[] = [];
+    /** each incremental upload's phases, and each incremental's time outside its slowest upload */
+    const incrPhases: UploadPhases[] = [];
+    const incrOutside: number[] = [];
     let lastId = '';
     for (let i = 0; i < runs; i++) {
       // a fresh repository each run: a full backup, not a deduplicated one
@@ -122,6 +132,9 @@ async function main(): Promise<void> {
       const { report: incr, peaks } = await backup(cluster, `incr${i}`);
       incrMs.push(Math.round(incr.durationMs));
       incrPeaks.push(...peaks);
+      const uploads = incr.nodes.flatMap((n) => n.components.flatMap((c) => (c.upload ? [c.upload] : [])));
+      incrPhases.push(...uploads.flatMap((u) => (u.phases ? [u.phases] : [])));
+      incrOutside.push(Math.round(incr.durationMs - Math.max(0, ...uploads.map((u) => u.uploadMs))));
       lastId = incr.backupId;
       incrWritten.push(incr.totals.bytesNew);
       changedBytes.push(changed);
@@ -150,6 +163,8 @@ async function main(): Promise<void> {
       `| wall time | ${median(incrMs)} ms (${spread(incrMs)}) | ${median(lockstep)} ms | ${((100 * median(incrMs)) / median(lockstep)).toFixed(1)}% (≤ 10%) |`,
       `| bytes written / bytes changed | ${median(incrWritten)} B / ${median(changedBytes)} B | | ${(median(incrWritten) / median(changedBytes)).toFixed(2)}× (≤ 2×) |`,
       '',
+      `where an incremental went (every upload, median (min–max) ms): ${phaseLine(incrPhases)}; outside the slowest upload (lock, preflight, snapshot, commit, clean-up) ${median(incrOutside)} (${spread(incrOutside)})`,
+      '',
       `agent peak RSS (VmHWM; goal ≤ 150 MB = 143 MiB during a backup), every agent in every backup, median (min–max):`,
       '',
       '| | agent peak RSS |',
@@ -160,7 +175,7 @@ async function main(): Promise<void> {
       peakLine(`the backup after that restore (${Math.round(again.report.durationMs)} ms, every file read again, ${again.report.totals.bytesNew} B written)`, again.peaks),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
+    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
   } finally {
     await cluster.stop();
     await rm(root, { recursive: true, force: true });

@@ -42,7 +42,9 @@ function componentLine(c: ComponentReport): string[] {
     facts.push(`${c.upload.files} files ${bytes(c.upload.bytes)}`);
     if (c.upload.bytesRead !== undefined && c.upload.bytesRead < c.upload.bytes) facts.push(`read ${bytes(c.upload.bytesRead)}`);
     if (c.upload.bytesHashed !== undefined && c.upload.bytesHashed < (c.upload.bytesRead ?? c.upload.bytes)) facts.push(`hashed ${bytes(c.upload.bytesHashed)}`);
-    facts.push(`new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}`);
+    const p = c.upload.phases;
+    const where = p ? ` (walk ${ms(p.walkMs)}, previous index ${ms(p.previousMs)}, files ${ms(p.filesMs)}, index ${ms(p.indexMs)})` : '';
+    facts.push(`new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}${where}`);
   }
   if (c.stage) facts.push(`${c.stage.files} files ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${c.stage.filesReused} files`);
   if (c.downtimeMs !== undefined) facts.push(`downtime ${ms(c.downtimeMs)}`);

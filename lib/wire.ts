@@ -202,6 +202,15 @@ export interface UploadResult {
   /** set when the index deduped against is another node's (this node had no backup of the component): that node */
   previousNode?: string;
   uploadMs: number;
+  /** where `uploadMs` went (they add up to at most it): listing and lstat of every entry, finding and reading the previous index (and the component's pending records), reading and storing the changed files (until every blob is stored), writing the index */
+  phases?: UploadPhases;
+}
+
+export interface UploadPhases {
+  walkMs: number;
+  previousMs: number;
+  filesMs: number;
+  indexMs: number;
 }
 
 export interface StageResult {

@@ -1020,9 +1020,11 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   ctx.progress({ phase: 'scanning' });
   // every stat below comes after this moment
   const walkedFrom = Date.now();
+  const tWalk = performance.now();
   const rows = await walkRows(snapRoot, sets, ctx.log, Math.ceil((walked.get(key) ?? 0) * 1.05));
   walked.set(key, rows.length);
   const { fileCount, bytesTotal, blocks, todo, dirs } = sizeUp(rows, repo.config);
+  const tWalked = performance.now();
 
   // a hash is a hash whatever the block size it was cut at: all of them dedup
   const previous = await previousIndex(repo, target, ctx, blocks);
@@ -1040,6 +1042,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const ownFiles = !previous?.node;
   if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: fileCount });
+  const tPrevious = performance.now();
 
   const result: UploadResult = {
     indexKey: indexKey(target.backupId, target.node, target.component),
@@ -1122,6 +1125,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   result.bytesNew = writer.stats.bytesNew;
   result.bytesHashed = writer.stats.bytesHashed;
   ctx.progress({ phase: 'writing index' });
+  const tFiles = performance.now();
   const index: IndexToWrite = {
     version: INDEX_VERSION,
     backupId: target.backupId,
@@ -1132,7 +1136,9 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     entries: indexEntries(rows, known),
   };
   result.indexSha256 = await repo.writeIndex(result.indexKey, index);
-  result.uploadMs = Math.round(performance.now() - t0);
+  const tIndex = performance.now();
+  result.uploadMs = Math.round(tIndex - t0);
+  result.phases = { walkMs: Math.round(tWalked - tWalk), previousMs: Math.round(tPrevious - tWalked), filesMs: Math.round(tFiles - tPrevious), indexMs: Math.round(tIndex - tFiles) };
   const cacheKey = { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: result.indexSha256 };
   afterUpload(
     key,

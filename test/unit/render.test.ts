@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { renderBackup } from '../../coordinator/render.js';
+import type { BackupReport, ComponentReport } from '../../lib/report.js';
+
+function report(component: Partial<ComponentReport>): BackupReport {
+  return {
+    kind: 'backup',
+    backupId: '20261204-100000-nightly',
+    cluster: 'c1',
+    status: 'complete',
+    coverage: 'default',
+    startedAt: '2026-12-04T10:00:00.000Z',
+    finishedAt: '2026-12-04T10:00:02.000Z',
+    durationMs: 2000,
+    steps: [],
+    nodes: [{ node: 'node1', address: '127.0.0.1:7443', status: 'ok', components: [{ node: 'node1', component: 'data', plugin: 'directory', tier: 'storage', role: 'primary', shard: 'node1', status: 'ok', ...component }] }],
+    shards: [],
+    totals: { files: 3, bytes: 3000, bytesNew: 100, chunksNew: 1, maxDowntimeMs: 0 },
+  };
+}
+
+const upload = { indexKey: 'k', indexSha256: 's', files: 3, dirs: 1, symlinks: 0, bytes: 3000, chunks: 3, chunksNew: 1, bytesNew: 100, uploadMs: 1820 };
+
+describe('backup report in words', () => {
+  it("says where an upload's time went when the agent measured it", () => {
+    const text = renderBackup(report({ upload: { ...upload, phases: { walkMs: 312, previousMs: 4, filesMs: 1100, indexMs: 350 } } }));
+    expect(text).toContain('upload 1.82 s (walk 312 ms, previous index 4 ms, files 1.10 s, index 350 ms)');
+  });
+
+  it('leaves the phases out for an upload that has none', () => {
+    const text = renderBackup(report({ upload }));
+    expect(text).toContain('upload 1.82 s');
+    expect(text).not.toContain('walk');
+  });
+});
