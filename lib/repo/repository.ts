@@ -435,18 +435,36 @@ export class Repository {
   }
 
   /**
-   * The committed backups but `except`, newest first, each with its manifest (read when
-   * asked for; a backup whose manifest cannot be read comes last of its second). Ids sort
-   * by the second a backup began, then by name: backups begun in the same second are put
-   * in the order of the time their manifests record.
+   * The committed backups but `except`, newest first, each with its manifest (a backup
+   * whose manifest cannot be read comes last of its second). Ids sort by the second a
+   * backup began, then by name: backups begun in the same second are put in the order of
+   * the time their manifests record.
+   *
+   * Manifests are read ahead of the reader, more the further it goes: none ahead of the
+   * first (an upload usually stops there: its node's newest backup), then as many as it
+   * has been given, up to `MANIFESTS_AHEAD`. A node's first backup looks through every manifest for its
+   * own component; one request at a time, a long history on S3 made that minutes.
    */
   async *newestFirst(except?: string): AsyncGenerator<{ id: string; manifest: Promise<Manifest> }> {
     const ids = (await this.listBackupIds()).filter((id) => id !== except).reverse();
+    const reads = new Map<number, Promise<Manifest>>();
+    const read = (i: number): Promise<Manifest> => {
+      let p = reads.get(i);
+      if (!p) {
+        p = this.readManifest(ids[i]!);
+        // a read ahead that the reader never gets to must not be an unhandled rejection
+        p.catch(() => undefined);
+        reads.set(i, p);
+      }
+      return p;
+    };
     const second = (id: string) => id.slice(0, 'yyyymmdd-hhmmss'.length);
     for (let i = 0; i < ids.length; ) {
       let j = i + 1;
       while (j < ids.length && second(ids[j]!) === second(ids[i]!)) j++;
-      const group = ids.slice(i, j).map((id) => ({ id, manifest: this.readManifest(id) }));
+      for (let k = j; k < Math.min(ids.length, j + Math.min(MANIFESTS_AHEAD, i)); k++) read(k);
+      const group = ids.slice(i, j).map((id, k) => ({ id, manifest: read(i + k) }));
+      for (let k = i; k < j; k++) reads.delete(k);
       const began = await Promise.all(group.map((g) => (group.length > 1 ? g.manifest.then((m) => Date.parse(m.startedAt), () => -Infinity) : 0)));
       yield* group.map((g, k) => ({ g, at: began[k]! })).sort((x, y) => y.at - x.at).map((x) => x.g);
       i = j;
@@ -466,6 +484,9 @@ function jsonSizeAbout(entries: IndexEntry[]): number {
   for (const e of entries) n += entryJsonAbout(e.path, e.type === 'file' ? e.chunks.length : 0);
   return n;
 }
+
+/** manifests `Repository.newestFirst` reads ahead of its reader at most */
+const MANIFESTS_AHEAD = 8;
 
 /**
  * One string per pack id: JSON.parse makes a copy at every reference (~80 bytes each,

@@ -4,10 +4,13 @@
  * their manifests record, not by their names.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FsDriver } from '../../plugins/storage/fs.js';
+import type { ByteRange } from '../../plugins/storage/types.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import type { BackupReport } from '../../lib/report.js';
@@ -49,5 +52,72 @@ describe('newest backup first', () => {
       ids.push(id);
     }
     expect(ids).toEqual(['20261203-101010-aa', '20261203-101010-zz', '20261203-101009-mm']);
+  });
+
+  it('reads manifests ahead only once the reader goes past the newest, a few at a time; a damaged one is named in its turn', async () => {
+    /** an fs repository whose manifest reads take a while, counted */
+    class SlowManifests extends FsDriver {
+      started = 0;
+      inFlight = 0;
+      most = 0;
+      private async counted<T>(key: string, read: () => Promise<T>): Promise<T> {
+        if (!key.endsWith('/manifest.json')) return read();
+        this.started++;
+        this.most = Math.max(this.most, ++this.inFlight);
+        try {
+          await sleep(5);
+          return await read();
+        } finally {
+          this.inFlight--;
+        }
+      }
+      override get(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable> {
+        return this.counted(key, () => super.get(key, range, signal));
+      }
+      override getBuffer(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+        return this.counted(key, () => super.getBuffer(key, range, signal));
+      }
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-ahead-'));
+    dirs.push(dir);
+    const driver = new SlowManifests(dir);
+    const repo = await Repository.init(driver);
+    const ids = Array.from({ length: 30 }, (_, i) => `20261203-10${String(10 + i).padStart(2, '0')}00-b${i}`);
+    for (const [i, id] of ids.entries()) await repo.commitManifest(manifest(repo, id, `2026-12-03T10:${10 + i}:00.000Z`));
+    await writeFile(join(dir, 'backups', ids[12]!, 'manifest.json'), 'not a manifest');
+
+    // an upload whose node is in the newest backup reads that manifest only
+    driver.started = 0;
+    for await (const { manifest: m } of repo.newestFirst()) {
+      await m;
+      break;
+    }
+    expect(driver.started).toBe(1);
+
+    // one that looks through all of them gets every one, in order, several at once after the first few
+    driver.started = 0;
+    driver.most = 0;
+    const seen: string[] = [];
+    const damaged: string[] = [];
+    for await (const { id, manifest: m } of repo.newestFirst()) {
+      seen.push(id);
+      await m.then(
+        (got) => expect(got.backupId).toBe(id),
+        () => damaged.push(id),
+      );
+    }
+    expect(seen).toEqual([...ids].reverse());
+    expect(damaged).toEqual([ids[12]]);
+    expect(driver.started).toBe(30);
+    expect(driver.most).toBeGreaterThan(1);
+    expect(driver.most).toBeLessThanOrEqual(9);
+
+    // one that stops half-way leaves no read behind that fails unheard (the damaged one is read ahead here)
+    let n = 0;
+    for await (const { manifest: m } of repo.newestFirst()) {
+      await m;
+      if (++n === 15) break;
+    }
+    await sleep(50);
   });
 });
