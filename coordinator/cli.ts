@@ -14,7 +14,7 @@ import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
 import { TerminalProgress, quietProgress } from './progress.js';
-import { errorLines, renderBackup, renderBackupList, renderPrune, renderRestore, renderTopology, renderVerify } from './render.js';
+import { backupListEntry, errorLines, renderBackup, renderBackupList, renderPrune, renderRestore, renderTopology, renderVerify, type BackupListEntry } from './render.js';
 import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
 import { verifyBackup } from '../lib/repo/verify.js';
@@ -196,11 +196,11 @@ function program(): Command {
     .action(async (_o, cmd: Command) => {
       setJson(cmd);
       const repo = await configuredRepository();
-      const manifests = await Promise.all((await repo.listBackupIds()).map((id) => repo.readManifest(id)));
-      print(
-        manifests.map((m) => ({ backupId: m.backupId, status: m.status, cluster: m.cluster, committedAt: m.committedAt, nodes: m.topology.length, components: m.components.length, bytes: m.components.reduce((n, c) => n + c.bytes, 0) })),
-        () => renderBackupList(manifests),
-      );
+      // a damaged manifest is listed as such, not in place of the others
+      const read = await repo.listManifests(await repo.listBackupIds());
+      const entries = read.map((r): BackupListEntry => ('error' in r ? { backupId: r.backupId, status: 'unreadable', error: r.error.toJSON() } : backupListEntry(r.manifest)));
+      print(entries, () => renderBackupList(entries));
+      if (entries.some((e) => e.status === 'unreadable')) process.exitCode = EXIT.DAMAGED;
     });
   backup
     .command('show')

@@ -116,12 +116,23 @@ export function renderTopology(cluster: string, described: Described[]): string 
   return out.join('\n');
 }
 
-export function renderBackupList(manifests: Manifest[]): string {
-  if (manifests.length === 0) return 'no backups';
-  const rows = manifests.map((m) => [m.backupId, m.status, m.cluster, String(m.topology.length), String(m.components.length), bytes(m.components.reduce((n, c) => n + c.bytes, 0)), m.committedAt]);
+/** one line of `backup list`: a backup as its manifest says, or one whose manifest could not be read */
+export type BackupListEntry =
+  | { backupId: string; status: Manifest['status']; cluster: string; committedAt: string; nodes: number; components: number; bytes: number }
+  | { backupId: string; status: 'unreadable'; error: ErrorInfo };
+
+export function backupListEntry(m: Manifest): BackupListEntry {
+  return { backupId: m.backupId, status: m.status, cluster: m.cluster, committedAt: m.committedAt, nodes: m.topology.length, components: m.components.length, bytes: m.components.reduce((n, c) => n + c.bytes, 0) };
+}
+
+export function renderBackupList(entries: BackupListEntry[]): string {
+  if (entries.length === 0) return 'no backups';
+  const rows = entries.map((e) => ('error' in e ? [e.backupId, 'UNREADABLE', '-', '-', '-', '-', '-'] : [e.backupId, e.status, e.cluster, String(e.nodes), String(e.components), bytes(e.bytes), e.committedAt]));
   const head = ['ID', 'STATUS', 'CLUSTER', 'NODES', 'COMPONENTS', 'SIZE', 'COMMITTED'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  const out = [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  for (const e of entries) if ('error' in e) out.push(...errorLines(e.error, `${e.backupId}: `));
+  return out.join('\n');
 }
 
 export function renderVerify(r: VerifyReport): string {

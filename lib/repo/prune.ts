@@ -113,7 +113,15 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
   const signal = lock ? AbortSignal.any([lock.signal, ...(opts.signal ? [opts.signal] : [])]) : opts.signal;
   try {
     const ids = await repo.listBackupIds();
-    const manifests = await Promise.all(ids.map((id) => repo.readManifest(id)));
+    // every one, or nothing removed: what an unreadable manifest references is not known
+    const manifests = await repo.readManifests(ids, signal).catch((err: unknown) => {
+      if (!(err instanceof LockstepError) || err.code !== 'LOCKSTEP_E_REPO_CORRUPT') throw err;
+      throw new LockstepError(err.code, `${err.message}; prune removes nothing while a backup's manifest cannot be read (what it references is not known)`, {
+        cause: err,
+        details: err.details,
+        hint: '"lockstep backup list" names every unreadable manifest; put it back from a copy of the repository, or give that backup up by removing its folder under backups/',
+      });
+    });
     const keptWhy = selectKept(manifests, policy);
     const kept = manifests.filter((m) => keptWhy.has(m.backupId));
     const removed = manifests.filter((m) => !keptWhy.has(m.backupId)).map((m) => m.backupId);

@@ -42,6 +42,7 @@ import {
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { checkStored, parseJson } from './stored.js';
 import { Fingerprinter } from './fingerprint.js';
+import { forEachLimit } from '../../agent/transfer/pool.js';
 import { Codec, deriveKeys, keysMatch, newEncryptionParams, type Compression, type EncryptionParams, type Keys } from './codec.js';
 
 export interface RepoConfig {
@@ -424,6 +425,44 @@ export class Repository {
     return parseManifest(body.toString('utf8'), manifestKey(backupId));
   }
 
+  /**
+   * The manifests of `ids`, in that order, `MANIFESTS_AT_ONCE` requests at a time (not one
+   * per backup at once: thousands on S3 with a long history). The first that cannot be
+   * read fails the whole (what needs every one: prune).
+   */
+  async readManifests(ids: readonly string[], signal?: AbortSignal): Promise<Manifest[]> {
+    return (await this.readEach(ids, false, signal)).map((r) => (r as { manifest: Manifest }).manifest);
+  }
+
+  /**
+   * As `readManifests`, but a manifest that is there and damaged (LOCKSTEP_E_REPO_CORRUPT)
+   * comes back as its error, in its place, and one removed since the listing is left out:
+   * a damaged manifest does not hide the others (`backup list`). Any other failure (the
+   * store unreachable, a wrong key) still fails the whole.
+   */
+  async listManifests(ids: readonly string[]): Promise<ManifestRead[]> {
+    return this.readEach(ids, true);
+  }
+
+  private async readEach(ids: readonly string[], damagedListed: boolean, signal?: AbortSignal): Promise<ManifestRead[]> {
+    const out: (ManifestRead | undefined)[] = new Array(ids.length);
+    await forEachLimit(
+      ids,
+      MANIFESTS_AT_ONCE,
+      async (backupId, i) => {
+        try {
+          out[i] = { backupId, manifest: await this.readManifest(backupId) };
+        } catch (err) {
+          if (!damagedListed || !(err instanceof LockstepError)) throw err;
+          if (err.code === 'LOCKSTEP_E_REPO_CORRUPT') out[i] = { backupId, error: err };
+          else if (err.code !== 'LOCKSTEP_E_BACKUP_NOT_FOUND') throw err;
+        }
+      },
+      signal,
+    );
+    return out.filter((r): r is ManifestRead => r !== undefined);
+  }
+
   /** Ids of committed backups, oldest first. */
   async listBackupIds(): Promise<string[]> {
     const ids: string[] = [];
@@ -485,8 +524,13 @@ function jsonSizeAbout(entries: IndexEntry[]): number {
   return n;
 }
 
+/** a manifest read, or why it could not be */
+export type ManifestRead = { backupId: string; manifest: Manifest } | { backupId: string; error: LockstepError };
+
 /** manifests `Repository.newestFirst` reads ahead of its reader at most */
 const MANIFESTS_AHEAD = 8;
+/** manifests `Repository.readManifests` reads at once */
+const MANIFESTS_AT_ONCE = 16;
 
 /**
  * One string per pack id: JSON.parse makes a copy at every reference (~80 bytes each,

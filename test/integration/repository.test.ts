@@ -279,6 +279,41 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     }
   });
 
+  it('a damaged manifest is listed as such without hiding the others (exit 6); prune removes nothing while it is there', async () => {
+    const good = json<{ backupId: string; status: string }[]>((await cli(['backup', 'list', '--json'])).stdout);
+    expect(good.length).toBeGreaterThanOrEqual(3);
+    const damagedId = '20261204-000000-damaged';
+    const folder = join(cluster.repoDir, 'backups', damagedId);
+    await mkdir(folder, { recursive: true });
+    await writeFile(join(folder, 'manifest.json'), 'not a manifest at all');
+    try {
+      const listed = await cli(['backup', 'list', '--json']);
+      expect(listed.code, listed.stderr).toBe(6);
+      const entries = json<{ backupId: string; status: string; error?: { code: string; message: string } }[]>(listed.stdout);
+      expect(entries.filter((e) => e.status !== 'unreadable')).toEqual(good);
+      const bad = entries.find((e) => e.backupId === damagedId)!;
+      expect(bad.status).toBe('unreadable');
+      expect(bad.error?.code).toBe('LOCKSTEP_E_REPO_CORRUPT');
+      expect(bad.error?.message).toContain(`backups/${damagedId}/manifest.json`);
+      const human = await cli(['backup', 'list']);
+      expect(human.code).toBe(6);
+      expect(human.stdout).toMatch(new RegExp(`${damagedId}\\s+UNREADABLE`));
+      expect(human.stdout).toContain(`${damagedId}: error LOCKSTEP_E_REPO_CORRUPT`);
+      for (const g of good) expect(human.stdout).toContain(g.backupId);
+
+      const bytes = await objectBytes(cluster.repoDir);
+      const pruned = await cli(['prune', '--keep-last', '1', '--json']);
+      expect(pruned.code).toBe(1);
+      expect(pruned.stdout + pruned.stderr).toContain(`backups/${damagedId}/manifest.json`);
+      expect(pruned.stdout + pruned.stderr).toContain('prune removes nothing');
+      expect(await objectBytes(cluster.repoDir)).toBe(bytes);
+      expect(json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).length).toBe(good.length + 1);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+    expect((await cli(['backup', 'list'])).code).toBe(0);
+  });
+
   it('prune keeps every chunk of kept backups (verify passes after) and frees the rest; --dry-run changes nothing', async () => {
     await rm(join(cluster.agent('node1').data.data!, 'big.bin'), { force: true });
     const last = json<BackupReport>((await cli(['backup', 'create', '--name', 'after-rm', '--json'])).stdout);
