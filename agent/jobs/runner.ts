@@ -9,6 +9,7 @@ import { newJobId } from '../../lib/ids.js';
 import type { Logger } from '../../lib/log.js';
 import type { Job, JobKind, JobRequest, JobRequestOf, Progress } from '../../lib/wire.js';
 import { Journal, type Leftover } from './journal.js';
+import { keepShapeOnce } from '../../lib/shapes.js';
 
 export interface JobContext {
   job: Job;
@@ -210,6 +211,9 @@ export class JobRunner {
     const { job } = live;
     const log = this.log.child({ job: job.id, kind: job.kind, component: job.component });
     const ctx = new LiveContext(live, log, this.journal);
+    // its shapes (and its abort signal's) for good: code that reports progress or checks for
+    // cancellation for every file was compiled again after every job (lib/shapes.ts)
+    keepShapeOnce('job-context', () => ctx);
     log.info('job started');
     // the job reads as ended only once its undo is done and its component is free:
     // a coordinator that sees it ended may at once send the next job for that component

@@ -26,7 +26,7 @@
  *   churns garbage buffers.
  * The file index is written last, after every object it references is stored.
  */
-import { lstatSync } from 'node:fs';
+import { lstatSync, readdirSync } from 'node:fs';
 import { open, readlink, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -620,6 +620,8 @@ keepShape(new Budget(0));
 keepShape(createHash('sha256'));
 // the walk makes one a file (~34k at 5 GiB), all dead after the job
 keepShape(lstatSync('/'));
+// the fs store's listings (pending records) make one an entry
+keepShape(readdirSync('/', { withFileTypes: true }));
 // A Buffer made in native code (a digest, LZ4's output) is a Uint8Array whose prototype
 // was then set to Buffer's: a shape of its own, held only through such buffers. With none
 // alive between two jobs, every function that had handled one (the ref table's
@@ -629,6 +631,16 @@ keepShape(lstatSync('/'));
 keepShape(createHash('sha256').update('').digest());
 keepShape(compressSync(Buffer.alloc(64)));
 
+/** an open file handle for good (lib/shapes.ts): each file read makes one, and the code that reads (Node's own) was compiled again after every job */
+let handleKept: Promise<void> | undefined;
+function keepHandleShape(): Promise<void> {
+  return (handleKept ??= open('/dev/null', 'r').then(
+    // and what a read gives back, a shape of Node's own
+    async (fh) => void keepShape([fh, await fh.read(Buffer.alloc(1), 0, 1, 0)]),
+    () => undefined,
+  ));
+}
+
 /** one writer, file sink and file of each shape for good (lib/shapes.ts): made only with a repository, empty, holding nothing of a job */
 function keepUploadShapes(repo: Repository, target: UploadTarget): void {
   keepShapeOnce('upload', () => {
@@ -637,8 +649,33 @@ function keepUploadShapes(repo: Repository, target: UploadTarget): void {
   });
 }
 
+/**
+ * The bytes an upload has gone through, told to the job's progress as they grow. An object
+ * with a method, not a closure made for each file: optimized code that called such a
+ * closure (`uploadFile`, `uploadBlocks`) held on to it and to the job's variables it
+ * closed over, and V8 threw that code away once they died after the job ("weak objects"
+ * in --trace-deopt), compiling it again in the next job.
+ */
+class BytesDone {
+  bytes = 0;
+  constructor(private readonly ctx: JobContext) {}
+  /** `n` bytes read */
+  add(n: number): void {
+    this.bytes += n;
+    this.ctx.progress({ bytesDone: this.bytes });
+  }
+  /** `n` bytes of a file taken as unchanged: told with the file's end */
+  skip(n: number): void {
+    this.bytes += n;
+  }
+}
+// past 2^30 bytes its count (and the progress it tells) are no longer small integers: a shape of their own
+keepShape(Object.assign(new BytesDone({ progress() {} } as unknown as JobContext), { bytes: 2 ** 40 }));
+keepShape({ bytesDone: 2 ** 40 });
+keepShape({ bytesDone: 2 ** 40, filesDone: 0 });
+
 /** Read a file in `block`-sized blocks (packed, or chunk objects when `block` is the chunk size). */
-async function uploadBlocks(abs: string, block: number, old: OldFile | undefined, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
+async function uploadBlocks(abs: string, block: number, old: OldFile | undefined, repo: Repository, writer: BlobWriter, signal: AbortSignal, done: BytesDone): Promise<Uploaded> {
   const f = await FileBlocks.open(abs, block, repo, writer, signal, old);
   try {
     let size = 0;
@@ -648,7 +685,7 @@ async function uploadBlocks(abs: string, block: number, old: OldFile | undefined
       if (data.length === 0) break;
       await f.add(data, size);
       size += data.length;
-      onBytes(data.length);
+      done.add(data.length);
     }
     return await f.done(size, size);
   } finally {
@@ -661,7 +698,7 @@ async function uploadBlocks(abs: string, block: number, old: OldFile | undefined
  * at that backup's block size: blocks the patch did not touch are that backup's; only the
  * others are read, a stretch at a time.
  */
-async function uploadPatched(abs: string, size: number, patched: Patched, repo: Repository, writer: BlobWriter, signal: AbortSignal, onBytes: (n: number) => void): Promise<Uploaded> {
+async function uploadPatched(abs: string, size: number, patched: Patched, repo: Repository, writer: BlobWriter, signal: AbortSignal, done: BytesDone): Promise<Uploaded> {
   const { old, ranges } = patched;
   const block = old.block!;
   const count = Math.ceil(size / block);
@@ -695,7 +732,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
       }
       await f.add(data, start);
       read += length;
-      onBytes(length);
+      done.add(length);
       i = j;
     }
     return await f.done(size, read);
@@ -711,7 +748,7 @@ async function uploadFile(
   size: number,
   old: OldFile | undefined,
   signal: AbortSignal,
-  onBytes: (n: number) => void,
+  done: BytesDone,
   ranges?: Ranges,
 ): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
@@ -721,7 +758,7 @@ async function uploadFile(
       if (n < repo.config.packThreshold) {
         const data = buf.subarray(0, n);
         const hash = digest(data, writer.stats);
-        onBytes(n);
+        done.add(n);
         const refs = n > 0 ? [await writer.small(hash, data, writer.compressibility(abs))] : [];
         return { ...writer.known.content(refs, n), read: n };
       }
@@ -731,8 +768,8 @@ async function uploadFile(
     // it grew past the threshold since it was listed: cut it into blocks like a large file
   }
   const block = blockSizeFor(size, repo.config.chunkSize, old?.block);
-  if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, signal, onBytes);
-  return uploadBlocks(abs, block, old, repo, writer, signal, onBytes);
+  if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, signal, done);
+  return uploadBlocks(abs, block, old, repo, writer, signal, done);
 }
 
 export interface UploadTarget {
@@ -1033,6 +1070,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const before = previous?.files ?? new OldFiles();
   const writer = new BlobWriter(repo, target, ctx.signal, known);
   keepUploadShapes(repo, target);
+  await keepHandleShape();
   const pendingKeys = await pendingBlobs(repo, target, ctx, known);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);
@@ -1061,7 +1099,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     ...(previous?.node ? { previousNode: previous.node } : {}),
     uploadMs: 0,
   };
-  let bytesDone = 0;
+  const done = new BytesDone(ctx);
   let filesDone = 0;
   result.dirs = dirs;
   // not `under(snapRoot)`: a closure of this job's called for every file would cost this function its optimized code when it dies (see LiveContext)
@@ -1092,7 +1130,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       if (same && ((inSet && change === undefined) || before.cols.seenAs(o, rows.inode(r), rows.ctimeMs(r), target.linked === true))) {
         rows.copyContent(r, before.cols, o);
         result.filesUnchanged!++;
-        bytesDone += size;
+        done.skip(size);
       } else {
         const up = await uploadFile(
           repo,
@@ -1101,10 +1139,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
           size,
           o >= 0 ? before.file(o) : undefined,
           ctx.signal,
-          (n) => {
-            bytesDone += n;
-            ctx.progress({ bytesDone });
-          },
+          done,
           change === 'all' ? undefined : change,
         );
         result.bytesRead! += up.read;
@@ -1114,7 +1149,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       rows.setSeen(r, walkedFrom - Math.max(rows.ctimeMs(r), mtimeMs) > RACY_MS);
       lookAtHeap();
       result.chunks += rows.countOf(r);
-      ctx.progress({ bytesDone, filesDone: ++filesDone });
+      ctx.progress({ bytesDone: done.bytes, filesDone: ++filesDone });
     },
     ctx.signal,
   );

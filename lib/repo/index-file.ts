@@ -422,3 +422,4 @@ export class JsonBuffer {
 }
 
 keepShape(new JsonBuffer(0));
+keepShape(new PackNumbers());
