@@ -211,8 +211,9 @@ export class JobRunner {
     const { job } = live;
     const log = this.log.child({ job: job.id, kind: job.kind, component: job.component });
     const ctx = new LiveContext(live, log, this.journal);
-    // its shapes (and its abort signal's) for good: code that reports progress or checks for
-    // cancellation for every file was compiled again after every job (lib/shapes.ts)
+    // the first job's context (and so its record, a few KiB) for good, for its shapes and its
+    // abort signal's: code that reports progress for every file was compiled again after
+    // every job (lib/shapes.ts)
     keepShapeOnce('job-context', () => ctx);
     log.info('job started');
     // the job reads as ended only once its undo is done and its component is free:
