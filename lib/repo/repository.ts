@@ -481,8 +481,9 @@ export class Repository {
    *
    * Manifests are read ahead of the reader, more the further it goes: none ahead of the
    * first (an upload usually stops there: its node's newest backup), then as many as it
-   * has been given, up to `MANIFESTS_AHEAD`. A node's first backup looks through every manifest for its
-   * own component; one request at a time, a long history on S3 made that minutes.
+   * has been given, up to `MANIFESTS_AHEAD`. A node's first backup looks through every
+   * manifest for its own component; one request at a time, a long history on S3 made
+   * that minutes.
    */
   async *newestFirst(except?: string): AsyncGenerator<{ id: string; manifest: Promise<Manifest> }> {
     const ids = (await this.listBackupIds()).filter((id) => id !== except).reverse();
