@@ -117,16 +117,33 @@ export class Codec {
     return this.compression === 'lz4' && plain.length >= 64;
   }
 
-  async encode(plain: Buffer): Promise<Buffer> {
+  /**
+   * The stored form of `plain`. With `scratch`, it is made in `scratch.buf` (grown when too
+   * small) and is a view of it, good until the next encode into the same scratch: an index
+   * of a 5 GiB node is ~10 MB of parts, and a fresh buffer for each part's stored form was
+   * ~4k page faults an incremental (~12 µs each on the machines measured): writing the
+   * index of a 5 GiB incremental took 406–501 ms that way, 350–384 ms in two scratch
+   * buffers (three runs each, alternately).
+   */
+  async encode(plain: Buffer, scratch?: { buf?: Buffer }): Promise<Buffer> {
     let body = plain;
     if (this.wantsLz4(plain)) {
       const packed = compressSync(plain);
       if (shrinks(packed, plain)) body = packed;
     }
-    const stored = Buffer.concat(this.seal(body, body === plain ? 0 : FLAG_LZ4));
-    // the LZ4 output now, the stored form once the caller has written it
-    nativeGarbage((body === plain ? 0 : body.length) + stored.length);
-    return stored;
+    const parts = this.seal(body, body === plain ? 0 : FLAG_LZ4);
+    // the LZ4 output now, and the stored form once the caller has written it unless it is in the scratch
+    nativeGarbage(body === plain ? 0 : body.length);
+    if (!scratch) {
+      const stored = Buffer.concat(parts);
+      nativeGarbage(stored.length);
+      return stored;
+    }
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    if (!scratch.buf || scratch.buf.length < length) scratch.buf = Buffer.allocUnsafeSlow(Math.max(length, (scratch.buf?.length ?? 0) * 2));
+    let at = 0;
+    for (const p of parts) at += p.copy(scratch.buf, at);
+    return scratch.buf.subarray(0, length);
   }
 
   /**

@@ -297,14 +297,16 @@ export class Repository {
     const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : Array.from(from, entryOf) };
     const packs = new PackNumbers();
     if (split) {
-      // a part is compressed and stored while the next is made (in the other buffer)
+      // a part is compressed and stored while the next is made (in the other buffer), and
+      // stored from the other scratch buffer than the one before
       let storing: Promise<void> = Promise.resolve();
+      const scratch = [{}, {}];
       try {
         for (const p of indexParts(from, partBytes, 2, packs)) {
           const partKey = indexPartKey(key, parts.length + 1);
           parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
           const before = storing;
-          storing = this.codec.encode(p.json).then((stored) => this.driver.put(partKey, stored));
+          storing = this.codec.encode(p.json, scratch[parts.length % 2]).then((stored) => this.driver.put(partKey, stored));
           storing.catch(() => undefined); // awaited below; not unhandled while the one before is awaited
           await before;
         }
