@@ -14,11 +14,11 @@ import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
 import { TerminalProgress, quietProgress } from './progress.js';
-import { backupListEntry, errorLines, renderBackup, renderBackupList, renderPrune, renderRestore, renderTopology, renderVerify, type BackupListEntry } from './render.js';
+import { backupListEntry, errorLines, renderBackup, renderBackupList, renderDelete, renderPrune, renderRestore, renderTopology, renderVerify, type BackupListEntry } from './render.js';
 import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
 import { verifyBackup } from '../lib/repo/verify.js';
-import { prune, type RetentionPolicy } from '../lib/repo/prune.js';
+import { deleteBackup, prune, type RetentionPolicy } from '../lib/repo/prune.js';
 
 const VERSION = '0.1.0';
 
@@ -231,6 +231,19 @@ function program(): Command {
       const report = await verifyBackup(repo, id, { readDataPercent: percent, seed: o.seed, signal: interruptSignal() });
       print(report, () => renderVerify(report));
       process.exitCode = report.status === 'ok' ? EXIT.OK : EXIT.DAMAGED;
+    });
+
+  backup
+    .command('delete')
+    .description("give one backup up: its manifest and indexes go now, its data with the next prune (for a backup whose manifest is damaged, or one taken by mistake)")
+    .argument('<id>')
+    .option('--json', 'print the report as JSON')
+    .action(async (id: string, _o, cmd: Command) => {
+      setJson(cmd);
+      checkBackupId(id);
+      const repo = await configuredRepository();
+      const report = await deleteBackup(repo, id, { signal: interruptSignal() });
+      print(report, () => renderDelete(report));
     });
 
   p.command('prune')

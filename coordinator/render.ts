@@ -4,7 +4,7 @@ import type { BackupReport, ComponentReport, RestoreReport, StepRecord } from '.
 import type { Manifest } from '../lib/repo/manifest.js';
 import type { Described } from './cluster.js';
 import type { VerifyReport } from '../lib/repo/verify.js';
-import type { PruneReport } from '../lib/repo/prune.js';
+import type { DeleteReport, PruneReport } from '../lib/repo/prune.js';
 
 export function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -146,6 +146,10 @@ export function renderVerify(r: VerifyReport): string {
     out.push(`    ${p.message}`);
   }
   return out.join('\n');
+}
+
+export function renderDelete(r: DeleteReport): string {
+  return `backup ${r.backupId} deleted (${r.objectsDeleted} objects: its manifest and indexes); the next prune frees the data no other backup needs`;
 }
 
 export function renderPrune(r: PruneReport): string {

@@ -10,7 +10,7 @@
  */
 import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
-import { packKey } from './layout.js';
+import { backupPrefix, manifestKey, packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
 import { isNotFound, type Repository } from './repository.js';
 import { RepoLock } from './lock.js';
@@ -119,7 +119,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
       throw new LockstepError(err.code, `${err.message}; prune removes nothing while a backup's manifest cannot be read (what it references is not known)`, {
         cause: err,
         details: err.details,
-        hint: '"lockstep backup list" names every unreadable manifest; put it back from a copy of the repository, or give that backup up by removing its folder under backups/',
+        hint: '"lockstep backup list" names every unreadable manifest; put it back from a copy of the repository, or give that backup up with "lockstep backup delete ID"',
       });
     });
     const keptWhy = selectKept(manifests, policy);
@@ -186,5 +186,41 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     return report;
   } finally {
     await lock?.release().catch(() => undefined);
+  }
+}
+
+export interface DeleteReport {
+  kind: 'delete';
+  backupId: string;
+  /** its manifest and indexes */
+  objectsDeleted: number;
+  durationMs: number;
+}
+
+/**
+ * Give one backup up, under the repository's lock: its manifest first (the backup stops
+ * existing), then its indexes. Its data stays until a prune finds that no other backup
+ * needs it. What it is for: a backup whose manifest is damaged, which `backup list` shows
+ * as unreadable and which keeps every prune from removing anything; or one taken by
+ * mistake. Nothing else is touched.
+ */
+export async function deleteBackup(repo: Repository, backupId: string, opts: { signal?: AbortSignal } = {}): Promise<DeleteReport> {
+  const t0 = performance.now();
+  const lock = await RepoLock.acquire(repo.driver, 'delete');
+  const signal = AbortSignal.any([lock.signal, ...(opts.signal ? [opts.signal] : [])]);
+  try {
+    const keys: string[] = [];
+    for await (const key of repo.driver.list(backupPrefix(backupId))) keys.push(key);
+    if (!keys.includes(manifestKey(backupId))) {
+      throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no backup ${backupId} in ${repo.location}`, { hint: 'list backups with "lockstep backup list"; what a backup that never committed left, prune removes' });
+    }
+    const manifestFirst = [manifestKey(backupId), ...keys.filter((k) => k !== manifestKey(backupId))];
+    for (const key of manifestFirst) {
+      signal.throwIfAborted();
+      await repo.driver.delete(key);
+    }
+    return { kind: 'delete', backupId, objectsDeleted: manifestFirst.length, durationMs: Math.round(performance.now() - t0) };
+  } finally {
+    await lock.release().catch(() => undefined);
   }
 }

@@ -308,10 +308,22 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       expect(pruned.stdout + pruned.stderr).toContain('prune removes nothing');
       expect(await objectBytes(cluster.repoDir)).toBe(bytes);
       expect(json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).length).toBe(good.length + 1);
+
+      // given up: its manifest goes (and its folder with it), the others stay, and prune runs again
+      const deleted = await cli(['backup', 'delete', damagedId, '--json']);
+      expect(deleted.code, deleted.stderr).toBe(0);
+      expect(json<{ objectsDeleted: number }>(deleted.stdout).objectsDeleted).toBe(1);
+      expect(existsSync(join(folder, 'manifest.json'))).toBe(false);
+      const again = await cli(['backup', 'delete', damagedId]);
+      expect(again.code).toBe(4);
+      expect(again.stderr + again.stdout).toContain(`no backup ${damagedId}`);
+      expect((await cli(['prune', '--keep-last', '100', '--dry-run'])).code).toBe(0);
     } finally {
       await rm(folder, { recursive: true, force: true });
     }
-    expect((await cli(['backup', 'list'])).code).toBe(0);
+    const after = await cli(['backup', 'list', '--json']);
+    expect(after.code).toBe(0);
+    expect(json<{ backupId: string }[]>(after.stdout)).toEqual(good);
   });
 
   it('prune keeps every chunk of kept backups (verify passes after) and frees the rest; --dry-run changes nothing', async () => {

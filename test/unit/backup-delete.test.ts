@@ -1,0 +1,71 @@
+/**
+ * Giving one backup up (`lockstep backup delete`): its manifest and indexes go, under the
+ * repository's lock; nothing of any other backup is touched.
+ */
+import { describe, expect, it } from 'vitest';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FsDriver } from '../../plugins/storage/fs.js';
+import { Repository } from '../../lib/repo/repository.js';
+import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
+import { deleteBackup } from '../../lib/repo/prune.js';
+import { RepoLock } from '../../lib/repo/lock.js';
+import { LockstepError } from '../../lib/errors.js';
+import type { BackupReport } from '../../lib/report.js';
+import { tempFolders } from '../helpers/temp.js';
+
+const temp = tempFolders();
+
+async function committed(repo: Repository, backupId: string): Promise<void> {
+  const at = new Date().toISOString();
+  const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components: [], report: {} as BackupReport };
+  await repo.commitManifest(m);
+  await repo.driver.put(`backups/${backupId}/node1/data.index`, Buffer.from('an index'));
+  await repo.driver.put(`packs/${backupId.slice(-3)}.pack`, Buffer.from('data'));
+}
+
+async function keysUnder(dir: string, sub: string): Promise<string[]> {
+  return (await readdir(join(dir, sub), { recursive: true, withFileTypes: true }).catch(() => []))
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name).slice(dir.length + 1))
+    .sort();
+}
+
+describe('backup delete', () => {
+  it("removes the backup's manifest and indexes, nothing else; a backup that is not there is named", async () => {
+    const dir = await temp('repo');
+    const repo = await Repository.init(new FsDriver(dir));
+    await committed(repo, '20261204-010000-one');
+    await committed(repo, '20261204-020000-two');
+
+    const report = await deleteBackup(repo, '20261204-010000-one');
+    expect(report).toMatchObject({ kind: 'delete', backupId: '20261204-010000-one', objectsDeleted: 2 });
+    expect(await repo.listBackupIds()).toEqual(['20261204-020000-two']);
+    expect(await keysUnder(dir, 'backups')).toEqual(['backups/20261204-020000-two/manifest.json', 'backups/20261204-020000-two/node1/data.index']);
+    // data is prune's to free
+    expect(await keysUnder(dir, 'packs')).toEqual(['packs/one.pack', 'packs/two.pack']);
+
+    const gone = await deleteBackup(repo, '20261204-010000-one').catch((e: unknown) => e);
+    expect(gone).toBeInstanceOf(LockstepError);
+    expect((gone as LockstepError).code).toBe('LOCKSTEP_E_BACKUP_NOT_FOUND');
+    expect((gone as LockstepError).message).toContain('20261204-010000-one');
+  });
+
+  it('waits for nobody: while a backup or prune holds the repository it is refused, naming the holder', async () => {
+    const dir = await temp('repo');
+    const repo = await Repository.init(new FsDriver(dir));
+    await committed(repo, '20261204-010000-one');
+    const held = await RepoLock.acquire(repo.driver, 'backup');
+    try {
+      const refused = await deleteBackup(repo, '20261204-010000-one').catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(LockstepError);
+      expect((refused as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
+      expect((refused as LockstepError).message).toContain(`in use by backup (host`);
+      expect(await repo.listBackupIds()).toEqual(['20261204-010000-one']);
+    } finally {
+      await held.release();
+    }
+    await deleteBackup(repo, '20261204-010000-one');
+    expect(await repo.listBackupIds()).toEqual([]);
+  });
+});
