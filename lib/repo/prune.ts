@@ -152,8 +152,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
       if (committed.has(id) && !removedSet.has(id)) continue;
       if (!committed.has(id)) report.leftoversDeleted += keys.length;
       if (dryRun) continue;
-      const manifestFirst = keys.sort((a, b) => Number(b.endsWith('/manifest.json')) - Number(a.endsWith('/manifest.json')));
-      for (const key of manifestFirst) await repo.driver.delete(key);
+      await deleteManifestFirst(repo, keys, signal);
     }
 
     // 2. mark what the kept backups need, 3. sweep the rest
@@ -214,13 +213,18 @@ export async function deleteBackup(repo: Repository, backupId: string, opts: { s
     if (!keys.includes(manifestKey(backupId))) {
       throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no backup ${backupId} in ${repo.location}`, { hint: 'list backups with "lockstep backup list"; what a backup that never committed left, prune removes' });
     }
-    const manifestFirst = [manifestKey(backupId), ...keys.filter((k) => k !== manifestKey(backupId))];
-    for (const key of manifestFirst) {
-      signal.throwIfAborted();
-      await repo.driver.delete(key);
-    }
-    return { kind: 'delete', backupId, objectsDeleted: manifestFirst.length, durationMs: Math.round(performance.now() - t0) };
+    await deleteManifestFirst(repo, keys, signal);
+    return { kind: 'delete', backupId, objectsDeleted: keys.length, durationMs: Math.round(performance.now() - t0) };
   } finally {
     await lock.release().catch(() => undefined);
+  }
+}
+
+/** Delete one backup's objects (`keys`, all under its prefix): its manifest first, so the backup stops existing before any index it names goes */
+async function deleteManifestFirst(repo: Repository, keys: readonly string[], signal?: AbortSignal): Promise<void> {
+  const manifestFirst = [...keys].sort((a, b) => Number(b.endsWith('/manifest.json')) - Number(a.endsWith('/manifest.json')));
+  for (const key of manifestFirst) {
+    signal?.throwIfAborted();
+    await repo.driver.delete(key);
   }
 }
