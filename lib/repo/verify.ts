@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { forEachLimit } from '../../agent/transfer/pool.js';
 import { refSha, type ChunkRef, type PackRef } from './index-file.js';
 import { isNotFound, type Repository } from './repository.js';
+import { packKey } from './layout.js';
 
 const CONCURRENCY = 16;
 /** the most of one pack read at once when reading its blobs back */
@@ -19,17 +20,91 @@ function sampled(seed: string, sha: string, percent: number): boolean {
   return createHash('sha256').update(seed).update(sha).digest().readUInt32BE(0) < (percent / 100) * 2 ** 32;
 }
 
-/** a blob's place in the repository: a chunk object, or a pack and offset */
-const blobIdOf = (ref: ChunkRef) => (typeof ref === 'string' ? ref : `${ref.pack}:${ref.offset}`);
+/** a file of the backup, as problems name it: one object a file, shared by its references */
+interface FileUse {
+  node: string;
+  component: string;
+  file: string;
+}
 
-/** Blobs of one pack that lie close together, read with one ranged request. */
-function extents(refs: PackRef[]): PackRef[][] {
-  const sorted = [...refs].sort((a, b) => a.offset - b.offset);
-  const out: PackRef[][] = [];
-  for (const r of sorted) {
-    const cur = out.at(-1);
-    if (cur && r.offset + r.length - cur[0]!.offset <= EXTENT_MAX) cur.push(r);
-    else out.push([r]);
+/**
+ * The sampled references to blobs in packs, in columns: ~52 bytes a reference, where an
+ * object, a key string and a map entry each took ~300 (and their grouping by pack copied
+ * each pack's list once per blob). Verifying all of a 7.6 GiB backup's 217k blobs: 406 →
+ * 343 MB peak (most of the rest is the stretches in flight), 23.3 → 15.1 s. A blob
+ * referenced by several files is here once for each.
+ */
+class PackedSample {
+  n = 0;
+  pack = new Uint32Array(1024);
+  offset = new Float64Array(1024);
+  length = new Uint32Array(1024);
+  use = new Uint32Array(1024);
+  sha = Buffer.alloc(1024 * 32);
+
+  add(pack: number, ref: PackRef, use: number): void {
+    if (this.n === this.pack.length) this.grow();
+    const i = this.n++;
+    this.pack[i] = pack;
+    this.offset[i] = ref.offset;
+    this.length[i] = ref.length;
+    this.use[i] = use;
+    this.sha.write(ref.sha256, i * 32, 'hex');
+  }
+
+  private grow(): void {
+    const more = <T extends Uint32Array | Float64Array>(a: T): T => {
+      const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+      b.set(a);
+      return b;
+    };
+    this.pack = more(this.pack);
+    this.offset = more(this.offset);
+    this.length = more(this.length);
+    this.use = more(this.use);
+    const sha = Buffer.alloc(this.sha.length * 2);
+    this.sha.copy(sha);
+    this.sha = sha;
+  }
+
+  shaOf(i: number): string {
+    return this.sha.toString('hex', i * 32, i * 32 + 32);
+  }
+
+  /**
+   * The references grouped by pack (a counting sort: packs are numbered densely), each
+   * pack's by offset, then by file: a blob's references follow each other, its first
+   * file first. `starts[p]` is where pack `p`'s references begin in `order`.
+   */
+  byPack(packs: number): { order: Uint32Array; starts: Uint32Array } {
+    const starts = new Uint32Array(packs + 1);
+    for (let i = 0; i < this.n; i++) starts[this.pack[i]! + 1]!++;
+    for (let p = 0; p < packs; p++) starts[p + 1]! += starts[p]!;
+    const order = new Uint32Array(this.n);
+    const next = starts.slice(0, packs);
+    for (let i = 0; i < this.n; i++) order[next[this.pack[i]!]!++] = i;
+    const offset = this.offset;
+    const use = this.use;
+    for (let p = 0; p < packs; p++) order.subarray(starts[p], starts[p + 1]).sort((a, b) => offset[a]! - offset[b]! || use[a]! - use[b]!);
+    return { order, starts };
+  }
+}
+
+/**
+ * Stretches of one pack read with one ranged request: `order[from..to)` are references to
+ * its blobs, by offset, the stretch at most `EXTENT_MAX` long.
+ */
+function extents(sample: PackedSample, order: Uint32Array, starts: Uint32Array, skip: (pack: number) => boolean): { pack: number; from: number; to: number }[] {
+  const out: { pack: number; from: number; to: number }[] = [];
+  for (let p = 0; p + 1 < starts.length; p++) {
+    if (skip(p)) continue;
+    for (let from = starts[p]!; from < starts[p + 1]!; ) {
+      const first = sample.offset[order[from]!]!;
+      let to = from + 1;
+      while (to < starts[p + 1]! && sample.offset[order[to]!]! + sample.length[order[to]!]! - first <= EXTENT_MAX) to++;
+      out.push({ pack: p, from, to });
+      from = to;
+    }
   }
   return out;
 }
@@ -62,13 +137,6 @@ export interface VerifyReport {
   durationMs: number;
 }
 
-interface Use {
-  node: string;
-  component: string;
-  file: string;
-  ref: ChunkRef;
-}
-
 export async function verifyBackup(repo: Repository, backupId: string, opts: { readDataPercent?: number; seed?: string; signal?: AbortSignal } = {}): Promise<VerifyReport> {
   const t0 = performance.now();
   const percent = Math.max(0, Math.min(100, opts.readDataPercent ?? 0));
@@ -87,31 +155,38 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     problems: [],
     durationMs: 0,
   };
+  const seed = report.seed ?? '';
   /**
-   * object key → the first file that uses it, how many references it has, and (packs) the
-   * furthest byte any blob needs; blob → the first file that uses it and how many do, for
-   * the blobs read back (the sample only). Not every reference: a backup of many nodes of
-   * hundreds of GiB has hundreds of millions. Indexes are read part by part.
+   * object key → the first file that uses it (and its reference there), how many references
+   * it has, and (packs) the furthest byte any blob needs. Not every reference: a backup of
+   * many nodes of hundreds of GiB has hundreds of millions. Indexes are read part by part.
+   * The blobs to read back (the sample only) are in `sample`, by pack number.
    */
-  const objects = new Map<string, { first: Use; count: number; end: number }>();
-  const blobs = new Map<string, { first: Use; count: number }>();
+  const objects = new Map<string, { first: FileUse; ref: ChunkRef; count: number; end: number; pack: number }>();
+  const packIds: string[] = [];
+  const uses: FileUse[] = [];
+  const sample = new PackedSample();
   for (const c of m.components) {
     try {
       await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
         for (const e of entries) {
           if (e.type !== 'file') continue;
           report.files++;
+          if (e.chunks.length === 0) continue;
+          const use = uses.length;
+          uses.push({ node: c.node, component: c.component, file: e.path });
           for (const ref of e.chunks) {
             const key = repo.objectKeyOf(ref);
             let o = objects.get(key);
-            if (!o) objects.set(key, (o = { first: { node: c.node, component: c.component, file: e.path, ref }, count: 0, end: 0 }));
+            if (!o) {
+              o = { first: uses[use]!, ref, count: 0, end: 0, pack: -1 };
+              if (typeof ref !== 'string') o.pack = packIds.push(ref.pack) - 1;
+              objects.set(key, o);
+            }
             o.count++;
-            if (typeof ref !== 'string') o.end = Math.max(o.end, ref.offset + ref.length);
-            if (percent === 0) continue;
-            const blob = blobIdOf(ref);
-            const b = blobs.get(blob);
-            if (b) b.count++;
-            else if (sampled(report.seed ?? '', refSha(ref), percent)) blobs.set(blob, { first: { node: c.node, component: c.component, file: e.path, ref }, count: 1 });
+            if (typeof ref === 'string') continue;
+            o.end = Math.max(o.end, ref.offset + ref.length);
+            if (percent > 0 && sampled(seed, ref.sha256, percent)) sample.add(o.pack, ref, use);
           }
         }
       });
@@ -121,14 +196,14 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     }
   }
 
-  const problem = (kind: VerifyProblem['kind'], object: string, u: Use, count: number, message: string) => {
+  const problem = (kind: VerifyProblem['kind'], object: string, u: FileUse, chunk: string, count: number, message: string) => {
     report.problems.push({
       kind,
       node: u.node,
       component: u.component,
       file: u.file,
       alsoIn: count > 1 ? count - 1 : undefined,
-      chunk: refSha(u.ref),
+      chunk,
       object,
       message,
     });
@@ -143,64 +218,61 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
       report.objectsChecked++;
       if (!info) {
         missing.add(key);
-        problem('missing', key, o.first, o.count, `${key} is missing: file ${o.first.file} on ${o.first.node} cannot be restored`);
+        problem('missing', key, o.first, refSha(o.ref), o.count, `${key} is missing: file ${o.first.file} on ${o.first.node} cannot be restored`);
       } else if (info.size < o.end) {
-        problem('truncated', key, o.first, o.count, `${key} is ${info.size} bytes, its blobs need ${o.end}`);
+        problem('truncated', key, o.first, refSha(o.ref), o.count, `${key} is ${info.size} bytes, its blobs need ${o.end}`);
       }
     },
     opts.signal,
   );
 
   if (percent > 0) {
-    const chosen = [...blobs.values()].map((b) => b.first).filter((u) => !missing.has(repo.objectKeyOf(u.ref)));
-    const failed = (u: Use, err: unknown) => {
-      const key = repo.objectKeyOf(u.ref);
-      const kind = isNotFound(err) ? 'missing' : 'corrupt';
-      problem(kind, key, u, blobs.get(blobIdOf(u.ref))?.count ?? 1, `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
-    };
-    const readOne = async (u: Use) => {
+    /** read one blob back alone; a problem names its first file and how many more need it */
+    const readOne = async (ref: ChunkRef, u: FileUse, count: number) => {
       try {
-        const data = await repo.getBlob(u.ref, opts.signal);
+        const data = await repo.getBlob(ref, opts.signal);
         report.blobsRead++;
         report.bytesRead += data.length;
       } catch (err) {
-        failed(u, err);
+        const kind = isNotFound(err) ? 'missing' : 'corrupt';
+        problem(kind, repo.objectKeyOf(ref), u, refSha(ref), count, `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
       }
     };
-    // chunk objects one by one; blobs of a pack by stretches of it, each blob checked on its own
-    const byPack = new Map<string, Use[]>();
-    const single: Use[] = [];
-    for (const u of chosen) {
-      if (typeof u.ref === 'string') single.push(u);
-      else byPack.set(u.ref.pack, [...(byPack.get(u.ref.pack) ?? []), u]);
-    }
-    const stretches = [...byPack.values()].flatMap((uses) => {
-      const of = new Map(uses.map((u) => [u.ref as PackRef, u]));
-      return extents([...of.keys()]).map((refs) => refs.map((r) => of.get(r)!));
-    });
-    await forEachLimit(single, CONCURRENCY, readOne, opts.signal);
+    // chunk objects one by one (each is one blob)
+    const chunks = [...objects].filter(([key, o]) => typeof o.ref === 'string' && !missing.has(key) && sampled(seed, o.ref, percent)).map(([, o]) => o);
+    await forEachLimit(chunks, CONCURRENCY, (o) => readOne(o.ref, o.first, o.count), opts.signal);
+    // blobs of a pack by stretches of it, each blob checked on its own
+    const { order, starts } = sample.byPack(packIds.length);
+    const stretches = extents(sample, order, starts, (p) => missing.has(packKey(packIds[p]!)));
     await forEachLimit(
       stretches,
       CONCURRENCY,
-      async (uses) => {
-        const refs = uses.map((u) => u.ref as PackRef);
-        const start = refs[0]!.offset;
-        const end = Math.max(...refs.map((r) => r.offset + r.length));
+      async ({ pack, from, to }) => {
+        // the stretch's blobs, each once: its first reference, and how many it has
+        const blobs: { ref: PackRef; u: FileUse; count: number }[] = [];
+        for (let k = from; k < to; k++) {
+          const i = order[k]!;
+          const last = blobs.at(-1);
+          if (last && last.ref.offset === sample.offset[i]) last.count++;
+          else blobs.push({ ref: { pack: packIds[pack]!, offset: sample.offset[i]!, length: sample.length[i]!, sha256: sample.shaOf(i) }, u: uses[sample.use[i]!]!, count: 1 });
+        }
+        const start = blobs[0]!.ref.offset;
+        const end = Math.max(...blobs.map((b) => b.ref.offset + b.ref.length));
         let extent: Buffer;
         try {
-          extent = await repo.getPackExtent(refs[0]!.pack, start, end, opts.signal);
+          extent = await repo.getPackExtent(packIds[pack]!, start, end, opts.signal);
         } catch {
           // the stretch cannot be read whole: each blob alone says what is wrong with it
-          for (const u of uses) await readOne(u);
+          for (const b of blobs) await readOne(b.ref, b.u, b.count);
           return;
         }
-        for (const u of uses) {
+        for (const b of blobs) {
           try {
-            const data = await repo.blobFrom(u.ref as PackRef, extent, start);
+            const data = await repo.blobFrom(b.ref, extent, start);
             report.blobsRead++;
             report.bytesRead += data.length;
           } catch (err) {
-            failed(u, err);
+            problem(isNotFound(err) ? 'missing' : 'corrupt', packKey(b.ref.pack), b.u, b.ref.sha256, b.count, `file ${b.u.file} on ${b.u.node}: ${err instanceof Error ? err.message : String(err)}`);
           }
         }
       },

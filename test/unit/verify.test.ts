@@ -1,0 +1,148 @@
+/**
+ * `backup verify` on a backup whose blobs are shared: a blob several files (or several
+ * blocks of one file) reference is read back once, and a damaged one is reported once,
+ * naming the first file that needs it and how many more do; a truncated pack and a
+ * missing or damaged chunk object are named with their file and chunk.
+ */
+import { describe, expect, it } from 'vitest';
+import { mkdir, readFile, truncate, unlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { FsDriver } from '../../plugins/storage/fs.js';
+import { Repository } from '../../lib/repo/repository.js';
+import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
+import type { FileEntry, ChunkRef } from '../../lib/repo/index-file.js';
+import { verifyBackup } from '../../lib/repo/verify.js';
+import type { BackupReport } from '../../lib/report.js';
+import { uploadSnapshot } from '../../agent/transfer/upload.js';
+import { tempFolders } from '../helpers/temp.js';
+import { quietJobContext } from '../helpers/job.js';
+
+const temp = tempFolders();
+const backupId = '20261204-120000-verify';
+
+/** a big file, five small files of the same content, a file of 32 equal blocks, an empty one */
+async function makeData(root: string): Promise<void> {
+  await mkdir(join(root, 'data', 'same'), { recursive: true });
+  await writeFile(join(root, 'data', 'big.bin'), randomBytes(3 * 1024 * 1024));
+  const same = randomBytes(20_000);
+  for (let i = 0; i < 5; i++) await writeFile(join(root, 'data', 'same', `${i}.txt`), same);
+  await writeFile(join(root, 'data', 'zeros.bin'), Buffer.alloc(1024 * 1024));
+  await writeFile(join(root, 'data', 'empty'), '');
+}
+
+/** a repository holding one committed backup of `makeData`, and that backup's file entries by path */
+async function backedUp(chunkSize?: number): Promise<{ repo: Repository; dir: string; files: Map<string, FileEntry> }> {
+  const dir = await temp('repo');
+  const repo = await Repository.init(new FsDriver(dir), chunkSize ? { chunkSize } : {});
+  const snap = await temp('snap');
+  await makeData(snap);
+  const up = await uploadSnapshot(repo, snap, ['data'], { backupId, node: 'n1', component: 'db' }, quietJobContext());
+  const at = new Date().toISOString();
+  const m: Manifest = {
+    version: MANIFEST_VERSION,
+    backupId,
+    name: 'verify',
+    cluster: 'test',
+    repositoryId: repo.id,
+    status: 'complete',
+    startedAt: at,
+    committedAt: at,
+    topology: [],
+    components: [{ node: 'n1', component: 'db', plugin: 'directory', shard: 's1', indexKey: up.indexKey, indexSha256: up.indexSha256, files: up.files, bytes: up.bytes }],
+    report: {} as BackupReport,
+  };
+  await repo.commitManifest(m);
+  const index = await repo.readIndex(up.indexKey, up.indexSha256);
+  const files = new Map(index.entries.filter((e): e is FileEntry => e.type === 'file').map((e) => [e.path, e]));
+  return { repo, dir, files };
+}
+
+const blobId = (r: ChunkRef) => (typeof r === 'string' ? r : `${r.pack}:${r.offset}`);
+
+/** flip a byte in the middle of the blob `ref` where it is stored */
+async function flip(dir: string, repo: Repository, ref: ChunkRef): Promise<void> {
+  const path = join(dir, repo.objectKeyOf(ref));
+  const body = await readFile(path);
+  const at = typeof ref === 'string' ? body.length >> 1 : ref.offset + (ref.length >> 1);
+  body[at] = body[at]! ^ 0x40;
+  await writeFile(path, body);
+}
+
+describe('backup verify', () => {
+  it('reads every blob back once, however many files and blocks use it', async () => {
+    const { repo, files } = await backedUp();
+    const zeros = files.get('data/zeros.bin')!;
+    // the same block 32 times, and one blob for five files: stored once
+    expect(new Set(zeros.chunks.map(blobId)).size).toBe(1);
+    expect(new Set([0, 1, 2, 3, 4].map((i) => blobId(files.get(`data/same/${i}.txt`)!.chunks[0]!))).size).toBe(1);
+    const unique = new Set([...files.values()].flatMap((f) => f.chunks.map(blobId)));
+
+    const quick = await verifyBackup(repo, backupId);
+    expect(quick).toMatchObject({ status: 'ok', files: 8, blobsRead: 0, problems: [] });
+    const all = await verifyBackup(repo, backupId, { readDataPercent: 100 });
+    expect(all).toMatchObject({ status: 'ok', files: 8, problems: [] });
+    expect(all.blobsRead).toBe(unique.size);
+    expect(all.bytesRead).toBe(3 * 1024 * 1024 + 20_000 + 32 * 1024);
+
+    // a sample: the same seed reads the same blobs
+    const a = await verifyBackup(repo, backupId, { readDataPercent: 40, seed: 's' });
+    const b = await verifyBackup(repo, backupId, { readDataPercent: 40, seed: 's' });
+    expect(a.blobsRead).toBeGreaterThan(unique.size * 0.2);
+    expect(a.blobsRead).toBeLessThan(unique.size * 0.6);
+    expect([b.blobsRead, b.bytesRead]).toEqual([a.blobsRead, a.bytesRead]);
+  });
+
+  it('names a damaged shared blob once, with its first file and how many more need it; a truncated pack with its file', async () => {
+    const { repo, dir, files } = await backedUp();
+    const same = files.get('data/same/0.txt')!.chunks[0]!;
+    const zero = files.get('data/zeros.bin')!.chunks[0]!;
+    await flip(dir, repo, same);
+    await flip(dir, repo, zero);
+    const big = files.get('data/big.bin')!.chunks;
+    const last = big.at(-1)!;
+    if (typeof last === 'string') throw new Error('expected packed blocks');
+
+    // objects are all there, whole: only reading back finds the damage
+    expect((await verifyBackup(repo, backupId)).status).toBe('ok');
+    const full = await verifyBackup(repo, backupId, { readDataPercent: 100 });
+    expect(full.status).toBe('damaged');
+    expect(full.problems).toHaveLength(2);
+    expect(full.problems).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ kind: 'corrupt', node: 'n1', component: 'db', file: 'data/same/0.txt', alsoIn: 4, chunk: typeof same === 'string' ? same : same.sha256, object: repo.objectKeyOf(same) }),
+        expect.objectContaining({ kind: 'corrupt', file: 'data/zeros.bin', alsoIn: 31, chunk: typeof zero === 'string' ? zero : zero.sha256 }),
+      ]),
+    );
+
+    // the pack holding big.bin's last block loses its end
+    await truncate(join(dir, repo.objectKeyOf(last)), last.offset + 10);
+    const quick = await verifyBackup(repo, backupId);
+    expect(quick.problems).toEqual([expect.objectContaining({ kind: 'truncated', file: 'data/big.bin', object: repo.objectKeyOf(last) })]);
+    const read = await verifyBackup(repo, backupId, { readDataPercent: 100 });
+    expect(read.problems.filter((p) => p.file === 'data/big.bin')).toEqual([expect.objectContaining({ kind: 'truncated' }), expect.objectContaining({ kind: 'corrupt', chunk: last.sha256 })]);
+  });
+
+  it('names a damaged and a missing chunk object (a repository of 32 KiB chunk objects)', async () => {
+    const { repo, dir, files } = await backedUp(32 * 1024);
+    const big = files.get('data/big.bin')!.chunks;
+    expect(typeof big[0]).toBe('string');
+    await flip(dir, repo, big[5]!);
+    await unlink(join(dir, repo.objectKeyOf(big[9]!)));
+    const zero = files.get('data/zeros.bin')!.chunks[0]!;
+    await flip(dir, repo, zero);
+
+    const quick = await verifyBackup(repo, backupId);
+    expect(quick.problems).toEqual([expect.objectContaining({ kind: 'missing', file: 'data/big.bin', chunk: big[9], object: repo.objectKeyOf(big[9]!) })]);
+    const full = await verifyBackup(repo, backupId, { readDataPercent: 100 });
+    expect(full.problems).toHaveLength(3);
+    expect(full.problems).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ kind: 'missing', chunk: big[9] }),
+        expect.objectContaining({ kind: 'corrupt', file: 'data/big.bin', chunk: big[5], alsoIn: undefined }),
+        expect.objectContaining({ kind: 'corrupt', file: 'data/zeros.bin', chunk: zero, alsoIn: 31 }),
+      ]),
+    );
+    expect(full.blobsRead).toBe(new Set([...files.values()].flatMap((f) => f.chunks.map(blobId))).size - 3);
+  });
+});
