@@ -10,6 +10,7 @@ import { createLogger } from '../lib/log.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 import { openDriver, openRepositoryAt } from '../plugins/storage/registry.js';
 import { initRepository } from '../lib/repo/open.js';
+import type { Repository } from '../lib/repo/repository.js';
 import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
@@ -205,30 +206,30 @@ function program(): Command {
   backup
     .command('show')
     .description('the manifest and report of one backup')
-    .argument('<id>')
+    .argument('<id>', 'backup id, or latest (the newest complete backup)')
     .option('--json', 'print the whole manifest as JSON')
     .action(async (id: string, _o, cmd: Command) => {
       setJson(cmd);
-      checkBackupId(id);
+      checkBackupId(id, true);
       const repo = await configuredRepository();
-      const m = await repo.readManifest(id);
+      const m = id === LATEST ? await repo.latestComplete() : await repo.readManifest(id);
       print(m, () => renderBackup(m.report));
     });
 
   backup
     .command('verify')
     .description('check that every object a backup needs exists; --read-data also reads them back and checks their hashes')
-    .argument('<id>')
+    .argument('<id>', 'backup id, or latest (the newest complete backup)')
     .option('--read-data [percent]', 'read back this percentage of the data (all when no number is given)')
     .option('--seed <seed>', 'pick the --read-data sample with this seed (the report gives the one it used): the same seed reads the same blobs')
     .option('--json', 'print the report as JSON')
     .action(async (id: string, o: { readData?: string | boolean; seed?: string }, cmd: Command) => {
       setJson(cmd);
-      checkBackupId(id);
+      checkBackupId(id, true);
       const percent = o.readData === undefined ? 0 : o.readData === true ? 100 : Number(String(o.readData).replace(/%$/, ''));
       if (!(percent >= 0 && percent <= 100)) throw new LockstepError('LOCKSTEP_E_USAGE', `--read-data "${String(o.readData)}" must be a percentage from 0 to 100`);
       const repo = await configuredRepository();
-      const report = await verifyBackup(repo, id, { readDataPercent: percent, seed: o.seed, signal: interruptSignal() });
+      const report = await verifyBackup(repo, await backupIdIn(repo, id), { readDataPercent: percent, seed: o.seed, signal: interruptSignal() });
       print(report, () => renderVerify(report));
       process.exitCode = report.status === 'ok' ? EXIT.OK : EXIT.DAMAGED;
     });
@@ -236,7 +237,7 @@ function program(): Command {
   backup
     .command('delete')
     .description("give one backup up: its manifest and indexes go now, its data with the next prune (for a backup whose manifest is damaged, or one taken by mistake)")
-    .argument('<id>')
+    .argument('<id>', 'backup id (exactly: not latest)')
     .option('--json', 'print the report as JSON')
     .action(async (id: string, _o, cmd: Command) => {
       setJson(cmd);
@@ -267,7 +268,7 @@ function program(): Command {
 
   p.command('restore')
     .description('restore the cluster from a backup (staged while running; old data kept until success)')
-    .argument('<id>', 'backup id')
+    .argument('<id>', 'backup id, or latest (the newest complete backup)')
     .option('--dry-run', 'print the plan and change nothing', false)
     .option('--keep-old', 'keep the previous data beside the restored data', false)
     .option('--allow-partial', 'restore a partial backup (missing shards keep their current data)', false)
@@ -276,7 +277,7 @@ function program(): Command {
     .option('--json', 'print the report as JSON')
     .action(async (id: string, o: { dryRun: boolean; keepOld: boolean; allowPartial: boolean; node?: string; map: string[] }, cmd: Command) => {
       setJson(cmd);
-      checkBackupId(id);
+      checkBackupId(id, true);
       const map = new Map<string, string>();
       for (const pair of o.map) {
         const m = /^([^=\s]+)=([^=\s]+)$/.exec(pair);
@@ -287,7 +288,8 @@ function program(): Command {
       const signal = interruptSignal();
       await withCluster(g(), async (cluster) => {
         const log = createLogger({ name: 'lockstep', level: g().logLevel });
-        const report = await runRestore(cluster, { backupId: id, dryRun: o.dryRun, keepOld: o.keepOld, allowPartial: o.allowPartial, map, onlyNode: o.node, signal, log, observer: observer() });
+        const backupId = await backupIdIn(await cluster.openRepository(), id);
+        const report = await runRestore(cluster, { backupId, dryRun: o.dryRun, keepOld: o.keepOld, allowPartial: o.allowPartial, map, onlyNode: o.node, signal, log, observer: observer() });
         print(report, () => renderRestore(report));
         process.exitCode = restoreExit(report);
       });
@@ -310,8 +312,18 @@ function count(what: string): (v: string) => number {
   return (v) => wholeNumber(v, what, 0);
 }
 
-function checkBackupId(id: string): void {
-  if (!BACKUP_ID_RE.test(id)) throw new LockstepError('LOCKSTEP_E_USAGE', `"${id}" is not a backup id (like 20261122-101307-nightly)`, { hint: 'list backups with "lockstep backup list"' });
+/** on the command line, the newest complete backup (not for `backup delete`, which takes an exact id) */
+const LATEST = 'latest';
+
+/** `latest`: allowed where the command takes it */
+function checkBackupId(id: string, latest = false): void {
+  if (id === LATEST && !latest) throw new LockstepError('LOCKSTEP_E_USAGE', `give the exact id of the backup to delete, not "${LATEST}"`, { hint: 'list backups with "lockstep backup list"' });
+  if (id !== LATEST && !BACKUP_ID_RE.test(id)) throw new LockstepError('LOCKSTEP_E_USAGE', `"${id}" is not a backup id (like 20261122-101307-nightly${latest ? `, or ${LATEST}` : ''})`, { hint: 'list backups with "lockstep backup list"' });
+}
+
+/** the id given, or for `latest` the newest complete backup's */
+async function backupIdIn(repo: Repository, id: string): Promise<string> {
+  return id === LATEST ? (await repo.latestComplete()).backupId : id;
 }
 
 async function main(): Promise<void> {

@@ -513,6 +513,31 @@ export class Repository {
     }
   }
 
+  /**
+   * The newest complete backup (`latest` on the command line); partial ones are passed
+   * over. A manifest that cannot be read on the way stops the search: the backup it
+   * belongs to may be the newest, and an older one must not be taken in its place unsaid.
+   */
+  async latestComplete(): Promise<Manifest> {
+    for await (const { id, manifest } of this.newestFirst()) {
+      let m: Manifest;
+      try {
+        m = await manifest;
+      } catch (err) {
+        // removed since the listing (a prune, a delete): not there to take
+        if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_BACKUP_NOT_FOUND') continue;
+        if (!(err instanceof LockstepError) || err.code !== 'LOCKSTEP_E_REPO_CORRUPT') throw err;
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `cannot tell which backup is the latest: ${err.message}`, {
+          details: { backupId: id },
+          hint: `name the backup to use by its id (lockstep backup list), or give ${id} up (lockstep backup delete ${id})`,
+          cause: err,
+        });
+      }
+      if (m.status === 'complete') return m;
+    }
+    throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no complete backup in ${this.location} to take as the latest`, { hint: 'lockstep backup list shows what there is' });
+  }
+
   /** Remove what a backup that never committed left under its prefix (indexes only; chunks may be shared). */
   async discardUncommitted(backupId: string): Promise<void> {
     if (await this.hasManifest(backupId)) return;

@@ -204,11 +204,17 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(await sha()).toBe(backedUp);
   });
 
-  it('verify passes on a good backup, reading all data back', async () => {
+  it('verify passes on a good backup, reading all data back; "latest" names the newest', async () => {
     const id = json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).at(-1)!.backupId;
-    const r = await cli(['backup', 'verify', id, '--read-data', '--json']);
+    const r = await cli(['backup', 'verify', 'latest', '--read-data', '--json']);
     expect(r.code, r.stdout).toBe(0);
     const v = json<VerifyReport>(r.stdout);
+    expect(v.backupId).toBe(id);
+    expect(json<{ backupId: string }>((await cli(['backup', 'show', 'latest', '--json'])).stdout).backupId).toBe(id);
+    // never for a command that removes
+    const del = await cli(['backup', 'delete', 'latest']);
+    expect(del.code).toBe(2);
+    expect(del.stderr).toContain('exact id');
     expect(v.status).toBe('ok');
     expect(v.blobsRead).toBeGreaterThan(1500);
     expect(v.bytesRead).toBeGreaterThan(200 * 1024 * 1024);
@@ -438,8 +444,10 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
       const before = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
       for (const a of cluster.agents) await rm(join(a.data.data!, 'CURRENT'), { force: true });
       await writeFile(join(cluster.agent('node2').data.data!, 'big.bin'), 'damaged');
-      const r = await cli(['restore', list[0]!.backupId, '--json'], config);
+      // "latest" from the repository alone: the one backup there
+      const r = await cli(['restore', 'latest', '--json'], config);
       expect(r.code, r.stdout).toBe(0);
+      expect(json<{ backupId: string }>(r.stdout).backupId).toBe(list[0]!.backupId);
       expect(await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)))).toEqual(before);
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -4,7 +4,7 @@
  * their manifests record, not by their names.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -14,6 +14,7 @@ import type { ByteRange } from '../../plugins/storage/types.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import type { BackupReport } from '../../lib/report.js';
+import { LockstepError } from '../../lib/errors.js';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -119,5 +120,29 @@ describe('newest backup first', () => {
       if (++n === 15) break;
     }
     await sleep(50);
+  });
+
+  it('latest: the newest complete backup, a partial one passed over; a damaged manifest on the way is named, not skipped', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-latest-'));
+    dirs.push(dir);
+    const repo = await Repository.init(new FsDriver(dir));
+    const none = await repo.latestComplete().catch((e: unknown) => e as LockstepError);
+    expect(none).toBeInstanceOf(LockstepError);
+    expect((none as LockstepError).code).toBe('LOCKSTEP_E_BACKUP_NOT_FOUND');
+
+    await repo.commitManifest(manifest(repo, '20261203-090000-old', '2026-12-03T09:00:00.000Z'));
+    await repo.commitManifest(manifest(repo, '20261203-101010-zz', '2026-12-03T10:10:10.100Z'));
+    await repo.commitManifest(manifest(repo, '20261203-101010-aa', '2026-12-03T10:10:10.900Z'));
+    expect((await repo.latestComplete()).backupId).toBe('20261203-101010-aa');
+    await repo.commitManifest({ ...manifest(repo, '20261203-110000-half', '2026-12-03T11:00:00.000Z'), status: 'partial' });
+    expect((await repo.latestComplete()).backupId).toBe('20261203-101010-aa');
+
+    await mkdir(join(dir, 'backups', '20261203-120000-bad'), { recursive: true });
+    await writeFile(join(dir, 'backups', '20261203-120000-bad', 'manifest.json'), 'garbage');
+    const bad = await repo.latestComplete().catch((e: unknown) => e as LockstepError);
+    expect(bad).toBeInstanceOf(LockstepError);
+    expect((bad as LockstepError).code).toBe('LOCKSTEP_E_REPO_CORRUPT');
+    expect((bad as LockstepError).message).toContain('backups/20261203-120000-bad/manifest.json');
+    expect((bad as LockstepError).hint).toContain('lockstep backup delete 20261203-120000-bad');
   });
 });
