@@ -172,21 +172,22 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
         for (const e of entries) {
           if (e.type !== 'file') continue;
           report.files++;
-          if (e.chunks.length === 0) continue;
-          const use = uses.length;
-          uses.push({ node: c.node, component: c.component, file: e.path });
+          // the file's record, made only once something needs it (a quick verify of many
+          // small unchanged files holds one per object, not one per file)
+          let use = -1;
+          const useOf = () => (use >= 0 ? use : (use = uses.push({ node: c.node, component: c.component, file: e.path }) - 1));
           for (const ref of e.chunks) {
             const key = repo.objectKeyOf(ref);
             let o = objects.get(key);
             if (!o) {
-              o = { first: uses[use]!, ref, count: 0, end: 0, pack: -1 };
+              o = { first: uses[useOf()]!, ref, count: 0, end: 0, pack: -1 };
               if (typeof ref !== 'string') o.pack = packIds.push(ref.pack) - 1;
               objects.set(key, o);
             }
             o.count++;
             if (typeof ref === 'string') continue;
             o.end = Math.max(o.end, ref.offset + ref.length);
-            if (percent > 0 && sampled(seed, ref.sha256, percent)) sample.add(o.pack, ref, use);
+            if (percent > 0 && sampled(seed, ref.sha256, percent)) sample.add(o.pack, ref, useOf());
           }
         }
       });
