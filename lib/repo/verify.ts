@@ -228,15 +228,19 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
   );
 
   if (percent > 0) {
-    /** read one blob back alone; a problem names its first file and how many more need it */
+    /** a blob that did not read back: named with its first file and how many more need it */
+    const failed = (ref: ChunkRef, u: FileUse, count: number, err: unknown) => {
+      const kind = isNotFound(err) ? 'missing' : 'corrupt';
+      problem(kind, repo.objectKeyOf(ref), u, refSha(ref), count, `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
+    };
+    /** read one blob back alone */
     const readOne = async (ref: ChunkRef, u: FileUse, count: number) => {
       try {
         const data = await repo.getBlob(ref, opts.signal);
         report.blobsRead++;
         report.bytesRead += data.length;
       } catch (err) {
-        const kind = isNotFound(err) ? 'missing' : 'corrupt';
-        problem(kind, repo.objectKeyOf(ref), u, refSha(ref), count, `file ${u.file} on ${u.node}: ${err instanceof Error ? err.message : String(err)}`);
+        failed(ref, u, count, err);
       }
     };
     // chunk objects one by one (each is one blob)
@@ -273,7 +277,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
             report.blobsRead++;
             report.bytesRead += data.length;
           } catch (err) {
-            problem(isNotFound(err) ? 'missing' : 'corrupt', packKey(b.ref.pack), b.u, b.ref.sha256, b.count, `file ${b.u.file} on ${b.u.node}: ${err instanceof Error ? err.message : String(err)}`);
+            failed(b.ref, b.u, b.count, err);
           }
         }
       },
