@@ -4,7 +4,7 @@
  * text; everything below it returns reports or throws LockstepError.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { LockstepError, toErrorInfo } from '../lib/errors.js';
+import { LockstepError, toErrorInfo, type ErrorInfo } from '../lib/errors.js';
 import { BACKUP_ID_RE, BACKUP_NAME_RE } from '../lib/ids.js';
 import { createLogger } from '../lib/log.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
@@ -15,10 +15,12 @@ import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
 import { TerminalProgress, quietProgress } from './progress.js';
-import { backupListEntry, errorLines, renderBackup, renderBackupList, renderDelete, renderPrune, renderRestore, renderTopology, renderVerify, type BackupListEntry } from './render.js';
+import { backupListEntry, errorLines, renderBackup, renderBackupList, renderDelete, renderPrune, renderRestore, renderShow, renderTopology, renderVerify, type BackupListEntry } from './render.js';
 import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
-import { verifyBackup } from '../lib/repo/verify.js';
+import { verifyBackup, type VerifyReport } from '../lib/repo/verify.js';
+import { listChecks, readCheck, recordCheck, type CheckRecord } from '../lib/repo/checks.js';
+import type { CheckSummary } from '../lib/repo/layout.js';
 import { deleteBackup, prune, type RetentionPolicy } from '../lib/repo/prune.js';
 
 const VERSION = '0.1.0';
@@ -198,8 +200,9 @@ function program(): Command {
       setJson(cmd);
       const repo = await configuredRepository();
       // a damaged manifest is listed as such, not in place of the others
-      const read = await repo.listManifests(await repo.listBackupIds());
-      const entries = read.map((r): BackupListEntry => ('error' in r ? { backupId: r.backupId, status: 'unreadable', error: r.error.toJSON() } : backupListEntry(r.manifest)));
+      const { ids, checks } = await repo.listBackups();
+      const read = await repo.listManifests(ids);
+      const entries = read.map((r): BackupListEntry => ('error' in r ? { backupId: r.backupId, status: 'unreadable', error: r.error.toJSON() } : backupListEntry(r.manifest, checks.get(r.backupId))));
       print(entries, () => renderBackupList(entries));
       if (entries.some((e) => e.status === 'unreadable')) process.exitCode = EXIT.DAMAGED;
     });
@@ -207,13 +210,14 @@ function program(): Command {
     .command('show')
     .description('the manifest and report of one backup')
     .argument('<id>', 'backup id, or latest (the newest complete backup)')
-    .option('--json', 'print the whole manifest as JSON')
+    .option('--json', 'print the whole manifest as JSON, with its checks ("checks", oldest first; the newest whole as "lastCheck")')
     .action(async (id: string, _o, cmd: Command) => {
       setJson(cmd);
       checkBackupId(id, true);
       const repo = await configuredRepository();
       const m = id === LATEST ? await repo.latestComplete() : await repo.readManifest(id);
-      print(m, () => renderBackup(m.report));
+      const { checks, newest } = await checksOf(repo, m.backupId);
+      print({ ...m, checks: checks.map(({ backupId: _, ...c }) => c), ...(newest ? { lastCheck: newest } : {}) }, () => renderShow(m.report, checks, newest));
     });
 
   backup
@@ -222,14 +226,16 @@ function program(): Command {
     .argument('<id>', 'backup id, or latest (the newest complete backup)')
     .option('--read-data [percent]', 'read back this percentage of the data (all when no number is given)')
     .option('--seed <seed>', 'pick the --read-data sample with this seed (the report gives the one it used): the same seed reads the same blobs')
+    .option('--no-record', 'do not keep the result in the repository (by default it is kept beside the backup: backup list shows each backup\'s last check)')
     .option('--json', 'print the report as JSON')
-    .action(async (id: string, o: { readData?: string | boolean; seed?: string }, cmd: Command) => {
+    .action(async (id: string, o: { readData?: string | boolean; seed?: string; record: boolean }, cmd: Command) => {
       setJson(cmd);
       checkBackupId(id, true);
       const percent = o.readData === undefined ? 0 : o.readData === true ? 100 : Number(String(o.readData).replace(/%$/, ''));
       if (!(percent >= 0 && percent <= 100)) throw new LockstepError('LOCKSTEP_E_USAGE', `--read-data "${String(o.readData)}" must be a percentage from 0 to 100`);
       const repo = await configuredRepository();
       const report = await verifyBackup(repo, await backupIdIn(repo, id), { readDataPercent: percent, seed: o.seed, signal: interruptSignal() });
+      await keepCheck(repo, report, o.record);
       print(report, () => renderVerify(report));
       process.exitCode = report.status === 'ok' ? EXIT.OK : EXIT.DAMAGED;
     });
@@ -319,6 +325,34 @@ const LATEST = 'latest';
 function checkBackupId(id: string, latest = false): void {
   if (id === LATEST && !latest) throw new LockstepError('LOCKSTEP_E_USAGE', `give the exact id of the backup to delete, not "${LATEST}"`, { hint: 'list backups with "lockstep backup list"' });
   if (id !== LATEST && !BACKUP_ID_RE.test(id)) throw new LockstepError('LOCKSTEP_E_USAGE', `"${id}" is not a backup id (like 20261122-101307-nightly${latest ? `, or ${LATEST}` : ''})`, { hint: 'list backups with "lockstep backup list"' });
+}
+
+/**
+ * Keep what a check found beside its backup (lib/repo/checks.ts), unless told not to. A
+ * repository this host may only read, or any failure to write, does not change the check's
+ * outcome: the report says why nothing was kept.
+ */
+async function keepCheck(repo: Repository, report: VerifyReport, record: boolean): Promise<void> {
+  if (!record) {
+    report.notRecorded = '--no-record';
+    return;
+  }
+  try {
+    const key = await recordCheck(repo, report);
+    if (key) report.recordedAs = key;
+    else report.notRecorded = `backup ${report.backupId} is no longer in the repository`;
+  } catch (err) {
+    report.notRecorded = toErrorInfo(err).message;
+  }
+}
+
+/** a backup's checks (from their names) and its newest record, whole; a damaged record is named in the errors of the output, not in place of the backup */
+async function checksOf(repo: Repository, backupId: string): Promise<{ checks: CheckSummary[]; newest?: CheckRecord | { error: ErrorInfo } }> {
+  const listed = await listChecks(repo, backupId);
+  const last = listed.at(-1);
+  if (!last) return { checks: [] };
+  const newest = await readCheck(repo, last.key).catch((err: unknown) => ({ error: toErrorInfo(err) }));
+  return { checks: listed.map((c) => c.check), newest };
 }
 
 /** the id given, or for `latest` the newest complete backup's */

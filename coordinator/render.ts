@@ -3,7 +3,9 @@ import type { ErrorInfo } from '../lib/errors.js';
 import type { BackupReport, ComponentReport, RestoreReport, StepRecord } from '../lib/report.js';
 import type { Manifest } from '../lib/repo/manifest.js';
 import type { Described } from './cluster.js';
-import type { VerifyReport } from '../lib/repo/verify.js';
+import type { VerifyProblem, VerifyReport } from '../lib/repo/verify.js';
+import { lastChecks, type CheckRecord } from '../lib/repo/checks.js';
+import type { CheckSummary } from '../lib/repo/layout.js';
 import type { DeleteReport, PruneReport } from '../lib/repo/prune.js';
 
 export function bytes(n: number): string {
@@ -118,21 +120,84 @@ export function renderTopology(cluster: string, described: Described[]): string 
 
 /** one line of `backup list`: a backup as its manifest says, or one whose manifest could not be read */
 export type BackupListEntry =
-  | { backupId: string; status: Manifest['status']; cluster: string; committedAt: string; nodes: number; components: number; bytes: number }
+  | {
+      backupId: string;
+      status: Manifest['status'];
+      cluster: string;
+      committedAt: string;
+      nodes: number;
+      components: number;
+      bytes: number;
+      /** how many times `backup verify` checked it to the end */
+      checks: number;
+      /** the newest of those checks, and the newest that read data back (none: never) */
+      lastCheck?: CheckSummaryOut;
+      lastReadBack?: CheckSummaryOut;
+    }
   | { backupId: string; status: 'unreadable'; error: ErrorInfo };
 
-export function backupListEntry(m: Manifest): BackupListEntry {
-  return { backupId: m.backupId, status: m.status, cluster: m.cluster, committedAt: m.committedAt, nodes: m.topology.length, components: m.components.length, bytes: m.components.reduce((n, c) => n + c.bytes, 0) };
+type CheckSummaryOut = Omit<CheckSummary, 'backupId'>;
+
+export function backupListEntry(m: Manifest, checks: readonly CheckSummary[] = []): BackupListEntry {
+  const { last, lastReadBack } = lastChecks(checks);
+  const out = (c: CheckSummary | undefined): CheckSummaryOut | undefined => c && { at: c.at, status: c.status, readDataPercent: c.readDataPercent };
+  return {
+    backupId: m.backupId,
+    status: m.status,
+    cluster: m.cluster,
+    committedAt: m.committedAt,
+    nodes: m.topology.length,
+    components: m.components.length,
+    bytes: m.components.reduce((n, c) => n + c.bytes, 0),
+    checks: checks.length,
+    ...(last ? { lastCheck: out(last) } : {}),
+    ...(lastReadBack ? { lastReadBack: out(lastReadBack) } : {}),
+  };
+}
+
+/** a check in a line: when (to the minute, UTC), its outcome, and how much it read back (objects only: it checked that every object is there) */
+export function checkLine(c: CheckSummaryOut): string {
+  return `${c.at.slice(0, 16).replace('T', ' ')} ${c.status === 'ok' ? 'ok' : 'DAMAGED'}, ${c.readDataPercent > 0 ? `${c.readDataPercent}% read back` : 'objects only'}`;
 }
 
 export function renderBackupList(entries: BackupListEntry[]): string {
   if (entries.length === 0) return 'no backups';
-  const rows = entries.map((e) => ('error' in e ? [e.backupId, 'UNREADABLE', '-', '-', '-', '-', '-'] : [e.backupId, e.status, e.cluster, String(e.nodes), String(e.components), bytes(e.bytes), e.committedAt]));
-  const head = ['ID', 'STATUS', 'CLUSTER', 'NODES', 'COMPONENTS', 'SIZE', 'COMMITTED'];
+  const rows = entries.map((e) =>
+    'error' in e
+      ? [e.backupId, 'UNREADABLE', '-', '-', '-', '-', '-', '-']
+      : [e.backupId, e.status, e.cluster, String(e.nodes), String(e.components), bytes(e.bytes), e.committedAt, e.lastCheck ? checkLine(e.lastCheck) : 'never'],
+  );
+  const head = ['ID', 'STATUS', 'CLUSTER', 'NODES', 'COMPONENTS', 'SIZE', 'COMMITTED', 'LAST CHECK'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const out = [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
   for (const e of entries) if ('error' in e) out.push(...errorLines(e.error, `${e.backupId}: `));
   return out.join('\n');
+}
+
+/** `backup show`: the backup's report, then its checks */
+export function renderShow(r: BackupReport, checks: readonly CheckSummary[], newest?: CheckRecord | { error: ErrorInfo }): string {
+  const out = [renderBackup(r)];
+  if (checks.length === 0) out.push('  checks: never checked (lockstep backup verify)');
+  else {
+    out.push(`  checks (${checks.length}, newest last):`);
+    const shown = checks.slice(-CHECKS_SHOWN);
+    if (shown.length < checks.length) out.push(`    … ${checks.length - shown.length} older`);
+    for (const c of shown) out.push(`    ${checkLine(c)}`);
+    if (newest && 'error' in newest) out.push(...errorLines(newest.error, '    newest: '));
+    else if (newest) {
+      out.push(`    newest: ${newest.objectsChecked} objects, ${newest.blobsRead} blobs (${bytes(newest.bytesRead)}) read back${newest.seed ? `, seed ${newest.seed}` : ''}, from host ${newest.host}, ${newest.problems} problems`);
+      for (const p of newest.firstProblems) out.push(`      ${problemLine(p)}`);
+      if (newest.problems > newest.firstProblems.length) out.push(`      … ${newest.problems - newest.firstProblems.length} more (run the check again to see them all)`);
+    }
+  }
+  return out.join('\n');
+}
+
+/** checks `backup show` lists (the newest) */
+const CHECKS_SHOWN = 10;
+
+function problemLine(p: Omit<VerifyProblem, 'kind'> & { kind: string }): string {
+  return `${p.kind.toUpperCase()} ${p.node}/${p.component}${p.file ? ` file ${p.file}${p.alsoIn ? ` (and ${p.alsoIn} more uses)` : ''}` : ''}${p.chunk ? ` chunk ${p.chunk}` : ''}: ${p.object}`;
 }
 
 export function renderVerify(r: VerifyReport): string {
@@ -142,9 +207,10 @@ export function renderVerify(r: VerifyReport): string {
       ` in ${ms(r.durationMs)}`,
   ];
   for (const p of r.problems) {
-    out.push(`  ${p.kind.toUpperCase()} ${p.node}/${p.component}${p.file ? ` file ${p.file}${p.alsoIn ? ` (and ${p.alsoIn} more uses)` : ''}` : ''}${p.chunk ? ` chunk ${p.chunk}` : ''}: ${p.object}`);
+    out.push(`  ${problemLine(p)}`);
     out.push(`    ${p.message}`);
   }
+  if (r.notRecorded) out.push(`  warning: the result was not kept in the repository (backup list will not show this check): ${r.notRecorded}`);
   return out.join('\n');
 }
 

@@ -1,6 +1,6 @@
 /**
- * `npm run demo`: three real agents on loopback over mutual TLS, a backup, damaged
- * data, a restore, and a byte-for-byte check. Exits 0 only if everything came back.
+ * `npm run demo`: three real agents on loopback over mutual TLS, a backup, a check of
+ * it, damaged data, a restore, and a byte-for-byte check. Exits 0 only if everything came back.
  */
 import { mkdtemp, rm, writeFile, unlink, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -36,6 +36,10 @@ async function main(): Promise<number> {
     const list = await runCli(['backup', 'list', '--json'], cfg);
     const id = (JSON.parse(list.stdout) as { backupId: string }[]).at(-1)?.backupId;
     if (!id) return fail('no backup listed');
+    // read a fifth of it back; the result is kept beside the backup, and the list shows it
+    const verify = await runCli(['backup', 'verify', id, '--read-data=20'], cfg);
+    show(`backup verify ${id} --read-data=20`, verify);
+    if (verify.code !== 0) return fail(`verify exited ${verify.code}`);
     show('backup list', await runCli(['backup', 'list'], cfg));
 
     process.stdout.write('\ndamaging the data on every node (deleting, overwriting, adding files)…\n');

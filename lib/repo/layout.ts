@@ -14,6 +14,10 @@
  *   backups/<backup-id>/nodes/<node>/<component>.parts/NNNNNN.json
  *                                                     the entries of an index too big for one object
  *   backups/<backup-id>/manifest.json                 written last, create-if-absent: the backup exists
+ *   backups/<backup-id>/checks/<time>_<status>_<percent>_<rand>.json
+ *                                                     what one `backup verify` of it found (checks.ts);
+ *                                                     the name alone tells when, the outcome and how much
+ *                                                     was read back, so a listing shows every backup's checks
  *   locks/exclusive.json, locks/lease/<lock-id>.json, locks/takeover/<lock-id>    the repository lease (see lock.ts)
  * Every object but the config and the locks is stored through the codec (codec.ts).
  */
@@ -72,4 +76,38 @@ export function probeKey(node: string): string {
 export function backupIdOfManifestKey(key: string): string | undefined {
   const m = /^backups\/([^/]+)\/manifest\.json$/.exec(key);
   return m?.[1];
+}
+
+const CHECK_KEY = /^backups\/([^/]+)\/checks\/(\d{8}T\d{9}Z)_(ok|damaged)_([^_/]+)_[0-9a-f]+\.json$/;
+
+/** what the name of a check record tells */
+export interface CheckSummary {
+  backupId: string;
+  /** ISO time the check ended */
+  at: string;
+  status: 'ok' | 'damaged';
+  /** how much of the data it read back (0: only that every object exists) */
+  readDataPercent: number;
+}
+
+/** the key of a check record of `c.backupId` */
+export function checkKey(c: CheckSummary, rand: string): string {
+  const at = c.at.replace(/[-:]/g, '').replace('.', '');
+  return `backups/${c.backupId}/checks/${at}_${c.status}_${c.readDataPercent}_${rand}.json`;
+}
+
+export function checksPrefix(backupId: string): string {
+  return `backups/${backupId}/checks/`;
+}
+
+/** what the key of a check record tells, if `key` is one */
+export function checkOfKey(key: string): CheckSummary | undefined {
+  const m = CHECK_KEY.exec(key);
+  if (!m) return undefined;
+  const t = m[2]!;
+  const percent = Number(m[4]);
+  if (!(percent >= 0 && percent <= 100)) return undefined;
+  const at = `${t.slice(0, 4)}-${t.slice(4, 6)}-${t.slice(6, 8)}T${t.slice(9, 11)}:${t.slice(11, 13)}:${t.slice(13, 15)}.${t.slice(15, 18)}Z`;
+  if (Number.isNaN(Date.parse(at))) return undefined;
+  return { backupId: m[1]!, at, status: m[3] as 'ok' | 'damaged', readDataPercent: percent };
 }

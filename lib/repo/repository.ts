@@ -13,12 +13,14 @@ import {
   REPO_FORMAT,
   backupIdOfManifestKey,
   backupPrefix,
+  checkOfKey,
   chunkKey,
   indexPartKey,
   manifestKey,
   packKey,
   pendingKey,
   probeKey,
+  type CheckSummary,
 } from './layout.js';
 import {
   INDEX_PARTS_VERSION,
@@ -467,12 +469,29 @@ export class Repository {
 
   /** Ids of committed backups, oldest first. */
   async listBackupIds(): Promise<string[]> {
+    return (await this.listBackups()).ids;
+  }
+
+  /**
+   * Ids of committed backups, oldest first, and what the names of their check records
+   * tell (checks.ts), from one listing.
+   */
+  async listBackups(): Promise<{ ids: string[]; checks: Map<string, CheckSummary[]> }> {
     const ids: string[] = [];
+    const checks = new Map<string, CheckSummary[]>();
     for await (const key of this.driver.list('backups/')) {
       const id = backupIdOfManifestKey(key);
       if (id) ids.push(id);
+      const check = id ? undefined : checkOfKey(key);
+      if (!check) continue;
+      const of = checks.get(check.backupId);
+      if (of) of.push(check);
+      else checks.set(check.backupId, [check]);
     }
-    return ids.sort();
+    // a record whose backup is gone (pruned while it was checked) is a leftover
+    const committed = new Set(ids);
+    for (const id of checks.keys()) if (!committed.has(id)) checks.delete(id);
+    return { ids: ids.sort(), checks };
   }
 
   /**

@@ -135,6 +135,10 @@ export interface VerifyReport {
   bytesRead: number;
   problems: VerifyProblem[];
   durationMs: number;
+  /** the key of the record of this check kept in the repository (checks.ts) */
+  recordedAs?: string;
+  /** why no record was kept (--no-record, a repository this host may only read, the backup gone) */
+  notRecorded?: string;
 }
 
 export async function verifyBackup(repo: Repository, backupId: string, opts: { readDataPercent?: number; seed?: string; signal?: AbortSignal } = {}): Promise<VerifyReport> {

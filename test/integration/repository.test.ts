@@ -8,11 +8,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { parse, stringify } from 'yaml';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { VerifyReport } from '../../lib/repo/verify.js';
+import type { CheckRecord } from '../../lib/repo/checks.js';
+import type { BackupListEntry } from '../../coordinator/render.js';
 import { refSha } from '../../lib/repo/index-file.js';
 import type { PruneReport } from '../../lib/repo/prune.js';
 import { LOCK_KEY } from '../../lib/repo/lock.js';
@@ -239,6 +242,55 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     expect(other.bytesRead).not.toBe(a.bytesRead);
   });
 
+  it('each check is kept beside its backup: list shows the last, show the history; --no-record keeps nothing; a check that cannot be kept still tells its outcome', async () => {
+    type Listed = Extract<BackupListEntry, { checks: number }>;
+    const listed = async () => json<Listed[]>((await cli(['backup', 'list', '--json'])).stdout);
+    const before = (await listed()).at(-1)!;
+    const r = await cli(['backup', 'verify', before.backupId, '--read-data=10', '--seed', 'kept', '--json']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const v = json<VerifyReport>(r.stdout);
+    expect(v.recordedAs).toMatch(new RegExp(`^backups/${before.backupId}/checks/\\d{8}T\\d{9}Z_ok_10_[0-9a-f]+\\.json$`));
+    expect(existsSync(join(cluster.repoDir, v.recordedAs!))).toBe(true);
+
+    const after = (await listed()).at(-1)!;
+    expect(after.checks).toBe(before.checks + 1);
+    expect(after.lastCheck).toMatchObject({ status: 'ok', readDataPercent: 10 });
+    expect(Date.now() - Date.parse(after.lastCheck!.at)).toBeLessThan(60_000);
+    expect(after.lastReadBack).toEqual(after.lastCheck);
+    const human = await cli(['backup', 'list']);
+    expect(human.stdout).toContain('LAST CHECK');
+    expect(human.stdout).toMatch(new RegExp(`${after.backupId} .* ok, 10% read back`));
+
+    const show = json<{ backupId: string; checks: { at: string; status: string }[]; lastCheck: CheckRecord }>((await cli(['backup', 'show', after.backupId, '--json'])).stdout);
+    expect(show.backupId).toBe(after.backupId);
+    expect(show.checks).toHaveLength(after.checks);
+    expect(show.lastCheck).toMatchObject({ backupId: after.backupId, status: 'ok', readDataPercent: 10, seed: 'kept', host: hostname(), problems: 0, blobsRead: v.blobsRead, bytesRead: v.bytesRead });
+    const shown = await cli(['backup', 'show', after.backupId]);
+    expect(shown.stdout).toContain(`checks (${after.checks}, newest last)`);
+    expect(shown.stdout).toContain('seed kept');
+
+    // --no-record: checked, nothing kept
+    const quiet = await cli(['backup', 'verify', after.backupId, '--no-record', '--json']);
+    expect(quiet.code).toBe(0);
+    expect(json<VerifyReport>(quiet.stdout).notRecorded).toBe('--no-record');
+    expect((await listed()).at(-1)!.checks).toBe(after.checks);
+
+    // a record that cannot be written: the check's outcome and exit code stand, the output says so
+    const first = (await listed())[0]!;
+    const blocked = join(cluster.repoDir, 'backups', first.backupId, 'checks');
+    await rm(blocked, { recursive: true, force: true });
+    await writeFile(blocked, 'not a folder');
+    try {
+      const unkept = await cli(['backup', 'verify', first.backupId]);
+      expect(unkept.code, unkept.stderr).toBe(0);
+      expect(unkept.stdout).toContain('OK');
+      expect(unkept.stdout).toContain('warning: the result was not kept in the repository');
+      expect((await listed())[0]!.checks).toBe(0);
+    } finally {
+      await rm(blocked, { force: true });
+    }
+  });
+
   it('verify finds a flipped byte (with --read-data) and a deleted chunk, naming node, file and chunk; exit 6', async () => {
     const m = json<{ backupId: string; components: { node: string; indexKey: string }[] }>((await cli(['backup', 'show', (json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).at(-1)!.backupId), '--json'])).stdout);
     const c = m.components.find((x) => x.node === 'node1')!;
@@ -261,6 +313,13 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       const q = json<VerifyReport>(quick.stdout);
       // the first block sits in a pack of big.bin's own blocks: that pack is missing, nothing else
       expect(q.problems).toEqual([expect.objectContaining({ kind: 'missing', node: 'node1', file: 'data/big.bin', chunk: refSha(big.chunks[0]!), object: repo.objectKeyOf(big.chunks[0]!) })]);
+      // kept: the list says the backup's last check found it damaged, show says where
+      const entry = json<Extract<BackupListEntry, { checks: number }>[]>((await cli(['backup', 'list', '--json'])).stdout).find((e) => e.backupId === m.backupId)!;
+      expect(entry.lastCheck).toMatchObject({ status: 'damaged', readDataPercent: 0 });
+      expect((await cli(['backup', 'list'])).stdout).toMatch(new RegExp(`${m.backupId} .* DAMAGED, objects only`));
+      const kept = json<{ lastCheck: CheckRecord }>((await cli(['backup', 'show', m.backupId, '--json'])).stdout).lastCheck;
+      expect(kept).toMatchObject({ status: 'damaged', problems: 1 });
+      expect(kept.firstProblems).toEqual([expect.objectContaining({ kind: 'missing', file: 'data/big.bin', object: repo.objectKeyOf(big.chunks[0]!) })]);
 
       const full = await cli(['backup', 'verify', m.backupId, '--read-data=100']);
       expect(full.code).toBe(6);
