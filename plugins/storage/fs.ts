@@ -229,12 +229,17 @@ export class FsDriver implements StorageDriver {
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw this.wrap(err, 'delete', key);
     }
-    // a run's pending records sit in a folder of their own (pending/<node>/<component>/<backup>/):
-    // the folder goes with its last record, or one empty folder per backup would pile up
-    if (inPendingBackupFolder(key)) {
-      const dir = dirname(file);
+    // a run's pending records sit in a folder of their own (pending/<node>/<component>/<backup>/),
+    // and a backup's objects under backups/<id>/: the folders go with their last object, or
+    // empty ones would pile up, a few for every backup ever pruned. A backup's id is never
+    // used again, so no writer still counts on its folders.
+    const parts = key.split('/');
+    // the shallowest folder that may go: pending/<node>/<component>/<backup>, backups/<id>
+    const last = inPendingBackupFolder(key) ? 4 : parts[0] === 'backups' ? 2 : parts.length;
+    for (let n = parts.length - 1; n >= last; n--) {
+      const dir = this.path(parts.slice(0, n).join('/'));
       this.dirs.delete(dir);
-      await rmdir(dir).catch(() => undefined);
+      if (!(await rmdir(dir).then(() => true, () => false))) break;
     }
   }
 

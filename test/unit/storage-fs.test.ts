@@ -43,6 +43,33 @@ describe('fs driver listing', () => {
   });
 });
 
+describe('fs driver folders', () => {
+  it("a backup's folders go with its last object, a pending run's with its last record; others stay", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-fs-'));
+    dirs.push(dir);
+    const d = fsDriver.open({ path: dir }, '/');
+    const backup = ['backups/b1/manifest.json', 'backups/b1/nodes/n1/data.json', 'backups/b1/nodes/n1/data.parts/000001.json', 'backups/b1/nodes/n2/data.json', 'backups/b1/checks/c.json'];
+    for (const k of [...backup, 'backups/b2/manifest.json', 'packs/ab/abcd', 'pending/n1/data/b1/p.json', 'pending/n1/data/b1/q.json']) await d.put(k, Buffer.from('x'));
+    const folders = () => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(e.parentPath, e.name).slice(dir.length + 1)).sort();
+
+    await d.delete('backups/b1/nodes/n1/data.parts/000001.json');
+    expect(folders()).not.toContain('backups/b1/nodes/n1/data.parts');
+    expect(folders()).toContain('backups/b1/nodes/n1');
+    await d.delete('backups/b1/nodes/n1/data.json');
+    expect(folders()).not.toContain('backups/b1/nodes/n1');
+    expect(folders()).toContain('backups/b1/nodes');
+    for (const k of backup) await d.delete(k);
+    await d.delete('pending/n1/data/b1/p.json');
+    expect(folders()).toContain('pending/n1/data/b1');
+    await d.delete('pending/n1/data/b1/q.json');
+    await d.delete('packs/ab/abcd');
+    expect(folders()).toEqual(['backups', 'backups/b2', 'packs', 'packs/ab', 'pending', 'pending/n1', 'pending/n1/data']);
+    // a folder that went is made again for the next object put there
+    await d.put('backups/b1/checks/d.json', Buffer.from('y'));
+    expect((await d.getBuffer!('backups/b1/checks/d.json')).toString()).toBe('y');
+  });
+});
+
 describe('fs driver direct writes', () => {
   const objectFile = (dir: string, key: string) => join(dir, ...key.split('/'));
 
