@@ -83,6 +83,7 @@ export function renderRestore(r: RestoreReport): string {
   const out = [title];
   if (r.steps.length) out.push(`  steps: ${stepsLine(r.steps)}`);
   if (r.downtimeMs !== undefined) out.push(`  cluster downtime (first stop to last healthy): ${ms(r.downtimeMs)}`);
+  if (r.steps.some((s) => s.name === 'plan')) out.push(`  backup last checked: ${r.lastCheck ? checkLine(r.lastCheck) : 'none recorded (lockstep backup verify)'}`);
   for (const n of r.nodes) {
     out.push(`  node ${n.node} (${n.address}): ${n.status}`);
     for (const c of n.components) out.push(...componentLine(c));

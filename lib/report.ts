@@ -90,6 +90,8 @@ export interface RestoreReport {
   /** first stop to last healthy, over the cluster */
   downtimeMs?: number;
   keptOldData: string[];
+  /** the backup's newest check (`backup verify`, lib/repo/checks.ts); absent: never checked, or not known */
+  lastCheck?: { at: string; status: 'ok' | 'damaged'; readDataPercent: number };
   /** what the operator should know though it did not stop the restore */
   warnings?: string[];
   error?: ErrorInfo;

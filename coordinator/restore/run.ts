@@ -7,6 +7,7 @@
 import { LockstepError, toErrorInfo } from '../../lib/errors.js';
 import { newRestoreId } from '../../lib/ids.js';
 import { RepoLock } from '../../lib/repo/lock.js';
+import { listChecks } from '../../lib/repo/checks.js';
 import type { Repository } from '../../lib/repo/repository.js';
 import type { Logger } from '../../lib/log.js';
 import type { RestoreReport } from '../../lib/report.js';
@@ -51,6 +52,21 @@ const REFUSALS = new Set([
  * this host may only read (restore credentials kept read-only) cannot hold it: the
  * restore then goes on unguarded, with a warning.
  */
+/**
+ * The backup's newest check, for the report; a warning when it found the backup damaged
+ * (the restore checks every block it stages all the same, and stops before any service
+ * if one is bad). Not knowing (the checks cannot be listed) is not a reason to stop.
+ */
+async function lastCheckOf(repo: Repository, backupId: string, warnings: string[]): Promise<RestoreReport['lastCheck']> {
+  const newest = (await listChecks(repo, backupId).catch(() => [])).at(-1)?.check;
+  if (!newest) return undefined;
+  const { backupId: _, ...c } = newest;
+  if (c.status === 'damaged') {
+    warnings.push(`the last check of backup ${backupId} (${c.at}) found it damaged: "lockstep backup show ${backupId}" says where; every block is checked as it is staged, and the restore stops before any service if one is bad`);
+  }
+  return c;
+}
+
 async function takeLock(repo: Repository, what: string, warnings: string[]): Promise<RepoLock | undefined> {
   try {
     return await RepoLock.acquire(repo.driver, what);
@@ -95,6 +111,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
   let healthyAt: number | undefined;
   const warnings: string[] = [];
   let lock: RepoLock | undefined;
+  let lastCheck: RestoreReport['lastCheck'];
   const report = (status: RestoreReport['status']): RestoreReport => ({
     kind: 'restore',
     restoreId,
@@ -110,6 +127,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     // first stop → last healthy (hooks run on a healthy cluster); after a rollback, until now
     downtimeMs: ctx.stoppedAt.size === 0 ? undefined : Math.round((healthyAt ?? performance.now()) - Math.min(...ctx.stoppedAt.values())),
     keptOldData: ctx.keptOld,
+    ...(lastCheck ? { lastCheck } : {}),
     ...(warnings.length > 0 ? { warnings } : {}),
   });
 
@@ -121,6 +139,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     }
     // manifest against the live topology: same nodes and components, or refuse
     await steps.run('plan', () => planRestore(ctx));
+    lastCheck = await lastCheckOf(repo, opts.backupId, warnings);
     if (opts.dryRun) {
       // per node: what staging would download and what it would likely reuse
       await steps.run('estimate', () => estimateTransfers(ctx));

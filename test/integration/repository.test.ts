@@ -268,6 +268,11 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
     const shown = await cli(['backup', 'show', after.backupId]);
     expect(shown.stdout).toContain(`checks (${after.checks}, newest last)`);
     expect(shown.stdout).toContain('seed kept');
+    // a restore's plan says how the backup was last checked
+    const plan = await cli(['restore', after.backupId, '--dry-run', '--json']);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(json<RestoreReport>(plan.stdout).lastCheck).toEqual(after.lastCheck);
+    expect((await cli(['restore', after.backupId, '--dry-run'])).stdout).toMatch(/backup last checked: \S+ \S+ ok, 10% read back/);
 
     // --no-record: checked, nothing kept
     const quiet = await cli(['backup', 'verify', after.backupId, '--no-record', '--json']);
@@ -336,6 +341,8 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       expect(restore.code).toBe(1);
       const rr = json<RestoreReport>(restore.stdout);
       expect(rr.error?.code).toBe('LOCKSTEP_E_REPO_CORRUPT');
+      expect(rr.lastCheck?.status).toBe('damaged');
+      expect(rr.warnings?.join('\n')).toContain(`the last check of backup ${m.backupId}`);
       expect(rr.steps.map((s) => s.name)).not.toContain('stop');
       expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(dataBefore);
     } finally {
