@@ -507,6 +507,10 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
       expect(list).toHaveLength(1);
       const v = await cli(['backup', 'verify', list[0]!.backupId, '--read-data', '--json'], config);
       expect(v.code, v.stdout).toBe(0);
+      // the check is kept in the bucket, sealed, and seen from the listing
+      expect(json<VerifyReport>(v.stdout).recordedAs).toContain(`backups/${list[0]!.backupId}/checks/`);
+      const checked = json<Extract<BackupListEntry, { checks: number }>[]>((await cli(['backup', 'list', '--json'], config)).stdout)[0]!;
+      expect([checked.checks, checked.lastCheck?.status, checked.lastReadBack?.readDataPercent]).toEqual([1, 'ok', 100]);
       const before = await Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
       for (const a of cluster.agents) await rm(join(a.data.data!, 'CURRENT'), { force: true });
       await writeFile(join(cluster.agent('node2').data.data!, 'big.bin'), 'damaged');
