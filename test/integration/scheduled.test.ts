@@ -52,7 +52,9 @@ describe('scheduled backup unit', () => {
     // both nights on the same (UTC) day: the day keeps its newest (unless the run crossed midnight)
     const sameDay = first.backup.backupId.slice(0, 8) === second.backup.backupId.slice(0, 8);
     expect(second.prune.removed).toEqual(sameDay ? [first.backup.backupId] : []);
-    const list = json<{ backupId: string }[]>((await runCli(['backup', 'list', '--json'], { config: cluster.configFile })).stdout);
+    const list = json<{ backupId: string; lastCheck?: { status: string; readDataPercent: number } }[]>((await runCli(['backup', 'list', '--json'], { config: cluster.configFile })).stdout);
     expect(list.map((b) => b.backupId)).toEqual(sameDay ? [second.backup.backupId] : [first.backup.backupId, second.backup.backupId]);
+    // each kept backup shows the night's check; a pruned one took its record with it
+    for (const b of list) expect(b.lastCheck).toMatchObject({ status: 'ok', readDataPercent: 5 });
   });
 });
