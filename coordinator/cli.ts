@@ -19,7 +19,7 @@ import { backupListEntry, errorLines, renderBackup, renderBackupList, renderDele
 import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
 import { verifyBackup, type VerifyReport } from '../lib/repo/verify.js';
-import { listChecks, readCheck, recordCheck, type CheckRecord } from '../lib/repo/checks.js';
+import { listChecks, readCheck, recordCheck, stalestChecked, type CheckRecord } from '../lib/repo/checks.js';
 import type { CheckSummary } from '../lib/repo/layout.js';
 import { deleteBackup, prune, type RetentionPolicy } from '../lib/repo/prune.js';
 
@@ -223,18 +223,19 @@ function program(): Command {
   backup
     .command('verify')
     .description('check that every object a backup needs exists; --read-data also reads them back and checks their hashes')
-    .argument('<id>', 'backup id, or latest (the newest complete backup)')
+    .argument('<id>', 'backup id; latest (the newest complete backup); or stalest (the complete backup whose last check of this kind, reading data back or not, is the oldest, or that has none)')
     .option('--read-data [percent]', 'read back this percentage of the data (all when no number is given)')
     .option('--seed <seed>', 'pick the --read-data sample with this seed (the report gives the one it used): the same seed reads the same blobs')
     .option('--no-record', 'do not keep the result in the repository (by default it is kept beside the backup: backup list shows each backup\'s last check)')
     .option('--json', 'print the report as JSON')
     .action(async (id: string, o: { readData?: string | boolean; seed?: string; record: boolean }, cmd: Command) => {
       setJson(cmd);
-      checkBackupId(id, true);
+      checkBackupId(id, true, true);
       const percent = o.readData === undefined ? 0 : o.readData === true ? 100 : Number(String(o.readData).replace(/%$/, ''));
       if (!(percent >= 0 && percent <= 100)) throw new LockstepError('LOCKSTEP_E_USAGE', `--read-data "${String(o.readData)}" must be a percentage from 0 to 100`);
       const repo = await configuredRepository();
-      const report = await verifyBackup(repo, await backupIdIn(repo, id), { readDataPercent: percent, seed: o.seed, signal: interruptSignal() });
+      const backupId = id === STALEST ? await stalestChecked(repo, percent > 0) : await backupIdIn(repo, id);
+      const report = await verifyBackup(repo, backupId, { readDataPercent: percent, seed: o.seed, signal: interruptSignal() });
       await keepCheck(repo, report, o.record);
       print(report, () => renderVerify(report));
       process.exitCode = report.status === 'ok' ? EXIT.OK : EXIT.DAMAGED;
@@ -321,10 +322,17 @@ function count(what: string): (v: string) => number {
 /** on the command line, the newest complete backup (not for `backup delete`, which takes an exact id) */
 const LATEST = 'latest';
 
-/** `latest`: allowed where the command takes it */
-function checkBackupId(id: string, latest = false): void {
+/** for `backup verify`: the complete backup checked longest ago, or never (lib/repo/checks.ts) */
+const STALEST = 'stalest';
+
+/** `latest` (and `stalest`): allowed where the command takes it */
+function checkBackupId(id: string, latest = false, stalest = false): void {
   if (id === LATEST && !latest) throw new LockstepError('LOCKSTEP_E_USAGE', `give the exact id of the backup to delete, not "${LATEST}"`, { hint: 'list backups with "lockstep backup list"' });
-  if (id !== LATEST && !BACKUP_ID_RE.test(id)) throw new LockstepError('LOCKSTEP_E_USAGE', `"${id}" is not a backup id (like 20261122-101307-nightly${latest ? `, or ${LATEST}` : ''})`, { hint: 'list backups with "lockstep backup list"' });
+  if (id === STALEST && stalest) return;
+  if (id !== LATEST && !BACKUP_ID_RE.test(id)) {
+    const words = [latest ? LATEST : '', stalest ? STALEST : ''].filter(Boolean).join(' or ');
+    throw new LockstepError('LOCKSTEP_E_USAGE', `"${id}" is not a backup id (like 20261122-101307-nightly${words ? `, or ${words}` : ''})`, { hint: 'list backups with "lockstep backup list"' });
+  }
 }
 
 /**

@@ -110,3 +110,23 @@ export function lastChecks(checks: readonly CheckSummary[]): { last?: CheckSumma
   const newest = (cs: readonly CheckSummary[]) => cs.reduce<CheckSummary | undefined>((n, c) => (!n || c.at > n.at ? c : n), undefined);
   return { last: newest(checks), lastReadBack: newest(checks.filter((c) => c.readDataPercent > 0)) };
 }
+
+/**
+ * `backup verify stalest`: the complete backup whose newest check of the kind asked for
+ * (one that read data back, or any) is the oldest; one never so checked comes first, the
+ * oldest of those first. Run nightly after the newest backup's check, it goes round the
+ * older backups, so data only they hold is read back too. A backup whose manifest cannot
+ * be read is passed over (`backup list` names it, and prune refuses to run past it).
+ */
+export async function stalestChecked(repo: Repository, readBack: boolean): Promise<string> {
+  const { ids, checks } = await repo.listBackups();
+  let pick: { id: string; at: string } | undefined;
+  for (const r of await repo.listManifests(ids)) {
+    if ('error' in r || r.manifest.status !== 'complete') continue;
+    const { last, lastReadBack } = lastChecks(checks.get(r.backupId) ?? []);
+    const at = (readBack ? lastReadBack : last)?.at ?? '';
+    if (!pick || at < pick.at) pick = { id: r.backupId, at };
+  }
+  if (!pick) throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no complete backup in ${repo.location} to check`, { hint: 'lockstep backup list shows what there is' });
+  return pick.id;
+}

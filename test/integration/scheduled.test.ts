@@ -27,9 +27,9 @@ describe('scheduled backup unit', () => {
       .split('\n')
       .filter((l) => l.startsWith('ExecStart='))
       .map((l) => l.slice('ExecStart='.length).trim().split(/\s+/));
-    expect(commands.map((c) => c.slice(0, 3).join(' '))).toEqual(['/usr/bin/lockstep backup create', '/usr/bin/lockstep backup verify', '/usr/bin/lockstep prune --keep-daily']);
+    expect(commands.map((c) => c.slice(0, 4).join(' '))).toEqual(['/usr/bin/lockstep backup create --name', '/usr/bin/lockstep backup verify latest', '/usr/bin/lockstep backup verify stalest', '/usr/bin/lockstep prune --keep-daily 14']);
 
-    const nights: { backup: BackupReport; verify: VerifyReport; prune: PruneReport }[] = [];
+    const nights: { backup: BackupReport; verify: VerifyReport; older: VerifyReport; prune: PruneReport }[] = [];
     for (let night = 0; night < 2; night++) {
       await writeFile(join(cluster.agents[0]!.data.data!, `night-${night}.log`), `night ${night}\n`);
       const out: unknown[] = [];
@@ -38,7 +38,7 @@ describe('scheduled backup unit', () => {
         expect(r.code, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(0);
         out.push(json(r.stdout));
       }
-      nights.push({ backup: out[0] as BackupReport, verify: out[1] as VerifyReport, prune: out[2] as PruneReport });
+      nights.push({ backup: out[0] as BackupReport, verify: out[1] as VerifyReport, older: out[2] as VerifyReport, prune: out[3] as PruneReport });
     }
     const [first, second] = nights as [(typeof nights)[0], (typeof nights)[0]];
     for (const n of [first, second]) {
@@ -48,6 +48,9 @@ describe('scheduled backup unit', () => {
       expect(n.verify.seed).toMatch(/^[0-9a-f]{16}$/);
       expect(n.verify.objectsChecked).toBeGreaterThan(0);
     }
+    // the stalest: the first night, its only backup; the second, the first night's (read back before the second's)
+    expect([first.older.backupId, second.older.backupId]).toEqual([first.backup.backupId, first.backup.backupId]);
+    expect(second.older).toMatchObject({ status: 'ok', readDataPercent: 5 });
     expect(first.prune.removed).toEqual([]);
     // both nights on the same (UTC) day: the day keeps its newest (unless the run crossed midnight)
     const sameDay = first.backup.backupId.slice(0, 8) === second.backup.backupId.slice(0, 8);

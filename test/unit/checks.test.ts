@@ -13,7 +13,7 @@ import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import { verifyBackup, type VerifyReport } from '../../lib/repo/verify.js';
-import { lastChecks, listChecks, readCheck, recordCheck } from '../../lib/repo/checks.js';
+import { lastChecks, listChecks, readCheck, recordCheck, stalestChecked } from '../../lib/repo/checks.js';
 import { checkKey, checkOfKey, type CheckSummary } from '../../lib/repo/layout.js';
 import { deleteBackup, prune } from '../../lib/repo/prune.js';
 import type { BackupReport } from '../../lib/report.js';
@@ -21,8 +21,8 @@ import { tempFolders } from '../helpers/temp.js';
 
 const temp = tempFolders();
 
-async function committed(repo: Repository, backupId: string, committedAt = new Date().toISOString()): Promise<void> {
-  const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: committedAt, committedAt, topology: [], components: [], report: {} as BackupReport };
+async function committed(repo: Repository, backupId: string, committedAt = new Date().toISOString(), status: Manifest['status'] = 'complete'): Promise<void> {
+  const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status, startedAt: committedAt, committedAt, topology: [], components: [], report: {} as BackupReport };
   await repo.commitManifest(m);
 }
 
@@ -112,5 +112,31 @@ describe('check records', () => {
     expect(left).toHaveLength(2);
     expect(left[0]).toBe('backups/20261203-010000-new/checks/' + left[0]!.split('/').at(-1));
     expect(left[1]).toBe('backups/20261203-010000-new/manifest.json');
+  });
+
+  it('stalest: the complete backup never checked (the oldest of those), else the one checked longest ago, by the kind of check asked for', async () => {
+    const dir = await temp('repo');
+    const repo = await Repository.init(new FsDriver(dir));
+    const none = await stalestChecked(repo, true).catch((e: unknown) => e);
+    expect((none as { code?: string }).code).toBe('LOCKSTEP_E_BACKUP_NOT_FOUND');
+    await committed(repo, '20261201-010000-old', '2026-12-01T01:00:00.000Z');
+    await committed(repo, '20261201-020000-part', '2026-12-01T02:00:00.000Z', 'partial');
+    await committed(repo, '20261202-010000-mid', '2026-12-02T01:00:00.000Z');
+    await committed(repo, '20261203-010000-new', '2026-12-03T01:00:00.000Z');
+    const check = async (id: string, readDataPercent: number, at: string) => recordCheck(repo, { ...(await verifyBackup(repo, id)), readDataPercent }, new Date(at));
+
+    expect(await stalestChecked(repo, true)).toBe('20261201-010000-old');
+    await check('20261201-010000-old', 5, '2026-12-03T02:00:00.000Z');
+    expect(await stalestChecked(repo, true)).toBe('20261202-010000-mid');
+    await check('20261202-010000-mid', 5, '2026-12-03T03:00:00.000Z');
+    // a check that read nothing back does not count for a read-back one
+    await check('20261203-010000-new', 0, '2026-12-03T04:00:00.000Z');
+    expect(await stalestChecked(repo, true)).toBe('20261203-010000-new');
+    expect(await stalestChecked(repo, false)).toBe('20261201-010000-old');
+    await check('20261203-010000-new', 10, '2026-12-03T05:00:00.000Z');
+    // every one read back once: the one read back longest ago; never the partial one
+    expect(await stalestChecked(repo, true)).toBe('20261201-010000-old');
+    await check('20261201-010000-old', 5, '2026-12-04T02:00:00.000Z');
+    expect(await stalestChecked(repo, true)).toBe('20261202-010000-mid');
   });
 });
