@@ -47,12 +47,6 @@ const REFUSALS = new Set([
 ]);
 
 /**
- * The repository lock, as a backup takes it: no prune removes what is being staged, no
- * backup snapshots a cluster mid-restore, no second restore runs at once. A repository
- * this host may only read (restore credentials kept read-only) cannot hold it: the
- * restore then goes on unguarded, with a warning.
- */
-/**
  * The backup's newest check, for the report; a warning when it found the backup damaged
  * (the restore checks every block it stages all the same, and stops before any service
  * if one is bad). Not knowing (the checks cannot be listed) is not a reason to stop.
@@ -67,6 +61,12 @@ async function lastCheckOf(repo: Repository, backupId: string, warnings: string[
   return c;
 }
 
+/**
+ * The repository lock, as a backup takes it: no prune removes what is being staged, no
+ * backup snapshots a cluster mid-restore, no second restore runs at once. A repository
+ * this host may only read (restore credentials kept read-only) cannot hold it: the
+ * restore then goes on unguarded, with a warning.
+ */
 async function takeLock(repo: Repository, what: string, warnings: string[]): Promise<RepoLock | undefined> {
   try {
     return await RepoLock.acquire(repo.driver, what);

@@ -19,7 +19,7 @@ import { LockstepError } from '../errors.js';
 import { checkKey, checkOfKey, checksPrefix, type CheckSummary } from './layout.js';
 import type { Repository } from './repository.js';
 import { checkStored, parseJson } from './stored.js';
-import type { VerifyProblem, VerifyReport } from './verify.js';
+import type { VerifyReport } from './verify.js';
 
 /** problems a record keeps (the report printed at the time has them all) */
 const PROBLEMS_KEPT = 20;
@@ -74,7 +74,7 @@ export async function recordCheck(repo: Repository, report: VerifyReport, at = n
     bytesRead: report.bytesRead,
     durationMs: report.durationMs,
     problems: report.problems.length,
-    firstProblems: report.problems.slice(0, PROBLEMS_KEPT) as VerifyProblem[],
+    firstProblems: report.problems.slice(0, PROBLEMS_KEPT),
   };
   if (!(await repo.hasManifest(report.backupId))) return undefined;
   const key = checkKey(record, randomBytes(4).toString('hex'));
