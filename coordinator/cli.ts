@@ -278,7 +278,7 @@ function program(): Command {
     .argument('<id>', 'backup id, or latest (the newest complete backup)')
     .option('--dry-run', 'print the plan and change nothing', false)
     .option('--keep-old', 'keep the previous data beside the restored data', false)
-    .option('--allow-partial', 'restore a partial backup (missing shards keep their current data)', false)
+    .option('--allow-partial', 'restore a partial backup (missing shards keep their current data); latest then means the newest backup, partial or not', false)
     .option('--node <name>', 'restore only this node (a replaced disk); the others are not touched')
     .option('--map <old=new...>', 'restore backup node OLD onto cluster node NEW (repeatable)', [])
     .option('--json', 'print the report as JSON')
@@ -295,7 +295,7 @@ function program(): Command {
       const signal = interruptSignal();
       await withCluster(g(), async (cluster) => {
         const log = createLogger({ name: 'lockstep', level: g().logLevel });
-        const backupId = await backupIdIn(await cluster.openRepository(), id);
+        const backupId = await backupIdIn(await cluster.openRepository(), id, o.allowPartial);
         const report = await runRestore(cluster, { backupId, dryRun: o.dryRun, keepOld: o.keepOld, allowPartial: o.allowPartial, map, onlyNode: o.node, signal, log, observer: observer() });
         print(report, () => renderRestore(report));
         process.exitCode = restoreExit(report);
@@ -363,9 +363,9 @@ async function checksOf(repo: Repository, backupId: string): Promise<{ checks: C
   return { checks: listed.map((c) => c.check), newest };
 }
 
-/** the id given, or for `latest` the newest complete backup's */
-async function backupIdIn(repo: Repository, id: string): Promise<string> {
-  return id === LATEST ? (await repo.latestComplete()).backupId : id;
+/** the id given, or for `latest` the newest complete backup's (the newest, partial or not, with `partialToo`) */
+async function backupIdIn(repo: Repository, id: string, partialToo = false): Promise<string> {
+  return id === LATEST ? (await repo.latestComplete(partialToo)).backupId : id;
 }
 
 async function main(): Promise<void> {

@@ -534,10 +534,13 @@ export class Repository {
 
   /**
    * The newest complete backup (`latest` on the command line); partial ones are passed
-   * over. A manifest that cannot be read on the way stops the search: the backup it
-   * belongs to may be the newest, and an older one must not be taken in its place unsaid.
+   * over, unless `partialToo` (`restore latest --allow-partial`: a partial backup newer
+   * than the last complete one is what the operator asked for, and an older complete one
+   * would bring every node back further than needed). A manifest that cannot be read on
+   * the way stops the search: the backup it belongs to may be the newest, and an older
+   * one must not be taken in its place unsaid.
    */
-  async latestComplete(): Promise<Manifest> {
+  async latestComplete(partialToo = false): Promise<Manifest> {
     for await (const { id, manifest } of this.newestFirst()) {
       let m: Manifest;
       try {
@@ -552,9 +555,9 @@ export class Repository {
           cause: err,
         });
       }
-      if (m.status === 'complete') return m;
+      if (m.status === 'complete' || partialToo) return m;
     }
-    throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no complete backup in ${this.location} to take as the latest`, { hint: 'lockstep backup list shows what there is' });
+    throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no ${partialToo ? '' : 'complete '}backup in ${this.location} to take as the latest`, { hint: 'lockstep backup list shows what there is' });
   }
 
   /** Remove what a backup that never committed left under its prefix (indexes only; chunks may be shared). */

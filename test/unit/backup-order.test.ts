@@ -122,7 +122,7 @@ describe('newest backup first', () => {
     await sleep(50);
   });
 
-  it('latest: the newest complete backup, a partial one passed over; a damaged manifest on the way is named, not skipped', async () => {
+  it('latest: the newest complete backup, a partial one passed over (taken when partial ones are allowed); a damaged manifest on the way is named, not skipped', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'lockstep-latest-'));
     dirs.push(dir);
     const repo = await Repository.init(new FsDriver(dir));
@@ -136,6 +136,8 @@ describe('newest backup first', () => {
     expect((await repo.latestComplete()).backupId).toBe('20261203-101010-aa');
     await repo.commitManifest({ ...manifest(repo, '20261203-110000-half', '2026-12-03T11:00:00.000Z'), status: 'partial' });
     expect((await repo.latestComplete()).backupId).toBe('20261203-101010-aa');
+    // restore latest --allow-partial: the newest, partial or not
+    expect((await repo.latestComplete(true)).backupId).toBe('20261203-110000-half');
 
     await mkdir(join(dir, 'backups', '20261203-120000-bad'), { recursive: true });
     await writeFile(join(dir, 'backups', '20261203-120000-bad', 'manifest.json'), 'garbage');
