@@ -12,11 +12,16 @@
  *   npm run bench:backup                       # 3 × 256 MiB, 3 runs
  *   npm run bench:backup -- --mib 1024 --runs 5
  *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 1 --data db   # one agent, 5 GiB (peak RSS)
+ *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 1 --data db --history 12
+ *
+ * `--history N`: after the runs, N more rounds of 1% changed and an incremental into the
+ * same repository, which grows by a backup each round: the agents' peak RSS in the first
+ * rounds against the last (the goal: it does not grow with the repository).
  *
  * Prints medians (min–max) and the ratio; writes bench/results/full-backup.json.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
@@ -31,6 +36,8 @@ const runs = Number(arg('runs', '3'));
 const nodes = Number(arg('nodes', '3'));
 /** random: incompressible files as below; db: bench/dataset.ts (compresses ~2:1, pages rewritten in place) */
 const data = arg('data', 'random');
+/** incrementals into the same repository after the runs (peak RSS as the repository grows) */
+const history = Number(arg('history', '0'));
 if (data !== 'random' && data !== 'db') throw new Error('--data must be random or db');
 
 /** a database-like tree: a few large files, many small ones */
@@ -83,6 +90,55 @@ async function backup(cluster: LocalCluster, name: string): Promise<{ report: Ba
   const done = await metered<BackupReport>(cluster, ['backup', 'create', '--name', name]);
   if (done.report.status !== 'complete') throw new Error(`backup ${name} ended ${done.report.status}: ${done.report.error?.message ?? ''}`);
   return done;
+}
+
+/** objects (chunks, packs, indexes, manifests …) in an fs repository, and their bytes */
+async function repoSize(dir: string): Promise<{ objects: number; bytes: number }> {
+  let objects = 0;
+  let bytes = 0;
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!e.isFile()) continue;
+    objects++;
+    bytes += (await stat(join(e.parentPath, e.name))).size;
+  }
+  return { objects, bytes };
+}
+
+/**
+ * `--history` rounds: 1% of every node changed, an incremental into the same repository;
+ * each agent's peak RSS per round. The first three rounds' peaks against the last three's,
+ * with what the repository held at each end.
+ */
+async function growHistory(cluster: LocalCluster, lastId: string): Promise<{ lastId: string; rounds: { backups: number; objects: number; bytes: number; ms: number; peaks: number[] }[]; lines: string[] }> {
+  const rounds: { backups: number; objects: number; bytes: number; ms: number; peaks: number[] }[] = [];
+  for (let i = 0; i < history; i++) {
+    for (const a of cluster.agents) {
+      if (data === 'db') await changeDb(a.data.data!, a.node, mibPerNode * 1024 * 1024, 1000 + i);
+      else await changeOnePercent(a.data.data!, mibPerNode);
+    }
+    const { report, peaks } = await backup(cluster, `history${i}`);
+    lastId = report.backupId;
+    const backups = (await readdir(join(cluster.repoDir, 'backups'))).length;
+    rounds.push({ backups, ...(await repoSize(cluster.repoDir)), ms: Math.round(report.durationMs), peaks });
+    process.stderr.write(`  history ${i + 1}/${history}: ${backups} backups in the repository, ${rounds.at(-1)!.ms} ms, peaks ${peaks.join(', ')} MiB\n`);
+  }
+  if (rounds.length < 2) return { lastId, rounds, lines: [] };
+  const k = Math.min(3, Math.floor(rounds.length / 2));
+  const first = rounds.slice(0, k);
+  const last = rounds.slice(-k);
+  const held = (r: (typeof rounds)[0]) => `${r.backups} backups, ${r.objects} objects, ${(r.bytes / 2 ** 30).toFixed(2)} GiB`;
+  const peaksOf = (rs: typeof rounds) => rs.flatMap((r) => r.peaks);
+  const lines = [
+    '',
+    `as the repository grows (${rounds.length} more incrementals into it, one a round; every agent, median (min–max)):`,
+    '',
+    '| | the repository then held | incremental peak RSS | incremental wall time |',
+    '| --- | --- | --- | --- |',
+    `| first ${k} rounds | ${held(first[0]!)} | ${median(peaksOf(first))} MiB (${spread(peaksOf(first))}) | ${median(first.map((r) => r.ms))} ms |`,
+    `| last ${k} rounds | ${held(last.at(-1)!)} | ${median(peaksOf(last))} MiB (${spread(peaksOf(last))}) | ${median(last.map((r) => r.ms))} ms |`,
+    `| last / first | | ${(median(peaksOf(last)) / median(peaksOf(first))).toFixed(2)}× (goal: not growing) | ${(median(last.map((r) => r.ms)) / median(first.map((r) => r.ms))).toFixed(2)}× |`,
+  ];
+  return { lastId, rounds, lines };
 }
 
 async function main(): Promise<void> {
@@ -142,6 +198,9 @@ async function main(): Promise<void> {
         `  run ${i + 1}/${runs}: lockstep ${lockstep.at(-1)} ms, tar ${tar.at(-1)} ms; after 1% change: ${incrMs.at(-1)} ms, wrote ${incr.totals.bytesNew} B for ${changed} B changed\n`,
       );
     }
+    // the repository grows by a backup a round: does the agents' peak grow with it?
+    const grown = await growHistory(cluster, lastId);
+    lastId = grown.lastId;
     // the nodes emptied and restored from the last backup, then backed up again
     for (const a of cluster.agents) for (const name of await readdir(a.data.data!)) await rm(join(a.data.data!, name), { recursive: true, force: true });
     const { report: restored, peaks: restorePeaks } = await metered<RestoreReport>(cluster, ['restore', lastId]);
@@ -173,9 +232,10 @@ async function main(): Promise<void> {
       peakLine('incrementals', incrPeaks),
       peakLine(`restore of the last backup onto the emptied nodes (${Math.round(restored.durationMs)} ms; not a goal)`, restorePeaks),
       peakLine(`the backup after that restore (${Math.round(again.report.durationMs)} ms, every file read again, ${again.report.totals.bytesNew} B written)`, again.peaks),
+      ...grown.lines,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
+    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, history: grown.rounds, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
   } finally {
     await cluster.stop();
     await rm(root, { recursive: true, force: true });
