@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { forEachLimit } from '../../agent/transfer/pool.js';
 import { refSha, type ChunkRef, type PackRef } from './index-file.js';
 import { isNotFound, type Repository } from './repository.js';
+import { LockstepError } from '../errors.js';
 import { packKey } from './layout.js';
 
 const CONCURRENCY = 16;
@@ -287,6 +288,12 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
       },
       opts.signal,
     );
+  }
+  // what a prune or delete running meanwhile removed is not damage: the backup went with it
+  if (report.problems.some((p) => p.kind === 'missing') && !(await repo.hasManifest(backupId))) {
+    throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `backup ${backupId} was removed from ${repo.location} (pruned or deleted) while it was being checked: what it missed went with it`, {
+      hint: 'lockstep backup list shows what there is; check another backup, or run checks when no prune runs',
+    });
   }
   report.status = report.problems.length > 0 ? 'damaged' : 'ok';
   report.durationMs = Math.round(performance.now() - t0);

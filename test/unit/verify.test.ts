@@ -13,6 +13,8 @@ import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import type { FileEntry, ChunkRef } from '../../lib/repo/index-file.js';
 import { verifyBackup } from '../../lib/repo/verify.js';
+import { manifestKey } from '../../lib/repo/layout.js';
+import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
 import { tempFolders } from '../helpers/temp.js';
@@ -144,5 +146,26 @@ describe('backup verify', () => {
       ]),
     );
     expect(full.blobsRead).toBe(new Set([...files.values()].flatMap((f) => f.chunks.map(blobId))).size - 3);
+  });
+
+  it('a backup pruned while it is checked is named as gone, not as damaged', async () => {
+    const { dir } = await backedUp();
+    /** what a prune running meanwhile does: the manifest goes first, then the data */
+    class PrunedMidway extends FsDriver {
+      fired = false;
+      override async head(key: string) {
+        if (!this.fired && key.startsWith('packs/')) {
+          this.fired = true;
+          await this.delete(manifestKey(backupId));
+          await this.delete(key);
+        }
+        return super.head(key);
+      }
+    }
+    const racing = await Repository.open(new PrunedMidway(dir));
+    const gone = await verifyBackup(racing, backupId).catch((e: unknown) => e);
+    expect(gone).toBeInstanceOf(LockstepError);
+    expect((gone as LockstepError).code).toBe('LOCKSTEP_E_BACKUP_NOT_FOUND');
+    expect((gone as LockstepError).message).toContain(`backup ${backupId} was removed`);
   });
 });
