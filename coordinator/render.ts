@@ -211,7 +211,7 @@ export function renderVerify(r: VerifyReport): string {
     out.push(`  ${problemLine(p)}`);
     out.push(`    ${p.message}`);
   }
-  if (r.notRecorded) out.push(`  warning: the result was not kept in the repository (backup list will not show this check): ${r.notRecorded}`);
+  if (r.notRecorded && r.notRecorded !== '--no-record') out.push(`  warning: the result was not kept in the repository (backup list will not show this check): ${r.notRecorded}`);
   return out.join('\n');
 }
 

@@ -57,6 +57,11 @@ export interface Keys {
   mac: Buffer;
 }
 
+export interface CodecSettings {
+  compression: Compression;
+  keys?: Keys;
+}
+
 const KEY_CHECK_TEXT = 'lockstep repository key check';
 
 export function deriveKeys(secret: Buffer, saltHex: string): Keys {
@@ -96,6 +101,16 @@ export class Codec {
 
   get encrypted(): boolean {
     return this.keys !== undefined;
+  }
+
+  /** what makes the same codec in a worker thread of this process (blob-check-pool.ts) */
+  get settings(): CodecSettings {
+    return { compression: this.compression, ...(this.keys ? { keys: this.keys } : {}) };
+  }
+
+  static fromSettings(s: CodecSettings): Codec {
+    // a Buffer posted to a worker arrives as a plain Uint8Array
+    return new Codec(s.compression, s.keys ? { enc: Buffer.from(s.keys.enc), mac: Buffer.from(s.keys.mac) } : undefined);
   }
 
   /** the name a content hash is stored under: itself, or its HMAC when encrypted */

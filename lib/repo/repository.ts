@@ -22,6 +22,7 @@ import {
   probeKey,
   type CheckSummary,
 } from './layout.js';
+import { blobOutOf, checkedBlob } from './blob-check.js';
 import {
   INDEX_PARTS_VERSION,
   inParts,
@@ -216,7 +217,7 @@ export class Repository {
   async getBlob(ref: ChunkRef, signal?: AbortSignal): Promise<Buffer> {
     if (typeof ref !== 'string') return (await this.getPackedRun([ref], signal))[0]!;
     const key = this.objectKeyOf(ref);
-    return this.checkBlob(ref, key, `chunk ${key}`, await this.read(key, undefined, signal));
+    return checkedBlob(this.codec, ref, key, `chunk ${key}`, await this.read(key, undefined, signal), this.location);
   }
 
   /**
@@ -243,14 +244,8 @@ export class Repository {
   }
 
   /** A blob out of an extent of its pack that begins at `start`, checked against its hash. */
-  async blobFrom(r: PackRef, extent: Buffer, start: number): Promise<Buffer> {
-    const key = packKey(r.pack);
-    const where = `blob ${r.sha256} at ${r.offset}+${r.length} of pack ${key}`;
-    const at = r.offset - start;
-    if (at < 0 || extent.length < at + r.length) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is truncated (${Math.max(0, extent.length - Math.max(0, at))} bytes)`, { details: { object: key } });
-    }
-    return this.checkBlob(r.sha256, key, where, extent.subarray(at, at + r.length));
+  blobFrom(r: PackRef, extent: Buffer, start: number): Promise<Buffer> {
+    return blobOutOf(this.codec, r, extent, start, this.location);
   }
 
   /** an object or a range of it in one buffer, the cheapest way the driver has */
@@ -259,17 +254,6 @@ export class Repository {
     return readAll(await this.driver.get(key, range, signal));
   }
 
-  private async checkBlob(hash: string, key: string, where: string, stored: Buffer): Promise<Buffer> {
-    const data = await this.codec.decode(stored, `${where} in ${this.location}`);
-    const actual = sha256(data);
-    if (actual !== hash) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${this.location} is corrupt (its content hashes to ${actual}, not ${hash})`, {
-        hint: 'the repository copy is damaged; restore another backup or repair the storage',
-        details: { chunk: hash, object: key },
-      });
-    }
-    return data;
-  }
 
   async readDecoded(key: string): Promise<Buffer> {
     return this.codec.decode(await this.read(key), `${key} in ${this.location}`);

@@ -9,6 +9,7 @@ import { forEachLimit } from '../../agent/transfer/pool.js';
 import { refSha, type ChunkRef, type PackRef } from './index-file.js';
 import { isNotFound, type Repository } from './repository.js';
 import { LockstepError } from '../errors.js';
+import { BlobCheckPool, type CheckResult } from './blob-check-pool.js';
 import { packKey } from './layout.js';
 
 const CONCURRENCY = 16;
@@ -232,7 +233,8 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     opts.signal,
   );
 
-  if (percent > 0) {
+  /** every sampled blob read back, decoded and checked against its hash */
+  async function readBack(pool: BlobCheckPool | undefined): Promise<void> {
     /** a blob that did not read back: named with its first file and how many more need it */
     const failed = (ref: ChunkRef, u: FileUse, count: number, err: unknown) => {
       const kind = isNotFound(err) ? 'missing' : 'corrupt';
@@ -276,6 +278,28 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
           for (const b of blobs) await readOne(b.ref, b.u, b.count);
           return;
         }
+        if (pool) {
+          let verdicts: CheckResult[];
+          try {
+            verdicts = await pool.check(
+              extent,
+              start,
+              blobs.map((b) => b.ref),
+              repo.location,
+            );
+          } catch {
+            // no worker could check it (the stretch went to one that died): read each blob again here
+            for (const b of blobs) await readOne(b.ref, b.u, b.count);
+            return;
+          }
+          blobs.forEach((b, k) => {
+            const v = verdicts[k]!;
+            if ('error' in v) return failed(b.ref, b.u, b.count, LockstepError.fromInfo(v.error));
+            report.blobsRead++;
+            report.bytesRead += v.length;
+          });
+          return;
+        }
         for (const b of blobs) {
           try {
             const data = await repo.blobFrom(b.ref, extent, start);
@@ -288,6 +312,15 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
       },
       opts.signal,
     );
+  }
+  if (percent > 0) {
+    // decoded and checked on worker threads where there are any (blob-check-pool.ts)
+    const pool = BlobCheckPool.open(repo.codec);
+    try {
+      await readBack(pool);
+    } finally {
+      await pool?.close();
+    }
   }
   // what a prune or delete running meanwhile removed is not damage: the backup went with it
   if (report.problems.some((p) => p.kind === 'missing') && !(await repo.hasManifest(backupId))) {

@@ -1,0 +1,41 @@
+/**
+ * A blob out of what the repository stored, decoded and checked against its hash: what a
+ * restore and a verify trust. One function, used by the repository on the calling thread
+ * and by verify's workers (blob-check-pool.ts), so both name damage the same way.
+ */
+import { createHash } from 'node:crypto';
+import { LockstepError } from '../errors.js';
+import type { Codec } from './codec.js';
+import { packKey } from './layout.js';
+
+/** a blob in a pack, as an index names it */
+export interface PackedBlob {
+  pack: string;
+  offset: number;
+  length: number;
+  sha256: string;
+}
+
+/** `stored` decoded, and checked against `hash`; `where` names it in errors (`key`: its object) */
+export async function checkedBlob(codec: Codec, hash: string, key: string, where: string, stored: Buffer, location: string): Promise<Buffer> {
+  const data = await codec.decode(stored, `${where} in ${location}`);
+  const actual = createHash('sha256').update(data).digest('hex');
+  if (actual !== hash) {
+    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${location} is corrupt (its content hashes to ${actual}, not ${hash})`, {
+      hint: 'the repository copy is damaged; restore another backup or repair the storage',
+      details: { chunk: hash, object: key },
+    });
+  }
+  return data;
+}
+
+/** blob `r` out of `extent`, the stored bytes of its pack from `start` on, decoded and checked */
+export async function blobOutOf(codec: Codec, r: PackedBlob, extent: Buffer, start: number, location: string): Promise<Buffer> {
+  const key = packKey(r.pack);
+  const where = `blob ${r.sha256} at ${r.offset}+${r.length} of pack ${key}`;
+  const at = r.offset - start;
+  if (at < 0 || extent.length < at + r.length) {
+    throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${location} is truncated (${Math.max(0, extent.length - Math.max(0, at))} bytes)`, { details: { object: key } });
+  }
+  return checkedBlob(codec, r.sha256, key, where, extent.subarray(at, at + r.length), location);
+}
