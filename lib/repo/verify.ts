@@ -281,12 +281,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
         if (pool) {
           let verdicts: CheckResult[];
           try {
-            verdicts = await pool.check(
-              extent,
-              start,
-              blobs.map((b) => b.ref),
-              repo.location,
-            );
+            verdicts = await pool.check(extent, start, blobs.map((b) => b.ref), repo.location);
           } catch {
             // no worker could check it (the stretch went to one that died): read each blob again here
             for (const b of blobs) await readOne(b.ref, b.u, b.count);
@@ -314,7 +309,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     );
   }
   if (percent > 0) {
-    // decoded and checked on worker threads where there are any (blob-check-pool.ts)
+    // blobs of packs decoded and checked on worker threads where there are any (blob-check-pool.ts); chunk objects here
     const pool = BlobCheckPool.open(repo.codec);
     try {
       await readBack(pool);
