@@ -48,7 +48,14 @@ export class BlobCheckPool {
     if (!existsSync(fileURLToPath(url))) return undefined;
     const busy: Busy[] = [];
     for (let i = 0; i < Math.max(1, size); i++) {
-      const b: Busy = { worker: new Worker(url, { workerData: codec.settings }), waiting: new Map() };
+      let worker: Worker;
+      try {
+        worker = new Worker(url, { workerData: codec.settings });
+      } catch {
+        // no thread to be had: the workers there are (or none, and the caller checks itself)
+        break;
+      }
+      const b: Busy = { worker, waiting: new Map() };
       b.worker.on('message', (m: { id: number; results: CheckResult[] }) => {
         b.waiting.get(m.id)?.resolve(m.results);
         b.waiting.delete(m.id);
@@ -63,7 +70,7 @@ export class BlobCheckPool {
       // not unref'd: a check in flight is what the process waits on (`close` ends them)
       busy.push(b);
     }
-    return new BlobCheckPool(busy);
+    return busy.length > 0 ? new BlobCheckPool(busy) : undefined;
   }
 
   /**
