@@ -92,6 +92,24 @@ async function backup(cluster: LocalCluster, name: string): Promise<{ report: Ba
   return done;
 }
 
+/** 1% of every node changed (`round` picks which, for the database-like data); the bytes changed */
+async function changeNodes(cluster: LocalCluster, round: number): Promise<number> {
+  let changed = 0;
+  for (const a of cluster.agents) {
+    changed += data === 'db' ? await changeDb(a.data.data!, a.node, mibPerNode * 1024 * 1024, round) : await changeOnePercent(a.data.data!, mibPerNode);
+  }
+  return changed;
+}
+
+/** one `--history` round: what the repository held after it, the incremental's time and each agent's peak */
+interface Round {
+  backups: number;
+  objects: number;
+  bytes: number;
+  ms: number;
+  peaks: number[];
+}
+
 /** objects (chunks, packs, indexes, manifests …) in an fs repository, and their bytes */
 async function repoSize(dir: string): Promise<{ objects: number; bytes: number }> {
   let objects = 0;
@@ -109,13 +127,10 @@ async function repoSize(dir: string): Promise<{ objects: number; bytes: number }
  * each agent's peak RSS per round. The first three rounds' peaks against the last three's,
  * with what the repository held at each end.
  */
-async function growHistory(cluster: LocalCluster, lastId: string): Promise<{ lastId: string; rounds: { backups: number; objects: number; bytes: number; ms: number; peaks: number[] }[]; lines: string[] }> {
-  const rounds: { backups: number; objects: number; bytes: number; ms: number; peaks: number[] }[] = [];
+async function growHistory(cluster: LocalCluster, lastId: string): Promise<{ lastId: string; rounds: Round[]; lines: string[] }> {
+  const rounds: Round[] = [];
   for (let i = 0; i < history; i++) {
-    for (const a of cluster.agents) {
-      if (data === 'db') await changeDb(a.data.data!, a.node, mibPerNode * 1024 * 1024, 1000 + i);
-      else await changeOnePercent(a.data.data!, mibPerNode);
-    }
+    await changeNodes(cluster, 1000 + i);
     const { report, peaks } = await backup(cluster, `history${i}`);
     lastId = report.backupId;
     const backups = (await readdir(join(cluster.repoDir, 'backups'))).length;
@@ -126,8 +141,8 @@ async function growHistory(cluster: LocalCluster, lastId: string): Promise<{ las
   const k = Math.min(3, Math.floor(rounds.length / 2));
   const first = rounds.slice(0, k);
   const last = rounds.slice(-k);
-  const held = (r: (typeof rounds)[0]) => `${r.backups} backups, ${r.objects} objects, ${(r.bytes / 2 ** 30).toFixed(2)} GiB`;
-  const peaksOf = (rs: typeof rounds) => rs.flatMap((r) => r.peaks);
+  const held = (r: Round) => `${r.backups} backups, ${r.objects} objects, ${(r.bytes / 2 ** 30).toFixed(2)} GiB`;
+  const peaksOf = (rs: Round[]) => rs.flatMap((r) => r.peaks);
   const lines = [
     '',
     `as the repository grows (${rounds.length} more incrementals into it, one a round; every agent, median (min–max)):`,
@@ -181,10 +196,7 @@ async function main(): Promise<void> {
       tar.push(Math.round(performance.now() - t0));
       for (const d of dests) await rm(d, { recursive: true, force: true });
       // incremental: 1% of every node changed, backed up again into the same repository
-      let changed = 0;
-      for (const a of cluster.agents) {
-        changed += data === 'db' ? await changeDb(a.data.data!, a.node, mibPerNode * 1024 * 1024, i + 1) : await changeOnePercent(a.data.data!, mibPerNode);
-      }
+      const changed = await changeNodes(cluster, i + 1);
       const { report: incr, peaks } = await backup(cluster, `incr${i}`);
       incrMs.push(Math.round(incr.durationMs));
       incrPeaks.push(...peaks);

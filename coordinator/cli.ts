@@ -20,7 +20,7 @@ import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
 import { verifyBackup, type VerifyReport } from '../lib/repo/verify.js';
 import { listChecks, readCheck, recordCheck, stalestChecked, type CheckRecord } from '../lib/repo/checks.js';
-import type { CheckSummary } from '../lib/repo/layout.js';
+import { outcomeOf, type CheckSummary } from '../lib/repo/layout.js';
 import { deleteBackup, prune, type RetentionPolicy } from '../lib/repo/prune.js';
 
 const VERSION = '0.1.0';
@@ -217,7 +217,7 @@ function program(): Command {
       const repo = await configuredRepository();
       const m = id === LATEST ? await repo.latestComplete() : await repo.readManifest(id);
       const { checks, newest } = await checksOf(repo, m.backupId);
-      print({ ...m, checks: checks.map(({ backupId: _, ...c }) => c), ...(newest ? { lastCheck: newest } : {}) }, () => renderShow(m.report, checks, newest));
+      print({ ...m, checks: checks.map(outcomeOf), ...(newest ? { lastCheck: newest } : {}) }, () => renderShow(m.report, checks, newest));
     });
 
   backup

@@ -5,7 +5,7 @@ import type { Manifest } from '../lib/repo/manifest.js';
 import type { Described } from './cluster.js';
 import type { VerifyProblem, VerifyReport } from '../lib/repo/verify.js';
 import { lastChecks, type CheckRecord } from '../lib/repo/checks.js';
-import type { CheckSummary } from '../lib/repo/layout.js';
+import { outcomeOf, type CheckOutcome, type CheckSummary } from '../lib/repo/layout.js';
 import type { DeleteReport, PruneReport } from '../lib/repo/prune.js';
 
 export function bytes(n: number): string {
@@ -132,16 +132,13 @@ export type BackupListEntry =
       /** how many times `backup verify` checked it to the end */
       checks: number;
       /** the newest of those checks, and the newest that read data back (none: never) */
-      lastCheck?: CheckSummaryOut;
-      lastReadBack?: CheckSummaryOut;
+      lastCheck?: CheckOutcome;
+      lastReadBack?: CheckOutcome;
     }
   | { backupId: string; status: 'unreadable'; error: ErrorInfo };
 
-type CheckSummaryOut = Omit<CheckSummary, 'backupId'>;
-
 export function backupListEntry(m: Manifest, checks: readonly CheckSummary[] = []): BackupListEntry {
   const { last, lastReadBack } = lastChecks(checks);
-  const out = (c: CheckSummary | undefined): CheckSummaryOut | undefined => c && { at: c.at, status: c.status, readDataPercent: c.readDataPercent };
   return {
     backupId: m.backupId,
     status: m.status,
@@ -151,13 +148,13 @@ export function backupListEntry(m: Manifest, checks: readonly CheckSummary[] = [
     components: m.components.length,
     bytes: m.components.reduce((n, c) => n + c.bytes, 0),
     checks: checks.length,
-    ...(last ? { lastCheck: out(last) } : {}),
-    ...(lastReadBack ? { lastReadBack: out(lastReadBack) } : {}),
+    ...(last ? { lastCheck: outcomeOf(last) } : {}),
+    ...(lastReadBack ? { lastReadBack: outcomeOf(lastReadBack) } : {}),
   };
 }
 
 /** a check in a line: when (to the minute, UTC), its outcome, and how much it read back (objects only: it checked that every object is there) */
-export function checkLine(c: CheckSummaryOut): string {
+export function checkLine(c: CheckOutcome): string {
   return `${c.at.slice(0, 16).replace('T', ' ')} ${c.status === 'ok' ? 'ok' : 'DAMAGED'}, ${c.readDataPercent > 0 ? `${c.readDataPercent}% read back` : 'objects only'}`;
 }
 

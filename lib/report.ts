@@ -1,5 +1,6 @@
 /** Reports: what the CLI prints (human or --json) and what the manifest keeps. */
 import type { ErrorInfo } from './errors.js';
+import type { CheckOutcome } from './repo/layout.js';
 import type { SnapshotResult, StageResult, Tier, UploadResult } from './wire.js';
 
 export const backupStatuses = ['complete', 'partial', 'failed'] as const;
@@ -91,7 +92,7 @@ export interface RestoreReport {
   downtimeMs?: number;
   keptOldData: string[];
   /** the backup's newest check (`backup verify`, lib/repo/checks.ts); absent: never checked, or not known */
-  lastCheck?: { at: string; status: 'ok' | 'damaged'; readDataPercent: number };
+  lastCheck?: CheckOutcome;
   /** what the operator should know though it did not stop the restore */
   warnings?: string[];
   error?: ErrorInfo;

@@ -8,6 +8,7 @@ import { LockstepError, toErrorInfo } from '../../lib/errors.js';
 import { newRestoreId } from '../../lib/ids.js';
 import { RepoLock } from '../../lib/repo/lock.js';
 import { listChecks } from '../../lib/repo/checks.js';
+import { outcomeOf } from '../../lib/repo/layout.js';
 import type { Repository } from '../../lib/repo/repository.js';
 import type { Logger } from '../../lib/log.js';
 import type { RestoreReport } from '../../lib/report.js';
@@ -54,7 +55,7 @@ const REFUSALS = new Set([
 async function lastCheckOf(repo: Repository, backupId: string, warnings: string[]): Promise<RestoreReport['lastCheck']> {
   const newest = (await listChecks(repo, backupId).catch(() => [])).at(-1)?.check;
   if (!newest) return undefined;
-  const { backupId: _, ...c } = newest;
+  const c = outcomeOf(newest);
   if (c.status === 'damaged') {
     warnings.push(`the last check of backup ${backupId} (${c.at}) found it damaged: "lockstep backup show ${backupId}" says where; every block is checked as it is staged, and the restore stops before any service if one is bad`);
   }

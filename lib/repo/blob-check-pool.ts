@@ -14,9 +14,9 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { LockstepError, type ErrorInfo } from '../errors.js';
+import { LockstepError } from '../errors.js';
 import type { Codec } from './codec.js';
-import type { PackedBlob } from './blob-check.js';
+import type { CheckResult, PackedBlob } from './blob-check.js';
 
 export interface CheckRequest {
   id: number;
@@ -25,9 +25,6 @@ export interface CheckRequest {
   blobs: PackedBlob[];
   location: string;
 }
-
-/** a blob's verdict: sound (its decoded length), or what is wrong with it */
-export type CheckResult = { length: number } | { error: ErrorInfo };
 
 interface Busy {
   worker: Worker;

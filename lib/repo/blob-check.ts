@@ -4,9 +4,12 @@
  * and by verify's workers (blob-check-pool.ts), so both name damage the same way.
  */
 import { createHash } from 'node:crypto';
-import { LockstepError } from '../errors.js';
+import { LockstepError, toErrorInfo, type ErrorInfo } from '../errors.js';
 import type { Codec } from './codec.js';
 import { packKey } from './layout.js';
+
+/** a blob's verdict: sound (its decoded length), or what is wrong with it */
+export type CheckResult = { length: number } | { error: ErrorInfo };
 
 /** a blob in a pack, as an index names it */
 export interface PackedBlob {
@@ -38,4 +41,17 @@ export async function blobOutOf(codec: Codec, r: PackedBlob, extent: Buffer, sta
     throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${location} is truncated (${Math.max(0, extent.length - Math.max(0, at))} bytes)`, { details: { object: key } });
   }
   return checkedBlob(codec, r.sha256, key, where, extent.subarray(at, at + r.length), location);
+}
+
+/** each of `blobs` out of `extent` (their pack's stored bytes from `start` on), checked; in their order */
+export async function verdictsOf(codec: Codec, blobs: readonly PackedBlob[], extent: Buffer, start: number, location: string): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  for (const b of blobs) {
+    try {
+      out.push({ length: (await blobOutOf(codec, b, extent, start, location)).length });
+    } catch (err) {
+      out.push({ error: toErrorInfo(err, 'LOCKSTEP_E_REPO_CORRUPT') });
+    }
+  }
+  return out;
 }

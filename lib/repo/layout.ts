@@ -90,6 +90,13 @@ export interface CheckSummary {
   readDataPercent: number;
 }
 
+/** what a check found, where the backup it is of goes without saying (a report of that backup) */
+export type CheckOutcome = Omit<CheckSummary, 'backupId'>;
+
+export function outcomeOf(c: CheckSummary): CheckOutcome {
+  return { at: c.at, status: c.status, readDataPercent: c.readDataPercent };
+}
+
 /** the key of a check record of `c.backupId` */
 export function checkKey(c: CheckSummary, rand: string): string {
   const at = c.at.replace(/[-:]/g, '').replace('.', '');

@@ -254,7 +254,6 @@ export class Repository {
     return readAll(await this.driver.get(key, range, signal));
   }
 
-
   async readDecoded(key: string): Promise<Buffer> {
     return this.codec.decode(await this.read(key), `${key} in ${this.location}`);
   }

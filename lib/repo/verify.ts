@@ -9,7 +9,8 @@ import { forEachLimit } from '../../agent/transfer/pool.js';
 import { refSha, type ChunkRef, type PackRef } from './index-file.js';
 import { isNotFound, type Repository } from './repository.js';
 import { LockstepError } from '../errors.js';
-import { BlobCheckPool, type CheckResult } from './blob-check-pool.js';
+import { BlobCheckPool } from './blob-check-pool.js';
+import { verdictsOf, type CheckResult } from './blob-check.js';
 import { packKey } from './layout.js';
 
 const CONCURRENCY = 16;
@@ -278,32 +279,21 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
           for (const b of blobs) await readOne(b.ref, b.u, b.count);
           return;
         }
-        if (pool) {
-          let verdicts: CheckResult[];
-          try {
-            verdicts = await pool.check(extent, start, blobs.map((b) => b.ref), repo.location);
-          } catch {
-            // no worker could check it (the stretch went to one that died): read each blob again here
-            for (const b of blobs) await readOne(b.ref, b.u, b.count);
-            return;
-          }
-          blobs.forEach((b, k) => {
-            const v = verdicts[k]!;
-            if ('error' in v) return failed(b.ref, b.u, b.count, LockstepError.fromInfo(v.error));
-            report.blobsRead++;
-            report.bytesRead += v.length;
-          });
+        const refs = blobs.map((b) => b.ref);
+        let verdicts: CheckResult[];
+        try {
+          verdicts = pool ? await pool.check(extent, start, refs, repo.location) : await verdictsOf(repo.codec, refs, extent, start, repo.location);
+        } catch {
+          // no worker could check it (the stretch went to one that died): read each blob again here
+          for (const b of blobs) await readOne(b.ref, b.u, b.count);
           return;
         }
-        for (const b of blobs) {
-          try {
-            const data = await repo.blobFrom(b.ref, extent, start);
-            report.blobsRead++;
-            report.bytesRead += data.length;
-          } catch (err) {
-            failed(b.ref, b.u, b.count, err);
-          }
-        }
+        blobs.forEach((b, k) => {
+          const v = verdicts[k]!;
+          if ('error' in v) return failed(b.ref, b.u, b.count, LockstepError.fromInfo(v.error));
+          report.blobsRead++;
+          report.bytesRead += v.length;
+        });
       },
       opts.signal,
     );

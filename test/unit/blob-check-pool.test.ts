@@ -8,9 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
-import { blobOutOf, type PackedBlob } from '../../lib/repo/blob-check.js';
-import { BlobCheckPool, type CheckResult } from '../../lib/repo/blob-check-pool.js';
-import { toErrorInfo } from '../../lib/errors.js';
+import { verdictsOf, type PackedBlob } from '../../lib/repo/blob-check.js';
+import { BlobCheckPool } from '../../lib/repo/blob-check-pool.js';
 import { tempFolders } from '../helpers/temp.js';
 
 const temp = tempFolders();
@@ -34,12 +33,6 @@ function stretch(repo: Repository, start: number): { extent: Buffer; blobs: Pack
   return { extent: extent.subarray(0, extent.length - 100), blobs };
 }
 
-async function onThisThread(repo: Repository, extent: Buffer, start: number, blobs: PackedBlob[]): Promise<CheckResult[]> {
-  const out: CheckResult[] = [];
-  for (const b of blobs) out.push(await blobOutOf(repo.codec, b, extent, start, repo.location).then((d) => ({ length: d.length }), (err: unknown) => ({ error: toErrorInfo(err) })));
-  return out;
-}
-
 describe('blob check workers', () => {
   for (const encrypted of [false, true]) {
     it(`give every blob the verdict the repository gives it (${encrypted ? 'encrypted' : 'plain'} repository)`, async () => {
@@ -49,7 +42,8 @@ describe('blob check workers', () => {
       try {
         const start = 4096;
         const { extent, blobs } = stretch(repo, start);
-        const want = await onThisThread(repo, extent, start, blobs);
+        // what the repository says of each on this thread (Repository.blobFrom takes the same path)
+        const want = await verdictsOf(repo.codec, blobs, extent, start, repo.location);
         expect(want.map((v) => ('error' in v ? v.error.code : 'ok'))).toEqual(['ok', 'LOCKSTEP_E_REPO_CORRUPT', 'LOCKSTEP_E_REPO_CORRUPT', 'ok', 'ok', 'LOCKSTEP_E_REPO_CORRUPT']);
         // a view into a larger buffer is copied; the whole buffer is moved (and gone here)
         const inLarger = Buffer.concat([Buffer.alloc(7), extent]).subarray(7);
