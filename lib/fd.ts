@@ -3,7 +3,7 @@
  * writes of a backup or a restore it costs about half the CPU of a FileHandle per file
  * (measured), so the hot paths use these; everything else uses fs/promises.
  */
-import { close, fchmod, fchown, fstat, fsync, ftruncate, futimes, open, read, writev, type Stats } from 'node:fs';
+import { close, fchmod, fchown, fstat, fsync, ftruncate, futimes, open, read, writev, writevSync, type Stats } from 'node:fs';
 import { promisify } from 'node:util';
 
 export const openFd = promisify(open) as (path: string, flags: string | number, mode?: number) => Promise<number>;
@@ -47,20 +47,35 @@ export async function writevAll(fd: number, bufs: Buffer[], position: number): P
   while (written < total) {
     const { bytesWritten: n } = await writevFd(fd, rest, position + written);
     written += n;
-    if (written < total) {
-      // drop what went out, keep the tail of the buffer it stopped in
-      let skip = n;
-      const left: Buffer[] = [];
-      for (const b of rest) {
-        if (skip >= b.length) skip -= b.length;
-        else {
-          left.push(skip > 0 ? b.subarray(skip) : b);
-          skip = 0;
-        }
-      }
-      rest = left;
-      if (n === 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO' });
-    }
+    if (written < total) rest = unwritten(rest, n);
   }
   return written;
+}
+
+/** `writevAll` inline, for a small file's few buffers (see lib/tree.ts `writeWholeFile`) */
+export function writevAllSync(fd: number, bufs: Buffer[], position: number): number {
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  let written = 0;
+  let rest = bufs;
+  while (written < total) {
+    const n = writevSync(fd, rest, position + written);
+    written += n;
+    if (written < total) rest = unwritten(rest, n);
+  }
+  return written;
+}
+
+/** what is left of `bufs` after a write that took `n` bytes of them (it wrote something: else EIO) */
+function unwritten(bufs: Buffer[], n: number): Buffer[] {
+  if (n === 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO' });
+  let skip = n;
+  const left: Buffer[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) skip -= b.length;
+    else {
+      left.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+  }
+  return left;
 }

@@ -2,10 +2,10 @@
  * Walking and copying directory trees with their metadata (mode, owner, mtime,
  * symlinks verbatim). Used for snapshots (copy or hard-link) and by transfers.
  */
-import { constants, lstatSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, lstatSync, openSync } from 'node:fs';
 import { copyFile, lchown, link, lutimes, mkdir, open, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fchmodFd, fchownFd, futimesFd } from './fd.js';
+import { fchmodFd, fchownFd, futimesFd, writevAllSync } from './fd.js';
 import { alignedBuffers } from './aligned.js';
 import type { Stats } from 'node:fs';
 
@@ -170,6 +170,28 @@ export async function applyMetaFd(fd: number, meta: Meta): Promise<void> {
   await fchmodFd(fd, meta.mode & 0o7777);
   const t = utimeOf(meta.mtimeMs);
   await futimesFd(fd, t, t);
+}
+
+/**
+ * A regular file whose whole content is in hand, made at `path` (which must not exist; mode
+ * 0600 until its own is set) with its metadata, inline; returns the bytes written. A
+ * restore writes most of a node's files this way: through the thread pool each of the six
+ * calls (open, write, owner, mode, times, close) cost ~40 µs of the one thread in hand-offs
+ * (see lstatAll), inline a few µs, for a write into the page cache. Meant for small files:
+ * a write the kernel holds back (too much unwritten data) holds the agent back meanwhile.
+ */
+export function writeWholeFile(path: string, parts: Buffer[], meta: Meta): number {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    const written = writevAllSync(fd, parts, 0);
+    if (isRoot) fchownSync(fd, meta.uid, meta.gid);
+    fchmodSync(fd, meta.mode & 0o7777);
+    const t = utimeOf(meta.mtimeMs);
+    futimesSync(fd, t, t);
+    return written;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function metaOf(st: Stats): Meta {

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { LockstepError } from '../../lib/errors.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
-import { applyMeta, applyMetaFd, lstatIfAny, under } from '../../lib/tree.js';
+import { applyMeta, applyMetaFd, lstatIfAny, under, writeWholeFile } from '../../lib/tree.js';
 import { closeFd, fstatFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
 import { AlignedPool, DIRECT_MIN, DirectFile, directWorksIn } from '../../lib/direct-io.js';
 import { syncFileSystem } from '../../lib/syncfs.js';
@@ -172,10 +172,7 @@ async function patch(repo: Repository, e: FileEntry, index: ComponentIndex, dest
       fetched += await writevAll(fd, [data], i * block);
     }
     await ftruncateFd(fd, e.size);
-    const size = (await fstatFd(fd)).size;
-    if (size !== e.size) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file ${e.path} restored from the repository has ${size} bytes, the backup recorded ${e.size}`, { details: { file: e.path } });
-    }
+    sizeCheck(e, (await fstatFd(fd)).size);
     await applyMetaFd(fd, e);
   } finally {
     await closeFd(fd);
@@ -383,13 +380,29 @@ async function download(
     else data.push(...(await repo.getPackedRun(part as PackRef[], signal)));
     return { data, fromRepository: true };
   };
+  const goesDirect = writes !== undefined && e.size >= DIRECT_MIN;
+  const first = e.chunks.length > 0 ? nextStretch(e.chunks, 0, local) : undefined;
+  // a small file that one fetch brings whole is written in one go, inline
+  if (!goesDirect && e.size <= STRETCH_MAX && (first === undefined || first.to === e.chunks.length)) {
+    const got = first ? await fetch(first) : { data: [], fromRepository: false };
+    let size: number;
+    try {
+      size = writeWholeFile(dest, got.data, e);
+    } finally {
+      if (got.buffer) scratch.give(got.buffer);
+      await files.close();
+    }
+    if (size > 0) onBytes(size, got.fromRepository);
+    sizeCheck(e, size);
+    return;
+  }
   // a large file goes to the disk direct (lib/direct-io.ts) where the staging filesystem takes it
-  const direct = writes && e.size >= DIRECT_MIN ? await DirectFile.open(dest, 0o600, writes) : undefined;
+  const direct = goesDirect ? await DirectFile.open(dest, 0o600, writes) : undefined;
   const fd = direct?.fd ?? (await openFd(dest, 'wx', 0o600));
   let size = 0;
   try {
     let at = 0;
-    let ahead = at < e.chunks.length ? fetch(nextStretch(e.chunks, at, local)) : undefined;
+    let ahead = first ? fetch(first) : undefined;
     while (ahead) {
       const got = await ahead;
       at += got.data.length;
@@ -407,6 +420,11 @@ async function download(
     await (direct ? direct.close() : closeFd(fd));
     await files.close();
   }
+  sizeCheck(e, size);
+}
+
+/** a file written from the backup is the length the backup recorded, or the repository is damaged */
+function sizeCheck(e: FileEntry, size: number): void {
   if (size !== e.size) {
     throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file ${e.path} restored from the repository has ${size} bytes, the backup recorded ${e.size}`, {
       details: { file: e.path },

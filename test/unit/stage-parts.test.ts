@@ -31,7 +31,7 @@ async function treeOf(root: string): Promise<string[]> {
   return out;
 }
 
-/** a tree: 12 folders of 20 small files, two files of several blocks, a symlink */
+/** a tree: 12 folders of 20 small files, an empty file, two files of several blocks, a symlink */
 async function makeTree(root: string): Promise<void> {
   const data = join(root, 'data');
   for (let d = 0; d < 12; d++) {
@@ -40,6 +40,8 @@ async function makeTree(root: string): Promise<void> {
     for (let f = 0; f < 20; f++) await writeFile(join(dir, `f${f}.sst`), randomBytes(100 + d * 50 + f));
     await chmod(join(dir, 'f0.sst'), 0o600);
   }
+  await writeFile(join(data, 'd02', 'empty.log'), '');
+  await chmod(join(data, 'd02', 'empty.log'), 0o640);
   await writeFile(join(data, 'big-a.db'), randomBytes(3 * 1024 * 1024 + 17));
   await writeFile(join(data, 'd05', 'big-b.db'), randomBytes(1024 * 1024));
   await symlink('d05/big-b.db', join(data, 'link'));
