@@ -19,6 +19,7 @@ import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachOf } from './pool.js';
 import { alignedBuffers } from '../../lib/aligned.js';
+import { BlobBuffers } from '../../lib/repo/lz4.js';
 
 const FILE_CONCURRENCY = 8;
 
@@ -51,11 +52,15 @@ const ALIGNED_SIZE = 1024 * 1024;
  * touches become resident).
  */
 class Scratch {
+  /** decoded blobs, given back once written (lib/repo/lz4.ts) */
+  readonly blobs: BlobBuffers;
   private readonly free: Buffer[] = [];
   /** aligned buffers never handed out yet (made on first use) */
   private spare: Buffer[] | undefined;
   private bytes = 0;
-  constructor(private readonly keepMax: number) {}
+  constructor(private readonly keepMax: number) {
+    this.blobs = new BlobBuffers(keepMax);
+  }
 
   take(n: number): Buffer {
     const i = this.free.findIndex((b) => b.length >= n);
@@ -162,14 +167,15 @@ async function readLocal(
  * is read from the repository), cut the file to its size, set its metadata. Returns the
  * bytes fetched.
  */
-async function patch(repo: Repository, e: FileEntry, index: ComponentIndex, dest: string, wrong: number[], signal: AbortSignal): Promise<number> {
+async function patch(repo: Repository, e: FileEntry, index: ComponentIndex, dest: string, wrong: number[], blobs: BlobBuffers, signal: AbortSignal): Promise<number> {
   const block = e.block ?? index.chunkSize;
   const fd = await openFd(dest, 'r+');
   let fetched = 0;
   try {
     for (const i of wrong) {
-      const data = await repo.getBlob(e.chunks[i]!, signal);
+      const data = await repo.getBlob(e.chunks[i]!, signal, blobs);
       fetched += await writevAll(fd, [data], i * block);
+      blobs.give(data);
     }
     await ftruncateFd(fd, e.size);
     sizeCheck(e, (await fstatFd(fd)).size);
@@ -310,7 +316,7 @@ class SharedPacks {
   }
 
   /** the blob from its pack's shared extent; undefined when it is not in one (or too much is held: read it alone) */
-  async blob(r: PackRef, signal: AbortSignal): Promise<Buffer | undefined> {
+  async blob(r: PackRef, signal: AbortSignal, into: BlobBuffers): Promise<Buffer | undefined> {
     const x = this.extents.get(r.pack);
     if (!x) return undefined;
     let h = this.held.get(r.pack);
@@ -322,7 +328,7 @@ class SharedPacks {
       this.budget.held += bytes;
     }
     try {
-      return await this.repo.blobFrom(r, await h.data, x.start);
+      return await this.repo.blobFrom(r, await h.data, x.start, into);
     } finally {
       this.done(r.pack);
     }
@@ -371,14 +377,19 @@ async function download(
     const near = s.local ? await files.read(s.local, part) : undefined;
     if (near) return { data: near.parts, fromRepository: false, buffer: near.buffer };
     if (e.chunks.length === 1 && typeof part[0] !== 'string') {
-      const blob = await shared.blob(part[0]!, signal);
+      const blob = await shared.blob(part[0]!, signal, scratch.blobs);
       if (blob) return { data: [blob], fromRepository: true };
     }
     const data: Buffer[] = [];
     // blocks a local stretch was meant to give are fetched one by one (they may lie anywhere)
-    if (s.local || part.length === 1) for (const c of part) data.push(await repo.getBlob(c, signal));
-    else data.push(...(await repo.getPackedRun(part as PackRef[], signal)));
+    if (s.local || part.length === 1) for (const c of part) data.push(await repo.getBlob(c, signal, scratch.blobs));
+    else data.push(...(await repo.getPackedRun(part as PackRef[], signal, scratch.blobs)));
     return { data, fromRepository: true };
+  };
+  /** a stretch is written: its buffers go back */
+  const done = (got: { data: Buffer[]; buffer?: Buffer }) => {
+    if (got.buffer) scratch.give(got.buffer);
+    else for (const b of got.data) scratch.blobs.give(b);
   };
   const goesDirect = writes !== undefined && e.size >= DIRECT_MIN;
   const first = e.chunks.length > 0 ? nextStretch(e.chunks, 0, local) : undefined;
@@ -389,7 +400,7 @@ async function download(
     try {
       size = writeWholeFile(dest, got.data, e);
     } finally {
-      if (got.buffer) scratch.give(got.buffer);
+      done(got);
       await files.close();
     }
     if (size > 0) onBytes(size, got.fromRepository);
@@ -409,7 +420,7 @@ async function download(
       ahead = at < e.chunks.length ? fetch(nextStretch(e.chunks, at, local)) : undefined;
       ahead?.catch(() => undefined); // awaited next round; not an unhandled rejection meanwhile
       const n = direct ? await direct.append(got.data) : await writevAll(fd, got.data, size);
-      if (got.buffer) scratch.give(got.buffer);
+      done(got);
       size += n;
       onBytes(n, got.fromRepository);
     }
@@ -527,7 +538,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
         if (live && live.wrong.length === 0 && live.size === e.size && live.sha256 === e.sha256) {
           reused = true;
         } else if (live && e.chunks.length > 1 && live.wrong.length * 2 <= e.chunks.length) {
-          const fetched = await patch(repo, e, index, p.staging, live.wrong, ctx.signal);
+          const fetched = await patch(repo, e, index, p.staging, live.wrong, scratch.blobs, ctx.signal);
           result.bytesDownloaded += fetched;
           result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + e.size - fetched;
           bytesDone += e.size;

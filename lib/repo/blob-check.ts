@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { LockstepError, toErrorInfo, type ErrorInfo } from '../errors.js';
 import type { Codec } from './codec.js';
 import { packKey } from './layout.js';
+import type { BlobBuffers } from './lz4.js';
 
 /** a blob's verdict: sound (its decoded length), or what is wrong with it */
 export type CheckResult = { length: number } | { error: ErrorInfo };
@@ -19,9 +20,9 @@ export interface PackedBlob {
   sha256: string;
 }
 
-/** `stored` decoded, and checked against `hash`; `where` names it in errors (`key`: its object) */
-export async function checkedBlob(codec: Codec, hash: string, key: string, where: string, stored: Buffer, location: string): Promise<Buffer> {
-  const data = await codec.decode(stored, `${where} in ${location}`);
+/** `stored` decoded (into one of `into`'s buffers when compressed), and checked against `hash`; `where` names it in errors (`key`: its object) */
+export async function checkedBlob(codec: Codec, hash: string, key: string, where: string, stored: Buffer, location: string, into?: BlobBuffers): Promise<Buffer> {
+  const data = await codec.decode(stored, `${where} in ${location}`, into);
   const actual = createHash('sha256').update(data).digest('hex');
   if (actual !== hash) {
     throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${location} is corrupt (its content hashes to ${actual}, not ${hash})`, {
@@ -33,14 +34,14 @@ export async function checkedBlob(codec: Codec, hash: string, key: string, where
 }
 
 /** blob `r` out of `extent`, the stored bytes of its pack from `start` on, decoded and checked */
-export async function blobOutOf(codec: Codec, r: PackedBlob, extent: Buffer, start: number, location: string): Promise<Buffer> {
+export async function blobOutOf(codec: Codec, r: PackedBlob, extent: Buffer, start: number, location: string, into?: BlobBuffers): Promise<Buffer> {
   const key = packKey(r.pack);
   const where = `blob ${r.sha256} at ${r.offset}+${r.length} of pack ${key}`;
   const at = r.offset - start;
   if (at < 0 || extent.length < at + r.length) {
     throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} in ${location} is truncated (${Math.max(0, extent.length - Math.max(0, at))} bytes)`, { details: { object: key } });
   }
-  return checkedBlob(codec, r.sha256, key, where, extent.subarray(at, at + r.length), location);
+  return checkedBlob(codec, r.sha256, key, where, extent.subarray(at, at + r.length), location, into);
 }
 
 /** each of `blobs` out of `extent` (their pack's stored bytes from `start` on), checked; in their order */

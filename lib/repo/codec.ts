@@ -20,6 +20,7 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { compressSync, uncompressSync } from 'lz4-napi';
+import { lz4DecodeInto, lz4PlainLength, type BlobBuffers } from './lz4.js';
 import { LockstepError } from '../errors.js';
 import { nativeGarbage } from '../memory.js';
 
@@ -180,8 +181,12 @@ export class Codec {
     return { parts, length, compressed: body !== plain };
   }
 
-  /** `where` names the object in errors */
-  async decode(stored: Buffer, where: string): Promise<Buffer> {
+  /**
+   * `where` names the object in errors. `into`: a compressed body is decoded into one of
+   * its buffers (lz4.ts: the binding's own output buffer is slow to come by in the agent),
+   * which the caller gives back once it is done with the result.
+   */
+  async decode(stored: Buffer, where: string, into?: BlobBuffers): Promise<Buffer> {
     if (stored.length < 4 || stored[0] !== MAGIC0 || stored[1] !== MAGIC1 || stored[2] !== VERSION) {
       throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a lockstep object (bad header)`, { details: { object: where } });
     }
@@ -203,7 +208,7 @@ export class Codec {
     }
     if (flags & FLAG_LZ4) {
       try {
-        body = uncompressSync(body);
+        body = into ? decodeInto(body, into) : uncompressSync(body);
       } catch (err) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} does not decompress`, { cause: err, details: { object: where } });
       }
@@ -214,4 +219,19 @@ export class Codec {
     // lower, still slower), since blobs in flight outlive a young collection
     return body;
   }
+}
+
+/** an LZ4 body decoded into a buffer of `into`'s (given back when it does not decode) */
+function decodeInto(body: Buffer, into: BlobBuffers): Buffer {
+  const n = lz4PlainLength(body);
+  // a damaged length prefix must not ask for an absurd buffer: LZ4 expands at most ~255 times
+  if (n < 0 || n > body.length * 255 + 16) throw new Error(`an LZ4 body of ${body.length} bytes cannot hold ${n}`);
+  const out = into.take(n);
+  try {
+    lz4DecodeInto(body, out);
+  } catch (err) {
+    into.give(out);
+    throw err;
+  }
+  return out;
 }

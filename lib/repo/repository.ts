@@ -23,6 +23,7 @@ import {
   type CheckSummary,
 } from './layout.js';
 import { blobOutOf, checkedBlob } from './blob-check.js';
+import type { BlobBuffers } from './lz4.js';
 import {
   INDEX_PARTS_VERSION,
   inParts,
@@ -213,18 +214,21 @@ export class Repository {
     return checkStored(PendingRecordSchema, parseJson((await this.readDecoded(key)).toString('utf8'), key), key, 'pending record');
   }
 
-  /** Read a chunk or a blob in a pack and check it against its hash. */
-  async getBlob(ref: ChunkRef, signal?: AbortSignal): Promise<Buffer> {
-    if (typeof ref !== 'string') return (await this.getPackedRun([ref], signal))[0]!;
+  /**
+   * Read a chunk or a blob in a pack and check it against its hash. `into`: where a
+   * compressed one is decoded (give the blob back there once it is written).
+   */
+  async getBlob(ref: ChunkRef, signal?: AbortSignal, into?: BlobBuffers): Promise<Buffer> {
+    if (typeof ref !== 'string') return (await this.getPackedRun([ref], signal, into))[0]!;
     const key = this.objectKeyOf(ref);
-    return checkedBlob(this.codec, ref, key, `chunk ${key}`, await this.read(key, undefined, signal), this.location);
+    return checkedBlob(this.codec, ref, key, `chunk ${key}`, await this.read(key, undefined, signal), this.location, into);
   }
 
   /**
    * Read blobs that lie back to back in one pack with one ranged request, each checked
-   * against its hash; in the order given.
+   * against its hash; in the order given. `into`: as for `getBlob`.
    */
-  async getPackedRun(refs: PackRef[], signal?: AbortSignal): Promise<Buffer[]> {
+  async getPackedRun(refs: PackRef[], signal?: AbortSignal, into?: BlobBuffers): Promise<Buffer[]> {
     const first = refs[0]!;
     const end = first.offset + refs.reduce((n, r) => n + r.length, 0);
     const extent = await this.getPackExtent(first.pack, first.offset, end, signal);
@@ -232,7 +236,7 @@ export class Repository {
     let at = first.offset;
     for (const r of refs) {
       if (r.pack !== first.pack || r.offset !== at) throw new Error('getPackedRun: blobs are not back to back in one pack');
-      out.push(await this.blobFrom(r, extent, first.offset));
+      out.push(await this.blobFrom(r, extent, first.offset, into));
       at += r.length;
     }
     return out;
@@ -244,8 +248,8 @@ export class Repository {
   }
 
   /** A blob out of an extent of its pack that begins at `start`, checked against its hash. */
-  blobFrom(r: PackRef, extent: Buffer, start: number): Promise<Buffer> {
-    return blobOutOf(this.codec, r, extent, start, this.location);
+  blobFrom(r: PackRef, extent: Buffer, start: number, into?: BlobBuffers): Promise<Buffer> {
+    return blobOutOf(this.codec, r, extent, start, this.location, into);
   }
 
   /** an object or a range of it in one buffer, the cheapest way the driver has */
