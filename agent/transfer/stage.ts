@@ -94,6 +94,8 @@ interface LocalRead {
   blocks: Map<string, LocalChunk>;
   /** blocks (by index) that are not the backup's block at that place, or that the file is too short to hold */
   wrong: number[];
+  /** the copy (`copyTo`) already has the entry's metadata: the file came in one read and was written in one go */
+  metaSet: boolean;
 }
 
 /**
@@ -128,16 +130,22 @@ async function readLocal(
   // a one-block file is read whole at once; the blocks of a larger one line up with its reads
   const buf = scratch.take(several ? readSize : Math.min(readSize, st.size + 1));
   const room = several ? readSize : buf.length;
-  const out: LocalRead = { size: 0, sha256: '', blocks: new Map(), wrong: [] };
+  const out: LocalRead = { size: 0, sha256: '', blocks: new Map(), wrong: [], metaSet: false };
   const shas: string[] = [];
   let fd: number | undefined;
   try {
-    if (opts.copyTo) fd = await openFd(opts.copyTo, 'wx', 0o600);
     for (;;) {
       signal.throwIfAborted();
       const n = await readAt(src, buf, room, out.size);
+      if (opts.copyTo && out.size === 0 && n < room) {
+        // the whole file came in one read (a read returned nothing): written in one go, inline, with the entry's metadata
+        writeWholeFile(opts.copyTo, [buf.subarray(0, n)], e);
+        out.metaSet = true;
+      } else if (opts.copyTo) {
+        fd ??= await openFd(opts.copyTo, 'wx', 0o600);
+        if (n > 0) await writevAll(fd, [buf.subarray(0, n)], out.size);
+      }
       if (n === 0) break;
-      if (fd !== undefined) await writevAll(fd, [buf.subarray(0, n)], out.size);
       whole?.update(buf.subarray(0, n));
       if (several) {
         for (let off = 0; off < n; off += block) {
@@ -150,6 +158,7 @@ async function readLocal(
         }
       }
       out.size += n;
+      if (out.metaSet) break;
     }
   } finally {
     await closeFd(src);
@@ -532,11 +541,13 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
         await symlink(e.target, p.staging);
       } else if (e.type === 'file') {
         let reused = false;
+        let metaSet = false;
         const local = new Map<string, LocalChunk>();
         // the live file first, in one pass: what matches stays, a few wrong blocks are patched
         const live = await readLocal(p.live, e, index, scratch, ctx.signal, { copyTo: p.staging });
         if (live && live.wrong.length === 0 && live.size === e.size && live.sha256 === e.sha256) {
           reused = true;
+          metaSet = live.metaSet;
         } else if (live && e.chunks.length > 1 && live.wrong.length * 2 <= e.chunks.length) {
           const fetched = await patch(repo, e, index, p.staging, live.wrong, scratch.blobs, ctx.signal);
           result.bytesDownloaded += fetched;
@@ -576,6 +587,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
           return; // its metadata went on through its descriptor
         }
         ctx.progress({ bytesDone, filesDone: ++filesDone });
+        if (metaSet) return;
       }
       await applyMeta(p.staging, e.type, e);
     },
