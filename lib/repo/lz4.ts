@@ -92,8 +92,13 @@ export function lz4DecodeInto(body: Uint8Array, dst: Uint8Array): number {
   return d;
 }
 
-/** the smallest buffer `BlobBuffers` makes, and the largest it keeps */
-const CLASS_MIN = 4096;
+/**
+ * the smallest buffer `BlobBuffers` makes, and the largest it keeps. 32 KiB, the agent's
+ * allocator's threshold for mapping a block on its own: a buffer is then unmapped when
+ * freed (only the pages a blob touched were ever resident), never left in the middle of
+ * the allocator's heap, which would keep the agent larger after the restore.
+ */
+const CLASS_MIN = 32 * 1024;
 const CLASS_MAX = 8 * 1024 * 1024;
 
 /**
