@@ -18,7 +18,7 @@
  * It compresses on the calling thread (see below); data that does not shrink by 1/16 is
  * stored as is.
  */
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual, type DecipherGCM } from 'node:crypto';
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { lz4DecodeInto, lz4PlainLength, type BlobBuffers } from './lz4.js';
 import { LockstepError } from '../errors.js';
@@ -199,7 +199,7 @@ export class Codec {
       decipher.setAAD(stored.subarray(0, 4));
       decipher.setAuthTag(body.subarray(body.length - TAG_LEN));
       try {
-        body = Buffer.concat([decipher.update(body.subarray(IV_LEN, body.length - TAG_LEN)), decipher.final()]);
+        body = into ? decryptInto(decipher, body.subarray(IV_LEN, body.length - TAG_LEN), into) : decryptWhole(decipher, body.subarray(IV_LEN, body.length - TAG_LEN));
       } catch (err) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} fails its authentication check (damaged or altered)`, { cause: err, details: { object: where } });
       }
@@ -207,8 +207,11 @@ export class Codec {
       throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not encrypted in an encrypted repository (altered?)`, { details: { object: where } });
     }
     if (flags & FLAG_LZ4) {
+      const sealed = flags & FLAG_AES && into ? body : undefined;
       try {
         body = into ? decodeInto(body, into) : uncompressSync(body);
+        // the decrypted, still compressed form was one of `into`'s too
+        if (sealed) into!.give(sealed);
       } catch (err) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} does not decompress`, { cause: err, details: { object: where } });
       }
@@ -229,6 +232,36 @@ function decodeInto(body: Buffer, into: BlobBuffers): Buffer {
   const out = into.take(n);
   try {
     lz4DecodeInto(body, out);
+  } catch (err) {
+    into.give(out);
+    throw err;
+  }
+  return out;
+}
+
+/** a whole sealed body decrypted (GCM adds nothing at the end: no second copy of every blob) */
+function decryptWhole(decipher: DecipherGCM, sealed: Buffer): Buffer {
+  const head = decipher.update(sealed);
+  const tail = decipher.final();
+  return tail.length === 0 ? head : Buffer.concat([head, tail]);
+}
+
+/**
+ * below the agent's allocator threshold (32 KiB): the binding's output for each slice comes
+ * from the allocator's heap, not a fresh mapping (lz4.ts)
+ */
+const DECRYPT_SLICE = 16 * 1024;
+
+/**
+ * A sealed body decrypted into one of `into`'s buffers, a slice at a time. Nothing of it is
+ * used unless the tag checks (`final` throws otherwise; the buffer goes back).
+ */
+function decryptInto(decipher: DecipherGCM, sealed: Buffer, into: BlobBuffers): Buffer {
+  const out = into.take(sealed.length);
+  try {
+    let w = 0;
+    for (let at = 0; at < sealed.length; at += DECRYPT_SLICE) w += decipher.update(sealed.subarray(at, Math.min(at + DECRYPT_SLICE, sealed.length))).copy(out, w);
+    if (decipher.final().length !== 0 || w !== sealed.length) throw new Error(`AES-GCM gave ${w} bytes for ${sealed.length}`);
   } catch (err) {
     into.give(out);
     throw err;
