@@ -126,7 +126,12 @@ export class Codec {
     const iv = randomBytes(IV_LEN);
     const cipher = createCipheriv('aes-256-gcm', this.keys.enc, iv);
     cipher.setAAD(header);
-    return [header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()];
+    // a slice at a time, as `decryptInto`: one output for a whole blob was a fresh mapping of
+    // the agent's allocator each time (encrypted 64 KiB blocks encoded at 0.15 GB/s, plain ones 0.5)
+    const parts = [header, iv];
+    for (let at = 0; at < body.length; at += CRYPT_SLICE) parts.push(cipher.update(body.subarray(at, Math.min(at + CRYPT_SLICE, body.length))));
+    parts.push(cipher.final(), cipher.getAuthTag());
+    return parts;
   }
 
   private wantsLz4(plain: Buffer): boolean {
@@ -247,10 +252,10 @@ function decryptWhole(decipher: DecipherGCM, sealed: Buffer): Buffer {
 }
 
 /**
- * below the agent's allocator threshold (32 KiB): the binding's output for each slice comes
+ * below the agent's allocator threshold (32 KiB): the cipher's output for each slice comes
  * from the allocator's heap, not a fresh mapping (lz4.ts)
  */
-const DECRYPT_SLICE = 16 * 1024;
+const CRYPT_SLICE = 16 * 1024;
 
 /**
  * A sealed body decrypted into one of `into`'s buffers, a slice at a time. Nothing of it is
@@ -260,7 +265,7 @@ function decryptInto(decipher: DecipherGCM, sealed: Buffer, into: BlobBuffers): 
   const out = into.take(sealed.length);
   try {
     let w = 0;
-    for (let at = 0; at < sealed.length; at += DECRYPT_SLICE) w += decipher.update(sealed.subarray(at, Math.min(at + DECRYPT_SLICE, sealed.length))).copy(out, w);
+    for (let at = 0; at < sealed.length; at += CRYPT_SLICE) w += decipher.update(sealed.subarray(at, Math.min(at + CRYPT_SLICE, sealed.length))).copy(out, w);
     if (decipher.final().length !== 0 || w !== sealed.length) throw new Error(`AES-GCM gave ${w} bytes for ${sealed.length}`);
   } catch (err) {
     into.give(out);
