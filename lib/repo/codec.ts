@@ -32,6 +32,11 @@ const FLAG_AES = 2;
 const IV_LEN = 12;
 const TAG_LEN = 16;
 /**
+ * below the agent's allocator threshold (32 KiB): the cipher's output for each slice comes
+ * from the allocator's heap, not a fresh mapping (lz4.ts)
+ */
+const CRYPT_SLICE = 16 * 1024;
+/**
  * LZ4 always runs on the calling thread (~1 ms a MiB), whatever the size: through the
  * binding's thread-pool calls its buffers are allocated by a pool thread in the binding's
  * own allocator (mimalloc) and freed on the main thread, and mimalloc takes such memory
@@ -127,7 +132,7 @@ export class Codec {
     const cipher = createCipheriv('aes-256-gcm', this.keys.enc, iv);
     cipher.setAAD(header);
     // a slice at a time, as `decryptInto`: one output for a whole blob was a fresh mapping of
-    // the agent's allocator each time (encrypted 64 KiB blocks encoded at 0.15 GB/s, plain ones 0.5)
+    // the agent's allocator each time (encrypted 64 KiB blocks encoded at 0.12 GB/s, in slices 0.31)
     const parts = [header, iv];
     for (let at = 0; at < body.length; at += CRYPT_SLICE) parts.push(cipher.update(body.subarray(at, Math.min(at + CRYPT_SLICE, body.length))));
     parts.push(cipher.final(), cipher.getAuthTag());
@@ -250,12 +255,6 @@ function decryptWhole(decipher: DecipherGCM, sealed: Buffer): Buffer {
   const tail = decipher.final();
   return tail.length === 0 ? head : Buffer.concat([head, tail]);
 }
-
-/**
- * below the agent's allocator threshold (32 KiB): the cipher's output for each slice comes
- * from the allocator's heap, not a fresh mapping (lz4.ts)
- */
-const CRYPT_SLICE = 16 * 1024;
 
 /**
  * A sealed body decrypted into one of `into`'s buffers, a slice at a time. Nothing of it is
