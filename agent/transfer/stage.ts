@@ -309,8 +309,6 @@ class SharedPacks {
     private readonly repo: Repository,
     files: FileEntry[],
     private readonly budget: { held: number },
-    /** where extents are read and blobs decoded (an extent goes back with its last user) */
-    private readonly into: BlobBuffers,
   ) {
     for (const f of files) {
       const r = f.chunks.length === 1 ? f.chunks[0]! : undefined;
@@ -327,19 +325,19 @@ class SharedPacks {
   }
 
   /** the blob from its pack's shared extent; undefined when it is not in one (or too much is held: read it alone) */
-  async blob(r: PackRef, signal: AbortSignal): Promise<Buffer | undefined> {
+  async blob(r: PackRef, signal: AbortSignal, into: BlobBuffers): Promise<Buffer | undefined> {
     const x = this.extents.get(r.pack);
     if (!x) return undefined;
     let h = this.held.get(r.pack);
     if (!h) {
       const bytes = x.end - x.start;
       if (this.budget.held + bytes > EXTENTS_HELD_MAX) return undefined;
-      h = { data: this.repo.getPackExtent(r.pack, x.start, x.end, signal, this.into), bytes };
+      h = { data: this.repo.getPackExtent(r.pack, x.start, x.end, signal), bytes };
       this.held.set(r.pack, h);
       this.budget.held += bytes;
     }
     try {
-      return await this.repo.blobFrom(r, await h.data, x.start, this.into);
+      return await this.repo.blobFrom(r, await h.data, x.start, into);
     } finally {
       this.done(r.pack);
     }
@@ -360,8 +358,6 @@ class SharedPacks {
     if (h) {
       this.held.delete(pack);
       this.budget.held -= h.bytes;
-      // every blob taken out of it is a copy of its own
-      h.data.then((b) => this.into.give(b), () => undefined);
     }
   }
 }
@@ -390,7 +386,7 @@ async function download(
     const near = s.local ? await files.read(s.local, part) : undefined;
     if (near) return { data: near.parts, fromRepository: false, buffer: near.buffer };
     if (e.chunks.length === 1 && typeof part[0] !== 'string') {
-      const blob = await shared.blob(part[0]!, signal);
+      const blob = await shared.blob(part[0]!, signal, scratch.blobs);
       if (blob) return { data: [blob], fromRepository: true };
     }
     const data: Buffer[] = [];
@@ -531,7 +527,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
       const files = entries.filter((e): e is FileEntry => e.type === 'file');
       result.files += files.length;
       for (const f of files) result.bytes += f.size;
-      const shared = new SharedPacks(repo, files, extentsHeld, scratch.blobs);
+      const shared = new SharedPacks(repo, files, extentsHeld);
       for (const e of entries) if (e.type !== 'dir') yield { e, shared };
     }
   }

@@ -192,9 +192,9 @@ export class Codec {
   }
 
   /**
-   * `where` names the object in errors. `into`: the result is one of its buffers, never a
-   * view of `stored` (lz4.ts: the binding's own output buffer is slow to come by in the
-   * agent); the caller gives it back once it is done with it, and may give `stored` back.
+   * `where` names the object in errors. `into`: a compressed body is decoded into one of
+   * its buffers (lz4.ts: the binding's own output buffer is slow to come by in the agent),
+   * which the caller gives back once it is done with the result.
    */
   async decode(stored: Buffer, where: string, into?: BlobBuffers): Promise<Buffer> {
     if (stored.length < 4 || stored[0] !== MAGIC0 || stored[1] !== MAGIC1 || stored[2] !== VERSION) {
@@ -225,12 +225,6 @@ export class Codec {
       } catch (err) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} does not decompress`, { cause: err, details: { object: where } });
       }
-    }
-    // a body stored as it was is a view of what was read: `into`'s caller gives that back (lib/repo/repository.ts getPackedRun)
-    if (into && !(flags & (FLAG_LZ4 | FLAG_AES))) {
-      const own = into.take(body.length);
-      body.copy(own);
-      body = own;
     }
     // decoded blobs are not counted for nativeGarbage: a 5 GiB restore (index read part by
     // part) peaked 30–45 MiB lower counting them and the pack extents they came from, but

@@ -231,7 +231,7 @@ export class Repository {
   async getPackedRun(refs: PackRef[], signal?: AbortSignal, into?: BlobBuffers): Promise<Buffer[]> {
     const first = refs[0]!;
     const end = first.offset + refs.reduce((n, r) => n + r.length, 0);
-    const extent = await this.getPackExtent(first.pack, first.offset, end, signal, into);
+    const extent = await this.getPackExtent(first.pack, first.offset, end, signal);
     const out: Buffer[] = [];
     let at = first.offset;
     for (const r of refs) {
@@ -239,17 +239,12 @@ export class Repository {
       out.push(await this.blobFrom(r, extent, first.offset, into));
       at += r.length;
     }
-    // what `into` decodes is its own copy: the extent is done with
-    into?.give(extent);
     return out;
   }
 
-  /**
-   * The stored bytes [start, end) of a pack, unchecked: take blobs out of it with `blobFrom`.
-   * `into`: read into one of its buffers (give it back once its blobs are taken out, with `into`).
-   */
-  getPackExtent(pack: string, start: number, end: number, signal?: AbortSignal, into?: BlobBuffers): Promise<Buffer> {
-    return this.read(packKey(pack), { start, end: end - 1 }, signal, into);
+  /** The stored bytes [start, end) of a pack, unchecked: take blobs out of it with `blobFrom`. */
+  getPackExtent(pack: string, start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
+    return this.read(packKey(pack), { start, end: end - 1 }, signal);
   }
 
   /** A blob out of an extent of its pack that begins at `start`, checked against its hash. */
@@ -257,9 +252,9 @@ export class Repository {
     return blobOutOf(this.codec, r, extent, start, this.location, into);
   }
 
-  /** an object or a range of it in one buffer, the cheapest way the driver has (one of `into`'s when it can) */
-  private async read(key: string, range?: ByteRange, signal?: AbortSignal, into?: BlobBuffers): Promise<Buffer> {
-    if (this.driver.getBuffer) return this.driver.getBuffer(key, range, signal, into ? (n) => into.take(n) : undefined);
+  /** an object or a range of it in one buffer, the cheapest way the driver has */
+  private async read(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+    if (this.driver.getBuffer) return this.driver.getBuffer(key, range, signal);
     return readAll(await this.driver.get(key, range, signal));
   }
 

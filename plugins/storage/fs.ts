@@ -170,7 +170,7 @@ export class FsDriver implements StorageDriver {
     }
   }
 
-  async getBuffer(key: string, range?: ByteRange, _signal?: AbortSignal, alloc?: (size: number) => Buffer): Promise<Buffer> {
+  async getBuffer(key: string, range?: ByteRange, _signal?: AbortSignal): Promise<Buffer> {
     let fd: number;
     try {
       fd = await openFd(this.path(key), 'r');
@@ -179,7 +179,7 @@ export class FsDriver implements StorageDriver {
     }
     try {
       const size = range ? range.end - range.start + 1 : (await fstatFd(fd)).size;
-      const buf = alloc ? alloc(size) : Buffer.allocUnsafe(size);
+      const buf = Buffer.allocUnsafe(size);
       const n = await readAt(fd, buf, size, range?.start ?? 0);
       return n === size ? buf : buf.subarray(0, n);
     } catch (err) {

@@ -51,10 +51,9 @@ export interface StorageDriver {
   get(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
   /**
    * optional: the same, read whole into one buffer, for drivers that can do that cheaper
-   * than a stream (the many small ranged reads of a restore). `alloc`: where the buffer
-   * comes from when the size is known (a caller that reuses its buffers); else a new one.
+   * than a stream (the many small ranged reads of a restore)
    */
-  getBuffer?(key: string, range?: ByteRange, signal?: AbortSignal, alloc?: (size: number) => Buffer): Promise<Buffer>;
+  getBuffer?(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer>;
   /** undefined only when absent; any other failure throws */
   head(key: string): Promise<ObjectInfo | undefined>;
   /** keys under the prefix, in no particular order */
