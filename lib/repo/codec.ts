@@ -192,9 +192,9 @@ export class Codec {
   }
 
   /**
-   * `where` names the object in errors. `into`: a compressed body is decoded into one of
-   * its buffers (lz4.ts: the binding's own output buffer is slow to come by in the agent),
-   * which the caller gives back once it is done with the result.
+   * `where` names the object in errors. `into`: a compressed or encrypted body is decoded
+   * into one of its buffers (lz4.ts: the bindings' own output buffers are slow to come by in
+   * the agent), which the caller gives back once it is done with the result.
    */
   async decode(stored: Buffer, where: string, into?: BlobBuffers): Promise<Buffer> {
     if (stored.length < 4 || stored[0] !== MAGIC0 || stored[1] !== MAGIC1 || stored[2] !== VERSION) {

@@ -105,8 +105,8 @@ const CLASS_MAX = 8 * 1024 * 1024;
  * Buffers for decoded blobs, given back once their bytes are written and handed out again:
  * the caller takes one per blob (`take`), and gives it back (`give`) when nothing reads it
  * any more. Sizes are powers of two; at most `keepMax` bytes are kept free. `give` takes
- * any buffer and keeps only its own (a blob that was stored uncompressed is a view of its
- * pack's bytes, not one of these).
+ * any buffer and keeps only its own (a blob stored as it was, neither compressed nor
+ * encrypted, is a view of its pack's bytes, not one of these).
  */
 export class BlobBuffers {
   private readonly free = new Map<number, ArrayBufferLike[]>();
