@@ -3,7 +3,7 @@
  * writes of a backup or a restore it costs about half the CPU of a FileHandle per file
  * (measured), so the hot paths use these; everything else uses fs/promises.
  */
-import { close, fchmod, fchown, fstat, fsync, ftruncate, futimes, open, read, writev, writevSync, type Stats } from 'node:fs';
+import { close, closeSync, fchmod, fchown, fstat, fsync, ftruncate, futimes, open, openSync, read, readSync, writev, writevSync, type Stats } from 'node:fs';
 import { promisify } from 'node:util';
 
 export const openFd = promisify(open) as (path: string, flags: string | number, mode?: number) => Promise<number>;
@@ -36,6 +36,22 @@ export async function readFileAt(path: string, buf: Buffer, max: number, positio
     return await readAt(fd, buf, max, position);
   } finally {
     await closeFd(fd);
+  }
+}
+
+/** `readFileAt` inline: for a small file whose data is likely in the page cache (see agent/transfer/upload.ts `SmallReads`) */
+export function readFileAtSync(path: string, buf: Buffer, max: number, position = 0): number {
+  const fd = openSync(path, 'r');
+  try {
+    let at = 0;
+    while (at < max) {
+      const n = readSync(fd, buf, at, max - at, position + at);
+      if (n === 0) break;
+      at += n;
+    }
+    return at;
+  } finally {
+    closeSync(fd);
   }
 }
 

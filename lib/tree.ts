@@ -123,7 +123,8 @@ async function lstatAll(paths: string[]): Promise<(Stats | undefined)[]> {
 }
 
 const LSTAT_BATCH = 256;
-const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** a turn of the event loop: what inline work kept waiting (replies, timers, I/O done) runs */
+export const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * lstat of a path that may well be missing: undefined when it is (or cannot be looked at:
