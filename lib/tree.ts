@@ -5,7 +5,7 @@
 import { closeSync, constants, fchmodSync, fchownSync, futimesSync, lstatSync, openSync } from 'node:fs';
 import { copyFile, lchown, link, lutimes, mkdir, open, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fchmodFd, fchownFd, futimesFd, writevAllSync } from './fd.js';
+import { fchmodFd, fchownFd, futimesFd, writevAllSync, yieldToLoop } from './fd.js';
 import { alignedBuffers } from './aligned.js';
 import type { Stats } from 'node:fs';
 
@@ -123,8 +123,6 @@ async function lstatAll(paths: string[]): Promise<(Stats | undefined)[]> {
 }
 
 const LSTAT_BATCH = 256;
-/** a turn of the event loop: what inline work kept waiting (replies, timers, I/O done) runs */
-export const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * lstat of a path that may well be missing: undefined when it is (or cannot be looked at:

@@ -12,7 +12,7 @@ import { LockstepError } from '../../lib/errors.js';
 import { sha256, type Repository } from '../../lib/repo/repository.js';
 import { contentHash, hashesBlocks, refSha, type ChunkRef, type ComponentIndex, type FileEntry, type IndexEntry, type PackRef } from '../../lib/repo/index-file.js';
 import { applyMeta, applyMetaFd, lstatIfAny, under, writeWholeFile } from '../../lib/tree.js';
-import { closeFd, fstatFd, ftruncateFd, openFd, readAt, writevAll } from '../../lib/fd.js';
+import { closeFd, fstatFd, ftruncateFd, openFd, readAt, SmallReads, writevAll } from '../../lib/fd.js';
 import { AlignedPool, DIRECT_MIN, DirectFile, directWorksIn } from '../../lib/direct-io.js';
 import { syncFileSystem } from '../../lib/syncfs.js';
 import type { StageResult } from '../../lib/wire.js';
@@ -54,6 +54,8 @@ const ALIGNED_SIZE = 1024 * 1024;
 class Scratch {
   /** decoded blobs, given back once written (lib/repo/lz4.ts) */
   readonly blobs: BlobBuffers;
+  /** local files of one block, read whole */
+  readonly smallReads = new SmallReads();
   private readonly free: Buffer[] = [];
   /** aligned buffers never handed out yet (made on first use) */
   private spare: Buffer[] | undefined;
@@ -124,13 +126,33 @@ async function readLocal(
   if (!several && st.size !== e.size) return undefined;
   const block = e.block ?? index.chunkSize;
   const readSize = Math.max(block, Math.floor((1024 * 1024) / block) * block);
-  const src = await openFd(path, 'r').catch(() => undefined);
-  if (src === undefined) return undefined;
   const whole = several && hashesBlocks(index) ? undefined : createHash('sha256');
   // a one-block file is read whole at once; the blocks of a larger one line up with its reads
   const buf = scratch.take(several ? readSize : Math.min(readSize, st.size + 1));
   const room = several ? readSize : buf.length;
   const out: LocalRead = { size: 0, sha256: '', blocks: new Map(), wrong: [], metaSet: false };
+  // a one-block file whole in one read (inline while from the page cache); else (or when it
+  // could not be read so) it is read as below
+  const one = several ? -1 : await scratch.smallReads.read(path, buf, room).catch(() => -1);
+  if (one >= 0 && one < room) {
+    try {
+      if (opts.copyTo) {
+        writeWholeFile(opts.copyTo, [buf.subarray(0, one)], e);
+        out.metaSet = true;
+      }
+      whole!.update(buf.subarray(0, one));
+    } finally {
+      scratch.give(buf);
+    }
+    out.size = one;
+    out.sha256 = whole!.digest('hex');
+    return out;
+  }
+  const src = await openFd(path, 'r').catch(() => undefined);
+  if (src === undefined) {
+    scratch.give(buf);
+    return undefined;
+  }
   const shas: string[] = [];
   let fd: number | undefined;
   try {

@@ -31,7 +31,7 @@ import { open, readlink, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
-import { readFileAt, readFileAtSync } from '../../lib/fd.js';
+import { SmallReads } from '../../lib/fd.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { compressSync } from 'lz4-napi';
 import type { Repository } from '../../lib/repo/repository.js';
@@ -40,7 +40,7 @@ import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
 import type { Manifest, ManifestComponent } from '../../lib/repo/manifest.js';
-import { metaOf, prefixOf, RACY_MS, walkTree, yieldToLoop, type Ranges } from '../../lib/tree.js';
+import { metaOf, prefixOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
@@ -84,12 +84,7 @@ const READ_SIZE = MiB;
  * peaked like 8 and 4 (142–145): the read buffers are what counts.
  */
 const READ_BUFFERS = 6;
-/** an inline read slower than this (ms) came from the disk, not the page cache (a small file's takes ~0.02 ms from it) */
-const INLINE_SLOW_MS = 2;
-/** small files read through the thread pool after an inline read was slow */
-export const SLOW_SKIP = 64;
-/** small files read inline between two turns of the event loop (~1-2 ms of work) */
-export const SMALL_TURN = 32;
+
 const RUN_BUFFERS = 3;
 const PACK_BUFFERS = 2;
 
@@ -260,42 +255,6 @@ interface Stats {
 function digest(data: Buffer, stats: Stats): Buffer {
   stats.bytesHashed += data.length;
   return createHash('sha256').update(data).digest();
-}
-
-/**
- * Small files' reads (open, read until the end, close). Through the thread pool each of
- * those four calls costs the main thread a hand-off (~40 µs here): most of a small file's
- * cost. So they are made inline while they come from the page cache (a read in ~0.02 ms),
- * with a turn of the event loop every `SMALL_TURN` files: a 6.9 GB node of 49k files, 20%
- * of its bytes in files of 2-62 KiB, backed up whole in 18.3 s, not 23.2-24.3 s (alternately),
- * using 25% less CPU. A read slower than `INLINE_SLOW_MS` came from the disk: the next
- * `SLOW_SKIP` files go through the thread pool (a cold disk is read by several threads at
- * once, and stalls the agent for one read in every `SLOW_SKIP`), then inline is tried again.
- */
-export class SmallReads {
-  private skip = 0;
-  private sinceTurn = 0;
-
-  /** files still to be read through the thread pool (after a slow inline read) */
-  get throughPool(): number {
-    return this.skip;
-  }
-
-  /** up to `max` bytes of the file at `path` into `buf`; how many */
-  async read(path: string, buf: Buffer, max: number): Promise<number> {
-    if (this.skip > 0) {
-      this.skip--;
-      return readFileAt(path, buf, max);
-    }
-    if (++this.sinceTurn >= SMALL_TURN) {
-      this.sinceTurn = 0;
-      await yieldToLoop();
-    }
-    const t = performance.now();
-    const n = readFileAtSync(path, buf, max);
-    if (performance.now() - t > INLINE_SLOW_MS) this.skip = SLOW_SKIP;
-    return n;
-  }
 }
 
 /** Where blobs go: packs (a file's own, or shared) and chunk objects; dedup against what is known. */

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { SLOW_SKIP, SMALL_TURN, SmallReads } from '../../agent/transfer/upload.js';
+import { SLOW_SKIP, SMALL_TURN, SmallReads } from '../../lib/fd.js';
 import { tempFolders } from '../helpers/temp.js';
 
 const temp = tempFolders();
