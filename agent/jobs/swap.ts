@@ -1,7 +1,8 @@
 /**
  * Jobs `swap`, `rollback` and `finish`. Swap moves the live data aside (never deletes
  * it) and renames the staged data into place; rollback puts the old data back;
- * finish removes the old data only once the restore has succeeded.
+ * finish removes the old data only once the restore has succeeded (in the background:
+ * the report does not wait for the kernel to free it).
  */
 import { rename, rm, stat } from 'node:fs/promises';
 import { LockstepError } from '../../lib/errors.js';
@@ -72,7 +73,10 @@ export async function finishJob(node: AgentNode, req: JobRequestOf<'finish'>, ct
     if (!(await exists(aside))) continue;
     if (req.keepOld) out.kept.push(aside);
     else {
-      await rm(aside, { recursive: true, force: true });
+      // renamed out of the way at once (a later restore's old data takes its name), removed in the background
+      const removing = node.removingPath(live, req.restoreId);
+      await rename(aside, removing);
+      node.removeLater(removing);
       out.removed.push(aside);
     }
   }

@@ -1,4 +1,4 @@
-/** After success only: remove the moved-aside data, or keep it with --keep-old. */
+/** After success only: remove the moved-aside data (the agents do it in the background), or keep it with --keep-old. */
 import { fanout } from '../fanout.js';
 import { report, type RestoreContext } from './context.js';
 
@@ -14,7 +14,7 @@ export async function finish(ctx: RestoreContext): Promise<void> {
     const r = report(ctx, o.target);
     if (o.ok) {
       ctx.keptOld.push(...o.result.kept.map((p) => `${o.target.node}:${p}`));
-      r.actions?.push(...o.result.removed.map((p) => `removed previous data ${p}`), ...o.result.kept.map((p) => `kept previous data at ${p}`));
+      r.actions?.push(...o.result.removed.map((p) => `removing previous data ${p} (in the background)`), ...o.result.kept.map((p) => `kept previous data at ${p}`));
     } else {
       // the restore itself succeeded; the old copy simply stays
       r.actions?.push(`could not remove the previous data: ${o.error.message}`);

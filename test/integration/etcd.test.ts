@@ -2,14 +2,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { LocalCluster } from '../../demo/local-cluster.js';
 import { EtcdTestCluster } from '../../demo/etcd-cluster.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { json, runCli, stopCluster, tempDir } from '../helpers/cluster.js';
 import { openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
+import { leftoversBeside } from '../helpers/leftovers.js';
 import { refSha } from '../../lib/repo/index-file.js';
 
 describe('etcd cluster', () => {
@@ -64,7 +65,7 @@ describe('etcd cluster', () => {
     const back = await etcd.readPrefix('k/');
     expect(back.size).toBe(state.size);
     expect(back).toEqual(state);
-    for (const m of etcd.members) expect((await readdir(dirname(m.dataDir))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
+    for (const m of etcd.members) expect(await leftoversBeside(m.dataDir)).toEqual([]);
   });
 
   it('--dry-run changes nothing on disk', async () => {
@@ -74,7 +75,7 @@ describe('etcd cluster', () => {
     expect(r.code).toBe(0);
     expect(json<RestoreReport>(r.stdout).status).toBe('planned');
     expect(await etcd.readPrefix('k/')).toEqual(before);
-    for (const m of etcd.members) expect((await readdir(dirname(m.dataDir))).filter((s) => s.includes('.lockstep-'))).toEqual([]);
+    for (const m of etcd.members) expect(await leftoversBeside(m.dataDir)).toEqual([]);
   });
 
   it('a member that will not start on the restored data: every member rolled back, data as before, cluster healthy', async () => {

@@ -42,6 +42,7 @@ describe('agent start-up sweep', () => {
       'db/data/live': 'live data',
       'db/data.lockstep-staging-r1/live': 'staging of a killed restore',
       'db/data.lockstep-old-r1/live': 'old data moved aside by a restore',
+      'db/data.lockstep-removing-r0/live': 'old data of a finished restore whose removal a stop cut short',
     };
     for (const [path, body] of Object.entries(files)) {
       await mkdir(join(root, path, '..'), { recursive: true });
@@ -55,6 +56,7 @@ describe('agent start-up sweep', () => {
     expect(removed.map((p) => p.slice(root!.length + 1)).sort()).toEqual(
       [
         'db/data.lockstep-staging-r1',
+        'db/data.lockstep-removing-r0',
         `state/index-cache/${REPO}-db.idx.tmp`,
         `state/index-cache/${REPO}-my-db.idx`,
         `state/index-cache/${REPO}-old.idx`,
