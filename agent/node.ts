@@ -8,6 +8,7 @@ import { readdir, rm, stat } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
 import { LockstepError, toErrorInfo } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
+import { removeTree } from '../lib/tree.js';
 import { Repository } from '../lib/repo/repository.js';
 import type { ComponentDescription, NodeDescription } from '../lib/wire.js';
 import { openRepositoryAt } from '../plugins/storage/registry.js';
@@ -150,12 +151,12 @@ export class AgentNode {
   /**
    * Remove `path` (a restore's old data, renamed to `removingPath`) in the background: the
    * kernel takes ~0.2 ms a file to free it (8-10 s for 50k files here), which the restore's
-   * report no longer waits for. An agent stopped meanwhile removes what is left at its
-   * next start (`sweep`).
+   * report no longer waits for (`removeTree`: by `rm`, in a process of its own). An agent
+   * stopped meanwhile removes what is left at its next start (`sweep`).
    */
   removeLater(path: string): void {
     const t0 = performance.now();
-    const done = rm(path, { recursive: true, force: true }).then(
+    const done = removeTree(path).then(
       () => this.log.info({ path, ms: Math.round(performance.now() - t0) }, "removed a restore's previous data"),
       (err: unknown) => this.log.error({ path, err: toErrorInfo(err) }, "could not remove a restore's previous data; it is removed at the agent's next start"),
     );
@@ -215,7 +216,7 @@ export class AgentNode {
       if (busyBackups.has(name)) continue;
       const st = await stat(join(snaps, name)).catch(() => undefined);
       if (st && Date.now() - st.mtimeMs > maxAgeMs) {
-        await rm(join(snaps, name), { recursive: true, force: true });
+        await removeTree(join(snaps, name));
         removed.push(join(snaps, name));
       }
     }
@@ -233,7 +234,7 @@ export class AgentNode {
   async sweep(): Promise<string[]> {
     const removed: string[] = [];
     const gone = async (path: string) => {
-      await rm(path, { recursive: true, force: true });
+      await removeTree(path);
       removed.push(path);
     };
     const snaps = join(this.config.stateDir, 'snapshots');
@@ -251,7 +252,7 @@ export class AgentNode {
         const prefixes = [`${basename(live)}.lockstep-staging-`, `${basename(live)}.lockstep-removing-`];
         for (const name of await readdir(dirname(live)).catch(() => [] as string[])) {
           if (prefixes.some((p) => name.startsWith(p))) {
-            await rm(join(dirname(live), name), { recursive: true, force: true });
+            await removeTree(join(dirname(live), name));
             removed.push(join(dirname(live), name));
           }
         }

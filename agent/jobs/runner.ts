@@ -3,7 +3,8 @@
  * background; one job at a time per component; state, progress and leftovers are
  * journaled; a restarted agent marks what was running as interrupted and cleans up.
  */
-import { rename, rm, stat } from 'node:fs/promises';
+import { rename, stat } from 'node:fs/promises';
+import { removeTree } from '../../lib/tree.js';
 import { LockstepError, toErrorInfo } from '../../lib/errors.js';
 import { newJobId } from '../../lib/ids.js';
 import type { Logger } from '../../lib/log.js';
@@ -124,7 +125,7 @@ export class JobRunner {
     for (const l of [...leftovers].reverse()) {
       try {
         if (l.kind === 'path') {
-          await rm(l.path, { recursive: true, force: true });
+          await removeTree(l.path);
           actions.push(`removed ${l.path}`);
         } else if (l.kind === 'undo-rename') {
           const toExists = await stat(l.to).then(() => true, () => false);

@@ -1,8 +1,8 @@
 /** Jobs `snapshot` (the plugin produces the files into a snapshot dir) and `cleanup`. */
-import { lstat, mkdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, rename, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { snapshotSets } from './sets.js';
-import { treeSize } from '../../lib/tree.js';
+import { removeTree, treeSize } from '../../lib/tree.js';
 import type { JobRequestOf, SnapshotResult } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
 import { snapshotCleanedUp } from '../transfer/upload.js';
@@ -13,7 +13,7 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
   const dir = node.snapshotDir(req.backupId, req.component);
   const t0 = performance.now();
   await ctx.addLeftover({ kind: 'path', path: dir });
-  await rm(dir, { recursive: true, force: true });
+  await removeTree(dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   ctx.progress({ phase: 'snapshot' });
   const restart = { kind: 'restart-service', component: req.component } as const;
@@ -61,12 +61,12 @@ async function removeSnapshot(node: AgentNode, req: JobRequestOf<'cleanup'>): Pr
     // the newest snapshot replaces the kept one (a local source for the next restore)
     const last = node.lastSnapshotDir(req.component);
     await node.withKept(req.component, async () => {
-      await rm(last, { recursive: true, force: true });
+      await removeTree(last);
       await mkdir(dirname(last), { recursive: true, mode: 0o700 });
       await rename(dir, last);
     });
   }
-  await rm(dir, { recursive: true, force: true });
+  await removeTree(dir);
   // the backup's folder goes with its last component (others may still be in it)
   await rmdir(dirname(dir)).catch(() => undefined);
   return { removed: dir };

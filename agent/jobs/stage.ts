@@ -1,7 +1,7 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { copyTree, lstatIfAny, walkTree } from '../../lib/tree.js';
+import { copyTree, lstatIfAny, removeTree, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
@@ -16,31 +16,33 @@ import type { JobContext } from './runner.js';
  */
 async function keepStaged(staging: string, cache: string, signal: AbortSignal): Promise<() => Promise<void>> {
   const next = `${cache}.next`;
-  await rm(next, { recursive: true, force: true });
+  await removeTree(next);
   await mkdir(dirname(cache), { recursive: true, mode: 0o700 });
   try {
     await copyTree(staging, next, 'hardlink', signal);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
     // the state dir is on another filesystem than the data
-    await rm(next, { recursive: true, force: true });
+    await removeTree(next);
     await copyTree(staging, next, 'copy', signal);
   }
   return async () => {
     // a staged file that goes live will be written by the engine: it is not kept
+    const goLive: string[] = [];
     let left = 0;
     for await (const e of walkTree(next)) {
       if (e.type !== 'file') continue;
       const live = lstatIfAny(join(staging, e.rel));
-      if (live?.ino === e.stat.ino && live.dev === e.stat.dev) await rm(e.abs);
+      if (live?.ino === e.stat.ino && live.dev === e.stat.dev) goLive.push(e.abs);
       else left++;
     }
     if (left === 0) {
       // everything staged goes live (a directory): the kept snapshot stays as it was
-      await rm(next, { recursive: true, force: true });
+      await removeTree(next);
       return;
     }
-    await rm(cache, { recursive: true, force: true });
+    for (const p of goLive) await rm(p);
+    await removeTree(cache);
     await rename(next, cache);
   };
 }
@@ -72,7 +74,7 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
   for (const [set, live] of Object.entries(plugin.node.paths(config))) {
     const staging = node.stagingPath(live, req.restoreId);
     await ctx.addLeftover({ kind: 'path', path: staging });
-    await rm(staging, { recursive: true, force: true });
+    await removeTree(staging);
     const cache = plugin.keepLastSnapshot?.(config) ? join(node.lastSnapshotDir(req.component), set) : undefined;
     targets[set] = { live, staging, cache };
   }

@@ -4,7 +4,8 @@
  * finish removes the old data only once the restore has succeeded (in the background:
  * the report does not wait for the kernel to free it).
  */
-import { rename, rm, stat } from 'node:fs/promises';
+import { rename, stat } from 'node:fs/promises';
+import { removeTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
@@ -51,14 +52,14 @@ export async function rollbackJob(node: AgentNode, req: JobRequestOf<'rollback'>
     if (await exists(aside)) {
       // the restored copy can be fetched again from the repository: it may go
       if (await exists(live)) {
-        await rm(live, { recursive: true, force: true });
+        await removeTree(live);
         actions.push(`removed restored ${live}`);
       }
       await rename(aside, live);
       actions.push(`moved ${aside} back to ${live}`);
     }
     if (await exists(staging)) {
-      await rm(staging, { recursive: true, force: true });
+      await removeTree(staging);
       actions.push(`removed ${staging}`);
     }
   }
