@@ -28,8 +28,6 @@ export class AgentNode {
   private repo?: Repository;
   /** per component: the job that uses its kept snapshot now (one at a time) */
   private readonly keptUse = new Map<string, Promise<unknown>>();
-  /** background removals of restores' old data (`removeLater`) */
-  private readonly removals = new Set<Promise<void>>();
 
   constructor(
     readonly config: AgentConfig,
@@ -156,17 +154,10 @@ export class AgentNode {
    */
   removeLater(path: string): void {
     const t0 = performance.now();
-    const done = removeTree(path).then(
+    void removeTree(path).then(
       () => this.log.info({ path, ms: Math.round(performance.now() - t0) }, "removed a restore's previous data"),
       (err: unknown) => this.log.error({ path, err: toErrorInfo(err) }, "could not remove a restore's previous data; it is removed at the agent's next start"),
     );
-    this.removals.add(done);
-    void done.finally(() => this.removals.delete(done));
-  }
-
-  /** every background removal ended (tests, shutdown) */
-  async removalsSettled(): Promise<void> {
-    while (this.removals.size > 0) await Promise.all([...this.removals]);
   }
 
   /** `sizes`: count what each component's paths hold (a walk of every data directory) */
