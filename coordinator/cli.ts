@@ -204,7 +204,8 @@ function program(): Command {
       const read = await repo.listManifests(ids);
       const entries = read.map((r): BackupListEntry => ('error' in r ? { backupId: r.backupId, status: 'unreadable', error: r.error.toJSON() } : backupListEntry(r.manifest, checks.get(r.backupId))));
       print(entries, () => renderBackupList(entries));
-      if (entries.some((e) => e.status === 'unreadable')) process.exitCode = EXIT.DAMAGED;
+      // damage known in the repository (a manifest, or what the last check of a backup found) is told by the exit code too
+      if (entries.some((e) => e.status === 'unreadable' || e.lastCheck?.status === 'damaged' || e.lastReadBack?.status === 'damaged')) process.exitCode = EXIT.DAMAGED;
     });
   backup
     .command('show')

@@ -12,7 +12,7 @@ export const EXIT = {
   REFUSED: 4,
   /** a restore failed and its rollback failed too: a person must act (the report says what) */
   NEEDS_ATTENTION: 5,
-  /** verify found a backup damaged: objects missing or not matching their hashes (the report names each) */
+  /** verify found a backup damaged: objects missing or not matching their hashes (the report names each); list found a damaged manifest, or a backup its last check found damaged */
   DAMAGED: 6,
   /** interrupted by SIGINT/SIGTERM; everything was thawed, started again and cleaned up */
   INTERRUPTED: 130,

@@ -321,7 +321,10 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       // kept: the list says the backup's last check found it damaged, show says where
       const entry = json<Extract<BackupListEntry, { checks: number }>[]>((await cli(['backup', 'list', '--json'])).stdout).find((e) => e.backupId === m.backupId)!;
       expect(entry.lastCheck).toMatchObject({ status: 'damaged', readDataPercent: 0 });
-      expect((await cli(['backup', 'list'])).stdout).toMatch(new RegExp(`${m.backupId} .* DAMAGED, objects only`));
+      const listedDamaged = await cli(['backup', 'list']);
+      expect(listedDamaged.stdout).toMatch(new RegExp(`${m.backupId} .* DAMAGED, objects only`));
+      // and its exit code says so, as for a damaged manifest
+      expect(listedDamaged.code).toBe(6);
       const kept = json<{ lastCheck: CheckRecord }>((await cli(['backup', 'show', m.backupId, '--json'])).stdout).lastCheck;
       expect(kept).toMatchObject({ status: 'damaged', problems: 1 });
       expect(kept.firstProblems).toEqual([expect.objectContaining({ kind: 'missing', file: 'data/big.bin', object: repo.objectKeyOf(big.chunks[0]!) })]);
@@ -349,6 +352,11 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       await writeFile(flip.path, good);
       await writeFile(gone.path, goneBody);
     }
+    // repaired and checked again, reading everything back: the list is clean again
+    expect((await cli(['backup', 'verify', m.backupId, '--read-data=100'])).code).toBe(0);
+    const clean = await cli(['backup', 'list', '--json']);
+    expect(clean.code, clean.stdout).toBe(0);
+    expect(json<Extract<BackupListEntry, { checks: number }>[]>(clean.stdout).find((e) => e.backupId === m.backupId)!.lastReadBack).toMatchObject({ status: 'ok', readDataPercent: 100 });
   });
 
   it('a damaged manifest is listed as such without hiding the others (exit 6); prune removes nothing while it is there', async () => {
