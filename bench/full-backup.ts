@@ -13,6 +13,7 @@
  *   npm run bench:backup -- --mib 1024 --runs 5
  *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 1 --data db   # one agent, 5 GiB (peak RSS)
  *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 1 --data db --history 12
+ *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 2 --data db --encrypt   # into an encrypted repository
  *
  * `--history N`: after the runs, N more rounds of 1% changed and an incremental into the
  * same repository, which grows by a backup each round: the agents' peak RSS in the first
@@ -38,6 +39,8 @@ const nodes = Number(arg('nodes', '3'));
 const data = arg('data', 'random');
 /** incrementals into the same repository after the runs (peak RSS as the repository grows) */
 const history = Number(arg('history', '0'));
+/** into an encrypted repository (AES-256-GCM, its key in a file beside it): what encryption costs */
+const encrypt = process.argv.includes('--encrypt');
 if (data !== 'random' && data !== 'db') throw new Error('--data must be random or db');
 
 /** a database-like tree: a few large files, many small ones */
@@ -158,7 +161,9 @@ async function growHistory(cluster: LocalCluster, lastId: string): Promise<{ las
 
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
-  const cluster = new LocalCluster({ root, nodes });
+  const keyFile = join(root, 'repository.key');
+  if (encrypt) await writeFile(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const cluster = new LocalCluster({ root, nodes, ...(encrypt ? { repository: { driver: 'fs', path: join(root, 'repo'), encryption: { keyFile } } } : {}) });
   try {
     await cluster.start();
     for (const a of cluster.agents) {
@@ -222,7 +227,7 @@ async function main(): Promise<void> {
     const peakLine = (what: string, peaks: number[]) => `| ${what} | ${median(peaks)} MiB (${spread(peaks)}) |`;
     const mbps = (ms: number) => ((totalMiB * 1.048576) / (ms / 1000)).toFixed(0);
     const lines = [
-      `full backup of ${nodes} node${nodes > 1 ? 's' : ''} × ${mibPerNode} MiB (${data === 'db' ? 'database-like, bench/dataset.ts' : '80% in 4 large files, 20% in 16 KiB files'}), ${cpus().length} cores, ${runs} runs (median, min–max)`,
+      `full backup of ${nodes} node${nodes > 1 ? 's' : ''} × ${mibPerNode} MiB (${data === 'db' ? 'database-like, bench/dataset.ts' : '80% in 4 large files, 20% in 16 KiB files'}) into ${encrypt ? 'an encrypted' : 'a'} repository, ${cpus().length} cores, ${runs} runs (median, min–max)`,
       '',
       `| | lockstep backup create | tar -c \\| tar -x (${nodes} at once) | lockstep / tar throughput |`,
       '| --- | --- | --- | --- |',
@@ -247,7 +252,7 @@ async function main(): Promise<void> {
       ...grown.lines,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults('full-backup', { cores: cpus().length, nodes, data, mibPerNode, runs, history: grown.rounds, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
+    await writeResults(encrypt ? 'full-backup-encrypted' : 'full-backup', { cores: cpus().length, nodes, data, encrypted: encrypt, mibPerNode, runs, history: grown.rounds, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
   } finally {
     await cluster.stop();
     await rm(root, { recursive: true, force: true });
