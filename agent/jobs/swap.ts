@@ -74,7 +74,8 @@ export async function finishJob(node: AgentNode, req: JobRequestOf<'finish'>, ct
     if (!(await exists(aside))) continue;
     if (req.keepOld) out.kept.push(aside);
     else {
-      // renamed out of the way at once (a later restore's old data takes its name), removed in the background
+      // renamed at once to a name that marks it as garbage (a `.lockstep-old-` folder is a
+      // restore's way back, never swept), then removed in the background
       const removing = node.removingPath(live, req.restoreId);
       await rename(aside, removing);
       node.removeLater(removing);

@@ -84,7 +84,6 @@ const READ_SIZE = MiB;
  * peaked like 8 and 4 (142–145): the read buffers are what counts.
  */
 const READ_BUFFERS = 6;
-
 const RUN_BUFFERS = 3;
 const PACK_BUFFERS = 2;
 
