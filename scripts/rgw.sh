@@ -65,6 +65,8 @@ osd pool default pgp num = 8
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 mon max pg per osd = 1000
+# the mon's own store is tiny: do not refuse to start on a disk that is 95% full (the default)
+mon data avail crit = 1
 osd objectstore = memstore
 memstore device bytes = 8589934592
 osd max object name len = 460
