@@ -1,6 +1,6 @@
 /** The `fs` storage driver: a local or shared (NFS, CephFS …) directory. */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { link, mkdir, open, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
@@ -124,6 +124,31 @@ export class FsDriver implements StorageDriver {
       await rename(tmp, target);
     } catch (err) {
       throw this.wrap(err, 'write', key);
+    }
+  }
+
+  /**
+   * A hard link to `from`'s file, made beside `to` and renamed over it: objects are never
+   * written in place, so the two names can share one file (a copy where links are refused).
+   */
+  async copy(from: string, to: string): Promise<void> {
+    const target = this.path(to);
+    const tmp = `${target}${TMP_MARK}${randomBytes(6).toString('hex')}`;
+    try {
+      await this.ensureDir(dirname(target));
+      await link(this.path(from), tmp).catch((err: unknown) => {
+        if (errnoCode(err) === 'ENOENT') throw err;
+        return copyFile(this.path(from), tmp);
+      });
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw errnoCode(err) === 'ENOENT' ? this.openError(err, from) : this.wrap(err, 'write', to);
+    }
+    try {
+      await rename(tmp, target);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw this.wrap(err, 'write', to);
     }
   }
 

@@ -184,6 +184,22 @@ export class S3Driver implements StorageDriver {
     }
   }
 
+  /** CopyObject: the store copies the bytes itself */
+  async copy(from: string, to: string, signal?: AbortSignal): Promise<void> {
+    const source = this.key(from);
+    try {
+      const { sdk, client } = await this.s3();
+      // the source is "bucket/key", URL-encoded (but for its slashes)
+      const CopySource = `${this.bucket}/${source.split('/').map(encodeURIComponent).join('/')}`;
+      await this.retry(() => client.send(new sdk.CopyObjectCommand({ Bucket: this.bucket, Key: this.key(to), CopySource }), { abortSignal: signal }), signal);
+    } catch (err) {
+      if (httpStatus(err) === 404 || errName(err) === 'NoSuchKey') {
+        throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${from} is missing`, { cause: err });
+      }
+      throw this.wrap(err, 'write', to);
+    }
+  }
+
   async head(key: string): Promise<ObjectInfo | undefined> {
     const Key = this.key(key);
     try {

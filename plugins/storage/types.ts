@@ -61,6 +61,14 @@ export interface StorageDriver {
   /** absent keys are not an error */
   delete(key: string): Promise<void>;
   /**
+   * optional: make `to` an object with the bytes of `from`, inside the store (no bytes
+   * through this process); replaces `to` if it exists; durable as `put` is (after `flush`).
+   * Throws LOCKSTEP_E_OBJECT_NOT_FOUND when `from` is absent. A repository that has it
+   * stores the parts of a file index that did not change since the previous backup by
+   * copying them.
+   */
+  copy?(from: string, to: string, signal?: AbortSignal): Promise<void>;
+  /**
    * optional: remove what writers killed mid-write left behind (temp files), older than
    * `olderThanMs`; with `dryRun` only count them
    */

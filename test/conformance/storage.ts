@@ -104,6 +104,30 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       expect((err as LockstepError).code).toBe('LOCKSTEP_E_OBJECT_NOT_FOUND');
     });
 
+    it('copy, where a driver has it: the same bytes under the new key, the source untouched; replaces a target; a missing source is LOCKSTEP_E_OBJECT_NOT_FOUND', async (t) => {
+      const d = await open();
+      if (!d.copy) return t.skip();
+      const body = randomBytes(300_000);
+      await d.put('cp/src/obj', body);
+      await d.copy('cp/src/obj', 'cp/dst/deep/obj');
+      expect(Buffer.compare(await readAll(await d.get('cp/dst/deep/obj')), body)).toBe(0);
+      expect(await d.head('cp/dst/deep/obj')).toEqual({ size: body.length });
+      // the two are separate objects: replacing or deleting one leaves the other
+      await d.put('cp/src/obj', Buffer.from('replaced'));
+      expect(Buffer.compare(await readAll(await d.get('cp/dst/deep/obj')), body)).toBe(0);
+      await d.delete('cp/src/obj');
+      expect(await d.head('cp/dst/deep/obj')).toEqual({ size: body.length });
+      await d.put('cp/other', Buffer.from('other'));
+      await d.copy('cp/other', 'cp/dst/deep/obj');
+      expect((await readAll(await d.get('cp/dst/deep/obj'))).toString()).toBe('other');
+      const err = await d.copy('cp/missing', 'cp/dst/x').then(() => undefined, (e: unknown) => e);
+      expect((err as LockstepError).code).toBe('LOCKSTEP_E_OBJECT_NOT_FOUND');
+      expect(await d.head('cp/dst/x')).toBeUndefined();
+      const keys: string[] = [];
+      for await (const k of d.list('cp/')) keys.push(k);
+      expect(keys.sort()).toEqual(['cp/dst/deep/obj', 'cp/other']);
+    });
+
     it('delete removes; deleting a missing key is not an error', async () => {
       const d = await open();
       await d.put('del', Buffer.from('x'));
