@@ -47,6 +47,7 @@ function componentLine(c: ComponentReport): string[] {
     const p = c.upload.phases;
     const where = p ? ` (walk ${ms(p.walkMs)}, previous index ${ms(p.previousMs)}, files ${ms(p.filesMs)}, index ${ms(p.indexMs)})` : '';
     facts.push(`new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}${where}`);
+    if (c.upload.indexPartsReused) facts.push(`index parts reused ${c.upload.indexPartsReused}/${c.upload.indexParts}`);
   }
   if (c.stage) facts.push(`${c.stage.files} files ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${c.stage.filesReused} files`);
   if (c.downtimeMs !== undefined) facts.push(`downtime ${ms(c.downtimeMs)}`);

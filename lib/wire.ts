@@ -201,6 +201,10 @@ export interface UploadResult {
   previousIndex?: 'memory' | 'local' | 'repository';
   /** set when the index deduped against is another node's (this node had no backup of the component): that node */
   previousNode?: string;
+  /** how many parts the file index is stored in, where it is big enough for parts and the store can copy */
+  indexParts?: number;
+  /** of those, parts of the previous index stored again by the store's copy (their entries did not change), not written anew */
+  indexPartsReused?: number;
   uploadMs: number;
   /** where `uploadMs` went (they add up to at most it): listing and lstat of every entry, finding and reading the previous index (and the component's pending records), reading and storing the changed files (until every blob is stored), writing the index */
   phases?: UploadPhases;

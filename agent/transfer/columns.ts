@@ -25,6 +25,15 @@ const BLOCK = json(',"block":');
 const SEEN_INO = json(',"seen":{"ino":');
 const CTIME = json(',"ctimeMs":');
 const KINDS = ['file', 'dir', 'symlink'] as const satisfies readonly TreeEntry['type'][];
+const FILE = 0;
+const SYMLINK = 2;
+
+/** `text` as UTF-8 after its length (u32) at `at` in `b`; where it ends */
+function withLength(b: Buffer, at: number, text: string): number {
+  const n = b.write(text, at + 4, 'utf8');
+  b.writeUInt32LE(n, at);
+  return at + 4 + n;
+}
 
 /** what tells whether a file changed since it was read: its inode and change time then */
 export interface SeenSig {
@@ -50,6 +59,8 @@ export class Columns {
   private first = new Uint32Array(0);
   private count = new Uint32Array(0);
   private sha = Buffer.alloc(0);
+  /** whether a file's content was copied from the previous index's row of the same path (`copyContent`) */
+  private copied = new Uint8Array(0);
 
   /** room for `n` rows without growing (each growth copies every column into fresh memory) */
   reserve(n: number): void {
@@ -105,6 +116,7 @@ export class Columns {
   }
 
   private setBlocks(r: number, size: number, block: number, first: number, count: number): void {
+    this.copied[r] = 0;
     this.size[r] = size;
     this.block[r] = count > 1 ? block : 0;
     this.first[r] = first;
@@ -145,6 +157,46 @@ export class Columns {
     this.block[r] = from.block[f]!;
     this.first[r] = from.first[f]!;
     for (let i = 0; i < SHA; i++) this.sha[r * SHA + i] = from.sha[f * SHA + i]!;
+    this.copied[r] = 1;
+  }
+
+  /** whether row `r`'s content is the previous index's, copied by `copyContent` (its blocks are that index's refs) */
+  isCopied(r: number): boolean {
+    return this.copied[r] === 1;
+  }
+
+  /**
+   * Everything row `r`'s index entry says but its content's refs, at `at` in `b` (room for
+   * `identityBytes(r)`); where it ends. Two rows whose bytes are the same, and whose
+   * content is the same refs, make the same entry.
+   */
+  identityInto(r: number, b: Buffer, at: number): number {
+    const kind = this.kind[r]!;
+    b[at] = kind;
+    b.writeUInt16LE(this.mode[r]!, at + 1);
+    b.writeUInt32LE(this.uid[r]!, at + 3);
+    b.writeUInt32LE(this.gid[r]!, at + 7);
+    b.writeDoubleLE(this.mtime[r]!, at + 11);
+    at = withLength(b, at + 19, this.paths[r]!);
+    if (kind === FILE) {
+      b.writeDoubleLE(this.size[r]!, at);
+      b.writeUInt32LE(this.block[r]!, at + 8);
+      b.writeUInt32LE(this.count[r]!, at + 12);
+      this.sha.copy(b, at + 16, r * SHA, r * SHA + SHA);
+      at += 16 + SHA;
+      b[at++] = this.seen[r]!;
+      if (this.seen[r]) {
+        b.writeDoubleLE(this.ino[r]!, at);
+        b.writeDoubleLE(this.ctime[r]!, at + 8);
+        at += 16;
+      }
+    } else if (kind === SYMLINK) at = withLength(b, at, this.target(r));
+    return at;
+  }
+
+  /** at most how many bytes `identityInto` writes for row `r` */
+  identityBytes(r: number): number {
+    return 128 + 3 * (this.paths[r]!.length + (this.kind[r] === SYMLINK ? this.target(r).length : 0));
   }
 
   /** how many blocks the file's content is */
@@ -259,6 +311,7 @@ export class Columns {
     this.first = grown(this.first, new Uint32Array(n));
     this.count = grown(this.count, new Uint32Array(n));
     this.sha = grown(this.sha, Buffer.alloc(n * SHA));
+    this.copied = grown(this.copied, new Uint8Array(n));
   }
 }
 

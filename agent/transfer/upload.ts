@@ -35,7 +35,7 @@ import { SmallReads } from '../../lib/fd.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { compressSync } from 'lz4-napi';
 import type { Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type IndexToWrite } from '../../lib/repo/index-file.js';
+import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type EntryToWrite, type IndexToWrite } from '../../lib/repo/index-file.js';
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
@@ -47,6 +47,7 @@ import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
+import { PartPlanner, readPartIdentities, writePartIdentities, type PartIdentity } from './part-plan.js';
 import { readIndexCache, writeIndexCache } from './index-cache.js';
 import { dropKeptIndex, keepIndex, takeKeptIndex, uploadStarts } from './kept-index.js';
 import { collect, collectIfGrown } from '../../lib/memory.js';
@@ -801,6 +802,8 @@ export interface UploadTarget {
 /** The previous backup's index of a component: its backup, its files by path, every blob it references, and where it was read. */
 interface Previous {
   backupId: string;
+  /** the previous backup's record of the component: its index */
+  component: ManifestComponent;
   files: OldFiles;
   known: Known;
   from: NonNullable<UploadResult['previousIndex']>;
@@ -898,13 +901,13 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       if (target.cacheFile) {
         const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: id, indexSha256: c.indexSha256 };
         const warm = takeKeptIndex(key);
-        if (warm) return { backupId: id, ...warm, from: 'memory' };
+        if (warm) return { backupId: id, component: c, ...warm, from: 'memory' };
         const got = { known: Known.about(blocks), files: new OldFiles() };
         const cached = await readIndexCache(target.cacheFile, key, got.known, got.files).catch((err: unknown) => ({ ok: false as const, why: String(err) }));
-        if (cached.ok) return { backupId: id, ...got, from: 'local' };
+        if (cached.ok) return { backupId: id, component: c, ...got, from: 'local' };
         ctx.log.info({ backupId: id, why: cached.why }, 'previous index read from the repository, not from the local copy');
       }
-      return { backupId: id, ...(await readPrevious(repo, c, blocks)), from: 'repository' };
+      return { backupId: id, component: c, ...(await readPrevious(repo, c, blocks)), from: 'repository' };
     } catch (err) {
       // a damaged older backup only costs dedup, never this backup
       ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'previous backup unreadable; not used for dedup');
@@ -915,7 +918,7 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
   const { id, c } = peer;
   try {
     ctx.log.info({ component: target.component, backupId: id, peer: c.node }, "component's first backup on this node: dedups against another node's index");
-    return { backupId: id, ...(await readPrevious(repo, c, blocks)), from: 'repository', node: c.node };
+    return { backupId: id, component: c, ...(await readPrevious(repo, c, blocks)), from: 'repository', node: c.node };
   } catch (err) {
     ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'peer backup unreadable; not used for dedup');
     return undefined;
@@ -992,22 +995,44 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
   return keys;
 }
 
-/** The upload's rows as an index writes them, each entry made when it is written. */
+/** The upload's rows as an index writes them, each entry made when it is written; from any row on. */
 function indexEntries(rows: Columns, known: Known): IndexToWrite['entries'] {
   let aboutBytes = 0;
   for (let r = 0; r < rows.length; r++) aboutBytes += entryJsonAbout(rows.path(r), rows.type(r) === 'file' ? rows.countOf(r) : 0);
   return {
     aboutBytes,
-    *[Symbol.iterator]() {
-      for (let r = 0; r < rows.length; r++) {
-        const type = rows.type(r);
-        const path = rows.path(r);
-        if (type === 'dir') yield { type, path, ...rows.meta(r) };
-        else if (type === 'symlink') yield { type, path, ...rows.meta(r), target: rows.target(r) };
-        else yield known.entry(rows, r);
-      }
-    },
+    [Symbol.iterator]: () => rowEntries(rows, known, 0),
+    from: (i) => rowEntries(rows, known, i),
   };
+}
+
+function* rowEntries(rows: Columns, known: Known, from: number): Generator<EntryToWrite> {
+  for (let r = from; r < rows.length; r++) {
+    const type = rows.type(r);
+    const path = rows.path(r);
+    if (type === 'dir') yield { type, path, ...rows.meta(r) };
+    else if (type === 'symlink') yield { type, path, ...rows.meta(r), target: rows.target(r) };
+    else yield known.entry(rows, r);
+  }
+}
+
+/**
+ * What the previous index's parts are, for an index that reuses those that did not change
+ * (part-plan.ts): its head, and what the agent kept of each part beside its copy of it.
+ * None when the store cannot copy, there is no previous index of this node's, or nothing
+ * was kept of it (or its head does not read: then its parts are not reused, nothing more).
+ */
+async function previousParts(repo: Repository, target: UploadTarget, previous: Previous | undefined, ctx: JobContext): Promise<{ head: ComponentIndex; identities: PartIdentity[] } | undefined> {
+  if (!repo.driver.copy || !target.cacheFile || !previous || previous.node) return undefined;
+  const c = previous.component;
+  const identities = await readPartIdentities(target.cacheFile, { repositoryId: repo.id, node: target.node, component: target.component, backupId: previous.backupId, indexSha256: c.indexSha256 });
+  if (identities.length === 0) return undefined;
+  try {
+    return { head: await repo.readIndexHead(c.indexKey, c.indexSha256), identities };
+  } catch (err) {
+    ctx.log.warn({ backupId: previous.backupId, err: err instanceof Error ? err.message : String(err) }, "previous index's head unreadable; its parts are not reused");
+    return undefined;
+  }
 }
 
 /**
@@ -1090,6 +1115,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   // a file of another node's index is never this node's unchanged file, whatever its inode says
   const ownFiles = !previous?.node;
   if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
+  // read while the files are
+  const reusable = previousParts(repo, target, previous, ctx);
   ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: fileCount });
   const tPrevious = performance.now();
 
@@ -1181,7 +1208,17 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     sets,
     entries: indexEntries(rows, known),
   };
-  result.indexSha256 = await repo.writeIndex(result.indexKey, index);
+  // parts of the previous index reused where they still hold what the rows say; and what the next backup may reuse of this one's
+  const plan = repo.driver.copy && target.cacheFile ? new PartPlanner(rows, known, await reusable) : undefined;
+  result.indexSha256 = await repo.writeIndex(result.indexKey, index, undefined, plan);
+  if (plan?.restarted !== undefined) {
+    const why = plan.restarted instanceof Error ? plan.restarted.message : String(plan.restarted);
+    ctx.log.warn({ component: target.component, previous: previous?.backupId, why }, "a part of the previous backup's index could not be copied: the index was written whole");
+  }
+  if (plan && plan.identities().length > 0) {
+    result.indexParts = plan.identities().length;
+    result.indexPartsReused = plan.reused;
+  }
   const tIndex = performance.now();
   result.uploadMs = Math.round(tIndex - t0);
   result.phases = { walkMs: Math.round(tWalked - tWalk), previousMs: Math.round(tPrevious - tWalked), filesMs: Math.round(tFiles - tPrevious), indexMs: Math.round(tIndex - tFiles) };
@@ -1197,6 +1234,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       // only ever a saving: without it the next backup reads the index from the repository
       if (!target.cacheFile) return;
       await writeIndexCache(target.cacheFile, cacheKey, rows, known);
+      if (plan) await writePartIdentities(target.cacheFile, cacheKey, plan.identities());
       // and without this, the next backup reads that copy
       const { why } = await keepIndex(target.cacheFile, cacheKey, blocks, fileCount, turn, target.keepIndexBytes ?? 0);
       if (why) ctx.log.info({ component: target.component, why }, 'index not kept in memory: the next backup reads its local copy');

@@ -145,7 +145,38 @@ export type ComponentIndex = Static<typeof ComponentIndexSchema>;
  * An index to write whose entries are made one at a time as they are written (from a
  * compact form kept by the writer), with about how many bytes of JSON they make.
  */
-export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: Iterable<EntryToWrite> & { aboutBytes: number } };
+export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: EntriesToWrite };
+
+/** the entries of an `IndexToWrite`, in order; `from(i)` gives them from entry `i` on (a writer that reuses parts skips theirs) */
+export type EntriesToWrite = Iterable<EntryToWrite> & { aboutBytes: number; from?(i: number): Iterator<EntryToWrite> };
+
+/** a part of an earlier index of the same component, stored again as it is by a writer that reuses it */
+export interface ReusablePart {
+  key: string;
+  sha256: string;
+  entries: number;
+}
+
+/**
+ * How a writer reuses the previous index's parts (agent/transfer/part-plan.ts): a part of
+ * it whose entries are all unchanged is stored again by the store's own copy, not made,
+ * compressed and written again.
+ */
+export interface PartPlan {
+  /**
+   * the previous index's pack table: the index numbers these packs the same way before any
+   * other, so an unchanged entry's refs are the same bytes as in the previous index's part
+   */
+  packs: readonly string[];
+  /** the previous index's part that holds exactly the entries from entry `i` on, all unchanged, if there is one */
+  reusableAt(i: number): ReusablePart | undefined;
+  /** whether a part of the previous index began at entry `i` (the part being made ends there too: parts stay lined up with the previous index's) */
+  beginsPart(i: number): boolean;
+  /** the index's part that holds entries [from, from + part.entries): `reused` from the previous index, or made */
+  written(from: number, part: IndexPart, reused: boolean): void;
+  /** the index is written again from its start, reusing nothing, because of `why` (a part could not be copied): `packs` is then empty, and what `written` was told is void */
+  restart(why: unknown): void;
+}
 
 /**
  * A file entry whose chunks are given as their JSON text, one at a time: a writer that
@@ -289,30 +320,32 @@ function writePacked(out: JsonBuffer, r: PackRef, packs: PackNumbers): void {
  * yielded `json` stays valid until `buffers` more are asked for: with two, one part can be
  * stored while the next is made): no string the size of an index or of a big file's entry
  * is ever made, only small ones that die young. With `packs`, blobs in packs are written
- * as version 5 holds them, their packs numbered in `packs`; else as objects.
+ * as version 5 holds them, their packs numbered in `packs`; else as objects. With `plan`
+ * (and entries that can start anywhere), a part of the previous index that holds the next
+ * entries unchanged is given as `reuse` instead (the part being made ends before it).
  */
-export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, buffers = 1, packs?: PackNumbers): Generator<{ json: Buffer; entries: number }> {
+export function* indexParts(
+  entries: Iterable<EntryToWrite> & Pick<EntriesToWrite, 'from'>,
+  partBytes: number,
+  buffers = 1,
+  packs?: PackNumbers,
+  plan?: PartPlan,
+): Generator<{ json: Buffer; entries: number } | { reuse: ReusablePart }> {
   const outs = Array.from({ length: buffers }, () => new JsonBuffer(partBytes + 64 * 1024));
   // the buffers live until the last part is stored: growth counts from here (else the first
   // look at the heap in an index's write ran a full collection that found ~1 MB to free)
   settled();
+  const reuse = entries.from ? plan : undefined;
   let turn = 0;
   let out = outs[0]!;
   let n = 0;
+  let it = entries[Symbol.iterator]();
   out.put('[');
-  for (const e of entries) {
-    if (n > 0) out.byte(COMMA);
-    if ('writeChunk' in e) writeFileEntry(out, e, e.chunks, (i) => e.writeChunk(i, out, packs));
-    else if (e.type === 'file') {
-      const { chunks, ...head } = e;
-      writeFileEntry(out, head, chunks.length, (i) => {
-        const c = chunks[i]!;
-        if (packs && typeof c !== 'string') writePacked(out, c, packs);
-        else out.put(JSON.stringify(c));
-      });
-    } else out.put(JSON.stringify(e));
-    n++;
-    if (out.length >= partBytes) {
+  for (let i = 0; ; ) {
+    const old = reuse?.reusableAt(i);
+    // a part ends where it is full, and where one of the previous index began (unless it is
+    // still small: parts that shrank as files went are merged, not kept small for good)
+    if (n > 0 && (old || out.length >= partBytes || (out.length >= partBytes / 4 && reuse?.beginsPart(i)))) {
       out.put(']');
       yield { json: out.bytes(), entries: n };
       out = outs[++turn % buffers]!;
@@ -320,11 +353,36 @@ export function* indexParts(entries: Iterable<EntryToWrite>, partBytes: number, 
       n = 0;
       out.put('[');
     }
+    if (old) {
+      yield { reuse: old };
+      i += old.entries;
+      it = entries.from!(i);
+      continue;
+    }
+    const next = it.next();
+    if (next.done) break;
+    if (n > 0) out.byte(COMMA);
+    writeEntry(out, next.value, packs);
+    n++;
+    i++;
   }
   if (n > 0) {
     out.put(']');
     yield { json: out.bytes(), entries: n };
   }
+}
+
+/** one entry as JSON at the end of `out` */
+function writeEntry(out: JsonBuffer, e: EntryToWrite, packs: PackNumbers | undefined): void {
+  if ('writeChunk' in e) writeFileEntry(out, e, e.chunks, (i) => e.writeChunk(i, out, packs));
+  else if (e.type === 'file') {
+    const { chunks, ...head } = e;
+    writeFileEntry(out, head, chunks.length, (i) => {
+      const c = chunks[i]!;
+      if (packs && typeof c !== 'string') writePacked(out, c, packs);
+      else out.put(JSON.stringify(c));
+    });
+  } else out.put(JSON.stringify(e));
 }
 
 const COMMA = 0x2c;

@@ -120,6 +120,17 @@ export class RefTable {
     return this.lengths[r]!;
   }
 
+  /** the number in this table of the pack ref `r`'s blob is in, -1 for a chunk object (numbers run from 0 to `packCount`) */
+  packOf(r: number): number {
+    const p = this.packs[r]!;
+    return p === NO_PACK ? -1 : p;
+  }
+
+  /** how many packs the table's refs are in */
+  get packCount(): number {
+    return this.packIds.length;
+  }
+
   /** the pack ref `r`'s blob is in (undefined: a chunk object) */
   packId(r: number): string | undefined {
     const p = this.packs[r]!;

@@ -41,6 +41,7 @@ import {
   type IndexPart,
   type IndexToWrite,
   type PackRef,
+  type PartPlan,
   type PendingRecord,
 } from './index-file.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
@@ -271,42 +272,38 @@ export class Repository {
    * An index whose entries take more than `partBytes` of JSON is stored as parts (each
    * about that size) and a head that lists them with their hashes: no object, and no
    * string in memory, grows with the node's size (a JSON string cannot pass 512 MiB).
+   * With `plan`, on a store that can copy, a part of the previous index whose entries did
+   * not change is copied to this index's part, not written again; should a copy fail (the
+   * previous backup deleted meanwhile) the whole index is written again, reusing none.
    */
-  async writeIndex(key: string, given: ComponentIndex | IndexToWrite, partBytes = INDEX_PART_BYTES): Promise<string> {
+  async writeIndex(key: string, given: ComponentIndex | IndexToWrite, partBytes = INDEX_PART_BYTES, plan?: PartPlan): Promise<string> {
     const early = this.driver.flush().then(
       () => undefined,
       (err: unknown) => err,
     );
-    const parts: IndexPart[] = [];
     const from = given.entries;
     const about = Array.isArray(from) ? jsonSizeAbout(from) : from.aboutBytes;
     // only today's index versions can be split; an older one is rewritten as it was (tests)
     const split = (given.version === INDEX_VERSION || inParts(given.version)) && about > partBytes;
     // a small index's entries go in its one object
     const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : Array.from(from, entryOf) };
-    const packs = new PackNumbers();
+    let written = { parts: [] as IndexPart[], packs: [] as string[] };
     if (split) {
-      // a part is compressed and stored while the next is made (in the other buffer), and
-      // stored from the other scratch buffer than the one before
-      let storing: Promise<void> = Promise.resolve();
-      const scratch = [{}, {}];
+      const reuse = this.driver.copy ? plan : undefined;
       try {
-        for (const p of indexParts(from, partBytes, 2, packs)) {
-          const partKey = indexPartKey(key, parts.length + 1);
-          parts.push({ key: partKey, sha256: sha256(p.json), entries: p.entries });
-          const before = storing;
-          storing = this.codec.encode(p.json, scratch[parts.length % 2]).then((stored) => this.driver.put(partKey, stored));
-          storing.catch(() => undefined); // awaited below; not unhandled while the one before is awaited
-          await before;
-        }
-        await storing;
-      } finally {
-        await storing.catch(() => undefined);
+        written = await this.writeParts(key, from, partBytes, reuse);
+      } catch (err) {
+        if (!(err instanceof PartCopyFailed)) throw err;
+        reuse!.restart(err.reason);
+        written = await this.writeParts(key, from, partBytes, reuse);
+        // parts of the first attempt past the last of this one
+        for (let n = written.parts.length + 1; n <= err.parts; n++) await this.driver.delete(indexPartKey(key, n));
       }
     }
+    const { parts, packs } = written;
     const head: ComponentIndex =
       parts.length > 0
-        ? { ...index, version: INDEX_PARTS_VERSION, entries: [], parts, packs: packs.ids }
+        ? { ...index, version: INDEX_PARTS_VERSION, entries: [], parts, packs }
         : { ...index, version: inParts(index.version) ? INDEX_VERSION : index.version, parts: undefined, packs: undefined };
     const plain = Buffer.from(JSON.stringify(head));
     await this.driver.put(key, await this.codec.encode(plain));
@@ -314,6 +311,58 @@ export class Repository {
     if (failed) throw failed;
     await this.driver.flush();
     return sha256(plain);
+  }
+
+  /** an index's entries stored as parts (see `writeIndex`); the parts and the pack table */
+  private async writeParts(key: string, from: IndexToWrite['entries'] | IndexEntry[], partBytes: number, plan: PartPlan | undefined): Promise<{ parts: IndexPart[]; packs: string[] }> {
+    const parts: IndexPart[] = [];
+    const packs = new PackNumbers();
+    if (plan) for (const id of plan.packs) packs.of(id);
+    // a part is compressed and stored while the next is made (in the other buffer), and
+    // stored from the other scratch buffer than the one before
+    let storing: Promise<void> = Promise.resolve();
+    const scratch = [{}, {}];
+    // parts copied, a few at once (on S3 each is a request)
+    const copying = new Set<Promise<void>>();
+    let copyFailed: unknown;
+    let entry = 0;
+    try {
+      for (const p of indexParts(from, partBytes, 2, packs, plan)) {
+        const partKey = indexPartKey(key, parts.length + 1);
+        if ('reuse' in p) {
+          const part = { key: partKey, sha256: p.reuse.sha256, entries: p.reuse.entries };
+          parts.push(part);
+          plan!.written(entry, part, true);
+          entry += part.entries;
+          if (copying.size >= PART_COPIES_AT_ONCE) await Promise.race(copying);
+          if (copyFailed !== undefined) break;
+          const c: Promise<void> = this.driver.copy!(p.reuse.key, partKey).then(
+            () => void copying.delete(c),
+            (err: unknown) => {
+              copying.delete(c);
+              copyFailed ??= err;
+            },
+          );
+          copying.add(c);
+          continue;
+        }
+        const part = { key: partKey, sha256: sha256(p.json), entries: p.entries };
+        parts.push(part);
+        plan?.written(entry, part, false);
+        entry += part.entries;
+        const before = storing;
+        storing = this.codec.encode(p.json, scratch[parts.length % 2]).then((stored) => this.driver.put(partKey, stored));
+        storing.catch(() => undefined); // awaited below; not unhandled while the one before is awaited
+        await before;
+      }
+      await storing;
+      await Promise.all(copying);
+    } finally {
+      await storing.catch(() => undefined);
+      await Promise.all(copying);
+    }
+    if (copyFailed !== undefined) throw new PartCopyFailed(copyFailed, parts.length);
+    return { parts, packs: packs.ids };
   }
 
   /** A component index, checked against the manifest's hash (its parts against the head's), entries all in `entries`. */
@@ -342,18 +391,22 @@ export class Repository {
     return head!;
   }
 
+  /** An index's head as stored (its `parts` and `packs`, or its entries when it has no parts), checked against the manifest's hash. */
+  async readIndexHead(key: string, expectedSha256: string): Promise<ComponentIndex> {
+    const body = await this.readDecoded(key);
+    if (sha256(body) !== expectedSha256) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} does not match the manifest's hash`, { details: { object: key } });
+    }
+    return parseIndex(body.toString('utf8'), key);
+  }
+
   /**
    * The same as a generator: each part with the index's head (`entries` empty, no `parts`),
    * the next part read and checked while the one before is worked on. Nothing is given
    * before the head was checked against the manifest's hash.
    */
   async *indexParts(key: string, expectedSha256: string): AsyncGenerator<{ head: ComponentIndex; entries: IndexEntry[] }> {
-    const body = await this.readDecoded(key);
-    const actual = sha256(body);
-    if (actual !== expectedSha256) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} does not match the manifest's hash`, { details: { object: key } });
-    }
-    const index = parseIndex(body.toString('utf8'), key);
+    const index = await this.readIndexHead(key, expectedSha256);
     if (!index.parts) {
       yield { head: { ...index, entries: [] }, entries: index.entries };
       return;
@@ -587,9 +640,26 @@ function sharePackIds(entries: IndexEntry[], ids: Map<string, string>): void {
 
 /**
  * the JSON of one index object or part stays about this small: a reader holds one part
- * parsed at a time (~4× its JSON as objects), so this bounds what reading an index costs
+ * parsed at a time (~4× its JSON as objects), so this bounds what reading an index costs.
+ * 512 KiB, not 2 MiB: an incremental makes again every part that holds a changed entry
+ * (agent/transfer/part-plan.ts), so smaller parts leave less to make: a 7 GB node of 52k
+ * files, 1% changed, wrote its index in 239–285 ms against 313–369 with 2 MiB parts
+ * (~440–550 before parts were reused). S3 sees four times the part objects (~45 for 52k files).
  */
-export const INDEX_PART_BYTES = 2 * 1024 * 1024;
+export const INDEX_PART_BYTES = 512 * 1024;
+/** parts of a previous index copied at once */
+const PART_COPIES_AT_ONCE = 8;
+
+/** a part of the previous index could not be copied: the index is written again without reusing any */
+class PartCopyFailed extends Error {
+  constructor(
+    readonly reason: unknown,
+    /** how many parts it had stored or copied (or begun to) */
+    readonly parts: number,
+  ) {
+    super('a part of the previous index could not be copied');
+  }
+}
 
 export function isNotFound(err: unknown): boolean {
   return (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') || errnoCode(err) === 'ENOENT';
