@@ -230,11 +230,11 @@ export class AgentNode {
     };
     const snaps = join(this.config.stateDir, 'snapshots');
     for (const name of await readdir(snaps).catch(() => [] as string[])) await gone(join(snaps, name));
-    // .idx.tmp: a copy whose write never finished
+    // .tmp: a copy (or what was kept of its parts) whose write never finished
     const caches = join(this.config.stateDir, 'index-cache');
     for (const name of await readdir(caches).catch(() => [] as string[])) {
       const component = this.indexCacheComponent(name);
-      if (name.endsWith('.idx.tmp') || (component !== undefined && !this.components.has(component))) await gone(join(caches, name));
+      if (name.endsWith('.idx.tmp') || name.endsWith('.idx.parts.json.tmp') || (component !== undefined && !this.components.has(component))) await gone(join(caches, name));
     }
     const kept = join(this.config.stateDir, 'last');
     for (const name of await readdir(kept).catch(() => [] as string[])) if (!this.components.has(name)) await gone(join(kept, name));
@@ -253,8 +253,12 @@ export class AgentNode {
   }
 }
 
-/** the repository and component a file in `index-cache/` is the copy of, from its name (`<repository id>-<component>.idx`, the id a UUID) */
+/**
+ * the repository and component a file in `index-cache/` is the copy of (or keeps the parts
+ * of: agent/transfer/part-plan.ts), from its name (`<repository id>-<component>.idx`, or
+ * `.idx.parts.json`; the id a UUID)
+ */
 function indexCopyOf(name: string): { repositoryId: string; component: string } | undefined {
-  const m = /^([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})-(.+)\.idx$/.exec(name);
+  const m = /^([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})-(.+)\.idx(?:\.parts\.json)?$/.exec(name);
   return m ? { repositoryId: m[1]!, component: m[2]! } : undefined;
 }

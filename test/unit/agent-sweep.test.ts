@@ -33,6 +33,9 @@ describe('agent start-up sweep', () => {
       'state/snapshots/20261203-101010-abc/data/x': 'snapshot of a killed backup',
       [`state/index-cache/${REPO}-db.idx`]: 'copy of a configured component',
       [`state/index-cache/${REPO}-db.idx.tmp`]: 'half-written copy',
+      [`state/index-cache/${REPO}-db.idx.parts.json`]: "what was kept of a configured component's index parts",
+      [`state/index-cache/${REPO}-db.idx.parts.json.tmp`]: 'half-written',
+      [`state/index-cache/${REPO}-old.idx.parts.json`]: "what was kept of a removed component's index parts",
       [`state/index-cache/${REPO}-old.idx`]: 'copy of a removed component',
       [`state/index-cache/${REPO}-my-db.idx`]: 'copy of a removed component with a dash',
       'state/index-cache/notes.txt': 'not ours to judge',
@@ -58,13 +61,15 @@ describe('agent start-up sweep', () => {
         'db/data.lockstep-staging-r1',
         'db/data.lockstep-removing-r0',
         `state/index-cache/${REPO}-db.idx.tmp`,
+        `state/index-cache/${REPO}-db.idx.parts.json.tmp`,
+        `state/index-cache/${REPO}-old.idx.parts.json`,
         `state/index-cache/${REPO}-my-db.idx`,
         `state/index-cache/${REPO}-old.idx`,
         'state/last/old',
         'state/snapshots/20261203-101010-abc',
       ].sort(),
     );
-    expect(await tree(join(state, 'index-cache'))).toEqual([`${REPO}-db.idx`, 'notes.txt']);
+    expect(await tree(join(state, 'index-cache'))).toEqual([`${REPO}-db.idx`, `${REPO}-db.idx.parts.json`, 'notes.txt']);
     expect(await tree(join(state, 'last'))).toEqual(['db', 'db/data', 'db/data/x']);
     expect(await tree(join(state, 'jobs'))).toEqual(['j1.json']);
     expect(await tree(join(root, 'db'))).toEqual(['data', 'data.lockstep-old-r1', 'data.lockstep-old-r1/live', 'data/live']);
@@ -76,13 +81,13 @@ describe('agent start-up sweep', () => {
     root = await mkdtemp(join(tmpdir(), 'lockstep-sweep-'));
     const state = join(root, 'state');
     const OTHER = '5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6';
-    const names = [`${REPO}-db.idx`, `${OTHER}-db.idx`, `${OTHER}-db2.idx`, `${REPO}-db2.idx`, 'notes.txt'];
+    const names = [`${REPO}-db.idx`, `${OTHER}-db.idx`, `${OTHER}-db.idx.parts.json`, `${OTHER}-db2.idx`, `${REPO}-db2.idx`, 'notes.txt'];
     await mkdir(join(state, 'index-cache'), { recursive: true });
     for (const n of names) await writeFile(join(state, 'index-cache', n), n);
     const config = { node: 'n1', stateDir: state, components: [] };
     const node = new AgentNode(config as unknown as AgentConfig, createLogger({ name: 'test', level: 'silent' }));
 
-    expect(await node.dropOtherIndexCopies(REPO, 'db')).toEqual([join(state, 'index-cache', `${OTHER}-db.idx`)]);
+    expect((await node.dropOtherIndexCopies(REPO, 'db')).sort()).toEqual([join(state, 'index-cache', `${OTHER}-db.idx`), join(state, 'index-cache', `${OTHER}-db.idx.parts.json`)]);
     expect(await tree(join(state, 'index-cache'))).toEqual([`${OTHER}-db2.idx`, `${REPO}-db.idx`, `${REPO}-db2.idx`, 'notes.txt'].sort());
     expect(await node.dropOtherIndexCopies(REPO, 'db')).toEqual([]);
     // no index-cache folder yet: nothing to do

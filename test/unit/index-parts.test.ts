@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository, sha256 } from '../../lib/repo/repository.js';
-import { INDEX_PARTS_V4, INDEX_PARTS_VERSION, INDEX_VERSION, indexParts, type ComponentIndex, type IndexEntry, type IndexPart } from '../../lib/repo/index-file.js';
+import { INDEX_PARTS_V4, INDEX_PARTS_VERSION, INDEX_VERSION, indexParts, type ComponentIndex, type IndexEntry, type IndexPart, type PartPlan } from '../../lib/repo/index-file.js';
 import { indexKey, indexPartKey } from '../../lib/repo/layout.js';
 
 const dirs: string[] = [];
@@ -129,5 +129,60 @@ describe('file index parts', () => {
     const forged = Buffer.from(JSON.stringify(head));
     await repo.driver.put(key, await repo.codec.encode(forged));
     await expect(repo.readIndex(key, sha256(forged))).rejects.toMatchObject({ message: expect.stringContaining('names part 1 as backups/other/manifest.json') });
+  });
+});
+
+describe('index parts with a plan (reuse of the previous index)', () => {
+  const meta = { mode: 0o755, uid: 0, gid: 0, mtimeMs: 1 };
+  const entries = Array.from({ length: 100 }, (_, i): IndexEntry => ({ type: 'dir', path: `data/d${String(i).padStart(3, '0')}`, ...meta }));
+  const source = Object.assign([...entries], { from: (i: number) => entries.slice(i)[Symbol.iterator]() });
+  const entryBytes = JSON.stringify(entries[0]).length + 1;
+
+  /** what indexParts gives: [first entry, entries, reused key?] of each part */
+  function layout(plan: PartPlan, partBytes: number): [number, number, string?][] {
+    const out: [number, number, string?][] = [];
+    let at = 0;
+    for (const p of indexParts(source, partBytes, 2, undefined, plan)) {
+      if ('reuse' in p) {
+        out.push([at, p.reuse.entries, p.reuse.key]);
+        at += p.reuse.entries;
+      } else {
+        // a part made holds exactly the entries from `at` on
+        expect((JSON.parse(p.json.toString('utf8')) as IndexEntry[]).map((e) => e.path)).toEqual(entries.slice(at, at + p.entries).map((e) => e.path));
+        out.push([at, p.entries]);
+        at += p.entries;
+      }
+    }
+    expect(at).toBe(entries.length);
+    return out;
+  }
+
+  it('a reusable part is given in place of its entries; parts end where the previous ones began, unless still small', () => {
+    const asked: number[] = [];
+    const plan: PartPlan = {
+      packs: [],
+      reusableAt: (i) => {
+        asked.push(i);
+        return i === 20 ? { key: 'old/part-3', sha256: 'a'.repeat(64), entries: 10 } : i === 30 ? { key: 'old/part-4', sha256: 'b'.repeat(64), entries: 5 } : undefined;
+      },
+      // the previous index's parts began at 50 and 51 (a part of one entry: not kept that small) and 70
+      beginsPart: (i) => i === 50 || i === 51 || i === 70,
+      written: () => undefined,
+      restart: () => undefined,
+    };
+    // ~16 entries a part by size; a quarter of that is 4 entries
+    const got = layout(plan, entryBytes * 16);
+    expect(got).toContainEqual([20, 10, 'old/part-3']);
+    expect(got).toContainEqual([30, 5, 'old/part-4']);
+    const starts = got.map(([at]) => at);
+    // the part before the reused ones ends at 20; made parts begin after them, at 35
+    expect(starts).toEqual(expect.arrayContaining([20, 30, 35, 50, 70]));
+    expect(starts).not.toContain(51);
+    // the entries a reused part holds are never asked about
+    expect(asked.filter((i) => i > 20 && i < 35)).toEqual([30]);
+    // without a plan, by size alone
+    const plain = [...indexParts(source, entryBytes * 16)].map((p) => ('entries' in p ? p.entries : 0));
+    expect(plain.reduce((a, b) => a + b, 0)).toBe(100);
+    expect(plain.length).toBeLessThan(got.length);
   });
 });
