@@ -1,25 +1,53 @@
 /**
  * An incremental stores again, by the store's copy, the parts of the previous backup's
- * file index whose entries did not change: through the real agent and an fs repository.
+ * file index whose entries did not change: through the real agent, into an fs repository
+ * and an encrypted one on Ceph RGW.
  * What a user checks: the report says how many parts were reused, the backup verifies and
  * restores exactly, deleting the older backup takes nothing from the newer one, and a part
  * that can no longer be copied costs only the reuse.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import { fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { UploadResult } from '../../lib/wire.js';
-import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
+import type { StorageDriver } from '../../plugins/storage/types.js';
+import { FsDriver } from '../../plugins/storage/fs.js';
+import { s3Driver } from '../../plugins/storage/s3.js';
+import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
 import { leftoversBeside } from '../helpers/leftovers.js';
+import { rgwBucket } from '../helpers/s3.js';
 
 const settle = () => new Promise((r) => setTimeout(r, 2100));
 
-describe('file index parts reused by an incremental', () => {
+/** the repository's settings and a driver onto the same store (fs: the cluster's own folder) */
+type Store = (cluster?: LocalCluster) => Promise<{ settings?: Record<string, unknown>; driver: (cluster: LocalCluster) => StorageDriver; cleanup?: () => Promise<void> }>;
+
+const fsStore: Store = async () => ({ driver: (c) => new FsDriver(c.repoDir) });
+
+const rgwStore: Store = async () => {
+  const keyDir = await tempDir('lockstep-key-');
+  const keyFile = join(keyDir, 'repo.key');
+  await writeFile(keyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  const { driver: _d, ...s3 } = await rgwBucket();
+  const prefix = `reuse-${randomBytes(4).toString('hex')}`;
+  return {
+    settings: { driver: 's3', ...s3, prefix, encryption: { keyFile } },
+    driver: () => s3Driver.open({ ...s3, prefix }, '/'),
+    cleanup: () => rm(keyDir, { recursive: true, force: true }),
+  };
+};
+
+describe.each([
+  ['an fs repository', fsStore],
+  ['an encrypted repository on Ceph RGW', rgwStore],
+])('file index parts reused by an incremental, into %s', (_name, store) => {
   let cluster: LocalCluster;
+  let driver: StorageDriver;
+  let cleanup: (() => Promise<void>) | undefined;
   const cli = (args: string[]) => runCli(args, { config: cluster.configFile });
   const backup = async (name: string): Promise<{ report: BackupReport; up: UploadResult }> => {
     const r = await cli(['backup', 'create', '--name', name, '--json']);
@@ -31,12 +59,22 @@ describe('file index parts reused by an incremental', () => {
     const r = await cli(['backup', 'verify', id, '--read-data=100', '--json']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
   };
-  const partsOf = async (id: string) => (await readdir(join(cluster.repoDir, 'backups', id, 'nodes', 'node1', 'data.parts')).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
+  const partsOf = async (id: string) => {
+    const keys: string[] = [];
+    for await (const k of driver.list(`backups/${id}/nodes/node1/data.parts/`)) keys.push(k);
+    return keys.sort();
+  };
 
   beforeAll(async () => {
-    cluster = await startCluster({ nodes: 1 });
+    const s = await store();
+    cleanup = s.cleanup;
+    cluster = await startCluster({ nodes: 1, ...(s.settings ? { repository: s.settings } : {}) });
+    driver = s.driver(cluster);
   });
-  afterAll(() => stopCluster(cluster));
+  afterAll(async () => {
+    await stopCluster(cluster);
+    await cleanup?.();
+  });
 
   it('reuses the unchanged parts; the backup verifies and restores whole, also once the older backup is deleted', async () => {
     const d = cluster.agent('node1').data.data!;
@@ -90,8 +128,7 @@ describe('file index parts reused by an incremental', () => {
     await settle();
     const before = await backup('before');
     // the previous backup loses a part of its index (as if it were deleted while this one ran)
-    const gone = (await partsOf(before.report.backupId)).sort().at(-1);
-    await unlink(join(cluster.repoDir, 'backups', before.report.backupId, 'nodes', 'node1', 'data.parts', gone!));
+    await driver.delete((await partsOf(before.report.backupId)).at(-1)!);
     await writeFile(join(d, 'd03', 'f1'), 'changed again\n');
     await settle();
     const whole = await backup('whole');
