@@ -27,6 +27,8 @@ const s3Settings = Type.Object(
     secretAccessKey: Type.Optional(Type.String({ minLength: 1 })),
     /** does the store honour If-None-Match: * on PutObject? (probed at runtime when unset) */
     conditionalWrites: Type.Optional(Type.Boolean()),
+    /** false: the store has no CopyObject (index parts are then written again, not copied) */
+    copyObject: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
@@ -41,7 +43,8 @@ function errName(err: unknown): string {
 
 function retryable(err: unknown): boolean {
   const status = httpStatus(err);
-  if (status !== undefined) return status === 429 || status >= 500 || errName(err) === 'SlowDown' || errName(err) === 'RequestTimeout';
+  // 501: the store does not have the operation; asking again will not change that
+  if (status !== undefined) return status === 429 || (status >= 500 && status !== 501) || errName(err) === 'SlowDown' || errName(err) === 'RequestTimeout';
   // no HTTP answer at all: a network error
   const code = (err as { code?: string })?.code;
   return err instanceof Error && errName(err) !== 'AbortError' && (code !== undefined || /socket|network|ECONN|EPIPE|timeout/i.test(err.message));
@@ -70,7 +73,11 @@ export class S3Driver implements StorageDriver {
   private readonly bucket: string;
   private readonly prefix: string;
 
-  constructor(settings: { bucket: string; prefix?: string; endpoint?: string; region?: string; forcePathStyle?: boolean; accessKeyId?: string; secretAccessKey?: string; conditionalWrites?: boolean }) {
+  /** CopyObject, unless the settings say the store has none */
+  readonly copy?: (from: string, to: string, signal?: AbortSignal) => Promise<void>;
+
+  constructor(settings: { bucket: string; prefix?: string; endpoint?: string; region?: string; forcePathStyle?: boolean; accessKeyId?: string; secretAccessKey?: string; conditionalWrites?: boolean; copyObject?: boolean }) {
+    if (settings.copyObject !== false) this.copy = (from, to, signal) => this.copyObject(from, to, signal);
     this.bucket = settings.bucket;
     this.prefix = settings.prefix ? `${settings.prefix.replace(/^\/+|\/+$/g, '')}/` : '';
     this.location = `s3://${this.bucket}/${this.prefix}${settings.endpoint ? ` at ${settings.endpoint}` : ''}`;
@@ -185,7 +192,7 @@ export class S3Driver implements StorageDriver {
   }
 
   /** CopyObject: the store copies the bytes itself */
-  async copy(from: string, to: string, signal?: AbortSignal): Promise<void> {
+  private async copyObject(from: string, to: string, signal?: AbortSignal): Promise<void> {
     const source = this.key(from);
     try {
       const { sdk, client } = await this.s3();

@@ -15,6 +15,15 @@ storageConformance('s3 (Ceph RGW)', async () => {
   return s3Driver.open({ ...settings, prefix: `t-${randomBytes(4).toString('hex')}/repo` }, '/');
 });
 
+describe('s3 driver settings', () => {
+  it('copyObject: false declares a store without CopyObject: the driver offers no copy', async () => {
+    const b = await rgwBucket();
+    const { driver: _d, ...settings } = b;
+    expect(s3Driver.open({ ...settings }, '/').copy).toBeTypeOf('function');
+    expect(s3Driver.open({ ...settings, copyObject: false }, '/').copy).toBeUndefined();
+  });
+});
+
 describe('s3 driver errors', () => {
   it('wrong credentials: a clear error naming the location, no secret in it', async () => {
     const b = await rgwBucket();
