@@ -16,8 +16,9 @@
  * Such a part is copied by the store (a hard link on a filesystem, CopyObject on S3) to
  * the new index's part key, under its own backup: nothing refers to another backup's
  * objects, so pruning or deleting that backup never touches this one. A part that
- * changed is made again from its first entry to where the next reusable part begins, so
- * the parts stay lined up with the previous index's.
+ * changed is made again from its first entry to where the previous index's next part
+ * began (or further, while what it holds is under a quarter of a part: parts that shrank
+ * are merged), so the parts stay lined up with the previous index's.
  *
  * The pack table only grows this way (a pack no entry names any more keeps its number);
  * when it is more than twice the packs the index names, the index is written afresh,
