@@ -318,50 +318,40 @@ export class Repository {
     const parts: IndexPart[] = [];
     const packs = new PackNumbers();
     if (plan) for (const id of plan.packs) packs.of(id);
-    // a part is compressed and stored while the next is made (in the other buffer), and
-    // stored from the other scratch buffer than the one before
-    let storing: Promise<void> = Promise.resolve();
-    const scratch = [{}, {}];
-    // parts copied, a few at once (on S3 each is a request)
-    const copying = new Set<Promise<void>>();
-    let copyFailed: unknown;
+    // parts stored a few at once, each from a scratch buffer of its own (a part's JSON is
+    // encoded into it at once, so the next part can be made meanwhile), and parts of the
+    // previous index copied a few at once: on S3 each is a request
+    const stores = new InFlight();
+    const copies = new InFlight();
+    const scratch: { buf?: Buffer }[] = [];
     let entry = 0;
     try {
-      for (const p of indexParts(from, partBytes, 2, packs, plan)) {
+      for (const p of indexParts(from, partBytes, 1, packs, plan)) {
         const partKey = indexPartKey(key, parts.length + 1);
         if ('reuse' in p) {
           const part = { key: partKey, sha256: p.reuse.sha256, entries: p.reuse.entries };
           parts.push(part);
           plan!.written(entry, part, true);
           entry += part.entries;
-          if (copying.size >= PART_COPIES_AT_ONCE) await Promise.race(copying);
-          if (copyFailed !== undefined) break;
-          const c: Promise<void> = this.driver.copy!(p.reuse.key, partKey).then(
-            () => void copying.delete(c),
-            (err: unknown) => {
-              copying.delete(c);
-              copyFailed ??= err;
-            },
-          );
-          copying.add(c);
+          if (!(await copies.room(PART_COPIES_AT_ONCE)) || stores.failed !== undefined) break;
+          copies.add(this.driver.copy!(p.reuse.key, partKey));
           continue;
         }
         const part = { key: partKey, sha256: sha256(p.json), entries: p.entries };
         parts.push(part);
         plan?.written(entry, part, false);
         entry += part.entries;
-        const before = storing;
-        storing = this.codec.encode(p.json, scratch[parts.length % 2]).then((stored) => this.driver.put(partKey, stored));
-        storing.catch(() => undefined); // awaited below; not unhandled while the one before is awaited
-        await before;
+        if (!(await stores.room(PART_STORES_AT_ONCE)) || copies.failed !== undefined) break;
+        const into = scratch.pop() ?? {};
+        const stored = await this.codec.encode(p.json, into);
+        stores.add(this.driver.put(partKey, stored), () => scratch.push(into));
       }
-      await storing;
-      await Promise.all(copying);
     } finally {
-      await storing.catch(() => undefined);
-      await Promise.all(copying);
+      await stores.settled();
+      await copies.settled();
     }
-    if (copyFailed !== undefined) throw new PartCopyFailed(copyFailed, parts.length);
+    if (stores.failed !== undefined) throw stores.failed;
+    if (copies.failed !== undefined) throw new PartCopyFailed(copies.failed, parts.length);
     return { parts, packs: packs.ids };
   }
 
@@ -649,6 +639,39 @@ function sharePackIds(entries: IndexEntry[], ids: Map<string, string>): void {
 export const INDEX_PART_BYTES = 512 * 1024;
 /** parts of a previous index copied at once */
 const PART_COPIES_AT_ONCE = 8;
+
+/** parts of an index stored at once */
+const PART_STORES_AT_ONCE = 4;
+
+/** Requests in flight, at most so many at once; the first failure is kept, the others are waited for. */
+class InFlight {
+  private readonly running = new Set<Promise<void>>();
+  failed: unknown;
+
+  add(work: Promise<void>, done?: () => void): void {
+    const p: Promise<void> = work.then(
+      () => {
+        this.running.delete(p);
+        done?.();
+      },
+      (err: unknown) => {
+        this.running.delete(p);
+        this.failed ??= err;
+      },
+    );
+    this.running.add(p);
+  }
+
+  /** wait until fewer than `limit` run; false once one failed */
+  async room(limit: number): Promise<boolean> {
+    while (this.running.size >= limit && this.failed === undefined) await Promise.race(this.running);
+    return this.failed === undefined;
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all(this.running);
+  }
+}
 
 /** a part of the previous index could not be copied: the index is written again without reusing any */
 class PartCopyFailed extends Error {
