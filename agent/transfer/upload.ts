@@ -48,7 +48,7 @@ import { forEachLimit } from './pool.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
 import { PartPlanner, readPartIdentities, writePartIdentities, type PartIdentity } from './part-plan.js';
-import { readIndexCache, writeIndexCache } from './index-cache.js';
+import { readIndexCache, writeIndexCache, type CacheKey } from './index-cache.js';
 import { dropKeptIndex, keepIndex, takeKeptIndex, uploadStarts } from './kept-index.js';
 import { collect, collectIfGrown } from '../../lib/memory.js';
 import { keepShape, keepShapeOnce } from '../../lib/shapes.js';
@@ -899,7 +899,7 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
       }
       backedUpHere = true;
       if (target.cacheFile) {
-        const key = { repositoryId: repo.id, node: target.node, component: target.component, backupId: id, indexSha256: c.indexSha256 };
+        const key = cacheKeyOf(repo, target, id, c.indexSha256);
         const warm = takeKeptIndex(key);
         if (warm) return { backupId: id, component: c, ...warm, from: 'memory' };
         const got = { known: Known.about(blocks), files: new OldFiles() };
@@ -1016,6 +1016,11 @@ function* rowEntries(rows: Columns, known: Known, from: number): Generator<Entry
   }
 }
 
+/** what the agent's copy of the index `indexSha256` of backup `backupId` of the target's component is keyed by (index-cache.ts) */
+function cacheKeyOf(repo: Repository, target: UploadTarget, backupId: string, indexSha256: string): CacheKey {
+  return { repositoryId: repo.id, node: target.node, component: target.component, backupId, indexSha256 };
+}
+
 /**
  * What the previous index's parts are, for an index that reuses those that did not change
  * (part-plan.ts): its head, and what the agent kept of each part beside its copy of it.
@@ -1025,7 +1030,7 @@ function* rowEntries(rows: Columns, known: Known, from: number): Generator<Entry
 async function previousParts(repo: Repository, target: UploadTarget, previous: Previous | undefined, ctx: JobContext): Promise<{ head: ComponentIndex; identities: PartIdentity[] } | undefined> {
   if (!repo.driver.copy || !target.cacheFile || !previous || previous.node) return undefined;
   const c = previous.component;
-  const identities = await readPartIdentities(target.cacheFile, { repositoryId: repo.id, node: target.node, component: target.component, backupId: previous.backupId, indexSha256: c.indexSha256 });
+  const identities = await readPartIdentities(target.cacheFile, cacheKeyOf(repo, target, previous.backupId, c.indexSha256));
   if (identities.length === 0) return undefined;
   try {
     return { head: await repo.readIndexHead(c.indexKey, c.indexSha256), identities };
@@ -1222,7 +1227,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const tIndex = performance.now();
   result.uploadMs = Math.round(tIndex - t0);
   result.phases = { walkMs: Math.round(tWalked - tWalk), previousMs: Math.round(tPrevious - tWalked), filesMs: Math.round(tFiles - tPrevious), indexMs: Math.round(tIndex - tFiles) };
-  const cacheKey = { repositoryId: repo.id, node: target.node, component: target.component, backupId: target.backupId, indexSha256: result.indexSha256 };
+  const cacheKey = cacheKeyOf(repo, target, target.backupId, result.indexSha256);
   afterUpload(
     key,
     target.component,
