@@ -12,9 +12,11 @@
  * the work. With these kept: 1.1–1.5 s, and about half the deoptimizations. Kept since
  * (the job's context and progress counter, pack numbers, a file handle and what its read
  * gives back, a directory entry): a 5 GiB incremental compiles ~30 functions again, ~0.3 s
- * of the compiler thread (--trace-opt), not ~45 and ~0.45 s. What is still compiled again:
- * the cancellation check (Node's AbortSignal, even with a job's own signal kept), a file
- * handle's close, the upload's file reading and the index's part reader.
+ * of the compiler thread (--trace-opt), not ~45 and ~0.45 s. The cancellation check was
+ * one of them: no two of Node's AbortSignals share a shape, so keeping one did not help; the
+ * loops look at a Stop instead (lib/stop.ts). What is still compiled again: a file handle's
+ * close and read, the upload's per-file work while its feedback still changes (sizes past
+ * 2^30 are not small integers), the index's part reader.
  */
 const kept: object[] = [];
 const keys = new Set<string>();

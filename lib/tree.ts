@@ -7,6 +7,7 @@ import { copyFile, lchown, link, lutimes, mkdir, open, readdir, readlink, rm, st
 import { join } from 'node:path';
 import { fchmodFd, fchownFd, futimesFd, writevAllSync, yieldToLoop } from './fd.js';
 import { alignedBuffers } from './aligned.js';
+import { stopOf, type Stop } from './stop.js';
 import { runCommand } from './exec.js';
 import type { Stats } from 'node:fs';
 
@@ -234,8 +235,9 @@ export async function copyTree(
   const dirs: { path: string; meta: Meta }[] = [];
   const out: CopyStats = { files: 0, bytes: 0 };
   const into = under(dest);
+  const stop = stopOf(signal);
   for await (const e of walkTree(src)) {
-    signal?.throwIfAborted();
+    stop?.check();
     const target = into(e.rel);
     if (e.type === 'dir') {
       await mkdir(target, { recursive: e.rel === '' });
@@ -314,8 +316,9 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
   // one pair of read buffers for every file this pass patches, made on first use
   let buffers: [Buffer, Buffer] | undefined;
   const into = under(dest);
+  const stop = stopOf(signal);
   for await (const e of walkTree(src)) {
-    signal?.throwIfAborted();
+    stop?.check();
     present.add(e.rel);
     const target = into(e.rel);
     const before = seen.get(e.rel);
@@ -332,7 +335,7 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
     try {
       if (changed && e.type === 'file' && before?.type === 'file' && (await patchable(target))) {
         buffers ??= alignedBuffers(PATCH_READ, 2) as [Buffer, Buffer];
-        const p = await patchFile(e.abs, target, buffers, signal);
+        const p = await patchFile(e.abs, target, buffers, stop);
         await applyMeta(target, 'file', metaOf(e.stat));
         const had = changed.get(e.rel);
         if (had !== 'all') changed.set(e.rel, mergeRanges(had ?? [], p.ranges));
@@ -390,7 +393,7 @@ const PATCH_READ = 1024 * 1024;
  * tail, or a shorter length). Returns the ranges it wrote and how many bytes.
  * A source still being written may change meanwhile: the caller syncs it again then.
  */
-async function patchFile(src: string, dest: string, [a, b]: [Buffer, Buffer], signal?: AbortSignal): Promise<{ ranges: Ranges; written: number }> {
+async function patchFile(src: string, dest: string, [a, b]: [Buffer, Buffer], stop?: Stop): Promise<{ ranges: Ranges; written: number }> {
   const ranges: Ranges = [];
   let written = 0;
   const from = await open(src, 'r');
@@ -399,7 +402,7 @@ async function patchFile(src: string, dest: string, [a, b]: [Buffer, Buffer], si
     try {
       let off = 0;
       for (;;) {
-        signal?.throwIfAborted();
+        stop?.check();
         const n = (await from.read(a, 0, PATCH_READ, off)).bytesRead;
         if (n === 0) break;
         const m = (await to.read(b, 0, n, off)).bytesRead;

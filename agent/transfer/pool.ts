@@ -1,10 +1,14 @@
+import { stopOf } from '../../lib/stop.js';
+
 /** Run `work` over items with at most `limit` in flight; the first error stops the rest. */
 export async function forEachLimit<T>(items: readonly T[], limit: number, work: (item: T, i: number) => Promise<void>, signal?: AbortSignal): Promise<void> {
   let next = 0;
   let failed: unknown;
+  // not the signal itself in the loop (lib/stop.ts)
+  const stop = stopOf(signal);
   const worker = async () => {
     while (failed === undefined && next < items.length) {
-      signal?.throwIfAborted();
+      stop?.check();
       const i = next++;
       try {
         await work(items[i]!, i);
@@ -28,10 +32,11 @@ export async function forEachOf<T>(items: AsyncIterable<T>, limit: number, work:
   const it = items[Symbol.asyncIterator]();
   let failed: unknown;
   let done = false;
+  const stop = stopOf(signal);
   const worker = async () => {
     while (failed === undefined && !done) {
       try {
-        signal?.throwIfAborted();
+        stop?.check();
         const r = await it.next();
         if (r.done) {
           done = true;

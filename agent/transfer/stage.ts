@@ -19,6 +19,7 @@ import type { StageResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachOf } from './pool.js';
 import { alignedBuffers } from '../../lib/aligned.js';
+import { Stop } from '../../lib/stop.js';
 import { BlobBuffers } from '../../lib/repo/lz4.js';
 
 const FILE_CONCURRENCY = 8;
@@ -116,7 +117,7 @@ async function readLocal(
   e: FileEntry,
   index: ComponentIndex,
   scratch: Scratch,
-  signal: AbortSignal,
+  stop: Stop,
   opts: { copyTo?: string; kept?: boolean } = {},
 ): Promise<LocalRead | undefined> {
   const st = lstatIfAny(path);
@@ -157,7 +158,7 @@ async function readLocal(
   let fd: number | undefined;
   try {
     for (;;) {
-      signal.throwIfAborted();
+      stop.check();
       const n = await readAt(src, buf, room, out.size);
       if (opts.copyTo && out.size === 0 && n < room) {
         // the whole file came in one read (a read returned nothing): written in one go, inline, with the entry's metadata
@@ -554,6 +555,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
     }
   }
 
+  const stop = Stop.of(ctx.signal);
   await forEachOf(
     items(),
     FILE_CONCURRENCY,
@@ -566,7 +568,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
         let metaSet = false;
         const local = new Map<string, LocalChunk>();
         // the live file first, in one pass: what matches stays, a few wrong blocks are patched
-        const live = await readLocal(p.live, e, index, scratch, ctx.signal, { copyTo: p.staging });
+        const live = await readLocal(p.live, e, index, scratch, stop, { copyTo: p.staging });
         if (live && live.wrong.length === 0 && live.size === e.size && live.sha256 === e.sha256) {
           reused = true;
           metaSet = live.metaSet;
@@ -583,7 +585,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
           for (const [h, c] of live.blocks) local.set(h, c);
         }
         if (!reused && p.cache) {
-          const scan = await readLocal(p.cache, e, index, scratch, ctx.signal, { kept: true });
+          const scan = await readLocal(p.cache, e, index, scratch, stop, { kept: true });
           if (scan && scan.size === e.size && scan.sha256 === e.sha256) {
             // nothing writes the kept snapshot: the file just hashed is the file copied
             // (a copy, not a link: the staged file may go live and be written)

@@ -52,6 +52,7 @@ import { readIndexCache, writeIndexCache, type CacheKey } from './index-cache.js
 import { dropKeptIndex, keepIndex, takeKeptIndex, uploadStarts } from './kept-index.js';
 import { collect, collectIfGrown } from '../../lib/memory.js';
 import { keepShape, keepShapeOnce } from '../../lib/shapes.js';
+import { Stop } from '../../lib/stop.js';
 
 const MiB = 1024 * 1024;
 const FILE_CONCURRENCY = 8;
@@ -133,8 +134,8 @@ class BufferPool {
     private readonly aligned = false,
   ) {}
 
-  acquire(signal: AbortSignal): Promise<Buffer> {
-    signal.throwIfAborted();
+  acquire(stop: Stop): Promise<Buffer> {
+    stop.check();
     const b = this.free.pop();
     if (b) return Promise.resolve(b);
     if (this.made < this.max) {
@@ -145,21 +146,20 @@ class BufferPool {
       return Promise.resolve(this.aligned ? this.spare.pop()! : Buffer.allocUnsafeSlow(this.size));
     }
     return new Promise((resolve, reject) => {
-      // the listener goes when the wait ends, so a long upload's waits do not pile up on the job's signal
-      const onAbort = () => {
-        const i = this.waiting.indexOf(w);
-        if (i >= 0) this.waiting.splice(i, 1);
-        reject(signal.reason);
-      };
+      // forgotten when the wait ends, so a long upload's waits do not pile up on the job's Stop
       const w = {
         give: (b: Buffer) => {
-          signal.removeEventListener('abort', onAbort);
+          forget();
           resolve(b);
         },
         fail: reject,
       };
       this.waiting.push(w);
-      signal.addEventListener('abort', onAbort, { once: true });
+      const forget = stop.onStop((reason) => {
+        const i = this.waiting.indexOf(w);
+        if (i >= 0) this.waiting.splice(i, 1);
+        reject(reason);
+      });
     });
   }
 
@@ -271,6 +271,8 @@ class BlobWriter {
   private shared: PackBuilder | undefined;
   private opening: Promise<void> | undefined;
   private readonly kinds = new Map<string, Compressibility>();
+  /** the job's signal, as the loops look at it (lib/stop.ts) */
+  readonly stop: Stop;
 
   /** `known`: blobs known to be stored (or on their way), found by content hash; every ref this upload makes goes there */
   constructor(
@@ -279,6 +281,7 @@ class BlobWriter {
     private readonly signal: AbortSignal,
     readonly known: Known,
   ) {
+    this.stop = Stop.of(signal);
     // a shared pack is stored once full, or when what comes next does not fit: it holds at least one small file or run tail
     // aligned: a pack goes to an fs repository with O_DIRECT straight from its buffer (plugins/storage/fs.ts)
     this.packs = new BufferPool(Math.max(repo.config.packSize, Math.max(MERGE_MAX, repo.config.packThreshold) + BLOB_OVERHEAD), PACK_BUFFERS, true);
@@ -303,7 +306,7 @@ class BlobWriter {
 
   check(): void {
     if (this.failure !== undefined) throw this.failure;
-    this.signal.throwIfAborted();
+    this.stop.check();
   }
 
   /** Store one chunk object (a block of a huge file) in the background; the ref is known at once. */
@@ -341,7 +344,7 @@ class BlobWriter {
   /** A pack of one file's own blocks. */
   async openRun(): Promise<PackBuilder> {
     this.check();
-    return new PackBuilder(await this.runs.acquire(this.signal), this.known.table);
+    return new PackBuilder(await this.runs.acquire(this.stop), this.known.table);
   }
 
   /** Add a block to a file's own pack; the pack is stored (and `undefined` returned in its place) once another such block might not fit. */
@@ -396,7 +399,7 @@ class BlobWriter {
         return;
       }
       if (p) this.flushShared();
-      this.opening ??= this.packs.acquire(this.signal).then(
+      this.opening ??= this.packs.acquire(this.stop).then(
         (buf) => {
           this.shared = new PackBuilder(buf, this.known.table);
           this.opening = undefined;
@@ -559,11 +562,11 @@ class FileBlocks {
     return new FileBlocks(undefined as unknown as FileHandle, undefined, MIN_BLOCK, writer, false, repo.fingerprints, undefined, new Compressibility());
   }
 
-  static async open(abs: string, block: number, repo: Repository, writer: BlobWriter, signal: AbortSignal, old?: OldFile): Promise<FileBlocks> {
+  static async open(abs: string, block: number, repo: Repository, writer: BlobWriter, old?: OldFile): Promise<FileBlocks> {
     const asChunks = block === repo.config.chunkSize;
     const fh = await open(abs, 'r');
     try {
-      const buf = asChunks ? undefined : await writer.reads.acquire(signal);
+      const buf = asChunks ? undefined : await writer.reads.acquire(writer.stop);
       const comp = new Compressibility(writer.compressibility(abs));
       return new FileBlocks(fh, buf, block, writer, asChunks, repo.fingerprints, old?.block === block ? old : undefined, comp);
     } catch (err) {
@@ -687,8 +690,8 @@ keepShape({ bytesDone: 2 ** 40 });
 keepShape({ bytesDone: 2 ** 40, filesDone: 0 });
 
 /** Read a file in `block`-sized blocks (packed, or chunk objects when `block` is the chunk size). */
-async function uploadBlocks(abs: string, block: number, old: OldFile | undefined, repo: Repository, writer: BlobWriter, signal: AbortSignal, done: BytesDone): Promise<Uploaded> {
-  const f = await FileBlocks.open(abs, block, repo, writer, signal, old);
+async function uploadBlocks(abs: string, block: number, old: OldFile | undefined, repo: Repository, writer: BlobWriter, done: BytesDone): Promise<Uploaded> {
+  const f = await FileBlocks.open(abs, block, repo, writer, old);
   try {
     let size = 0;
     for (;;) {
@@ -710,7 +713,7 @@ async function uploadBlocks(abs: string, block: number, old: OldFile | undefined
  * at that backup's block size: blocks the patch did not touch are that backup's; only the
  * others are read, a stretch at a time.
  */
-async function uploadPatched(abs: string, size: number, patched: Patched, repo: Repository, writer: BlobWriter, signal: AbortSignal, done: BytesDone): Promise<Uploaded> {
+async function uploadPatched(abs: string, size: number, patched: Patched, repo: Repository, writer: BlobWriter, done: BytesDone): Promise<Uploaded> {
   const { old, ranges } = patched;
   const block = old.block!;
   const count = Math.ceil(size / block);
@@ -723,7 +726,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
     while (r < ranges.length && ranges[r]![1] <= start) r++;
     return r < ranges.length && ranges[r]![0] < end ? undefined : writer.known.lists.at(old.first + i);
   };
-  const f = await FileBlocks.open(abs, block, repo, writer, signal, old);
+  const f = await FileBlocks.open(abs, block, repo, writer, old);
   try {
     let read = 0;
     for (let i = 0; i < count; ) {
@@ -759,12 +762,11 @@ async function uploadFile(
   abs: string,
   size: number,
   old: OldFile | undefined,
-  signal: AbortSignal,
   done: BytesDone,
   ranges?: Ranges,
 ): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
-    const buf = await writer.reads.acquire(signal);
+    const buf = await writer.reads.acquire(writer.stop);
     try {
       const n = await writer.smallReads.read(abs, buf, repo.config.packThreshold);
       if (n < repo.config.packThreshold) {
@@ -780,8 +782,8 @@ async function uploadFile(
     // it grew past the threshold since it was listed: cut it into blocks like a large file
   }
   const block = blockSizeFor(size, repo.config.chunkSize, old?.block);
-  if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, signal, done);
-  return uploadBlocks(abs, block, old, repo, writer, signal, done);
+  if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, done);
+  return uploadBlocks(abs, block, old, repo, writer, done);
 }
 
 export interface UploadTarget {
@@ -1181,7 +1183,6 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
           abs,
           size,
           o >= 0 ? before.file(o) : undefined,
-          ctx.signal,
           done,
           change === 'all' ? undefined : change,
         );
