@@ -5,7 +5,8 @@
  * LZ4 binding also keeps memory in its own mimalloc; MIMALLOC_PURGE_DELAY=0 made it hand freed
  * output back at once, 5–12 MiB less at peak, but cost ~8% of the agent's CPU: not set.)
  *
- * On the agent's `#!` line, read when the process starts:
+ * On the agent's `#!` line, read when the process starts (and then taken out of its
+ * environment: the commands it runs get the environment it was given, lib/own-env.ts):
  * - glibc keeps two malloc arenas, not one per thread (16 I/O threads): ~15 MiB less at peak;
  * - glibc maps every block of 32 KiB or more on its own and unmaps it when freed (setting it
  *   also stops glibc from raising that threshold as big buffers come and go, which held
@@ -33,7 +34,10 @@
  * - more libuv threads than the default 4, for file I/O on many small files in parallel.
  */
 import { setFlagsFromString } from 'node:v8';
+import { dropOwnEnv } from '../lib/own-env.js';
 
 process.env.UV_THREADPOOL_SIZE ??= '16';
 setFlagsFromString('--no-allocation-site-pretenuring');
 setFlagsFromString('--no-concurrent-array-buffer-sweeping');
+// read by glibc when the process started: the commands the agent runs get the environment it was given (lib/own-env.ts)
+dropOwnEnv(process.env);
