@@ -1,5 +1,5 @@
 /**
- * How the agent process uses memory and threads, set before any other module loads (the
+ * How the agent process uses memory, set before any other module loads (the
  * agent imports this first). Its memory stays flat while it moves data (its big buffers
  * are pooled, off the heap); with all of the below a 5 GiB backup peaks at ~136-140 MiB. (The
  * LZ4 binding also keeps memory in its own mimalloc; MIMALLOC_PURGE_DELAY=0 made it hand freed
@@ -30,13 +30,12 @@
  * - no pretenuring: once V8 saw enough buffers survive (the pools) it allocated every new one in
  *   the old generation, where only a full collection frees it (that was ~60 MiB of dead LZ4
  *   output in one run in three);
- * - array buffers swept during the collection itself, so their memory is reused at once;
- * - more libuv threads than the default 4, for file I/O on many small files in parallel.
+ * - array buffers swept during the collection itself, so their memory is reused at once.
+ * libuv's thread pool is sized in main.cts, the entry, before any module is loaded.
  */
 import { setFlagsFromString } from 'node:v8';
 import { dropOwnEnv } from '../lib/own-env.js';
 
-process.env.UV_THREADPOOL_SIZE ??= '16';
 setFlagsFromString('--no-allocation-site-pretenuring');
 setFlagsFromString('--no-concurrent-array-buffer-sweeping');
 // read by glibc when the process started: the commands the agent runs get the environment it was given (lib/own-env.ts)

@@ -24,7 +24,7 @@ export function projectRoot(): string {
   return dir;
 }
 
-export const AGENT_BIN = join(projectRoot(), 'dist', 'agent', 'main.js');
+export const AGENT_BIN = join(projectRoot(), 'dist', 'agent', 'main.cjs');
 
 /** the Node flags and environment the agent's own `#!` line gives it, so spawning it with `node` runs it the same way */
 export function agentLaunch(): { flags: string[]; env: Record<string, string> } {

@@ -1,6 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=32768 node --max-semi-space-size=2 --expose-gc
-// memory and threads are set up before anything else loads: see tuning.ts (the line above sets
-// what must be known when the process starts)
+// memory is set up before anything else loads: see tuning.ts (and main.cts, the entry)
 import './tuning.js';
 /**
  * lockstep-agent: the node daemon. Reads agent.yaml, refuses to start on any config
