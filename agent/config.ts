@@ -91,6 +91,8 @@ function normalise(file: string) {
     components: raw.components.map((c) => {
       const out: Record<string, unknown> = { ...c };
       for (const k of PATH_SETTINGS) if (typeof out[k] === 'string') out[k] = resolvePath(baseDir, out[k] as string);
+      // a component's own TLS files (an engine's client certificates)
+      if (out.tls && typeof out.tls === 'object' && !Array.isArray(out.tls)) out.tls = Object.fromEntries(Object.entries(out.tls).map(([k, v]) => [k, typeof v === 'string' ? resolvePath(baseDir, v) : v]));
       return out as ComponentConfig;
     }),
     logLevel: raw.log.level,
@@ -114,7 +116,8 @@ function rules(cfg: AgentConfig): ConfigProblem[] {
       return;
     }
     const { name: _n, plugin: _p, tier: _t, shard: _s, role: _r, afterRestore: _a, afterRestoreTimeoutMs: _at, ...settings } = c;
-    const settingProblems = checkSchema(plugin.configSchema, settings);
+    const schemaProblems = checkSchema(plugin.configSchema, settings);
+    const settingProblems = schemaProblems.length > 0 ? schemaProblems : (plugin.checkSettings?.(settings) ?? []);
     problems.push(...settingProblems.map((p) => ({ path: joinPath(at, p.path), message: p.message })));
     if (settingProblems.length === 0) Object.assign(c, settings); // schema defaults filled in
   });

@@ -5,6 +5,7 @@
  * declares what it cannot do; the coordinator refuses plans that need it.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
+import type { ConfigProblem } from '../../lib/config.js';
 import type { Logger } from '../../lib/log.js';
 import type { ComponentDescription, Health, ServiceResult, Tier } from '../../lib/wire.js';
 import type { TopologyComponent } from '../../lib/repo/manifest.js';
@@ -112,6 +113,8 @@ export interface EnginePlugin<S extends TSchema = TSchema> {
   readonly name: string;
   /** schema of the plugin's own settings of a component (besides name, plugin, tier, shard, role) */
   readonly configSchema: S;
+  /** what the schema cannot check (settings that go together), once it has passed; paths relative to the component */
+  readonly checkSettings?: (settings: Static<S>) => ConfigProblem[];
   readonly capabilities: readonly Capability[];
   /**
    * keep the component's last snapshot on the node after its upload (and what a restore

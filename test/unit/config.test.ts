@@ -76,6 +76,34 @@ describe('config validation', () => {
     expect(r.stderr).toContain('components[2].path: is required');
   });
 
+  it("an engine's own rules (etcd's client TLS) are checked once its schema passes, each with its path", async () => {
+    const file = join(dir, 'agent-etcd.yaml');
+    const etcd = (i: number, endpoint: string, tls: string) =>
+      `  - { name: etcd${i}, plugin: etcd, member: m${i}, endpoint: "${endpoint}", peerUrl: "http://127.0.0.1:2380", dataDir: /srv/etcd${i}, start: [etcd], stop: [kill], tls: ${tls} }`;
+    await writeFile(
+      file,
+      [
+        'node: n1',
+        'listen: { host: 127.0.0.1, port: 0 }',
+        'tls: { ca: ca.crt, cert: a.crt, key: a.key }',
+        'stateDir: state',
+        'repository: { driver: fs, path: /x }',
+        'components:',
+        etcd(0, 'https://127.0.0.1:2379', '{ ca: ca.crt, cert: client.crt }'),
+        etcd(1, 'http://127.0.0.1:2379', '{ ca: ca.crt }'),
+        etcd(2, 'https://127.0.0.1:2379', '{ ca: ca.crt, key: client.key, pem: x }'),
+      ].join('\n'),
+    );
+    const r = await runAgent(file);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('components[0].tls.key: is missing: tls.cert needs the key of that certificate');
+    expect(r.stderr).toContain('components[1].endpoint: "http://127.0.0.1:2379" is not an https:// URL, but tls is set');
+    // the schema first: the pairing rule waits until the settings are well formed
+    expect(r.stderr).toContain('components[2].tls.pem: is not a known setting');
+    expect(r.stderr).not.toContain('components[2].tls.cert');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('a YAML syntax error names the line', async () => {
     const file = join(dir, 'broken.yaml');
     await writeFile(file, 'cluster: demo\nagents: [\n  - node: x\n');

@@ -18,9 +18,18 @@ type Comp = ComponentBase & EtcdSettings;
 
 const SNAPSHOT_FILE = 'snapshot.db';
 
+/** etcdctl's flags for the member's client TLS */
+function tlsFlags(comp: Comp): string[] {
+  const t = comp.tls;
+  return t ? [`--cacert=${t.ca}`, ...(t.cert ? [`--cert=${t.cert}`] : []), ...(t.key ? [`--key=${t.key}`] : [])] : [];
+}
+
 function etcdctl(comp: Comp, ctx: NodeContext, args: string[], what: string, timeoutMs = 10_000) {
-  // etcdctl's own deadline covers the whole command (a snapshot save of a large database too)
-  return runCommand([comp.etcdctl, `--endpoints=${comp.endpoint}`, '--dial-timeout=3s', `--command-timeout=${Math.ceil(timeoutMs / 1000)}s`, ...args], {
+  // etcdctl's own deadline covers the whole command (a snapshot save of a large database too);
+  // it ends 2 s before ours, so that etcdctl says why (a refused client certificate, say),
+  // not just that it was killed
+  const own = Math.max(1, Math.ceil(timeoutMs / 1000) - 2);
+  return runCommand([comp.etcdctl, `--endpoints=${comp.endpoint}`, ...tlsFlags(comp), '--dial-timeout=3s', `--command-timeout=${own}s`, ...args], {
     timeoutMs,
     signal: ctx.signal,
     what: `${what} of etcd member ${comp.member}`,

@@ -1,11 +1,12 @@
 /** The `etcd` plugin: Raft-consistent snapshots; restore rebuilds the membership under a new token. */
 import { metaThenStorage, type EnginePlugin } from '../types.js';
-import { EtcdSettingsSchema } from './settings.js';
+import { checkEtcdSettings, EtcdSettingsSchema } from './settings.js';
 import { etcdNode } from './node.js';
 
 export const etcdPlugin = {
   name: 'etcd',
   configSchema: EtcdSettingsSchema,
+  checkSettings: checkEtcdSettings,
   // remap: membership comes from the live members, so other names and addresses work
   capabilities: ['snapshot', 'restore', 'remap'],
   // the staged snapshot.db is not in the live data dir: keep the last one as a local source

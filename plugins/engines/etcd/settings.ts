@@ -1,13 +1,29 @@
 /** The `etcd` plugin's settings of a component in agent.yaml. */
 import { Type, type Static } from '@sinclair/typebox';
 import { Argv } from '../../../lib/schema.js';
+import type { ConfigProblem } from '../../../lib/config.js';
 
 export const EtcdSettingsSchema = Type.Object(
   {
     /** the member's --name */
     member: Type.String({ minLength: 1 }),
-    /** client URL the agent talks to, e.g. http://127.0.0.1:2379 */
+    /** client URL the agent talks to, e.g. http://127.0.0.1:2379 (https://… with `tls`) */
     endpoint: Type.String({ minLength: 1 }),
+    /**
+     * client TLS of an https:// endpoint (files on the node, relative to agent.yaml): the CA
+     * that signed the member's certificate (`--trusted-ca-file`), and the client certificate
+     * and key when the member asks for one (`--client-cert-auth`)
+     */
+    tls: Type.Optional(
+      Type.Object(
+        {
+          ca: Type.String({ minLength: 1 }),
+          cert: Type.Optional(Type.String({ minLength: 1 })),
+          key: Type.Optional(Type.String({ minLength: 1 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     /** the member's advertised peer URL, used to rebuild membership on restore */
     peerUrl: Type.String({ minLength: 1 }),
     /** the member's --data-dir */
@@ -24,3 +40,15 @@ export const EtcdSettingsSchema = Type.Object(
 );
 
 export type EtcdSettings = Static<typeof EtcdSettingsSchema>;
+
+/** what the schema cannot say: a certificate goes with its key, TLS with an https endpoint */
+export function checkEtcdSettings(s: EtcdSettings): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const https = s.endpoint.startsWith('https://');
+  if (s.tls) {
+    if (s.tls.cert && !s.tls.key) problems.push({ path: 'tls.key', message: 'is missing: tls.cert needs the key of that certificate' });
+    if (s.tls.key && !s.tls.cert) problems.push({ path: 'tls.cert', message: 'is missing: tls.key needs the certificate it belongs to' });
+    if (!https) problems.push({ path: 'endpoint', message: `"${s.endpoint}" is not an https:// URL, but tls is set` });
+  }
+  return problems;
+}
