@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ComponentSpec } from './local-cluster.js';
 import { resolveFromRoot } from './local-cluster.js';
-import { createCa, issueCertificate } from '../lib/tls/certs.js';
-import { writePem } from '../lib/tls/files.js';
+import { engineTestTls, type EngineTestTls } from './engine-tls.js';
 
 const DAEMON = resolveFromRoot('test', 'fixtures', 'daemon.mjs');
 
@@ -30,20 +29,11 @@ function run(argv: string[], timeoutMs = 30_000): Promise<string> {
   );
 }
 
-/** the files of an etcd cluster that serves its clients over TLS and asks them for a certificate */
-export interface EtcdTestTls {
-  ca: string;
-  serverCert: string;
-  serverKey: string;
-  clientCert: string;
-  clientKey: string;
-}
-
 export class EtcdTestCluster {
   readonly members: EtcdMember[] = [];
   readonly token = `test-${process.pid}-${Date.now()}`;
   /** set by `withTls`: clients over https, with a client certificate */
-  tls?: EtcdTestTls;
+  tls?: EngineTestTls;
 
   constructor(
     readonly root: string,
@@ -70,19 +60,7 @@ export class EtcdTestCluster {
    * of this cluster's own; before `start`.
    */
   async withTls(): Promise<this> {
-    const dir = join(this.root, 'etcd-tls');
-    const ca = await createCa('etcd');
-    const tls: EtcdTestTls = {
-      ca: join(dir, 'ca.crt'),
-      serverCert: join(dir, 'server.crt'),
-      serverKey: join(dir, 'server.key'),
-      clientCert: join(dir, 'client.crt'),
-      clientKey: join(dir, 'client.key'),
-    };
-    await writePem({ cert: tls.ca, key: join(dir, 'ca.key') }, ca);
-    await writePem({ cert: tls.serverCert, key: tls.serverKey }, await issueCertificate(ca, { role: 'agent', name: 'etcd', hosts: ['127.0.0.1'] }));
-    await writePem({ cert: tls.clientCert, key: tls.clientKey }, await issueCertificate(ca, { role: 'coordinator', name: 'lockstep' }));
-    this.tls = tls;
+    this.tls = await engineTestTls(join(this.root, 'etcd-tls'), 'etcd');
     return this;
   }
 

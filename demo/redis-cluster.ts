@@ -4,11 +4,13 @@
  * own dir and config file, plus helpers to write and read keys by slot.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { ComponentSpec } from './local-cluster.js';
+import { engineTestTls, type EngineTestTls } from './engine-tls.js';
 
 function run(file: string, args: string[], timeoutMs = 60_000): Promise<string> {
   return new Promise((res, rej) =>
@@ -40,6 +42,8 @@ export interface RedisNodeInfo {
 
 export class RedisTestCluster {
   readonly nodes: RedisNodeInfo[] = [];
+  /** set by `withTls` */
+  tls?: EngineTestTls;
 
   constructor(
     readonly root: string,
@@ -53,10 +57,47 @@ export class RedisTestCluster {
     }
   }
 
+  /**
+   * TLS only, with client certificates (`tls-auth-clients`, redis' default), from a CA of
+   * this cluster's own; replicas and the cluster bus use the client certificate. Before `start`.
+   */
+  async withTls(): Promise<this> {
+    this.tls = await engineTestTls(join(this.root, 'redis-tls'), 'redis');
+    return this;
+  }
+
   /** component spec for LocalCluster node i */
   component(i: number): ComponentSpec {
     const n = this.nodes[i]!;
-    return { name: 'redis', plugin: 'redis', settings: { port: n.port, dir: n.dir, configFile: n.conf, start: ['redis-server', n.conf], healthTimeoutMs: 30_000 } };
+    const t = this.tls;
+    return {
+      name: 'redis',
+      plugin: 'redis',
+      settings: { port: n.port, dir: n.dir, configFile: n.conf, start: ['redis-server', n.conf], healthTimeoutMs: 30_000, ...(t ? { tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey } } : {}) },
+    };
+  }
+
+  /** redis-server's TLS lines */
+  private tlsConf(port: number): string[] {
+    const t = this.tls;
+    if (!t) return [`port ${port}`];
+    return [
+      'port 0',
+      `tls-port ${port}`,
+      `tls-cert-file ${t.serverCert}`,
+      `tls-key-file ${t.serverKey}`,
+      `tls-client-cert-file ${t.clientCert}`,
+      `tls-client-key-file ${t.clientKey}`,
+      `tls-ca-cert-file ${t.ca}`,
+      'tls-cluster yes',
+      'tls-replication yes',
+    ];
+  }
+
+  /** redis-cli's TLS flags */
+  private get cliTls(): string[] {
+    const t = this.tls;
+    return t ? ['--tls', '--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey] : [];
   }
 
   async start(): Promise<this> {
@@ -65,7 +106,7 @@ export class RedisTestCluster {
       await writeFile(
         n.conf,
         [
-          `port ${n.port}`,
+          ...this.tlsConf(n.port),
           'bind 127.0.0.1',
           'protected-mode no',
           'daemonize yes',
@@ -86,7 +127,7 @@ export class RedisTestCluster {
       await this.startNode(n.port);
     }
     const addrs = this.nodes.map((n) => `127.0.0.1:${n.port}`);
-    await run('redis-cli', ['--cluster', 'create', ...addrs, '--cluster-replicas', '1', '--cluster-yes']);
+    await run('redis-cli', [...this.cliTls, '--cluster', 'create', ...addrs, '--cluster-replicas', '1', '--cluster-yes']);
     await this.waitOk();
     return this;
   }
@@ -132,7 +173,9 @@ export class RedisTestCluster {
   }
 
   client(port: number): Redis {
-    const r = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 2000 });
+    const t = this.tls;
+    const tls = t ? { tls: { ca: readFileSync(t.ca), cert: readFileSync(t.clientCert), key: readFileSync(t.clientKey) } } : {};
+    const r = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 2000, ...tls });
     r.on('error', () => undefined);
     return r;
   }

@@ -76,7 +76,7 @@ describe('config validation', () => {
     expect(r.stderr).toContain('components[2].path: is required');
   });
 
-  it("an engine's own rules (etcd's client TLS) are checked once its schema passes, each with its path", async () => {
+  it("an engine's own rules (etcd's and redis' client TLS) are checked once its schema passes, each with its path", async () => {
     const file = join(dir, 'agent-etcd.yaml');
     const etcd = (i: number, endpoint: string, tls: string) =>
       `  - { name: etcd${i}, plugin: etcd, member: m${i}, endpoint: "${endpoint}", peerUrl: "http://127.0.0.1:2380", dataDir: /srv/etcd${i}, start: [etcd], stop: [kill], tls: ${tls} }`;
@@ -92,6 +92,7 @@ describe('config validation', () => {
         etcd(0, 'https://127.0.0.1:2379', '{ ca: ca.crt, cert: client.crt }'),
         etcd(1, 'http://127.0.0.1:2379', '{ ca: ca.crt }'),
         etcd(2, 'https://127.0.0.1:2379', '{ ca: ca.crt, key: client.key, pem: x }'),
+        '  - { name: cache, plugin: redis, port: 6379, dir: /srv/redis, configFile: /etc/redis.conf, start: [redis-server], tls: { ca: ca.crt, key: client.key } }',
       ].join('\n'),
     );
     const r = await runAgent(file);
@@ -101,6 +102,7 @@ describe('config validation', () => {
     // the schema first: the pairing rule waits until the settings are well formed
     expect(r.stderr).toContain('components[2].tls.pem: is not a known setting');
     expect(r.stderr).not.toContain('components[2].tls.cert');
+    expect(r.stderr).toContain('components[3].tls.cert: is missing: tls.key needs the certificate it belongs to');
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 

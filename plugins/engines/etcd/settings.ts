@@ -2,6 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { Argv } from '../../../lib/schema.js';
 import type { ConfigProblem } from '../../../lib/config.js';
+import { ClientTls, clientTlsProblems } from '../../../lib/client-tls.js';
 
 export const EtcdSettingsSchema = Type.Object(
   {
@@ -14,16 +15,7 @@ export const EtcdSettingsSchema = Type.Object(
      * that signed the member's certificate (`--trusted-ca-file`), and the client certificate
      * and key when the member asks for one (`--client-cert-auth`)
      */
-    tls: Type.Optional(
-      Type.Object(
-        {
-          ca: Type.String({ minLength: 1 }),
-          cert: Type.Optional(Type.String({ minLength: 1 })),
-          key: Type.Optional(Type.String({ minLength: 1 })),
-        },
-        { additionalProperties: false },
-      ),
-    ),
+    tls: Type.Optional(ClientTls),
     /** the member's advertised peer URL, used to rebuild membership on restore */
     peerUrl: Type.String({ minLength: 1 }),
     /** the member's --data-dir */
@@ -43,12 +35,7 @@ export type EtcdSettings = Static<typeof EtcdSettingsSchema>;
 
 /** what the schema cannot say: a certificate goes with its key, TLS with an https endpoint */
 export function checkEtcdSettings(s: EtcdSettings): ConfigProblem[] {
-  const problems: ConfigProblem[] = [];
-  const https = s.endpoint.startsWith('https://');
-  if (s.tls) {
-    if (s.tls.cert && !s.tls.key) problems.push({ path: 'tls.key', message: 'is missing: tls.cert needs the key of that certificate' });
-    if (s.tls.key && !s.tls.cert) problems.push({ path: 'tls.cert', message: 'is missing: tls.key needs the certificate it belongs to' });
-    if (!https) problems.push({ path: 'endpoint', message: `"${s.endpoint}" is not an https:// URL, but tls is set` });
-  }
+  const problems = clientTlsProblems(s.tls);
+  if (s.tls && !s.endpoint.startsWith('https://')) problems.push({ path: 'endpoint', message: `"${s.endpoint}" is not an https:// URL, but tls is set` });
   return problems;
 }

@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
 import { LockstepError } from '../../../lib/errors.js';
+import { readClientTls } from '../../../lib/client-tls.js';
 import type { RedisSettings } from './settings.js';
 
 export type RedisConn = Redis;
@@ -13,15 +14,18 @@ function RedisClient(): typeof Redis {
   return redisClass;
 }
 
-export function connect(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv'>, node: string, timeoutMs = 3000): Redis {
+export function connect(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv' | 'tls'>, node: string, timeoutMs = 3000): Redis {
   const password = s.passwordEnv ? process.env[s.passwordEnv] : undefined;
   if (s.passwordEnv && password === undefined) {
     throw new LockstepError('LOCKSTEP_E_CONFIG_INVALID', `environment variable ${s.passwordEnv} (passwordEnv of redis ${s.host}:${s.port}) is not set for the agent`, { node });
   }
+  // over TLS the server's certificate must name the host as given (an address: an IP SAN)
+  const tls = s.tls ? readClientTls(s.tls, `redis ${s.host}:${s.port}`, node) : undefined;
   return new (RedisClient())({
     host: s.host,
     port: s.port,
     password,
+    ...(tls ? { tls } : {}),
     lazyConnect: true,
     // our own checks report LOADING and friends; ioredis' ready check would hide them
     enableReadyCheck: false,
@@ -34,7 +38,7 @@ export function connect(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv'>,
 }
 
 /** Run `fn` on a fresh connection, closed afterwards whatever happens. */
-export async function withRedis<T>(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv'>, node: string, fn: (r: Redis) => Promise<T>, timeoutMs = 3000): Promise<T> {
+export async function withRedis<T>(s: Pick<RedisSettings, 'host' | 'port' | 'passwordEnv' | 'tls'>, node: string, fn: (r: Redis) => Promise<T>, timeoutMs = 3000): Promise<T> {
   const r = connect(s, node, timeoutMs);
   // the socket's own error (ECONNREFUSED …) says more than ioredis' "Connection is closed."
   let socketError: unknown;

@@ -1,11 +1,18 @@
 /** The `redis` plugin's settings of a component in agent.yaml. */
 import { Type, type Static } from '@sinclair/typebox';
 import { Argv } from '../../../lib/schema.js';
+import { ClientTls } from '../../../lib/client-tls.js';
 
 export const RedisSettingsSchema = Type.Object(
   {
     host: Type.String({ minLength: 1, default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    /**
+     * the server's `tls-port` is `port` (files on the node, relative to agent.yaml): the CA
+     * that signed the server's certificate, and the client certificate and key when the
+     * server asks for one (`tls-auth-clients`, on by default)
+     */
+    tls: Type.Optional(ClientTls),
     /** name of an environment variable of the agent that holds the password (never in a request) */
     passwordEnv: Type.Optional(Type.String({ minLength: 1 })),
     /** the server's `dir` (where dump.rdb and nodes.conf live); checked against CONFIG GET dir */
