@@ -3,6 +3,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { copyTree, lstatIfAny, removeTree, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
+import { isMountPoint } from '../../lib/mounts.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
 import { dropKeptIndexes } from '../transfer/kept-index.js';
@@ -49,6 +50,15 @@ async function keepStaged(staging: string, cache: string, signal: AbortSignal): 
 
 export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx: JobContext): Promise<StageResult> {
   const { config, plugin } = node.component(req.component);
+  // before anything is read or written: a mount point cannot be swapped (lib/mounts.ts)
+  for (const [set, live] of Object.entries(plugin.node.paths(config))) {
+    if (await isMountPoint(live)) {
+      throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `${live} (the ${set} of component ${req.component}) is a mount point: a restore moves the live data aside and the restored data into place by renaming, which the kernel refuses for a mount point`, {
+        node: node.name,
+        hint: 'move the data one level down, into a directory inside the mount, and point the component (and the engine) at it; the restore then stages beside it, on the same filesystem',
+      });
+    }
+  }
   const repo = await node.repositoryFor(req.repositoryId);
   // the restore's peak is its own: the indexes kept for the next backups make room (those read their copies)
   dropKeptIndexes();
