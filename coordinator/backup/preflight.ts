@@ -3,15 +3,22 @@
  * to be, every plugin healthy, the repository the same one everywhere and writable.
  * Any problem refuses the backup, naming every node and what is wrong there.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { LockstepError, toErrorInfo } from '../../lib/errors.js';
+import { newBackupId } from '../../lib/ids.js';
 import type { NodeReport } from '../../lib/report.js';
 import { topologyNode } from '../../lib/repo/manifest.js';
 import type { BackupContext } from './context.js';
 
 export async function preflight(ctx: BackupContext): Promise<void> {
   const { cluster, repo } = ctx;
-  if (await repo.hasManifest(ctx.backupId)) {
-    throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${ctx.backupId} already exists`, { hint: 'wait a second or pick another --name' });
+  // a second backup of the same name within the same second (a retry, a script, a timer
+  // right after a manual run) takes the next second's id; under the lock, so no other
+  // backup of this repository can take it meanwhile
+  for (let tries = 0; await repo.hasManifest(ctx.backupId); tries++) {
+    if (tries === 3) throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${ctx.backupId} already exists`, { hint: "is this host's clock going backwards? pick another --name" });
+    await sleep(1005 - (Date.now() % 1000), undefined, { signal: ctx.signal });
+    ctx.backupId = newBackupId(ctx.name);
   }
   // what the components hold is counted by the upload that reads it, not by a walk beforehand
   const described = await cluster.describeAll(ctx.signal, false);

@@ -13,6 +13,7 @@ import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
 import { openFsRepo } from '../helpers/repo.js';
 import { leftoversBeside } from '../helpers/leftovers.js';
 import { indexKey } from '../../lib/repo/layout.js';
+import { newBackupId } from '../../lib/ids.js';
 
 describe('backup and restore of three nodes', () => {
   let cluster: LocalCluster;
@@ -93,6 +94,25 @@ describe('backup and restore of three nodes', () => {
     expect(r.code, r.stderr).toBe(0);
     const report = json<BackupReport>(r.stdout);
     expect(report.totals.bytesNew).toBe(0);
+  });
+
+  it("a second backup of one name within the same second takes the next second's id", async () => {
+    // the ids of this second and the next are taken (as by two runs just before)
+    const now = Date.now();
+    const taken = [0, 1].map((k) => newBackupId('twice', new Date(now + k * 1000)));
+    for (const id of taken) {
+      await mkdir(join(cluster.repoDir, 'backups', id), { recursive: true });
+      await writeFile(join(cluster.repoDir, 'backups', id, 'manifest.json'), '{}');
+    }
+    try {
+      const r = await runCli(['backup', 'create', '--name', 'twice', '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const report = json<BackupReport>(r.stdout);
+      expect(report.status).toBe('complete');
+      expect(report.backupId > taken[1]!, report.backupId).toBe(true);
+    } finally {
+      for (const id of taken) await rm(join(cluster.repoDir, 'backups', id), { recursive: true, force: true });
+    }
   });
 
   it('restores damaged data byte for byte, and removes the old data after success', async () => {
