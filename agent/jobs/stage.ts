@@ -1,6 +1,6 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdir, readlink, rename, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { copyTree, lstatIfAny, removeTree, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import { isMountPoint } from '../../lib/mounts.js';
@@ -50,8 +50,17 @@ async function keepStaged(staging: string, cache: string, signal: AbortSignal): 
 
 export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx: JobContext): Promise<StageResult> {
   const { config, plugin } = node.component(req.component);
-  // before anything is read or written: a mount point cannot be swapped (lib/mounts.ts)
+  // before anything is read or written: a mount point cannot be swapped (lib/mounts.ts), and
+  // a symbolic link would be: the link moved aside and the restored data put in its place,
+  // staged and left on the link's filesystem instead of the one it points to
   for (const [set, live] of Object.entries(plugin.node.paths(config))) {
+    const target = await readlink(live).catch(() => undefined);
+    if (target !== undefined) {
+      throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `${live} (the ${set} of component ${req.component}) is a symbolic link to ${target}: a restore would replace the link with the restored data, on the link's filesystem`, {
+        node: node.name,
+        hint: `point the component at ${resolve(dirname(live), target)}, where the data is`,
+      });
+    }
     if (await isMountPoint(live)) {
       throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `${live} (the ${set} of component ${req.component}) is a mount point: a restore moves the live data aside and the restored data into place by renaming, which the kernel refuses for a mount point`, {
         node: node.name,

@@ -1,0 +1,89 @@
+/**
+ * A restore swaps data by renaming directories. A data directory that is a mount point
+ * cannot be renamed (EBUSY); one that is a symbolic link would be, and the restored data
+ * would take the link's place on the link's filesystem. Both are refused while staging,
+ * before anything is downloaded or any service stopped. (The mount needs root; those tests
+ * are skipped without it.)
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { LocalCluster } from '../../demo/local-cluster.js';
+import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import { isMountPoint } from '../../lib/mounts.js';
+import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
+
+const run = (argv: string[]) => new Promise<boolean>((res) => execFile(argv[0]!, argv.slice(1), (e) => res(!e)));
+
+describe('a data directory a restore cannot swap', () => {
+  let cluster: LocalCluster;
+  let data: string;
+  let events: string;
+  let mounted = false;
+
+  beforeAll(async () => {
+    events = join(await tempDir(), 'events');
+    cluster = await startCluster({
+      nodes: 1,
+      components: () => [{ name: 'data', settings: { stop: ['sh', '-c', `echo stop >> ${events}`], start: ['sh', '-c', `echo start >> ${events}`] } }],
+    });
+    data = cluster.agents[0]!.data.data!;
+    mounted = await run(['mount', '--bind', data, data]);
+  });
+  afterAll(async () => {
+    if (mounted) await run(['umount', data]);
+    await stopCluster(cluster);
+  });
+
+  /** a restore of `backupId` refused while staging with `says`: no stop command run, the live file as it was, nothing left beside */
+  async function refused(backupId: string, says: string, live: string): Promise<void> {
+    const eventsBefore = await readFile(events, 'utf8').catch(() => '');
+    const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(r.code).toBe(1);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.status).toBe('failed');
+    expect(report.error?.code).toBe('LOCKSTEP_E_RESTORE_FAILED');
+    expect(report.error?.message).toContain('no service was stopped');
+    expect(report.error?.message).toContain(says);
+    expect(report.steps.map((s) => s.name)).not.toContain('stop');
+    expect(await readFile(events, 'utf8').catch(() => '')).toBe(eventsBefore);
+    expect(await readFile(join(data, 'a.txt'), 'utf8')).toBe(live);
+    expect((await readdir(dirname(data))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+  }
+
+  async function backup(): Promise<string> {
+    await writeFile(join(data, 'a.txt'), 'backed up');
+    const b = await runCli(['backup', 'create', '--json'], { config: cluster.configFile });
+    expect(b.code, b.stderr).toBe(0);
+    await writeFile(join(data, 'a.txt'), 'live, changed since');
+    return json<BackupReport>(b.stdout).backupId;
+  }
+
+  it('a mount point is seen as one', async (ctx) => {
+    if (!mounted) ctx.skip();
+    expect(await isMountPoint(data)).toBe(true);
+    expect(await isMountPoint(dirname(data))).toBe(false);
+    expect(await isMountPoint(join(data, 'absent'))).toBe(false);
+  });
+
+  it('a mount point is backed up, and a restore onto it is refused while staging, naming it', async (ctx) => {
+    if (!mounted) ctx.skip();
+    await refused(await backup(), `${data} (the data of component data) is a mount point`, 'live, changed since');
+  });
+
+  it('a symbolic link to the data is backed up, and a restore onto it is refused while staging, naming where it points', async () => {
+    if (mounted) mounted = !(await run(['umount', data]));
+    // the data moves one level away, the component's path becomes a link to it
+    const real = `${data}-real`;
+    await rename(data, real);
+    await symlink(real, data);
+    try {
+      await refused(await backup(), `${data} (the data of component data) is a symbolic link to ${real}`, 'live, changed since');
+      expect(await readlink(data)).toBe(real);
+    } finally {
+      await rm(data);
+      await rename(real, data);
+    }
+  });
+});
