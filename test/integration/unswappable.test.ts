@@ -36,8 +36,8 @@ describe('a data directory a restore cannot swap', () => {
     await stopCluster(cluster);
   });
 
-  /** a restore of `backupId` refused while staging with `says`: no stop command run, the live file as it was, nothing left beside */
-  async function refused(backupId: string, says: string, live: string): Promise<void> {
+  /** a restore of `backupId` refused while staging with `says` and advice `advises`: no stop command run, the live file as it was, nothing left beside */
+  async function refused(backupId: string, says: string, advises: string, live: string): Promise<void> {
     const eventsBefore = await readFile(events, 'utf8').catch(() => '');
     const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
     expect(r.code).toBe(1);
@@ -46,6 +46,7 @@ describe('a data directory a restore cannot swap', () => {
     expect(report.error?.code).toBe('LOCKSTEP_E_RESTORE_FAILED');
     expect(report.error?.message).toContain('no service was stopped');
     expect(report.error?.message).toContain(says);
+    expect(report.error?.hint).toContain(advises);
     expect(report.steps.map((s) => s.name)).not.toContain('stop');
     expect(await readFile(events, 'utf8').catch(() => '')).toBe(eventsBefore);
     expect(await readFile(join(data, 'a.txt'), 'utf8')).toBe(live);
@@ -69,7 +70,7 @@ describe('a data directory a restore cannot swap', () => {
 
   it('a mount point is backed up, and a restore onto it is refused while staging, naming it', async (ctx) => {
     if (!mounted) ctx.skip();
-    await refused(await backup(), `${data} (the data of component data) is a mount point`, 'live, changed since');
+    await refused(await backup(), `${data} (the data of component data) is a mount point`, 'into a directory inside the mount', 'live, changed since');
   });
 
   it('a symbolic link to the data is backed up, and a restore onto it is refused while staging, naming where it points', async () => {
@@ -79,7 +80,7 @@ describe('a data directory a restore cannot swap', () => {
     await rename(data, real);
     await symlink(real, data);
     try {
-      await refused(await backup(), `${data} (the data of component data) is a symbolic link to ${real}`, 'live, changed since');
+      await refused(await backup(), `${data} (the data of component data) is a symbolic link to ${real}`, `point the component at ${real}`, 'live, changed since');
       expect(await readlink(data)).toBe(real);
     } finally {
       await rm(data);
