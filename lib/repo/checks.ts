@@ -21,6 +21,9 @@ import type { Repository } from './repository.js';
 import { checkStored, parseJson } from './stored.js';
 import type { VerifyReport } from './verify.js';
 
+/** manifests `stalestChecked` reads at a time, in the order it picks */
+const STALEST_AT_ONCE = 4;
+
 /** problems a record keeps (the report printed at the time has them all) */
 const PROBLEMS_KEPT = 20;
 
@@ -120,13 +123,19 @@ export function lastChecks(checks: readonly CheckSummary[]): { last?: CheckSumma
  */
 export async function stalestChecked(repo: Repository, readBack: boolean): Promise<string> {
   const { ids, checks } = await repo.listBackups();
-  let pick: { id: string; at: string } | undefined;
-  for (const r of await repo.listManifests(ids)) {
-    if ('error' in r || r.manifest.status !== 'complete') continue;
-    const { last, lastReadBack } = lastChecks(checks.get(r.backupId) ?? []);
-    const at = (readBack ? lastReadBack : last)?.at ?? '';
-    if (!pick || at < pick.at) pick = { id: r.backupId, at };
+  // in the order it would be picked (the listing says when each was checked), then the first
+  // complete one: its manifest and those of any incomplete or damaged ones before it are all
+  // that is read, not every manifest of the repository
+  const order = ids
+    .map((id) => {
+      const { last, lastReadBack } = lastChecks(checks.get(id) ?? []);
+      return { id, at: (readBack ? lastReadBack : last)?.at ?? '' };
+    })
+    .sort((a, b) => a.at.localeCompare(b.at) || a.id.localeCompare(b.id));
+  for (let i = 0; i < order.length; i += STALEST_AT_ONCE) {
+    for (const r of await repo.listManifests(order.slice(i, i + STALEST_AT_ONCE).map((c) => c.id))) {
+      if (!('error' in r) && r.manifest.status === 'complete') return r.backupId;
+    }
   }
-  if (!pick) throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no complete backup in ${repo.location} to check`, { hint: 'lockstep backup list shows what there is' });
-  return pick.id;
+  throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no complete backup in ${repo.location} to check`, { hint: 'lockstep backup list shows what there is' });
 }

@@ -4,7 +4,7 @@
  * sealed when the repository is encrypted), never kept for a backup that is gone, and
  * removed with its backup.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { readFile, readdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -138,5 +138,17 @@ describe('check records', () => {
     expect(await stalestChecked(repo, true)).toBe('20261201-010000-old');
     await check('20261201-010000-old', 5, '2026-12-04T02:00:00.000Z');
     expect(await stalestChecked(repo, true)).toBe('20261202-010000-mid');
+
+    // many more backups, each checked since: the pick reads the manifests in the order it
+    // picks, a few at a time, not every one in the repository
+    for (let d = 10; d < 22; d++) {
+      const id = `202612${d}-010000-more`;
+      await committed(repo, id, `2026-12-${d}T01:00:00.000Z`);
+      await check(id, 5, `2026-12-${d}T02:00:00.000Z`);
+    }
+    const reads = vi.spyOn(repo, 'readManifest');
+    expect(await stalestChecked(repo, true)).toBe('20261202-010000-mid');
+    expect(reads.mock.calls.length).toBeLessThanOrEqual(4);
+    reads.mockRestore();
   });
 });
