@@ -10,7 +10,7 @@ import { createLogger } from '../lib/log.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 import { openDriver, openRepositoryAt } from '../plugins/storage/registry.js';
 import { initRepository } from '../lib/repo/open.js';
-import type { Repository } from '../lib/repo/repository.js';
+import { oldestFirst, type Repository } from '../lib/repo/repository.js';
 import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
@@ -201,7 +201,8 @@ function program(): Command {
       const repo = await configuredRepository();
       // a damaged manifest is listed as such, not in place of the others
       const { ids, checks } = await repo.listBackups();
-      const read = await repo.listManifests(ids);
+      // backups begun in the same second in the order they began, as `latest` sees them
+      const read = oldestFirst(await repo.listManifests(ids));
       const entries = read.map((r): BackupListEntry => ('error' in r ? { backupId: r.backupId, status: 'unreadable', error: r.error.toJSON() } : backupListEntry(r.manifest, checks.get(r.backupId))));
       print(entries, () => renderBackupList(entries));
       // damage known in the repository (a manifest, or what the last check of a backup found) is told by the exit code too

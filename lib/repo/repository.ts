@@ -549,10 +549,9 @@ export class Repository {
       }
       return p;
     };
-    const second = (id: string) => id.slice(0, 'yyyymmdd-hhmmss'.length);
     for (let i = 0; i < ids.length; ) {
       let j = i + 1;
-      while (j < ids.length && second(ids[j]!) === second(ids[i]!)) j++;
+      while (j < ids.length && secondOf(ids[j]!) === secondOf(ids[i]!)) j++;
       for (let k = j; k < Math.min(ids.length, j + Math.min(MANIFESTS_AHEAD, i)); k++) read(k);
       const group = ids.slice(i, j).map((id, k) => ({ id, manifest: read(i + k) }));
       for (let k = i; k < j; k++) reads.delete(k);
@@ -606,6 +605,28 @@ function jsonSizeAbout(entries: IndexEntry[]): number {
 
 /** a manifest read, or why it could not be */
 export type ManifestRead = { backupId: string; manifest: Manifest } | { backupId: string; error: LockstepError };
+
+/** the second an id says its backup began in */
+const secondOf = (id: string) => id.slice(0, 'yyyymmdd-hhmmss'.length);
+
+/**
+ * `reads` (of ids in their order) oldest first, as `Repository.newestFirst` has them the
+ * other way round: by the second each began, and within a second by the time its manifest
+ * records (an unreadable one first), not by name. `backup list` said a backup begun just
+ * before another in the same second was the newer when its name sorted after, while
+ * `latest` named the other.
+ */
+export function oldestFirst(reads: readonly ManifestRead[]): ManifestRead[] {
+  const began = (r: ManifestRead) => ('error' in r ? -Infinity : Date.parse(r.manifest.startedAt));
+  return [...reads].sort((a, b) => {
+    const sa = secondOf(a.backupId);
+    const sb = secondOf(b.backupId);
+    if (sa !== sb) return sa < sb ? -1 : 1;
+    const ta = began(a);
+    const tb = began(b);
+    return ta === tb ? 0 : ta < tb ? -1 : 1;
+  });
+}
 
 /** manifests `Repository.newestFirst` reads ahead of its reader at most */
 const MANIFESTS_AHEAD = 8;

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
-import { Repository } from '../../lib/repo/repository.js';
+import { oldestFirst, Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import { verifyBackup, type VerifyReport } from '../../lib/repo/verify.js';
 import { lastChecks, listChecks, readCheck, recordCheck, stalestChecked } from '../../lib/repo/checks.js';
@@ -112,6 +112,18 @@ describe('check records', () => {
     expect(left).toHaveLength(2);
     expect(left[0]).toBe('backups/20261203-010000-new/checks/' + left[0]!.split('/').at(-1));
     expect(left[1]).toBe('backups/20261203-010000-new/manifest.json');
+  });
+
+  it('backups begun in the same second are listed in the order they began, as latest sees them, not by name', async () => {
+    const repo = await Repository.init(new FsDriver(await temp('repo')));
+    await committed(repo, '20261201-010000-zzz', '2026-12-01T01:00:00.100Z');
+    await committed(repo, '20261201-010000-aaa', '2026-12-01T01:00:00.900Z');
+    await committed(repo, '20261201-005959-zzz', '2026-12-01T00:59:59.999Z');
+    const { ids } = await repo.listBackups();
+    expect(ids).toEqual(['20261201-005959-zzz', '20261201-010000-aaa', '20261201-010000-zzz']);
+    const listed = oldestFirst(await repo.listManifests(ids)).map((r) => r.backupId);
+    expect(listed).toEqual(['20261201-005959-zzz', '20261201-010000-zzz', '20261201-010000-aaa']);
+    expect((await repo.latestComplete()).backupId).toBe(listed.at(-1));
   });
 
   it('stalest: the complete backup never checked (the oldest of those), else the one checked longest ago, by the kind of check asked for', async () => {
