@@ -50,6 +50,18 @@ export async function fanout<T, G extends Target = Target>(
   );
 }
 
+/**
+ * What the failed outcomes advise, for the error that sums them up: each hint once, and
+ * named by node/component when they differ (a node's "move the data one level down" was
+ * otherwise only in that component's entry of the report).
+ */
+export function hintOf(outcomes: readonly Outcome<unknown>[]): { hint?: string } {
+  const failed = outcomes.flatMap((o) => (!o.ok && o.error.hint ? [{ at: key(o.target), hint: o.error.hint }] : []));
+  const distinct = new Set(failed.map((f) => f.hint));
+  if (distinct.size === 0) return {};
+  return { hint: distinct.size === 1 ? failed[0]!.hint : failed.map((f) => `${f.at}: ${f.hint}`).join('; ') };
+}
+
 export function key(t: Target): string {
   return `${t.node}/${t.component}`;
 }

@@ -5,7 +5,7 @@
 import { LockstepError } from '../../lib/errors.js';
 import { formatArgv } from '../../lib/exec.js';
 import type { HookResult } from '../../lib/wire.js';
-import { fanout, key } from '../fanout.js';
+import { fanout, hintOf, key } from '../fanout.js';
 import { report, type RestoreContext } from './context.js';
 
 export async function runHooks(ctx: RestoreContext): Promise<void> {
@@ -27,5 +27,5 @@ export async function runHooks(ctx: RestoreContext): Promise<void> {
     const out = o.result.output ? `; it printed: ${o.result.output.split('\n').join(' | ')}` : '';
     report(ctx, o.target).actions?.push(`after-restore hook ${formatArgv(o.result.command ?? [])} ran in ${o.result.durationMs} ms${out}`);
   }
-  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '));
+  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '), hintOf(outcomes));
 }

@@ -38,8 +38,8 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   }
   if (ctx.stopped.length > 0) {
     try {
-      const problems = await startAll(ctx, ctx.stopped, signal);
-      errors.push(...problems.map((p) => ({ code: 'LOCKSTEP_E_ROLLBACK_FAILED', message: p })));
+      const { problems, hint } = await startAll(ctx, ctx.stopped, signal);
+      errors.push(...problems.map((p) => ({ code: 'LOCKSTEP_E_ROLLBACK_FAILED', message: p, ...(hint ? { hint } : {}) })));
     } catch (err) {
       errors.push(toErrorInfo(err, 'LOCKSTEP_E_ROLLBACK_FAILED'));
     }

@@ -4,7 +4,7 @@
  * to its healthy start.
  */
 import { LockstepError } from '../../lib/errors.js';
-import { fanout, key } from '../fanout.js';
+import { fanout, hintOf, key, type Outcome } from '../fanout.js';
 import { getPlugin } from '../../plugins/engines/registry.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 import { stopGroups } from './plan.js';
@@ -31,20 +31,24 @@ async function currentRoles(ctx: RestoreContext): Promise<Map<string, string>> {
 
 export async function stopAll(ctx: RestoreContext): Promise<void> {
   const problems: string[] = [];
+  const all: Outcome<unknown>[] = [];
   const groups = stopGroups(ctx.targets, await currentRoles(ctx));
   for (const group of groups) {
     for (const t of group) ctx.stoppedAt.set(key(t), performance.now());
     // counted as stopped before the call: a stop that failed half-way is started again on rollback
     ctx.stopped.push(...group);
     const outcomes = await fanout(ctx.cluster, 'stop', group, (t) => ({ kind: 'stop', component: t.component }), ctx.signal, ctx.progress);
+    all.push(...outcomes);
     problems.push(...failures('stop', outcomes));
     if (problems.length > 0) break;
   }
-  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '));
+  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '), hintOf(all));
 }
 
-export async function startAll(ctx: RestoreContext, targets: RestoreTarget[], signal: AbortSignal): Promise<string[]> {
+/** start `targets` group by group; what failed, and what the agents advise (`hintOf`) */
+export async function startAll(ctx: RestoreContext, targets: RestoreTarget[], signal: AbortSignal): Promise<{ problems: string[]; hint?: string }> {
   const problems: string[] = [];
+  const all: Outcome<unknown>[] = [];
   const wanted = new Set(targets.map(key));
   for (const group of ctx.startGroups) {
     const g = group.filter((t) => wanted.has(key(t)));
@@ -54,14 +58,15 @@ export async function startAll(ctx: RestoreContext, targets: RestoreTarget[], si
       const since = ctx.stoppedAt.get(key(o.target));
       if (o.ok && since !== undefined) report(ctx, o.target).downtimeMs = Math.round(performance.now() - since);
     }
+    all.push(...outcomes);
     problems.push(...failures('start', outcomes));
     // the next group needs this one healthy
     if (problems.length > 0) break;
   }
-  return problems;
+  return { problems, ...hintOf(all) };
 }
 
 export async function start(ctx: RestoreContext): Promise<void> {
-  const problems = await startAll(ctx, ctx.targets, ctx.signal);
-  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '));
+  const { problems, hint } = await startAll(ctx, ctx.targets, ctx.signal);
+  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '), hint ? { hint } : {});
 }

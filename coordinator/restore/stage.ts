@@ -1,7 +1,7 @@
 /** Every agent downloads into a staging dir beside the live data, verified; nothing is stopped. */
 import { LockstepError } from '../../lib/errors.js';
 import type { StageResult } from '../../lib/wire.js';
-import { fanout, key } from '../fanout.js';
+import { fanout, hintOf, key } from '../fanout.js';
 import { getPlugin } from '../../plugins/engines/registry.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 
@@ -46,13 +46,10 @@ export async function stage(ctx: RestoreContext): Promise<void> {
   if (failed.length > 0) {
     // a missing object is a damaged repository too
     const corrupt = outcomes.find((o) => !o.ok && (o.error.code === 'LOCKSTEP_E_REPO_CORRUPT' || o.error.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND'));
-    // what the agents advise (a data dir to move, say), each once, naming where when they differ
-    const hints = [...new Set(outcomes.flatMap((o) => (!o.ok && o.error.hint ? [o.error.hint] : [])))];
-    const hint = hints.length === 1 ? hints[0] : hints.length > 1 ? outcomes.flatMap((o) => (!o.ok && o.error.hint ? [`${o.target.node}/${o.target.component}: ${o.error.hint}`] : [])).join('; ') : undefined;
     throw new LockstepError(
       corrupt ? 'LOCKSTEP_E_REPO_CORRUPT' : 'LOCKSTEP_E_RESTORE_FAILED',
       `staging failed on ${failed.length} component(s); no service was stopped:\n  ${failed.join('\n  ')}`,
-      hint ? { hint } : {},
+      hintOf(outcomes),
     );
   }
 }

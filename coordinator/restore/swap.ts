@@ -1,6 +1,6 @@
 /** Swap: live data moved aside (never deleted), staged data renamed into place. */
 import { LockstepError } from '../../lib/errors.js';
-import { fanout, key } from '../fanout.js';
+import { fanout, hintOf, key } from '../fanout.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 
 export async function swap(ctx: RestoreContext): Promise<void> {
@@ -20,5 +20,5 @@ export async function swap(ctx: RestoreContext): Promise<void> {
       report(ctx, o.target).actions?.push(...o.result.old.map((p) => `previous data moved aside to ${p}`));
     } else problems.push(`${key(o.target)}: swap failed: ${o.error.message}`);
   }
-  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '));
+  if (problems.length > 0) throw new LockstepError('LOCKSTEP_E_RESTORE_FAILED', problems.join('\n  '), hintOf(outcomes));
 }
