@@ -21,6 +21,14 @@ describe('config validation', () => {
   });
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
+  /** an agent.yaml in the test's folder, well formed but for its repository and components */
+  async function agentFile(name: string, repository: string, components: string[]): Promise<string> {
+    const file = join(dir, name);
+    const head = ['node: n1', 'listen: { host: 127.0.0.1, port: 0 }', 'tls: { ca: ca.crt, cert: a.crt, key: a.key }', 'stateDir: state', `repository: ${repository}`, 'components:'];
+    await writeFile(file, [...head, ...components].join('\n'));
+    return file;
+  }
+
   it('the agent refuses to start and lists every problem of its config with its path', async () => {
     const file = join(dir, 'agent.yaml');
     await writeFile(
@@ -51,22 +59,13 @@ describe('config validation', () => {
   });
 
   it('plugin settings and cross-field rules are checked after the schema, each with its path', async () => {
-    const file = join(dir, 'agent2.yaml');
-    await writeFile(
-      file,
-      [
-        'node: n1',
-        'listen: { host: 127.0.0.1, port: 0 }',
-        'tls: { ca: ca.crt, cert: a.crt, key: a.key }',
-        'stateDir: state',
-        'repository: { driver: tape, path: /x }',
-        'components:',
+    const r = await runAgent(
+      await agentFile('agent2.yaml', '{ driver: tape, path: /x }', [
         '  - { name: data, plugin: directory, path: /srv/data, stop: [], snapshotMode: reflinky }',
         '  - { name: data, plugin: cassandra, path: /srv/other }',
         '  - { name: web, plugin: directory }',
-      ].join('\n'),
+      ]),
     );
-    const r = await runAgent(file);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('repository.driver: unknown storage driver "tape"');
     expect(r.stderr).toContain('components[0].stop: must NOT have fewer than 1 items');
@@ -77,25 +76,16 @@ describe('config validation', () => {
   });
 
   it("an engine's own rules (etcd's and redis' client TLS) are checked once its schema passes, each with its path", async () => {
-    const file = join(dir, 'agent-etcd.yaml');
     const etcd = (i: number, endpoint: string, tls: string) =>
       `  - { name: etcd${i}, plugin: etcd, member: m${i}, endpoint: "${endpoint}", peerUrl: "http://127.0.0.1:2380", dataDir: /srv/etcd${i}, start: [etcd], stop: [kill], tls: ${tls} }`;
-    await writeFile(
-      file,
-      [
-        'node: n1',
-        'listen: { host: 127.0.0.1, port: 0 }',
-        'tls: { ca: ca.crt, cert: a.crt, key: a.key }',
-        'stateDir: state',
-        'repository: { driver: fs, path: /x }',
-        'components:',
+    const r = await runAgent(
+      await agentFile('agent-etcd.yaml', '{ driver: fs, path: /x }', [
         etcd(0, 'https://127.0.0.1:2379', '{ ca: ca.crt, cert: client.crt }'),
         etcd(1, 'http://127.0.0.1:2379', '{ ca: ca.crt }'),
         etcd(2, 'https://127.0.0.1:2379', '{ ca: ca.crt, key: client.key, pem: x }'),
         '  - { name: cache, plugin: redis, port: 6379, dir: /srv/redis, configFile: /etc/redis.conf, start: [redis-server], tls: { ca: ca.crt, key: client.key } }',
-      ].join('\n'),
+      ]),
     );
-    const r = await runAgent(file);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('components[0].tls.key: is missing: tls.cert needs the key of that certificate');
     expect(r.stderr).toContain('components[1].endpoint: "http://127.0.0.1:2379" is not an https:// URL, but tls is set');
