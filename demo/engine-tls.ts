@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { createCa, issueCertificate } from '../lib/tls/certs.js';
 import { writePem } from '../lib/tls/files.js';
+import type { ClientTlsFiles } from '../lib/client-tls.js';
 
 export interface EngineTestTls {
   ca: string;
@@ -30,4 +31,9 @@ export async function engineTestTls(dir: string, engine: string): Promise<Engine
   await writePem({ cert: tls.serverCert, key: tls.serverKey }, await issueCertificate(ca, { role: 'agent', name: engine, hosts: ['127.0.0.1'] }));
   await writePem({ cert: tls.clientCert, key: tls.clientKey }, await issueCertificate(ca, { role: 'coordinator', name: 'lockstep' }));
   return tls;
+}
+
+/** a component's `tls` settings for these files: the agent is the client */
+export function clientTls(t: EngineTestTls): ClientTlsFiles {
+  return { ca: t.ca, cert: t.clientCert, key: t.clientKey };
 }

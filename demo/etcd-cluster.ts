@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ComponentSpec } from './local-cluster.js';
 import { resolveFromRoot } from './local-cluster.js';
-import { engineTestTls, type EngineTestTls } from './engine-tls.js';
+import { clientTls, engineTestTls, type EngineTestTls } from './engine-tls.js';
+import { etcdctlTls } from '../plugins/engines/etcd/node.js';
 
 const DAEMON = resolveFromRoot('test', 'fixtures', 'daemon.mjs');
 
@@ -70,8 +71,7 @@ export class EtcdTestCluster {
 
   /** etcdctl's flags for this cluster's client TLS */
   get ctlTls(): string[] {
-    const t = this.tls;
-    return t ? [`--cacert=${t.ca}`, `--cert=${t.clientCert}`, `--key=${t.clientKey}`] : [];
+    return etcdctlTls(this.tls && clientTls(this.tls));
   }
 
   startArgv(m: EtcdMember): string[] {
@@ -97,7 +97,7 @@ export class EtcdTestCluster {
       settings: {
         member: m.name,
         endpoint: `${this.scheme}://127.0.0.1:${m.clientPort}`,
-        ...(this.tls ? { tls: { ca: this.tls.ca, cert: this.tls.clientCert, key: this.tls.clientKey } } : {}),
+        ...(this.tls ? { tls: clientTls(this.tls) } : {}),
         peerUrl: `http://127.0.0.1:${m.peerPort}`,
         dataDir: m.dataDir,
         start: this.startArgv(m),

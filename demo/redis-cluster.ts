@@ -4,13 +4,13 @@
  * own dir and config file, plus helpers to write and read keys by slot.
  */
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { ComponentSpec } from './local-cluster.js';
-import { engineTestTls, type EngineTestTls } from './engine-tls.js';
+import { clientTls, engineTestTls, type EngineTestTls } from './engine-tls.js';
+import { readClientTls } from '../lib/client-tls.js';
 
 function run(file: string, args: string[], timeoutMs = 60_000): Promise<string> {
   return new Promise((res, rej) =>
@@ -73,7 +73,7 @@ export class RedisTestCluster {
     return {
       name: 'redis',
       plugin: 'redis',
-      settings: { port: n.port, dir: n.dir, configFile: n.conf, start: ['redis-server', n.conf], healthTimeoutMs: 30_000, ...(t ? { tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey } } : {}) },
+      settings: { port: n.port, dir: n.dir, configFile: n.conf, start: ['redis-server', n.conf], healthTimeoutMs: 30_000, ...(t ? { tls: clientTls(t) } : {}) },
     };
   }
 
@@ -174,7 +174,7 @@ export class RedisTestCluster {
 
   client(port: number): Redis {
     const t = this.tls;
-    const tls = t ? { tls: { ca: readFileSync(t.ca), cert: readFileSync(t.clientCert), key: readFileSync(t.clientKey) } } : {};
+    const tls = t ? { tls: readClientTls(clientTls(t), `redis 127.0.0.1:${port}`, 'test') } : {};
     const r = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 2000, ...tls });
     r.on('error', () => undefined);
     return r;

@@ -13,14 +13,14 @@ import type { Health, ServiceResult } from '../../../lib/wire.js';
 import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
 import { waitUntilHealthy } from '../health.js';
 import type { EtcdSettings } from './settings.js';
+import type { ClientTlsFiles } from '../../../lib/client-tls.js';
 
 type Comp = ComponentBase & EtcdSettings;
 
 const SNAPSHOT_FILE = 'snapshot.db';
 
-/** etcdctl's flags for the member's client TLS */
-function tlsFlags(comp: Comp): string[] {
-  const t = comp.tls;
+/** etcdctl's flags for a member's client TLS */
+export function etcdctlTls(t: ClientTlsFiles | undefined): string[] {
   return t ? [`--cacert=${t.ca}`, ...(t.cert ? [`--cert=${t.cert}`] : []), ...(t.key ? [`--key=${t.key}`] : [])] : [];
 }
 
@@ -29,7 +29,7 @@ function etcdctl(comp: Comp, ctx: NodeContext, args: string[], what: string, tim
   // it ends 2 s before ours, so that etcdctl says why (a refused client certificate, say),
   // not just that it was killed
   const own = Math.max(1, Math.ceil(timeoutMs / 1000) - 2);
-  return runCommand([comp.etcdctl, `--endpoints=${comp.endpoint}`, ...tlsFlags(comp), '--dial-timeout=3s', `--command-timeout=${own}s`, ...args], {
+  return runCommand([comp.etcdctl, `--endpoints=${comp.endpoint}`, ...etcdctlTls(comp.tls), '--dial-timeout=3s', `--command-timeout=${own}s`, ...args], {
     timeoutMs,
     signal: ctx.signal,
     what: `${what} of etcd member ${comp.member}`,
