@@ -109,6 +109,11 @@ export class AgentNode {
     return removed;
   }
 
+  /** what the component's last restore staged and when it went into place, for the backup after it (agent/transfer/restored.ts) */
+  restoredDir(component: string): string {
+    return join(this.config.stateDir, 'restored', component);
+  }
+
   /** the last snapshot of a component, kept when its plugin asks (a local source for restores) */
   lastSnapshotDir(component: string): string {
     return join(this.config.stateDir, 'last', component);
@@ -238,6 +243,9 @@ export class AgentNode {
     }
     const kept = join(this.config.stateDir, 'last');
     for (const name of await readdir(kept).catch(() => [] as string[])) if (!this.components.has(name)) await gone(join(kept, name));
+    // the restore records of a component no longer configured
+    const restored = join(this.config.stateDir, 'restored');
+    for (const name of await readdir(restored).catch(() => [] as string[])) if (!this.components.has(name)) await gone(join(restored, name));
     for (const { config, plugin } of this.components.values()) {
       for (const live of Object.values(plugin.node.paths(config))) {
         const prefixes = [`${basename(live)}.lockstep-staging-`, `${basename(live)}.lockstep-removing-`];

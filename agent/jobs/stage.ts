@@ -7,6 +7,7 @@ import { isMountPoint } from '../../lib/mounts.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
 import { dropKeptIndexes } from '../transfer/kept-index.js';
+import { forgetRestored, recordStaged } from '../transfer/restored.js';
 import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
 
@@ -112,6 +113,25 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
       result.notes = [...(result.notes ?? []), ...(await plugin.node.afterStage(config, node.ctx(ctx.signal, ctx.log), staged, req.params ?? {}))];
       for (const finish of keeps) await finish();
     }
+    await recordRestore(node, req, repo.id, plugin.node.afterStage ? undefined : targets, ctx);
     return result;
   });
+}
+
+/**
+ * The staged files' signatures, for the backup after this restore (agent/transfer/restored.ts);
+ * none when a plugin rebuilt them (`targets` undefined). Only ever a saving: a failure to
+ * record is logged, not the restore's.
+ */
+async function recordRestore(node: AgentNode, req: JobRequestOf<'stage'>, repositoryId: string, targets: Record<string, SetTarget> | undefined, ctx: JobContext): Promise<void> {
+  const dir = node.restoredDir(req.component);
+  try {
+    if (!targets) return await forgetRestored(dir);
+    const staging = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
+    const from = { restoreId: req.restoreId, repositoryId, backupId: req.backupId, indexKey: req.indexKey, indexSha256: req.indexSha256 };
+    const files = await recordStaged(dir, from, staging);
+    ctx.log.info({ component: req.component, files }, 'staged files recorded for the next backup');
+  } catch (err) {
+    ctx.log.warn({ component: req.component, err: String(err) }, 'staged files not recorded: the next backup reads every file');
+  }
 }

@@ -10,6 +10,7 @@ import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
+import { recordSwapped } from '../transfer/restored.js';
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
 
@@ -27,6 +28,10 @@ export async function swapJob(node: AgentNode, req: JobRequestOf<'swap'>, ctx: J
   }
   const old: string[] = [];
   ctx.progress({ phase: 'swapping' });
+  // from now on the service may write the staged files (agent/transfer/restored.ts)
+  await recordSwapped(node.restoredDir(req.component), req.restoreId).catch((err: unknown) =>
+    ctx.log.warn({ component: req.component, err: String(err) }, 'swap time not recorded: the next backup reads every file'),
+  );
   for (const live of lives) {
     const staging = node.stagingPath(live, req.restoreId);
     const aside = node.oldPath(live, req.restoreId);

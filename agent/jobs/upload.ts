@@ -24,5 +24,5 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
   const stale = await node.dropOtherIndexCopies(repo.id, req.component);
   if (stale.length > 0) ctx.log.info({ component: req.component, removed: stale }, 'local index copies made for another repository removed');
   const keepIndexBytes = node.config.keepIndexMiB * 1024 * 1024;
-  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, plugin: config.plugin, shard: req.shard, linked, cacheFile, keepIndexBytes }, ctx);
+  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, plugin: config.plugin, shard: req.shard, linked, cacheFile, keepIndexBytes, restoredDir: node.restoredDir(req.component) }, ctx);
 }

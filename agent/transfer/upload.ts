@@ -42,6 +42,7 @@ import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/rep
 import type { Manifest, ManifestComponent } from '../../lib/repo/manifest.js';
 import { metaOf, prefixOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
 import { readChanges } from '../../lib/changes.js';
+import { applyRestored, forgetRestored } from './restored.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
@@ -796,6 +797,8 @@ export interface UploadTarget {
   cacheFile?: string;
   /** bytes of indexes the agent may keep in memory for the next upload (kept-index.ts); none: it keeps none */
   keepIndexBytes?: number;
+  /** the records of the component's last restore (restored.ts); none: a restored file is read again */
+  restoredDir?: string;
   /** the component's plugin and shard: a component never backed up on this node dedups against another node's of the same name and plugin, of the same shard where there is one */
   plugin?: string;
   shard?: string;
@@ -1121,6 +1124,9 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const changes = recorded && previous && !previous.node && recorded.basedOn === previous.backupId ? recorded.sets : undefined;
   // a file of another node's index is never this node's unchanged file, whatever its inode says
   const ownFiles = !previous?.node;
+  // files a restore of that very index put in place and nothing wrote since are its files too
+  const restored = previous && ownFiles && target.restoredDir ? await applyRestored(target.restoredDir, { repositoryId: repo.id, backupId: previous.backupId, indexKey: previous.component.indexKey, indexSha256: previous.component.indexSha256 }, before) : { applied: 0 };
+  if (restored.applied > 0) ctx.log.info({ component: target.component, files: restored.applied, restoredFrom: previous!.backupId }, 'files restored from the previous backup and untouched since are not read again');
   if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   // read while the files are
   const reusable = previousParts(repo, target, previous, ctx);
@@ -1189,8 +1195,10 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
         result.bytesRead! += up.read;
         rows.setContent(r, up);
       }
-      // a change in the same tick of the kernel's coarse clock may not show in ctime: only settled files count as seen
-      rows.setSeen(r, walkedFrom - Math.max(rows.ctimeMs(r), mtimeMs) > RACY_MS);
+      // a change in the same tick of the kernel's coarse clock may not show in ctime: only settled files count as seen.
+      // A hard link's ctime is the moment the snapshot linked it (it tells nothing, see `seenAs`): only its mtime counts,
+      // or no file of a hard-linked snapshot was ever seen and every backup read every file again
+      rows.setSeen(r, walkedFrom - (target.linked ? mtimeMs : Math.max(rows.ctimeMs(r), mtimeMs)) > RACY_MS);
       lookAtHeap();
       result.chunks += rows.countOf(r);
       ctx.progress({ bytesDone: done.bytes, filesDone: ++filesDone });
@@ -1237,6 +1245,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       // records stay until the next run: if this backup never commits, they still let it resume.
       // several at once: on S3 each is a request
       await forEachLimit(pendingKeys, DELETE_CONCURRENCY, (key) => repo.driver.delete(key));
+      // the index now holds the signatures of what the last restore put in place
+      if (target.restoredDir && restored.restoreId) await forgetRestored(target.restoredDir, restored.restoreId);
       // only ever a saving: without it the next backup reads the index from the repository
       if (!target.cacheFile) return;
       await writeIndexCache(target.cacheFile, cacheKey, rows, known);

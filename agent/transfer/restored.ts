@@ -1,0 +1,133 @@
+/**
+ * What a restore put in place, for the backup after it.
+ *
+ * An upload takes a file as unchanged, without reading it, when its size and mtime are
+ * those of the previous backup's entry and its inode and change time are the signature
+ * that backup saw (agent/transfer/upload.ts). A restore writes every file anew: new
+ * inodes, new change times. So the first backup after a restore read every byte again
+ * (a 5 GiB node: ~6.7 s, as long as a full backup, for 0 bytes written), and on a big
+ * cluster that is hours of reads on a freshly restored service.
+ *
+ * The restore knows better: each file it staged holds, verified hash by hash, the content
+ * of one entry of the index it restored. At the end of staging it records each staged
+ * file's inode, change time and mtime (`recordStaged`), and the swap the moment it renamed
+ * the staged data into place (`recordSwapped`). The next upload, when its previous backup's
+ * index is the one restored, takes those as that index's own (`applyRestored`): a file
+ * whose inode and change time are still the recorded ones was not written since. The mtime
+ * too: a restore sets it to the millisecond of the entry's, the index's entry holds more.
+ *
+ * Only a signature older than the swap by `RACY_MS` counts: nothing but the service writes
+ * the data once it is in place, after the swap, and a write in the same tick of the
+ * kernel's coarse clock as the last one the restore made might not move the change time.
+ * A restore that rolls back leaves a record whose inodes are gone (harmless: a new file on
+ * a freed inode has a later change time). A plugin that rebuilds the staged files
+ * (`afterStage`: etcd, redis) records nothing: its files are not the index's.
+ *
+ * The records live in a folder of the component's (`dir`), named by restore, so that the
+ * upload that used one removes that one and never a later restore's.
+ */
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { RACY_MS, walkTree } from '../../lib/tree.js';
+import type { OldFiles } from './known.js';
+
+/** which index a restore staged, on which repository */
+export interface RestoredFrom {
+  restoreId: string;
+  repositoryId: string;
+  backupId: string;
+  indexKey: string;
+  indexSha256: string;
+}
+
+/** on disk: the index, and [path in the index, inode, change time, mtime] of every staged file */
+interface StagedRecord extends RestoredFrom {
+  files: [string, number, number, number][];
+}
+
+interface SwappedRecord {
+  swappedAt: number;
+}
+
+const STAGED = '.json';
+const SWAPPED = '.swapped.json';
+/** a restore id (lib/wire.ts), so a name read back from the folder is only ever ours */
+const RESTORE_ID = /^r\d{8}-\d{6}-[0-9a-f]{6}$/;
+
+async function writeAtomically(file: string, doc: unknown): Promise<void> {
+  await writeFile(`${file}.tmp`, JSON.stringify(doc), { mode: 0o600 });
+  await rename(`${file}.tmp`, file);
+}
+
+/**
+ * Record the files staged for `from` in `dir`: `staging` maps each restored set to its
+ * staging directory. The records of every earlier restore of the component go first.
+ * Returns how many files it recorded.
+ */
+export async function recordStaged(dir: string, from: RestoredFrom, staging: Record<string, string>): Promise<number> {
+  await forgetRestored(dir);
+  const files: StagedRecord['files'] = [];
+  for (const [set, root] of Object.entries(staging)) {
+    for await (const e of walkTree(root)) if (e.type === 'file') files.push([`${set}/${e.rel}`, e.stat.ino, e.stat.ctimeMs, e.stat.mtimeMs]);
+  }
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeAtomically(join(dir, from.restoreId + STAGED), { ...from, files } satisfies StagedRecord);
+  return files.length;
+}
+
+/** the staged data of `restoreId` goes into place now (called just before the first rename) */
+export async function recordSwapped(dir: string, restoreId: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeAtomically(join(dir, restoreId + SWAPPED), { swappedAt: Date.now() } satisfies SwappedRecord);
+}
+
+/** the records of restore `restoreId`, or of every restore, are done with */
+export async function forgetRestored(dir: string, restoreId?: string): Promise<void> {
+  if (restoreId !== undefined) {
+    await rm(join(dir, restoreId + SWAPPED), { force: true });
+    await rm(join(dir, restoreId + STAGED), { force: true });
+    return;
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+async function readJson<T>(file: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+const isSig = (f: unknown): f is StagedRecord['files'][number] =>
+  Array.isArray(f) && f.length === 4 && typeof f[0] === 'string' && Number.isFinite(f[1]) && Number.isFinite(f[2]) && Number.isFinite(f[3]);
+
+/**
+ * When the component's last restore staged exactly `index` (this repository's, this
+ * backup's, its hash) and then swapped it into place, the recorded signatures become the
+ * `before` files' own: those still untouched are not read again. Returns how many files
+ * got one, and the restore whose record it read (to forget once the upload is done).
+ */
+export async function applyRestored(dir: string, index: Omit<RestoredFrom, 'restoreId'>, before: OldFiles): Promise<{ applied: number; restoreId?: string }> {
+  const swappedIds = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(SWAPPED)).map((n) => n.slice(0, -SWAPPED.length)).filter((id) => RESTORE_ID.test(id));
+  // one restore's at most (recordStaged clears the others); the latest if not
+  const restoreId = swappedIds.sort().at(-1);
+  if (restoreId === undefined) return { applied: 0 };
+  const staged = await readJson<Partial<StagedRecord>>(join(dir, restoreId + STAGED));
+  const swapped = await readJson<Partial<SwappedRecord>>(join(dir, restoreId + SWAPPED));
+  const same = staged?.repositoryId === index.repositoryId && staged.backupId === index.backupId && staged.indexKey === index.indexKey && staged.indexSha256 === index.indexSha256;
+  if (!same || typeof swapped?.swappedAt !== 'number' || !Array.isArray(staged.files)) return { applied: 0, restoreId };
+  const settledBefore = swapped.swappedAt - RACY_MS;
+  let applied = 0;
+  for (const f of staged.files) {
+    if (!isSig(f) || f[2] >= settledBefore) continue;
+    const o = before.row(f[0]);
+    // a restore sets a file's mtime to the millisecond of its entry's (lib/tree.ts): not to the
+    // nanosecond, which the index does not hold. The staged file's own is what a walk will see
+    if (o < 0 || Math.floor(f[3]) !== Math.floor(before.cols.mtimeMs(o))) continue;
+    before.cols.setMtime(o, f[3]);
+    before.cols.setSigOf(o, f[1], f[2], true);
+    applied++;
+  }
+  return { applied, restoreId };
+}
