@@ -1,7 +1,7 @@
 /**
  * What an agent removes from its state directory when it starts: leftovers of jobs a
- * crash interrupted, and the local index copies and kept snapshots of components it no
- * longer has. Nothing else. And when it uploads a component into a repository, the copies
+ * crash interrupted, and the local index copies, kept snapshots and restore records of
+ * components it no longer has. Nothing else. And when it uploads a component into a repository, the copies
  * of that component made for another repository.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -41,6 +41,8 @@ describe('agent start-up sweep', () => {
       'state/index-cache/notes.txt': 'not ours to judge',
       'state/last/db/data/x': 'kept snapshot of a configured component',
       'state/last/old/data/x': 'kept snapshot of a removed component',
+      'state/restored/db/r20261203-101500-abcdef.json': "a restore's record of a configured component",
+      'state/restored/old/r20261203-101500-abcdef.json': "a restore's record of a removed component",
       'state/jobs/j1.json': '{}',
       'db/data/live': 'live data',
       'db/data.lockstep-staging-r1/live': 'staging of a killed restore',
@@ -66,12 +68,14 @@ describe('agent start-up sweep', () => {
         `state/index-cache/${REPO}-my-db.idx`,
         `state/index-cache/${REPO}-old.idx`,
         'state/last/old',
+        'state/restored/old',
         'state/snapshots/20261203-101010-abc',
       ].sort(),
     );
     expect(await tree(join(state, 'index-cache'))).toEqual([`${REPO}-db.idx`, `${REPO}-db.idx.parts.json`, 'notes.txt']);
     expect(await tree(join(state, 'last'))).toEqual(['db', 'db/data', 'db/data/x']);
     expect(await tree(join(state, 'jobs'))).toEqual(['j1.json']);
+    expect(await tree(join(state, 'restored'))).toEqual(['db', 'db/r20261203-101500-abcdef.json']);
     expect(await tree(join(root, 'db'))).toEqual(['data', 'data.lockstep-old-r1', 'data.lockstep-old-r1/live', 'data/live']);
     // a second start finds nothing more to remove
     expect(await node.sweep()).toEqual([]);
