@@ -8,6 +8,11 @@ import { lastChecks, type CheckRecord } from '../lib/repo/checks.js';
 import { outcomeOf, type CheckOutcome, type CheckSummary } from '../lib/repo/layout.js';
 import type { DeleteReport, PruneReport } from '../lib/repo/prune.js';
 
+/** `n` and its noun, singular for one: "1 file", "3 files" */
+export function counted(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
 export function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;
@@ -41,7 +46,7 @@ function componentLine(c: ComponentReport): string[] {
   if (c.snapshot) facts.push(`downtime ${ms(c.snapshot.downtimeMs)}`, `snapshot ${ms(c.snapshot.snapshotMs)}`);
   if (c.snapshot?.copiedBytes !== undefined) facts.push(`copied ${bytes(c.snapshot.copiedBytes)}`);
   if (c.upload) {
-    facts.push(`${c.upload.files} files ${bytes(c.upload.bytes)}`);
+    facts.push(`${counted(c.upload.files, 'file')} ${bytes(c.upload.bytes)}`);
     if (c.upload.bytesRead !== undefined && c.upload.bytesRead < c.upload.bytes) facts.push(`read ${bytes(c.upload.bytesRead)}`);
     if (c.upload.bytesHashed !== undefined && c.upload.bytesHashed < (c.upload.bytesRead ?? c.upload.bytes)) facts.push(`hashed ${bytes(c.upload.bytesHashed)}`);
     const p = c.upload.phases;
@@ -49,7 +54,7 @@ function componentLine(c: ComponentReport): string[] {
     facts.push(`new ${bytes(c.upload.bytesNew)}`, `upload ${ms(c.upload.uploadMs)}${where}`);
     if (c.upload.indexPartsReused) facts.push(`index parts reused ${c.upload.indexPartsReused}/${c.upload.indexParts}`);
   }
-  if (c.stage) facts.push(`${c.stage.files} files ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${c.stage.filesReused} files`);
+  if (c.stage) facts.push(`${counted(c.stage.files, 'file')} ${bytes(c.stage.bytes)}`, `downloaded ${bytes(c.stage.bytesDownloaded)}`, `reused ${counted(c.stage.filesReused, 'file')}`);
   if (c.downtimeMs !== undefined) facts.push(`downtime ${ms(c.downtimeMs)}`);
   const lines = [`    ${c.component} [${c.plugin}, shard ${c.shard}, ${c.role}] ${mark}${facts.length ? `: ${facts.join(', ')}` : ''}`];
   if (c.reason && c.status !== 'ok') lines.push(`      ${c.reason.split('\n').join('\n      ')}`);
@@ -72,8 +77,8 @@ export function renderBackup(r: BackupReport): string {
     out.push('  shards:');
     for (const s of r.shards) out.push(`    ${s.shard}: ${s.covered ? `covered by ${s.coveredBy.join(', ')}` : `NOT COVERED (members ${s.members.join(', ')})`}`);
   }
-  out.push(`  total: ${r.totals.files} files, ${bytes(r.totals.bytes)}, ${bytes(r.totals.bytesNew)} new in the repository, longest service downtime ${ms(r.totals.maxDowntimeMs)}`);
-  if (r.pause) out.push(`  write pause window (first freeze → last thaw): ${ms(r.pause.windowMs)} over ${r.pause.components} components (lease TTL ${ms(r.pause.ttlMs)})`);
+  out.push(`  total: ${counted(r.totals.files, 'file')}, ${bytes(r.totals.bytes)}, ${bytes(r.totals.bytesNew)} new in the repository, longest service downtime ${ms(r.totals.maxDowntimeMs)}`);
+  if (r.pause) out.push(`  write pause window (first freeze → last thaw): ${ms(r.pause.windowMs)} over ${counted(r.pause.components, 'component')} (lease TTL ${ms(r.pause.ttlMs)})`);
   if (r.manifest) out.push(`  manifest: ${r.manifest}`);
   if (r.error) out.push(...errorLines(r.error, '  '));
   return out.join('\n');
@@ -112,7 +117,7 @@ export function renderTopology(cluster: string, described: Described[]): string 
     out.push(`    repository: ${desc.repository.id ? `${desc.repository.location} (id ${desc.repository.id})` : `ERROR ${desc.repository.error?.message ?? ''}`}`);
     for (const c of desc.components) {
       out.push(`    ${c.name} [${c.plugin}] ${c.tier}, role ${c.role}, shard ${c.shard}: ${c.health.ok ? 'healthy' : `UNHEALTHY (${c.health.message})`}`);
-      const size = c.files === undefined || c.sizeBytes === undefined ? 'not counted' : `${c.files} files, ${bytes(c.sizeBytes)}`;
+      const size = c.files === undefined || c.sizeBytes === undefined ? 'not counted' : `${counted(c.files, 'file')}, ${bytes(c.sizeBytes)}`;
       for (const [set, p] of Object.entries(c.paths)) out.push(`      ${set}: ${p} (${size})`);
       if (c.configFiles.length) out.push(`      config files: ${c.configFiles.join(', ')}`);
     }
@@ -184,7 +189,7 @@ export function renderShow(r: BackupReport, checks: readonly CheckSummary[], new
     for (const c of shown) out.push(`    ${checkLine(c)}`);
     if (newest && 'error' in newest) out.push(...errorLines(newest.error, '    newest: '));
     else if (newest) {
-      out.push(`    newest: ${newest.objectsChecked} objects, ${newest.blobsRead} blobs (${bytes(newest.bytesRead)}) read back${newest.seed ? `, seed ${newest.seed}` : ''}, from host ${newest.host}, ${newest.problems} problems`);
+      out.push(`    newest: ${counted(newest.objectsChecked, 'object')}, ${counted(newest.blobsRead, 'blob')} (${bytes(newest.bytesRead)}) read back${newest.seed ? `, seed ${newest.seed}` : ''}, from host ${newest.host}, ${counted(newest.problems, 'problem')}`);
       for (const p of newest.firstProblems) out.push(`      ${problemLine(p)}`);
       if (newest.problems > newest.firstProblems.length) out.push(`      … ${newest.problems - newest.firstProblems.length} more (run the check again to see them all)`);
     }
@@ -201,8 +206,8 @@ function problemLine(p: Omit<VerifyProblem, 'kind'> & { kind: string }): string 
 
 export function renderVerify(r: VerifyReport): string {
   const out = [
-    `backup ${r.backupId}: ${r.status === 'ok' ? 'OK' : 'DAMAGED'} — ${r.components} components, ${r.files} files, ${r.objectsChecked} objects checked` +
-      (r.readDataPercent > 0 ? `, ${r.blobsRead} blobs (${bytes(r.bytesRead)}) read back (${r.readDataPercent}% of the data${r.seed ? `, seed ${r.seed}` : ''})` : ', data not read (add --read-data)') +
+    `backup ${r.backupId}: ${r.status === 'ok' ? 'OK' : 'DAMAGED'} — ${counted(r.components, 'component')}, ${counted(r.files, 'file')}, ${counted(r.objectsChecked, 'object')} checked` +
+      (r.readDataPercent > 0 ? `, ${counted(r.blobsRead, 'blob')} (${bytes(r.bytesRead)}) read back (${r.readDataPercent}% of the data${r.seed ? `, seed ${r.seed}` : ''})` : ', data not read (add --read-data)') +
       ` in ${ms(r.durationMs)}`,
   ];
   for (const p of r.problems) {
@@ -214,15 +219,15 @@ export function renderVerify(r: VerifyReport): string {
 }
 
 export function renderDelete(r: DeleteReport): string {
-  return `backup ${r.backupId} deleted (${r.objectsDeleted} objects: its manifest and indexes); the next prune frees the data no other backup needs`;
+  return `backup ${r.backupId} deleted (${counted(r.objectsDeleted, 'object')}: its manifest and indexes); the next prune frees the data no other backup needs`;
 }
 
 export function renderPrune(r: PruneReport): string {
   const verb = r.dryRun ? 'would remove' : 'removed';
-  const out = [`${r.dryRun ? 'dry run: ' : ''}kept ${r.kept.length} backups, ${verb} ${r.removed.length}; ${verb} ${r.objectsDeleted} objects (${bytes(r.bytesFreed)}), ${r.objectsKept} objects still in use`];
+  const out = [`${r.dryRun ? 'dry run: ' : ''}kept ${counted(r.kept.length, 'backup')}, ${verb} ${r.removed.length}; ${verb} ${counted(r.objectsDeleted, 'object')} (${bytes(r.bytesFreed)}), ${counted(r.objectsKept, 'object')} still in use`];
   for (const k of r.kept) out.push(`  keep   ${k.backupId} (${k.reasons.join(', ')})`);
   for (const id of r.removed) out.push(`  remove ${id}`);
-  if (r.leftoversDeleted > 0) out.push(`  ${verb} ${r.leftoversDeleted} objects left by backups that never committed`);
-  if (r.temporaryDeleted > 0) out.push(`  ${verb} ${r.temporaryDeleted} temp files of writes killed mid-way`);
+  if (r.leftoversDeleted > 0) out.push(`  ${verb} ${counted(r.leftoversDeleted, 'object')} left by backups that never committed`);
+  if (r.temporaryDeleted > 0) out.push(`  ${verb} ${counted(r.temporaryDeleted, 'temp file')} of writes killed mid-way`);
   return out.join('\n');
 }

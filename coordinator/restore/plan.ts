@@ -4,6 +4,7 @@
  * spelled out. Each live component gets the data of its own backup or, where the
  * coverage policy skipped it, of the replica that covered its shard.
  */
+import { counted } from '../render.js';
 import { LockstepError } from '../../lib/errors.js';
 import { formatArgv } from '../../lib/exec.js';
 import { topologyNode, type TopologyComponent, type TopologyNode } from '../../lib/repo/manifest.js';
@@ -93,7 +94,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
         cr.actions.push(`not restored: shard ${c.shard} is missing from the backup (partial); current data kept`);
         continue;
       }
-      cr.actions.push(`restore ${source.files} files, ${source.bytes} bytes from ${source.node}/${source.component} into ${Object.values(c.paths).join(', ')}`);
+      cr.actions.push(`restore ${counted(source.files, 'file')}, ${source.bytes} bytes from ${source.node}/${source.component} into ${Object.values(c.paths).join(', ')}`);
       ctx.targets.push({ node: n.node, component: c.name, live: c, source });
     }
   }
@@ -191,7 +192,7 @@ export async function estimateTransfers(ctx: RestoreContext): Promise<void> {
         ctx.signal,
       );
       r.actions?.push(
-        `would download ${est.downloadFiles} files (${est.downloadBytes} bytes) and likely reuse ${est.likelyReusedFiles} local files (${est.likelyReusedBytes} bytes; size and mtime match, hashes checked while staging)`,
+        `would download ${counted(est.downloadFiles, 'file')} (${est.downloadBytes} bytes) and likely reuse ${counted(est.likelyReusedFiles, 'local file')} (${est.likelyReusedBytes} bytes; size and mtime match, hashes checked while staging)`,
       );
     }),
   );
