@@ -45,6 +45,7 @@ function componentLine(c: ComponentReport): string[] {
   if (c.pauseMs !== undefined) facts.push(`writes paused ${ms(c.pauseMs)}`);
   if (c.snapshot) facts.push(`downtime ${ms(c.snapshot.downtimeMs)}`, `snapshot ${ms(c.snapshot.snapshotMs)}`);
   if (c.snapshot?.copiedBytes !== undefined) facts.push(`copied ${bytes(c.snapshot.copiedBytes)}`);
+  if (c.snapshot?.comparedBytes) facts.push(`compared ${bytes(c.snapshot.comparedBytes)} with the kept copy`);
   if (c.upload) {
     facts.push(`${counted(c.upload.files, 'file')} ${bytes(c.upload.bytes)}`);
     if (c.upload.bytesRead !== undefined && c.upload.bytesRead < c.upload.bytes) facts.push(`read ${bytes(c.upload.bytesRead)}`);

@@ -267,6 +267,19 @@ export async function copyTree(
   return out;
 }
 
+/**
+ * What a sync would see of every entry under `root` (but the root itself), as it is now,
+ * and when each last changed (its later ctime or mtime): for a tree about to become the
+ * source of a sync whose copy already holds the same content (agent/jobs/stage.ts).
+ */
+export async function* seenEntries(root: string, signal?: AbortSignal): AsyncGenerator<{ rel: string; seen: Seen; changedAt: number }> {
+  const stop = stopOf(signal);
+  for await (const e of walkTree(root)) {
+    stop?.check();
+    if (e.rel !== '') yield { rel: e.rel, seen: seenOf(e), changedAt: Math.max(e.stat.ctimeMs, e.stat.mtimeMs) };
+  }
+}
+
 function seenOf(e: TreeEntry): Seen {
   return { type: e.type, sig: sigOf(e.stat), racy: Date.now() - Math.max(e.stat.ctimeMs, e.stat.mtimeMs) < RACY_MS };
 }
@@ -281,6 +294,8 @@ async function copyEntry(e: TreeEntry, target: string): Promise<void> {
 export interface SyncStats extends CopyStats {
   /** entries of the pre-copy that were gone from the source, removed from the copy */
   removed: number;
+  /** bytes of changed files compared page by page with their copy (each read from both) instead of copied whole */
+  compared: number;
 }
 
 /** [start, end) byte ranges, sorted, not touching */
@@ -310,7 +325,7 @@ export type Changed = Map<string, Ranges | 'all'>;
  * copied whole.
  */
 export async function syncTree(src: string, dest: string, seen: Map<string, Seen>, signal?: AbortSignal, running = false, changed?: Changed): Promise<SyncStats> {
-  const out: SyncStats = { files: 0, bytes: 0, removed: 0 };
+  const out: SyncStats = { files: 0, bytes: 0, removed: 0, compared: 0 };
   const present = new Set<string>();
   const dirs: { path: string; meta: Meta }[] = [];
   // one pair of read buffers for every file this pass patches, made on first use
@@ -336,6 +351,7 @@ export async function syncTree(src: string, dest: string, seen: Map<string, Seen
       if (changed && e.type === 'file' && before?.type === 'file' && (await patchable(target))) {
         buffers ??= alignedBuffers(PATCH_READ, 2) as [Buffer, Buffer];
         const p = await patchFile(e.abs, target, buffers, stop);
+        out.compared += e.stat.size;
         await applyMeta(target, 'file', metaOf(e.stat));
         const had = changed.get(e.rel);
         if (had !== 'all') changed.set(e.rel, mergeRanges(had ?? [], p.ranges));

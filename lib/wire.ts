@@ -177,6 +177,8 @@ export interface SnapshotResult {
   snapshotMs: number;
   /** bytes the snapshot copied, where it copies (the rest was already in the copy kept from the last backup) */
   copiedBytes?: number;
+  /** bytes of changed files it compared page by page with that copy (reading both) to write only what differs */
+  comparedBytes?: number;
   configFiles: string[];
 }
 

@@ -6,6 +6,7 @@ import { removeTree, treeSize } from '../../lib/tree.js';
 import type { JobRequestOf, SnapshotResult } from '../../lib/wire.js';
 import type { AgentNode } from '../node.js';
 import { snapshotCleanedUp } from '../transfer/upload.js';
+import { lastSwap } from '../transfer/restored.js';
 import type { JobContext } from './runner.js';
 
 export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>, ctx: JobContext): Promise<SnapshotResult> {
@@ -21,10 +22,12 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
   // the plugin may take the kept snapshot over: not while a restore stages from it
   const outcome = await node.withKept(req.component, async () => {
     const kept = plugin.keepLastSnapshot?.(config) && (await stat(last).then((s) => s.isDirectory(), () => false));
+    const restored = kept ? await lastSwap(node.restoredDir(req.component)) : undefined;
     return plugin.node.snapshot(config, node.ctx(ctx.signal, ctx.log), {
       backupId: req.backupId,
       into: dir,
       previous: kept ? last : undefined,
+      ...(restored ? { restored } : {}),
       serviceStopped: async (stopped) => {
         if (stopped) await ctx.addLeftover(restart);
         else await ctx.dropLeftover(restart);
@@ -42,7 +45,7 @@ export async function snapshotJob(node: AgentNode, req: JobRequestOf<'snapshot'>
     size.files += s.files;
     size.bytes += s.bytes;
   }
-  return { files: size?.files, bytes: size?.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), copiedBytes: outcome.copiedBytes, configFiles: outcome.configFiles };
+  return { files: size?.files, bytes: size?.bytes, downtimeMs: outcome.downtimeMs, snapshotMs: Math.round(performance.now() - t0), copiedBytes: outcome.copiedBytes, ...(outcome.comparedBytes !== undefined ? { comparedBytes: outcome.comparedBytes } : {}), configFiles: outcome.configFiles };
 }
 
 export async function cleanupJob(node: AgentNode, req: JobRequestOf<'cleanup'>): Promise<{ removed: string }> {

@@ -103,33 +103,39 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     const result = await stageIndex(repo, all, targets, ctx, totals);
     const notRestored = index.sets.filter((set) => !(set in targets));
     if (notRestored.length > 0) result.notes = [`captured but not restored: ${notRestored.join(', ')}`];
+    const staged = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
     if (plugin.node.afterStage) {
       // a later backup of the restored data shares most of its blocks with what was staged:
       // kept, the restore after it downloads little here. Only a plugin that rebuilds the
       // staged files (etcd) leaves any out of the data; otherwise they all go live
       const keeps: (() => Promise<void>)[] = [];
       for (const t of Object.values(targets)) if (t.cache) keeps.push(await keepStaged(t.staging, t.cache, ctx.signal));
-      const staged = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
       result.notes = [...(result.notes ?? []), ...(await plugin.node.afterStage(config, node.ctx(ctx.signal, ctx.log), staged, req.params ?? {}))];
       for (const finish of keeps) await finish();
+      // the staged files were rebuilt: they are not the index's
+      await forgetRestored(node.restoredDir(req.component)).catch(() => undefined);
+      return result;
     }
-    await recordRestore(node, req, repo.id, plugin.node.afterStage ? undefined : targets, ctx);
+    // they go live as staged: what they are is worth knowing to the backup after
+    await recordRestore(node, req, repo.id, staged, ctx);
+    if (plugin.node.staged) {
+      const kept = plugin.keepLastSnapshot?.(config) ? node.lastSnapshotDir(req.component) : undefined;
+      await plugin.node
+        .staged(config, node.ctx(ctx.signal, ctx.log), { restoreId: req.restoreId, backupId: req.backupId, staged, ...(kept ? { kept } : {}) })
+        .catch((err: unknown) => ctx.log.warn({ component: req.component, err: String(err) }, 'the plugin could not note what was staged: its next snapshot compares every file'));
+    }
     return result;
   });
 }
 
 /**
- * The staged files' signatures, for the backup after this restore (agent/transfer/restored.ts);
- * none when a plugin rebuilt them (`targets` undefined). Only ever a saving: a failure to
- * record is logged, not the restore's.
+ * The staged files' signatures, for the backup after this restore (agent/transfer/restored.ts).
+ * Only ever a saving: a failure to record is logged, not the restore's.
  */
-async function recordRestore(node: AgentNode, req: JobRequestOf<'stage'>, repositoryId: string, targets: Record<string, SetTarget> | undefined, ctx: JobContext): Promise<void> {
-  const dir = node.restoredDir(req.component);
+async function recordRestore(node: AgentNode, req: JobRequestOf<'stage'>, repositoryId: string, staged: Record<string, string>, ctx: JobContext): Promise<void> {
   try {
-    if (!targets) return await forgetRestored(dir);
-    const staging = Object.fromEntries(Object.entries(targets).map(([set, t]) => [set, t.staging]));
     const from = { restoreId: req.restoreId, repositoryId, backupId: req.backupId, indexKey: req.indexKey, indexSha256: req.indexSha256 };
-    const files = await recordStaged(dir, from, staging);
+    const files = await recordStaged(node.restoredDir(req.component), from, staged);
     ctx.log.info({ component: req.component, files }, 'staged files recorded for the next backup');
   } catch (err) {
     ctx.log.warn({ component: req.component, err: String(err) }, 'staged files not recorded: the next backup reads every file');

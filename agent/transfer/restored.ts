@@ -81,6 +81,24 @@ export async function recordSwapped(dir: string, restoreId: string): Promise<voi
   await writeAtomically(join(dir, restoreId + SWAPPED), { swappedAt: Date.now() } satisfies SwappedRecord);
 }
 
+/** the newest restore of the component whose staged data went into place, and when its swap began */
+export async function lastSwap(dir: string): Promise<{ restoreId: string; swappedAt: number } | undefined> {
+  const restoreId = (await swappedIds(dir)).at(-1);
+  if (restoreId === undefined) return undefined;
+  const swapped = await readJson<Partial<SwappedRecord>>(join(dir, restoreId + SWAPPED));
+  return typeof swapped?.swappedAt === 'number' ? { restoreId, swappedAt: swapped.swappedAt } : undefined;
+}
+
+/** the restores with a swap recorded, oldest first (recordStaged leaves one at most) */
+async function swappedIds(dir: string): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return names
+    .filter((n) => n.endsWith(SWAPPED))
+    .map((n) => n.slice(0, -SWAPPED.length))
+    .filter((id) => RESTORE_ID.test(id))
+    .sort();
+}
+
 /** the records of restore `restoreId`, or of every restore, are done with */
 export async function forgetRestored(dir: string, restoreId?: string): Promise<void> {
   if (restoreId !== undefined) {
@@ -109,9 +127,7 @@ const isSig = (f: unknown): f is StagedRecord['files'][number] =>
  * got one, and the restore whose record it read (to forget once the upload is done).
  */
 export async function applyRestored(dir: string, index: Omit<RestoredFrom, 'restoreId'>, before: OldFiles): Promise<{ applied: number; restoreId?: string }> {
-  const swappedIds = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(SWAPPED)).map((n) => n.slice(0, -SWAPPED.length)).filter((id) => RESTORE_ID.test(id));
-  // one restore's at most (recordStaged clears the others); the latest if not
-  const restoreId = swappedIds.sort().at(-1);
+  const restoreId = (await swappedIds(dir)).at(-1);
   if (restoreId === undefined) return { applied: 0 };
   const staged = await readJson<Partial<StagedRecord>>(join(dir, restoreId + STAGED));
   const swapped = await readJson<Partial<SwappedRecord>>(join(dir, restoreId + SWAPPED));

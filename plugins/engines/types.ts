@@ -36,6 +36,8 @@ export interface SnapshotOutcome {
   downtimeMs: number;
   /** bytes copied, for a plugin that copies the data */
   copiedBytes?: number;
+  /** bytes of changed files compared with a kept copy instead of copied (read from both) */
+  comparedBytes?: number;
   configFiles: string[];
 }
 
@@ -49,7 +51,20 @@ export interface SnapshotTarget {
    * `into`) and bring it up to date instead of copying everything again
    */
   previous?: string;
+  /** the component's last restore, if its staged data went into place (`staged`): which, and when the swap began */
+  restored?: { restoreId: string; swappedAt: number };
   serviceStopped: (stopped: boolean) => Promise<void>;
+}
+
+/** what a restore staged, for `staged` */
+export interface StagedRestore {
+  restoreId: string;
+  /** the backup whose index the staged sets hold, verified */
+  backupId: string;
+  /** set → its staging dir, which the swap renames into place as it is */
+  staged: Record<string, string>;
+  /** the component's kept snapshot (`previous` of its next snapshot), when its plugin keeps one */
+  kept?: string;
 }
 
 export interface EngineNode<C extends ComponentBase> {
@@ -87,6 +102,14 @@ export interface EngineNode<C extends ComponentBase> {
    * set to its staging dir.
    */
   afterStage?(comp: C, ctx: NodeContext, staged: Record<string, string>, params: Record<string, string>): Promise<string[]>;
+
+  /**
+   * After staging, for plugins without `afterStage` (the staged files go live as they are):
+   * a plugin that keeps a snapshot may note what was staged, so that its next snapshot
+   * (told the swap's time in `restored`) knows which live files need no copying. Only ever
+   * a saving: a failure is logged, not the restore's.
+   */
+  staged?(comp: C, ctx: NodeContext, restore: StagedRestore): Promise<void>;
 }
 
 export interface RestoreMember {

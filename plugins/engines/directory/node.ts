@@ -9,10 +9,10 @@ import { readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
-import { copyTree, syncTree, treeSize, type Changed, type Seen } from '../../../lib/tree.js';
+import { copyTree, RACY_MS, seenEntries, syncTree, treeSize, type Changed, type CopyStats, type Seen } from '../../../lib/tree.js';
 import { writeChanges } from '../../../lib/changes.js';
 import type { Health, ServiceResult } from '../../../lib/wire.js';
-import type { ComponentBase, EngineNode, NodeContext } from '../types.js';
+import type { ComponentBase, EngineNode, NodeContext, SnapshotTarget } from '../types.js';
 import { waitUntilHealthy } from '../health.js';
 import type { DirectorySettings } from './settings.js';
 
@@ -82,17 +82,51 @@ interface SeenFile {
  * copy. `backupId`: the backup the copy was made for (unknown for a record from before
  * it was kept).
  */
-async function takeOver(previous: string, into: string, seen: Map<string, Seen>): Promise<{ backupId?: string } | undefined> {
+async function takeOver(previous: string, into: string, seen: Map<string, Seen>, restored?: SnapshotTarget['restored']): Promise<{ backupId?: string; restored?: number } | undefined> {
   try {
     const doc = JSON.parse(await readFile(join(previous, SEEN_FILE), 'utf8')) as SeenFile | [string, Seen][];
     await rename(join(previous, 'data'), join(into, 'data'));
     for (const [rel, s] of Array.isArray(doc) ? doc : doc.seen) seen.set(rel, s);
-    return { backupId: Array.isArray(doc) ? undefined : doc.backupId };
+    const backupId = Array.isArray(doc) ? undefined : doc.backupId;
+    return { backupId, restored: backupId && restored ? await seenRestored(previous, backupId, restored, seen) : undefined };
   } catch {
     return undefined;
   } finally {
     await rm(previous, { recursive: true, force: true });
   }
+}
+
+/**
+ * Beside the kept copy: what a restore of the very backup the copy was made for staged (the
+ * same content, verified), as a sync would see it, and when each entry last changed. The
+ * live data is that staged data once the swap put it in place.
+ */
+const RESTORED_FILE = 'restored.json';
+
+interface RestoredFile {
+  restoreId: string;
+  backupId: string;
+  entries: [string, Seen, number][];
+}
+
+/**
+ * The restored entries become what the copy saw of them, when the restore is the one whose
+ * swap `restored` tells of and the copy is of the backup it restored: a live entry still as
+ * the restore left it then needs no copy and no comparison. Not one that changed within
+ * `RACY_MS` of the swap: a write by the service in the same clock tick might not show.
+ * Returns how many entries it took.
+ */
+async function seenRestored(previous: string, backupId: string, restored: NonNullable<SnapshotTarget['restored']>, seen: Map<string, Seen>): Promise<number> {
+  const doc = await readFile(join(previous, RESTORED_FILE), 'utf8').then((t) => JSON.parse(t) as Partial<RestoredFile>, () => undefined);
+  if (doc?.restoreId !== restored.restoreId || doc.backupId !== backupId || !Array.isArray(doc.entries)) return 0;
+  let taken = 0;
+  for (const [rel, s, changedAt] of doc.entries) {
+    if (changedAt >= restored.swappedAt - RACY_MS) continue;
+    // racy when staging looked at it, settled by the time of the swap
+    seen.set(rel, { ...s, racy: false });
+    taken++;
+  }
+  return taken;
 }
 
 export const directoryNode = {
@@ -122,24 +156,27 @@ export const directoryNode = {
     return runHealthOnce(comp, ctx, 10_000);
   },
 
-  async snapshot(comp, ctx, { backupId, into, previous, serviceStopped }) {
+  async snapshot(comp, ctx, { backupId, into, previous, restored, serviceStopped }) {
     const copy = join(into, 'data');
     // the bulk of the copy while the service still runs; only what changes after it is copied while it is down
     const seen = comp.stop && comp.snapshotMode === 'copy' && comp.precopy ? new Map<string, Seen>() : undefined;
     let copiedBytes = 0;
+    let comparedBytes = 0;
     // what bringing the kept copy up to date changed in it: the upload reads only that
     let changed: Changed | undefined;
     let basedOn: string | undefined;
     if (seen) {
       const t = performance.now();
       // the copy kept from the last backup, with what it saw, is brought up to date instead of copied again
-      const kept = previous ? await takeOver(previous, into, seen) : undefined;
+      const kept = previous ? await takeOver(previous, into, seen, restored) : undefined;
       basedOn = kept?.backupId;
+      if (kept?.restored) ctx.log.info({ component: comp.name, entries: kept.restored }, 'entries restored from the backup of the kept copy and untouched since are not compared again');
       if (basedOn) changed = new Map();
-      const pre = await (kept ? syncTree(comp.path, copy, seen, ctx.signal, true, changed) : copyTree(comp.path, copy, 'copy', ctx.signal, seen)).catch((err: unknown) => {
+      const pre: CopyStats & { compared?: number } = await (kept ? syncTree(comp.path, copy, seen, ctx.signal, true, changed) : copyTree(comp.path, copy, 'copy', ctx.signal, seen)).catch((err: unknown) => {
         throw new LockstepError('LOCKSTEP_E_SNAPSHOT_FAILED', `pre-copying ${comp.path} (the service still running) failed: ${toErrorInfo(err).message}`, { node: ctx.node, cause: err });
       });
       copiedBytes += pre.bytes;
+      comparedBytes += pre.compared ?? 0;
       ctx.log.info({ component: comp.name, files: pre.files, bytes: pre.bytes, fromKeptCopy: kept !== undefined, ms: Math.round(performance.now() - t) }, 'pre-copy done');
     }
     const t0 = performance.now();
@@ -158,6 +195,7 @@ export const directoryNode = {
       if (seen) {
         const since = await syncTree(comp.path, copy, seen, ctx.signal, false, changed);
         copiedBytes += since.bytes;
+        comparedBytes += since.compared;
         ctx.log.info({ component: comp.name, files: since.files, bytes: since.bytes, removed: since.removed }, 'copied what changed since the pre-copy');
       } else if (comp.stop) copiedBytes += (await copyTree(comp.path, copy, comp.snapshotMode, ctx.signal)).bytes;
       // nothing to stop: a copy would be no more consistent than reading in place, only slower
@@ -181,7 +219,26 @@ export const directoryNode = {
     if (seen) await writeFile(join(into, SEEN_FILE), JSON.stringify({ backupId, seen: [...seen] } satisfies SeenFile), { mode: 0o600 });
     if (changed && basedOn) await writeChanges(into, basedOn, { data: changed });
     const copies = comp.stop !== undefined && comp.snapshotMode === 'copy';
-    return { downtimeMs: comp.stop ? Math.round(performance.now() - t0) : 0, copiedBytes: copies ? copiedBytes : undefined, configFiles: comp.configFiles ?? [] };
+    return {
+      downtimeMs: comp.stop ? Math.round(performance.now() - t0) : 0,
+      copiedBytes: copies ? copiedBytes : undefined,
+      ...(copies && comparedBytes > 0 ? { comparedBytes } : {}),
+      configFiles: comp.configFiles ?? [],
+    };
+  },
+
+  async staged(comp, ctx, { restoreId, backupId, staged, kept }) {
+    const data = staged.data;
+    if (!kept || !data) return;
+    await rm(join(kept, RESTORED_FILE), { force: true });
+    // only a copy of the backup restored holds what was staged
+    const doc = await readFile(join(kept, SEEN_FILE), 'utf8').then((t) => JSON.parse(t) as Partial<SeenFile>, () => undefined);
+    if (doc?.backupId !== backupId) return;
+    const entries: RestoredFile['entries'] = [];
+    for await (const e of seenEntries(data, ctx.signal)) entries.push([e.rel, e.seen, e.changedAt]);
+    await writeFile(join(kept, `${RESTORED_FILE}.tmp`), JSON.stringify({ restoreId, backupId, entries } satisfies RestoredFile), { mode: 0o600 });
+    await rename(join(kept, `${RESTORED_FILE}.tmp`), join(kept, RESTORED_FILE));
+    ctx.log.info({ component: comp.name, entries: entries.length }, 'staged entries noted beside the kept copy for the next snapshot');
   },
 
   stop,
