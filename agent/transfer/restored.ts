@@ -127,13 +127,13 @@ const isSig = (f: unknown): f is StagedRecord['files'][number] =>
  * got one, and the restore whose record it read (to forget once the upload is done).
  */
 export async function applyRestored(dir: string, index: Omit<RestoredFrom, 'restoreId'>, before: OldFiles): Promise<{ applied: number; restoreId?: string }> {
-  const restoreId = (await swappedIds(dir)).at(-1);
-  if (restoreId === undefined) return { applied: 0 };
+  const swap = await lastSwap(dir);
+  if (!swap) return { applied: 0 };
+  const { restoreId } = swap;
   const staged = await readJson<Partial<StagedRecord>>(join(dir, restoreId + STAGED));
-  const swapped = await readJson<Partial<SwappedRecord>>(join(dir, restoreId + SWAPPED));
   const same = staged?.repositoryId === index.repositoryId && staged.backupId === index.backupId && staged.indexKey === index.indexKey && staged.indexSha256 === index.indexSha256;
-  if (!same || typeof swapped?.swappedAt !== 'number' || !Array.isArray(staged.files)) return { applied: 0, restoreId };
-  const settledBefore = swapped.swappedAt - RACY_MS;
+  if (!same || !Array.isArray(staged.files)) return { applied: 0, restoreId };
+  const settledBefore = swap.swappedAt - RACY_MS;
   let applied = 0;
   for (const f of staged.files) {
     if (!isSig(f) || f[2] >= settledBefore) continue;
