@@ -134,4 +134,14 @@ describe('what a backup from a kept copy compares again after a restore', () => 
     expect(older.snapshot.comparedBytes).toBe(3 * 1024 * 1024 + (FILES - 1) * 16 * 1024);
     await damageAndRestore(cluster, data, older.id, firstData);
   });
+
+  it('a note beside the kept copy that cannot be read is as none: the backup compares every file', async () => {
+    const older = (await runCli(['backup', 'list', '--json'], { config: cluster.configFile })).stdout;
+    const id = json<{ backupId: string }[]>(older).at(-1)!.backupId;
+    await damageAndRestore(cluster, data, id, firstData);
+    await writeFile(join(cluster.agent('node1').stateDir, 'last', 'data', 'restored.json'), '{"restoreId": "r2', { flag: 'w' });
+    const next = await backup(cluster, 'next');
+    expect(next.snapshot.comparedBytes).toBe(3 * 1024 * 1024 + (FILES - 1) * 16 * 1024);
+    await damageAndRestore(cluster, data, next.id, firstData);
+  });
 });

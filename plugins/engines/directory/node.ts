@@ -117,17 +117,21 @@ interface RestoredFile {
  * Returns how many entries it took.
  */
 async function seenRestored(previous: string, backupId: string, restored: NonNullable<SnapshotTarget['restored']>, seen: Map<string, Seen>): Promise<number> {
-  const doc = await readFile(join(previous, RESTORED_FILE), 'utf8').then((t) => JSON.parse(t) as Partial<RestoredFile>, () => undefined);
+  // only ever a saving: a record that cannot be read is as none (the copy was taken over already)
+  const doc = await readFile(join(previous, RESTORED_FILE), 'utf8').then((t) => JSON.parse(t) as Partial<RestoredFile>).catch(() => undefined);
   if (doc?.restoreId !== restored.restoreId || doc.backupId !== backupId || !Array.isArray(doc.entries)) return 0;
   let taken = 0;
-  for (const [rel, s, changedAt] of doc.entries) {
-    if (changedAt >= restored.swappedAt - RACY_MS) continue;
+  for (const e of doc.entries) {
+    if (!isRestoredEntry(e) || e[2] >= restored.swappedAt - RACY_MS) continue;
     // racy when staging looked at it, settled by the time of the swap
-    seen.set(rel, { ...s, racy: false });
+    seen.set(e[0], { ...e[1], racy: false });
     taken++;
   }
   return taken;
 }
+
+const isRestoredEntry = (e: unknown): e is RestoredFile['entries'][number] =>
+  Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'object' && e[1] !== null && typeof (e[1] as Seen).sig === 'string' && typeof (e[1] as Seen).type === 'string' && Number.isFinite(e[2]);
 
 export const directoryNode = {
   paths(comp) {
