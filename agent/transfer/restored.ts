@@ -26,8 +26,9 @@
  * The records live in a folder of the component's (`dir`), named by restore, so that the
  * upload that used one removes that one and never a later restore's.
  */
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readLines, writeLines } from '../../lib/lines.js';
 import { RACY_MS, walkTree } from '../../lib/tree.js';
 import type { OldFiles } from './known.js';
 
@@ -40,10 +41,8 @@ export interface RestoredFrom {
   indexSha256: string;
 }
 
-/** on disk: the index, and [path in the index, inode, change time, mtime] of every staged file */
-interface StagedRecord extends RestoredFrom {
-  files: [string, number, number, number][];
-}
+/** on disk, a line each (lib/lines.ts): the index (`RestoredFrom`), then every staged file */
+type StagedFile = [path: string, ino: number, ctimeMs: number, mtimeMs: number];
 
 interface SwappedRecord {
   swappedAt: number;
@@ -54,10 +53,6 @@ const SWAPPED = '.swapped.json';
 /** a restore id (lib/wire.ts), so a name read back from the folder is only ever ours */
 const RESTORE_ID = /^r\d{8}-\d{6}-[0-9a-f]{6}$/;
 
-async function writeAtomically(file: string, doc: unknown): Promise<void> {
-  await writeFile(`${file}.tmp`, JSON.stringify(doc), { mode: 0o600 });
-  await rename(`${file}.tmp`, file);
-}
 
 /**
  * Record the files staged for `from` in `dir`: `staging` maps each restored set to its
@@ -66,19 +61,22 @@ async function writeAtomically(file: string, doc: unknown): Promise<void> {
  */
 export async function recordStaged(dir: string, from: RestoredFrom, staging: Record<string, string>): Promise<number> {
   await forgetRestored(dir);
-  const files: StagedRecord['files'] = [];
-  for (const [set, root] of Object.entries(staging)) {
-    for await (const e of walkTree(root)) if (e.type === 'file') files.push([`${set}/${e.rel}`, e.stat.ino, e.stat.ctimeMs, e.stat.mtimeMs]);
-  }
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeAtomically(join(dir, from.restoreId + STAGED), { ...from, files } satisfies StagedRecord);
-  return files.length;
+  async function* lines(): AsyncGenerator<RestoredFrom | StagedFile> {
+    yield from;
+    for (const [set, root] of Object.entries(staging)) {
+      for await (const e of walkTree(root)) if (e.type === 'file') yield [`${set}/${e.rel}`, e.stat.ino, e.stat.ctimeMs, e.stat.mtimeMs];
+    }
+  }
+  return (await writeLines(join(dir, from.restoreId + STAGED), lines())) - 1;
 }
 
 /** the staged data of `restoreId` goes into place now (called just before the first rename) */
 export async function recordSwapped(dir: string, restoreId: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeAtomically(join(dir, restoreId + SWAPPED), { swappedAt: Date.now() } satisfies SwappedRecord);
+  await writeLines(join(dir, restoreId + SWAPPED), (async function* () {
+    yield { swappedAt: Date.now() } satisfies SwappedRecord;
+  })());
 }
 
 /** the newest restore of the component whose staged data went into place, and when its swap began */
@@ -117,7 +115,7 @@ async function readJson<T>(file: string): Promise<T | undefined> {
   }
 }
 
-const isSig = (f: unknown): f is StagedRecord['files'][number] =>
+const isSig = (f: unknown): f is StagedFile =>
   Array.isArray(f) && f.length === 4 && typeof f[0] === 'string' && Number.isFinite(f[1]) && Number.isFinite(f[2]) && Number.isFinite(f[3]);
 
 /**
@@ -130,20 +128,29 @@ export async function applyRestored(dir: string, index: Omit<RestoredFrom, 'rest
   const swap = await lastSwap(dir);
   if (!swap) return { applied: 0 };
   const { restoreId } = swap;
-  const staged = await readJson<Partial<StagedRecord>>(join(dir, restoreId + STAGED));
-  const same = staged?.repositoryId === index.repositoryId && staged.backupId === index.backupId && staged.indexKey === index.indexKey && staged.indexSha256 === index.indexSha256;
-  if (!same || !Array.isArray(staged.files)) return { applied: 0, restoreId };
   const settledBefore = swap.swappedAt - RACY_MS;
   let applied = 0;
-  for (const f of staged.files) {
-    if (!isSig(f) || f[2] >= settledBefore) continue;
-    const o = before.row(f[0]);
-    // a restore sets a file's mtime to the millisecond of its entry's (lib/tree.ts): not to the
-    // nanosecond, which the index does not hold. The staged file's own is what a walk will see
-    if (o < 0 || Math.floor(f[3]) !== Math.floor(before.cols.mtimeMs(o))) continue;
-    before.cols.setMtime(o, f[3]);
-    before.cols.setSigOf(o, f[1], f[2], true);
-    applied++;
+  let head = true;
+  try {
+    for await (const line of readLines(join(dir, restoreId + STAGED))) {
+      if (head) {
+        const staged = line as Partial<RestoredFrom> | null;
+        const same = staged?.repositoryId === index.repositoryId && staged.backupId === index.backupId && staged.indexKey === index.indexKey && staged.indexSha256 === index.indexSha256;
+        if (!same) break;
+        head = false;
+        continue;
+      }
+      if (!isSig(line) || line[2] >= settledBefore) continue;
+      const o = before.row(line[0]);
+      // a restore sets a file's mtime to the millisecond of its entry's (lib/tree.ts): not to the
+      // nanosecond, which the index does not hold. The staged file's own is what a walk will see
+      if (o < 0 || Math.floor(line[3]) !== Math.floor(before.cols.mtimeMs(o))) continue;
+      before.cols.setMtime(o, line[3]);
+      before.cols.setSigOf(o, line[1], line[2], true);
+      applied++;
+    }
+  } catch {
+    // a record that cannot be read (any more) gives what it gave so far: each line is whole
   }
   return { applied, restoreId };
 }

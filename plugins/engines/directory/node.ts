@@ -11,6 +11,7 @@ import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
 import { copyTree, RACY_MS, seenEntries, syncTree, treeSize, type Changed, type CopyStats, type Seen } from '../../../lib/tree.js';
 import { writeChanges } from '../../../lib/changes.js';
+import { readLines, writeLines } from '../../../lib/lines.js';
 import type { Health, ServiceResult } from '../../../lib/wire.js';
 import type { ComponentBase, EngineNode, NodeContext, SnapshotTarget } from '../types.js';
 import { waitUntilHealthy } from '../health.js';
@@ -103,11 +104,12 @@ async function takeOver(previous: string, into: string, seen: Map<string, Seen>,
  */
 const RESTORED_FILE = 'restored.json';
 
-interface RestoredFile {
+/** its lines (lib/lines.ts): which restore of which backup, then each entry and when it last changed */
+interface RestoredHead {
   restoreId: string;
   backupId: string;
-  entries: [string, Seen, number][];
 }
+type RestoredEntry = [rel: string, seen: Seen, changedAt: number];
 
 /**
  * The restored entries become what the copy saw of them, when the restore is the one whose
@@ -117,20 +119,27 @@ interface RestoredFile {
  * Returns how many entries it took.
  */
 async function seenRestored(previous: string, backupId: string, restored: NonNullable<SnapshotTarget['restored']>, seen: Map<string, Seen>): Promise<number> {
-  // only ever a saving: a record that cannot be read is as none (the copy was taken over already)
-  const doc = await readFile(join(previous, RESTORED_FILE), 'utf8').then((t) => JSON.parse(t) as Partial<RestoredFile>).catch(() => undefined);
-  if (doc?.restoreId !== restored.restoreId || doc.backupId !== backupId || !Array.isArray(doc.entries)) return 0;
   let taken = 0;
-  for (const e of doc.entries) {
-    if (!isRestoredEntry(e) || e[2] >= restored.swappedAt - RACY_MS) continue;
-    // racy when staging looked at it, settled by the time of the swap
-    seen.set(e[0], { ...e[1], racy: false });
-    taken++;
+  let head = true;
+  try {
+    for await (const line of readLines(join(previous, RESTORED_FILE))) {
+      if (head) {
+        const h = line as Partial<RestoredHead> | null;
+        if (h?.restoreId !== restored.restoreId || h.backupId !== backupId) break;
+        head = false;
+      } else if (isRestoredEntry(line) && line[2] < restored.swappedAt - RACY_MS) {
+        // racy when staging looked at it, settled by the time of the swap
+        seen.set(line[0], { ...line[1], racy: false });
+        taken++;
+      }
+    }
+  } catch {
+    // only ever a saving: a record that cannot be read (any more) gives what it gave so far (each line is whole)
   }
   return taken;
 }
 
-const isRestoredEntry = (e: unknown): e is RestoredFile['entries'][number] =>
+const isRestoredEntry = (e: unknown): e is RestoredEntry =>
   Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'object' && e[1] !== null && typeof (e[1] as Seen).sig === 'string' && typeof (e[1] as Seen).type === 'string' && Number.isFinite(e[2]);
 
 export const directoryNode = {
@@ -238,11 +247,12 @@ export const directoryNode = {
     // only a copy of the backup restored holds what was staged
     const doc = await readFile(join(kept, SEEN_FILE), 'utf8').then((t) => JSON.parse(t) as Partial<SeenFile>, () => undefined);
     if (doc?.backupId !== backupId) return;
-    const entries: RestoredFile['entries'] = [];
-    for await (const e of seenEntries(data, ctx.signal)) entries.push([e.rel, e.seen, e.changedAt]);
-    await writeFile(join(kept, `${RESTORED_FILE}.tmp`), JSON.stringify({ restoreId, backupId, entries } satisfies RestoredFile), { mode: 0o600 });
-    await rename(join(kept, `${RESTORED_FILE}.tmp`), join(kept, RESTORED_FILE));
-    ctx.log.info({ component: comp.name, entries: entries.length }, 'staged entries noted beside the kept copy for the next snapshot');
+    const lines = async function* (): AsyncGenerator<RestoredHead | RestoredEntry> {
+      yield { restoreId, backupId };
+      for await (const e of seenEntries(data, ctx.signal)) yield [e.rel, e.seen, e.changedAt];
+    };
+    const entries = (await writeLines(join(kept, RESTORED_FILE), lines())) - 1;
+    ctx.log.info({ component: comp.name, entries }, 'staged entries noted beside the kept copy for the next snapshot');
   },
 
   stop,
