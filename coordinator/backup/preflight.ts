@@ -10,16 +10,25 @@ import type { NodeReport } from '../../lib/report.js';
 import { topologyNode } from '../../lib/repo/manifest.js';
 import type { BackupContext } from './context.js';
 
-export async function preflight(ctx: BackupContext): Promise<void> {
-  const { cluster, repo } = ctx;
-  // a second backup of the same name within the same second (a retry, a script, a timer
-  // right after a manual run) takes the next second's id; under the lock, so no other
-  // backup of this repository can take it meanwhile
-  for (let tries = 0; await repo.hasManifest(ctx.backupId); tries++) {
+/**
+ * A second backup of the same name within the same second (a retry, a script, a timer right
+ * after a manual run) takes the next second's id. Asked before the lock is taken, so the
+ * lock names the id the backup will have, and again under it (`preflight`), where no other
+ * backup of this repository can take the id meanwhile.
+ */
+export async function takeFreeId(ctx: BackupContext): Promise<void> {
+  for (let tries = 0; await ctx.repo.hasManifest(ctx.backupId); tries++) {
     if (tries === 3) throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${ctx.backupId} already exists`, { hint: "is this host's clock going backwards? pick another --name" });
     await sleep(1005 - (Date.now() % 1000), undefined, { signal: ctx.signal });
+    const taken = ctx.backupId;
     ctx.backupId = newBackupId(ctx.name);
+    ctx.log.info({ taken, backupId: ctx.backupId }, 'a backup of this name already has this second: this one takes the next');
   }
+}
+
+export async function preflight(ctx: BackupContext): Promise<void> {
+  const { cluster, repo } = ctx;
+  await takeFreeId(ctx);
   // what the components hold is counted by the upload that reads it, not by a walk beforehand
   const described = await cluster.describeAll(ctx.signal, false);
   const problems: string[] = [];

@@ -11,7 +11,7 @@ import type { Cluster } from '../cluster.js';
 import type { ProgressSink } from '../fanout.js';
 import { Steps, type StepObserver } from '../steps.js';
 import type { BackupContext } from './context.js';
-import { preflight } from './preflight.js';
+import { preflight, takeFreeId } from './preflight.js';
 import { plan } from './coverage.js';
 import { snapshot } from './snapshot.js';
 import { freezeAndPoint } from './freeze.js';
@@ -80,7 +80,10 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
   let lock: RepoLock | undefined;
   try {
     // one writer at a time in the repository (a lease, renewed while we run)
-    lock = await steps.run('lock', () => RepoLock.acquire(ctx.repo.driver, `backup ${ctx.backupId} of cluster ${cluster.config.cluster}`));
+    lock = await steps.run('lock', async () => {
+      await takeFreeId(ctx);
+      return RepoLock.acquire(ctx.repo.driver, `backup ${ctx.backupId} of cluster ${cluster.config.cluster}`);
+    });
     ctx.signal = AbortSignal.any([opts.signal, lock.signal]);
     // tests that need the lock held while another run tries it
     const hold = failpoint('lock.hold');
