@@ -105,11 +105,20 @@ describe('backup and restore of three nodes', () => {
       await writeFile(join(cluster.repoDir, 'backups', id, 'manifest.json'), '{}');
     }
     try {
-      const r = await runCli(['backup', 'create', '--name', 'twice', '--json'], { config: cluster.configFile });
+      // it holds its lock a while: what the lock says meanwhile is read
+      const running = runCli(['backup', 'create', '--name', 'twice', '--json'], { config: cluster.configFile, env: { LOCKSTEP_FAILPOINTS: 'lock.hold=1500' } });
+      let held: string | undefined;
+      for (const until = Date.now() + 60_000; held === undefined && Date.now() < until; ) {
+        held = await readFile(join(cluster.repoDir, 'locks', 'exclusive.json'), 'utf8').catch(() => undefined);
+        if (held === undefined) await sleep(20);
+      }
+      const r = await running;
       expect(r.code, r.stdout + r.stderr).toBe(0);
       const report = json<BackupReport>(r.stdout);
       expect(report.status).toBe('complete');
       expect(report.backupId > taken[1]!, report.backupId).toBe(true);
+      // the lock named the id the backup ended with (what a backup refused meanwhile is told), not one already taken
+      expect((JSON.parse(held!) as { operation: string }).operation).toBe(`backup ${report.backupId} of cluster ${report.cluster}`);
     } finally {
       for (const id of taken) await rm(join(cluster.repoDir, 'backups', id), { recursive: true, force: true });
     }
