@@ -14,6 +14,7 @@
  *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 1 --data db   # one agent, 5 GiB (peak RSS)
  *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 1 --data db --history 12
  *   npm run bench:backup -- --nodes 1 --mib 5120 --runs 2 --data db --encrypt   # into an encrypted repository
+ *   npm run bench:backup -- --nodes 1 --mib 2048 --runs 2 --data db --s3        # into S3 (Ceph RGW here, in memory)
  *
  * `--history N`: after the runs, N more rounds of 1% changed and an incremental into the
  * same repository, which grows by a backup each round: the agents' peak RSS in the first
@@ -29,6 +30,7 @@ import { LocalCluster, runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
 import { AgentMeter, settle, tarCopy } from './peers.js';
 import { changeOnePercent as changeDb, generate } from './dataset.js';
+import { startRgw } from './rgw.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 import type { UploadPhases } from '../lib/wire.js';
 
@@ -41,6 +43,8 @@ const data = arg('data', 'random');
 const history = Number(arg('history', '0'));
 /** into an encrypted repository (AES-256-GCM, its key in a file beside it): what encryption costs */
 const encrypt = process.argv.includes('--encrypt');
+/** into an S3 repository: Ceph RGW on this machine (bench/rgw.ts), instead of a folder */
+const s3 = process.argv.includes('--s3');
 if (data !== 'random' && data !== 'db') throw new Error('--data must be random or db');
 
 /** a database-like tree: a few large files, many small ones */
@@ -113,6 +117,9 @@ interface Round {
   peaks: number[];
 }
 
+/** what the bench's repository holds: objects, bytes, backups (set once the repository is known) */
+let repository: () => Promise<{ objects: number; bytes: number; backups: number }>;
+
 /** objects (chunks, packs, indexes, manifests …) in an fs repository, and their bytes */
 async function repoSize(dir: string): Promise<{ objects: number; bytes: number }> {
   let objects = 0;
@@ -136,8 +143,8 @@ async function growHistory(cluster: LocalCluster, lastId: string): Promise<{ las
     await changeNodes(cluster, 1000 + i);
     const { report, peaks } = await backup(cluster, `history${i}`);
     lastId = report.backupId;
-    const backups = (await readdir(join(cluster.repoDir, 'backups'))).length;
-    rounds.push({ backups, ...(await repoSize(cluster.repoDir)), ms: Math.round(report.durationMs), peaks });
+    const { backups, objects, bytes } = await repository();
+    rounds.push({ backups, objects, bytes, ms: Math.round(report.durationMs), peaks });
     process.stderr.write(`  history ${i + 1}/${history}: ${backups} backups in the repository, ${rounds.at(-1)!.ms} ms, peaks ${peaks.join(', ')} MiB\n`);
   }
   if (rounds.length < 2) return { lastId, rounds, lines: [] };
@@ -163,7 +170,10 @@ async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
   const keyFile = join(root, 'repository.key');
   if (encrypt) await writeFile(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
-  const cluster = new LocalCluster({ root, nodes, ...(encrypt ? { repository: { driver: 'fs', path: join(root, 'repo'), encryption: { keyFile } } } : {}) });
+  const rgw = s3 ? await startRgw(root) : undefined;
+  const store = rgw?.settings ?? { driver: 'fs', path: join(root, 'repo') };
+  const cluster = new LocalCluster({ root, nodes, ...(encrypt || rgw ? { repository: { ...store, ...(encrypt ? { encryption: { keyFile } } : {}) } } : {}) });
+  repository = rgw ? () => rgw.size() : async () => ({ ...(await repoSize(cluster.repoDir)), backups: (await readdir(join(cluster.repoDir, 'backups'))).length });
   try {
     await cluster.start();
     for (const a of cluster.agents) {
@@ -184,7 +194,8 @@ async function main(): Promise<void> {
     let lastId = '';
     for (let i = 0; i < runs; i++) {
       // a fresh repository each run: a full backup, not a deduplicated one
-      await rm(cluster.repoDir, { recursive: true, force: true });
+      if (rgw) await rgw.empty();
+      else await rm(cluster.repoDir, { recursive: true, force: true });
       await runCli(['repo', 'init'], { config: cluster.configFile });
       const full = await backup(cluster, `full${i}`);
       lockstep.push(Math.round(full.report.durationMs));
@@ -230,7 +241,7 @@ async function main(): Promise<void> {
     const peakLine = (what: string, peaks: number[]) => `| ${what} | ${median(peaks)} MiB (${spread(peaks)}) |`;
     const mbps = (ms: number) => ((totalMiB * 1.048576) / (ms / 1000)).toFixed(0);
     const lines = [
-      `full backup of ${nodes} node${nodes > 1 ? 's' : ''} × ${mibPerNode} MiB (${data === 'db' ? 'database-like, bench/dataset.ts' : '80% in 4 large files, 20% in 16 KiB files'}) into ${encrypt ? 'an encrypted' : 'a'} repository, ${cpus().length} cores, ${runs} runs (median, min–max)`,
+      `full backup of ${nodes} node${nodes > 1 ? 's' : ''} × ${mibPerNode} MiB (${data === 'db' ? 'database-like, bench/dataset.ts' : '80% in 4 large files, 20% in 16 KiB files'}) into ${encrypt ? 'an encrypted' : 'a'} repository${rgw ? ' on S3 (Ceph RGW on this machine, in memory)' : ''}, ${cpus().length} cores, ${runs} runs (median, min–max)`,
       '',
       `| | lockstep backup create | tar -c \\| tar -x (${nodes} at once) | lockstep / tar throughput |`,
       '| --- | --- | --- | --- |',
@@ -255,9 +266,10 @@ async function main(): Promise<void> {
       ...grown.lines,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults(encrypt ? 'full-backup-encrypted' : 'full-backup', { cores: cpus().length, nodes, data, encrypted: encrypt, mibPerNode, runs, history: grown.rounds, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
+    await writeResults(`full-backup${rgw ? '-s3' : ''}${encrypt ? '-encrypted' : ''}`, { cores: cpus().length, nodes, data, encrypted: encrypt, s3, mibPerNode, runs, history: grown.rounds, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
   } finally {
     await cluster.stop();
+    await rgw?.stop();
     await rm(root, { recursive: true, force: true });
   }
 }
