@@ -270,7 +270,7 @@ export async function copyTree(
 /**
  * What a sync would see of every entry under `root` (but the root itself), as it is now,
  * and when each last changed (its later ctime or mtime): for a tree about to become the
- * source of a sync whose copy already holds the same content (agent/jobs/stage.ts).
+ * source of a sync whose copy already holds the same content (the directory plugin's `staged`).
  */
 export async function* seenEntries(root: string, signal?: AbortSignal): AsyncGenerator<{ rel: string; seen: Seen; changedAt: number }> {
   const stop = stopOf(signal);
