@@ -117,9 +117,6 @@ interface Round {
   peaks: number[];
 }
 
-/** what the bench's repository holds: objects, bytes, backups (set once the repository is known) */
-let repository: () => Promise<{ objects: number; bytes: number; backups: number }>;
-
 /** objects (chunks, packs, indexes, manifests …) in an fs repository, and their bytes */
 async function repoSize(dir: string): Promise<{ objects: number; bytes: number }> {
   let objects = 0;
@@ -137,7 +134,10 @@ async function repoSize(dir: string): Promise<{ objects: number; bytes: number }
  * each agent's peak RSS per round. The first three rounds' peaks against the last three's,
  * with what the repository held at each end.
  */
-async function growHistory(cluster: LocalCluster, lastId: string): Promise<{ lastId: string; rounds: Round[]; lines: string[] }> {
+/** what the bench's repository holds: objects, bytes, backups */
+type RepositorySize = () => Promise<{ objects: number; bytes: number; backups: number }>;
+
+async function growHistory(cluster: LocalCluster, repository: RepositorySize, lastId: string): Promise<{ lastId: string; rounds: Round[]; lines: string[] }> {
   const rounds: Round[] = [];
   for (let i = 0; i < history; i++) {
     await changeNodes(cluster, 1000 + i);
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
   const rgw = s3 ? await startRgw(root) : undefined;
   const store = rgw?.settings ?? { driver: 'fs', path: join(root, 'repo') };
   const cluster = new LocalCluster({ root, nodes, ...(encrypt || rgw ? { repository: { ...store, ...(encrypt ? { encryption: { keyFile } } : {}) } } : {}) });
-  repository = rgw ? () => rgw.size() : async () => ({ ...(await repoSize(cluster.repoDir)), backups: (await readdir(join(cluster.repoDir, 'backups'))).length });
+  const repository: RepositorySize = rgw ? () => rgw.size() : async () => ({ ...(await repoSize(cluster.repoDir)), backups: (await readdir(join(cluster.repoDir, 'backups'))).length });
   try {
     await cluster.start();
     for (const a of cluster.agents) {
@@ -227,7 +227,7 @@ async function main(): Promise<void> {
       );
     }
     // the repository grows by a backup a round: does the agents' peak grow with it?
-    const grown = await growHistory(cluster, lastId);
+    const grown = await growHistory(cluster, repository, lastId);
     lastId = grown.lastId;
     // the nodes emptied and restored from the last backup, then backed up again
     for (const a of cluster.agents) for (const name of await readdir(a.data.data!)) await rm(join(a.data.data!, name), { recursive: true, force: true });

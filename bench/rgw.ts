@@ -1,18 +1,12 @@
 /**
- * A throw-away S3 endpoint for the benches: Ceph RGW on this machine (scripts/rgw.sh, its
+ * A throw-away S3 endpoint for the benches: Ceph RGW on this machine (demo/rgw.ts, its
  * data in memory), one bucket, emptied between runs.
  */
-import { execFile } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CreateBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { projectRoot } from '../demo/local-cluster.js';
+import { startRgw as startRgwDaemons } from '../demo/rgw.js';
 
-const run = promisify(execFile);
 // the SDK's notice that its 2027 releases need Node 22, printed into the bench's output (plugins/storage/s3.ts silences it too)
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-const script = join(projectRoot(), 'scripts', 'rgw.sh');
 
 export interface BenchRgw {
   /** the repository settings of the bucket (s3 driver) */
@@ -25,10 +19,8 @@ export interface BenchRgw {
 }
 
 export async function startRgw(root: string): Promise<BenchRgw> {
-  const dir = await mkdtemp(join(root, 'rgw-'));
-  const port = 18480 + Math.floor(Math.random() * 400) * 2;
-  const { stdout } = await run('bash', [script, 'start', dir, String(port)], { timeout: 120_000 });
-  const [endpoint, accessKeyId, secretAccessKey] = stdout.trim().split(/\s+/) as [string, string, string];
+  const rgw = await startRgwDaemons(root, 18480);
+  const { endpoint, accessKeyId, secretAccessKey } = rgw;
   const bucket = 'lockstep-bench';
   const client = new S3Client({ region: 'us-east-1', endpoint, forcePathStyle: true, credentials: { accessKeyId, secretAccessKey } });
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
@@ -64,7 +56,7 @@ export async function startRgw(root: string): Promise<BenchRgw> {
     },
     async stop() {
       client.destroy();
-      await run('bash', [script, 'stop', dir], { timeout: 60_000 });
+      await rgw.stop();
     },
   };
 }

@@ -53,7 +53,6 @@ const SWAPPED = '.swapped.json';
 /** a restore id (lib/wire.ts), so a name read back from the folder is only ever ours */
 const RESTORE_ID = /^r\d{8}-\d{6}-[0-9a-f]{6}$/;
 
-
 /**
  * Record the files staged for `from` in `dir`: `staging` maps each restored set to its
  * staging directory. The records of every earlier restore of the component go first.

@@ -1,22 +1,12 @@
 /**
- * Starts one Ceph RGW for the whole test run (scripts/rgw.sh, ~12 s) and hands its
- * endpoint to the test files; stops it at the end. A missing radosgw fails the run.
+ * Starts one Ceph RGW for the whole test run (demo/rgw.ts, ~12 s) and hands its endpoint
+ * to the test files; stops it at the end. A missing radosgw fails the run.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { startRgw, type RgwEndpoint } from '../../demo/rgw.js';
 
-const run = promisify(execFile);
-const script = join(import.meta.dirname, '..', '..', 'scripts', 'rgw.sh');
-
-export interface RgwEndpoint {
-  endpoint: string;
-  accessKeyId: string;
-  secretAccessKey: string;
-}
+export type { RgwEndpoint };
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -24,16 +14,13 @@ declare module 'vitest' {
   }
 }
 
-let dir: string | undefined;
+let rgw: Awaited<ReturnType<typeof startRgw>> | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
-  dir = await mkdtemp(join(tmpdir(), 'lockstep-rgw-'));
-  const port = 17480 + Math.floor(Math.random() * 400) * 2;
-  const { stdout } = await run('bash', [script, 'start', dir, String(port)], { timeout: 120_000 });
-  const [endpoint, accessKeyId, secretAccessKey] = stdout.trim().split(/\s+/);
-  project.provide('rgw', { endpoint: endpoint!, accessKeyId: accessKeyId!, secretAccessKey: secretAccessKey! });
+  rgw = await startRgw(tmpdir(), 17480);
+  project.provide('rgw', { endpoint: rgw.endpoint, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
 }
 
 export async function teardown(): Promise<void> {
-  if (dir) await run('bash', [script, 'stop', dir], { timeout: 60_000 });
+  await rgw?.stop();
 }
