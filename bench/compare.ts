@@ -10,7 +10,7 @@
  * Prints a markdown table (medians, min–max, ratios) and writes bench/results/compare.{md,json}.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, freemem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -18,7 +18,7 @@ import { parse, stringify } from 'yaml';
 import { CLI_BIN, LocalCluster, projectRoot } from '../demo/local-cluster.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
 import { changeOnePercent, generate, treeDigest } from './dataset.js';
-import { AgentMeter, childrenCpuSeconds, diskBytes, ensurePeers, Restic, run, Sshd, tarCopy } from './peers.js';
+import { AgentMeter, childrenCpuSeconds, diskBytes, ensurePeers, filesChangedSince, readWhole, Restic, run, Sshd, tarCopy } from './peers.js';
 import { arg, median, runBench, writeResults } from './stats.js';
 
 const PRESETS = {
@@ -380,30 +380,6 @@ async function measureScale(root: string, n: number, scratch: string): Promise<v
     await cluster.stop();
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** every file under `dir` modified at or after `sinceMs` */
-async function filesChangedSince(dir: string, sinceMs: number): Promise<{ path: string; size: number }[]> {
-  const out: { path: string; size: number }[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (!e.isFile()) continue;
-    const path = join(e.parentPath, e.name);
-    const st = await stat(path);
-    if (st.mtimeMs >= sinceMs) out.push({ path, size: st.size });
-  }
-  return out;
-}
-
-/**
- * Read files whole into memory, one after another, and drop the bytes: dd with 1 MiB
- * reads (cat > /dev/null splices, never copying the data out of the page cache).
- */
-function readWhole(paths: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const c = spawn('sh', ['-c', 'for f; do dd if="$f" of=/dev/null bs=1M status=none || exit 1; done', 'sh', ...paths], { stdio: ['ignore', 'ignore', 'inherit'] });
-    c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`dd exited ${code}`))));
-  });
 }
 
 function fmt(unit: Row['unit'], v: number): string {

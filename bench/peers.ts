@@ -5,7 +5,7 @@
  */
 import { spawn, type StdioOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -264,4 +264,28 @@ export class AgentMeter {
     const peaks = hwm.map((h, i) => (h > this.hwm0[i]! ? h : this.sampled[i]!));
     return { cpuS: (await this.cpu()) - this.cpu0, peakMiB: Math.max(...peaks), peaks };
   }
+}
+
+/** every file under `dir` modified at or after `sinceMs` */
+export async function filesChangedSince(dir: string, sinceMs: number): Promise<{ path: string; size: number }[]> {
+  const out: { path: string; size: number }[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    const path = join(e.parentPath, e.name);
+    const st = await stat(path);
+    if (st.mtimeMs >= sinceMs) out.push({ path, size: st.size });
+  }
+  return out;
+}
+
+/**
+ * Read files whole into memory, one after another, and drop the bytes: dd with 1 MiB
+ * reads (cat > /dev/null splices, never copying the data out of the page cache).
+ */
+export function readWhole(paths: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('sh', ['-c', 'for f; do dd if="$f" of=/dev/null bs=1M status=none || exit 1; done', 'sh', ...paths], { stdio: ['ignore', 'ignore', 'inherit'] });
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`dd exited ${code}`))));
+  });
 }
