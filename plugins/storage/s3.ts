@@ -52,14 +52,15 @@ function retryable(err: unknown): boolean {
 
 /**
  * The SDK, loaded on first use: it is ~25 MiB of an agent's memory and a good part of
- * its start-up time, which agents writing to a filesystem repository do not pay.
+ * its start-up time, which agents writing to a filesystem repository do not pay. Its
+ * multipart uploader (lib-storage, ~1 MiB more) only once a stream is put: a backup puts
+ * buffers (packs, chunk objects, index parts) and never loads it.
  */
-async function loadSdk() {
-  const [client, storage] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]);
-  return { ...client, Upload: storage.Upload };
-}
+const loadSdk = () => import('@aws-sdk/client-s3');
 type Sdk = Awaited<ReturnType<typeof loadSdk>>;
 let sdkLoading: Promise<Sdk> | undefined;
+const loadUploader = () => import('@aws-sdk/lib-storage').then((m) => m.Upload);
+let uploaderLoading: ReturnType<typeof loadUploader> | undefined;
 
 // lockstep supports the Node versions in package.json; the SDK's notice about its own future plans is not for operators
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -149,7 +150,8 @@ export class S3Driver implements StorageDriver {
         return;
       }
       // a stream can be read once: the upload retries its parts, not the whole
-      const upload = new sdk.Upload({ client, params: { Bucket: this.bucket, Key, Body: body }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
+      const Upload = await (uploaderLoading ??= loadUploader());
+      const upload = new Upload({ client, params: { Bucket: this.bucket, Key, Body: body }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
       signal?.addEventListener('abort', () => void upload.abort(), { once: true });
       await upload.done();
     } catch (err) {
