@@ -22,7 +22,7 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, ti
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { lz4DecodeInto, lz4PlainLength, type BlobBuffers } from './lz4.js';
 import { LockstepError } from '../errors.js';
-import { nativeGarbage } from '../memory.js';
+import { deadNative, nativeGarbage } from '../memory.js';
 
 const MAGIC0 = 0x4c; // L
 const MAGIC1 = 0x53; // S
@@ -269,6 +269,8 @@ function decryptInto(decipher: DecipherGCM, sealed: Buffer, into: BlobBuffers): 
   } catch (err) {
     into.give(out);
     throw err;
+  } finally {
+    deadNative(sealed.length);
   }
   return out;
 }
