@@ -15,6 +15,9 @@ import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, ty
 export const PART_SIZE = 16 * 1024 * 1024;
 export const PART_CONCURRENCY = 4;
 const RETRIES = 5;
+const CONNECT_TIMEOUT_MS = 10_000;
+/** no byte either way for this long: the request has failed */
+const IDLE_TIMEOUT_MS = 120_000;
 
 const s3Settings = Type.Object(
   {
@@ -48,6 +51,31 @@ function retryable(err: unknown): boolean {
   // no HTTP answer at all: a network error
   const code = (err as { code?: string })?.code;
   return err instanceof Error && errName(err) !== 'AbortError' && (code !== undefined || /socket|network|ECONN|EPIPE|timeout/i.test(err.message));
+}
+
+const rangeHeader = (range?: ByteRange) => (range ? `bytes=${range.start}-${range.end}` : undefined);
+
+/**
+ * A response body read whole, into one buffer of the announced length; one that ends
+ * short, or runs long, fails as a network error does (retried).
+ */
+async function bodyBytes(body: Readable, length: number | undefined): Promise<Buffer> {
+  if (length === undefined) {
+    const parts: Buffer[] = [];
+    for await (const chunk of body as AsyncIterable<Buffer>) parts.push(chunk);
+    return Buffer.concat(parts);
+  }
+  const out = Buffer.allocUnsafe(length);
+  let at = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    if (at + chunk.length > length) {
+      body.destroy();
+      throw Object.assign(new Error(`the response body ran past the ${length} bytes announced`), { code: 'ERR_BODY_LENGTH' });
+    }
+    at += chunk.copy(out, at);
+  }
+  if (at !== length) throw Object.assign(new Error(`the response body ended after ${at} of the ${length} bytes announced`), { code: 'ERR_BODY_LENGTH' });
+  return out;
 }
 
 /**
@@ -92,6 +120,9 @@ export class S3Driver implements StorageDriver {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 1, // retries are ours (below), so they are the same for every call
+      // a connection that never opens, or a socket that goes quiet mid-request or mid-body,
+      // fails (and is retried) instead of holding a backup or a restore for ever
+      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: IDLE_TIMEOUT_MS },
     };
     if (settings.accessKeyId && settings.secretAccessKey) {
       config.credentials = { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey };
@@ -180,17 +211,36 @@ export class S3Driver implements StorageDriver {
     const Key = this.key(key);
     try {
       const { sdk, client } = await this.s3();
-      const res = await this.retry(
-        () => client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }), { abortSignal: signal }),
-        signal,
-      );
+      const res = await this.retry(() => client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key, Range: rangeHeader(range) }), { abortSignal: signal }), signal);
       return res.Body as Readable;
     } catch (err) {
-      if (httpStatus(err) === 404 || errName(err) === 'NoSuchKey') {
-        throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
-      }
-      throw this.wrap(err, 'read', key);
+      throw this.readError(err, key);
     }
+  }
+
+  /**
+   * An object or a range of it, whole in one buffer: every read a repository makes. Unlike
+   * a stream, a body cut off part way (a connection reset, a socket gone quiet, fewer bytes
+   * than announced) is asked for again, with the same retries as the request.
+   */
+  async getBuffer(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+    const Key = this.key(key);
+    try {
+      const { sdk, client } = await this.s3();
+      return await this.retry(async () => {
+        const res = await client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key, Range: rangeHeader(range) }), { abortSignal: signal });
+        return bodyBytes(res.Body as Readable, res.ContentLength);
+      }, signal);
+    } catch (err) {
+      throw this.readError(err, key);
+    }
+  }
+
+  private readError(err: unknown, key: string): LockstepError {
+    if (httpStatus(err) === 404 || errName(err) === 'NoSuchKey') {
+      return new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${key} is missing`, { cause: err });
+    }
+    return this.wrap(err, 'read', key);
   }
 
   /** CopyObject: the store copies the bytes itself */

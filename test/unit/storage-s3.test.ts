@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { s3Driver } from '../../plugins/storage/s3.js';
 import { storageConformance } from '../conformance/storage.js';
 import { LockstepError } from '../../lib/errors.js';
-import { rgwBucket } from '../helpers/s3.js';
+import { cuttingProxy, rgwBucket } from '../helpers/s3.js';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
 let bucket: Awaited<ReturnType<typeof rgwBucket>> | undefined;
@@ -68,4 +68,31 @@ describe('s3 driver: unfinished multipart uploads', () => {
       client.destroy();
     }
   });
+});
+
+describe('s3 driver: a download cut off part way', () => {
+  it('is asked for again: the whole object and a range come back right; a body cut every time fails, naming the object', async () => {
+    const b = await rgwBucket();
+    const proxy = await cuttingProxy(b.endpoint);
+    try {
+      const body = randomBytes(1024 * 1024);
+      const direct = s3Driver.open({ ...b, driver: undefined }, '/');
+      await direct.put('big', body);
+      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      proxy.cutGets(2);
+      expect((await d.getBuffer!('big')).equals(body)).toBe(true);
+      expect(proxy.cut()).toBe(2);
+      proxy.cutGets(1);
+      expect((await d.getBuffer!('big', { start: 1000, end: 600_999 })).equals(body.subarray(1000, 601_000))).toBe(true);
+      expect(proxy.cut()).toBe(3);
+      proxy.cutGets(100);
+      const err = await d.getBuffer!('big').then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(LockstepError);
+      expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_UNREADABLE');
+      expect((err as LockstepError).message).toContain('big');
+      expect(proxy.cut()).toBe(3 + 6);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 });
