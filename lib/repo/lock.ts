@@ -23,7 +23,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
 import type { StorageDriver } from '../../plugins/storage/types.js';
 import { checkStored, parseJson } from './stored.js';
-import { isNotFound, readAll } from './repository.js';
+import { isNotFound, readObject } from './repository.js';
 
 export const LOCK_KEY = 'locks/exclusive.json';
 const takeoverKey = (lockId: string) => `locks/takeover/${lockId}`;
@@ -44,7 +44,7 @@ export type LockRecord = Static<typeof LockRecordSchema>;
 async function readLock(driver: StorageDriver): Promise<LockRecord | undefined> {
   let body: Buffer;
   try {
-    body = await readAll(await driver.get(LOCK_KEY));
+    body = await readObject(driver, LOCK_KEY);
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
@@ -61,7 +61,7 @@ async function readLock(driver: StorageDriver): Promise<LockRecord | undefined> 
 async function leaseEnd(driver: StorageDriver, held: LockRecord): Promise<number> {
   const until = Date.parse(held.expiresAt);
   try {
-    const renewed = JSON.parse((await readAll(await driver.get(leaseKey(held.lockId)))).toString('utf8')) as { expiresAt?: unknown };
+    const renewed = JSON.parse((await readObject(driver, leaseKey(held.lockId))).toString('utf8')) as { expiresAt?: unknown };
     const t = typeof renewed.expiresAt === 'string' ? Date.parse(renewed.expiresAt) : Number.NaN;
     return Number.isFinite(t) ? Math.max(until, t) : until;
   } catch {

@@ -84,6 +84,16 @@ export async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/**
+ * An object or a range of it in one buffer, the cheapest and surest way the driver has:
+ * its `getBuffer` where it has one (an S3 read cut off part way is asked for again), else
+ * its stream read whole.
+ */
+export async function readObject(driver: StorageDriver, key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+  if (driver.getBuffer) return driver.getBuffer(key, range, signal);
+  return readAll(await driver.get(key, range, signal));
+}
+
 export class Repository {
   readonly codec: Codec;
   /** block fingerprints of this repository (see fingerprint.ts) */
@@ -133,7 +143,7 @@ export class Repository {
     const { node } = opts;
     let text: string;
     try {
-      text = (await readAll(await driver.get(REPO_CONFIG_KEY))).toString('utf8');
+      text = (await readObject(driver, REPO_CONFIG_KEY)).toString('utf8');
     } catch (err) {
       if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') {
         throw new LockstepError('LOCKSTEP_E_REPO_NOT_INITIALIZED', `no lockstep repository at ${driver.location}`, {
@@ -253,10 +263,8 @@ export class Repository {
     return blobOutOf(this.codec, r, extent, start, this.location, into);
   }
 
-  /** an object or a range of it in one buffer, the cheapest way the driver has */
-  private async read(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
-    if (this.driver.getBuffer) return this.driver.getBuffer(key, range, signal);
-    return readAll(await this.driver.get(key, range, signal));
+  private read(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+    return readObject(this.driver, key, range, signal);
   }
 
   async readDecoded(key: string): Promise<Buffer> {

@@ -99,6 +99,8 @@ export class S3Driver implements StorageDriver {
   readonly location: string;
   private readonly config: S3ClientConfig;
   private connecting: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
+  /** the multipart uploader's client (streams only): the SDK's own retries, with backoff, on each part */
+  private partClient: S3Client | undefined;
   private readonly bucket: string;
   private readonly prefix: string;
 
@@ -180,9 +182,11 @@ export class S3Driver implements StorageDriver {
         await this.retry(() => client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length }), { abortSignal: signal }), signal);
         return;
       }
-      // a stream can be read once: the upload retries its parts, not the whole
+      // a stream can be read once: the upload retries its parts (through a client of its own
+      // that retries, as ours does not: its calls go through `retry`), not the whole
       const Upload = await (uploaderLoading ??= loadUploader());
-      const upload = new Upload({ client, params: { Bucket: this.bucket, Key, Body: body }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
+      this.partClient ??= new sdk.S3Client({ ...this.config, maxAttempts: RETRIES + 1 });
+      const upload = new Upload({ client: this.partClient, params: { Bucket: this.bucket, Key, Body: body }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
       signal?.addEventListener('abort', () => void upload.abort(), { once: true });
       await upload.done();
     } catch (err) {
@@ -336,6 +340,7 @@ export class S3Driver implements StorageDriver {
 
   destroy(): void {
     void this.connecting?.then(({ client }) => client.destroy()).catch(() => undefined);
+    this.partClient?.destroy();
   }
 }
 

@@ -25,37 +25,51 @@ export async function rgwBucket(): Promise<S3Settings> {
 }
 
 /**
- * A TCP proxy in front of an S3 endpoint that can cut responses short: `cutGets(n)` makes
- * the next `n` GET responses stop after `after` bytes (status line and headers included)
- * with the connection reset, as a network does to a long download.
+ * A TCP proxy in front of an S3 endpoint that cuts requests off part way, as a network
+ * does to a long transfer: `cutGets(n)` makes the next `n` GET responses stop after
+ * `after` bytes (status line and headers included), `cutPuts(n, match)` the next `n` PUT
+ * requests whose request line contains `match` after `after` bytes of the request; each
+ * with the client's connection reset.
  */
-export async function cuttingProxy(endpoint: string, after = 64 * 1024): Promise<{ endpoint: string; cutGets(n: number): void; cut: () => number; close(): Promise<void> }> {
+export async function cuttingProxy(
+  endpoint: string,
+  after = 64 * 1024,
+): Promise<{ endpoint: string; cutGets(n: number): void; cutPuts(n: number, match: string): void; cut: () => number; close(): Promise<void> }> {
   const target = new URL(endpoint);
-  let armed = 0;
+  let gets = 0;
+  let puts = 0;
+  let putMatch = '';
   let cut = 0;
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = connect(Number(target.port), target.hostname);
     sockets.add(client).add(upstream);
-    let cutting = false;
+    /** the direction being cut on this connection, and the bytes let through so far */
+    let cutting: 'response' | 'request' | undefined;
     let sent = 0;
-    client.on('data', (d: Buffer) => {
-      if (armed > 0 && d.subarray(0, 4).toString('latin1') === 'GET ') {
-        armed--;
-        cutting = true;
-      }
-      upstream.write(d);
-    });
-    upstream.on('data', (d: Buffer) => {
-      if (!cutting) return void client.write(d);
+    const pass = (d: Buffer, to: Socket, mine: boolean) => {
+      if (!mine) return void to.write(d);
       const room = after - sent;
       sent += d.length;
-      if (room > d.length) return void client.write(d);
-      client.write(d.subarray(0, Math.max(0, room)), () => client.resetAndDestroy());
+      if (room > d.length) return void to.write(d);
+      to.write(d.subarray(0, Math.max(0, room)), () => client.resetAndDestroy());
       upstream.destroy();
-      cutting = false;
+      cutting = undefined;
       cut++;
+    };
+    client.on('data', (d: Buffer) => {
+      const line = d.subarray(0, Math.min(d.length, 512)).toString('latin1');
+      if (gets > 0 && line.startsWith('GET ')) {
+        gets--;
+        cutting = 'response';
+      } else if (puts > 0 && line.startsWith('PUT ') && line.split('\r\n', 1)[0]!.includes(putMatch)) {
+        puts--;
+        cutting = 'request';
+        sent = 0;
+      }
+      pass(d, upstream, cutting === 'request');
     });
+    upstream.on('data', (d: Buffer) => pass(d, client, cutting === 'response'));
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -69,7 +83,11 @@ export async function cuttingProxy(endpoint: string, after = 64 * 1024): Promise
   const { port } = server.address() as AddressInfo;
   return {
     endpoint: `http://127.0.0.1:${port}`,
-    cutGets: (n) => void (armed = n),
+    cutGets: (n) => void (gets = n),
+    cutPuts: (n, match) => {
+      puts = n;
+      putMatch = match;
+    },
     cut: () => cut,
     close: async () => {
       for (const s of sockets) s.destroy();

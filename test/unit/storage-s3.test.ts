@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { s3Driver } from '../../plugins/storage/s3.js';
+import { Readable } from 'node:stream';
+import { PART_SIZE, s3Driver } from '../../plugins/storage/s3.js';
 import { storageConformance } from '../conformance/storage.js';
 import { LockstepError } from '../../lib/errors.js';
 import { cuttingProxy, rgwBucket } from '../helpers/s3.js';
@@ -91,6 +92,39 @@ describe('s3 driver: a download cut off part way', () => {
       expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_UNREADABLE');
       expect((err as LockstepError).message).toContain('big');
       expect(proxy.cut()).toBe(3 + 6);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
+});
+
+describe('s3 driver: an upload cut off part way', () => {
+  it('a buffer put is sent again when its connection is reset, and the object is whole', async () => {
+    const b = await rgwBucket();
+    const proxy = await cuttingProxy(b.endpoint);
+    try {
+      const body = randomBytes(1024 * 1024);
+      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      proxy.cutPuts(2, '/put-buffer');
+      await d.put('put-buffer', body);
+      expect(proxy.cut()).toBe(2);
+      expect((await d.getBuffer!('put-buffer')).equals(body)).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
+
+  it('a stream put as a multipart upload sends a part again when its connection is reset, and the object is whole', async () => {
+    const b = await rgwBucket();
+    const proxy = await cuttingProxy(b.endpoint);
+    try {
+      const body = randomBytes(PART_SIZE + 1024 * 1024);
+      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      proxy.cutPuts(2, 'partNumber=');
+      await d.put('streamed', Readable.from([body.subarray(0, PART_SIZE / 2), body.subarray(PART_SIZE / 2)]));
+      expect(proxy.cut()).toBe(2);
+      const direct = s3Driver.open({ ...b, driver: undefined }, '/');
+      expect((await direct.getBuffer!('streamed')).equals(body)).toBe(true);
     } finally {
       await proxy.close();
     }
