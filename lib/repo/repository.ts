@@ -14,6 +14,7 @@ import {
   backupIdOfManifestKey,
   backupPrefix,
   checkOfKey,
+  checksPrefix,
   chunkKey,
   indexPartKey,
   manifestKey,
@@ -512,24 +513,62 @@ export class Repository {
 
   /**
    * Ids of committed backups, oldest first, and what the names of their check records
-   * tell (checks.ts), from one listing.
+   * tell (checks.ts). Where the store lists one level at a time (`listShallow`): the
+   * folders under backups/, then each folder's own level (is its manifest there? has it
+   * checks?), `MANIFESTS_AT_ONCE` at a time, then the checks of those that have some; not
+   * every index part of every backup, which is what one plain listing of backups/ goes
+   * through (that listing is the way for a store without it).
    */
   async listBackups(): Promise<{ ids: string[]; checks: Map<string, CheckSummary[]> }> {
     const ids: string[] = [];
     const checks = new Map<string, CheckSummary[]>();
-    for await (const key of this.driver.list('backups/')) {
-      const id = backupIdOfManifestKey(key);
-      if (id) ids.push(id);
-      const check = id ? undefined : checkOfKey(key);
-      if (!check) continue;
+    const add = (key: string) => {
+      const check = checkOfKey(key);
+      if (!check) return;
       const of = checks.get(check.backupId);
       if (of) of.push(check);
       else checks.set(check.backupId, [check]);
+    };
+    const shallow = this.driver.listShallow?.bind(this.driver);
+    if (shallow) {
+      const checked: string[] = [];
+      await forEachLimit(await this.backupFolders(), MANIFESTS_AT_ONCE, async (id) => {
+        let committed = false;
+        let hasChecks = false;
+        for await (const key of shallow(backupPrefix(id))) {
+          if (key === manifestKey(id)) committed = true;
+          else if (key === checksPrefix(id)) hasChecks = true;
+        }
+        if (committed) ids.push(id);
+        if (committed && hasChecks) checked.push(id);
+      });
+      await forEachLimit(checked, MANIFESTS_AT_ONCE, async (id) => {
+        for await (const key of this.driver.list(checksPrefix(id))) add(key);
+      });
+    } else {
+      for await (const key of this.driver.list('backups/')) {
+        const id = backupIdOfManifestKey(key);
+        if (id) ids.push(id);
+        else add(key);
+      }
     }
     // a record whose backup is gone (pruned while it was checked) is a leftover
     const committed = new Set(ids);
     for (const id of checks.keys()) if (!committed.has(id)) checks.delete(id);
     return { ids: ids.sort(), checks };
+  }
+
+  /**
+   * The ids of the folders under backups/ (the store lists one level at a time): every
+   * committed backup's, and any begun and not (yet) committed, oldest first.
+   */
+  private async backupFolders(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const p of this.driver.listShallow!('backups/')) {
+      const id = /^backups\/([^/]+)\/$/.exec(p)?.[1];
+      if (id) ids.push(id);
+    }
+    return ids.sort();
   }
 
   /**
@@ -545,7 +584,8 @@ export class Repository {
    * that minutes.
    */
   async *newestFirst(except?: string): AsyncGenerator<{ id: string; manifest: Promise<Manifest> }> {
-    const ids = (await this.listBackupIds()).filter((id) => id !== except).reverse();
+    // one listing of the backups' folders where the store has it: a folder without a manifest is passed over below
+    const ids = (this.driver.listShallow ? await this.backupFolders() : await this.listBackupIds()).filter((id) => id !== except).reverse();
     const reads = new Map<number, Promise<Manifest>>();
     const read = (i: number): Promise<Manifest> => {
       let p = reads.get(i);
@@ -563,8 +603,12 @@ export class Repository {
       for (let k = j; k < Math.min(ids.length, j + Math.min(MANIFESTS_AHEAD, i)); k++) read(k);
       const group = ids.slice(i, j).map((id, k) => ({ id, manifest: read(i + k) }));
       for (let k = i; k < j; k++) reads.delete(k);
-      const began = await Promise.all(group.map((g) => (group.length > 1 ? g.manifest.then((m) => Date.parse(m.startedAt), () => -Infinity) : 0)));
-      yield* group.map((g, k) => ({ g, at: began[k]! })).sort((x, y) => y.at - x.at).map((x) => x.g);
+      // a backup without a manifest (not committed, or removed since the listing) is not one
+      const began = await Promise.all(group.map((g) => g.manifest.then((m) => Date.parse(m.startedAt), (err: unknown) => (isBackupNotFound(err) ? undefined : -Infinity))));
+      yield* group
+        .flatMap((g, k) => (began[k] === undefined ? [] : [{ g, at: began[k] }]))
+        .sort((x, y) => y.at - x.at)
+        .map((x) => x.g);
       i = j;
     }
   }
@@ -716,3 +760,5 @@ class PartCopyFailed extends Error {
 export function isNotFound(err: unknown): boolean {
   return (err instanceof LockstepError && err.code === 'LOCKSTEP_E_OBJECT_NOT_FOUND') || errnoCode(err) === 'ENOENT';
 }
+
+const isBackupNotFound = (err: unknown) => err instanceof LockstepError && err.code === 'LOCKSTEP_E_BACKUP_NOT_FOUND';

@@ -247,6 +247,22 @@ export class FsDriver implements StorageDriver {
     }
   }
 
+  async *listShallow(prefix: string): AsyncIterable<string> {
+    const base = prefix.replace(/\/+$/, '');
+    let entries;
+    try {
+      entries = await readdir(base === '' ? this.location : this.path(base), { withFileTypes: true });
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw this.wrap(err, 'read', prefix);
+    }
+    const at = base === '' ? '' : `${base}/`;
+    for (const e of entries) {
+      if (e.isDirectory()) yield `${at}${e.name}/`;
+      else if (e.isFile() && !e.name.includes(TMP_MARK)) yield `${at}${e.name}`;
+    }
+  }
+
   async delete(key: string): Promise<void> {
     const file = this.path(key);
     try {

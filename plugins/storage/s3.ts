@@ -275,16 +275,28 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
+  list(prefix: string): AsyncIterable<string> {
+    return this.listing(prefix, false);
+  }
+
+  listShallow(prefix: string): AsyncIterable<string> {
+    return this.listing(prefix, true);
+  }
+
+  /** keys under `prefix`, page by page; `shallow`: with the delimiter '/', folders below as their prefixes */
+  private async *listing(prefix: string, shallow: boolean): AsyncIterable<string> {
     let token: string | undefined;
     do {
       let res;
       try {
         const { sdk, client } = await this.s3();
-        res = await this.retry(() => client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token })));
+        res = await this.retry(() =>
+          client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) })),
+        );
       } catch (err) {
         throw this.wrap(err, 'list', prefix);
       }
+      for (const p of res.CommonPrefixes ?? []) if (p.Prefix) yield p.Prefix.slice(this.prefix.length);
       for (const o of res.Contents ?? []) if (o.Key) yield o.Key.slice(this.prefix.length);
       token = res.IsTruncated ? res.NextContinuationToken : undefined;
     } while (token);

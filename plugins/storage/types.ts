@@ -58,6 +58,14 @@ export interface StorageDriver {
   head(key: string): Promise<ObjectInfo | undefined>;
   /** keys under the prefix, in no particular order */
   list(prefix: string): AsyncIterable<string>;
+  /**
+   * optional: one level under `prefix` (which ends in '/'): the keys right under it, and each
+   * folder below it once, as its prefix (ending in '/'); in no particular order. S3: a listing
+   * with the delimiter '/'; fs: one folder read. A repository lists its backups this way: a
+   * plain listing of `backups/` goes through every index part of every backup, thousands of
+   * pages on a big, long-kept repository.
+   */
+  listShallow?(prefix: string): AsyncIterable<string>;
   /** absent keys are not an error */
   delete(key: string): Promise<void>;
   /**

@@ -64,13 +64,34 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       expect(none).toEqual([]);
     });
 
-    it('list pages through more keys than one listing returns', async () => {
+    it('list (and listShallow, where a driver has it) pages through more keys than one listing returns', async () => {
       const d = await open();
-      const keys = Array.from({ length: 1100 }, (_, i) => `many/${String(i).padStart(4, '0')}`);
+      // every other one a folder: one level down they are as many prefixes
+      const name = (i: number) => `many/${String(i).padStart(4, '0')}`;
+      const keys = Array.from({ length: 1100 }, (_, i) => (i % 2 === 0 ? name(i) : `${name(i)}/deep/x`));
       for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => d.put(k, Buffer.from('x'))));
       const seen: string[] = [];
       for await (const k of d.list('many/')) seen.push(k);
       expect(seen.sort()).toEqual(keys);
+      if (!d.listShallow) return;
+      const level: string[] = [];
+      for await (const k of d.listShallow('many/')) level.push(k);
+      expect(level.sort()).toEqual(Array.from({ length: 1100 }, (_, i) => (i % 2 === 0 ? name(i) : `${name(i)}/`)));
+    });
+
+    it('listShallow, where a driver has it: the keys right under a prefix and each folder below it once, as its prefix', async (t) => {
+      const d = await open();
+      if (!d.listShallow) t.skip();
+      for (const k of ['sh/a', 'sh/b/c', 'sh/b/d/e', 'sh/b/d/f', 'sh/g/h', 'shx/i']) await d.put(k, Buffer.from(k));
+      const level = async (prefix: string) => {
+        const out: string[] = [];
+        for await (const k of d.listShallow!(prefix)) out.push(k);
+        return out.sort();
+      };
+      expect(await level('sh/')).toEqual(['sh/a', 'sh/b/', 'sh/g/']);
+      expect(await level('sh/b/')).toEqual(['sh/b/c', 'sh/b/d/']);
+      expect(await level('sh/b/d/')).toEqual(['sh/b/d/e', 'sh/b/d/f']);
+      expect(await level('nothing-here/')).toEqual([]);
     });
 
     it('a large stream goes up whole (multipart on object stores) and ranges read from its end', async () => {

@@ -13,6 +13,7 @@ import { FsDriver } from '../../plugins/storage/fs.js';
 import type { ByteRange } from '../../plugins/storage/types.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
+import { checkKey } from '../../lib/repo/layout.js';
 import type { BackupReport } from '../../lib/report.js';
 import { LockstepError } from '../../lib/errors.js';
 
@@ -147,4 +148,50 @@ describe('newest backup first', () => {
     expect((bad as LockstepError).message).toContain('backups/20261203-120000-bad/manifest.json');
     expect((bad as LockstepError).hint).toContain('lockstep backup delete 20261203-120000-bad');
   });
+
+  it("the backups' listing: committed ones with their checks, a folder without a manifest passed over, and no index part listed where the store lists a level at a time; the same from one that cannot", async () => {
+    /** an fs store that counts the keys its plain listings go through */
+    class Counting extends FsDriver {
+      listed = 0;
+      override async *list(prefix: string): AsyncIterable<string> {
+        for await (const k of super.list(prefix)) {
+          this.listed++;
+          yield k;
+        }
+      }
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-listing-'));
+    dirs.push(dir);
+    const driver = new Counting(dir);
+    const repo = await Repository.init(driver);
+    const ids = ['20261203-090000-a', '20261203-100000-b', '20261203-110000-c'];
+    for (const id of ids) {
+      await repo.commitManifest(manifest(repo, id, `${id.slice(0, 4)}-12-03T${id.slice(9, 11)}:00:00.000Z`));
+      for (let n = 0; n < 200; n++) await driver.put(`backups/${id}/nodes/n1/data.parts/${String(n).padStart(6, '0')}.json`, Buffer.from('{}'));
+    }
+    const check = { backupId: ids[1]!, at: '2026-12-03T12:00:00.000Z', status: 'ok' as const, readDataPercent: 0 };
+    await driver.put(checkKey(check, 'ab12'), Buffer.from('{}'));
+    // a backup begun and never committed: its parts, no manifest
+    await driver.put('backups/20261203-120000-d/nodes/n1/data.parts/000000.json', Buffer.from('{}'));
+
+    const want = { ids, checks: new Map([[ids[1], [check]]]) };
+    driver.listed = 0;
+    expect(await repo.listBackups()).toEqual(want);
+    // the one check record, not 600 index parts
+    expect(driver.listed).toBe(1);
+    const newest: string[] = [];
+    for await (const { id } of repo.newestFirst()) newest.push(id);
+    expect(newest).toEqual([...ids].reverse());
+
+    // a store without one-level listings: one plain listing of backups/, the same answers
+    Object.defineProperty(driver, 'listShallow', { value: undefined });
+    const deep = await Repository.open(driver);
+    driver.listed = 0;
+    expect(await deep.listBackups()).toEqual(want);
+    expect(driver.listed).toBeGreaterThan(600);
+    newest.length = 0;
+    for await (const { id } of deep.newestFirst()) newest.push(id);
+    expect(newest).toEqual([...ids].reverse());
+  });
 });
+
