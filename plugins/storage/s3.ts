@@ -286,6 +286,7 @@ export class S3Driver implements StorageDriver {
   /** keys under `prefix`, page by page; `shallow`: with the delimiter '/', folders below as their prefixes */
   private async *listing(prefix: string, shallow: boolean): AsyncIterable<string> {
     let token: string | undefined;
+    let folders: Set<string> | undefined;
     do {
       let res;
       try {
@@ -297,7 +298,17 @@ export class S3Driver implements StorageDriver {
         throw this.wrap(err, 'list', prefix);
       }
       for (const p of res.CommonPrefixes ?? []) if (p.Prefix) yield p.Prefix.slice(this.prefix.length);
-      for (const o of res.Contents ?? []) if (o.Key) yield o.Key.slice(this.prefix.length);
+      for (const o of res.Contents ?? []) {
+        if (!o.Key) continue;
+        const key = o.Key.slice(this.prefix.length);
+        // a store that ignores the delimiter lists every key below: its folders are made here, each once
+        const slash = shallow ? key.indexOf('/', prefix.length) : -1;
+        if (slash < 0) yield key;
+        else if (!(folders ??= new Set()).has(key.slice(0, slash + 1))) {
+          folders.add(key.slice(0, slash + 1));
+          yield key.slice(0, slash + 1);
+        }
+      }
       token = res.IsTruncated ? res.NextContinuationToken : undefined;
     } while (token);
   }

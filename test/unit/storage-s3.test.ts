@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { PART_SIZE, s3Driver } from '../../plugins/storage/s3.js';
 import { storageConformance } from '../conformance/storage.js';
@@ -129,4 +131,39 @@ describe('s3 driver: an upload cut off part way', () => {
       await proxy.close();
     }
   }, 60_000);
+});
+
+describe('s3 driver: a store that ignores the delimiter', () => {
+  it('one-level listings are made from its full listing: each folder once, the same as from a store that honours it', async () => {
+    // an S3-compatible endpoint whose ListObjectsV2 lists every key under the prefix, whatever the delimiter
+    const keys = ['sh/a', 'sh/b/c', 'sh/b/d/e', 'sh/b/d/f', 'sh/g/h'];
+    const asked: string[] = [];
+    const server = createHttpServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      asked.push(url.searchParams.get('delimiter') ?? '');
+      const prefix = url.searchParams.get('prefix') ?? '';
+      const under = keys.filter((k) => k.startsWith(prefix));
+      res.setHeader('content-type', 'application/xml');
+      res.end(
+        `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>${prefix}</Prefix>` +
+          `<KeyCount>${under.length}</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>${under.map((k) => `<Contents><Key>${k}</Key><Size>1</Size></Contents>`).join('')}</ListBucketResult>`,
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const d = s3Driver.open({ bucket: 'bkt', endpoint: `http://127.0.0.1:${port}`, accessKeyId: 'k', secretAccessKey: 's' }, '/');
+      const level = async (prefix: string) => {
+        const out: string[] = [];
+        for await (const k of d.listShallow!(prefix)) out.push(k);
+        return out.sort();
+      };
+      expect(await level('sh/')).toEqual(['sh/a', 'sh/b/', 'sh/g/']);
+      expect(await level('sh/b/')).toEqual(['sh/b/c', 'sh/b/d/']);
+      expect(asked).toEqual(['/', '/']);
+      d.destroy();
+    } finally {
+      server.close();
+    }
+  });
 });
