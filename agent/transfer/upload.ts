@@ -883,15 +883,37 @@ export async function uploadsSettled(): Promise<void> {
   await Promise.all(afterwards.values());
 }
 
+type NewestFirst = AsyncIterable<{ id: string; manifest: Promise<Manifest> }>;
+
+/**
+ * The committed backups, newest first (Repository.newestFirst), the listing and the first
+ * manifest asked for at once, not once the reader gets to them: an upload starts it before
+ * its walk, so an S3 store's round trips go by while the tree is walked.
+ */
+function newestFirstNow(repo: Repository, except: string): NewestFirst {
+  const backups = repo.newestFirst(except);
+  const first = backups.next();
+  first.catch(() => undefined); // awaited by the reader; an upload that fails first must not leave it unhandled
+  return {
+    async *[Symbol.asyncIterator]() {
+      try {
+        for (let r = await first; !r.done; r = await backups.next()) yield r.value;
+      } finally {
+        await backups.return(undefined);
+      }
+    },
+  };
+}
+
 /**
  * The newest committed backup's index of this component, if any (what this run dedups
  * against), read part by part; for a component never backed up on this node, another
  * node's (see `peerOf`), from the same walk through the manifests.
  */
-async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number): Promise<Previous | undefined> {
+async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number, backups: NewestFirst): Promise<Previous | undefined> {
   let backedUpHere = false;
   let peer: { id: string; c: ManifestComponent } | undefined;
-  for await (const { id, manifest } of repo.newestFirst(target.backupId)) {
+  for await (const { id, manifest } of backups) {
     try {
       const m = await manifest;
       const c = m.components.find((x) => x.node === target.node && x.component === target.component);
@@ -974,11 +996,12 @@ async function readPrevious(repo: Repository, c: ManifestComponent, blocks: numb
  * record of a backup that committed is not read: that backup's index holds its blobs (a
  * full backup leaves ~500 records a GiB, and reading them cost ~0.25 s a GiB).
  */
-async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobContext, known: Known): Promise<string[]> {
+async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobContext, known: Known, listed: string[], previous?: string): Promise<string[]> {
   const keys: string[] = [];
   const prefix = pendingPrefix(target.node, target.component);
-  const committed = new Map<string, Promise<boolean>>();
-  for await (const key of repo.driver.list(prefix)) {
+  // the backup deduped against committed: its manifest was read (its records are the usual ones left)
+  const committed = new Map<string, Promise<boolean>>(previous === undefined ? [] : [[previous, Promise.resolve(true)]]);
+  for (const key of listed) {
     const by = pendingBackupOf(prefix, key);
     if (by !== undefined) {
       if (!committed.has(by)) committed.set(by, repo.hasManifest(by).catch(() => false));
@@ -997,6 +1020,12 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
       ctx.log.warn({ key, err: err instanceof Error ? err.message : String(err) }, 'pending record unreadable; ignored');
     }
   }
+  return keys;
+}
+
+async function listKeys(repo: Repository, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of repo.driver.list(prefix)) keys.push(key);
   return keys;
 }
 
@@ -1101,6 +1130,10 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   await afterwards.get(key);
   const turn = uploadStarts(repo.id, target.node, target.component);
   ctx.progress({ phase: 'scanning' });
+  // the backups and the earlier runs' pending records, listed while the tree is walked (round trips of an S3 store's)
+  const backups = newestFirstNow(repo, target.backupId);
+  const pendingListed = listKeys(repo, pendingPrefix(target.node, target.component));
+  pendingListed.catch(() => undefined); // awaited below; an upload that fails first must not leave it unhandled
   // every stat below comes after this moment
   const walkedFrom = Date.now();
   const tWalk = performance.now();
@@ -1110,14 +1143,14 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const tWalked = performance.now();
 
   // a hash is a hash whatever the block size it was cut at: all of them dedup
-  const previous = await previousIndex(repo, target, ctx, blocks);
+  const previous = await previousIndex(repo, target, ctx, blocks, backups);
   dropKeptIndex(target.node, target.component);
   const known = previous?.known ?? new Known(blocks, blocks);
   const before = previous?.files ?? new OldFiles();
   const writer = new BlobWriter(repo, target, ctx.signal, known);
   keepUploadShapes(repo, target);
   await keepHandleShape();
-  const pendingKeys = await pendingBlobs(repo, target, ctx, known);
+  const pendingKeys = await pendingBlobs(repo, target, ctx, known, await pendingListed, previous?.backupId);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);
   // (another node's backup has the same id as this node's: its changes are not this copy's)
