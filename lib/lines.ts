@@ -23,6 +23,8 @@ export async function writeLines(file: string, values: AsyncIterable<unknown>): 
     await once(out, 'finish');
   } catch (err) {
     out.destroy();
+    // the file is opened in the background: removed once the stream has closed, or an open still on its way makes it again
+    if (!out.closed) await once(out, 'close').catch(() => undefined);
     await rm(tmp, { force: true });
     throw err;
   }
