@@ -139,6 +139,8 @@ export class RepoLock {
       if (await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)))) return new RepoLock(driver, record, leaseMs);
       const held = await readLock(driver);
       if (!held) continue; // released in between
+      // ours after all: the store took the write and its answer was lost, so the retry found it there
+      if (held.lockId === record.lockId) return new RepoLock(driver, record, leaseMs);
       // a holder on this host whose process is gone is dead, whatever its lease says
       const deadHere = held.host === hostname() && held.pid > 0 && held.pid !== process.pid && !processAlive(held.pid);
       const until = deadHere ? 0 : await leaseEnd(driver, held);
@@ -155,7 +157,7 @@ export class RepoLock {
         const won = await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)));
         await driver.delete(leaseKey(held.lockId));
         await driver.delete(takeoverKey(held.lockId));
-        if (won) return new RepoLock(driver, record, leaseMs);
+        if (won || (await readLock(driver))?.lockId === record.lockId) return new RepoLock(driver, record, leaseMs);
       } else {
         await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
       }

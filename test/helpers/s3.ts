@@ -28,17 +28,27 @@ export async function rgwBucket(): Promise<S3Settings> {
  * A TCP proxy in front of an S3 endpoint that cuts requests off part way, as a network
  * does to a long transfer: `cutGets(n)` makes the next `n` GET responses stop after
  * `after` bytes (status line and headers included), `cutPuts(n, match)` the next `n` PUT
- * requests whose request line contains `match` after `after` bytes of the request; each
- * with the client's connection reset.
+ * requests whose request line contains `match` after `after` bytes of the request,
+ * `cutPutAnswers(n, match)` the answers to such requests (the store has done the write;
+ * the writer does not hear so); each with the client's connection reset.
  */
 export async function cuttingProxy(
   endpoint: string,
   after = 64 * 1024,
-): Promise<{ endpoint: string; cutGets(n: number): void; cutPuts(n: number, match: string): void; cut: () => number; close(): Promise<void> }> {
+): Promise<{
+  endpoint: string;
+  cutGets(n: number): void;
+  cutPuts(n: number, match: string): void;
+  cutPutAnswers(n: number, match: string): void;
+  cut: () => number;
+  close(): Promise<void>;
+}> {
   const target = new URL(endpoint);
   let gets = 0;
   let puts = 0;
   let putMatch = '';
+  let answers = 0;
+  let answerMatch = '';
   let cut = 0;
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
@@ -66,6 +76,10 @@ export async function cuttingProxy(
         puts--;
         cutting = 'request';
         sent = 0;
+      } else if (answers > 0 && line.startsWith('PUT ') && line.split('\r\n', 1)[0]!.includes(answerMatch)) {
+        answers--;
+        cutting = 'response';
+        sent = 0;
       }
       pass(d, upstream, cutting === 'request');
     });
@@ -87,6 +101,10 @@ export async function cuttingProxy(
     cutPuts: (n, match) => {
       puts = n;
       putMatch = match;
+    },
+    cutPutAnswers: (n, match) => {
+      answers = n;
+      answerMatch = match;
     },
     cut: () => cut,
     close: async () => {

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { PART_SIZE, s3Driver } from '../../plugins/storage/s3.js';
 import { storageConformance } from '../conformance/storage.js';
 import { LockstepError } from '../../lib/errors.js';
+import { RepoLock } from '../../lib/repo/lock.js';
 import { cuttingProxy, rgwBucket } from '../helpers/s3.js';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
@@ -166,4 +167,26 @@ describe('s3 driver: a store that ignores the delimiter', () => {
       server.close();
     }
   });
+});
+
+describe('the repository lock on s3: an answer lost', () => {
+  it('a lock the store took whose answer never came back is ours: taken, not refused as held by this very process', async () => {
+    const b = await rgwBucket();
+    const proxy = await cuttingProxy(b.endpoint, 0);
+    try {
+      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      proxy.cutPutAnswers(1, 'locks/exclusive.json');
+      const lock = await RepoLock.acquire(d, 'backup');
+      expect(proxy.cut()).toBe(1);
+      // held: another writer is refused, naming it
+      const other = await RepoLock.acquire(s3Driver.open({ ...b, driver: undefined }, '/'), 'prune').then(() => undefined, (e: unknown) => e);
+      expect((other as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
+      await lock.release();
+      // and let go of
+      const again = await RepoLock.acquire(d, 'backup');
+      await again.release();
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 });
