@@ -96,6 +96,32 @@ export function describeHolder(r: LockRecord): string {
   return `${r.operation} (host ${r.host}, pid ${r.pid}, since ${r.acquiredAt}, lease until ${r.expiresAt})`;
 }
 
+/**
+ * Win the marker that lets one writer replace the expired lock `lockId`. A marker that is
+ * this writer's own is won (the store took the write, its answer was lost); one older than
+ * a lease is a taker's that died between taking it and replacing the lock, and goes (else
+ * the expired lock could never be taken over, and someone would have to unlock by hand):
+ * not won this time, the caller tries again.
+ */
+async function takeTakeover(driver: StorageDriver, lockId: string, record: LockRecord, leaseMs: number): Promise<boolean> {
+  const mine = Buffer.from(JSON.stringify({ by: record.host, pid: record.pid, at: record.acquiredAt, lockId: record.lockId }));
+  if (await driver.putIfAbsent(takeoverKey(lockId), mine)) return true;
+  const there = await readObject(driver, takeoverKey(lockId)).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
+  if (!there) return false; // its taker is done: the lock is read again
+  if (there.equals(mine)) return true;
+  let at = Number.NaN;
+  try {
+    at = Date.parse((JSON.parse(there.toString('utf8')) as { at?: string }).at ?? '');
+  } catch {
+    // unreadable: as old as can be
+  }
+  if (!(Date.now() - at < leaseMs)) await driver.delete(takeoverKey(lockId));
+  return false;
+}
+
 export class RepoLock {
   private timer: NodeJS.Timeout | undefined;
   private readonly controller = new AbortController();
@@ -151,7 +177,7 @@ export class RepoLock {
         });
       }
       // expired: only the one who wins the takeover marker replaces it
-      if (await driver.putIfAbsent(takeoverKey(held.lockId), Buffer.from(JSON.stringify({ by: record.host, pid: record.pid, at: record.acquiredAt })))) {
+      if (await takeTakeover(driver, held.lockId, record, leaseMs)) {
         const still = await readLock(driver);
         if (still?.lockId === held.lockId) await driver.delete(LOCK_KEY);
         const won = await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)));

@@ -443,10 +443,12 @@ export class Repository {
 
   /** The commit point of a backup: create-if-absent, so two writers cannot both commit. */
   async commitManifest(m: Manifest): Promise<void> {
-    const created = await this.driver.putIfAbsent(manifestKey(m.backupId), await this.codec.encode(serializeManifest(m)));
-    if (!created) {
-      throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${m.backupId} already exists in ${this.location}`);
-    }
+    const plain = serializeManifest(m);
+    if (await this.driver.putIfAbsent(manifestKey(m.backupId), await this.codec.encode(plain))) return;
+    // this very manifest: the store took the write and its answer was lost, so the retry found it there
+    const there = await this.readDecoded(manifestKey(m.backupId)).catch(() => undefined);
+    if (there?.equals(plain)) return;
+    throw new LockstepError('LOCKSTEP_E_BACKUP_EXISTS', `backup ${m.backupId} already exists in ${this.location}`);
   }
 
   async hasManifest(backupId: string): Promise<boolean> {

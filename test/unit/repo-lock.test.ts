@@ -84,6 +84,22 @@ describe('repository lock', () => {
     await l.release();
   });
 
+  it('an expired lock whose taker died half-way (its takeover marker left behind) is taken over once the marker is a lease old; a fresh marker is waited on', async () => {
+    const d = new FsDriver(await temp());
+    const expired = { lockId: 'dead', operation: 'backup X', host: 'gone-host', pid: 7, acquiredAt: '', heartbeatAt: '', expiresAt: new Date(Date.now() - 120_000).toISOString() };
+    await d.put(LOCK_KEY, Buffer.from(JSON.stringify(expired)));
+    // another taker is at it right now: not this one's to take
+    await d.put('locks/takeover/dead', Buffer.from(JSON.stringify({ by: 'other-host', pid: 8, at: new Date().toISOString() })));
+    const busy = await RepoLock.acquire(d, 'backup Y').then(() => undefined, (e: unknown) => e);
+    expect((busy as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
+    // that taker died before it replaced the lock: a minute and more later its marker goes, and the lock is taken
+    await d.put('locks/takeover/dead', Buffer.from(JSON.stringify({ by: 'other-host', pid: 8, at: new Date(Date.now() - 90_000).toISOString() })));
+    const l = await RepoLock.acquire(d, 'backup Y');
+    expect(l.lockId).not.toBe('dead');
+    expect(await d.head('locks/takeover/dead')).toBeUndefined();
+    expect(await l.release()).toBe(true);
+  });
+
   describe('on a store that ignores create-if-absent (s3rver)', () => {
     let server: S3rver;
     let port = 0;

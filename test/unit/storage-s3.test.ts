@@ -7,6 +7,9 @@ import { PART_SIZE, s3Driver } from '../../plugins/storage/s3.js';
 import { storageConformance } from '../conformance/storage.js';
 import { LockstepError } from '../../lib/errors.js';
 import { RepoLock } from '../../lib/repo/lock.js';
+import { Repository } from '../../lib/repo/repository.js';
+import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
+import type { BackupReport } from '../../lib/report.js';
 import { cuttingProxy, rgwBucket } from '../helpers/s3.js';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
@@ -167,6 +170,27 @@ describe('s3 driver: a store that ignores the delimiter', () => {
       server.close();
     }
   });
+});
+
+describe('a commit on s3: an answer lost', () => {
+  it("a manifest the store took whose answer never came back is this backup's: committed, not failed as a backup that already exists; another backup's under the same id still is", async () => {
+    const b = await rgwBucket();
+    const proxy = await cuttingProxy(b.endpoint, 0);
+    try {
+      await Repository.init(s3Driver.open({ ...b, driver: undefined }, '/'));
+      const repo = await Repository.open(s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/'));
+      const at = '2026-12-03T10:10:10.000Z';
+      const m: Manifest = { version: MANIFEST_VERSION, backupId: '20261203-101010-n', name: 'n', cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components: [], report: {} as BackupReport };
+      proxy.cutPutAnswers(1, 'manifest.json');
+      await repo.commitManifest(m);
+      expect(proxy.cut()).toBe(1);
+      expect(await repo.readManifest(m.backupId)).toEqual(m);
+      const err = await repo.commitManifest({ ...m, name: 'other' }).then(() => undefined, (e: unknown) => e);
+      expect((err as LockstepError).code).toBe('LOCKSTEP_E_BACKUP_EXISTS');
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 });
 
 describe('the repository lock on s3: an answer lost', () => {
