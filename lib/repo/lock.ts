@@ -75,7 +75,8 @@ export async function probeAtomicCreate(driver: StorageDriver): Promise<boolean>
   if (!driver.capabilities.atomicCreateIfAbsent) return false;
   const key = `locks/probe-${randomBytes(8).toString('hex')}`;
   try {
-    const first = await driver.putIfAbsent(key, Buffer.from('1'));
+    // (the key is new: a first write refused is this one's own, taken by the store with its answer lost)
+    const first = (await driver.putIfAbsent(key, Buffer.from('1'))) || (await driver.head(key)) !== undefined;
     const second = await driver.putIfAbsent(key, Buffer.from('2'));
     return first && !second;
   } finally {

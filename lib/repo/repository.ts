@@ -130,7 +130,9 @@ export class Repository {
       compression: opts.compression ?? 'lz4',
       encryption: enc?.params ?? 'none',
     };
-    const created = await driver.putIfAbsent(REPO_CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`));
+    const body = Buffer.from(`${JSON.stringify(config, null, 2)}\n`);
+    // a config there that is this one (its random id and salt): the store took the write and its answer was lost
+    const created = (await driver.putIfAbsent(REPO_CONFIG_KEY, body)) || (await readObject(driver, REPO_CONFIG_KEY).catch(() => undefined))?.equals(body) === true;
     if (!created) {
       throw new LockstepError('LOCKSTEP_E_REPO_EXISTS', `a repository already exists at ${driver.location}`, {
         hint: 'lockstep never re-initialises a repository; pick an empty location',

@@ -193,6 +193,29 @@ describe('a commit on s3: an answer lost', () => {
   }, 60_000);
 });
 
+describe('repo init and the lock probe on s3: an answer lost', () => {
+  it('an init whose config the store took is done, not "a repository already exists"; a probe write likewise does not make the store look unsafe', async () => {
+    const b = await rgwBucket();
+    const proxy = await cuttingProxy(b.endpoint, 0);
+    try {
+      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      proxy.cutPutAnswers(1, 'lockstep-repo.json');
+      const repo = await Repository.init(d);
+      expect(proxy.cut()).toBe(1);
+      expect((await Repository.open(s3Driver.open({ ...b, driver: undefined }, '/'))).id).toBe(repo.id);
+      // a second init is still refused
+      const again = await Repository.init(d).then(() => undefined, (e: unknown) => e);
+      expect((again as LockstepError).code).toBe('LOCKSTEP_E_REPO_EXISTS');
+      proxy.cutPutAnswers(1, 'locks/probe-');
+      const lock = await RepoLock.acquire(d, 'backup');
+      expect(proxy.cut()).toBe(2);
+      await lock.release();
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
+});
+
 describe('the repository lock on s3: an answer lost', () => {
   it('a lock the store took whose answer never came back is ours: taken, not refused as held by this very process', async () => {
     const b = await rgwBucket();
