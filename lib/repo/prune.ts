@@ -105,6 +105,8 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
 }
 
 const TEMPORARY_AGE_MS = 3600_000;
+/** objects a prune or a backup's deletion deletes at once */
+const DELETES_AT_ONCE = 16;
 
 export async function prune(repo: Repository, policy: RetentionPolicy, opts: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<PruneReport> {
   const t0 = performance.now();
@@ -145,7 +147,9 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     const byBackup = new Map<string, string[]>();
     for await (const key of repo.driver.list('backups/')) {
       const id = key.split('/')[1]!;
-      byBackup.set(id, [...(byBackup.get(id) ?? []), key]);
+      const of = byBackup.get(id);
+      if (of) of.push(key);
+      else byBackup.set(id, [key]);
     }
     for (const [id, keys] of byBackup) {
       signal?.throwIfAborted();
@@ -166,7 +170,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     }
     await forEachLimit(
       doomed,
-      16,
+      DELETES_AT_ONCE,
       async (key) => {
         const info = await repo.driver.head(key);
         if (!dryRun) await repo.driver.delete(key);
@@ -220,11 +224,22 @@ export async function deleteBackup(repo: Repository, backupId: string, opts: { s
   }
 }
 
-/** Delete one backup's objects (`keys`, all under its prefix): its manifest first, so the backup stops existing before any index it names goes */
+/**
+ * Delete one backup's objects (`keys`, all under its prefix): its manifest first, so the
+ * backup stops existing before any index it names goes; then the rest, `DELETES_AT_ONCE`
+ * at a time (a big node's index is thousands of parts: one request after another, minutes
+ * on S3).
+ */
 async function deleteManifestFirst(repo: Repository, keys: readonly string[], signal?: AbortSignal): Promise<void> {
-  const manifestFirst = [...keys].sort((a, b) => Number(b.endsWith('/manifest.json')) - Number(a.endsWith('/manifest.json')));
-  for (const key of manifestFirst) {
+  const manifest = keys.find((k) => k.endsWith('/manifest.json'));
+  if (manifest !== undefined) {
     signal?.throwIfAborted();
-    await repo.driver.delete(key);
+    await repo.driver.delete(manifest);
   }
+  await forEachLimit(
+    keys.filter((k) => k !== manifest),
+    DELETES_AT_ONCE,
+    (key) => repo.driver.delete(key),
+    signal,
+  );
 }

@@ -51,6 +51,45 @@ describe('backup delete', () => {
     expect((gone as LockstepError).message).toContain('20261204-010000-one');
   });
 
+  it('a big index goes many parts at once, after the manifest: a deletion cut short leaves no backup naming what is gone', async () => {
+    const dir = await temp('repo');
+    /** an fs store that counts deletes in flight, and fails them once told to */
+    class Counting extends FsDriver {
+      inFlight = 0;
+      most = 0;
+      failFrom = Infinity;
+      deleted = 0;
+      override async delete(key: string): Promise<void> {
+        // (the lock's own objects are not the backup's)
+        if (!key.startsWith('backups/')) return super.delete(key);
+        if (++this.deleted > this.failFrom) throw new Error('store unreachable');
+        this.most = Math.max(this.most, ++this.inFlight);
+        try {
+          await new Promise((r) => setTimeout(r, 2));
+          await super.delete(key);
+        } finally {
+          this.inFlight--;
+        }
+      }
+    }
+    const driver = new Counting(dir);
+    const repo = await Repository.init(driver);
+    for (const id of ['20261204-010000-one', '20261204-020000-two']) {
+      await committed(repo, id);
+      for (let n = 0; n < 100; n++) await driver.put(`backups/${id}/nodes/node1/data.parts/${String(n).padStart(6, '0')}.json`, Buffer.from('{}'));
+    }
+    const report = await deleteBackup(repo, '20261204-010000-one');
+    expect(report.objectsDeleted).toBe(102);
+    expect(driver.most).toBeGreaterThan(1);
+    expect(await keysUnder(dir, 'backups/20261204-010000-one')).toEqual([]);
+
+    // the store fails after the first delete: the manifest is what went
+    driver.failFrom = driver.deleted + 1;
+    await expect(deleteBackup(repo, '20261204-020000-two')).rejects.toThrow(/unreachable/);
+    expect(await repo.listBackupIds()).toEqual([]);
+    expect(await keysUnder(dir, 'backups/20261204-020000-two')).toHaveLength(101);
+  });
+
   it('waits for nobody: while a backup or prune holds the repository it is refused, naming the holder', async () => {
     const dir = await temp('repo');
     const repo = await Repository.init(new FsDriver(dir));
