@@ -161,21 +161,24 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
 
     // 2. mark what the kept backups need, 3. sweep the rest
     const live = await liveObjects(repo, kept);
-    const doomed: string[] = [];
+    // with their sizes where the store's listing has them (no HEAD per object)
+    const doomed: { key: string; size?: number }[] = [];
+    const listSized = repo.driver.listSized?.bind(repo.driver);
     for (const prefix of ['chunks/', 'packs/']) {
-      for await (const key of repo.driver.list(prefix)) {
-        if (live.has(key)) report.objectsKept++;
-        else doomed.push(key);
+      const listed = listSized ? listSized(prefix) : mapKeys(repo.driver.list(prefix));
+      for await (const o of listed) {
+        if (live.has(o.key)) report.objectsKept++;
+        else doomed.push(o);
       }
     }
     await forEachLimit(
       doomed,
       DELETES_AT_ONCE,
-      async (key) => {
-        const info = await repo.driver.head(key);
+      async ({ key, size }) => {
+        const freed = size ?? (await repo.driver.head(key))?.size ?? 0;
         if (!dryRun) await repo.driver.delete(key);
         report.objectsDeleted++;
-        report.bytesFreed += info?.size ?? 0;
+        report.bytesFreed += freed;
       },
       signal,
     );
@@ -242,4 +245,8 @@ async function deleteManifestFirst(repo: Repository, keys: readonly string[], si
     (key) => repo.driver.delete(key),
     signal,
   );
+}
+
+async function* mapKeys(keys: AsyncIterable<string>): AsyncIterable<{ key: string; size?: number }> {
+  for await (const key of keys) yield { key };
 }

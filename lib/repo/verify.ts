@@ -218,21 +218,29 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
   };
 
   const missing = new Set<string>();
-  await forEachLimit(
-    [...objects],
-    CONCURRENCY,
-    async ([key, o]) => {
-      const info = await repo.driver.head(key);
-      report.objectsChecked++;
-      if (!info) {
-        missing.add(key);
-        problem('missing', key, o.first, refSha(o.ref), o.count, `${key} is missing: file ${o.first.file} on ${o.first.node} cannot be restored`);
-      } else if (info.size < o.end) {
-        problem('truncated', key, o.first, refSha(o.ref), o.count, `${key} is ${info.size} bytes, its blobs need ${o.end}`);
+  const checked = (key: string, o: NonNullable<ReturnType<typeof objects.get>>, size: number | undefined) => {
+    report.objectsChecked++;
+    if (size === undefined) {
+      missing.add(key);
+      problem('missing', key, o.first, refSha(o.ref), o.count, `${key} is missing: file ${o.first.file} on ${o.first.node} cannot be restored`);
+    } else if (size < o.end) {
+      problem('truncated', key, o.first, refSha(o.ref), o.count, `${key} is ${size} bytes, its blobs need ${o.end}`);
+    }
+  };
+  const listSized = repo.driver.listSized?.bind(repo.driver);
+  if (listSized) {
+    // the store lists sizes: one listing of its chunks and packs, a thousand a request, not a HEAD per object
+    const sizes = new Map<string, number>();
+    for (const prefix of new Set([...objects.keys()].map((k) => k.slice(0, k.indexOf('/') + 1)))) {
+      for await (const { key, size } of listSized(prefix)) {
+        opts.signal?.throwIfAborted();
+        if (objects.has(key)) sizes.set(key, size);
       }
-    },
-    opts.signal,
-  );
+    }
+    for (const [key, o] of objects) checked(key, o, sizes.get(key));
+  } else {
+    await forEachLimit([...objects], CONCURRENCY, async ([key, o]) => checked(key, o, (await repo.driver.head(key))?.size), opts.signal);
+  }
 
   /** every sampled blob read back, decoded and checked against its hash */
   async function readBack(pool: BlobCheckPool | undefined): Promise<void> {

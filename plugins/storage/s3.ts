@@ -279,24 +279,18 @@ export class S3Driver implements StorageDriver {
     return this.listing(prefix, false);
   }
 
+  async *listSized(prefix: string): AsyncIterable<{ key: string; size: number }> {
+    for await (const res of this.pages(prefix, false)) for (const o of res.Contents ?? []) if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 };
+  }
+
   listShallow(prefix: string): AsyncIterable<string> {
     return this.listing(prefix, true);
   }
 
-  /** keys under `prefix`, page by page; `shallow`: with the delimiter '/', folders below as their prefixes */
+  /** keys under `prefix`; `shallow`: with the delimiter '/', folders below as their prefixes */
   private async *listing(prefix: string, shallow: boolean): AsyncIterable<string> {
-    let token: string | undefined;
     let folders: Set<string> | undefined;
-    do {
-      let res;
-      try {
-        const { sdk, client } = await this.s3();
-        res = await this.retry(() =>
-          client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) })),
-        );
-      } catch (err) {
-        throw this.wrap(err, 'list', prefix);
-      }
+    for await (const res of this.pages(prefix, shallow)) {
       for (const p of res.CommonPrefixes ?? []) if (p.Prefix) yield p.Prefix.slice(this.prefix.length);
       for (const o of res.Contents ?? []) {
         if (!o.Key) continue;
@@ -309,6 +303,23 @@ export class S3Driver implements StorageDriver {
           yield key.slice(0, slash + 1);
         }
       }
+    }
+  }
+
+  /** the listing's pages (`shallow`: with the delimiter '/') */
+  private async *pages(prefix: string, shallow: boolean) {
+    let token: string | undefined;
+    do {
+      let res;
+      try {
+        const { sdk, client } = await this.s3();
+        res = await this.retry(() =>
+          client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) })),
+        );
+      } catch (err) {
+        throw this.wrap(err, 'list', prefix);
+      }
+      yield res;
       token = res.IsTruncated ? res.NextContinuationToken : undefined;
     } while (token);
   }

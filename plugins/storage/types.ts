@@ -66,6 +66,11 @@ export interface StorageDriver {
    * pages on a big, long-kept repository.
    */
   listShallow?(prefix: string): AsyncIterable<string>;
+  /**
+   * optional: `list` with each object's size, for a store whose listing has it at no cost
+   * (S3: a page holds a thousand): verify and prune then need no HEAD request per object.
+   */
+  listSized?(prefix: string): AsyncIterable<{ key: string; size: number }>;
   /** absent keys are not an error */
   delete(key: string): Promise<void>;
   /**

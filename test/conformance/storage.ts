@@ -79,6 +79,19 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       expect(level.sort()).toEqual(Array.from({ length: 1100 }, (_, i) => (i % 2 === 0 ? name(i) : `${name(i)}/`)));
     });
 
+    it('listSized, where a driver has it: the keys list gives, each with its size', async (t) => {
+      const d = await open();
+      if (!d.listSized) t.skip();
+      for (const [k, n] of [['sz/a', 0], ['sz/b/c', 3], ['sz/b/d', 70_000], ['szx/e', 1]] as const) await d.put(k, Buffer.alloc(n, 1));
+      const got: { key: string; size: number }[] = [];
+      for await (const o of d.listSized!('sz/')) got.push(o);
+      expect(got.sort((x, y) => x.key.localeCompare(y.key))).toEqual([
+        { key: 'sz/a', size: 0 },
+        { key: 'sz/b/c', size: 3 },
+        { key: 'sz/b/d', size: 70_000 },
+      ]);
+    });
+
     it('listShallow, where a driver has it: the keys right under a prefix and each folder below it once, as its prefix', async (t) => {
       const d = await open();
       if (!d.listShallow) t.skip();

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
-import { deleteBackup } from '../../lib/repo/prune.js';
+import { deleteBackup, prune } from '../../lib/repo/prune.js';
 import { RepoLock } from '../../lib/repo/lock.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
@@ -88,6 +88,32 @@ describe('backup delete', () => {
     await expect(deleteBackup(repo, '20261204-020000-two')).rejects.toThrow(/unreachable/);
     expect(await repo.listBackupIds()).toEqual([]);
     expect(await keysUnder(dir, 'backups/20261204-020000-two')).toHaveLength(101);
+  });
+
+  it('prune frees the same bytes whether the store lists sizes (no HEAD per object) or not', async () => {
+    /** an fs store whose listing gives sizes, as S3's does */
+    class SizedListing extends FsDriver {
+      heads = 0;
+      async *listSized(prefix: string): AsyncIterable<{ key: string; size: number }> {
+        for await (const key of this.list(prefix)) yield { key, size: (await super.head(key))!.size };
+      }
+      override head(key: string) {
+        this.heads++;
+        return super.head(key);
+      }
+    }
+    for (const sized of [false, true]) {
+      const dir = await temp('repo');
+      const driver = sized ? new SizedListing(dir) : new FsDriver(dir);
+      const repo = await Repository.init(driver);
+      await committed(repo, '20261204-010000-one');
+      await committed(repo, '20261204-020000-two');
+      const report = await prune(repo, { keepLast: 1 });
+      // neither backup's index names its pack here: both go, 4 bytes each
+      expect(report).toMatchObject({ removed: ['20261204-010000-one'], objectsDeleted: 2, bytesFreed: 8 });
+      expect(await keysUnder(dir, 'packs')).toEqual([]);
+      if (sized) expect((driver as SizedListing).heads).toBe(0);
+    }
   });
 
   it('waits for nobody: while a backup or prune holds the repository it is refused, naming the holder', async () => {
