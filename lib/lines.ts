@@ -43,3 +43,33 @@ export async function* readLines(file: string): AsyncGenerator<unknown> {
     input.destroy();
   }
 }
+
+/**
+ * A record whose first line tells what it is of (`head`), its entries after: written as
+ * `writeLines` writes. Returns how many entries it holds.
+ */
+export async function writeHeaded(file: string, head: unknown, entries: AsyncIterable<unknown>): Promise<number> {
+  async function* lines(): AsyncGenerator<unknown> {
+    yield head;
+    yield* entries;
+  }
+  return (await writeLines(file, lines())) - 1;
+}
+
+/**
+ * The entries of a record `writeHeaded` wrote, if `accept` takes its head; none if not. For
+ * records that are only ever a saving: one that cannot be read (any more, or from some line
+ * on) gives the entries before, each line being whole, and no error.
+ */
+export async function* readHeaded(file: string, accept: (head: unknown) => boolean): AsyncGenerator<unknown> {
+  let head = true;
+  try {
+    for await (const line of readLines(file)) {
+      if (!head) yield line;
+      else if (accept(line)) head = false;
+      else return;
+    }
+  } catch {
+    // what it gave so far stands
+  }
+}

@@ -28,7 +28,7 @@
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readLines, writeLines } from '../../lib/lines.js';
+import { readHeaded, writeHeaded, writeLines } from '../../lib/lines.js';
 import { RACY_MS, walkTree } from '../../lib/tree.js';
 import type { OldFiles } from './known.js';
 
@@ -61,13 +61,12 @@ const RESTORE_ID = /^r\d{8}-\d{6}-[0-9a-f]{6}$/;
 export async function recordStaged(dir: string, from: RestoredFrom, staging: Record<string, string>): Promise<number> {
   await forgetRestored(dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  async function* lines(): AsyncGenerator<RestoredFrom | StagedFile> {
-    yield from;
+  async function* files(): AsyncGenerator<StagedFile> {
     for (const [set, root] of Object.entries(staging)) {
       for await (const e of walkTree(root)) if (e.type === 'file') yield [`${set}/${e.rel}`, e.stat.ino, e.stat.ctimeMs, e.stat.mtimeMs];
     }
   }
-  return (await writeLines(join(dir, from.restoreId + STAGED), lines())) - 1;
+  return writeHeaded(join(dir, from.restoreId + STAGED), from, files());
 }
 
 /** the staged data of `restoreId` goes into place now (called just before the first rename) */
@@ -128,28 +127,20 @@ export async function applyRestored(dir: string, index: Omit<RestoredFrom, 'rest
   if (!swap) return { applied: 0 };
   const { restoreId } = swap;
   const settledBefore = swap.swappedAt - RACY_MS;
+  const same = (head: unknown) => {
+    const staged = head as Partial<RestoredFrom> | null;
+    return staged?.repositoryId === index.repositoryId && staged.backupId === index.backupId && staged.indexKey === index.indexKey && staged.indexSha256 === index.indexSha256;
+  };
   let applied = 0;
-  let head = true;
-  try {
-    for await (const line of readLines(join(dir, restoreId + STAGED))) {
-      if (head) {
-        const staged = line as Partial<RestoredFrom> | null;
-        const same = staged?.repositoryId === index.repositoryId && staged.backupId === index.backupId && staged.indexKey === index.indexKey && staged.indexSha256 === index.indexSha256;
-        if (!same) break;
-        head = false;
-        continue;
-      }
-      if (!isSig(line) || line[2] >= settledBefore) continue;
-      const o = before.row(line[0]);
-      // a restore sets a file's mtime to the millisecond of its entry's (lib/tree.ts): not to the
-      // nanosecond, which the index does not hold. The staged file's own is what a walk will see
-      if (o < 0 || Math.floor(line[3]) !== Math.floor(before.cols.mtimeMs(o))) continue;
-      before.cols.setMtime(o, line[3]);
-      before.cols.setSigOf(o, line[1], line[2], true);
-      applied++;
-    }
-  } catch {
-    // a record that cannot be read (any more) gives what it gave so far: each line is whole
+  for await (const line of readHeaded(join(dir, restoreId + STAGED), same)) {
+    if (!isSig(line) || line[2] >= settledBefore) continue;
+    const o = before.row(line[0]);
+    // a restore sets a file's mtime to the millisecond of its entry's (lib/tree.ts): not to the
+    // nanosecond, which the index does not hold. The staged file's own is what a walk will see
+    if (o < 0 || Math.floor(line[3]) !== Math.floor(before.cols.mtimeMs(o))) continue;
+    before.cols.setMtime(o, line[3]);
+    before.cols.setSigOf(o, line[1], line[2], true);
+    applied++;
   }
   return { applied, restoreId };
 }

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readLines, writeLines } from '../../lib/lines.js';
+import { readHeaded, readLines, writeHeaded, writeLines } from '../../lib/lines.js';
 import { tempDir } from '../helpers/cluster.js';
 
 async function collect(it: AsyncIterable<unknown>): Promise<unknown[]> {
@@ -56,4 +56,16 @@ describe('records of a line a value', () => {
     expect(await readFile(file, 'utf8')).toContain('"c":3');
     await expect(collect(readLines(join(dir, 'missing.json')))).rejects.toThrow(/ENOENT/);
   });
+
+  it('a headed record: its entries when the head is the one asked for, none when not; a bad line ends them quietly', async () => {
+    const file = join(dir, 'headed.json');
+    expect(await writeHeaded(file, { of: 'a' }, (async function* () { yield 1; yield 2; })())).toBe(2);
+    const of = (want: string) => (head: unknown) => (head as { of?: string } | null)?.of === want;
+    expect(await collect(readHeaded(file, of('a')))).toEqual([1, 2]);
+    expect(await collect(readHeaded(file, of('b')))).toEqual([]);
+    await writeFile(file, '{"of":"a"}\n1\n{"bad":\n3\n');
+    expect(await collect(readHeaded(file, of('a')))).toEqual([1]);
+    expect(await collect(readHeaded(join(dir, 'missing.json'), of('a')))).toEqual([]);
+  });
 });
+

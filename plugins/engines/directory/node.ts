@@ -11,7 +11,7 @@ import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
 import { runCommand } from '../../../lib/exec.js';
 import { copyTree, RACY_MS, seenEntries, syncTree, treeSize, type Changed, type CopyStats, type Seen } from '../../../lib/tree.js';
 import { writeChanges } from '../../../lib/changes.js';
-import { readLines, writeLines } from '../../../lib/lines.js';
+import { readHeaded, writeHeaded } from '../../../lib/lines.js';
 import type { Health, ServiceResult } from '../../../lib/wire.js';
 import type { ComponentBase, EngineNode, NodeContext, SnapshotTarget } from '../types.js';
 import { waitUntilHealthy } from '../health.js';
@@ -119,22 +119,16 @@ type RestoredEntry = [rel: string, seen: Seen, changedAt: number];
  * Returns how many entries it took.
  */
 async function seenRestored(previous: string, backupId: string, restored: NonNullable<SnapshotTarget['restored']>, seen: Map<string, Seen>): Promise<number> {
+  const same = (head: unknown) => {
+    const h = head as Partial<RestoredHead> | null;
+    return h?.restoreId === restored.restoreId && h.backupId === backupId;
+  };
   let taken = 0;
-  let head = true;
-  try {
-    for await (const line of readLines(join(previous, RESTORED_FILE))) {
-      if (head) {
-        const h = line as Partial<RestoredHead> | null;
-        if (h?.restoreId !== restored.restoreId || h.backupId !== backupId) break;
-        head = false;
-      } else if (isRestoredEntry(line) && line[2] < restored.swappedAt - RACY_MS) {
-        // racy when staging looked at it, settled by the time of the swap
-        seen.set(line[0], { ...line[1], racy: false });
-        taken++;
-      }
-    }
-  } catch {
-    // only ever a saving: a record that cannot be read (any more) gives what it gave so far (each line is whole)
+  for await (const line of readHeaded(join(previous, RESTORED_FILE), same)) {
+    if (!isRestoredEntry(line) || line[2] >= restored.swappedAt - RACY_MS) continue;
+    // racy when staging looked at it, settled by the time of the swap
+    seen.set(line[0], { ...line[1], racy: false });
+    taken++;
   }
   return taken;
 }
@@ -247,11 +241,10 @@ export const directoryNode = {
     // only a copy of the backup restored holds what was staged
     const doc = await readFile(join(kept, SEEN_FILE), 'utf8').then((t) => JSON.parse(t) as Partial<SeenFile>, () => undefined);
     if (doc?.backupId !== backupId) return;
-    const lines = async function* (): AsyncGenerator<RestoredHead | RestoredEntry> {
-      yield { restoreId, backupId };
+    const lines = async function* (): AsyncGenerator<RestoredEntry> {
       for await (const e of seenEntries(data, ctx.signal)) yield [e.rel, e.seen, e.changedAt];
     };
-    const entries = (await writeLines(join(kept, RESTORED_FILE), lines())) - 1;
+    const entries = await writeHeaded(join(kept, RESTORED_FILE), { restoreId, backupId } satisfies RestoredHead, lines());
     ctx.log.info({ component: comp.name, entries }, 'staged entries noted beside the kept copy for the next snapshot');
   },
 
