@@ -34,7 +34,6 @@ const EVERY = 4 * 1024 * 1024;
  * backup 136–138 either way, in the same time.
  */
 const GROWTH = 16 * 1024 * 1024;
-let since = 0;
 /** heap and buffers in use after the last full collection (before the first: when first looked at) */
 let live = -1;
 
@@ -43,16 +42,23 @@ function inUse(): number {
   return h.used_heap_size + h.external_memory;
 }
 
-export function nativeGarbage(bytes: number): void {
-  if (!gc) return;
-  since += bytes;
-  if (since < EVERY) return;
-  since = 0;
+/** bytes counted since the last young collection each counter set off */
+const counters = { garbage: 0, dead: 0 };
+
+/** count `bytes` on `counter`: a young collection (true) once it reaches `EVERY` */
+function youngEvery(counter: keyof typeof counters, bytes: number): boolean {
+  if (!gc) return false;
+  counters[counter] += bytes;
+  if (counters[counter] < EVERY) return false;
+  counters[counter] = 0;
   gc({ type: 'minor' });
-  collectIfGrown();
+  return true;
 }
 
-let sinceDropped = 0;
+export function nativeGarbage(bytes: number): void {
+  if (youngEvery('garbage', bytes)) collectIfGrown();
+}
+
 /**
  * `bytes` of native buffers that are dead already (a decipher's output slices, copied out):
  * a young-generation collection every 4 MiB frees them for the next slices to reuse, with
@@ -63,11 +69,7 @@ let sinceDropped = 0;
  * backup after that started there.
  */
 export function deadNative(bytes: number): void {
-  if (!gc) return;
-  sinceDropped += bytes;
-  if (sinceDropped < EVERY) return;
-  sinceDropped = 0;
-  gc({ type: 'minor' });
+  youngEvery('dead', bytes);
 }
 
 /** a full collection if the heap and its buffers grew by `GROWTH` since the last one */
