@@ -46,6 +46,7 @@ import { applyRestored, forgetRestored } from './restored.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit } from './pool.js';
+import { listKeys } from '../../plugins/storage/types.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
 import { PartPlanner, readPartIdentities, writePartIdentities, type PartIdentity } from './part-plan.js';
@@ -1023,12 +1024,6 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
   return keys;
 }
 
-async function listKeys(repo: Repository, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const key of repo.driver.list(prefix)) keys.push(key);
-  return keys;
-}
-
 /** The upload's rows as an index writes them, each entry made when it is written; from any row on. */
 function indexEntries(rows: Columns, known: Known): IndexToWrite['entries'] {
   let aboutBytes = 0;
@@ -1132,7 +1127,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   ctx.progress({ phase: 'scanning' });
   // the backups and the earlier runs' pending records, listed while the tree is walked (round trips of an S3 store's)
   const backups = newestFirstNow(repo, target.backupId);
-  const pendingListed = listKeys(repo, pendingPrefix(target.node, target.component));
+  const pendingListed = listKeys(repo.driver, pendingPrefix(target.node, target.component));
   pendingListed.catch(() => undefined); // awaited below; an upload that fails first must not leave it unhandled
   // every stat below comes after this moment
   const walkedFrom = Date.now();

@@ -10,6 +10,7 @@
  */
 import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
+import { listKeys } from '../../plugins/storage/types.js';
 import { backupPrefix, manifestKey, packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
 import { isNotFound, type Repository } from './repository.js';
@@ -215,8 +216,7 @@ export async function deleteBackup(repo: Repository, backupId: string, opts: { s
   const lock = await RepoLock.acquire(repo.driver, 'delete');
   const signal = AbortSignal.any([lock.signal, ...(opts.signal ? [opts.signal] : [])]);
   try {
-    const keys: string[] = [];
-    for await (const key of repo.driver.list(backupPrefix(backupId))) keys.push(key);
+    const keys = await listKeys(repo.driver, backupPrefix(backupId));
     if (!keys.includes(manifestKey(backupId))) {
       throw new LockstepError('LOCKSTEP_E_BACKUP_NOT_FOUND', `no backup ${backupId} in ${repo.location}`, { hint: 'list backups with "lockstep backup list"; what a backup that never committed left, prune removes' });
     }

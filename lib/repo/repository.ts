@@ -5,9 +5,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Readable } from 'node:stream';
 import { LockstepError, errnoCode } from '../errors.js';
-import type { ByteRange, StorageDriver } from '../../plugins/storage/types.js';
+import { readAll, type ByteRange, type StorageDriver } from '../../plugins/storage/types.js';
 import {
   REPO_CONFIG_KEY,
   REPO_FORMAT,
@@ -79,11 +78,7 @@ export function sha256(buf: Buffer | string): string {
   return createHash('sha256').update(buf).digest('hex');
 }
 
-export async function readAll(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const part of stream) parts.push(part as Buffer);
-  return Buffer.concat(parts);
-}
+export { readAll };
 
 /**
  * An object or a range of it in one buffer, the cheapest and surest way the driver has:

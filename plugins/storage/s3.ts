@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { Type } from '@sinclair/typebox';
 import { LockstepError } from '../../lib/errors.js';
-import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
+import { checkObjectKey, readAll, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 /** 16 MiB parts, 4 at a time: ~64 MiB in flight per stream, near the endpoint's limit measured on loopback RGW */
 export const PART_SIZE = 16 * 1024 * 1024;
@@ -60,11 +60,7 @@ const rangeHeader = (range?: ByteRange) => (range ? `bytes=${range.start}-${rang
  * short, or runs long, fails as a network error does (retried).
  */
 async function bodyBytes(body: Readable, length: number | undefined): Promise<Buffer> {
-  if (length === undefined) {
-    const parts: Buffer[] = [];
-    for await (const chunk of body as AsyncIterable<Buffer>) parts.push(chunk);
-    return Buffer.concat(parts);
-  }
+  if (length === undefined) return readAll(body);
   const out = Buffer.allocUnsafe(length);
   let at = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {

@@ -8,6 +8,20 @@ import type { Readable } from 'node:stream';
 import type { TSchema } from '@sinclair/typebox';
 import { LockstepError } from '../../lib/errors.js';
 
+/** a stream (a driver's `get`) read whole into one buffer */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** every key a driver lists under `prefix`, in one array */
+export async function listKeys(driver: Pick<StorageDriver, 'list'>, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of driver.list(prefix)) keys.push(key);
+  return keys;
+}
+
 /** Every driver's guard: a key is relative and never climbs out (no "..", no empty part). */
 export function checkObjectKey(key: string): string {
   if (key.split('/').some((p) => p === '..' || p === '') || key.startsWith('/')) {
