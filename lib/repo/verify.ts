@@ -30,6 +30,15 @@ interface FileUse {
   file: string;
 }
 
+/** an object a backup references: the first file that uses it (and its reference there), how many references it has, and (packs) the furthest byte any blob needs */
+interface ObjectUse {
+  first: FileUse;
+  ref: ChunkRef;
+  count: number;
+  end: number;
+  pack: number;
+}
+
 /**
  * The sampled references to blobs in packs, in columns: ~52 bytes a reference, where an
  * object, a key string and a map entry each took ~300 (and their grouping by pack copied
@@ -169,7 +178,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
    * many nodes of hundreds of GiB has hundreds of millions. Indexes are read part by part.
    * The blobs to read back (the sample only) are in `sample`, by pack number.
    */
-  const objects = new Map<string, { first: FileUse; ref: ChunkRef; count: number; end: number; pack: number }>();
+  const objects = new Map<string, ObjectUse>();
   const packIds: string[] = [];
   const uses: FileUse[] = [];
   const sample = new PackedSample();
@@ -218,7 +227,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
   };
 
   const missing = new Set<string>();
-  const checked = (key: string, o: NonNullable<ReturnType<typeof objects.get>>, size: number | undefined) => {
+  const checked = (key: string, o: ObjectUse, size: number | undefined) => {
     report.objectsChecked++;
     if (size === undefined) {
       missing.add(key);
