@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { readAll } from '../../lib/repo/repository.js';
+import { collected } from '../helpers/repo.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { StorageDriver } from '../../plugins/storage/types.js';
 
@@ -83,8 +84,7 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       const d = await open();
       if (!d.listSized) t.skip();
       for (const [k, n] of [['sz/a', 0], ['sz/b/c', 3], ['sz/b/d', 70_000], ['szx/e', 1]] as const) await d.put(k, Buffer.alloc(n, 1));
-      const got: { key: string; size: number }[] = [];
-      for await (const o of d.listSized!('sz/')) got.push(o);
+      const got = await collected(d.listSized!('sz/'));
       expect(got.sort((x, y) => x.key.localeCompare(y.key))).toEqual([
         { key: 'sz/a', size: 0 },
         { key: 'sz/b/c', size: 3 },
@@ -96,11 +96,7 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       const d = await open();
       if (!d.listShallow) t.skip();
       for (const k of ['sh/a', 'sh/b/c', 'sh/b/d/e', 'sh/b/d/f', 'sh/g/h', 'shx/i']) await d.put(k, Buffer.from(k));
-      const level = async (prefix: string) => {
-        const out: string[] = [];
-        for await (const k of d.listShallow!(prefix)) out.push(k);
-        return out.sort();
-      };
+      const level = async (prefix: string) => (await collected(d.listShallow!(prefix))).sort();
       expect(await level('sh/')).toEqual(['sh/a', 'sh/b/', 'sh/g/']);
       expect(await level('sh/b/')).toEqual(['sh/b/c', 'sh/b/d/']);
       expect(await level('sh/b/d/')).toEqual(['sh/b/d/e', 'sh/b/d/f']);

@@ -19,3 +19,22 @@ export function whereIs(dir: string, ref: ChunkRef, repo: Repository): { path: s
   const path = join(dir, ...repo.objectKeyOf(ref).split('/'));
   return typeof ref === 'string' ? { path, offset: 0 } : { path, offset: ref.offset, length: ref.length };
 }
+
+/** an fs store whose listing gives sizes, as S3's does (`listSized`), counting the HEAD requests made of it */
+export class SizedListingFs extends FsDriver {
+  heads = 0;
+  async *listSized(prefix: string): AsyncIterable<{ key: string; size: number }> {
+    for await (const key of this.list(prefix)) yield { key, size: (await super.head(key))!.size };
+  }
+  override head(key: string) {
+    this.heads++;
+    return super.head(key);
+  }
+}
+
+/** everything an async iterable gives, in order */
+export async function collected<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const v of it) out.push(v);
+  return out;
+}

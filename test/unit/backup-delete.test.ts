@@ -13,6 +13,7 @@ import { RepoLock } from '../../lib/repo/lock.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
 import { tempFolders } from '../helpers/temp.js';
+import { SizedListingFs } from '../helpers/repo.js';
 
 const temp = tempFolders();
 
@@ -91,20 +92,9 @@ describe('backup delete', () => {
   });
 
   it('prune frees the same bytes whether the store lists sizes (no HEAD per object) or not', async () => {
-    /** an fs store whose listing gives sizes, as S3's does */
-    class SizedListing extends FsDriver {
-      heads = 0;
-      async *listSized(prefix: string): AsyncIterable<{ key: string; size: number }> {
-        for await (const key of this.list(prefix)) yield { key, size: (await super.head(key))!.size };
-      }
-      override head(key: string) {
-        this.heads++;
-        return super.head(key);
-      }
-    }
     for (const sized of [false, true]) {
       const dir = await temp('repo');
-      const driver = sized ? new SizedListing(dir) : new FsDriver(dir);
+      const driver = sized ? new SizedListingFs(dir) : new FsDriver(dir);
       const repo = await Repository.init(driver);
       await committed(repo, '20261204-010000-one');
       await committed(repo, '20261204-020000-two');
@@ -112,7 +102,7 @@ describe('backup delete', () => {
       // neither backup's index names its pack here: both go, 4 bytes each
       expect(report).toMatchObject({ removed: ['20261204-010000-one'], objectsDeleted: 2, bytesFreed: 8 });
       expect(await keysUnder(dir, 'packs')).toEqual([]);
-      if (sized) expect((driver as SizedListing).heads).toBe(0);
+      if (sized) expect((driver as SizedListingFs).heads).toBe(0);
     }
   });
 

@@ -4,12 +4,7 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readHeaded, readLines, writeHeaded, writeLines } from '../../lib/lines.js';
 import { tempDir } from '../helpers/cluster.js';
-
-async function collect(it: AsyncIterable<unknown>): Promise<unknown[]> {
-  const out: unknown[] = [];
-  for await (const v of it) out.push(v);
-  return out;
-}
+import { collected } from '../helpers/repo.js';
 
 describe('records of a line a value', () => {
   let dir: string;
@@ -27,7 +22,7 @@ describe('records of a line a value', () => {
       for (let i = 0; i < 100_000; i++) yield [`path/${i}`, i, i + 0.5];
     }
     expect(await writeLines(file, values())).toBe(100_001);
-    const back = await collect(readLines(file));
+    const back = await collected(readLines(file));
     expect(back.length).toBe(100_001);
     expect(back[0]).toEqual({ head: 'x\ny' });
     expect(back[100_000]).toEqual(['path/99999', 99999, 99999.5]);
@@ -41,7 +36,7 @@ describe('records of a line a value', () => {
       throw new Error('walk failed');
     })();
     await expect(writeLines(file, failing)).rejects.toThrow('walk failed');
-    expect(await collect(readLines(file))).toEqual([1]);
+    expect(await collected(readLines(file))).toEqual([1]);
     expect((await readdir(dir)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 
@@ -54,18 +49,18 @@ describe('records of a line a value', () => {
     }).rejects.toThrow(SyntaxError);
     expect(seen).toEqual([{ a: 1 }]);
     expect(await readFile(file, 'utf8')).toContain('"c":3');
-    await expect(collect(readLines(join(dir, 'missing.json')))).rejects.toThrow(/ENOENT/);
+    await expect(collected(readLines(join(dir, 'missing.json')))).rejects.toThrow(/ENOENT/);
   });
 
   it('a headed record: its entries when the head is the one asked for, none when not; a bad line ends them quietly', async () => {
     const file = join(dir, 'headed.json');
     expect(await writeHeaded(file, { of: 'a' }, (async function* () { yield 1; yield 2; })())).toBe(2);
     const of = (want: string) => (head: unknown) => (head as { of?: string } | null)?.of === want;
-    expect(await collect(readHeaded(file, of('a')))).toEqual([1, 2]);
-    expect(await collect(readHeaded(file, of('b')))).toEqual([]);
+    expect(await collected(readHeaded(file, of('a')))).toEqual([1, 2]);
+    expect(await collected(readHeaded(file, of('b')))).toEqual([]);
     await writeFile(file, '{"of":"a"}\n1\n{"bad":\n3\n');
-    expect(await collect(readHeaded(file, of('a')))).toEqual([1]);
-    expect(await collect(readHeaded(join(dir, 'missing.json'), of('a')))).toEqual([]);
+    expect(await collected(readHeaded(file, of('a')))).toEqual([1]);
+    expect(await collected(readHeaded(join(dir, 'missing.json'), of('a')))).toEqual([]);
   });
 });
 

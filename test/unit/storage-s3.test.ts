@@ -11,6 +11,7 @@ import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import type { BackupReport } from '../../lib/report.js';
 import { cuttingProxy, rgwBucket } from '../helpers/s3.js';
+import { collected } from '../helpers/repo.js';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
 let bucket: Awaited<ReturnType<typeof rgwBucket>> | undefined;
@@ -157,11 +158,7 @@ describe('s3 driver: a store that ignores the delimiter', () => {
     try {
       const { port } = server.address() as AddressInfo;
       const d = s3Driver.open({ bucket: 'bkt', endpoint: `http://127.0.0.1:${port}`, accessKeyId: 'k', secretAccessKey: 's' }, '/');
-      const level = async (prefix: string) => {
-        const out: string[] = [];
-        for await (const k of d.listShallow!(prefix)) out.push(k);
-        return out.sort();
-      };
+      const level = async (prefix: string) => (await collected(d.listShallow!(prefix))).sort();
       expect(await level('sh/')).toEqual(['sh/a', 'sh/b/', 'sh/g/']);
       expect(await level('sh/b/')).toEqual(['sh/b/c', 'sh/b/d/']);
       expect(asked).toEqual(['/', '/']);

@@ -18,6 +18,7 @@ import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
 import { tempFolders } from '../helpers/temp.js';
+import { SizedListingFs } from '../helpers/repo.js';
 import { quietJobContext } from '../helpers/job.js';
 
 const temp = tempFolders();
@@ -33,22 +34,10 @@ async function makeData(root: string): Promise<void> {
   await writeFile(join(root, 'data', 'empty'), '');
 }
 
-/** an fs store whose listing gives sizes, as S3's does: verify takes them from there, with no HEAD per object */
-class SizedListing extends FsDriver {
-  heads = 0;
-  async *listSized(prefix: string): AsyncIterable<{ key: string; size: number }> {
-    for await (const key of this.list(prefix)) yield { key, size: (await super.head(key))!.size };
-  }
-  override head(key: string) {
-    this.heads++;
-    return super.head(key);
-  }
-}
-
 /** a repository holding one committed backup of `makeData`, and that backup's file entries by path */
 async function backedUp(chunkSize?: number, sized = false): Promise<{ repo: Repository; dir: string; files: Map<string, FileEntry> }> {
   const dir = await temp('repo');
-  const repo = await Repository.init(sized ? new SizedListing(dir) : new FsDriver(dir), chunkSize ? { chunkSize } : {});
+  const repo = await Repository.init(sized ? new SizedListingFs(dir) : new FsDriver(dir), chunkSize ? { chunkSize } : {});
   const snap = await temp('snap');
   await makeData(snap);
   const up = await uploadSnapshot(repo, snap, ['data'], { backupId, node: 'n1', component: 'db' }, quietJobContext());
@@ -147,10 +136,10 @@ describe('backup verify', () => {
       const zero = files.get('data/zeros.bin')!.chunks[0]!;
       await flip(dir, repo, zero);
 
-      const heads = (repo.driver as Partial<SizedListing>).heads ?? 0;
+      const heads = (repo.driver as Partial<SizedListingFs>).heads ?? 0;
       const quick = await verifyBackup(repo, backupId);
       // sizes from the listing: no HEAD per object (~100 objects; the one left asks whether the backup is still there)
-      if (sized) expect((repo.driver as SizedListing).heads - heads).toBeLessThanOrEqual(1);
+      if (sized) expect((repo.driver as SizedListingFs).heads - heads).toBeLessThanOrEqual(1);
       expect(quick.problems).toEqual([expect.objectContaining({ kind: 'missing', file: 'data/big.bin', chunk: big[9], object: repo.objectKeyOf(big[9]!) })]);
       const full = await verifyBackup(repo, backupId, { readDataPercent: 100 });
       expect(full.problems).toHaveLength(3);
