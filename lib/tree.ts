@@ -3,7 +3,7 @@
  * symlinks verbatim). Used for snapshots (copy or hard-link) and by transfers.
  */
 import { closeSync, constants, fchmodSync, fchownSync, futimesSync, lstatSync, openSync } from 'node:fs';
-import { copyFile, lchown, link, lutimes, mkdir, open, readdir, readlink, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
+import { copyFile, lchown, link, lutimes, mkdir, open, readdir, readlink, realpath, rm, stat, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fchmodFd, fchownFd, futimesFd, writevAllSync, yieldToLoop } from './fd.js';
 import { alignedBuffers } from './aligned.js';
@@ -48,9 +48,12 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
   const rootStat = await stat(root);
   if (!rootStat.isDirectory()) throw Object.assign(new Error(`${root} is not a directory`), { code: 'ENOTDIR' });
   yield { rel: '', abs: root, type: 'dir', stat: rootStat };
+  // below it, the walk goes by the directory's own path: a symlink in the path of every
+  // lstat cost ~10% of a 34k-file walk
+  const real = await realpath(root);
   // no closure of this walk's own is called in its loops: optimized code that calls one
   // records it, and is thrown away once it dies with the walk (then compiled again next walk)
-  const prefix = prefixOf(root);
+  const prefix = prefixOf(real);
   // the listing of the folder on top of the stack is asked for while this one's entries are
   // looked at (in the thread pool, while the lstats run inline): the walk no longer waits
   // for each folder's listing (~0.8 ms each, ~0.1 s of a 5 GiB node's walk)
@@ -60,10 +63,10 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
     const dirRel = stack.pop()!;
     const listed = ahead.get(dirRel);
     ahead.delete(dirRel);
-    const names = await (listed ?? listNames(root, prefix, dirRel, onSkip));
+    const names = await (listed ?? listNames(real, prefix, dirRel, onSkip));
     const next = stack.at(-1);
     if (next !== undefined && !ahead.has(next)) {
-      const p = listNames(root, prefix, next, onSkip);
+      const p = listNames(real, prefix, next, onSkip);
       // awaited when its folder's turn comes; a walk that fails first must not leave it unhandled
       p.catch(() => undefined);
       ahead.set(next, p);

@@ -3,7 +3,7 @@ import type { Logger } from '../../lib/log.js';
 import type { Repository } from '../../lib/repo/repository.js';
 import type { TopologyNode } from '../../lib/repo/manifest.js';
 import type { ComponentReport, NodeReport, ShardReport } from '../../lib/report.js';
-import type { Cluster } from '../cluster.js';
+import type { Cluster, Described } from '../cluster.js';
 import type { ProgressSink, Target } from '../fanout.js';
 import { key } from '../fanout.js';
 
@@ -17,6 +17,8 @@ export interface BackupContext {
   signal: AbortSignal;
   log: Logger;
   progress?: ProgressSink;
+  /** every agent's description (no sizes), asked for while the lock is taken: preflight reads it */
+  described?: Promise<Described[]>;
   /** filled by preflight */
   topology: TopologyNode[];
   nodes: NodeReport[];
