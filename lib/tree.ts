@@ -44,12 +44,49 @@ export function prefixOf(root: string): string {
  * files): a live tree is walked as it is, not failed.
  */
 export async function* walkTree(root: string, onSkip?: (rel: string, why: string) => void): AsyncGenerator<TreeEntry> {
-  // the root itself may be a symlink to the directory (a snapshot that reads in place)
-  const rootStat = await stat(root);
-  if (!rootStat.isDirectory()) throw Object.assign(new Error(`${root} is not a directory`), { code: 'ENOTDIR' });
-  yield { rel: '', abs: root, type: 'dir', stat: rootStat };
-  // below it, the walk goes by the directory's own path: a symlink in the path of every
-  // lstat cost ~10% of a 34k-file walk
+  yield { rel: '', abs: root, type: 'dir', stat: await rootStat(root) };
+  for await (const f of folders(root, onSkip)) {
+    for (let i = 0; i < f.rels.length; i++) yield { rel: f.rels[i]!, abs: f.abss[i]!, type: f.types[i]!, stat: f.stats[i]! };
+  }
+}
+
+/** what `walkEach` tells of every entry; a class's method, not a closure (see `folders`) */
+export interface TreeVisitor {
+  /** `rel` as in `TreeEntry` ('' is the root) */
+  entry(rel: string, type: TreeEntry['type'], stat: Stats): void;
+}
+
+/**
+ * `walkTree`'s entries, in its order, told to `visitor` a folder at a time: no entry object
+ * and no turn of the generator for each (a 34k-file walk made ~20 MiB less garbage, and
+ * ~15% of its time went to them).
+ */
+export async function walkEach(root: string, visitor: TreeVisitor, onSkip?: (rel: string, why: string) => void): Promise<void> {
+  visitor.entry('', 'dir', await rootStat(root));
+  for await (const f of folders(root, onSkip)) {
+    for (let i = 0; i < f.rels.length; i++) visitor.entry(f.rels[i]!, f.types[i]!, f.stats[i]!);
+  }
+}
+
+/** the walked root's own stat (it may be a symlink to the directory: a snapshot that reads in place) */
+async function rootStat(root: string): Promise<Stats> {
+  const st = await stat(root);
+  if (!st.isDirectory()) throw Object.assign(new Error(`${root} is not a directory`), { code: 'ENOTDIR' });
+  return st;
+}
+
+/** one folder's entries that are walked (in name order), as `walkTree` tells them */
+interface Folder {
+  rels: string[];
+  abss: string[];
+  types: TreeEntry['type'][];
+  stats: Stats[];
+}
+
+/** every folder under `root` (but the root itself), depth-first, parents before children */
+async function* folders(root: string, onSkip?: (rel: string, why: string) => void): AsyncGenerator<Folder> {
+  // below the root, the walk goes by the directory's own path: a symlink in the path of
+  // every lstat cost ~10% of a 34k-file walk
   const real = await realpath(root);
   // no closure of this walk's own is called in its loops: optimized code that calls one
   // records it, and is thrown away once it dies with the walk (then compiled again next walk)
@@ -71,7 +108,6 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
       p.catch(() => undefined);
       ahead.set(next, p);
     }
-    const subdirs: string[] = [];
     const rels: string[] = new Array(names.length);
     const abss: string[] = new Array(names.length);
     for (let i = 0; i < names.length; i++) {
@@ -80,17 +116,30 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
       abss[i] = prefix + rel;
     }
     const stats = await lstatAll(abss);
-    for (const [i, rel] of rels.entries()) {
-      const abs = abss[i]!;
+    const f: Folder = { rels: [], abss: [], types: [], stats: [] };
+    const subdirs: string[] = [];
+    for (let i = 0; i < rels.length; i++) {
+      const rel = rels[i]!;
       const st = stats[i];
-      if (!st) onSkip?.(rel, 'vanished during the walk');
-      else if (st.isDirectory()) {
-        yield { rel, abs, type: 'dir', stat: st };
+      let type: TreeEntry['type'];
+      if (!st) {
+        onSkip?.(rel, 'vanished during the walk');
+        continue;
+      } else if (st.isDirectory()) {
+        type = 'dir';
         subdirs.push(rel);
-      } else if (st.isFile()) yield { rel, abs, type: 'file', stat: st };
-      else if (st.isSymbolicLink()) yield { rel, abs, type: 'symlink', stat: st };
-      else onSkip?.(rel, 'not a regular file, directory or symlink');
+      } else if (st.isFile()) type = 'file';
+      else if (st.isSymbolicLink()) type = 'symlink';
+      else {
+        onSkip?.(rel, 'not a regular file, directory or symlink');
+        continue;
+      }
+      f.rels.push(rel);
+      f.abss.push(abss[i]!);
+      f.types.push(type);
+      f.stats.push(st);
     }
+    yield f;
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
   }
 }

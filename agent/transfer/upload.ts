@@ -26,7 +26,7 @@
  *   churns garbage buffers.
  * The file index is written last, after every object it references is stored.
  */
-import { lstatSync, readdirSync } from 'node:fs';
+import { lstatSync, readdirSync, type Stats as FileStats } from 'node:fs';
 import { open, readlink, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -40,7 +40,7 @@ import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
 import type { Manifest, ManifestComponent } from '../../lib/repo/manifest.js';
-import { metaOf, prefixOf, RACY_MS, walkTree, type Ranges } from '../../lib/tree.js';
+import { metaOf, prefixOf, RACY_MS, walkEach, type Ranges, type TreeEntry, type TreeVisitor } from '../../lib/tree.js';
 import { readChanges, type SnapshotChanges } from '../../lib/changes.js';
 import { applyRestored, forgetRestored } from './restored.js';
 import type { UploadResult } from '../../lib/wire.js';
@@ -1084,15 +1084,27 @@ async function walkRows(snapRoot: string, sets: string[], log: JobContext['log']
   const rows = new Columns();
   rows.reserve(expected);
   const onSkip = (rel: string, why: string) => log.warn({ path: rel, why }, 'skipped');
-  for (const set of sets) {
-    for await (const e of walkTree(join(snapRoot, set), onSkip)) {
-      const r = rows.add(e.rel === '' ? set : `${set}/${e.rel}`, e.type);
-      rows.setMeta(r, metaOf(e.stat));
-      rows.setSize(r, e.stat.size);
-      rows.setSigOf(r, e.stat.ino, e.stat.ctimeMs, false);
-    }
-  }
+  for (const set of sets) await walkEach(join(snapRoot, set), new RowsOfSet(rows, set), onSkip);
   return rows;
+}
+
+/** a set's walked entries, a row each (see `walkRows`) */
+class RowsOfSet implements TreeVisitor {
+  private readonly prefix: string;
+  constructor(
+    private readonly rows: Columns,
+    private readonly set: string,
+  ) {
+    this.prefix = `${set}/`;
+  }
+
+  entry(rel: string, type: TreeEntry['type'], st: FileStats): void {
+    const rows = this.rows;
+    const r = rows.add(rel === '' ? this.set : this.prefix + rel, type);
+    rows.setMeta(r, metaOf(st));
+    rows.setSize(r, st.size);
+    rows.setSigOf(r, st.ino, st.ctimeMs, false);
+  }
 }
 
 /** The walked rows' totals, and the rows to upload (all but folders) */

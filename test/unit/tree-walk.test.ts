@@ -1,12 +1,15 @@
 /**
  * walkTree: depth-first, parents before children, names sorted, whatever folder listings
  * it asked for ahead of their turn; a folder gone by its turn is reported, not fatal.
+ * walkEach tells a visitor the same entries in the same order.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { lstatSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { walkTree } from '../../lib/tree.js';
+import { walkEach, walkTree, type TreeEntry, type TreeVisitor } from '../../lib/tree.js';
 
 let root: string;
 
@@ -56,5 +59,33 @@ describe('walkTree', () => {
     expect(skipped[0]).toMatch(/^e(\/5)?: vanished during the walk$/);
     expect(seen).toContain('f/g/6');
     expect(seen).not.toContain('e/5');
+  });
+
+  it('walkEach tells the same entries in the same order, through a symlinked root, a fifo skipped', async () => {
+    await symlink('a/b', join(root, 'link'));
+    execFileSync('mkfifo', [join(root, 'a', 'fifo')]);
+    const via = join(root, '..', `${root.split('/').at(-1)}-via`);
+    await symlink(root, via);
+    try {
+      const fromTree: string[] = [];
+      const treeSkips: string[] = [];
+      for await (const e of walkTree(via, (rel, why) => treeSkips.push(`${rel}: ${why}`))) fromTree.push(`${e.type} ${e.rel} ${e.stat.ino}`);
+      class Seen implements TreeVisitor {
+        readonly lines: string[] = [];
+        entry(rel: string, type: TreeEntry['type'], st: Stats): void {
+          this.lines.push(`${type} ${rel} ${st.ino}`);
+        }
+      }
+      const seen = new Seen();
+      const skips: string[] = [];
+      await walkEach(via, seen, (rel, why) => skips.push(`${rel}: ${why}`));
+      expect(seen.lines).toEqual(fromTree);
+      expect(seen.lines).toContain(`symlink link ${lstatSync(join(root, 'link')).ino}`);
+      expect(seen.lines.filter((l) => l.startsWith('file '))).toHaveLength(7);
+      expect(skips).toEqual(['a/fifo: not a regular file, directory or symlink']);
+      expect(treeSkips).toEqual(skips);
+    } finally {
+      await rm(via, { force: true });
+    }
   });
 });
