@@ -29,6 +29,11 @@ export async function readAt(fd: number, buf: Buffer, max: number, position = 0)
   return at;
 }
 
+/** One read of up to `length` bytes at `position` into the start of `buf`; how many (fewer only at the end of the file) */
+export async function readOnce(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return (await readFd(fd, buf, 0, length, position)).bytesRead;
+}
+
 /** Open, read up to `max` bytes from `position`, close. */
 export async function readFileAt(path: string, buf: Buffer, max: number, position = 0): Promise<number> {
   const fd = await openFd(path, 'r');
