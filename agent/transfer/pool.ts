@@ -3,21 +3,31 @@ import { stopOf } from '../../lib/stop.js';
 /** Run `work` over items with at most `limit` in flight; the first error stops the rest. */
 export async function forEachLimit<T>(items: readonly T[], limit: number, work: (item: T, i: number) => Promise<void>, signal?: AbortSignal): Promise<void> {
   let next = 0;
+  await forEachTaken(() => (next < items.length ? next++ : -1), Math.min(limit, items.length), (i) => work(items[i]!, i), signal);
+}
+
+/**
+ * `forEachLimit` over numbers (-1: no more) that `take` hands out as workers get free: one
+ * that passes over items that need no work, settling them as it goes, lets the work on the
+ * first that does start at once, with no async call for the others.
+ */
+export async function forEachTaken(take: () => number, limit: number, work: (n: number) => Promise<void>, signal?: AbortSignal): Promise<void> {
   let failed: unknown;
   // not the signal itself in the loop (lib/stop.ts)
   const stop = stopOf(signal);
   const worker = async () => {
-    while (failed === undefined && next < items.length) {
+    while (failed === undefined) {
       stop?.check();
-      const i = next++;
+      const n = take();
+      if (n < 0) return;
       try {
-        await work(items[i]!, i);
+        await work(n);
       } catch (err) {
         failed ??= err;
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  await Promise.all(Array.from({ length: limit }, worker));
   if (failed !== undefined) throw failed;
 }
 

@@ -45,7 +45,7 @@ import { readChanges, type SnapshotChanges } from '../../lib/changes.js';
 import { applyRestored, forgetRestored } from './restored.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
-import { forEachLimit } from './pool.js';
+import { forEachLimit, forEachTaken } from './pool.js';
 import { listKeys } from '../../plugins/storage/types.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
@@ -1132,47 +1132,53 @@ function settled(rows: Columns, r: number, walkedFrom: number, linked: boolean):
 }
 
 /**
- * The rows of `todo` that are the previous backup's files, unchanged, get that backup's
- * content (copied column to column, no object made) and count as done; the others (files
- * to read, symlinks) are returned, in order. One loop of its own before any file is read:
- * through the upload's file workers each of ~34k unchanged files (5 GiB) cost an async
- * call, a promise and a progress update.
+ * The rows of `todo` in order, as the upload's file workers take them: those that are the
+ * previous backup's files, unchanged, are settled on the way (that backup's content copied
+ * column to column, no object made, counted as done) and only the others (files to read,
+ * symlinks) handed out. Through the workers each of ~34k unchanged files (5 GiB) cost an
+ * async call, a promise and a progress update; settled all in a pass before the workers
+ * start, they held back the reads of the changed big files that come first.
  *
  * Size and mtime alone miss a rewrite that keeps both (same size, mtime set back or in the
  * same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps
  * both. A file the snapshot did not touch in the previous backup's copy (`changes`) is that
  * backup's file. A file of another node's index is never this node's (`ownFiles` false).
  */
-function settleUnchanged(
-  rows: Columns,
-  todo: number[],
-  before: OldFiles,
-  changes: SnapshotChanges['sets'] | undefined,
-  ownFiles: boolean,
-  linked: boolean,
-  walkedFrom: number,
-  result: UploadResult,
-  done: BytesDone,
-): number[] {
-  const toRead: number[] = [];
-  let unchanged = 0;
-  for (const r of todo) {
-    const o = ownFiles && rows.type(r) === 'file' ? before.row(rows.path(r)) : -1;
-    if (o < 0 || before.cols.sizeOf(o) !== rows.sizeOf(r) || before.cols.mtimeMs(o) !== rows.mtimeMs(r) || !unchangedSince(rows, r, before, o, changes, linked)) {
-      toRead.push(r);
-      continue;
+class RowsToRead {
+  private next = 0;
+  /** rows settled as unchanged so far */
+  unchanged = 0;
+
+  constructor(
+    private readonly rows: Columns,
+    private readonly todo: number[],
+    private readonly before: OldFiles,
+    private readonly changes: SnapshotChanges['sets'] | undefined,
+    private readonly ownFiles: boolean,
+    private readonly linked: boolean,
+    private readonly walkedFrom: number,
+    private readonly result: UploadResult,
+    private readonly done: BytesDone,
+  ) {}
+
+  /** the next row to read (-1: none left), the unchanged ones before it settled */
+  take(): number {
+    const { rows, todo, before } = this;
+    while (this.next < todo.length) {
+      const r = todo[this.next++]!;
+      const o = this.ownFiles && rows.type(r) === 'file' ? before.row(rows.path(r)) : -1;
+      if (o < 0 || before.cols.sizeOf(o) !== rows.sizeOf(r) || before.cols.mtimeMs(o) !== rows.mtimeMs(r) || !unchangedSince(rows, r, before, o, this.changes, this.linked)) return r;
+      rows.copyContent(r, before.cols, o);
+      rows.setSeen(r, settled(rows, r, this.walkedFrom, this.linked));
+      this.unchanged++;
+      this.done.skip(rows.sizeOf(r));
+      this.result.chunks += rows.countOf(r);
     }
-    rows.copyContent(r, before.cols, o);
-    rows.setSeen(r, settled(rows, r, walkedFrom, linked));
-    unchanged++;
-    done.skip(rows.sizeOf(r));
-    result.chunks += rows.countOf(r);
+    return -1;
   }
-  result.filesUnchanged = unchanged;
-  return toRead;
 }
 
-/** a file of the same size and mtime as row `o` of the previous backup: whether nothing changed it since (see `settleUnchanged`) */
+/** a file of the same size and mtime as row `o` of the previous backup: whether nothing changed it since (see `RowsToRead`) */
 function unchangedSince(rows: Columns, r: number, before: OldFiles, o: number, changes: SnapshotChanges['sets'] | undefined, linked: boolean): boolean {
   if (changes) {
     const path = rows.path(r);
@@ -1245,14 +1251,13 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   };
   const done = new BytesDone(ctx);
   result.dirs = dirs;
-  // most files are unchanged: settled in one pass, before any file is read
-  const toRead = settleUnchanged(rows, todo, before, changes, ownFiles, target.linked === true, walkedFrom, result, done);
-  let filesDone = result.filesUnchanged!;
-  ctx.progress({ bytesDone: done.bytes, filesDone });
+  // most files are unchanged: settled on the way to the next one to read
+  const toRead = new RowsToRead(rows, todo, before, changes, ownFiles, target.linked === true, walkedFrom, result, done);
+  let filesRead = 0;
   // not `under(snapRoot)`: a closure of this job's called for every file would cost this function its optimized code when it dies (see LiveContext)
   const snapPrefix = prefixOf(snapRoot);
-  await forEachLimit(
-    toRead,
+  await forEachTaken(
+    () => toRead.take(),
     FILE_CONCURRENCY,
     async (r) => {
       const path = rows.path(r);
@@ -1271,10 +1276,12 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       rows.setSeen(r, settled(rows, r, walkedFrom, target.linked === true));
       lookAtHeap();
       result.chunks += rows.countOf(r);
-      ctx.progress({ bytesDone: done.bytes, filesDone: ++filesDone });
+      ctx.progress({ bytesDone: done.bytes, filesDone: toRead.unchanged + ++filesRead });
     },
     ctx.signal,
   );
+  result.filesUnchanged = toRead.unchanged;
+  ctx.progress({ bytesDone: done.bytes, filesDone: toRead.unchanged + filesRead });
   // the previous backup's files are no longer needed: let them go before the index is written
   before.clear();
   await writer.finish();
