@@ -81,7 +81,9 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
   // the agents' connections (mutual TLS) are made and their descriptions read while the lock
   // is taken: nothing is asked of them but to describe themselves (the lock's and id's round
   // trips to an S3 store, ~5 ms on a local folder, went by before the first agent was asked)
-  ctx.described = cluster.describeAll(opts.signal, false);
+  // (stopped when the backup ends first, a lock held elsewhere: a node that does not answer must not hold up the exit)
+  const describing = new AbortController();
+  ctx.described = cluster.describeAll(AbortSignal.any([opts.signal, describing.signal]), false);
   try {
     // one writer at a time in the repository (a lease, renewed while we run)
     lock = await steps.run('lock', async () => {
@@ -117,6 +119,7 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     r.error = error;
     return r;
   } finally {
+    describing.abort();
     await lock?.release().catch(() => undefined);
   }
 }
