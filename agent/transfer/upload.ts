@@ -1183,6 +1183,7 @@ function unchangedSince(rows: Columns, r: number, before: OldFiles, o: number, c
   if (changes) {
     const path = rows.path(r);
     const slash = path.indexOf('/');
+    // a set the snapshot says nothing of is not known to be unchanged
     const inSet = changes.get(path.slice(0, slash));
     if (inSet && !inSet.has(path.slice(slash + 1))) return true;
   }
