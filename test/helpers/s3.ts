@@ -24,6 +24,30 @@ export async function rgwBucket(): Promise<S3Settings> {
   return { driver: 's3', bucket, endpoint: rgw.endpoint, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey };
 }
 
+/** what `cuttingProxy` gives: its endpoint, what to cut next, how many it cut */
+export interface CuttingProxy {
+  endpoint: string;
+  cutGets(n: number): void;
+  cutPuts(n: number, match: string): void;
+  cutPutAnswers(n: number, match: string): void;
+  cut: () => number;
+  close(): Promise<void>;
+}
+
+/**
+ * `test` with a fresh bucket and a `cuttingProxy` in front of the run's RGW (cutting after
+ * `after` bytes), closed whatever the test does.
+ */
+export async function behindProxy(test: (bucket: S3Settings, proxy: CuttingProxy) => Promise<void>, after?: number): Promise<void> {
+  const bucket = await rgwBucket();
+  const proxy = await cuttingProxy(bucket.endpoint, after);
+  try {
+    await test(bucket, proxy);
+  } finally {
+    await proxy.close();
+  }
+}
+
 /**
  * A TCP proxy in front of an S3 endpoint that cuts requests off part way, as a network
  * does to a long transfer: `cutGets(n)` makes the next `n` GET responses stop after
@@ -32,17 +56,7 @@ export async function rgwBucket(): Promise<S3Settings> {
  * `cutPutAnswers(n, match)` the answers to such requests (the store has done the write;
  * the writer does not hear so); each with the client's connection reset.
  */
-export async function cuttingProxy(
-  endpoint: string,
-  after = 64 * 1024,
-): Promise<{
-  endpoint: string;
-  cutGets(n: number): void;
-  cutPuts(n: number, match: string): void;
-  cutPutAnswers(n: number, match: string): void;
-  cut: () => number;
-  close(): Promise<void>;
-}> {
+export async function cuttingProxy(endpoint: string, after = 64 * 1024): Promise<CuttingProxy> {
   const target = new URL(endpoint);
   let gets = 0;
   let puts = 0;

@@ -10,7 +10,7 @@ import { RepoLock } from '../../lib/repo/lock.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import type { BackupReport } from '../../lib/report.js';
-import { cuttingProxy, rgwBucket } from '../helpers/s3.js';
+import { behindProxy, rgwBucket } from '../helpers/s3.js';
 import { collected } from '../helpers/repo.js';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
@@ -79,10 +79,8 @@ describe('s3 driver: unfinished multipart uploads', () => {
 });
 
 describe('s3 driver: a download cut off part way', () => {
-  it('is asked for again: the whole object and a range come back right; a body cut every time fails, naming the object', async () => {
-    const b = await rgwBucket();
-    const proxy = await cuttingProxy(b.endpoint);
-    try {
+  it('is asked for again: the whole object and a range come back right; a body cut every time fails, naming the object', () =>
+    behindProxy(async (b, proxy) => {
       const body = randomBytes(1024 * 1024);
       const direct = s3Driver.open({ ...b, driver: undefined }, '/');
       await direct.put('big', body);
@@ -99,32 +97,22 @@ describe('s3 driver: a download cut off part way', () => {
       expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_UNREADABLE');
       expect((err as LockstepError).message).toContain('big');
       expect(proxy.cut()).toBe(3 + 6);
-    } finally {
-      await proxy.close();
-    }
-  }, 60_000);
+    }), 60_000);
 });
 
 describe('s3 driver: an upload cut off part way', () => {
-  it('a buffer put is sent again when its connection is reset, and the object is whole', async () => {
-    const b = await rgwBucket();
-    const proxy = await cuttingProxy(b.endpoint);
-    try {
+  it('a buffer put is sent again when its connection is reset, and the object is whole', () =>
+    behindProxy(async (b, proxy) => {
       const body = randomBytes(1024 * 1024);
       const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
       proxy.cutPuts(2, '/put-buffer');
       await d.put('put-buffer', body);
       expect(proxy.cut()).toBe(2);
       expect((await d.getBuffer!('put-buffer')).equals(body)).toBe(true);
-    } finally {
-      await proxy.close();
-    }
-  }, 60_000);
+    }), 60_000);
 
-  it('a stream put as a multipart upload sends a part again when its connection is reset, and the object is whole', async () => {
-    const b = await rgwBucket();
-    const proxy = await cuttingProxy(b.endpoint);
-    try {
+  it('a stream put as a multipart upload sends a part again when its connection is reset, and the object is whole', () =>
+    behindProxy(async (b, proxy) => {
       const body = randomBytes(PART_SIZE + 1024 * 1024);
       const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
       proxy.cutPuts(2, 'partNumber=');
@@ -132,10 +120,7 @@ describe('s3 driver: an upload cut off part way', () => {
       expect(proxy.cut()).toBe(2);
       const direct = s3Driver.open({ ...b, driver: undefined }, '/');
       expect((await direct.getBuffer!('streamed')).equals(body)).toBe(true);
-    } finally {
-      await proxy.close();
-    }
-  }, 60_000);
+    }), 60_000);
 });
 
 describe('s3 driver: a store that ignores the delimiter', () => {
@@ -170,10 +155,8 @@ describe('s3 driver: a store that ignores the delimiter', () => {
 });
 
 describe('a commit on s3: an answer lost', () => {
-  it("a manifest the store took whose answer never came back is this backup's: committed, not failed as a backup that already exists; another backup's under the same id still is", async () => {
-    const b = await rgwBucket();
-    const proxy = await cuttingProxy(b.endpoint, 0);
-    try {
+  it("a manifest the store took whose answer never came back is this backup's: committed, not failed as a backup that already exists; another backup's under the same id still is", () =>
+    behindProxy(async (b, proxy) => {
       await Repository.init(s3Driver.open({ ...b, driver: undefined }, '/'));
       const repo = await Repository.open(s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/'));
       const at = '2026-12-03T10:10:10.000Z';
@@ -184,17 +167,12 @@ describe('a commit on s3: an answer lost', () => {
       expect(await repo.readManifest(m.backupId)).toEqual(m);
       const err = await repo.commitManifest({ ...m, name: 'other' }).then(() => undefined, (e: unknown) => e);
       expect((err as LockstepError).code).toBe('LOCKSTEP_E_BACKUP_EXISTS');
-    } finally {
-      await proxy.close();
-    }
-  }, 60_000);
+    }, 0), 60_000);
 });
 
 describe('repo init and the lock probe on s3: an answer lost', () => {
-  it('an init whose config the store took is done, not "a repository already exists"; a probe write likewise does not make the store look unsafe', async () => {
-    const b = await rgwBucket();
-    const proxy = await cuttingProxy(b.endpoint, 0);
-    try {
+  it('an init whose config the store took is done, not "a repository already exists"; a probe write likewise does not make the store look unsafe', () =>
+    behindProxy(async (b, proxy) => {
       const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
       proxy.cutPutAnswers(1, 'lockstep-repo.json');
       const repo = await Repository.init(d);
@@ -207,17 +185,12 @@ describe('repo init and the lock probe on s3: an answer lost', () => {
       const lock = await RepoLock.acquire(d, 'backup');
       expect(proxy.cut()).toBe(2);
       await lock.release();
-    } finally {
-      await proxy.close();
-    }
-  }, 60_000);
+    }, 0), 60_000);
 });
 
 describe('the repository lock on s3: an answer lost', () => {
-  it('a lock the store took whose answer never came back is ours: taken, not refused as held by this very process', async () => {
-    const b = await rgwBucket();
-    const proxy = await cuttingProxy(b.endpoint, 0);
-    try {
+  it('a lock the store took whose answer never came back is ours: taken, not refused as held by this very process', () =>
+    behindProxy(async (b, proxy) => {
       const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
       proxy.cutPutAnswers(1, 'locks/exclusive.json');
       const lock = await RepoLock.acquire(d, 'backup');
@@ -229,8 +202,5 @@ describe('the repository lock on s3: an answer lost', () => {
       // and let go of
       const again = await RepoLock.acquire(d, 'backup');
       await again.release();
-    } finally {
-      await proxy.close();
-    }
-  }, 60_000);
+    }, 0), 60_000);
 });
