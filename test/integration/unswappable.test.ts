@@ -22,8 +22,11 @@ describe('a data directory a restore cannot swap', () => {
   let events: string;
   let mounted = false;
 
+  let scratch: string;
+
   beforeAll(async () => {
-    events = join(await tempDir(), 'events');
+    scratch = await tempDir();
+    events = join(scratch, 'events');
     cluster = await startCluster({
       nodes: 1,
       components: () => [{ name: 'data', settings: { stop: ['sh', '-c', `echo stop >> ${events}`], start: ['sh', '-c', `echo start >> ${events}`] } }],
@@ -34,6 +37,7 @@ describe('a data directory a restore cannot swap', () => {
   afterAll(async () => {
     if (mounted) await run(['umount', data]);
     await stopCluster(cluster);
+    await rm(scratch, { recursive: true, force: true });
   });
 
   /** a restore of `backupId` refused while staging with `says` and advice `advises`: no stop command run, the live file as it was, nothing left beside */
