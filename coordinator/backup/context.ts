@@ -18,7 +18,7 @@ export interface BackupContext {
   log: Logger;
   progress?: ProgressSink;
   /** every agent's description (no sizes), asked for while the lock is taken: preflight reads it */
-  described?: Promise<Described[]>;
+  described: Promise<Described[]>;
   /** filled by preflight */
   topology: TopologyNode[];
   nodes: NodeReport[];

@@ -30,7 +30,7 @@ export async function preflight(ctx: BackupContext): Promise<void> {
   const { cluster, repo } = ctx;
   await takeFreeId(ctx);
   // what the components hold is counted by the upload that reads it, not by a walk beforehand
-  const described = await (ctx.described ?? cluster.describeAll(ctx.signal, false));
+  const described = await ctx.described;
   const problems: string[] = [];
   await Promise.all(
     described.map(async (d) => {

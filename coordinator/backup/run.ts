@@ -31,9 +31,16 @@ export interface BackupOptions {
 
 export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<BackupReport> {
   const t0 = performance.now();
+  // stops the agents' early descriptions (below) when the backup ends first, a lock held
+  // elsewhere: a node that does not answer must not hold up the exit
+  const describing = new AbortController();
   const ctx: BackupContext = {
     cluster,
     repo: await cluster.openRepository(),
+    // the agents' connections (mutual TLS) are made and their descriptions read while the lock
+    // is taken: nothing is asked of them but to describe themselves (the lock's and id's round
+    // trips to an S3 store, ~5 ms on a local folder, went by before the first agent was asked)
+    described: cluster.describeAll(AbortSignal.any([opts.signal, describing.signal]), false),
     backupId: newBackupId(opts.name),
     name: opts.name,
     coverage: opts.coverage ?? cluster.config.coverage,
@@ -78,12 +85,6 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
   };
 
   let lock: RepoLock | undefined;
-  // the agents' connections (mutual TLS) are made and their descriptions read while the lock
-  // is taken: nothing is asked of them but to describe themselves (the lock's and id's round
-  // trips to an S3 store, ~5 ms on a local folder, went by before the first agent was asked)
-  // (stopped when the backup ends first, a lock held elsewhere: a node that does not answer must not hold up the exit)
-  const describing = new AbortController();
-  ctx.described = cluster.describeAll(AbortSignal.any([opts.signal, describing.signal]), false);
   try {
     // one writer at a time in the repository (a lease, renewed while we run)
     lock = await steps.run('lock', async () => {
