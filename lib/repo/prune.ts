@@ -10,7 +10,7 @@
  */
 import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
-import { listKeys } from '../../plugins/storage/types.js';
+import { DELETE_MANY_MAX, listKeys, type StorageDriver } from '../../plugins/storage/types.js';
 import { backupPrefix, manifestKey, packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
 import { isNotFound, type Repository } from './repository.js';
@@ -106,8 +106,10 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
 }
 
 const TEMPORARY_AGE_MS = 3600_000;
-/** objects a prune or a backup's deletion deletes at once */
+/** objects a prune or a backup's deletion deletes at once, one a request */
 const DELETES_AT_ONCE = 16;
+/** batch deletes (a store that has them) at once, `DELETE_MANY_MAX` objects each */
+const BATCHES_AT_ONCE = 4;
 
 export async function prune(repo: Repository, policy: RetentionPolicy, opts: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<PruneReport> {
   const t0 = performance.now();
@@ -172,17 +174,18 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
         else doomed.push(o);
       }
     }
+    // the sizes the listing did not give: a HEAD each
     await forEachLimit(
-      doomed,
+      doomed.filter((o) => o.size === undefined),
       DELETES_AT_ONCE,
-      async ({ key, size }) => {
-        const freed = size ?? (await repo.driver.head(key))?.size ?? 0;
-        if (!dryRun) await repo.driver.delete(key);
-        report.objectsDeleted++;
-        report.bytesFreed += freed;
+      async (o) => {
+        o.size = (await repo.driver.head(o.key))?.size ?? 0;
       },
       signal,
     );
+    if (!dryRun) await deleteKeys(repo.driver, doomed.map((o) => o.key), signal);
+    report.objectsDeleted = doomed.length;
+    for (const o of doomed) report.bytesFreed += o.size!;
     // 4. what writers killed mid-write left (an hour old: no write still running wrote it)
     const swept = await repo.driver.sweepTemporary?.(TEMPORARY_AGE_MS, dryRun);
     if (swept) {
@@ -229,9 +232,9 @@ export async function deleteBackup(repo: Repository, backupId: string, opts: { s
 
 /**
  * Delete one backup's objects (`keys`, all under its prefix): its manifest first, so the
- * backup stops existing before any index it names goes; then the rest, `DELETES_AT_ONCE`
- * at a time (a big node's index is thousands of parts: one request after another, minutes
- * on S3).
+ * backup stops existing before any index it names goes; then the rest, several at once
+ * (`deleteKeys`: a big node's index is thousands of parts, one request after another
+ * minutes on S3).
  */
 async function deleteManifestFirst(repo: Repository, keys: readonly string[], signal?: AbortSignal): Promise<void> {
   const manifest = keys.find((k) => k.endsWith('/manifest.json'));
@@ -239,12 +242,25 @@ async function deleteManifestFirst(repo: Repository, keys: readonly string[], si
     signal?.throwIfAborted();
     await repo.driver.delete(manifest);
   }
-  await forEachLimit(
-    keys.filter((k) => k !== manifest),
-    DELETES_AT_ONCE,
-    (key) => repo.driver.delete(key),
-    signal,
-  );
+  await deleteKeys(repo.driver, keys.filter((k) => k !== manifest), signal);
+}
+
+/**
+ * Delete `keys`: in batches where the store has them (S3 DeleteObjects: a thousand a
+ * request, where one a request took a prune of a busy repository minutes), then one a
+ * request, `DELETES_AT_ONCE` at a time, whatever a batch gave back (every key, on a store
+ * without batches).
+ */
+async function deleteKeys(driver: StorageDriver, keys: readonly string[], signal?: AbortSignal): Promise<void> {
+  let left = keys;
+  if (driver.deleteMany) {
+    const batches: (readonly string[])[] = [];
+    for (let i = 0; i < keys.length; i += DELETE_MANY_MAX) batches.push(keys.slice(i, i + DELETE_MANY_MAX));
+    const refused: string[] = [];
+    await forEachLimit(batches, BATCHES_AT_ONCE, async (batch) => void refused.push(...(await driver.deleteMany!(batch, signal))), signal);
+    left = refused;
+  }
+  await forEachLimit(left, DELETES_AT_ONCE, (key) => driver.delete(key), signal);
 }
 
 async function* mapKeys(keys: AsyncIterable<string>): AsyncIterable<{ key: string; size?: number }> {

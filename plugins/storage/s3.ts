@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { Type } from '@sinclair/typebox';
 import { LockstepError } from '../../lib/errors.js';
-import { checkObjectKey, readAll, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
+import { checkObjectKey, DELETE_MANY_MAX, readAll, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 /** 16 MiB parts, 4 at a time: ~64 MiB in flight per stream, near the endpoint's limit measured on loopback RGW */
 export const PART_SIZE = 16 * 1024 * 1024;
@@ -99,6 +99,8 @@ export class S3Driver implements StorageDriver {
   private partClient: S3Client | undefined;
   private readonly bucket: string;
   private readonly prefix: string;
+  /** false once the store refused a DeleteObjects as a request it does not take */
+  private batchDeletes = true;
 
   /** CopyObject, unless the settings say the store has none */
   readonly copy?: (from: string, to: string, signal?: AbortSignal) => Promise<void>;
@@ -328,6 +330,39 @@ export class S3Driver implements StorageDriver {
     } catch (err) {
       if (httpStatus(err) !== 404) throw this.wrap(err, 'delete', key);
     }
+  }
+
+  /**
+   * DeleteObjects, quiet (the answer names only the keys it failed), `DELETE_MANY_MAX` keys a
+   * request. A store that refuses the request itself as one it does not know or take (400,
+   * 405, 501: no DeleteObjects, or one that wants a Content-MD5 the SDK no longer sends) gets
+   * every key back for single deletes, this batch and every one after it; any other refusal
+   * (403 …) gives back this batch's keys, whose single deletes then name what is wrong.
+   */
+  async deleteMany(keys: readonly string[], signal?: AbortSignal): Promise<string[]> {
+    if (!this.batchDeletes) return [...keys];
+    const left: string[] = [];
+    for (let i = 0; i < keys.length; i += DELETE_MANY_MAX) {
+      const batch = keys.slice(i, i + DELETE_MANY_MAX);
+      if (!this.batchDeletes) {
+        left.push(...batch);
+        continue;
+      }
+      let res;
+      try {
+        const { sdk, client } = await this.s3();
+        const Objects = batch.map((key) => ({ Key: this.key(key) }));
+        res = await this.retry(() => client.send(new sdk.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects, Quiet: true } }), { abortSignal: signal }), signal);
+      } catch (err) {
+        const status = httpStatus(err);
+        if (status === undefined || (status >= 500 && status !== 501)) throw this.wrap(err, 'delete', `${batch.length} objects (${batch[0]} …)`);
+        if (status === 400 || status === 405 || status === 501) this.batchDeletes = false;
+        left.push(...batch);
+        continue;
+      }
+      for (const e of res.Errors ?? []) if (e.Key && e.Code !== 'NoSuchKey') left.push(e.Key.slice(this.prefix.length));
+    }
+    return left;
   }
 
   /**

@@ -30,6 +30,9 @@ export function checkObjectKey(key: string): string {
   return key;
 }
 
+/** the most keys one `deleteMany` call takes (S3's DeleteObjects limit) */
+export const DELETE_MANY_MAX = 1000;
+
 export interface StorageCapabilities {
   /** putIfAbsent is atomic on the store itself (not emulated by check-then-write) */
   atomicCreateIfAbsent: boolean;
@@ -87,6 +90,14 @@ export interface StorageDriver {
   listSized?(prefix: string): AsyncIterable<{ key: string; size: number }>;
   /** absent keys are not an error */
   delete(key: string): Promise<void>;
+  /**
+   * optional: delete up to `DELETE_MANY_MAX` keys in one request, for a store that has a
+   * batch delete (S3 DeleteObjects). Absent keys are not an error. Gives back the keys it
+   * did not delete (the store refused them one by one, or has no batch delete: then all of
+   * them, without a request from then on); the caller deletes those with `delete`, which
+   * retries and names what fails. Throws only when the request itself failed for good.
+   */
+  deleteMany?(keys: readonly string[], signal?: AbortSignal): Promise<string[]>;
   /**
    * optional: make `to` an object with the bytes of `from`, inside the store (no bytes
    * through this process); replaces `to` if it exists; durable as `put` is (after `flush`).

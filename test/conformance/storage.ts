@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readAll } from '../../lib/repo/repository.js';
 import { collected } from '../helpers/repo.js';
 import { LockstepError } from '../../lib/errors.js';
-import type { StorageDriver } from '../../plugins/storage/types.js';
+import { DELETE_MANY_MAX, type StorageDriver } from '../../plugins/storage/types.js';
 
 export function storageConformance(name: string, open: () => Promise<StorageDriver>): void {
   describe(`storage driver conformance: ${name}`, () => {
@@ -164,6 +164,17 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       await d.delete('del');
       expect(await d.head('del')).toBeUndefined();
       await d.delete('del');
+    });
+
+    it('deleteMany, where a driver has it: every key given goes (more than one request takes), missing ones are no error, others stay', async (t) => {
+      const d = await open();
+      if (!d.deleteMany) t.skip();
+      const keys = Array.from({ length: DELETE_MANY_MAX + 100 }, (_, i) => `dm/${String(i).padStart(4, '0')}`);
+      for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => d.put(k, Buffer.from('x'))));
+      await d.put('dm-kept', Buffer.from('kept'));
+      const doomed = keys.filter((_, i) => i !== 7);
+      expect(await d.deleteMany!([...doomed, 'dm/missing'])).toEqual([]);
+      expect((await collected(d.list('dm'))).sort()).toEqual([keys[7]!, 'dm-kept'].sort());
     });
 
     it('declares its capabilities', async () => {

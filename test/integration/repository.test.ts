@@ -21,7 +21,7 @@ import type { PruneReport } from '../../lib/repo/prune.js';
 import { LOCK_KEY } from '../../lib/repo/lock.js';
 import { s3Driver } from '../../plugins/storage/s3.js';
 import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
-import { openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
+import { collected, openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
 import { rgwBucket } from '../helpers/s3.js';
 
 async function objectBytes(dir: string): Promise<number> {
@@ -582,5 +582,22 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
     const r = await cli(['backup', 'create', '--name', 'takeover', '--json']);
     expect(r.code, r.stdout).toBe(0);
     expect(await driver().head(LOCK_KEY)).toBeUndefined();
+  });
+
+  it('prune frees what only the backups it gives up used (a thousand deletes a request); what is left is what verify reads', async () => {
+    // every 32 KiB chunk of the old big file is used by the older backups alone
+    await writeFile(join(cluster.agent('node2').data.data!, 'big.bin'), randomBytes(12 * 1024 * 1024));
+    const last = json<BackupReport>((await cli(['backup', 'create', '--name', 'changed', '--json'])).stdout);
+    expect(last.status).toBe('complete');
+    const r = await cli(['prune', '--keep-last', '1', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const p = json<PruneReport>(r.stdout);
+    expect(p.kept.map((k) => k.backupId)).toEqual([last.backupId]);
+    expect(p.objectsDeleted).toBeGreaterThanOrEqual((12 * 1024 * 1024) / (32 * 1024));
+    const stored = (await collected(driver().list(''))).filter((k) => k.startsWith('chunks/') || k.startsWith('packs/'));
+    expect(stored.length).toBe(p.objectsKept);
+    expect(json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).map((b) => b.backupId)).toEqual([last.backupId]);
+    const v = await cli(['backup', 'verify', last.backupId, '--read-data', '--json']);
+    expect(v.code, v.stdout).toBe(0);
   });
 });

@@ -9,8 +9,9 @@ import { LockstepError } from '../../lib/errors.js';
 import { RepoLock } from '../../lib/repo/lock.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
+import { prune } from '../../lib/repo/prune.js';
 import type { BackupReport } from '../../lib/report.js';
-import { behindProxy, rgwBucket } from '../helpers/s3.js';
+import { answeringProxy, behindProxy, rgwBucket, type SeenRequest } from '../helpers/s3.js';
 import { collected } from '../helpers/repo.js';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
@@ -203,4 +204,76 @@ describe('the repository lock on s3: an answer lost', () => {
       const again = await RepoLock.acquire(d, 'backup');
       await again.release();
     }, 0), 60_000);
+});
+
+describe('s3 driver: batch deletes', () => {
+  const isBatch = (r: SeenRequest) => r.method === 'POST' && /[?&]delete(=[^&]*)?(&|$)/.test(r.url);
+  const xml = (inner: string) => `<?xml version="1.0" encoding="UTF-8"?>${inner}`;
+
+  /**
+   * prune through a proxy (`refuse`: it answers every DeleteObjects 501, a store without
+   * it): two backups, the older given up, and 30 chunks and the two backups' packs nobody
+   * references. What the store was asked: batches, and single deletes of chunks and packs.
+   */
+  async function pruneThrough(refuse: boolean) {
+    const b = await rgwBucket();
+    const asked = { batches: 0, singles: 0 };
+    const proxy = await answeringProxy(b.endpoint, (r) => {
+      if (isBatch(r)) {
+        asked.batches++;
+        if (refuse) return { status: 501, body: xml('<Error><Code>NotImplemented</Code><Message>not implemented</Message></Error>') };
+      }
+      if (r.method === 'DELETE' && /\/(chunks|packs)\//.test(r.url)) asked.singles++;
+      return undefined;
+    });
+    try {
+      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      const repo = await Repository.init(d);
+      const ids = ['20261205-010000-one', '20261205-020000-two'];
+      for (const backupId of ids) {
+        const at = new Date().toISOString();
+        await repo.commitManifest({ version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components: [], report: {} as BackupReport });
+        await d.put(`backups/${backupId}/node1/data.index`, Buffer.from('an index'));
+        await d.put(`packs/${backupId.slice(-3)}.pack`, Buffer.from('data'));
+      }
+      await Promise.all(Array.from({ length: 30 }, (_, i) => d.put(`chunks/c${i}`, Buffer.alloc(i + 1))));
+      const report = await prune(repo, { keepLast: 1 });
+      const direct = s3Driver.open({ ...b, driver: undefined }, '/');
+      return { report, asked, left: (await collected(direct.list(''))).filter((k) => k !== 'lockstep-repo.json').sort() };
+    } finally {
+      await proxy.close();
+    }
+  }
+
+  it('prune deletes in batches where the store has them: every unreferenced object goes, none one a request', async () => {
+    const { report, asked, left } = await pruneThrough(false);
+    expect(report.removed).toEqual(['20261205-010000-one']);
+    expect([report.objectsDeleted, report.bytesFreed]).toEqual([32, (30 * 31) / 2 + 8]);
+    expect(left).toEqual(['backups/20261205-020000-two/manifest.json', 'backups/20261205-020000-two/node1/data.index']);
+    expect(asked.singles).toBe(0);
+    expect(asked.batches).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it('a store without DeleteObjects (501): asked once, then every object goes one a request, the same as with batches', async () => {
+    const { report, asked, left } = await pruneThrough(true);
+    expect([report.objectsDeleted, report.bytesFreed]).toEqual([32, (30 * 31) / 2 + 8]);
+    expect(left).toEqual(['backups/20261205-020000-two/manifest.json', 'backups/20261205-020000-two/node1/data.index']);
+    expect([asked.batches, asked.singles]).toEqual([1, 32]);
+  }, 60_000);
+
+  it('keys a batch answer names as failed are given back for single deletes; one already gone is not', async () => {
+    const b = await rgwBucket();
+    const prefix = 'p/repo/';
+    const proxy = await answeringProxy(b.endpoint, (r) =>
+      isBatch(r)
+        ? { status: 200, body: xml(`<DeleteResult><Error><Key>${prefix}k2</Key><Code>AccessDenied</Code><Message>no</Message></Error><Error><Key>${prefix}k3</Key><Code>NoSuchKey</Code><Message>gone</Message></Error></DeleteResult>`) }
+        : undefined,
+    );
+    try {
+      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint, prefix }, '/');
+      expect(await d.deleteMany!(['k1', 'k2', 'k3'])).toEqual(['k2']);
+    } finally {
+      await proxy.close();
+    }
+  });
 });
