@@ -161,11 +161,11 @@ export class FsDriver implements StorageDriver {
     }
   }
 
-  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+  async putIfAbsent(key: string, body: Buffer, opts: { durable?: boolean } = {}): Promise<boolean> {
     const target = this.path(key);
     let tmp: string | undefined;
     try {
-      tmp = await this.writeTemp(target, body, true);
+      tmp = await this.writeTemp(target, body, opts.durable ?? true);
       await link(tmp, target); // atomic: fails with EEXIST if present
       return true;
     } catch (err) {

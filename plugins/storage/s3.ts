@@ -195,6 +195,7 @@ export class S3Driver implements StorageDriver {
   /** a successful PutObject is already durable */
   async flush(): Promise<void> {}
 
+  /** durable whatever `opts` says: a successful PutObject is */
   async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
     const Key = this.key(key);
     try {

@@ -62,8 +62,12 @@ export interface StorageDriver {
   put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void>;
   /** make every object put so far durable */
   flush(): Promise<void>;
-  /** create only if absent, durably: true if this call created it, false if it existed */
-  putIfAbsent(key: string, body: Buffer): Promise<boolean>;
+  /**
+   * create only if absent, durably: true if this call created it, false if it existed.
+   * `durable: false` for a write deleted at once (the lock's probe of the store), which
+   * need not wait for the disk
+   */
+  putIfAbsent(key: string, body: Buffer, opts?: { durable?: boolean }): Promise<boolean>;
   /** throws LOCKSTEP_E_OBJECT_NOT_FOUND if absent */
   get(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
   /**
