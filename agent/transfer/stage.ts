@@ -240,6 +240,22 @@ interface Stretch {
 const STRETCH_MAX = 2 * 1024 * 1024;
 
 /**
+ * Stretches on the way over all the files being written (fetched, not yet written): every
+ * file always has its next one coming; it asks for more, up to `AHEAD_PER_FILE`, only
+ * while fewer than `limit` are on the way in all. With every file slot busy that is one
+ * each, as it always was; a restore of one or two big files (etcd's one database file, a
+ * table's big segments) keeps several GETs in flight instead of waiting one round trip to
+ * the store for each 2 MiB.
+ */
+class AheadBudget {
+  onTheWay = 0;
+  constructor(readonly limit: number) {}
+}
+
+/** stretches one file may have on the way at most */
+const AHEAD_PER_FILE = 8;
+
+/**
  * The next stretch from chunk `from`: blocks that lie back to back in one local file, or
  * back to back in one pack of the repository, or a single chunk.
  */
@@ -387,7 +403,7 @@ class SharedPacks {
 
 /**
  * Write the file from its chunks: local ones where they exist, the rest from the
- * repository; one stretch fetched ahead. Every chunk is checked against its own hash on
+ * repository; stretches fetched ahead as `ahead` allows, written in order. Every chunk is checked against its own hash on
  * the way (`checkBlob`, `LocalFiles.read`), so the file is its backed-up content by
  * construction; its length is checked at the end. The file is made durable with the
  * whole staging area (`syncStaging`), not one fsync per file.
@@ -401,6 +417,7 @@ async function download(
   shared: SharedPacks,
   scratch: Scratch,
   writes: AlignedPool | undefined,
+  ahead: AheadBudget,
   onBytes: (n: number, fromRepository: boolean) => void,
 ): Promise<void> {
   const files = new LocalFiles(local, scratch);
@@ -443,14 +460,25 @@ async function download(
   const direct = goesDirect ? await DirectFile.open(dest, 0o600, writes) : undefined;
   const fd = direct?.fd ?? (await openFd(dest, 'wx', 0o600));
   let size = 0;
+  /** the stretches on the way, in the file's order */
+  const coming: ReturnType<typeof fetch>[] = [];
+  let next = 0;
+  const ask = (s: Stretch) => {
+    next = s.to;
+    const got = fetch(s);
+    got.catch(() => undefined); // awaited in its turn; not an unhandled rejection meanwhile
+    coming.push(got);
+    ahead.onTheWay++;
+  };
+  const askMore = () => {
+    while (next < e.chunks.length && coming.length < AHEAD_PER_FILE && (coming.length === 0 || ahead.onTheWay < ahead.limit)) ask(nextStretch(e.chunks, next, local));
+  };
   try {
-    let at = 0;
-    let ahead = first ? fetch(first) : undefined;
-    while (ahead) {
-      const got = await ahead;
-      at += got.data.length;
-      ahead = at < e.chunks.length ? fetch(nextStretch(e.chunks, at, local)) : undefined;
-      ahead?.catch(() => undefined); // awaited next round; not an unhandled rejection meanwhile
+    if (first) ask(first);
+    askMore();
+    while (coming.length > 0) {
+      const got = await coming.shift()!.finally(() => ahead.onTheWay--);
+      askMore();
       const n = direct ? await direct.append(got.data) : await writevAll(fd, got.data, size);
       done(got);
       size += n;
@@ -460,6 +488,8 @@ async function download(
     await direct?.end();
     await applyMetaFd(fd, e);
   } finally {
+    // what was on the way is no longer waited for (its buffers are left to the collector)
+    ahead.onTheWay -= coming.length;
     await (direct ? direct.close() : closeFd(fd));
     await files.close();
   }
@@ -524,6 +554,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
   const direct = new Map<string, boolean>();
   // read buffers for every file at once, kept up to 32 MiB
   const scratch = new Scratch(32 * 1024 * 1024);
+  const ahead = new AheadBudget(FILE_CONCURRENCY);
   // what the shared packs' extents hold, over all parts
   const extentsHeld = { held: 0 };
   // every folder, for its metadata once what is in it is staged (children after parents)
@@ -601,7 +632,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
           bytesDone += e.size;
         } else {
           const writesHere = direct.get(split(e.path).set) ? writes : undefined;
-          await download(repo, e, p.staging, ctx.signal, local, shared, scratch, writesHere, (n, fromRepository) => {
+          await download(repo, e, p.staging, ctx.signal, local, shared, scratch, writesHere, ahead, (n, fromRepository) => {
             if (fromRepository) result.bytesDownloaded += n;
             else result.bytesReusedLocally = (result.bytesReusedLocally ?? 0) + n;
             bytesDone += n;

@@ -2,7 +2,8 @@
  * Staging takes a file index part by part: a tree uploaded, its index stored again as many
  * small parts, staged into an empty place and read back the same (content, modes, mtimes,
  * symlinks); the first file is staged before more than two parts were read; a damaged later
- * part fails the stage naming the part.
+ * part fails the stage naming the part; a big file alone has several reads on the way at
+ * once, and is written whole and in order.
  */
 import { describe, expect, it } from 'vitest';
 import { lstat, mkdir, readFile, readlink, symlink, utimes, writeFile, chmod } from 'node:fs/promises';
@@ -14,6 +15,7 @@ import { indexKey } from '../../lib/repo/layout.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
 import { stageIndex, type IndexParts } from '../../agent/transfer/stage.js';
 import { walkTree } from '../../lib/tree.js';
+import type { ByteRange } from '../../plugins/storage/types.js';
 import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
 
@@ -118,5 +120,40 @@ describe('staging a file index part by part', () => {
     // what was staged stays in staging (the restore removes it); the live place was not touched
     expect((await lstat(staging)).isDirectory()).toBe(true);
     await expect(lstat(join(live, 'data'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+describe('staging a big file', () => {
+  /** an fs store whose reads each take a round trip, counting how many are on the way at once */
+  class FarAway extends FsDriver {
+    onTheWay = 0;
+    most = 0;
+    override async getBuffer(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+      this.most = Math.max(this.most, ++this.onTheWay);
+      try {
+        await new Promise((r) => setTimeout(r, 15));
+        return await super.getBuffer(key, range, signal);
+      } finally {
+        this.onTheWay--;
+      }
+    }
+  }
+
+  it('alone, it has several reads on the way at once, and comes out whole', async () => {
+    const snap = await temp('snap');
+    await mkdir(join(snap, 'data'));
+    // ten 4 MiB blocks: ten reads
+    await writeFile(join(snap, 'data', 'one.db'), randomBytes(40 * 1024 * 1024 + 5));
+    const driver = new FarAway(await temp('repo'));
+    const repo = await Repository.init(driver);
+    const up = await uploadSnapshot(repo, snap, ['data'], { backupId: '20261205-100000-big', node: 'n1', component: 'c' }, quietJobContext());
+    driver.most = 0;
+    const staging = join(await temp('stage'), 'data');
+    const result = await stageIndex(repo, repo.indexParts(up.indexKey, up.indexSha256), { data: { live: join(await temp('live'), 'data'), staging } }, quietJobContext());
+    expect(result.bytesDownloaded).toBe(40 * 1024 * 1024 + 5);
+    expect((await readFile(join(staging, 'one.db'))).equals(await readFile(join(snap, 'data', 'one.db')))).toBe(true);
+    // one a file would be 1 (plus the index's own reads, done before)
+    expect(driver.most).toBeGreaterThanOrEqual(4);
+    expect(driver.most).toBeLessThanOrEqual(8);
   });
 });
