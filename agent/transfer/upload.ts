@@ -45,7 +45,8 @@ import { readChanges, type SnapshotChanges } from '../../lib/changes.js';
 import { applyRestored, forgetRestored } from './restored.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
-import { forEachLimit, forEachTaken } from './pool.js';
+import { forEachTaken } from './pool.js';
+import { deleteKeys } from '../../lib/repo/delete-keys.js';
 import { listKeys } from '../../plugins/storage/types.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
@@ -58,8 +59,6 @@ import { Stop } from '../../lib/stop.js';
 
 const MiB = 1024 * 1024;
 const FILE_CONCURRENCY = 8;
-/** pending records deleted at once once the index holds their blobs */
-const DELETE_CONCURRENCY = 16;
 /** chunk-object bytes held at once (plain and stored forms), for files cut into chunk objects */
 const MAX_IN_FLIGHT = 32 * MiB;
 const MIN_BLOCK = 32 * 1024;
@@ -1321,8 +1320,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     async () => {
       // the index now references what earlier runs' pending records protected. This run's own
       // records stay until the next run: if this backup never commits, they still let it resume.
-      // several at once: on S3 each is a request
-      await forEachLimit(pendingKeys, DELETE_CONCURRENCY, (key) => repo.driver.delete(key));
+      // on S3 a thousand a request (a full backup's records are one a pack written)
+      await deleteKeys(repo.driver, pendingKeys);
       // the index now holds the signatures of what the last restore put in place
       if (target.restoredDir && restored.restoreId) await forgetRestored(target.restoredDir, restored.restoreId);
       // only ever a saving: without it the next backup reads the index from the repository

@@ -10,7 +10,8 @@
  */
 import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
-import { DELETE_MANY_MAX, listKeys, type StorageDriver } from '../../plugins/storage/types.js';
+import { listKeys } from '../../plugins/storage/types.js';
+import { deleteKeys } from './delete-keys.js';
 import { backupPrefix, manifestKey, packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
 import { isNotFound, type Repository } from './repository.js';
@@ -106,10 +107,8 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
 }
 
 const TEMPORARY_AGE_MS = 3600_000;
-/** objects a prune or a backup's deletion deletes at once, one a request */
-const DELETES_AT_ONCE = 16;
-/** batch deletes (a store that has them) at once, `DELETE_MANY_MAX` objects each */
-const BATCHES_AT_ONCE = 4;
+/** HEAD requests at once (sizes a listing did not give) */
+const HEADS_AT_ONCE = 16;
 
 export async function prune(repo: Repository, policy: RetentionPolicy, opts: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<PruneReport> {
   const t0 = performance.now();
@@ -177,7 +176,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     // the sizes the listing did not give: a HEAD each
     await forEachLimit(
       doomed.filter((o) => o.size === undefined),
-      DELETES_AT_ONCE,
+      HEADS_AT_ONCE,
       async (o) => {
         o.size = (await repo.driver.head(o.key))?.size ?? 0;
       },
@@ -245,23 +244,6 @@ async function deleteManifestFirst(repo: Repository, keys: readonly string[], si
   await deleteKeys(repo.driver, keys.filter((k) => k !== manifest), signal);
 }
 
-/**
- * Delete `keys`: in batches where the store has them (S3 DeleteObjects: a thousand a
- * request, where one a request took a prune of a busy repository minutes), then one a
- * request, `DELETES_AT_ONCE` at a time, whatever a batch gave back (every key, on a store
- * without batches).
- */
-async function deleteKeys(driver: StorageDriver, keys: readonly string[], signal?: AbortSignal): Promise<void> {
-  let left = keys;
-  if (driver.deleteMany) {
-    const batches: (readonly string[])[] = [];
-    for (let i = 0; i < keys.length; i += DELETE_MANY_MAX) batches.push(keys.slice(i, i + DELETE_MANY_MAX));
-    const refused: string[] = [];
-    await forEachLimit(batches, BATCHES_AT_ONCE, async (batch) => void refused.push(...(await driver.deleteMany!(batch, signal))), signal);
-    left = refused;
-  }
-  await forEachLimit(left, DELETES_AT_ONCE, (key) => driver.delete(key), signal);
-}
 
 async function* mapKeys(keys: AsyncIterable<string>): AsyncIterable<{ key: string; size?: number }> {
   for await (const key of keys) yield { key };
