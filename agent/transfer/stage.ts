@@ -240,20 +240,24 @@ interface Stretch {
 const STRETCH_MAX = 2 * 1024 * 1024;
 
 /**
- * Stretches on the way over all the files being written (fetched, not yet written): every
- * file always has its next one coming; it asks for more, up to `AHEAD_PER_FILE`, only
- * while fewer than `limit` are on the way in all. With every file slot busy that is one
- * each, as it always was; a restore of one or two big files (etcd's one database file, a
- * table's big segments) keeps several GETs in flight instead of waiting one round trip to
- * the store for each 2 MiB.
+ * Stretches fetched ahead, shared by the files being written from the repository. Each
+ * file has its next stretch on the way while it writes one, as it always had; it asks for
+ * one more each time it had to wait for a stretch (the store is slower than the disk: a
+ * round trip to S3 for each), up to its share of `limit`. A file written alone (etcd's one
+ * database file, the last big files of a node) from a remote store so keeps several GETs
+ * in flight; from a local repository, whose reads mostly keep up, hardly more is held
+ * (a 5 GiB node's restore peaked as high as before).
  */
 class AheadBudget {
-  onTheWay = 0;
+  /** files being written from the repository */
+  writing = 0;
   constructor(readonly limit: number) {}
-}
 
-/** stretches one file may have on the way at most */
-const AHEAD_PER_FILE = 8;
+  /** stretches one file may keep on the way now */
+  share(): number {
+    return Math.max(1, Math.floor(this.limit / this.writing));
+  }
+}
 
 /**
  * The next stretch from chunk `from`: blocks that lie back to back in one local file, or
@@ -460,25 +464,30 @@ async function download(
   const direct = goesDirect ? await DirectFile.open(dest, 0o600, writes) : undefined;
   const fd = direct?.fd ?? (await openFd(dest, 'wx', 0o600));
   let size = 0;
-  /** the stretches on the way, in the file's order */
-  const coming: ReturnType<typeof fetch>[] = [];
+  /** the stretches on the way, in the file's order, each with whether it has come */
+  const coming: { got: ReturnType<typeof fetch>; came: boolean }[] = [];
+  /** how many this file keeps on the way: one more each time it waited */
+  let depth = 1;
   let next = 0;
   const ask = (s: Stretch) => {
     next = s.to;
-    const got = fetch(s);
-    got.catch(() => undefined); // awaited in its turn; not an unhandled rejection meanwhile
-    coming.push(got);
-    ahead.onTheWay++;
+    const c = { got: fetch(s), came: false };
+    // (a failure is awaited in its turn; not an unhandled rejection meanwhile)
+    c.got.then(() => (c.came = true), () => undefined);
+    coming.push(c);
   };
   const askMore = () => {
-    while (next < e.chunks.length && coming.length < AHEAD_PER_FILE && (coming.length === 0 || ahead.onTheWay < ahead.limit)) ask(nextStretch(e.chunks, next, local));
+    while (next < e.chunks.length && coming.length < Math.min(depth, ahead.share())) ask(nextStretch(e.chunks, next, local));
   };
+  ahead.writing++;
   try {
     if (first) ask(first);
-    askMore();
-    while (coming.length > 0) {
-      const got = await coming.shift()!.finally(() => ahead.onTheWay--);
+    for (let turn = 0; coming.length > 0; turn++) {
+      const c = coming.shift()!;
+      // (the first is always waited for)
+      if (turn > 0 && !c.came && depth < ahead.limit) depth++;
       askMore();
+      const got = await c.got;
       const n = direct ? await direct.append(got.data) : await writevAll(fd, got.data, size);
       done(got);
       size += n;
@@ -488,8 +497,8 @@ async function download(
     await direct?.end();
     await applyMetaFd(fd, e);
   } finally {
-    // what was on the way is no longer waited for (its buffers are left to the collector)
-    ahead.onTheWay -= coming.length;
+    // (what was still on the way after a failure is left to the collector)
+    ahead.writing--;
     await (direct ? direct.close() : closeFd(fd));
     await files.close();
   }
