@@ -246,7 +246,8 @@ const STRETCH_MAX = 2 * 1024 * 1024;
  * round trip to S3 for each), up to its share of `limit`. A file written alone (etcd's one
  * database file, the last big files of a node) from a remote store so keeps several GETs
  * in flight; from a local repository, whose reads mostly keep up, hardly more is held
- * (a 5 GiB node's restore peaked as high as before).
+ * (a 5 GiB node's restores peaked at a median of 210 MiB against 206; a fixed eight
+ * ahead: 225-242).
  */
 class AheadBudget {
   /** files being written from the repository */
