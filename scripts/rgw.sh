@@ -80,7 +80,7 @@ ms bind ipv6 = false
 mon data = $dir/mon/\$name
 osd data = $dir/osd/\$cluster-\$id
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:$port
+rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
 rgw data = $dir/rgw
 rgw dns name = 127.0.0.1
 EOF
