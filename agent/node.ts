@@ -23,9 +23,14 @@ export interface BoundComponent {
   plugin: EnginePlugin;
 }
 
+/** how long a repository's config, once read, is taken as still true (`repositoryFor`) */
+const REPO_FRESH_MS = 5000;
+
 export class AgentNode {
   readonly components = new Map<string, BoundComponent>();
   private repo?: Repository;
+  /** when `repo` was opened (its config read) */
+  private repoOpenedAt = 0;
   /** per component: the job that uses its kept snapshot now (one at a time) */
   private readonly keptUse = new Map<string, Promise<unknown>>();
 
@@ -60,12 +65,21 @@ export class AgentNode {
 
   /** The repository, opened on first use (and again after a failure). */
   async repository(): Promise<Repository> {
-    this.repo ??= await openRepositoryAt(this.config.repository, this.config.repositoryBaseDir, this.name);
+    if (!this.repo) {
+      this.repo = await openRepositoryAt(this.config.repository, this.config.repositoryBaseDir, this.name);
+      this.repoOpenedAt = Date.now();
+    }
     return this.repo;
   }
 
+  /**
+   * The repository the coordinator names, its config read again (the location may have been
+   * remounted, the bucket re-created) unless it was read less than `REPO_FRESH_MS` ago: a
+   * backup's description, preflight and upload come one after another, and on S3 each read
+   * is a round trip before the job can start.
+   */
   async repositoryFor(expectedId: string): Promise<Repository> {
-    this.repo = undefined; // re-read: the location may have been remounted
+    if (this.repo?.id !== expectedId || Date.now() - this.repoOpenedAt > REPO_FRESH_MS) this.repo = undefined;
     const repo = await this.repository();
     if (repo.id !== expectedId) {
       throw new LockstepError(

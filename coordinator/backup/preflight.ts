@@ -28,7 +28,9 @@ export async function takeFreeId(ctx: BackupContext): Promise<void> {
 
 export async function preflight(ctx: BackupContext): Promise<void> {
   const { cluster, repo } = ctx;
-  await takeFreeId(ctx);
+  // again under the lock, while the agents check themselves (nothing they do names the id)
+  const free = takeFreeId(ctx);
+  free.catch(() => undefined); // awaited below, after the agents' checks
   // what the components hold is counted by the upload that reads it, not by a walk beforehand
   const described = await ctx.described;
   const problems: string[] = [];
@@ -63,6 +65,7 @@ export async function preflight(ctx: BackupContext): Promise<void> {
       }
     }),
   );
+  await free;
   ctx.nodes.sort((a, b) => a.node.localeCompare(b.node));
   ctx.topology.sort((a, b) => a.node.localeCompare(b.node));
   if (problems.length > 0) {

@@ -87,10 +87,8 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
   let lock: RepoLock | undefined;
   try {
     // one writer at a time in the repository (a lease, renewed while we run)
-    lock = await steps.run('lock', async () => {
-      await takeFreeId(ctx);
-      return RepoLock.acquire(ctx.repo.driver, `backup ${ctx.backupId} of cluster ${cluster.config.cluster}`);
-    });
+    // the backup's id checked while the store's create-if-absent is proven (their round trips at once)
+    lock = await steps.run('lock', () => RepoLock.acquire(ctx.repo.driver, () => `backup ${ctx.backupId} of cluster ${cluster.config.cluster}`, undefined, () => takeFreeId(ctx)));
     ctx.signal = AbortSignal.any([opts.signal, lock.signal]);
     // tests that need the lock held while another run tries it
     const hold = failpoint('lock.hold');

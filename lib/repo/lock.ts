@@ -147,8 +147,11 @@ export class RepoLock {
     return this.record.lockId;
   }
 
-  static async acquire(driver: StorageDriver, operation: string, leaseMs = DEFAULT_LEASE_MS): Promise<RepoLock> {
-    if (!(await probeAtomicCreate(driver))) {
+  static async acquire(driver: StorageDriver, operation: string | (() => string), leaseMs = DEFAULT_LEASE_MS, meanwhile?: () => Promise<void>): Promise<RepoLock> {
+    // (`meanwhile` runs beside the probe: on S3 their round trips overlap; `operation` is read after both)
+    const [atomic] = await Promise.all([probeAtomicCreate(driver), meanwhile?.()]);
+    if (typeof operation === 'function') operation = operation();
+    if (!atomic) {
       throw new LockstepError('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE', `repository ${driver.location} does not honour create-if-absent, so two writers could not be kept apart`, {
         hint: 'use a store with conditional writes (AWS S3, Ceph RGW, MinIO, a filesystem); lockstep refuses to write without a safe lock',
       });
@@ -235,8 +238,13 @@ export class RepoLock {
     const held = await readLock(this.driver).catch(() => undefined);
     const safe = Date.parse(this.record.expiresAt) - Date.now() > this.leaseMs / 3;
     const mine = held?.lockId === this.record.lockId && safe;
-    if (mine) await this.driver.delete(LOCK_KEY);
-    await this.driver.delete(leaseKey(this.record.lockId)).catch(() => undefined);
+    // both at once (on S3 each is a round trip); the lock's own failure is the one that counts
+    const lease = this.driver.delete(leaseKey(this.record.lockId)).catch(() => undefined);
+    try {
+      if (mine) await this.driver.delete(LOCK_KEY);
+    } finally {
+      await lease;
+    }
     return mine;
   }
 }
