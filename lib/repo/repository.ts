@@ -441,7 +441,11 @@ export class Repository {
   /** The commit point of a backup: create-if-absent, so two writers cannot both commit. */
   async commitManifest(m: Manifest): Promise<void> {
     const plain = serializeManifest(m);
-    if (await this.driver.putIfAbsent(manifestKey(m.backupId), await this.codec.encode(plain))) return;
+    if (await this.driver.putIfAbsent(manifestKey(m.backupId), await this.codec.encode(plain))) {
+      // its folder's entry too (a filesystem): the backup is committed once this returns
+      await this.driver.flush();
+      return;
+    }
     // this very manifest: the store took the write and its answer was lost, so the retry found it there
     const there = await this.readDecoded(manifestKey(m.backupId)).catch(() => undefined);
     if (there?.equals(plain)) return;

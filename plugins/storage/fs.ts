@@ -17,6 +17,8 @@ import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, ty
 const TMP_MARK = '.lockstep-tmp-';
 /** big objects' bytes go to the disk direct (lib/direct-io.ts) through these when they are not in an aligned buffer already */
 const scratchBuffers = new AlignedPool(1024 * 1024, 2);
+/** files and folders a flush fsyncs one by one; more, and it syncs the whole filesystem */
+const FSYNC_MAX = 256;
 /** readings of a tree that keeps changing under a listing before it fails */
 const LIST_ATTEMPTS = 5;
 
@@ -26,6 +28,8 @@ export class FsDriver implements StorageDriver {
 
   /** folders known to exist: one mkdir per folder, not per object */
   private readonly dirs = new Set<string>();
+  /** files put since the last flush, and the folders whose entries they (or new folders) changed */
+  private unflushed = { files: new Set<string>(), dirs: new Set<string>() };
   /** large objects are written with O_DIRECT: as configured, until the filesystem refuses it (tmpfs before Linux 6.6, some FUSE) */
   private direct: boolean;
 
@@ -38,8 +42,16 @@ export class FsDriver implements StorageDriver {
 
   private async ensureDir(dir: string): Promise<void> {
     if (this.dirs.has(dir)) return;
-    await mkdir(dir, { recursive: true });
+    const made = await mkdir(dir, { recursive: true });
+    // each folder made is an entry of the one above it
+    if (made !== undefined) for (let d = dir; d.length >= made.length && d !== dirname(d); d = dirname(d)) this.unflushed.dirs.add(dirname(d));
     this.dirs.add(dir);
+  }
+
+  /** `target` is in place: the next flush makes it and its folder's entry durable */
+  private placed(target: string): void {
+    this.unflushed.files.add(target);
+    this.unflushed.dirs.add(dirname(target));
   }
 
   private path(key: string): string {
@@ -122,6 +134,7 @@ export class FsDriver implements StorageDriver {
     try {
       const tmp = await this.writeTemp(target, body, false, signal);
       await rename(tmp, target);
+      this.placed(target);
     } catch (err) {
       throw this.wrap(err, 'write', key);
     }
@@ -146,19 +159,64 @@ export class FsDriver implements StorageDriver {
     }
     try {
       await rename(tmp, target);
+      this.placed(target);
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw this.wrap(err, 'write', to);
     }
   }
 
-  /** one syncfs(2) for the whole filesystem instead of an fsync per object */
+  /**
+   * What was put since the last flush made durable: up to `FSYNC_MAX` files and folders an
+   * fsync each (16 at once), more with one syncfs(2) of the whole filesystem. An
+   * incremental puts a few dozen objects; syncfs would also write back every dirty page of
+   * everything else on that filesystem (the database's own data, when the repository shares
+   * its disk), which took ~60 ms of a 5 GiB incremental here. A full backup puts thousands:
+   * one syncfs is cheaper than an fsync each.
+   */
   async flush(): Promise<void> {
+    const { files, dirs } = this.unflushed;
+    this.unflushed = { files: new Set(), dirs: new Set() };
     try {
-      await syncFileSystem(this.location, `flushing repository ${this.location}`);
+      if (files.size + dirs.size > FSYNC_MAX) await this.syncWhole();
+      else {
+        // the files first, then the folders that name them
+        await this.fsyncEach([...files]);
+        await this.fsyncEach([...dirs]);
+      }
     } catch (err) {
+      // not flushed: the next flush tries them again
+      for (const f of files) this.unflushed.files.add(f);
+      for (const d of dirs) this.unflushed.dirs.add(d);
       throw this.wrap(err, 'flush', '(all objects)');
     }
+  }
+
+  protected async syncWhole(): Promise<void> {
+    await syncFileSystem(this.location, `flushing repository ${this.location}`);
+  }
+
+  /** fsync each path (a file or a folder), 16 at once; one gone since (deleted) needs none */
+  protected async fsyncEach(paths: string[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < paths.length) {
+        const path = paths[next++]!;
+        let fd: number;
+        try {
+          fd = await openFd(path, 'r');
+        } catch (err) {
+          if (errnoCode(err) === 'ENOENT') continue;
+          throw err;
+        }
+        try {
+          await fsyncFd(fd);
+        } finally {
+          await closeFd(fd);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, paths.length) }, worker));
   }
 
   async putIfAbsent(key: string, body: Buffer, opts: { durable?: boolean } = {}): Promise<boolean> {
@@ -167,6 +225,7 @@ export class FsDriver implements StorageDriver {
     try {
       tmp = await this.writeTemp(target, body, opts.durable ?? true);
       await link(tmp, target); // atomic: fails with EEXIST if present
+      this.placed(target);
       return true;
     } catch (err) {
       if (errnoCode(err) === 'EEXIST') return false;
