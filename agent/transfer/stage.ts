@@ -408,9 +408,9 @@ class SharedPacks {
 
 /**
  * Write the file from its chunks: local ones where they exist, the rest from the
- * repository; stretches fetched ahead as `ahead` allows, written in order. Every chunk is checked against its own hash on
- * the way (`checkBlob`, `LocalFiles.read`), so the file is its backed-up content by
- * construction; its length is checked at the end. The file is made durable with the
+ * repository; stretches fetched ahead as `ahead` allows, written in order. Every chunk is
+ * checked against its own hash on the way (`checkBlob`, `LocalFiles.read`), so the file is
+ * its backed-up content by construction; its length is checked at the end. The file is made durable with the
  * whole staging area (`syncStaging`), not one fsync per file.
  */
 async function download(

@@ -244,7 +244,6 @@ async function deleteManifestFirst(repo: Repository, keys: readonly string[], si
   await deleteKeys(repo.driver, keys.filter((k) => k !== manifest), signal);
 }
 
-
 async function* mapKeys(keys: AsyncIterable<string>): AsyncIterable<{ key: string; size?: number }> {
   for await (const key of keys) yield { key };
 }
