@@ -28,7 +28,7 @@ const s3Settings = Type.Object(
     forcePathStyle: Type.Optional(Type.Boolean()),
     accessKeyId: Type.Optional(Type.String({ minLength: 1 })),
     secretAccessKey: Type.Optional(Type.String({ minLength: 1 })),
-    /** does the store honour If-None-Match: * on PutObject? (probed at runtime when unset) */
+    /** false: the store ignores If-None-Match: * on PutObject (lockstep then refuses to take locks there); otherwise probed before each lock */
     conditionalWrites: Type.Optional(Type.Boolean()),
     /** false: the store has no CopyObject (index parts are then written again, not copied) */
     copyObject: Type.Optional(Type.Boolean()),
