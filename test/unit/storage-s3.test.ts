@@ -11,11 +11,14 @@ import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import { prune } from '../../lib/repo/prune.js';
 import type { BackupReport } from '../../lib/report.js';
-import { answeringProxy, behindProxy, rgwBucket, type SeenRequest } from '../helpers/s3.js';
+import { answeringProxy, behindProxy, rgwBucket, type S3Settings, type SeenRequest } from '../helpers/s3.js';
 import { collected } from '../helpers/repo.js';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 
 let bucket: Awaited<ReturnType<typeof rgwBucket>> | undefined;
+
+/** an s3 driver for the test bucket `b`, with settings of its own (another endpoint: a proxy) */
+const driverOf = (b: S3Settings, own: Record<string, unknown> = {}) => s3Driver.open({ ...b, driver: undefined, ...own }, '/');
 
 // every open() is a fresh prefix in one bucket on the run's RGW
 storageConformance('s3 (Ceph RGW)', async () => {
@@ -27,16 +30,15 @@ storageConformance('s3 (Ceph RGW)', async () => {
 describe('s3 driver settings', () => {
   it('copyObject: false declares a store without CopyObject: the driver offers no copy', async () => {
     const b = await rgwBucket();
-    const { driver: _d, ...settings } = b;
-    expect(s3Driver.open({ ...settings }, '/').copy).toBeTypeOf('function');
-    expect(s3Driver.open({ ...settings, copyObject: false }, '/').copy).toBeUndefined();
+    expect(driverOf(b).copy).toBeTypeOf('function');
+    expect(driverOf(b, { copyObject: false }).copy).toBeUndefined();
   });
 });
 
 describe('s3 driver errors', () => {
   it('wrong credentials: a clear error naming the location, no secret in it', async () => {
     const b = await rgwBucket();
-    const d = s3Driver.open({ ...b, driver: undefined, secretAccessKey: 'not-the-secret' }, '/');
+    const d = driverOf(b, { secretAccessKey: 'not-the-secret' });
     const err = await d.head('x').then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(LockstepError);
     expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_UNREADABLE');
@@ -47,7 +49,7 @@ describe('s3 driver errors', () => {
 
   it('a missing bucket says so', async () => {
     const b = await rgwBucket();
-    const d = s3Driver.open({ ...b, driver: undefined, bucket: `${b.bucket}-nope` }, '/');
+    const d = driverOf(b, { bucket: `${b.bucket}-nope` });
     const err = await d.put('x', Buffer.from('x')).then(() => undefined, (e: unknown) => e);
     expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_WRITE_FAILED');
     expect((err as LockstepError).hint).toMatch(/create the bucket/);
@@ -66,7 +68,7 @@ describe('s3 driver: unfinished multipart uploads', () => {
     try {
       await started('repo/packs/ab/left-behind', 100_000);
       await started('other/not-ours', 1000);
-      const d = s3Driver.open({ ...b, driver: undefined, prefix: 'repo' }, '/');
+      const d = driverOf(b, { prefix: 'repo' });
       // an hour old at least: none yet
       expect(await d.sweepTemporary!(3_600_000, false)).toEqual({ files: 0, bytes: 0 });
       expect(await d.sweepTemporary!(0, true)).toEqual({ files: 1, bytes: 100_000 });
@@ -83,9 +85,9 @@ describe('s3 driver: a download cut off part way', () => {
   it('is asked for again: the whole object and a range come back right; a body cut every time fails, naming the object', () =>
     behindProxy(async (b, proxy) => {
       const body = randomBytes(1024 * 1024);
-      const direct = s3Driver.open({ ...b, driver: undefined }, '/');
+      const direct = driverOf(b);
       await direct.put('big', body);
-      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      const d = driverOf(b, { endpoint: proxy.endpoint });
       proxy.cutGets(2);
       expect((await d.getBuffer!('big')).equals(body)).toBe(true);
       expect(proxy.cut()).toBe(2);
@@ -105,7 +107,7 @@ describe('s3 driver: an upload cut off part way', () => {
   it('a buffer put is sent again when its connection is reset, and the object is whole', () =>
     behindProxy(async (b, proxy) => {
       const body = randomBytes(1024 * 1024);
-      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      const d = driverOf(b, { endpoint: proxy.endpoint });
       proxy.cutPuts(2, '/put-buffer');
       await d.put('put-buffer', body);
       expect(proxy.cut()).toBe(2);
@@ -115,11 +117,11 @@ describe('s3 driver: an upload cut off part way', () => {
   it('a stream put as a multipart upload sends a part again when its connection is reset, and the object is whole', () =>
     behindProxy(async (b, proxy) => {
       const body = randomBytes(PART_SIZE + 1024 * 1024);
-      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      const d = driverOf(b, { endpoint: proxy.endpoint });
       proxy.cutPuts(2, 'partNumber=');
       await d.put('streamed', Readable.from([body.subarray(0, PART_SIZE / 2), body.subarray(PART_SIZE / 2)]));
       expect(proxy.cut()).toBe(2);
-      const direct = s3Driver.open({ ...b, driver: undefined }, '/');
+      const direct = driverOf(b);
       expect((await direct.getBuffer!('streamed')).equals(body)).toBe(true);
     }), 60_000);
 });
@@ -158,8 +160,8 @@ describe('s3 driver: a store that ignores the delimiter', () => {
 describe('a commit on s3: an answer lost', () => {
   it("a manifest the store took whose answer never came back is this backup's: committed, not failed as a backup that already exists; another backup's under the same id still is", () =>
     behindProxy(async (b, proxy) => {
-      await Repository.init(s3Driver.open({ ...b, driver: undefined }, '/'));
-      const repo = await Repository.open(s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/'));
+      await Repository.init(driverOf(b));
+      const repo = await Repository.open(driverOf(b, { endpoint: proxy.endpoint }));
       const at = '2026-12-03T10:10:10.000Z';
       const m: Manifest = { version: MANIFEST_VERSION, backupId: '20261203-101010-n', name: 'n', cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components: [], report: {} as BackupReport };
       proxy.cutPutAnswers(1, 'manifest.json');
@@ -174,11 +176,11 @@ describe('a commit on s3: an answer lost', () => {
 describe('repo init and the lock probe on s3: an answer lost', () => {
   it('an init whose config the store took is done, not "a repository already exists"; a probe write likewise does not make the store look unsafe', () =>
     behindProxy(async (b, proxy) => {
-      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      const d = driverOf(b, { endpoint: proxy.endpoint });
       proxy.cutPutAnswers(1, 'lockstep-repo.json');
       const repo = await Repository.init(d);
       expect(proxy.cut()).toBe(1);
-      expect((await Repository.open(s3Driver.open({ ...b, driver: undefined }, '/'))).id).toBe(repo.id);
+      expect((await Repository.open(driverOf(b))).id).toBe(repo.id);
       // a second init is still refused
       const again = await Repository.init(d).then(() => undefined, (e: unknown) => e);
       expect((again as LockstepError).code).toBe('LOCKSTEP_E_REPO_EXISTS');
@@ -192,12 +194,12 @@ describe('repo init and the lock probe on s3: an answer lost', () => {
 describe('the repository lock on s3: an answer lost', () => {
   it('a lock the store took whose answer never came back is ours: taken, not refused as held by this very process', () =>
     behindProxy(async (b, proxy) => {
-      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      const d = driverOf(b, { endpoint: proxy.endpoint });
       proxy.cutPutAnswers(1, 'locks/exclusive.json');
       const lock = await RepoLock.acquire(d, 'backup');
       expect(proxy.cut()).toBe(1);
       // held: another writer is refused, naming it
-      const other = await RepoLock.acquire(s3Driver.open({ ...b, driver: undefined }, '/'), 'prune').then(() => undefined, (e: unknown) => e);
+      const other = await RepoLock.acquire(driverOf(b), 'prune').then(() => undefined, (e: unknown) => e);
       expect((other as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
       await lock.release();
       // and let go of
@@ -227,7 +229,7 @@ describe('s3 driver: batch deletes', () => {
       return undefined;
     });
     try {
-      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint }, '/');
+      const d = driverOf(b, { endpoint: proxy.endpoint });
       const repo = await Repository.init(d);
       const ids = ['20261205-010000-one', '20261205-020000-two'];
       for (const backupId of ids) {
@@ -238,7 +240,7 @@ describe('s3 driver: batch deletes', () => {
       }
       await Promise.all(Array.from({ length: 30 }, (_, i) => d.put(`chunks/c${i}`, Buffer.alloc(i + 1))));
       const report = await prune(repo, { keepLast: 1 });
-      const direct = s3Driver.open({ ...b, driver: undefined }, '/');
+      const direct = driverOf(b);
       return { report, asked, left: (await collected(direct.list(''))).filter((k) => k !== 'lockstep-repo.json').sort() };
     } finally {
       await proxy.close();
@@ -270,7 +272,7 @@ describe('s3 driver: batch deletes', () => {
         : undefined,
     );
     try {
-      const d = s3Driver.open({ ...b, driver: undefined, endpoint: proxy.endpoint, prefix }, '/');
+      const d = driverOf(b, { endpoint: proxy.endpoint, prefix });
       expect(await d.deleteMany!(['k1', 'k2', 'k3'])).toEqual(['k2']);
     } finally {
       await proxy.close();
