@@ -19,6 +19,8 @@ const TMP_MARK = '.lockstep-tmp-';
 const scratchBuffers = new AlignedPool(1024 * 1024, 2);
 /** files and folders a flush fsyncs one by one; more, and it syncs the whole filesystem */
 const FSYNC_MAX = 256;
+/** what an fsync fails with on a filesystem that does not do it (as opposed to one that failed to) */
+const FSYNC_UNSUPPORTED = new Set(['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
 /** readings of a tree that keeps changing under a listing before it fails */
 const LIST_ATTEMPTS = 5;
 
@@ -30,6 +32,8 @@ export class FsDriver implements StorageDriver {
   private readonly dirs = new Set<string>();
   /** files put since the last flush, and the folders whose entries they (or new folders) changed */
   private unflushed = { files: new Set<string>(), dirs: new Set<string>() };
+  /** false once the filesystem refused an fsync as one it does not do: flushes are one syncfs */
+  private fsyncs = true;
   /** large objects are written with O_DIRECT: as configured, until the filesystem refuses it (tmpfs before Linux 6.6, some FUSE) */
   private direct: boolean;
 
@@ -178,11 +182,18 @@ export class FsDriver implements StorageDriver {
     const { files, dirs } = this.unflushed;
     this.unflushed = { files: new Set(), dirs: new Set() };
     try {
-      if (files.size + dirs.size > FSYNC_MAX) await this.syncWhole();
+      if (!this.fsyncs || files.size + dirs.size > FSYNC_MAX) await this.syncWhole();
       else {
-        // the files first, then the folders that name them
-        await this.fsyncEach([...files]);
-        await this.fsyncEach([...dirs]);
+        try {
+          // the files first, then the folders that name them
+          await this.fsyncEach([...files]);
+          await this.fsyncEach([...dirs]);
+        } catch (err) {
+          // a filesystem that has no fsync of a file or folder (some FUSE and network ones): syncfs from now on
+          if (!FSYNC_UNSUPPORTED.has(errnoCode(err) ?? '')) throw err;
+          this.fsyncs = false;
+          await this.syncWhole();
+        }
       }
     } catch (err) {
       // not flushed: the next flush tries them again

@@ -1,8 +1,8 @@
 /**
  * What a flush of the fs driver makes durable: the files put since the last flush and the
  * folders whose entries changed, an fsync each, when they are few (an incremental); one
- * syncfs of the whole filesystem when they are many (a full backup). A failed flush leaves
- * them for the next one.
+ * syncfs of the whole filesystem when they are many (a full backup), or when the
+ * filesystem does no fsync. A failed flush leaves them for the next one.
  */
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
@@ -17,11 +17,14 @@ class Recording extends FsDriver {
   whole = 0;
   synced: string[][] = [];
   failNext = false;
+  /** every fsync refused as a filesystem without it would */
+  noFsync = false;
   protected override async syncWhole(): Promise<void> {
     this.whole++;
     await super.syncWhole();
   }
   protected override async fsyncEach(paths: string[]): Promise<void> {
+    if (this.noFsync && paths.length > 0) throw Object.assign(new Error('EINVAL: invalid argument, fsync'), { code: 'EINVAL' });
     if (this.failNext) {
       this.failNext = false;
       throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
@@ -71,5 +74,16 @@ describe('fs driver flush', () => {
     expect((err as LockstepError).message).toContain('EIO');
     await d.flush();
     expect(d.synced[0]).toEqual([join(dir, 'packs/p1')]);
+  });
+
+  it('a filesystem without fsync (EINVAL): the flush syncs the whole filesystem instead, and every flush after it', async () => {
+    const d = new Recording(await temp('repo'));
+    d.noFsync = true;
+    await d.put('packs/p1', Buffer.from('pack'));
+    await d.flush();
+    expect(d.whole).toBe(1);
+    await d.put('packs/p2', Buffer.from('pack'));
+    await d.flush();
+    expect([d.whole, d.synced.length]).toEqual([2, 0]);
   });
 });
