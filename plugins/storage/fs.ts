@@ -34,6 +34,8 @@ export class FsDriver implements StorageDriver {
   private unflushed = { files: new Set<string>(), dirs: new Set<string>() };
   /** false once the filesystem refused an fsync as one it does not do: flushes are one syncfs */
   private fsyncs = true;
+  /** the last flush asked for (they run one after another) */
+  private flushing: Promise<void> = Promise.resolve();
   /** large objects are written with O_DIRECT: as configured, until the filesystem refuses it (tmpfs before Linux 6.6, some FUSE) */
   private direct: boolean;
 
@@ -179,6 +181,14 @@ export class FsDriver implements StorageDriver {
    * fsyncs. A full backup puts thousands: one syncfs is cheaper than an fsync each.
    */
   async flush(): Promise<void> {
+    // one at a time: a flush that returns has made durable everything put before it was
+    // called, also what a flush still running (another upload's) had taken to sync
+    const mine = this.flushing.then(() => this.flushNow());
+    this.flushing = mine.catch(() => undefined);
+    return mine;
+  }
+
+  private async flushNow(): Promise<void> {
     const { files, dirs } = this.unflushed;
     this.unflushed = { files: new Set(), dirs: new Set() };
     try {

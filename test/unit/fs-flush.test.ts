@@ -86,4 +86,29 @@ describe('fs driver flush', () => {
     await d.flush();
     expect([d.whole, d.synced.length]).toEqual([2, 0]);
   });
+
+  it('flushes run one after another: one asked while another runs returns only once what that one took is synced too', async () => {
+    const dir = await temp('repo');
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const order: string[] = [];
+    class Slow extends Recording {
+      protected override async fsyncEach(paths: string[]): Promise<void> {
+        if (paths.some((p) => p.endsWith('a'))) await held;
+        order.push(...paths.filter((p) => !p.endsWith(dir) && /\/[ab]$/.test(p)).map((p) => p.slice(-1)));
+        await super.fsyncEach(paths);
+      }
+    }
+    const d = new Slow(dir);
+    await d.put('a', Buffer.from('a'));
+    const first = d.flush();
+    await d.put('b', Buffer.from('b'));
+    let secondDone = false;
+    const second = d.flush().then(() => (secondDone = true));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(secondDone).toBe(false);
+    release();
+    await Promise.all([first, second]);
+    expect(order).toEqual(['a', 'b']);
+  });
 });
