@@ -12,6 +12,7 @@ import { syncFileSystem } from '../../lib/syncfs.js';
 import { closeFd, fstatFd, fsyncFd, openFd, readAt } from '../../lib/fd.js';
 import { AlignedPool, DIRECT_MIN, DirectFile, directRefused } from '../../lib/direct-io.js';
 import { inPendingBackupFolder } from '../../lib/repo/layout.js';
+import { forEachLimit } from '../../agent/transfer/pool.js';
 import { checkObjectKey, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 const TMP_MARK = '.lockstep-tmp-';
@@ -219,25 +220,20 @@ export class FsDriver implements StorageDriver {
 
   /** fsync each path (a file or a folder), 16 at once; one gone since (deleted) needs none */
   protected async fsyncEach(paths: string[]): Promise<void> {
-    let next = 0;
-    const worker = async () => {
-      while (next < paths.length) {
-        const path = paths[next++]!;
-        let fd: number;
-        try {
-          fd = await openFd(path, 'r');
-        } catch (err) {
-          if (errnoCode(err) === 'ENOENT') continue;
-          throw err;
-        }
-        try {
-          await fsyncFd(fd);
-        } finally {
-          await closeFd(fd);
-        }
+    await forEachLimit(paths, 16, async (path) => {
+      let fd: number;
+      try {
+        fd = await openFd(path, 'r');
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return;
+        throw err;
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(16, paths.length) }, worker));
+      try {
+        await fsyncFd(fd);
+      } finally {
+        await closeFd(fd);
+      }
+    });
   }
 
   async putIfAbsent(key: string, body: Buffer, opts: { durable?: boolean } = {}): Promise<boolean> {

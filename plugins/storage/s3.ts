@@ -341,7 +341,6 @@ export class S3Driver implements StorageDriver {
    * (403 …) gives back this batch's keys, whose single deletes then name what is wrong.
    */
   async deleteMany(keys: readonly string[], signal?: AbortSignal): Promise<string[]> {
-    if (!this.batchDeletes) return [...keys];
     const left: string[] = [];
     for (let i = 0; i < keys.length; i += DELETE_MANY_MAX) {
       const batch = keys.slice(i, i + DELETE_MANY_MAX);

@@ -30,7 +30,7 @@ export function checkObjectKey(key: string): string {
   return key;
 }
 
-/** the most keys one `deleteMany` call takes (S3's DeleteObjects limit) */
+/** the most keys one batch delete request takes (S3's DeleteObjects limit; see `deleteMany`) */
 export const DELETE_MANY_MAX = 1000;
 
 export interface StorageCapabilities {
@@ -95,7 +95,7 @@ export interface StorageDriver {
   /** absent keys are not an error */
   delete(key: string): Promise<void>;
   /**
-   * optional: delete up to `DELETE_MANY_MAX` keys in one request, for a store that has a
+   * optional: delete `keys`, `DELETE_MANY_MAX` of them a request, for a store that has a
    * batch delete (S3 DeleteObjects). Absent keys are not an error. Gives back the keys it
    * did not delete (the store refused them one by one, or has no batch delete: then all of
    * them, without a request from then on); the caller deletes those with `delete`, which
