@@ -54,8 +54,6 @@ export async function* walkTree(root: string, onSkip?: (rel: string, why: string
 export interface TreeVisitor {
   /** `rel` as in `TreeEntry` ('' is the root) */
   entry(rel: string, type: TreeEntry['type'], stat: Stats): void;
-  /** the entries of one more folder (or the root itself) were told; a throw ends the walk with it */
-  folderDone?(): void;
 }
 
 /**
@@ -65,10 +63,8 @@ export interface TreeVisitor {
  */
 export async function walkEach(root: string, visitor: TreeVisitor, onSkip?: (rel: string, why: string) => void): Promise<void> {
   visitor.entry('', 'dir', await rootStat(root));
-  visitor.folderDone?.();
   for await (const f of folders(root, onSkip)) {
     for (let i = 0; i < f.rels.length; i++) visitor.entry(f.rels[i]!, f.types[i]!, f.stats[i]!);
-    visitor.folderDone?.();
   }
 }
 

@@ -208,7 +208,7 @@ export interface UploadResult {
   /** of those, parts of the previous index stored again by the store's copy (their entries did not change), not written anew */
   indexPartsReused?: number;
   uploadMs: number;
-  /** where `uploadMs` went: the walk (listing and lstat of every entry) from the upload's start; from the same start, finding and reading the previous index (and the component's pending records); then reading and storing the changed files (until every blob is stored); writing the index. The last three add up to at most `uploadMs`; the walk runs beside the first two (an index kept in memory is at hand at once, and the files the walk found first are read while it goes on) */
+  /** where `uploadMs` went (they add up to at most it): listing and lstat of every entry, finding and reading the previous index (and the component's pending records), reading and storing the changed files (until every blob is stored), writing the index */
   phases?: UploadPhases;
 }
 

@@ -6,18 +6,12 @@ export async function forEachLimit<T>(items: readonly T[], limit: number, work: 
   await forEachTaken(() => (next < items.length ? next++ : -1), Math.min(limit, items.length), (i) => work(items[i]!, i), signal);
 }
 
-/** what a `take` of `forEachTaken` gives when it has nothing yet but will: the worker waits for `more` */
-export const LATER = -2;
-
 /**
  * `forEachLimit` over numbers (-1: no more) that `take` hands out as workers get free: one
  * that passes over items that need no work, settling them as it goes, lets the work on the
- * first that does start at once, with no async call for the others. Items still being
- * found (a tree being walked) are told by `LATER`: the worker waits for `more` (which
- * resolves once there are more, or none will come; rejects: that error stops the rest)
- * and asks again.
+ * first that does start at once, with no async call for the others.
  */
-export async function forEachTaken(take: () => number, limit: number, work: (n: number) => Promise<void>, signal?: AbortSignal, more?: () => Promise<void>): Promise<void> {
+export async function forEachTaken(take: () => number, limit: number, work: (n: number) => Promise<void>, signal?: AbortSignal): Promise<void> {
   let failed: unknown;
   // not the signal itself in the loop (lib/stop.ts)
   const stop = stopOf(signal);
@@ -25,12 +19,6 @@ export async function forEachTaken(take: () => number, limit: number, work: (n: 
     while (failed === undefined) {
       stop?.check();
       const n = take();
-      if (n === LATER && more) {
-        await more().catch((err: unknown) => {
-          failed ??= err;
-        });
-        continue;
-      }
       if (n < 0) return;
       try {
         await work(n);

@@ -45,7 +45,7 @@ import { readChanges, type SnapshotChanges } from '../../lib/changes.js';
 import { applyRestored, forgetRestored } from './restored.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
-import { forEachTaken, LATER } from './pool.js';
+import { forEachTaken } from './pool.js';
 import { deleteKeys } from '../../lib/repo/delete-keys.js';
 import { listKeys } from '../../plugins/storage/types.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
@@ -899,10 +899,9 @@ function newestFirstNow(repo: Repository, except: string): NewestFirst {
 /**
  * The newest committed backup's index of this component, if any (what this run dedups
  * against), read part by part; for a component never backed up on this node, another
- * node's (see `peerOf`), from the same walk through the manifests. An index kept in memory
- * is taken at once; one read is sized to the snapshot (`blocksOfWalk`: once the walk ends).
+ * node's (see `peerOf`), from the same walk through the manifests.
  */
-async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocksOfWalk: () => Promise<number>, backups: NewestFirst): Promise<Previous | undefined> {
+async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobContext, blocks: number, backups: NewestFirst): Promise<Previous | undefined> {
   let backedUpHere = false;
   let peer: { id: string; c: ManifestComponent } | undefined;
   for await (const { id, manifest } of backups) {
@@ -921,12 +920,12 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
         const key = cacheKeyOf(repo, target, id, c.indexSha256);
         const warm = takeKeptIndex(key);
         if (warm) return { backupId: id, component: c, ...warm, from: 'memory' };
-        const got = { known: Known.about(await blocksOfWalk()), files: new OldFiles() };
+        const got = { known: Known.about(blocks), files: new OldFiles() };
         const cached = await readIndexCache(target.cacheFile, key, got.known, got.files).catch((err: unknown) => ({ ok: false as const, why: String(err) }));
         if (cached.ok) return { backupId: id, component: c, ...got, from: 'local' };
         ctx.log.info({ backupId: id, why: cached.why }, 'previous index read from the repository, not from the local copy');
       }
-      return { backupId: id, component: c, ...(await readPrevious(repo, c, await blocksOfWalk())), from: 'repository' };
+      return { backupId: id, component: c, ...(await readPrevious(repo, c, blocks)), from: 'repository' };
     } catch (err) {
       // a damaged older backup only costs dedup, never this backup
       ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'previous backup unreadable; not used for dedup');
@@ -937,7 +936,7 @@ async function previousIndex(repo: Repository, target: UploadTarget, ctx: JobCon
   const { id, c } = peer;
   try {
     ctx.log.info({ component: target.component, backupId: id, peer: c.node }, "component's first backup on this node: dedups against another node's index");
-    return { backupId: id, component: c, ...(await readPrevious(repo, c, await blocksOfWalk())), from: 'repository', node: c.node };
+    return { backupId: id, component: c, ...(await readPrevious(repo, c, blocks)), from: 'repository', node: c.node };
   } catch (err) {
     ctx.log.warn({ backupId: id, err: err instanceof Error ? err.message : String(err) }, 'peer backup unreadable; not used for dedup');
     return undefined;
@@ -1063,80 +1062,28 @@ async function previousParts(repo: Repository, target: UploadTarget, previous: P
 /**
  * Every entry of the snapshot's sets walked, a row each (its index path, metadata, change
  * signature; not its Stats, which on Node 20 carry four Dates each); a file's content is
- * added once uploaded. The rows grow as the walk goes: an upload whose previous index is
- * at hand reads the files found first while the rest is walked (`more`).
+ * added once uploaded.
  *
- * The walk and `sizeUp` are functions of their own, not loops in `uploadSnapshot`: a loop
- * run for every entry makes the function it is in hot, and a function run once a job that
- * is compiled for its loop is compiled again in every job (the code after the loop has no
+ * This and `sizeUp` are functions of their own, not loops in `uploadSnapshot`: a loop run
+ * for every entry makes the function it is in hot, and a function run once a job that is
+ * compiled for its loop is compiled again in every job (the code after the loop has no
  * feedback yet: deoptimized, compiled again). `uploadSnapshot` cost 250–390 ms of
  * compiling a 5 GiB incremental (--trace-opt), on the core the file reads need.
  */
-class Walk {
-  readonly rows = new Columns();
-  /** settled once every set was walked */
-  readonly done: Promise<void>;
-  /** the walk ended (`failed` says whether it failed) */
-  ended = false;
-  private failed: unknown;
-  private stopped = false;
-  private waiting: { resolve: () => void; reject: (err: unknown) => void }[] = [];
-
-  constructor(snapRoot: string, sets: string[], log: JobContext['log'], expected: number) {
-    this.rows.reserve(expected);
-    this.done = this.run(snapRoot, sets, log);
-    this.done.then(
-      () => this.end(undefined),
-      (err: unknown) => this.end(err ?? new Error('walk failed')),
-    );
-  }
-
-  private async run(snapRoot: string, sets: string[], log: JobContext['log']): Promise<void> {
-    const onSkip = (rel: string, why: string) => log.warn({ path: rel, why }, 'skipped');
-    for (const set of sets) await walkEach(join(snapRoot, set), new RowsOfSet(this.rows, set, this), onSkip);
-  }
-
-  /** resolves once rows were added or the walk ended; rejects with the walk's error */
-  more(): Promise<void> {
-    if (this.ended) return this.failed === undefined ? Promise.resolve() : Promise.reject(this.failed);
-    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
-  }
-
-  /** a folder's rows were added (throws once stopped: that ends the walk) */
-  grew(): void {
-    if (this.stopped) throw new Error('walk stopped: the upload failed');
-    this.wake();
-  }
-
-  /** end the walk at its next folder (the upload failed: nothing will take its rows) */
-  stop(): void {
-    this.stopped = true;
-  }
-
-  private end(err: unknown): void {
-    this.failed = err;
-    this.ended = true;
-    this.wake();
-  }
-
-  private wake(): void {
-    if (this.waiting.length === 0) return;
-    const waiting = this.waiting;
-    this.waiting = [];
-    for (const w of waiting) {
-      if (this.failed === undefined) w.resolve();
-      else w.reject(this.failed);
-    }
-  }
+async function walkRows(snapRoot: string, sets: string[], log: JobContext['log'], expected: number): Promise<Columns> {
+  const rows = new Columns();
+  rows.reserve(expected);
+  const onSkip = (rel: string, why: string) => log.warn({ path: rel, why }, 'skipped');
+  for (const set of sets) await walkEach(join(snapRoot, set), new RowsOfSet(rows, set), onSkip);
+  return rows;
 }
 
-/** a set's walked entries, a row each (see `Walk`) */
+/** a set's walked entries, a row each (see `walkRows`) */
 class RowsOfSet implements TreeVisitor {
   private readonly prefix: string;
   constructor(
     private readonly rows: Columns,
     private readonly set: string,
-    private readonly walk: Walk,
   ) {
     this.prefix = `${set}/`;
   }
@@ -1148,27 +1095,28 @@ class RowsOfSet implements TreeVisitor {
     rows.setSize(r, st.size);
     rows.setSigOf(r, st.ino, st.ctimeMs, false);
   }
-
-  folderDone(): void {
-    this.walk.grew();
-  }
 }
 
-/** The walked rows' totals */
-function sizeUp(rows: Columns, config: Repository['config']): { fileCount: number; bytesTotal: number; blocks: number; dirs: number } {
+/** The walked rows' totals, and the rows to upload (all but folders) */
+function sizeUp(rows: Columns, config: Repository['config']): { fileCount: number; bytesTotal: number; blocks: number; todo: number[]; dirs: number } {
   let fileCount = 0;
   let bytesTotal = 0;
   let blocks = 0;
   let dirs = 0;
+  const todo: number[] = [];
   for (let r = 0; r < rows.length; r++) {
     const type = rows.type(r);
-    if (type === 'dir') dirs++;
+    if (type === 'dir') {
+      dirs++;
+      continue;
+    }
+    todo.push(r);
     if (type !== 'file') continue;
     fileCount++;
     bytesTotal += rows.sizeOf(r);
     blocks += blocksAbout(rows.sizeOf(r), config);
   }
-  return { fileCount, bytesTotal, blocks, dirs };
+  return { fileCount, bytesTotal, blocks, todo, dirs };
 }
 
 /**
@@ -1183,13 +1131,12 @@ function settled(rows: Columns, r: number, walkedFrom: number, linked: boolean):
 }
 
 /**
- * The walked rows in order, as the upload's file workers take them: folders are passed
- * over, those that are the previous backup's files, unchanged, are settled on the way (that
- * backup's content copied column to column, no object made, counted as done) and only the
- * others (files to read, symlinks) handed out; `LATER` while the walk has found no more
- * yet. Through the workers each of ~34k unchanged files (5 GiB) cost an async call, a
- * promise and a progress update; settled all in a pass before the workers start, they held
- * back the reads of the changed big files that come first.
+ * The rows of `todo` in order, as the upload's file workers take them: those that are the
+ * previous backup's files, unchanged, are settled on the way (that backup's content copied
+ * column to column, no object made, counted as done) and only the others (files to read,
+ * symlinks) handed out. Through the workers each of ~34k unchanged files (5 GiB) cost an
+ * async call, a promise and a progress update; settled all in a pass before the workers
+ * start, they held back the reads of the changed big files that come first.
  *
  * Size and mtime alone miss a rewrite that keeps both (same size, mtime set back or in the
  * same millisecond); inode and ctime cannot be set back. A copy kept between backups keeps
@@ -1202,7 +1149,8 @@ class RowsToRead {
   unchanged = 0;
 
   constructor(
-    private readonly walk: Walk,
+    private readonly rows: Columns,
+    private readonly todo: number[],
     private readonly before: OldFiles,
     private readonly changes: SnapshotChanges['sets'] | undefined,
     private readonly ownFiles: boolean,
@@ -1212,15 +1160,12 @@ class RowsToRead {
     private readonly done: BytesDone,
   ) {}
 
-  /** the next row to read (-1: none left, `LATER`: none yet), the unchanged ones before it settled */
+  /** the next row to read (-1: none left), the unchanged ones before it settled */
   take(): number {
-    const { rows } = this.walk;
-    const before = this.before;
-    while (this.next < rows.length) {
-      const r = this.next++;
-      const type = rows.type(r);
-      if (type === 'dir') continue;
-      const o = this.ownFiles && type === 'file' ? before.row(rows.path(r)) : -1;
+    const { rows, todo, before } = this;
+    while (this.next < todo.length) {
+      const r = todo[this.next++]!;
+      const o = this.ownFiles && rows.type(r) === 'file' ? before.row(rows.path(r)) : -1;
       if (o < 0 || before.cols.sizeOf(o) !== rows.sizeOf(r) || before.cols.mtimeMs(o) !== rows.mtimeMs(r) || !unchangedSince(rows, r, before, o, this.changes, this.linked)) return r;
       rows.copyContent(r, before.cols, o);
       rows.setSeen(r, settled(rows, r, this.walkedFrom, this.linked));
@@ -1228,7 +1173,7 @@ class RowsToRead {
       this.done.skip(rows.sizeOf(r));
       this.result.chunks += rows.countOf(r);
     }
-    return this.walk.ended ? -1 : LATER;
+    return -1;
   }
 }
 
@@ -1259,47 +1204,15 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   // every stat below comes after this moment
   const walkedFrom = Date.now();
   const tWalk = performance.now();
-  const walk = new Walk(snapRoot, sets, ctx.log, Math.ceil((walked.get(key) ?? 0) * 1.05));
-  let tWalked = 0;
-  const sized = walk.done.then(() => {
-    tWalked = performance.now();
-    walked.set(key, walk.rows.length);
-    return sizeUp(walk.rows, repo.config);
-  });
-  sized.catch(() => undefined); // awaited below; an upload that fails first must not leave it unhandled
-  try {
-    return await uploadWalked(repo, snapRoot, sets, target, ctx, { t0, tWalk, walkedFrom, key, turn, backups, pendingListed, walk, sized, walkEnd: () => tWalked });
-  } finally {
-    // (a walk that ended already is not touched)
-    walk.stop();
-  }
-}
+  const rows = await walkRows(snapRoot, sets, ctx.log, Math.ceil((walked.get(key) ?? 0) * 1.05));
+  walked.set(key, rows.length);
+  const { fileCount, bytesTotal, blocks, todo, dirs } = sizeUp(rows, repo.config);
+  const tWalked = performance.now();
 
-interface Started {
-  t0: number;
-  tWalk: number;
-  walkedFrom: number;
-  key: string;
-  turn: ReturnType<typeof uploadStarts>;
-  backups: NewestFirst;
-  pendingListed: Promise<string[]>;
-  walk: Walk;
-  sized: Promise<ReturnType<typeof sizeUp>>;
-  walkEnd: () => number;
-}
-
-/**
- * The upload once its walk has started: the previous index found (a kept one at once; one
- * read from the agent's copy or the repository is sized to the walk, so waits for it), then
- * the files read as the walk finds them.
- */
-async function uploadWalked(repo: Repository, snapRoot: string, sets: string[], target: UploadTarget, ctx: JobContext, started: Started): Promise<UploadResult> {
-  const { t0, tWalk, walkedFrom, key, turn, backups, pendingListed, walk, sized } = started;
-  const rows = walk.rows;
   // a hash is a hash whatever the block size it was cut at: all of them dedup
-  const previous = await previousIndex(repo, target, ctx, () => sized.then((z) => z.blocks, () => 0), backups);
+  const previous = await previousIndex(repo, target, ctx, blocks, backups);
   dropKeptIndex(target.node, target.component);
-  const known = previous?.known ?? new Known((await sized).blocks, (await sized).blocks);
+  const known = previous?.known ?? new Known(blocks, blocks);
   const before = previous?.files ?? new OldFiles();
   const writer = new BlobWriter(repo, target, ctx.signal, known);
   keepUploadShapes(repo, target);
@@ -1316,18 +1229,16 @@ async function uploadWalked(repo: Repository, snapRoot: string, sets: string[], 
   if (recorded && !changes) ctx.log.info({ basedOn: recorded.basedOn, previous: previous?.backupId }, 'snapshot changes are against another backup: changed files are read whole');
   // read while the files are
   const reusable = previousParts(repo, target, previous, ctx);
-  ctx.progress({ phase: 'uploading' });
-  // the totals once the walk has them (it may still be going: the files it found first are read meanwhile)
-  void sized.then(({ bytesTotal, fileCount }) => ctx.progress({ bytesTotal, filesTotal: fileCount }), () => undefined);
+  ctx.progress({ phase: 'uploading', bytesTotal, filesTotal: fileCount });
   const tPrevious = performance.now();
 
   const result: UploadResult = {
     indexKey: indexKey(target.backupId, target.node, target.component),
     indexSha256: '',
-    files: 0,
+    files: fileCount,
     dirs: 0,
     symlinks: 0,
-    bytes: 0,
+    bytes: bytesTotal,
     chunks: 0,
     chunksNew: 0,
     bytesNew: 0,
@@ -1339,8 +1250,9 @@ async function uploadWalked(repo: Repository, snapRoot: string, sets: string[], 
     uploadMs: 0,
   };
   const done = new BytesDone(ctx);
+  result.dirs = dirs;
   // most files are unchanged: settled on the way to the next one to read
-  const toRead = new RowsToRead(walk, before, changes, ownFiles, target.linked === true, walkedFrom, result, done);
+  const toRead = new RowsToRead(rows, todo, before, changes, ownFiles, target.linked === true, walkedFrom, result, done);
   let filesRead = 0;
   // not `under(snapRoot)`: a closure of this job's called for every file would cost this function its optimized code when it dies (see LiveContext)
   const snapPrefix = prefixOf(snapRoot);
@@ -1367,12 +1279,7 @@ async function uploadWalked(repo: Repository, snapRoot: string, sets: string[], 
       ctx.progress({ bytesDone: done.bytes, filesDone: toRead.unchanged + ++filesRead });
     },
     ctx.signal,
-    () => walk.more(),
   );
-  const { fileCount, bytesTotal, blocks, dirs } = await sized;
-  result.files = fileCount;
-  result.bytes = bytesTotal;
-  result.dirs = dirs;
   result.filesUnchanged = toRead.unchanged;
   ctx.progress({ bytesDone: done.bytes, filesDone: toRead.unchanged + filesRead });
   // the previous backup's files are no longer needed: let them go before the index is written
@@ -1405,7 +1312,7 @@ async function uploadWalked(repo: Repository, snapRoot: string, sets: string[], 
   }
   const tIndex = performance.now();
   result.uploadMs = Math.round(tIndex - t0);
-  result.phases = { walkMs: Math.round(started.walkEnd() - tWalk), previousMs: Math.round(tPrevious - tWalk), filesMs: Math.round(tFiles - tPrevious), indexMs: Math.round(tIndex - tFiles) };
+  result.phases = { walkMs: Math.round(tWalked - tWalk), previousMs: Math.round(tPrevious - tWalked), filesMs: Math.round(tFiles - tPrevious), indexMs: Math.round(tIndex - tFiles) };
   const cacheKey = cacheKeyOf(repo, target, target.backupId, result.indexSha256);
   afterUpload(
     key,

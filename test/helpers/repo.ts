@@ -3,9 +3,6 @@ import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository, sha256 } from '../../lib/repo/repository.js';
 import type { ChunkRef, ComponentIndex } from '../../lib/repo/index-file.js';
-import { MANIFEST_VERSION, type Manifest, type ManifestComponent } from '../../lib/repo/manifest.js';
-import type { BackupReport } from '../../lib/report.js';
-import type { UploadResult } from '../../lib/wire.js';
 
 export async function openFsRepo(dir: string, secret?: Buffer): Promise<Repository> {
   return Repository.open(new FsDriver(dir), { secret });
@@ -40,12 +37,4 @@ export async function collected<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const v of it) out.push(v);
   return out;
-}
-
-/** `backupId` committed with the given nodes' uploads of component `component` (`db` unless told; shard `s1` unless told) */
-export async function commitUploads(repo: Repository, backupId: string, ups: { node: string; plugin: string; up: UploadResult; shard?: string }[], component = 'db'): Promise<void> {
-  const components: ManifestComponent[] = ups.map(({ node, plugin, up, shard }) => ({ node, component, plugin, shard: shard ?? 's1', indexKey: up.indexKey, indexSha256: up.indexSha256, files: up.files, bytes: up.bytes }));
-  const at = new Date().toISOString();
-  const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components, report: {} as BackupReport };
-  await repo.commitManifest(m);
 }
