@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throw-away S3 endpoint: Ceph RGW over a one-node memstore cluster (one mon, one OSD,
-# no auth between daemons, pool size 1). Used by the tests of the s3 storage driver.
+# no auth between daemons, pool size 1), with a second storage class (COLD) and SSE-KMS
+# keys of its own. Used by the tests of the s3 storage driver.
 #
 #   scripts/rgw.sh start DIR PORT   -> prints "endpoint access-key secret-key" when ready
 #   scripts/rgw.sh stop DIR         -> stops the daemons and removes DIR
@@ -83,6 +84,11 @@ osd data = $dir/osd/\$cluster-\$id
 rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
 rgw data = $dir/rgw
 rgw dns name = 127.0.0.1
+# SSE-KMS over plain HTTP, with keys from this file (RGW's "testing" backend): the tests of
+# the s3 driver's serverSideEncryption ask for key lockstep-test-key
+rgw crypt require ssl = false
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = lockstep-test-key=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 EOF
 
 trap 'echo "rgw did not start; logs in $dir/log" >&2' ERR
@@ -102,6 +108,17 @@ secret=lockstep-test-secret-0123456789
 # the first admin call waits for the rgw pools to exist
 c radosgw-admin user create --uid=lockstep --display-name=lockstep \
   --access-key="$access" --secret-key="$secret" >/dev/null
+# a second storage class, COLD, for the tests of the s3 driver's storageClass; radosgw reads
+# the zone's placement when it starts, so it is started again
+c radosgw-admin zonegroup placement add --rgw-zonegroup default --placement-id default-placement --storage-class COLD >/dev/null
+c radosgw-admin zone placement add --rgw-zone default --placement-id default-placement --storage-class COLD --data-pool default.rgw.cold.data >/dev/null
+rgwpid=$(cat "$dir/run/client.rgw.pid")
+kill "$rgwpid"
+for _ in $(seq 100); do
+  kill -0 "$rgwpid" 2>/dev/null || break
+  sleep 0.1
+done
+c radosgw -n client.rgw
 for _ in $(seq 300); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "http://127.0.0.1:$port $access $secret"

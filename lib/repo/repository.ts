@@ -188,7 +188,8 @@ export class Repository {
   async probeWrite(node: string): Promise<void> {
     const key = probeKey(node);
     const body = Buffer.from(JSON.stringify({ node, host: hostname(), at: new Date().toISOString() }));
-    await this.driver.put(key, body);
+    // as data is written: a store's storage class and encryption for data are tried here, before a backup freezes anything
+    await this.driver.put(key, body, undefined, { data: true });
     await this.driver.delete(key);
   }
 
@@ -204,7 +205,7 @@ export class Repository {
   async putChunk(hash: string, data: Buffer, signal?: AbortSignal): Promise<number> {
     if (await this.hasChunk(hash)) return 0;
     const stored = await this.codec.encode(data);
-    await this.driver.put(this.chunkObjectKey(hash), stored, signal);
+    await this.driver.put(this.chunkObjectKey(hash), stored, signal, { data: true });
     return stored.length;
   }
 
@@ -215,7 +216,7 @@ export class Repository {
 
   /** Store a pack (blobs already encoded, back to back), then the pending record that lets a later run reuse it. */
   async putPack(record: PendingRecord, body: Buffer, at: { node: string; component: string; backupId: string }, signal?: AbortSignal): Promise<void> {
-    await this.driver.put(packKey(record.pack), body, signal);
+    await this.driver.put(packKey(record.pack), body, signal, { data: true });
     await this.driver.put(pendingKey(at.node, at.component, at.backupId, record.pack), await this.codec.encode(Buffer.from(JSON.stringify(record))));
   }
 

@@ -33,7 +33,10 @@ export function checkRepositorySettings(settings: RepositorySettings, prefix: st
     return [{ path: `${prefix}.driver`, message: `unknown storage driver "${settings.driver}" (known: ${driverNames().join(', ')})` }];
   }
   const { driver: _driver, ...rest } = driverSettings(settings);
-  return [...checkSchema(factory.configSchema, rest, prefix), ...checkRepoOwnSettings(settings, prefix)];
+  const problems = checkSchema(factory.configSchema, rest, prefix);
+  // what the schema cannot tell, once the settings have the shapes it wants
+  if (problems.length === 0 && factory.checkSettings) problems.push(...factory.checkSettings(rest, prefix));
+  return [...problems, ...checkRepoOwnSettings(settings, prefix)];
 }
 
 export function openDriver(settings: RepositorySettings, baseDir: string): StorageDriver {

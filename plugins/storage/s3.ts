@@ -6,10 +6,11 @@
  * every call is retried with backoff on throttling, 5xx and network errors.
  */
 import type { Readable } from 'node:stream';
-import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
-import { Type } from '@sinclair/typebox';
+import type { S3Client, S3ClientConfig, StorageClass } from '@aws-sdk/client-s3';
+import { Type, type Static } from '@sinclair/typebox';
+import type { ConfigProblem } from '../../lib/config.js';
 import { LockstepError } from '../../lib/errors.js';
-import { checkObjectKey, DELETE_MANY_MAX, readAll, type ByteRange, type ObjectInfo, type StorageDriver, type StorageDriverFactory } from './types.js';
+import { checkObjectKey, DELETE_MANY_MAX, readAll, type ByteRange, type ObjectInfo, type PutOptions, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 /** 16 MiB parts, 4 at a time: ~64 MiB in flight per stream, near the endpoint's limit measured on loopback RGW */
 export const PART_SIZE = 16 * 1024 * 1024;
@@ -32,9 +33,39 @@ const s3Settings = Type.Object(
     conditionalWrites: Type.Optional(Type.Boolean()),
     /** false: the store has no CopyObject (index parts are then written again, not copied) */
     copyObject: Type.Optional(Type.Boolean()),
+    /** the storage class of objects that hold backup data (packs, chunk objects); the rest stays in the bucket's default */
+    storageClass: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+$' })),
+    /** server-side encryption of every object written: SSE-S3 (AES256) or SSE-KMS (aws:kms, aws:kms:dsse) */
+    serverSideEncryption: Type.Optional(Type.Union([Type.Literal('AES256'), Type.Literal('aws:kms'), Type.Literal('aws:kms:dsse')])),
+    /** the KMS key of SSE-KMS (its id, ARN or alias); none: the account's default key for S3 */
+    sseKmsKeyId: Type.Optional(Type.String({ minLength: 1 })),
   },
   { additionalProperties: false },
 );
+
+type S3Settings = Static<typeof s3Settings>;
+
+/**
+ * Storage classes whose objects cannot be read until a restore request has thawed them
+ * (hours): a backup stored there could not be verified, restored or pruned by lockstep.
+ */
+const ARCHIVE_CLASSES = ['GLACIER', 'DEEP_ARCHIVE'];
+
+/** what the schema cannot tell about s3 settings (see StorageDriverFactory.checkSettings) */
+function checkS3Settings(settings: S3Settings, prefix: string): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const cls = settings.storageClass;
+  if (cls !== undefined && ARCHIVE_CLASSES.includes(cls.toUpperCase())) {
+    problems.push({
+      path: `${prefix}.storageClass`,
+      message: `${cls} objects cannot be read without a restore request first (hours): verify, restore and prune would fail. Use a class read at once (STANDARD_IA, ONEZONE_IA, GLACIER_IR, INTELLIGENT_TIERING), or a lifecycle rule on the bucket if older backups are to be archived`,
+    });
+  }
+  if (settings.sseKmsKeyId !== undefined && !settings.serverSideEncryption?.startsWith('aws:kms')) {
+    problems.push({ path: `${prefix}.sseKmsKeyId`, message: `a KMS key needs serverSideEncryption: aws:kms (or aws:kms:dsse); it is ${settings.serverSideEncryption ?? 'not set'}` });
+  }
+  return problems;
+}
 
 function httpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
@@ -101,12 +132,21 @@ export class S3Driver implements StorageDriver {
   private readonly prefix: string;
   /** false once the store refused a DeleteObjects as a request it does not take */
   private batchDeletes = true;
+  /** the server-side encryption every write asks for (none: the bucket's default) */
+  private readonly sse: { ServerSideEncryption?: 'AES256' | 'aws:kms' | 'aws:kms:dsse'; SSEKMSKeyId?: string };
+  /** the storage class of data objects (none: the bucket's default) */
+  private readonly dataClass: string | undefined;
 
   /** CopyObject, unless the settings say the store has none */
   readonly copy?: (from: string, to: string, signal?: AbortSignal) => Promise<void>;
 
-  constructor(settings: { bucket: string; prefix?: string; endpoint?: string; region?: string; forcePathStyle?: boolean; accessKeyId?: string; secretAccessKey?: string; conditionalWrites?: boolean; copyObject?: boolean }) {
+  constructor(settings: S3Settings) {
     if (settings.copyObject !== false) this.copy = (from, to, signal) => this.copyObject(from, to, signal);
+    this.sse = {
+      ...(settings.serverSideEncryption ? { ServerSideEncryption: settings.serverSideEncryption } : {}),
+      ...(settings.sseKmsKeyId ? { SSEKMSKeyId: settings.sseKmsKeyId } : {}),
+    };
+    this.dataClass = settings.storageClass;
     this.bucket = settings.bucket;
     this.prefix = settings.prefix ? `${settings.prefix.replace(/^\/+|\/+$/g, '')}/` : '';
     this.location = `s3://${this.bucket}/${this.prefix}${settings.endpoint ? ` at ${settings.endpoint}` : ''}`;
@@ -143,20 +183,26 @@ export class S3Driver implements StorageDriver {
     if (err instanceof LockstepError) return err;
     const status = httpStatus(err);
     const name = errName(err);
-    const hint =
-      status === 403 || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch'
-        ? 'check the credentials (repository settings or the AWS environment/profile) and the bucket policy'
-        : name === 'NoSuchBucket'
-          ? `create the bucket "${this.bucket}" first`
-          : name === 'CredentialsProviderError'
-            ? 'no credentials found: set accessKeyId/secretAccessKey in the repository settings or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY'
-            : undefined;
+    const hint = this.hintFor(name, status, err instanceof Error ? err.message : String(err));
     // a service exception carries $fault (client or server)
     const what = (err as { $fault?: string })?.$fault !== undefined || status !== undefined ? `${name}${status ? ` (HTTP ${status})` : ''}` : err instanceof Error ? err.message : String(err);
     return new LockstepError(op === 'read' || op === 'list' ? 'LOCKSTEP_E_REPO_UNREADABLE' : 'LOCKSTEP_E_REPO_WRITE_FAILED', `repository ${this.location}: cannot ${op} ${key} (${what})`, {
       cause: err,
       hint,
     });
+  }
+
+  /** what an operator can do about a failed call, where the error says */
+  private hintFor(name: string, status: number | undefined, message: string): string | undefined {
+    // (RGW answers a KMS key it cannot find with InvalidAccessKeyId: the KMS case comes first)
+    if (this.sse.ServerSideEncryption?.startsWith('aws:kms') && (name.startsWith('KMS.') || /\bkms\b/i.test(message))) {
+      return `check sseKmsKeyId (${this.sse.SSEKMSKeyId ?? "none: the account's default key"}): the key must exist in the bucket's region and the credentials must be allowed to use it (the store said: ${message})`;
+    }
+    if (this.dataClass && (name === 'InvalidStorageClass' || name === 'InvalidArgument')) return `check storageClass (${this.dataClass}): does the store have that class? (the store said: ${message})`;
+    if (status === 403 || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') return 'check the credentials (repository settings or the AWS environment/profile) and the bucket policy';
+    if (name === 'NoSuchBucket') return `create the bucket "${this.bucket}" first`;
+    if (name === 'CredentialsProviderError') return 'no credentials found: set accessKeyId/secretAccessKey in the repository settings or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY';
+    return undefined;
   }
 
   /** Run a call, retrying what is worth retrying with exponential backoff and jitter. */
@@ -172,19 +218,25 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  async put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void> {
+  /** what every write of `opts`'s kind asks for besides its key and body: encryption, and for data its storage class */
+  private writeParams(opts?: PutOptions): typeof this.sse & { StorageClass?: StorageClass } {
+    return opts?.data && this.dataClass ? { ...this.sse, StorageClass: this.dataClass as StorageClass } : this.sse;
+  }
+
+  async put(key: string, body: Buffer | Readable, signal?: AbortSignal, opts?: PutOptions): Promise<void> {
     const Key = this.key(key);
+    const params = this.writeParams(opts);
     try {
       const { sdk, client } = await this.s3();
       if (Buffer.isBuffer(body)) {
-        await this.retry(() => client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length }), { abortSignal: signal }), signal);
+        await this.retry(() => client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, ...params }), { abortSignal: signal }), signal);
         return;
       }
       // a stream can be read once: the upload retries its parts (through a client of its own
       // that retries, as ours does not: its calls go through `retry`), not the whole
       const Upload = await (uploaderLoading ??= loadUploader());
       this.partClient ??= new sdk.S3Client({ ...this.config, maxAttempts: RETRIES + 1 });
-      const upload = new Upload({ client: this.partClient, params: { Bucket: this.bucket, Key, Body: body }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
+      const upload = new Upload({ client: this.partClient, params: { Bucket: this.bucket, Key, Body: body, ...params }, partSize: PART_SIZE, queueSize: PART_CONCURRENCY, leavePartsOnError: false });
       signal?.addEventListener('abort', () => void upload.abort(), { once: true });
       await upload.done();
     } catch (err) {
@@ -200,7 +252,7 @@ export class S3Driver implements StorageDriver {
     const Key = this.key(key);
     try {
       const { sdk, client } = await this.s3();
-      await this.retry(() => client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, IfNoneMatch: '*' })));
+      await this.retry(() => client.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, IfNoneMatch: '*', ...this.sse })));
       return true;
     } catch (err) {
       // 412: it exists; 409: a concurrent conditional write won
@@ -251,9 +303,11 @@ export class S3Driver implements StorageDriver {
     const source = this.key(from);
     try {
       const { sdk, client } = await this.s3();
-      // the source is "bucket/key", URL-encoded (but for its slashes)
+      // the source is "bucket/key", URL-encoded (but for its slashes); the copy is encrypted as
+      // every write is (CopyObject otherwise gives it the bucket's default). It is an index
+      // part, never data: the bucket's default class, which a copy without one gets on AWS
       const CopySource = `${this.bucket}/${source.split('/').map(encodeURIComponent).join('/')}`;
-      await this.retry(() => client.send(new sdk.CopyObjectCommand({ Bucket: this.bucket, Key: this.key(to), CopySource }), { abortSignal: signal }), signal);
+      await this.retry(() => client.send(new sdk.CopyObjectCommand({ Bucket: this.bucket, Key: this.key(to), CopySource, ...this.sse }), { abortSignal: signal }), signal);
     } catch (err) {
       if (httpStatus(err) === 404 || errName(err) === 'NoSuchKey') {
         throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${from} is missing`, { cause: err });
@@ -413,6 +467,9 @@ export const s3Driver = {
   name: 's3',
   configSchema: s3Settings,
   open(settings) {
-    return new S3Driver(settings as ConstructorParameters<typeof S3Driver>[0]);
+    return new S3Driver(settings as S3Settings);
+  },
+  checkSettings(settings, prefix) {
+    return checkS3Settings(settings as S3Settings, prefix);
   },
 } satisfies StorageDriverFactory<typeof s3Settings>;

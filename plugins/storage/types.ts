@@ -7,6 +7,7 @@
 import type { Readable } from 'node:stream';
 import type { TSchema } from '@sinclair/typebox';
 import { LockstepError } from '../../lib/errors.js';
+import type { ConfigProblem } from '../../lib/config.js';
 
 /** a stream (a driver's `get`) read whole into one buffer */
 export async function readAll(stream: Readable): Promise<Buffer> {
@@ -50,6 +51,16 @@ export interface ByteRange {
   end: number;
 }
 
+export interface PutOptions {
+  /**
+   * the object holds backup data (a pack or a chunk object): written once, read by restore
+   * and verify only. A store with a storage class for data (S3 `storageClass`) puts it
+   * there; everything else (config, manifests, indexes, locks, records) stays in the
+   * store's default class
+   */
+  data?: boolean;
+}
+
 export interface StorageDriver {
   readonly name: string;
   /** where it points, for messages; never contains a secret */
@@ -59,7 +70,7 @@ export interface StorageDriver {
    * create or replace an object; readers never see a half-written object. It may not be
    * durable until `flush` (batching durability is what makes many small writes fast)
    */
-  put(key: string, body: Buffer | Readable, signal?: AbortSignal): Promise<void>;
+  put(key: string, body: Buffer | Readable, signal?: AbortSignal, opts?: PutOptions): Promise<void>;
   /** make every object put so far durable */
   flush(): Promise<void>;
   /**
@@ -122,4 +133,6 @@ export interface StorageDriverFactory<S extends TSchema = TSchema> {
   /** schema of the driver's settings in a config file (besides `driver`) */
   readonly configSchema: S;
   open(settings: Record<string, unknown>, baseDir: string): StorageDriver;
+  /** optional: problems the schema cannot tell (settings that contradict each other, values that would break later), each with its path under `prefix` */
+  checkSettings?(settings: Record<string, unknown>, prefix: string): ConfigProblem[];
 }

@@ -1,6 +1,6 @@
 /** Test helpers for S3: a fresh bucket on the run's RGW, and driver settings for it. */
 import { randomBytes } from 'node:crypto';
-import { createServer as createHttpServer, request as httpRequest } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
@@ -129,10 +129,11 @@ export async function cuttingProxy(endpoint: string, after = 64 * 1024): Promise
   };
 }
 
-/** a request as `answeringProxy` shows it: method, path with its query, body */
+/** a request as `answeringProxy` shows it: method, path with its query, headers, body */
 export interface SeenRequest {
   method: string;
   url: string;
+  headers: IncomingHttpHeaders;
   body: Buffer;
 }
 
@@ -149,7 +150,7 @@ export async function answeringProxy(endpoint: string, answer: (req: SeenRequest
     req.on('data', (p: Buffer) => parts.push(p));
     req.on('end', () => {
       const body = Buffer.concat(parts);
-      const mine = answer({ method: req.method ?? '', url: req.url ?? '/', body });
+      const mine = answer({ method: req.method ?? '', url: req.url ?? '/', headers: req.headers, body });
       if (mine) {
         res.writeHead(mine.status, { 'content-type': 'application/xml' }).end(mine.body);
         return;
