@@ -54,7 +54,8 @@ export async function preflight(ctx: BackupContext): Promise<void> {
       try {
         const pf = await cluster.client(d.node).preflight(repo.id, ctx.signal);
         for (const c of pf.checks.filter((x) => !x.ok)) {
-          problems.push(`${d.node}: ${c.message}`);
+          // what the operator can do about it (a setting to check) goes with the line
+          problems.push(`${d.node}: ${c.message}${c.error?.hint ? ` (hint: ${c.error.hint})` : ''}`);
           report.status = 'failed';
           report.error ??= c.error ?? { code: 'LOCKSTEP_E_PREFLIGHT_FAILED', message: c.message, node: d.node };
         }

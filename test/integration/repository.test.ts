@@ -23,6 +23,7 @@ import { s3Driver } from '../../plugins/storage/s3.js';
 import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
 import { collected, openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
 import { rgwBucket } from '../helpers/s3.js';
+import { HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
 async function objectBytes(dir: string): Promise<number> {
   let n = 0;
@@ -457,6 +458,25 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
   });
 });
 
+describe('repository on S3 (Ceph RGW): a storage class the store does not have', () => {
+  it('fails the backup at preflight on every node, the hint naming the setting; nothing was stopped or written', async () => {
+    const { driver: _d, ...s3 } = await rgwBucket();
+    const cluster = await startCluster({ nodes: 2, repository: { driver: 's3', ...s3, storageClass: 'NO_SUCH_CLASS' } });
+    try {
+      for (const a of cluster.agents) await writeFile(join(a.data.data!, 'f'), 'data');
+      const r = await runCli(['backup', 'create', '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout).toBe(4);
+      const report = json<BackupReport>(r.stdout);
+      expect(report.error?.code).toBe('LOCKSTEP_E_PREFLIGHT_FAILED');
+      for (const node of ['node1', 'node2']) expect(report.error?.message).toMatch(new RegExp(`${node}: .*cannot write probes/${node} .*hint: check storageClass \\(NO_SUCH_CLASS\\)`));
+      const keys = await collected(s3Driver.open({ ...s3, driver: undefined }, '/').list(''));
+      expect(keys.filter((k) => k.startsWith('packs/') || k.startsWith('chunks/') || k.startsWith('backups/'))).toEqual([]);
+    } finally {
+      await stopCluster(cluster);
+    }
+  });
+});
+
 describe('repository on S3 (Ceph RGW), encrypted', () => {
   let cluster: LocalCluster;
   let settings: Record<string, unknown>;
@@ -470,8 +490,9 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
     await writeFile(keyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
     const { driver: _d, ...s3 } = await rgwBucket();
     // chunkSize at the 32 KiB floor: every large file is stored as chunk objects here (the
-    // packed blocks are covered on the filesystem repository above)
-    settings = { driver: 's3', ...s3, prefix: 'prod', chunkSize: 32 * 1024, encryption: { keyFile } };
+    // packed blocks are covered on the filesystem repository above); the data in the store's
+    // second class, and every object encrypted by the store too (SSE-KMS, RGW's test key)
+    settings = { driver: 's3', ...s3, prefix: 'prod', chunkSize: 32 * 1024, encryption: { keyFile }, storageClass: 'COLD', serverSideEncryption: 'aws:kms', sseKmsKeyId: 'lockstep-test-key' };
     cluster = await startCluster({ nodes: 3, repository: settings });
     for (const a of cluster.agents) await fillDataDir(a.data.data!, a.node, 256 * 1024);
     await writeFile(join(cluster.agent('node2').data.data!, 'big.bin'), randomBytes(12 * 1024 * 1024));
@@ -485,8 +506,9 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
     const { driver: _d, encryption: _e, ...rest } = settings;
     return s3Driver.open(rest, '/');
   };
+  const manifestKeyOf = (keys: string[]) => keys.find((k) => k.endsWith('manifest.json'))!;
 
-  it('backs up into the bucket; stored names reveal no plaintext hash', async () => {
+  it('backs up into the bucket, the data in its storage class, every object encrypted by the store; stored names reveal no plaintext hash', async () => {
     const r = await cli(['backup', 'create', '--name', 's3', '--json']);
     expect(r.code, r.stdout).toBe(0);
     expect(json<BackupReport>(r.stdout).status).toBe('complete');
@@ -498,8 +520,20 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
     const firstChunk = createHash('sha256').update(big.subarray(0, 32 * 1024)).digest('hex');
     expect(keys.filter((k) => k.startsWith('chunks/')).length).toBeGreaterThanOrEqual((12 * 1024 * 1024) / (32 * 1024));
     expect(keys.some((k) => k.includes(firstChunk))).toBe(false);
+    const client = new S3Client({ region: 'us-east-1', endpoint: settings.endpoint as string, forcePathStyle: true, credentials: { accessKeyId: settings.accessKeyId as string, secretAccessKey: settings.secretAccessKey as string } });
+    try {
+      const listed = (await client.send(new ListObjectsV2Command({ Bucket: settings.bucket as string, Prefix: 'prod/' }))).Contents ?? [];
+      const classes = (data: boolean) => [...new Set(listed.filter((o) => /^prod\/(chunks|packs)\//.test(o.Key!) === data).map((o) => o.StorageClass))];
+      expect([classes(true), classes(false)]).toEqual([['COLD'], ['STANDARD']]);
+      for (const Key of [keys.find((k) => k.startsWith('chunks/'))!, keys.find((k) => k.startsWith('packs/'))!, manifestKeyOf(keys)]) {
+        const head = await client.send(new HeadObjectCommand({ Bucket: settings.bucket as string, Key: `prod/${Key}` }));
+        expect([Key, head.ServerSideEncryption, head.SSEKMSKeyId]).toEqual([Key, 'aws:kms', 'lockstep-test-key']);
+      }
+    } finally {
+      client.destroy();
+    }
     // the manifest is not readable without the key
-    const manifestKey = keys.find((k) => k.endsWith('manifest.json'))!;
+    const manifestKey = manifestKeyOf(keys);
     const { readAll } = await import('../../lib/repo/repository.js');
     expect((await readAll(await driver().get(manifestKey))).toString('latin1')).not.toContain('node2');
   });
