@@ -4,10 +4,10 @@
  * own dir and config file, plus helpers to write and read keys by slot.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { ComponentSpec } from './local-cluster.js';
 import { clientTls, engineTestTls, type EngineTestTls } from './engine-tls.js';
 import { readClientTls } from '../lib/client-tls.js';
@@ -40,20 +40,34 @@ export interface RedisNodeInfo {
   conf: string;
 }
 
+/** a node's port was taken by something else when it started */
+class PortTaken extends Error {}
+
+const randomBase = () => 12000 + Math.floor(Math.random() * 800) * 10;
+
 export class RedisTestCluster {
   readonly nodes: RedisNodeInfo[] = [];
   /** set by `withTls` */
   tls?: EngineTestTls;
+  /** node i listens on basePort + i + 1 (its cluster bus 10000 above); picked again by `start` when one is taken */
+  basePort: number;
 
   constructor(
     readonly root: string,
     readonly count = 6,
-    readonly basePort = 12000 + Math.floor(Math.random() * 800) * 10,
+    basePort = randomBase(),
   ) {
-    for (let i = 0; i < count; i++) {
+    this.basePort = basePort;
+    this.place(basePort);
+  }
+
+  private place(basePort: number): void {
+    this.basePort = basePort;
+    this.nodes.length = 0;
+    for (let i = 0; i < this.count; i++) {
       const port = basePort + i + 1;
-      const dir = join(root, 'nodes', `node${i + 1}`, 'redis');
-      this.nodes.push({ port, dir, conf: join(root, 'nodes', `node${i + 1}`, `redis-${port}.conf`) });
+      const dir = join(this.root, 'nodes', `node${i + 1}`, 'redis');
+      this.nodes.push({ port, dir, conf: join(this.root, 'nodes', `node${i + 1}`, `redis-${port}.conf`) });
     }
   }
 
@@ -100,7 +114,32 @@ export class RedisTestCluster {
     return t ? ['--tls', '--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey] : [];
   }
 
+  /**
+   * Every node started and the cluster created. Ports are picked at random: when one is
+   * taken (another test's cluster picked the same, a daemon of the machine's), the nodes
+   * started so far are stopped and other ports tried, up to five times.
+   */
   async start(): Promise<this> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.startNodes();
+        break;
+      } catch (err) {
+        // (a node that did not start is not killed: nothing to kill)
+        await this.stop();
+        if (!(err instanceof PortTaken) || attempt >= 5) throw err;
+        // (a node's cluster config names its port: the next attempt starts from nothing)
+        for (const n of this.nodes) await rm(n.dir, { recursive: true, force: true });
+        this.place(randomBase());
+      }
+    }
+    const addrs = this.nodes.map((n) => `127.0.0.1:${n.port}`);
+    await run('redis-cli', [...this.cliTls, '--cluster', 'create', ...addrs, '--cluster-replicas', '1', '--cluster-yes']);
+    await this.waitOk();
+    return this;
+  }
+
+  private async startNodes(): Promise<void> {
     for (const n of this.nodes) {
       await mkdir(n.dir, { recursive: true });
       await writeFile(
@@ -126,10 +165,6 @@ export class RedisTestCluster {
       );
       await this.startNode(n.port);
     }
-    const addrs = this.nodes.map((n) => `127.0.0.1:${n.port}`);
-    await run('redis-cli', [...this.cliTls, '--cluster', 'create', ...addrs, '--cluster-replicas', '1', '--cluster-yes']);
-    await this.waitOk();
-    return this;
   }
 
   node(port: number): RedisNodeInfo {
@@ -140,15 +175,19 @@ export class RedisTestCluster {
 
   async startNode(port: number): Promise<void> {
     await run('redis-server', [this.node(port).conf]);
+    const log = join(this.node(port).dir, '..', `redis-${port}.log`);
     for (let i = 0; i < 100; i++) {
       if (await this.ping(port)) return;
+      // a daemon whose port is taken has given up already
+      if ((await readFile(log, 'utf8').catch(() => '')).includes('Address already in use')) throw new PortTaken(`redis ${port}: port taken`);
       await sleep(50);
     }
-    throw new Error(`redis ${port} did not start`);
+    throw new Error(`redis ${port} did not start (its log: ${log})`);
   }
 
   async ping(port: number): Promise<boolean> {
-    const r = this.client(port);
+    // (something else on the port may take the connection and never answer)
+    const r = this.client(port, { commandTimeout: 2000 });
     try {
       await r.connect();
       return (await r.ping()) === 'PONG';
@@ -172,10 +211,10 @@ export class RedisTestCluster {
     for (let i = 0; i < 100 && (await this.ping(port)); i++) await sleep(50);
   }
 
-  client(port: number): Redis {
+  client(port: number, more: RedisOptions = {}): Redis {
     const t = this.tls;
     const tls = t ? { tls: readClientTls(clientTls(t), `redis 127.0.0.1:${port}`, 'test') } : {};
-    const r = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 2000, ...tls });
+    const r = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 2000, ...tls, ...more });
     r.on('error', () => undefined);
     return r;
   }
