@@ -120,6 +120,14 @@ let uploaderLoading: ReturnType<typeof loadUploader> | undefined;
 // lockstep supports the Node versions in package.json; the SDK's notice about its own future plans is not for operators
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
+/**
+ * Stores (endpoint, bucket and the encryption asked for) that answered a CopyObject with 501:
+ * a driver opened for one of them again, in this process, offers no copy, so each later
+ * backup writes its index whole at once instead of failing a copy first and warning (Ceph
+ * RGW 16 has no CopyObject with SSE-KMS). Forgotten when the process restarts.
+ */
+const copyRefused = new Set<string>();
+
 export class S3Driver implements StorageDriver {
   readonly name = 's3';
   readonly capabilities: { atomicCreateIfAbsent: boolean; rangeRead: boolean };
@@ -140,12 +148,16 @@ export class S3Driver implements StorageDriver {
   /** CopyObject, unless the settings say the store has none */
   readonly copy?: (from: string, to: string, signal?: AbortSignal) => Promise<void>;
 
+  /** what `copyRefused` knows this store by */
+  private readonly copyKey: string;
+
   constructor(settings: S3Settings) {
-    if (settings.copyObject !== false) this.copy = (from, to, signal) => this.copyObject(from, to, signal);
     this.sse = {
       ...(settings.serverSideEncryption ? { ServerSideEncryption: settings.serverSideEncryption } : {}),
       ...(settings.sseKmsKeyId ? { SSEKMSKeyId: settings.sseKmsKeyId } : {}),
     };
+    this.copyKey = `${settings.endpoint ?? 'aws'} ${settings.bucket} ${settings.serverSideEncryption ?? ''}`;
+    if (settings.copyObject !== false && !copyRefused.has(this.copyKey)) this.copy = (from, to, signal) => this.copyObject(from, to, signal);
     this.dataClass = settings.storageClass;
     this.bucket = settings.bucket;
     this.prefix = settings.prefix ? `${settings.prefix.replace(/^\/+|\/+$/g, '')}/` : '';
@@ -312,6 +324,7 @@ export class S3Driver implements StorageDriver {
       if (httpStatus(err) === 404 || errName(err) === 'NoSuchKey') {
         throw new LockstepError('LOCKSTEP_E_OBJECT_NOT_FOUND', `repository ${this.location}: ${from} is missing`, { cause: err });
       }
+      if (httpStatus(err) === 501) copyRefused.add(this.copyKey);
       throw this.wrap(err, 'write', to);
     }
   }

@@ -95,18 +95,25 @@ describe('s3 serverSideEncryption', () => {
     }
     await check();
     // CopyObject (index parts) asks for the same encryption, or the copy would get the
-    // bucket's default. RGW 16 has no CopyObject with SSE-KMS (501): the upload then
-    // writes its index whole, and the copy's failure is an error like any other
+    // bucket's default. A store without CopyObject with SSE-KMS (RGW 16) answers 501, as the
+    // proxy does here: the copy fails (the upload then writes its index whole), and a driver
+    // opened again for that store offers no copy, so later backups do not try again
     const copies: SeenRequest[] = [];
     const proxy = await answeringProxy(b.endpoint, (req) => {
-      if (req.headers['x-amz-copy-source']) copies.push(req);
-      return undefined;
+      if (!req.headers['x-amz-copy-source']) return undefined;
+      copies.push(req);
+      return { status: 501, body: '<?xml version="1.0"?><Error><Code>NotImplemented</Code></Error>' };
     });
     try {
-      const err = await driverOf(b, { ...sse, endpoint: proxy.endpoint }).copy!(indexKey, 'copied/index').then(() => undefined, (e: unknown) => e);
+      const d = driverOf(b, { ...sse, endpoint: proxy.endpoint });
+      const err = await d.copy!(indexKey, 'copied/index').then(() => undefined, (e: unknown) => e);
+      expect((err as LockstepError).message).toMatch(/cannot write copied\/index \(NotImplemented \(HTTP 501\)\)/);
       expect(copies).toHaveLength(1);
       expect(copies[0]!.headers).toMatchObject({ 'x-amz-server-side-encryption': 'aws:kms', 'x-amz-server-side-encryption-aws-kms-key-id': 'lockstep-test-key' });
-      if (err !== undefined) expect((err as LockstepError).message).toMatch(/cannot write copied\/index \(NotImplemented \(HTTP 501\)\)/);
+      expect(driverOf(b, { ...sse, endpoint: proxy.endpoint }).copy).toBeUndefined();
+      // (the store without that encryption, or another store, still copies)
+      expect(driverOf(b, { endpoint: proxy.endpoint }).copy).toBeTypeOf('function');
+      expect(driverOf(b, sse).copy).toBeTypeOf('function');
     } finally {
       await proxy.close();
     }
