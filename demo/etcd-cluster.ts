@@ -3,7 +3,7 @@
  * test/fixtures/daemon.mjs (as an init system would), with start/stop argv for the agent.
  */
 import { execFile } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ComponentSpec } from './local-cluster.js';
@@ -30,8 +30,15 @@ function run(argv: string[], timeoutMs = 30_000): Promise<string> {
   );
 }
 
+/** a member's port was taken by something else when it started */
+class PortTaken extends Error {}
+
+const randomBase = () => 23000 + Math.floor(Math.random() * 400) * 10;
+
 export class EtcdTestCluster {
   readonly members: EtcdMember[] = [];
+  /** member i listens on basePort + 2i (clients) and the port above (peers); picked again by `start` when one is taken */
+  basePort: number;
   readonly token = `test-${process.pid}-${Date.now()}`;
   /** set by `withTls`: clients over https, with a client certificate */
   tls?: EngineTestTls;
@@ -39,15 +46,22 @@ export class EtcdTestCluster {
   constructor(
     readonly root: string,
     readonly count = 3,
-    readonly basePort = 23000 + Math.floor(Math.random() * 400) * 10,
+    basePort = randomBase(),
     /** member names (e.g. to build a second cluster with other names) */
-    names?: string[],
+    private readonly names?: string[],
     /** extra etcd flags, e.g. --quota-backend-bytes for large data */
     readonly extraFlags: string[] = [],
   ) {
-    for (let i = 0; i < count; i++) {
-      const name = names?.[i] ?? `m${i + 1}`;
-      const dir = join(root, 'nodes', `node${i + 1}`);
+    this.basePort = basePort;
+    this.place(basePort);
+  }
+
+  private place(basePort: number): void {
+    this.basePort = basePort;
+    this.members.length = 0;
+    for (let i = 0; i < this.count; i++) {
+      const name = this.names?.[i] ?? `m${i + 1}`;
+      const dir = join(this.root, 'nodes', `node${i + 1}`);
       this.members.push({ name, clientPort: basePort + i * 2, peerPort: basePort + i * 2 + 1, dataDir: join(dir, 'etcd'), pidfile: join(dir, 'etcd.pid'), log: join(dir, 'etcd.log') });
     }
   }
@@ -111,13 +125,28 @@ export class EtcdTestCluster {
     return this.members.map((m) => `${this.scheme}://127.0.0.1:${m.clientPort}`).join(',');
   }
 
+  /**
+   * Every member started and the cluster healthy. Ports are picked at random: when one is
+   * taken (another test's cluster picked the same, a daemon of the machine's), the members
+   * are stopped and other ports tried, up to five times.
+   */
   async start(): Promise<this> {
-    for (const m of this.members) {
-      await mkdir(join(m.dataDir, '..'), { recursive: true });
-      await run(this.startArgv(m));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        for (const m of this.members) {
+          await mkdir(join(m.dataDir, '..'), { recursive: true });
+          await run(this.startArgv(m));
+        }
+        await this.waitHealthy();
+        return this;
+      } catch (err) {
+        await this.stop();
+        if (!(err instanceof PortTaken || (await this.portTaken())) || attempt >= 5) throw err;
+        // (a member's data names its peers' ports: the next attempt starts from nothing, logs too)
+        for (const m of this.members) for (const p of [m.dataDir, m.log]) await rm(p, { recursive: true, force: true });
+        this.place(randomBase());
+      }
     }
-    await this.waitHealthy();
-    return this;
   }
 
   async waitHealthy(timeoutMs = 30_000): Promise<void> {
@@ -127,10 +156,18 @@ export class EtcdTestCluster {
         await run(['etcdctl', `--endpoints=${this.endpoints}`, ...this.ctlTls, 'endpoint', 'health']);
         return;
       } catch (err) {
+        // a member whose port is taken has given up already
+        if (await this.portTaken()) throw new PortTaken('an etcd port is taken');
         if (Date.now() > deadline) throw err;
         await sleep(200);
       }
     }
+  }
+
+  /** whether a member's log says its port was taken */
+  private async portTaken(): Promise<boolean> {
+    for (const m of this.members) if ((await readFile(m.log, 'utf8').catch(() => '')).includes('address already in use')) return true;
+    return false;
   }
 
   private url(path: string): string {
