@@ -15,12 +15,11 @@
  * many); writes bench/results/restore-ahead.json. No assertions.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
+import { forwardingProxy } from '../demo/http-proxy.js';
 import { startRgw } from './rgw.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
 import type { BackupReport, RestoreReport } from '../lib/report.js';
@@ -28,23 +27,6 @@ import type { BackupReport, RestoreReport } from '../lib/report.js';
 const mib = Number(arg('mib', '256'));
 const delayMs = Number(arg('delay', '20'));
 const runs = Number(arg('runs', '3'));
-
-/** an HTTP proxy that holds each request `ms` before passing it to `endpoint` */
-async function slowProxy(endpoint: string, ms: number): Promise<{ endpoint: string; server: Server }> {
-  const target = new URL(endpoint);
-  const server = createServer((req, res) => {
-    setTimeout(() => {
-      const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
-      up.on('error', () => res.destroy());
-      req.pipe(up);
-    }, ms);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
 
 async function emptied(dir: string): Promise<void> {
   for (const name of await readdir(dir)) await rm(join(dir, name), { recursive: true, force: true });
@@ -59,7 +41,7 @@ async function digest(dir: string): Promise<string> {
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
   const rgw = await startRgw(root);
-  const proxy = await slowProxy(rgw.settings.endpoint as string, delayMs);
+  const proxy = await forwardingProxy(rgw.settings.endpoint as string, { delayMs });
   const cluster = new LocalCluster({ root, nodes: 1, repository: { ...rgw.settings, endpoint: proxy.endpoint } });
   try {
     await cluster.start();
@@ -109,8 +91,7 @@ async function main(): Promise<void> {
     await writeResults('restore-ahead', { cores: cpus().length, mib, delayMs, runs, oneFileMs: ms.one, eightFilesMs: ms.eight, ratio });
   } finally {
     await cluster.stop();
-    proxy.server.closeAllConnections();
-    proxy.server.close();
+    await proxy.close();
     await rgw.stop();
     await rm(root, { recursive: true, force: true });
   }

@@ -1,9 +1,11 @@
 /** Test helpers for S3: a fresh bucket on the run's RGW, and driver settings for it. */
 import { randomBytes } from 'node:crypto';
-import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
+import { forwardingProxy, type ProxyOptions } from '../../demo/http-proxy.js';
+
+export type { SeenRequest } from '../../demo/http-proxy.js';
 
 export interface S3Settings {
   driver: 's3';
@@ -129,47 +131,12 @@ export async function cuttingProxy(endpoint: string, after = 64 * 1024): Promise
   };
 }
 
-/** a request as `answeringProxy` shows it: method, path with its query, headers, body */
-export interface SeenRequest {
-  method: string;
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-}
-
 /**
  * An HTTP proxy in front of an S3 endpoint that answers some requests itself, as a store
  * that lacks an operation or refuses part of one would: `answer` sees every request and
  * gives the status and XML body to send instead, or undefined to pass it on unchanged
- * (signatures hold: the Host header is passed as the client signed it).
+ * (demo/http-proxy.ts).
  */
-export async function answeringProxy(endpoint: string, answer: (req: SeenRequest) => { status: number; body: string } | undefined): Promise<{ endpoint: string; close(): Promise<void> }> {
-  const target = new URL(endpoint);
-  const server = createHttpServer((req, res) => {
-    const parts: Buffer[] = [];
-    req.on('data', (p: Buffer) => parts.push(p));
-    req.on('end', () => {
-      const body = Buffer.concat(parts);
-      const mine = answer({ method: req.method ?? '', url: req.url ?? '/', headers: req.headers, body });
-      if (mine) {
-        res.writeHead(mine.status, { 'content-type': 'application/xml' }).end(mine.body);
-        return;
-      }
-      const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
-      up.on('error', () => res.destroy());
-      up.end(body);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+export function answeringProxy(endpoint: string, answer: NonNullable<ProxyOptions['answer']>): Promise<{ endpoint: string; close(): Promise<void> }> {
+  return forwardingProxy(endpoint, { answer });
 }
