@@ -118,6 +118,7 @@ for _ in $(seq 100); do
   kill -0 "$rgwpid" 2>/dev/null || break
   sleep 0.1
 done
+kill -9 "$rgwpid" 2>/dev/null || true
 c radosgw -n client.rgw
 for _ in $(seq 300); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
