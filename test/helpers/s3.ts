@@ -4,6 +4,8 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
 import { forwardingProxy, type ProxyOptions } from '../../demo/http-proxy.js';
+import { s3Driver } from '../../plugins/storage/s3.js';
+import type { StorageDriver } from '../../plugins/storage/types.js';
 
 export type { SeenRequest } from '../../demo/http-proxy.js';
 
@@ -17,11 +19,21 @@ export interface S3Settings {
   [k: string]: unknown;
 }
 
+/** an SDK client of the store `b` is on, to look at what a driver wrote as an operator's own tools would */
+export function clientOf(b: { endpoint: string; accessKeyId: string; secretAccessKey: string }): S3Client {
+  return new S3Client({ region: 'us-east-1', endpoint: b.endpoint, forcePathStyle: true, credentials: { accessKeyId: b.accessKeyId, secretAccessKey: b.secretAccessKey } });
+}
+
+/** an s3 driver for bucket `b`, with settings of its own (another endpoint: a proxy; a prefix, a storage class …) */
+export function driverOf(b: S3Settings, own: Record<string, unknown> = {}): StorageDriver {
+  return s3Driver.open({ ...b, driver: undefined, ...own }, '/');
+}
+
 /** a new, empty bucket on the test run's RGW */
 export async function rgwBucket(): Promise<S3Settings> {
   const rgw = inject('rgw');
   const bucket = `lockstep-${randomBytes(6).toString('hex')}`;
-  const client = new S3Client({ region: 'us-east-1', endpoint: rgw.endpoint, forcePathStyle: true, credentials: rgw });
+  const client = clientOf(rgw);
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
   client.destroy();
   return { driver: 's3', bucket, endpoint: rgw.endpoint, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey };

@@ -22,8 +22,8 @@ import { LOCK_KEY } from '../../lib/repo/lock.js';
 import { s3Driver } from '../../plugins/storage/s3.js';
 import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
 import { collected, openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
-import { rgwBucket } from '../helpers/s3.js';
-import { HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { clientOf, rgwBucket, type S3Settings } from '../helpers/s3.js';
+import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 
 async function objectBytes(dir: string): Promise<number> {
   let n = 0;
@@ -479,6 +479,7 @@ describe('repository on S3 (Ceph RGW): a storage class the store does not have',
 
 describe('repository on S3 (Ceph RGW), encrypted', () => {
   let cluster: LocalCluster;
+  let bucket: S3Settings;
   let settings: Record<string, unknown>;
   let keyFile: string;
   let keyDir: string;
@@ -488,7 +489,8 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
     keyDir = await tempDir('lockstep-key-');
     keyFile = join(keyDir, 'repo.key');
     await writeFile(keyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    const { driver: _d, ...s3 } = await rgwBucket();
+    bucket = await rgwBucket();
+    const { driver: _d, ...s3 } = bucket;
     // chunkSize at the 32 KiB floor: every large file is stored as chunk objects here (the
     // packed blocks are covered on the filesystem repository above); the data in the store's
     // second class, and every object encrypted by the store too (SSE-KMS, RGW's test key)
@@ -520,13 +522,13 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
     const firstChunk = createHash('sha256').update(big.subarray(0, 32 * 1024)).digest('hex');
     expect(keys.filter((k) => k.startsWith('chunks/')).length).toBeGreaterThanOrEqual((12 * 1024 * 1024) / (32 * 1024));
     expect(keys.some((k) => k.includes(firstChunk))).toBe(false);
-    const client = new S3Client({ region: 'us-east-1', endpoint: settings.endpoint as string, forcePathStyle: true, credentials: { accessKeyId: settings.accessKeyId as string, secretAccessKey: settings.secretAccessKey as string } });
+    const client = clientOf(bucket);
     try {
-      const listed = (await client.send(new ListObjectsV2Command({ Bucket: settings.bucket as string, Prefix: 'prod/' }))).Contents ?? [];
+      const listed = (await client.send(new ListObjectsV2Command({ Bucket: bucket.bucket, Prefix: 'prod/' }))).Contents ?? [];
       const classes = (data: boolean) => [...new Set(listed.filter((o) => /^prod\/(chunks|packs)\//.test(o.Key!) === data).map((o) => o.StorageClass))];
       expect([classes(true), classes(false)]).toEqual([['COLD'], ['STANDARD']]);
       for (const Key of [keys.find((k) => k.startsWith('chunks/'))!, keys.find((k) => k.startsWith('packs/'))!, manifestKeyOf(keys)]) {
-        const head = await client.send(new HeadObjectCommand({ Bucket: settings.bucket as string, Key: `prod/${Key}` }));
+        const head = await client.send(new HeadObjectCommand({ Bucket: bucket.bucket, Key: `prod/${Key}` }));
         expect([Key, head.ServerSideEncryption, head.SSEKMSKeyId]).toEqual([Key, 'aws:kms', 'lockstep-test-key']);
       }
     } finally {

@@ -11,20 +11,17 @@ import { describe, expect, it } from 'vitest';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { s3Driver } from '../../plugins/storage/s3.js';
+import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { checkRepositorySettings } from '../../plugins/storage/registry.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { LockstepError } from '../../lib/errors.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
 import { stageIndex } from '../../agent/transfer/stage.js';
-import { answeringProxy, rgwBucket, type S3Settings, type SeenRequest } from '../helpers/s3.js';
+import { answeringProxy, clientOf, driverOf, rgwBucket, type SeenRequest } from '../helpers/s3.js';
 import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
 
 const temp = tempFolders();
-const driverOf = (b: S3Settings, own: Record<string, unknown>) => s3Driver.open({ ...b, driver: undefined, ...own }, '/');
-const clientOf = (b: S3Settings) => new S3Client({ region: 'us-east-1', endpoint: b.endpoint, forcePathStyle: true, credentials: { accessKeyId: b.accessKeyId, secretAccessKey: b.secretAccessKey } });
 
 /** a node's data (a big file cut into packed blocks, small files) backed up into `repo`; staged back, it must equal what was read */
 async function backedUp(repo: Repository): Promise<{ indexKey: string; check: () => Promise<void> }> {

@@ -11,20 +11,17 @@ import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import { prune } from '../../lib/repo/prune.js';
 import type { BackupReport } from '../../lib/report.js';
-import { answeringProxy, behindProxy, rgwBucket, type S3Settings, type SeenRequest } from '../helpers/s3.js';
+import { answeringProxy, behindProxy, clientOf, driverOf, rgwBucket, type SeenRequest } from '../helpers/s3.js';
 import { collected } from '../helpers/repo.js';
-import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 
 let bucket: Awaited<ReturnType<typeof rgwBucket>> | undefined;
 
-/** an s3 driver for the test bucket `b`, with settings of its own (another endpoint: a proxy) */
-const driverOf = (b: S3Settings, own: Record<string, unknown> = {}) => s3Driver.open({ ...b, driver: undefined, ...own }, '/');
 
 // every open() is a fresh prefix in one bucket on the run's RGW
 storageConformance('s3 (Ceph RGW)', async () => {
   bucket ??= await rgwBucket();
-  const { driver: _d, ...settings } = bucket;
-  return s3Driver.open({ ...settings, prefix: `t-${randomBytes(4).toString('hex')}/repo` }, '/');
+  return driverOf(bucket, { prefix: `t-${randomBytes(4).toString('hex')}/repo` });
 });
 
 describe('s3 driver settings', () => {
@@ -59,7 +56,7 @@ describe('s3 driver errors', () => {
 describe('s3 driver: unfinished multipart uploads', () => {
   it('an upload a killed writer left is counted by a dry run and aborted by the sweep; one outside the prefix or younger is left', async () => {
     const b = await rgwBucket();
-    const client = new S3Client({ region: 'us-east-1', endpoint: b.endpoint, forcePathStyle: true, credentials: { accessKeyId: b.accessKeyId, secretAccessKey: b.secretAccessKey } });
+    const client = clientOf(b);
     const started = async (key: string, size: number) => {
       const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: b.bucket, Key: key }));
       await client.send(new UploadPartCommand({ Bucket: b.bucket, Key: key, UploadId, PartNumber: 1, Body: randomBytes(size), ContentLength: size }));
