@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository, sha256 } from '../../lib/repo/repository.js';
 import type { ChunkRef, ComponentIndex } from '../../lib/repo/index-file.js';
+import type { StageResult } from '../../lib/wire.js';
+import { stageIndex } from '../../agent/transfer/stage.js';
+import { quietJobContext } from './job.js';
 
 export async function openFsRepo(dir: string, secret?: Buffer): Promise<Repository> {
   return Repository.open(new FsDriver(dir), { secret });
@@ -37,4 +40,11 @@ export async function collected<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const v of it) out.push(v);
   return out;
+}
+
+/** set `data` of upload `up` staged by the agent's restore code into a fresh folder (`temp` makes the folders): where it is, and what staging said */
+export async function stagedData(repo: Repository, up: { indexKey: string; indexSha256: string }, temp: (label: string) => Promise<string>): Promise<{ staging: string; result: StageResult }> {
+  const staging = join(await temp('stage'), 'data');
+  const result = await stageIndex(repo, repo.indexParts(up.indexKey, up.indexSha256), { data: { live: join(await temp('live'), 'data'), staging } }, quietJobContext());
+  return { staging, result };
 }

@@ -17,9 +17,9 @@ import { MANIFEST_VERSION, type Manifest, type ManifestComponent } from '../../l
 import type { BackupReport } from '../../lib/report.js';
 import type { UploadResult } from '../../lib/wire.js';
 import { uploadSnapshot, type UploadTarget } from '../../agent/transfer/upload.js';
-import { stageIndex } from '../../agent/transfer/stage.js';
 import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
+import { stagedData } from '../helpers/repo.js';
 
 const temp = tempFolders();
 
@@ -39,8 +39,7 @@ async function makeData(root: string): Promise<void> {
 }
 
 async function restoredEquals(repo: Repository, up: UploadResult, snap: string): Promise<void> {
-  const staging = join(await temp('stage'), 'data');
-  await stageIndex(repo, repo.indexParts(up.indexKey, up.indexSha256), { data: { live: join(await temp('live'), 'data'), staging } }, quietJobContext());
+  const { staging } = await stagedData(repo, up, temp);
   for (const rel of ['table.db', 'sst/0.sst', 'sst/39.sst']) expect((await readFile(join(staging, rel))).equals(await readFile(join(snap, 'data', rel)))).toBe(true);
 }
 

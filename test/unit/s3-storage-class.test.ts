@@ -16,10 +16,10 @@ import { checkRepositorySettings } from '../../plugins/storage/registry.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { LockstepError } from '../../lib/errors.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
-import { stageIndex } from '../../agent/transfer/stage.js';
 import { answeringProxy, clientOf, driverOf, rgwBucket, type SeenRequest } from '../helpers/s3.js';
 import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
+import { stagedData } from '../helpers/repo.js';
 
 const temp = tempFolders();
 
@@ -33,8 +33,7 @@ async function backedUp(repo: Repository): Promise<{ indexKey: string; check: ()
   return {
     indexKey: up.indexKey,
     async check() {
-      const staging = join(await temp('stage'), 'data');
-      await stageIndex(repo, repo.indexParts(up.indexKey, up.indexSha256), { data: { live: join(await temp('live'), 'data'), staging } }, quietJobContext());
+      const { staging } = await stagedData(repo, up, temp);
       for (const rel of ['table.db', 'sst/0.sst', 'sst/9.sst']) expect((await readFile(join(staging, rel))).equals(await readFile(join(snap, 'data', rel)))).toBe(true);
     },
   };

@@ -18,6 +18,7 @@ import { walkTree } from '../../lib/tree.js';
 import type { ByteRange } from '../../plugins/storage/types.js';
 import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
+import { stagedData } from '../helpers/repo.js';
 
 const temp = tempFolders();
 
@@ -149,8 +150,7 @@ describe('staging a big file', () => {
     const repo = await Repository.init(driver);
     const up = await uploadSnapshot(repo, snap, ['data'], { backupId: '20261205-100000-big', node: 'n1', component: 'c' }, quietJobContext());
     driver.most = 0;
-    const staging = join(await temp('stage'), 'data');
-    const result = await stageIndex(repo, repo.indexParts(up.indexKey, up.indexSha256), { data: { live: join(await temp('live'), 'data'), staging } }, quietJobContext());
+    const { staging, result } = await stagedData(repo, up, temp);
     expect(result.bytesDownloaded).toBe(40 * 1024 * 1024 + 5);
     expect((await readFile(join(staging, 'one.db'))).equals(await readFile(join(snap, 'data', 'one.db')))).toBe(true);
     // one a file would be 1 (the index's own reads are done before)
