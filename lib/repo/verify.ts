@@ -12,6 +12,7 @@ import { LockstepError } from '../errors.js';
 import { BlobCheckPool } from './blob-check-pool.js';
 import { verdictsOf, type CheckResult } from './blob-check.js';
 import { packKey } from './layout.js';
+import { ListingUnordered, listedSizes } from './listed-sizes.js';
 
 const CONCURRENCY = 16;
 /** the most of one pack read at once when reading its blobs back */
@@ -237,11 +238,29 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
     }
   };
   const listSized = repo.driver.listSized?.bind(repo.driver);
-  if (listSized) {
-    // the store lists sizes: one listing of its chunks and packs, a thousand a request, not a HEAD per object
+  const listPage = repo.driver.listPage?.bind(repo.driver);
+  if (listSized || listPage) {
+    // the store lists sizes: a thousand a request, not a HEAD per object; where the listing
+    // can start anywhere, only around the objects referenced (listed-sizes.ts)
     const sizes = new Map<string, number>();
-    for (const prefix of new Set([...objects.keys()].map((k) => k.slice(0, k.indexOf('/') + 1)))) {
-      for await (const { key, size } of listSized(prefix)) {
+    const byPrefix = new Map<string, string[]>();
+    for (const key of objects.keys()) {
+      const prefix = key.slice(0, key.indexOf('/') + 1);
+      const keys = byPrefix.get(prefix);
+      if (keys) keys.push(key);
+      else byPrefix.set(prefix, [key]);
+    }
+    for (const [prefix, keys] of byPrefix) {
+      if (listPage) {
+        try {
+          for (const [key, size] of (await listedSizes(listPage, prefix, keys.sort(), opts.signal)).sizes) sizes.set(key, size);
+          continue;
+        } catch (err) {
+          if (!(err instanceof ListingUnordered) || !listSized) throw err;
+          // a store that does not list in key order: all of it, as below
+        }
+      }
+      for await (const { key, size } of listSized!(prefix)) {
         opts.signal?.throwIfAborted();
         if (objects.has(key)) sizes.set(key, size);
       }

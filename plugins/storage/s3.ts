@@ -349,6 +349,21 @@ export class S3Driver implements StorageDriver {
     for await (const res of this.pages(prefix, false)) for (const o of res.Contents ?? []) if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 };
   }
 
+  async listPage(prefix: string, after: string, max: number): Promise<{ objects: { key: string; size: number }[]; more: boolean }> {
+    let res;
+    try {
+      const { sdk, client } = await this.s3();
+      res = await this.retry(() =>
+        client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, StartAfter: this.prefix + after, MaxKeys: max })),
+      );
+    } catch (err) {
+      throw this.wrap(err, 'list', prefix);
+    }
+    const objects: { key: string; size: number }[] = [];
+    for (const o of res.Contents ?? []) if (o.Key) objects.push({ key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 });
+    return { objects, more: res.IsTruncated === true };
+  }
+
   listShallow(prefix: string): AsyncIterable<string> {
     return this.listing(prefix, true);
   }

@@ -103,6 +103,13 @@ export interface StorageDriver {
    * (S3: a page holds a thousand): verify and prune then need no HEAD request per object.
    */
   listSized?(prefix: string): AsyncIterable<{ key: string; size: number }>;
+  /**
+   * optional: one page of a sized listing that starts anywhere: up to `max` keys under
+   * `prefix` that sort after `after`, in key order (S3 lists by the keys' bytes), each with
+   * its size, and whether more follow. For a store that can: verify then lists only around
+   * the objects a backup references, not the whole repository (lib/repo/listed-sizes.ts).
+   */
+  listPage?(prefix: string, after: string, max: number): Promise<{ objects: { key: string; size: number }[]; more: boolean }>;
   /** absent keys are not an error */
   delete(key: string): Promise<void>;
   /**

@@ -92,6 +92,20 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       ]);
     });
 
+    it('listPage, where a driver has it: from just after a key, in key order, a page at a time, and whether more follow', async (t) => {
+      const d = await open();
+      if (!d.listPage) t.skip();
+      for (const k of ['lp/a', 'lp/b/c', 'lp/b/d', 'lp/c', 'lpx/e']) await d.put(k, Buffer.from(k));
+      const page = (after: string, max: number) => d.listPage!('lp/', after, max);
+      const sized = (...keys: string[]) => keys.map((key) => ({ key, size: key.length }));
+      expect(await page('lp/a', 2)).toEqual({ objects: sized('lp/b/c', 'lp/b/d'), more: true });
+      expect(await page('lp/b/d', 2)).toEqual({ objects: sized('lp/c'), more: false });
+      // from a key that is not there, and from before the prefix
+      expect(await page('lp/b/cc', 10)).toEqual({ objects: sized('lp/b/d', 'lp/c'), more: false });
+      expect(await page('', 10)).toEqual({ objects: sized('lp/a', 'lp/b/c', 'lp/b/d', 'lp/c'), more: false });
+      expect(await page('lp/c', 10)).toEqual({ objects: [], more: false });
+    });
+
     it('listShallow, where a driver has it: the keys right under a prefix and each folder below it once, as its prefix', async (t) => {
       const d = await open();
       if (!d.listShallow) t.skip();

@@ -23,15 +23,32 @@ export function whereIs(dir: string, ref: ChunkRef, repo: Repository): { path: s
   return typeof ref === 'string' ? { path, offset: 0 } : { path, offset: ref.offset, length: ref.length };
 }
 
-/** an fs store whose listing gives sizes, as S3's does (`listSized`), counting the HEAD requests made of it */
+/** an fs store whose listing gives sizes, as S3's does (`listSized`), counting the HEAD requests made of it and the pages (of a thousand) listed */
 export class SizedListingFs extends FsDriver {
   heads = 0;
+  pages = 0;
   async *listSized(prefix: string): AsyncIterable<{ key: string; size: number }> {
-    for await (const key of this.list(prefix)) yield { key, size: (await super.head(key))!.size };
+    let n = 0;
+    this.pages++;
+    for await (const key of this.list(prefix)) {
+      if (++n % 1000 === 1 && n > 1) this.pages++;
+      yield { key, size: (await super.head(key))!.size };
+    }
   }
   override head(key: string) {
     this.heads++;
     return super.head(key);
+  }
+}
+
+/** that store with S3's listing from any key (`listPage`, in key order), counting the pages it gives */
+export class PagedListingFs extends SizedListingFs {
+  async listPage(prefix: string, after: string, max: number): Promise<{ objects: { key: string; size: number }[]; more: boolean }> {
+    this.pages++;
+    const keys = (await collected(this.list(prefix))).filter((k) => k > after).sort();
+    // sizes as a listing has them: not HEAD requests
+    const objects = await Promise.all(keys.slice(0, max).map(async (key) => ({ key, size: (await FsDriver.prototype.head.call(this, key))!.size })));
+    return { objects, more: keys.length > max };
   }
 }
 

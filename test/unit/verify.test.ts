@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { mkdir, readFile, truncate, unlink, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
@@ -18,7 +18,7 @@ import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
 import { tempFolders } from '../helpers/temp.js';
-import { SizedListingFs } from '../helpers/repo.js';
+import { PagedListingFs, SizedListingFs } from '../helpers/repo.js';
 import { quietJobContext } from '../helpers/job.js';
 
 const temp = tempFolders();
@@ -34,10 +34,14 @@ async function makeData(root: string): Promise<void> {
   await writeFile(join(root, 'data', 'empty'), '');
 }
 
+/** how the store finds the objects' sizes: a HEAD each, from a listing of all of them, from a listing around them (as S3) */
+type Listing = 'head' | 'sized' | 'paged';
+
 /** a repository holding one committed backup of `makeData`, and that backup's file entries by path */
-async function backedUp(chunkSize?: number, sized = false): Promise<{ repo: Repository; dir: string; files: Map<string, FileEntry> }> {
+async function backedUp(chunkSize?: number, listing: Listing = 'head'): Promise<{ repo: Repository; dir: string; files: Map<string, FileEntry> }> {
   const dir = await temp('repo');
-  const repo = await Repository.init(sized ? new SizedListingFs(dir) : new FsDriver(dir), chunkSize ? { chunkSize } : {});
+  const driver = listing === 'sized' ? new SizedListingFs(dir) : listing === 'paged' ? new PagedListingFs(dir) : new FsDriver(dir);
+  const repo = await Repository.init(driver, chunkSize ? { chunkSize } : {});
   const snap = await temp('snap');
   await makeData(snap);
   const up = await uploadSnapshot(repo, snap, ['data'], { backupId, node: 'n1', component: 'db' }, quietJobContext());
@@ -96,9 +100,10 @@ describe('backup verify', () => {
     expect([b.blobsRead, b.bytesRead]).toEqual([a.blobsRead, a.bytesRead]);
   });
 
-  for (const [how, sized] of [['a HEAD per object', false], ['sizes from the listing', true]] as const) {
+  for (const [how, listing] of [['a HEAD per object', 'head'], ['sizes from the listing', 'sized'], ['sizes from a listing around the objects', 'paged']] as const) {
+    const sized = listing !== 'head';
     it(`names a damaged shared blob once, with its first file and how many more need it; a truncated pack with its file (${how})`, async () => {
-      const { repo, dir, files } = await backedUp(undefined, sized);
+      const { repo, dir, files } = await backedUp(undefined, listing);
       const same = files.get('data/same/0.txt')!.chunks[0]!;
       const zero = files.get('data/zeros.bin')!.chunks[0]!;
       await flip(dir, repo, same);
@@ -128,7 +133,7 @@ describe('backup verify', () => {
     });
 
     it(`names a damaged and a missing chunk object (a repository of 32 KiB chunk objects; ${how})`, async () => {
-      const { repo, dir, files } = await backedUp(32 * 1024, sized);
+      const { repo, dir, files } = await backedUp(32 * 1024, listing);
       const big = files.get('data/big.bin')!.chunks;
       expect(typeof big[0]).toBe('string');
       await flip(dir, repo, big[5]!);
@@ -153,6 +158,35 @@ describe('backup verify', () => {
       expect(full.blobsRead).toBe(new Set([...files.values()].flatMap((f) => f.chunks.map(blobId))).size - 3);
     });
   }
+
+  it('in a repository of many more objects, lists only around the backup\'s own (a store that lists from any key, as S3)', async () => {
+    const { repo, dir, files } = await backedUp(undefined, 'paged');
+    // other backups' packs: 8000 around this backup's few
+    const other = (i: number) => createHash('sha256').update(`other ${i}`).digest('hex');
+    for (let i = 0; i < 8000; i += 500) {
+      await Promise.all(
+        Array.from({ length: 500 }, async (_, j) => {
+          const name = other(i + j);
+          const folder = join(dir, 'packs', name.slice(0, 2));
+          await mkdir(folder, { recursive: true });
+          await writeFile(join(folder, name), 'x');
+        }),
+      );
+    }
+    const driver = repo.driver as PagedListingFs;
+    const ok = await verifyBackup(repo, backupId);
+    expect(ok).toMatchObject({ status: 'ok', problems: [] });
+    const last = files.get('data/big.bin')!.chunks.at(-1)!;
+    await unlink(join(dir, repo.objectKeyOf(last)));
+    driver.pages = 0;
+    const heads = driver.heads;
+    const quick = await verifyBackup(repo, backupId);
+    expect(quick.problems).toContainEqual(expect.objectContaining({ kind: 'missing', file: 'data/big.bin', object: repo.objectKeyOf(last) }));
+    // a page for each of its objects at most, where a listing of every pack takes 9
+    expect(quick.objectsChecked).toBeLessThan(5);
+    expect(driver.pages).toBeLessThanOrEqual(quick.objectsChecked);
+    expect(driver.heads - heads).toBeLessThanOrEqual(1);
+  });
 
   it('a backup pruned while it is checked is named as gone, not as damaged', async () => {
     const { dir } = await backedUp();

@@ -1,0 +1,71 @@
+/**
+ * listedSizes: the sizes of the referenced keys from a listing that starts just before each
+ * key not yet settled. Against a store in memory that lists as S3 does (key order, a
+ * thousand a page, from after any key): every key's answer is right (there with its size,
+ * or missing) and the pages asked for follow the references, not the store's size.
+ */
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { LIST_PAGE, ListingUnordered, listedSizes } from '../../lib/repo/listed-sizes.js';
+
+const key = (i: number) => `chunks/${createHash('sha256').update(String(i)).digest('hex')}`;
+
+/** a store of `n` keys (sizes from their number); `order` may spoil the listing's order */
+function store(n: number, order: 'sorted' | 'shuffled' = 'sorted') {
+  const size = new Map<string, number>();
+  for (let i = 0; i < n; i++) size.set(key(i), i);
+  const keys = [...size.keys()].sort();
+  let pages = 0;
+  const listPage = async (prefix: string, after: string, max: number) => {
+    pages++;
+    let from = keys.findIndex((k) => k > after);
+    if (from < 0) from = keys.length;
+    const page = keys.slice(from, from + max).filter((k) => k.startsWith(prefix));
+    if (order === 'shuffled') page.reverse();
+    return { objects: page.map((k) => ({ key: k, size: size.get(k)! })), more: from + max < keys.length };
+  };
+  return { listPage, size, pages: () => pages };
+}
+
+describe('listedSizes', () => {
+  it('a few keys of a big store: about a page for each, each found with its size or missing', async () => {
+    const s = store(100_000);
+    // 40 of the store's keys and 10 it does not have
+    const wanted = [...Array.from({ length: 40 }, (_, i) => key(i * 2_411)), ...Array.from({ length: 10 }, (_, i) => key(200_000 + i))].sort();
+    const { sizes, requests } = await listedSizes(s.listPage, 'chunks/', wanted);
+    expect(sizes.size).toBe(40);
+    for (let i = 0; i < 40; i++) expect(sizes.get(key(i * 2_411))).toBe(i * 2_411);
+    for (let i = 0; i < 10; i++) expect(sizes.has(key(200_000 + i))).toBe(false);
+    // a listing of the whole store: 100 pages
+    expect(requests).toBeLessThanOrEqual(wanted.length);
+    expect(requests).toBe(s.pages());
+  });
+
+  it('most keys of a store: the pages a listing of it all takes, in lanes', async () => {
+    const s = store(60_000);
+    const wanted = Array.from({ length: 60_000 }, (_, i) => key(i)).filter((_, i) => i % 5 !== 0);
+    wanted.push(key(70_000), key(70_001));
+    wanted.sort();
+    const { sizes, requests } = await listedSizes(s.listPage, 'chunks/', wanted);
+    expect(sizes.size).toBe(48_000);
+    expect(sizes.has(key(70_000))).toBe(false);
+    expect(sizes.get(key(59_999))).toBe(59_999);
+    // 60 pages for all of it, and one more where each lane starts
+    expect(requests).toBeGreaterThanOrEqual(60_000 / LIST_PAGE);
+    expect(requests).toBeLessThanOrEqual(60_000 / LIST_PAGE + 9);
+  });
+
+  it('an empty store: every key missing, after one page', async () => {
+    const s = store(0);
+    const { sizes, requests } = await listedSizes(s.listPage, 'chunks/', [key(1), key(2)].sort());
+    expect(sizes.size).toBe(0);
+    expect(requests).toBe(1);
+  });
+
+  it('a listing out of key order is refused, not taken for missing objects', async () => {
+    const s = store(5_000, 'shuffled');
+    const err = await listedSizes(s.listPage, 'chunks/', [key(3)]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ListingUnordered);
+    expect((err as Error).message).toMatch(/listing of chunks\/ gave .* not in key order/);
+  });
+});
