@@ -77,3 +77,61 @@ export async function listedSizes(
   await Promise.all(work);
   return { sizes, requests };
 }
+
+/** what a lane of a whole listing starts at: a hex digit after the prefix (chunks/ and packs/ are cut into folders by their names' first two hex digits) */
+const HEX = '0123456789abcdef';
+
+/**
+ * Every object under `prefix` with its size, `each` called once for each (in no particular
+ * order), for a listing of all of a repository's chunks or packs (prune). One page first;
+ * if more follow, the rest in 16 lanes at once, one for each first hex digit of the
+ * names below the prefix (each lane from its digit to the next one's; the first from the
+ * first page's last key, the last to the end, so a key of any name is listed): 12.5
+ * million objects are ~780 requests one after the other instead of 12,500. Throws
+ * ListingUnordered as `listedSizes` does, before or after some calls of `each`.
+ */
+export async function listEverySized(
+  listPage: ListPage,
+  prefix: string,
+  each: (o: { key: string; size: number }) => void,
+  signal?: AbortSignal,
+): Promise<{ requests: number }> {
+  let requests = 0;
+  /** the objects of (after, end] in order, each given to `each` */
+  const lane = async (after: string, end: string | undefined) => {
+    for (;;) {
+      signal?.throwIfAborted();
+      const page = await listPage(prefix, after, LIST_PAGE);
+      requests++;
+      for (const o of page.objects) {
+        if (!(o.key > after) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${after}: it is not in key order`);
+        if (end !== undefined && o.key > end) return; // the next lane's
+        each(o);
+        after = o.key;
+      }
+      if (!page.more) return;
+      if (page.objects.length === 0) throw new ListingUnordered(prefix, `said more follow after ${after} but gave none`);
+    }
+  };
+  // one page first: a small repository's listing is one request
+  const first = await listPage(prefix, '', LIST_PAGE);
+  requests++;
+  let last = '';
+  for (const o of first.objects) {
+    if (!(o.key > last) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${last || 'its start'}: it is not in key order`);
+    each(o);
+    last = o.key;
+  }
+  if (!first.more) return { requests };
+  if (first.objects.length === 0) throw new ListingUnordered(prefix, 'said more follow but gave none');
+  const lanes: Promise<void>[] = [];
+  for (let d = 0; d < HEX.length; d++) {
+    const end = d + 1 < HEX.length ? prefix + HEX[d + 1] : undefined;
+    // a lane whose keys all come before the first page's last: listed already
+    if (end !== undefined && end <= last) continue;
+    // the first lane from the first page's last key (whatever came between them); the others from their digit
+    lanes.push(lane(lanes.length === 0 ? last : prefix + HEX[d], end));
+  }
+  await Promise.all(lanes);
+  return { requests };
+}

@@ -16,6 +16,7 @@ import { backupPrefix, manifestKey, packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
 import { isNotFound, type Repository } from './repository.js';
 import { RepoLock } from './lock.js';
+import { ListingUnordered, listEverySized } from './listed-sizes.js';
 
 export interface RetentionPolicy {
   keepLast?: number;
@@ -166,12 +167,30 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     // with their sizes where the store's listing has them (no HEAD per object)
     const doomed: { key: string; size?: number }[] = [];
     const listSized = repo.driver.listSized?.bind(repo.driver);
+    const listPage = repo.driver.listPage?.bind(repo.driver);
     for (const prefix of ['chunks/', 'packs/']) {
-      const listed = listSized ? listSized(prefix) : mapKeys(repo.driver.list(prefix));
-      for await (const o of listed) {
-        if (live.has(o.key)) report.objectsKept++;
-        else doomed.push(o);
+      let kept = 0;
+      const gone: { key: string; size?: number }[] = [];
+      const sort = (o: { key: string; size?: number }) => {
+        if (live.has(o.key)) kept++;
+        else gone.push(o);
+      };
+      let listedInLanes = false;
+      if (listPage) {
+        try {
+          // a big repository's listing in lanes at once (listed-sizes.ts)
+          await listEverySized(listPage, prefix, sort, signal);
+          listedInLanes = true;
+        } catch (err) {
+          if (!(err instanceof ListingUnordered)) throw err;
+          // a store that does not list in key order: listed again, one page after the other
+          kept = 0;
+          gone.length = 0;
+        }
       }
+      if (!listedInLanes) for await (const o of listSized ? listSized(prefix) : mapKeys(repo.driver.list(prefix))) sort(o);
+      report.objectsKept += kept;
+      for (const o of gone) doomed.push(o);
     }
     // the sizes the listing did not give: a HEAD each
     await forEachLimit(

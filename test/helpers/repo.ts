@@ -43,12 +43,20 @@ export class SizedListingFs extends FsDriver {
 
 /** that store with S3's listing from any key (`listPage`, in key order), counting the pages it gives */
 export class PagedListingFs extends SizedListingFs {
+  /** pages being listed now, and the most at once */
+  listing = 0;
+  mostListing = 0;
   async listPage(prefix: string, after: string, max: number): Promise<{ objects: { key: string; size: number }[]; more: boolean }> {
     this.pages++;
-    const keys = (await collected(this.list(prefix))).filter((k) => k > after).sort();
-    // sizes as a listing has them: not HEAD requests
-    const objects = await Promise.all(keys.slice(0, max).map(async (key) => ({ key, size: (await FsDriver.prototype.head.call(this, key))!.size })));
-    return { objects, more: keys.length > max };
+    this.mostListing = Math.max(this.mostListing, ++this.listing);
+    try {
+      const keys = (await collected(this.list(prefix))).filter((k) => k > after).sort();
+      // sizes as a listing has them: not HEAD requests
+      const objects = await Promise.all(keys.slice(0, max).map(async (key) => ({ key, size: (await FsDriver.prototype.head.call(this, key))!.size })));
+      return { objects, more: keys.length > max };
+    } finally {
+      this.listing--;
+    }
   }
 }
 

@@ -6,25 +6,31 @@
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { LIST_PAGE, ListingUnordered, listedSizes } from '../../lib/repo/listed-sizes.js';
+import { LIST_PAGE, ListingUnordered, listEverySized, listedSizes } from '../../lib/repo/listed-sizes.js';
 
 const key = (i: number) => `chunks/${createHash('sha256').update(String(i)).digest('hex')}`;
 
-/** a store of `n` keys (sizes from their number); `order` may spoil the listing's order */
-function store(n: number, order: 'sorted' | 'shuffled' = 'sorted') {
+/** a store of `n` keys (sizes from their number) and `more` keys; `order` may spoil the listing's order */
+function store(n: number, order: 'sorted' | 'shuffled' = 'sorted', more: string[] = []) {
   const size = new Map<string, number>();
   for (let i = 0; i < n; i++) size.set(key(i), i);
+  for (const k of more) size.set(k, 1);
   const keys = [...size.keys()].sort();
   let pages = 0;
+  let listing = 0;
+  let most = 0;
   const listPage = async (prefix: string, after: string, max: number) => {
     pages++;
+    most = Math.max(most, ++listing);
+    await new Promise((r) => setImmediate(r));
+    listing--;
     let from = keys.findIndex((k) => k > after);
     if (from < 0) from = keys.length;
     const page = keys.slice(from, from + max).filter((k) => k.startsWith(prefix));
     if (order === 'shuffled') page.reverse();
     return { objects: page.map((k) => ({ key: k, size: size.get(k)! })), more: from + max < keys.length };
   };
-  return { listPage, size, pages: () => pages };
+  return { listPage, size, pages: () => pages, most: () => most };
 }
 
 describe('listedSizes', () => {
@@ -67,5 +73,31 @@ describe('listedSizes', () => {
     const err = await listedSizes(s.listPage, 'chunks/', [key(3)]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ListingUnordered);
     expect((err as Error).message).toMatch(/listing of chunks\/ gave .* not in key order/);
+  });
+
+  it('every key of a store, each once, in 16 lanes at once after a first page; names of any kind', async () => {
+    // keys before the first hex digit, between digits and letters, after f: each lane runs to the next one's start
+    const odd = ['chunks/-early', 'chunks/5', 'chunks/9:between', 'chunks/A-upper', 'chunks/zz-late', 'chunks/f'];
+    const s = store(30_000, 'sorted', odd);
+    const seen = new Map<string, number>();
+    const { requests } = await listEverySized(s.listPage, 'chunks/', (o) => seen.set(o.key, (seen.get(o.key) ?? 0) + 1));
+    expect(seen.size).toBe(30_000 + odd.length);
+    expect([...seen.values()].every((n) => n === 1)).toBe(true);
+    for (const k of odd) expect(seen.has(k)).toBe(true);
+    expect(s.most()).toBeGreaterThan(8);
+    // 30 pages one after the other; in lanes, about one more each
+    expect(requests).toBeLessThanOrEqual(30 + 17);
+  });
+
+  it('a store of less than a page: one request', async () => {
+    const s = store(700);
+    let n = 0;
+    expect(await listEverySized(s.listPage, 'chunks/', () => n++)).toEqual({ requests: 1 });
+    expect(n).toBe(700);
+  });
+
+  it('a whole listing out of key order is refused', async () => {
+    const s = store(5_000, 'shuffled');
+    await expect(listEverySized(s.listPage, 'chunks/', () => undefined)).rejects.toBeInstanceOf(ListingUnordered);
   });
 });

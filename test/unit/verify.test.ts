@@ -5,7 +5,7 @@
  * missing or damaged chunk object are named with their file and chunk.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdir, readFile, truncate, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, truncate, unlink, writeFile } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
@@ -13,6 +13,7 @@ import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import type { FileEntry, ChunkRef } from '../../lib/repo/index-file.js';
 import { verifyBackup } from '../../lib/repo/verify.js';
+import { prune } from '../../lib/repo/prune.js';
 import { manifestKey } from '../../lib/repo/layout.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
@@ -74,6 +75,21 @@ async function flip(dir: string, repo: Repository, ref: ChunkRef): Promise<void>
   const at = typeof ref === 'string' ? body.length >> 1 : ref.offset + (ref.length >> 1);
   body[at] = body[at]! ^ 0x40;
   await writeFile(path, body);
+}
+
+/** 8000 packs of other backups (one byte each) in the fs repository at `dir` */
+async function otherPacks(dir: string): Promise<void> {
+  const other = (i: number) => createHash('sha256').update(`other ${i}`).digest('hex');
+  for (let i = 0; i < 8000; i += 500) {
+    await Promise.all(
+      Array.from({ length: 500 }, async (_, j) => {
+        const name = other(i + j);
+        const folder = join(dir, 'packs', name.slice(0, 2));
+        await mkdir(folder, { recursive: true });
+        await writeFile(join(folder, name), 'x');
+      }),
+    );
+  }
 }
 
 describe('backup verify', () => {
@@ -162,17 +178,7 @@ describe('backup verify', () => {
   it('in a repository of many more objects, lists only around the backup\'s own (a store that lists from any key, as S3)', async () => {
     const { repo, dir, files } = await backedUp(undefined, 'paged');
     // other backups' packs: 8000 around this backup's few
-    const other = (i: number) => createHash('sha256').update(`other ${i}`).digest('hex');
-    for (let i = 0; i < 8000; i += 500) {
-      await Promise.all(
-        Array.from({ length: 500 }, async (_, j) => {
-          const name = other(i + j);
-          const folder = join(dir, 'packs', name.slice(0, 2));
-          await mkdir(folder, { recursive: true });
-          await writeFile(join(folder, name), 'x');
-        }),
-      );
-    }
+    await otherPacks(dir);
     const driver = repo.driver as PagedListingFs;
     const ok = await verifyBackup(repo, backupId);
     expect(ok).toMatchObject({ status: 'ok', problems: [] });
@@ -186,6 +192,21 @@ describe('backup verify', () => {
     expect(quick.objectsChecked).toBeLessThan(5);
     expect(driver.pages).toBeLessThanOrEqual(quick.objectsChecked);
     expect(driver.heads - heads).toBeLessThanOrEqual(1);
+  });
+
+  it('prune in a repository of many objects lists them in lanes at once: the backup kept keeps every object, the others all go', async () => {
+    const { repo, dir } = await backedUp(undefined, 'paged');
+    await otherPacks(dir);
+    const driver = repo.driver as PagedListingFs;
+    driver.pages = 0;
+    const report = await prune(repo, { keepLast: 1 });
+    expect(report).toMatchObject({ removed: [], objectsDeleted: 8000, bytesFreed: 8000 });
+    expect(report.objectsKept).toBeGreaterThan(0);
+    expect(driver.mostListing).toBeGreaterThan(1);
+    // 9 pages of a thousand one after the other, or a first one and then a page or two in each of 16 lanes
+    expect(driver.pages).toBeLessThanOrEqual(1 + 16 * 2 + 1);
+    expect(await verifyBackup(repo, backupId, { readDataPercent: 100 })).toMatchObject({ status: 'ok', problems: [] });
+    expect((await readdir(join(dir, 'packs'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile())).toHaveLength(report.objectsKept);
   });
 
   it('a backup pruned while it is checked is named as gone, not as damaged', async () => {
