@@ -10,16 +10,20 @@
  * settled, and settles every referenced key up to its last (listed: there, with its size;
  * not listed: missing). Where references are dense the pages follow one another as a plain
  * listing's would; where they are sparse each request settles at least one key, as a HEAD
- * would. Many keys are listed in lanes (contiguous stretches of them) at once.
+ * would. The keys are listed in lanes (stretches of them), up to 16 at once.
  */
 import type { StorageDriver } from '../../plugins/storage/types.js';
 
 /** keys a listing page holds at most (S3's own limit) */
 export const LIST_PAGE = 1000;
-/** lanes listed at once, at most */
-const LANES = 8;
-/** a lane's keys, at least: fewer keys are listed in one lane (lanes cost a request each where they start) */
-const LANE_KEYS = 4000;
+/**
+ * lanes listed at once, at most: where keys are few each takes a request, and these run at
+ * once as HEAD requests would; where they are many, each lane costs one request more than a
+ * listing of its stretch would. Against RGW through a proxy that held each request 20 ms,
+ * 20 keys (11 there) among 10,000 objects: 8 requests and 318-363 ms in one lane, 10 and
+ * 154-205 ms in 16; a listing of all 10,000: 422-547 ms.
+ */
+const LANES = 16;
 
 type ListPage = NonNullable<StorageDriver['listPage']>;
 
@@ -44,7 +48,7 @@ export async function listedSizes(
 ): Promise<{ sizes: Map<string, number>; requests: number }> {
   const sizes = new Map<string, number>();
   let requests = 0;
-  const lanes = Math.max(1, Math.min(LANES, Math.floor(keys.length / LANE_KEYS)));
+  const lanes = Math.max(1, Math.min(LANES, keys.length));
   const per = Math.ceil(keys.length / lanes);
 
   /** keys[from..to) settled, page after page */
@@ -87,7 +91,10 @@ const HEX = '0123456789abcdef';
  * if more follow, the rest in 16 lanes at once, one for each first hex digit of the
  * names below the prefix (each lane from its digit to the next one's; the first from the
  * first page's last key, the last to the end, so a key of any name is listed): 12.5
- * million objects are ~780 requests one after the other instead of 12,500. Throws
+ * million objects are ~780 requests one after the other instead of 12,500. Against RGW on
+ * this machine's two cores: 30,000 objects 1.16-1.26x as fast as one page after the other
+ * (RGW's CPU bounds both); through a proxy that held each request 20 ms, 10,000 objects
+ * 264-394 ms against 427-547. Throws
  * ListingUnordered as `listedSizes` does, before or after some calls of `each`.
  */
 export async function listEverySized(

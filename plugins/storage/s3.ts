@@ -191,11 +191,12 @@ export class S3Driver implements StorageDriver {
     return this.prefix + checkObjectKey(key);
   }
 
-  private wrap(err: unknown, op: 'read' | 'write' | 'delete' | 'list', key: string): LockstepError {
+  /** `classed`: the failed request asked for the data's storage class */
+  private wrap(err: unknown, op: 'read' | 'write' | 'delete' | 'list', key: string, classed = false): LockstepError {
     if (err instanceof LockstepError) return err;
     const status = httpStatus(err);
     const name = errName(err);
-    const hint = this.hintFor(name, status, err instanceof Error ? err.message : String(err));
+    const hint = this.hintFor(name, status, err instanceof Error ? err.message : String(err), classed);
     // a service exception carries $fault (client or server)
     const what = (err as { $fault?: string })?.$fault !== undefined || status !== undefined ? `${name}${status ? ` (HTTP ${status})` : ''}` : err instanceof Error ? err.message : String(err);
     return new LockstepError(op === 'read' || op === 'list' ? 'LOCKSTEP_E_REPO_UNREADABLE' : 'LOCKSTEP_E_REPO_WRITE_FAILED', `repository ${this.location}: cannot ${op} ${key} (${what})`, {
@@ -205,12 +206,13 @@ export class S3Driver implements StorageDriver {
   }
 
   /** what an operator can do about a failed call, where the error says */
-  private hintFor(name: string, status: number | undefined, message: string): string | undefined {
+  private hintFor(name: string, status: number | undefined, message: string, classed: boolean): string | undefined {
     // (RGW answers a KMS key it cannot find with InvalidAccessKeyId: the KMS case comes first)
     if (this.sse.ServerSideEncryption?.startsWith('aws:kms') && (name.startsWith('KMS.') || /\bkms\b/i.test(message))) {
       return `check sseKmsKeyId (${this.sse.SSEKMSKeyId ?? "none: the account's default key"}): the key must exist in the bucket's region and the credentials must be allowed to use it (the store said: ${message})`;
     }
-    if (this.dataClass && (name === 'InvalidStorageClass' || name === 'InvalidArgument')) return `check storageClass (${this.dataClass}): does the store have that class? (the store said: ${message})`;
+    // RGW answers a class it lacks with InvalidArgument and no more (AWS: InvalidStorageClass): named only for a write that asked for the class
+    if (classed && (name === 'InvalidStorageClass' || name === 'InvalidArgument')) return `check storageClass (${this.dataClass}): does the store have that class? (the store said: ${message})`;
     if (status === 403 || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') return 'check the credentials (repository settings or the AWS environment/profile) and the bucket policy';
     if (name === 'NoSuchBucket') return `create the bucket "${this.bucket}" first`;
     if (name === 'CredentialsProviderError') return 'no credentials found: set accessKeyId/secretAccessKey in the repository settings or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY';
@@ -252,7 +254,7 @@ export class S3Driver implements StorageDriver {
       signal?.addEventListener('abort', () => void upload.abort(), { once: true });
       await upload.done();
     } catch (err) {
-      throw this.wrap(err, 'write', key);
+      throw this.wrap(err, 'write', key, params.StorageClass !== undefined);
     }
   }
 

@@ -69,6 +69,20 @@ describe('s3 storageClass', () => {
     expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_WRITE_FAILED');
     expect((err as LockstepError).hint).toMatch(/storageClass \(NO_SUCH_CLASS\)/);
   });
+
+  it('a write that did not ask for the class is not blamed on it when the store refuses an argument', async () => {
+    const b = await rgwBucket();
+    // a store that refuses every PUT as RGW refuses a class it lacks: InvalidArgument, nothing more
+    const proxy = await answeringProxy(b.endpoint, (req) => (req.method === 'PUT' ? { status: 400, body: '<?xml version="1.0"?><Error><Code>InvalidArgument</Code></Error>' } : undefined));
+    try {
+      const d = driverOf(b, { storageClass: 'COLD', endpoint: proxy.endpoint });
+      const hintOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => (e as LockstepError).hint ?? '');
+      expect(await hintOf(d.put('packs/ab/abc', Buffer.from('x'), undefined, { data: true }))).toMatch(/check storageClass \(COLD\)/);
+      expect(await hintOf(d.put('backups/one/manifest.json', Buffer.from('x')))).not.toMatch(/storageClass/);
+    } finally {
+      await proxy.close();
+    }
+  });
 });
 
 describe('s3 serverSideEncryption', () => {
