@@ -94,8 +94,8 @@ const HEX = '0123456789abcdef';
  * million objects are ~780 requests one after the other instead of 12,500. Against RGW on
  * this machine's two cores: 30,000 objects 1.16-1.26x as fast as one page after the other
  * (RGW's CPU bounds both); through a proxy that held each request 20 ms, 10,000 objects
- * 264-394 ms against 427-547. Throws
- * ListingUnordered as `listedSizes` does, before or after some calls of `each`.
+ * 264-394 ms against 427-547. Throws ListingUnordered as `listedSizes` does, before or
+ * after some calls of `each`.
  */
 export async function listEverySized(
   listPage: ListPage,

@@ -6,9 +6,16 @@
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Codec } from '../../lib/repo/codec.js';
 
 const MiB = 1024 * 1024;
+
+// a full collection before each look at RSS: what is measured is what stays, not what the
+// collector had not yet freed
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
 
 describe('codec memory', () => {
   it('encodes and decodes 20 MiB chunks without growing with how many', async () => {
@@ -29,11 +36,15 @@ describe('codec memory', () => {
       expect(back.equals(plain)).toBe(true);
     };
     for (let i = 0; i < 5; i++) await roundTrip();
+    gc();
     const before = process.memoryUsage().rss;
     // 400 MiB compressed and as much decompressed
     for (let i = 0; i < 20; i++) await roundTrip();
+    gc();
     const grew = (process.memoryUsage().rss - before) / MiB;
-    // through the thread pool this grew by ~550 MiB; inline it stays within what V8 lets pile up before a collection
-    expect(grew).toBeLessThan(120);
+    // through the thread pool this grew by ~550 MiB (~27 MiB a round trip). Inline, what the
+    // allocator keeps after a collection wanders: 24-82 MiB in runs of this test alone, up to
+    // 127 without the collection while the whole suite ran
+    expect(grew).toBeLessThan(250);
   });
 });
