@@ -90,6 +90,9 @@ export async function readObject(driver: StorageDriver, key: string, range?: Byt
   return readAll(await driver.get(key, range, signal));
 }
 
+/** a part of an index a reader may pass over, as its head names it, with the head's pack table (what the part's pack numbers stand for) */
+export type PartFilter = (part: IndexPart, packs: readonly string[] | undefined) => boolean;
+
 export class Repository {
   readonly codec: Codec;
   /** block fingerprints of this repository (see fingerprint.ts) */
@@ -379,9 +382,9 @@ export class Repository {
    * hold them all; the index's head is returned, its `entries` empty and no `parts`.
    * A part found bad throws after the parts before it were given.
    */
-  async readIndexParts(key: string, expectedSha256: string, each: (entries: IndexEntry[]) => void): Promise<ComponentIndex> {
+  async readIndexParts(key: string, expectedSha256: string, each: (entries: IndexEntry[]) => void, pass?: PartFilter): Promise<ComponentIndex> {
     let head: ComponentIndex | undefined;
-    for await (const part of this.indexParts(key, expectedSha256)) {
+    for await (const part of this.indexParts(key, expectedSha256, pass)) {
       head = part.head;
       each(part.entries);
     }
@@ -400,9 +403,10 @@ export class Repository {
   /**
    * The same as a generator: each part with the index's head (`entries` empty, no `parts`),
    * the next part read and checked while the one before is worked on. Nothing is given
-   * before the head was checked against the manifest's hash.
+   * before the head was checked against the manifest's hash. `pass`: the parts not to read
+   * (asked of each before any is read; at least the head is given).
    */
-  async *indexParts(key: string, expectedSha256: string): AsyncGenerator<{ head: ComponentIndex; entries: IndexEntry[] }> {
+  async *indexParts(key: string, expectedSha256: string, pass?: PartFilter): AsyncGenerator<{ head: ComponentIndex; entries: IndexEntry[] }> {
     const index = await this.readIndexHead(key, expectedSha256);
     if (!index.parts) {
       yield { head: { ...index, entries: [] }, entries: index.entries };
@@ -428,11 +432,12 @@ export class Repository {
       }
       return got;
     };
-    if (parts.length === 0) yield { head, entries: [] };
-    let next = parts.length > 0 ? read(0) : undefined;
+    const todo = parts.map((_, i) => i).filter((i) => !pass?.(parts[i]!, index.packs));
+    if (todo.length === 0) yield { head, entries: [] };
+    let next = todo.length > 0 ? read(todo[0]!) : undefined;
     for (let i = 0; next; i++) {
       const entries = await next;
-      next = i + 1 < parts.length ? read(i + 1) : undefined;
+      next = i + 1 < todo.length ? read(todo[i + 1]!) : undefined;
       // awaited on the next turn; not an unhandled rejection if the reader stops first
       next?.catch(() => undefined);
       yield { head, entries };
