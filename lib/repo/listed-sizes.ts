@@ -87,7 +87,7 @@ const HEX = '0123456789abcdef';
 
 /**
  * Every object under `prefix` with its size, `each` called once for each (in no particular
- * order), for a listing of all of a repository's chunks or packs (prune). One page first;
+ * order; a promise it gives back is waited for before the lane goes on), for a listing of all of a repository's chunks or packs (prune). One page first;
  * if more follow, the rest in 16 lanes at once, one for each first hex digit of the
  * names below the prefix (each lane from its digit to the next one's; the first from the
  * first page's last key, the last to the end, so a key of any name is listed): 12.5
@@ -100,7 +100,7 @@ const HEX = '0123456789abcdef';
 export async function listEverySized(
   listPage: ListPage,
   prefix: string,
-  each: (o: { key: string; size: number }) => void,
+  each: (o: { key: string; size: number }) => void | Promise<void>,
   signal?: AbortSignal,
 ): Promise<{ requests: number }> {
   let requests = 0;
@@ -113,7 +113,8 @@ export async function listEverySized(
       for (const o of page.objects) {
         if (!(o.key > after) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${after}: it is not in key order`);
         if (end !== undefined && o.key > end) return; // the next lane's
-        each(o);
+        const wait = each(o);
+        if (wait) await wait;
         after = o.key;
       }
       if (!page.more) return;
@@ -126,7 +127,8 @@ export async function listEverySized(
   let last = '';
   for (const o of first.objects) {
     if (!(o.key > last) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${last || 'its start'}: it is not in key order`);
-    each(o);
+    const wait = each(o);
+    if (wait) await wait;
     last = o.key;
   }
   if (!first.more) return { requests };

@@ -17,6 +17,7 @@ import type { Manifest } from './manifest.js';
 import { isNotFound, type PartFilter, type Repository } from './repository.js';
 import { RepoLock } from './lock.js';
 import { ListingUnordered, listEverySized } from './listed-sizes.js';
+import { LiveKeys } from './live-keys.js';
 
 export interface RetentionPolicy {
   keepLast?: number;
@@ -121,8 +122,8 @@ export class SharedParts {
 }
 
 /** Keys of every chunk and pack the given backups and the pending records need. */
-async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set<string>> {
-  const live = new Set<string>();
+async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<LiveKeys> {
+  const live = new LiveKeys();
   const shared = new SharedParts();
   const oldestFirst = [...manifests].sort((a, b) => a.committedAt.localeCompare(b.committedAt) || a.backupId.localeCompare(b.backupId));
   for (const m of oldestFirst) {
@@ -164,6 +165,90 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Set
 const TEMPORARY_AGE_MS = 3600_000;
 /** HEAD requests at once (sizes a listing did not give) */
 const HEADS_AT_ONCE = 16;
+/** objects a batch of the sweep deletes (S3: one DeleteObjects request), and batches at once */
+const SWEEP_BATCH = 1000;
+const SWEEPS_AT_ONCE = 4;
+
+/** an object listed, with its size where the listing gave it */
+interface Listed {
+  key: string;
+  size?: number;
+}
+
+/**
+ * What no kept backup needs, deleted a batch at a time while the listing goes on, not
+ * gathered first (a prune of millions of objects held them all: ~150 bytes each). With
+ * `dryRun` only counted. The listing waits while `SWEEPS_AT_ONCE` batches are under way.
+ */
+class Sweep {
+  deleted = 0;
+  bytes = 0;
+  private batch: Listed[] = [];
+  private readonly running = new Set<Promise<void>>();
+  private failure: unknown;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly dryRun: boolean,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+
+  /** one more object to delete; a promise to wait for when batches are under way at their most */
+  add(o: Listed): Promise<void> | undefined {
+    if (this.failure !== undefined) throw this.failure;
+    this.batch.push(o);
+    if (this.batch.length < SWEEP_BATCH) return undefined;
+    this.start();
+    return this.running.size >= SWEEPS_AT_ONCE ? Promise.race(this.running) : undefined;
+  }
+
+  /** every batch done, the last one (not full) too; throws what a batch failed with */
+  async drain(): Promise<void> {
+    if (this.batch.length > 0) this.start();
+    await this.settled();
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /**
+   * no batch under way, and none started from now on. The prune's lock is let go only after
+   * this: a delete still going then could remove a chunk object that a backup taking the
+   * lock next found there and did not write again.
+   */
+  async stop(): Promise<void> {
+    this.failure ??= new Error('the sweep was stopped');
+    await this.settled();
+  }
+
+  private async settled(): Promise<void> {
+    while (this.running.size > 0) await Promise.all([...this.running]);
+  }
+
+  private start(): void {
+    const batch = this.batch;
+    this.batch = [];
+    const p: Promise<void> = this.sweep(batch)
+      .catch((err: unknown) => {
+        this.failure ??= err;
+      })
+      .finally(() => this.running.delete(p));
+    this.running.add(p);
+  }
+
+  private async sweep(batch: Listed[]): Promise<void> {
+    // the sizes the listing did not give: a HEAD each
+    await forEachLimit(
+      batch.filter((o) => o.size === undefined),
+      HEADS_AT_ONCE,
+      async (o) => {
+        o.size = (await this.repo.driver.head(o.key))?.size ?? 0;
+      },
+      this.signal,
+    );
+    if (!this.dryRun) await deleteKeys(this.repo.driver, batch.map((o) => o.key), this.signal);
+    this.deleted += batch.length;
+    for (const o of batch) this.bytes += o.size!;
+  }
+}
 
 export async function prune(repo: Repository, policy: RetentionPolicy, opts: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<PruneReport> {
   const t0 = performance.now();
@@ -219,45 +304,47 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     // 2. mark what the kept backups need, 3. sweep the rest
     const live = await liveObjects(repo, kept);
     // with their sizes where the store's listing has them (no HEAD per object)
-    const doomed: { key: string; size?: number }[] = [];
+    const sweep = new Sweep(repo, dryRun, signal);
     const listSized = repo.driver.listSized?.bind(repo.driver);
     const listPage = repo.driver.listPage?.bind(repo.driver);
-    for (const prefix of ['chunks/', 'packs/']) {
-      let kept = 0;
-      const gone: { key: string; size?: number }[] = [];
-      const sort = (o: { key: string; size?: number }) => {
-        if (live.has(o.key)) kept++;
-        else gone.push(o);
-      };
-      let listedInLanes = false;
-      if (listPage) {
-        try {
-          // a big repository's listing in lanes at once (listed-sizes.ts)
-          await listEverySized(listPage, prefix, sort, signal);
-          listedInLanes = true;
-        } catch (err) {
-          if (!(err instanceof ListingUnordered)) throw err;
-          // a store that does not list in key order: listed again, one page after the other
-          kept = 0;
-          gone.length = 0;
+    try {
+      for (const prefix of ['chunks/', 'packs/']) {
+        let kept = 0;
+        const sort = (o: Listed) => {
+          if (!live.has(o.key)) return sweep.add(o);
+          kept++;
+          return undefined;
+        };
+        let listedInLanes = false;
+        if (listPage) {
+          const before = { deleted: sweep.deleted, bytes: sweep.bytes };
+          try {
+            // a big repository's listing in lanes at once (listed-sizes.ts)
+            await listEverySized(listPage, prefix, sort, signal);
+            listedInLanes = true;
+          } catch (err) {
+            if (!(err instanceof ListingUnordered)) throw err;
+            // a store that does not list in key order: listed again, one page after the other.
+            // What was deleted meanwhile is not listed again; what a dry run counted would be
+            await sweep.drain();
+            kept = 0;
+            if (dryRun) Object.assign(sweep, before);
+          }
         }
+        if (!listedInLanes) {
+          for await (const o of listSized ? listSized(prefix) : mapKeys(repo.driver.list(prefix))) {
+            const wait = sort(o);
+            if (wait) await wait;
+          }
+        }
+        report.objectsKept += kept;
       }
-      if (!listedInLanes) for await (const o of listSized ? listSized(prefix) : mapKeys(repo.driver.list(prefix))) sort(o);
-      report.objectsKept += kept;
-      for (const o of gone) doomed.push(o);
+      await sweep.drain();
+    } finally {
+      await sweep.stop();
     }
-    // the sizes the listing did not give: a HEAD each
-    await forEachLimit(
-      doomed.filter((o) => o.size === undefined),
-      HEADS_AT_ONCE,
-      async (o) => {
-        o.size = (await repo.driver.head(o.key))?.size ?? 0;
-      },
-      signal,
-    );
-    if (!dryRun) await deleteKeys(repo.driver, doomed.map((o) => o.key), signal);
-    report.objectsDeleted = doomed.length;
-    for (const o of doomed) report.bytesFreed += o.size!;
+    report.objectsDeleted = sweep.deleted;
+    report.bytesFreed += sweep.bytes;
     // 4. what writers killed mid-write left (an hour old: no write still running wrote it)
     const swept = await repo.driver.sweepTemporary?.(TEMPORARY_AGE_MS, dryRun);
     if (swept) {

@@ -51,9 +51,9 @@ export class PagedListingFs extends SizedListingFs {
     this.mostListing = Math.max(this.mostListing, ++this.listing);
     try {
       const keys = (await collected(this.list(prefix))).filter((k) => k > after).sort();
-      // sizes as a listing has them: not HEAD requests
-      const objects = await Promise.all(keys.slice(0, max).map(async (key) => ({ key, size: (await FsDriver.prototype.head.call(this, key))!.size })));
-      return { objects, more: keys.length > max };
+      // sizes as a listing has them: not HEAD requests (a key deleted since it was listed is not given, as a store's listing would not)
+      const sized = await Promise.all(keys.slice(0, max).map(async (key) => ({ key, size: (await FsDriver.prototype.head.call(this, key))?.size })));
+      return { objects: sized.filter((o): o is { key: string; size: number } => o.size !== undefined), more: keys.length > max };
     } finally {
       this.listing--;
     }
