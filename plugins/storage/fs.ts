@@ -72,7 +72,11 @@ export class FsDriver implements StorageDriver {
         ? 'check the owner and mode of the repository directory'
         : code === 'ENOSPC'
           ? 'the repository disk is full'
-          : undefined;
+          : code === 'ENOTDIR'
+            ? `a part of the repository path (${this.location}) is a file, not a folder: check the repository's path`
+            : code === 'EROFS'
+              ? 'the repository filesystem is mounted read-only'
+              : undefined;
     return new LockstepError(
       op === 'read' ? 'LOCKSTEP_E_REPO_UNREADABLE' : 'LOCKSTEP_E_REPO_WRITE_FAILED',
       `repository ${this.location}: cannot ${op} ${key} (${code ?? String(err)})`,

@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import type { S3Client, S3ClientConfig, StorageClass } from '@aws-sdk/client-s3';
 import { Type, type Static } from '@sinclair/typebox';
 import type { ConfigProblem } from '../../lib/config.js';
-import { LockstepError } from '../../lib/errors.js';
+import { LockstepError, errnoCode } from '../../lib/errors.js';
 import { checkObjectKey, DELETE_MANY_MAX, readAll, type ByteRange, type ObjectInfo, type PutOptions, type StorageDriver, type StorageDriverFactory } from './types.js';
 
 /** 16 MiB parts, 4 at a time: ~64 MiB in flight per stream, near the endpoint's limit measured on loopback RGW */
@@ -128,6 +128,9 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
  */
 const copyRefused = new Set<string>();
 
+/** errors of a request that got no answer from the store */
+const NO_ANSWER = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET']);
+
 export class S3Driver implements StorageDriver {
   readonly name = 's3';
   readonly capabilities: { atomicCreateIfAbsent: boolean; rangeRead: boolean };
@@ -150,6 +153,8 @@ export class S3Driver implements StorageDriver {
 
   /** what `copyRefused` knows this store by */
   private readonly copyKey: string;
+  /** where requests go, as hints name it: the endpoint, or AWS's region */
+  private readonly reaches: string;
 
   constructor(settings: S3Settings) {
     this.sse = {
@@ -162,6 +167,7 @@ export class S3Driver implements StorageDriver {
     this.bucket = settings.bucket;
     this.prefix = settings.prefix ? `${settings.prefix.replace(/^\/+|\/+$/g, '')}/` : '';
     this.location = `s3://${this.bucket}/${this.prefix}${settings.endpoint ? ` at ${settings.endpoint}` : ''}`;
+    this.reaches = settings.endpoint ?? `AWS in ${settings.region ?? process.env.AWS_REGION ?? 'us-east-1'}`;
     // the store's own claim; the repository probes it before relying on it for locks
     this.capabilities = { atomicCreateIfAbsent: settings.conditionalWrites ?? true, rangeRead: true };
     const config: S3ClientConfig = {
@@ -196,7 +202,7 @@ export class S3Driver implements StorageDriver {
     if (err instanceof LockstepError) return err;
     const status = httpStatus(err);
     const name = errName(err);
-    const hint = this.hintFor(name, status, err instanceof Error ? err.message : String(err), classed);
+    const hint = this.hintFor(name, status, err instanceof Error ? err.message : String(err), classed, errnoCode(err));
     // a service exception carries $fault (client or server)
     const what = (err as { $fault?: string })?.$fault !== undefined || status !== undefined ? `${name}${status ? ` (HTTP ${status})` : ''}` : err instanceof Error ? err.message : String(err);
     return new LockstepError(op === 'read' || op === 'list' ? 'LOCKSTEP_E_REPO_UNREADABLE' : 'LOCKSTEP_E_REPO_WRITE_FAILED', `repository ${this.location}: cannot ${op} ${key} (${what})`, {
@@ -206,7 +212,7 @@ export class S3Driver implements StorageDriver {
   }
 
   /** what an operator can do about a failed call, where the error says */
-  private hintFor(name: string, status: number | undefined, message: string, classed: boolean): string | undefined {
+  private hintFor(name: string, status: number | undefined, message: string, classed: boolean, errno: string | undefined): string | undefined {
     // (RGW answers a KMS key it cannot find with InvalidAccessKeyId: the KMS case comes first)
     if (this.sse.ServerSideEncryption?.startsWith('aws:kms') && (name.startsWith('KMS.') || /\bkms\b/i.test(message))) {
       return `check sseKmsKeyId (${this.sse.SSEKMSKeyId ?? "none: the account's default key"}): the key must exist in the bucket's region and the credentials must be allowed to use it (the store said: ${message})`;
@@ -215,6 +221,8 @@ export class S3Driver implements StorageDriver {
     if (classed && (name === 'InvalidStorageClass' || name === 'InvalidArgument')) return `check storageClass (${this.dataClass}): does the store have that class? (the store said: ${message})`;
     if (status === 403 || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') return 'check the credentials (repository settings or the AWS environment/profile) and the bucket policy';
     if (name === 'NoSuchBucket') return `create the bucket "${this.bucket}" first`;
+    // no answer at all (retried already): the endpoint is wrong, down, or not reachable from here
+    if ((errno && NO_ANSWER.has(errno)) || name === 'TimeoutError') return `check endpoint (${this.reaches}): is the store up, and reachable from this host (its name, a firewall, a proxy)?`;
     if (name === 'CredentialsProviderError') return 'no credentials found: set accessKeyId/secretAccessKey in the repository settings or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY';
     return undefined;
   }

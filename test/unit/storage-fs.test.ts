@@ -1,12 +1,13 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fsDriver } from '../../plugins/storage/fs.js';
 import { storageConformance } from '../conformance/storage.js';
 import { alignedBuffers } from '../../lib/aligned.js';
+import { LockstepError } from '../../lib/errors.js';
 import { cachedBytes as cached } from '../helpers/page-cache.js';
 
 const dirs: string[] = [];
@@ -40,6 +41,20 @@ describe('fs driver listing', () => {
       const got = new Set(await listing);
       for (const k of kept) expect(got.has(k), k).toBe(true);
     }
+  });
+});
+
+describe('fs driver errors', () => {
+  it('a repository path that runs through a file is named as such', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lockstep-fs-'));
+    dirs.push(dir);
+    await writeFile(join(dir, 'not-a-folder'), 'x');
+    const err = await fsDriver
+      .open({ path: join(dir, 'not-a-folder', 'repo') }, '/')
+      .get('lockstep-repo.json')
+      .then(() => undefined, (e: unknown) => e);
+    expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_UNREADABLE');
+    expect((err as LockstepError).hint).toMatch(/is a file, not a folder: check the repository's path/);
   });
 });
 

@@ -44,6 +44,19 @@ describe('s3 driver errors', () => {
     expect(JSON.stringify(err)).not.toContain(b.secretAccessKey);
   });
 
+  it('an endpoint nothing answers at is named in the hint, after the retries', async () => {
+    const b = await rgwBucket();
+    // a port just freed: nothing listens there
+    const server = createHttpServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    await new Promise((r) => server.close(r));
+    const err = await driverOf(b, { endpoint }).head('x').then(() => undefined, (e: unknown) => e);
+    expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_UNREADABLE');
+    expect((err as LockstepError).message).toContain('ECONNREFUSED');
+    expect((err as LockstepError).hint).toBe(`check endpoint (${endpoint}): is the store up, and reachable from this host (its name, a firewall, a proxy)?`);
+  });
+
   it('a missing bucket says so', async () => {
     const b = await rgwBucket();
     const d = driverOf(b, { bucket: `${b.bucket}-nope` });
