@@ -70,19 +70,28 @@ async function leaseEnd(driver: StorageDriver, held: LockRecord): Promise<number
   }
 }
 
-/** Does the store really refuse a second create-if-absent? (s3rver, for one, does not) */
-export async function probeAtomicCreate(driver: StorageDriver): Promise<boolean> {
-  if (!driver.capabilities.atomicCreateIfAbsent) return false;
+/**
+ * Does the store really refuse a second create-if-absent? (s3rver, for one, does not)
+ * `removed`: the probe's key deleted, what it failed with if it did (it never rejects). It
+ * is not waited for here: the lock is taken meanwhile, one round trip less before every
+ * backup and prune on S3.
+ */
+export async function probeAtomicCreate(driver: StorageDriver): Promise<{ atomic: boolean; removed: Promise<unknown> }> {
+  if (!driver.capabilities.atomicCreateIfAbsent) return { atomic: false, removed: Promise.resolve(undefined) };
   const key = `locks/probe-${randomBytes(8).toString('hex')}`;
+  const remove = () => driver.delete(key).then(() => undefined, (err: unknown) => err ?? new Error(`could not delete ${key}`));
+  let atomic;
   try {
     // (the key is new: a first write refused is this one's own, taken by the store with its answer lost)
     // not durable: the key goes at once (on a filesystem, two fsyncs less before every backup and prune)
     const first = (await driver.putIfAbsent(key, Buffer.from('1'), { durable: false })) || (await driver.head(key)) !== undefined;
     const second = await driver.putIfAbsent(key, Buffer.from('2'), { durable: false });
-    return first && !second;
-  } finally {
-    await driver.delete(key);
+    atomic = first && !second;
+  } catch (err) {
+    await remove();
+    throw err;
   }
+  return { atomic, removed: remove() };
 }
 
 function processAlive(pid: number): boolean {
@@ -149,8 +158,28 @@ export class RepoLock {
 
   static async acquire(driver: StorageDriver, operation: string | (() => string), leaseMs = DEFAULT_LEASE_MS, meanwhile?: () => Promise<void>): Promise<RepoLock> {
     // (`meanwhile` runs beside the probe: on S3 their round trips overlap; `operation` is read after both)
-    const [atomic] = await Promise.all([probeAtomicCreate(driver), meanwhile?.()]);
-    if (typeof operation === 'function') operation = operation();
+    const probing = probeAtomicCreate(driver);
+    const [{ atomic, removed }] = await Promise.all([probing, meanwhile?.()]).catch(async (err: unknown) => {
+      await (await probing.catch(() => undefined))?.removed;
+      throw err;
+    });
+    // the probe's key goes while the lock is taken; the lock is given back if it could not
+    let lock: RepoLock;
+    try {
+      lock = await RepoLock.take(driver, typeof operation === 'function' ? operation() : operation, atomic, leaseMs);
+    } catch (err) {
+      await removed;
+      throw err;
+    }
+    const failed = await removed;
+    if (failed) {
+      await lock.release().catch(() => undefined);
+      throw failed;
+    }
+    return lock;
+  }
+
+  private static async take(driver: StorageDriver, operation: string, atomic: boolean, leaseMs: number): Promise<RepoLock> {
     if (!atomic) {
       throw new LockstepError('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE', `repository ${driver.location} does not honour create-if-absent, so two writers could not be kept apart`, {
         hint: 'use a store with conditional writes (AWS S3, Ceph RGW, MinIO, a filesystem); lockstep refuses to write without a safe lock',

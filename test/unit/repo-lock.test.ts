@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
@@ -30,6 +30,49 @@ describe('repository lock', () => {
     await a.release();
     const b = await RepoLock.acquire(d, 'backup B');
     await b.release();
+    expect(await d.head(LOCK_KEY)).toBeUndefined();
+  });
+
+  it("the probe's key goes while the lock is taken; a probe key that cannot be deleted gives the lock back and fails", async () => {
+    /** an fs store whose deletes of probe keys wait for `open()`, or fail */
+    const newGate = () => {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      return { promise, resolve };
+    };
+    class SlowProbe extends FsDriver {
+      gate = newGate();
+      probeDeleting = false;
+      lockPutWhileProbeDeleting = false;
+      failProbe = false;
+      override async delete(key: string) {
+        if (!key.startsWith('locks/probe-')) return super.delete(key);
+        this.probeDeleting = true;
+        await this.gate.promise;
+        this.probeDeleting = false;
+        if (this.failProbe) throw new LockstepError('LOCKSTEP_E_REPO_WRITE_FAILED', `cannot delete ${key}`);
+        return super.delete(key);
+      }
+      override async putIfAbsent(key: string, body: Buffer, opts?: { durable?: boolean }) {
+        if (key === LOCK_KEY) {
+          this.lockPutWhileProbeDeleting = this.probeDeleting;
+          // the probe's delete may finish now
+          setTimeout(() => this.gate.resolve(), 20);
+        }
+        return super.putIfAbsent(key, body, opts);
+      }
+    }
+    const dir = await temp();
+    const d = new SlowProbe(dir);
+    const lock = await RepoLock.acquire(d, 'backup A');
+    expect(d.lockPutWhileProbeDeleting).toBe(true);
+    await lock.release();
+    expect(await readdir(join(dir, 'locks')).catch(() => [])).toEqual([]);
+
+    d.gate = newGate();
+    d.failProbe = true;
+    const err = await RepoLock.acquire(d, 'backup B').then(() => undefined, (e: unknown) => e);
+    expect((err as LockstepError).message).toMatch(/cannot delete locks\/probe-/);
     expect(await d.head(LOCK_KEY)).toBeUndefined();
   });
 
