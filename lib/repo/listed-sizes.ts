@@ -27,6 +27,24 @@ const LANES = 16;
 
 type ListPage = NonNullable<StorageDriver['listPage']>;
 
+/**
+ * Run lanes at once; once one fails the others stop at their next page or object (`going`
+ * says whether to go on), and this returns or throws only when none runs any more: nothing
+ * is listed, or handed on, after the listing's end.
+ */
+async function inLanes(lanes: ((going: () => boolean) => Promise<void>)[]): Promise<void> {
+  let failure: { err: unknown } | undefined;
+  const going = () => failure === undefined;
+  await Promise.all(
+    lanes.map((lane) =>
+      lane(going).catch((err: unknown) => {
+        failure ??= { err };
+      }),
+    ),
+  );
+  if (failure) throw failure.err;
+}
+
 /** The store's listing did not come in key order, or did not start where it was asked: `listedSizes` cannot tell what is missing from it. */
 export class ListingUnordered extends Error {
   constructor(prefix: string, why: string) {
@@ -48,15 +66,14 @@ export async function listedSizes(
 ): Promise<{ sizes: Map<string, number>; requests: number }> {
   const sizes = new Map<string, number>();
   let requests = 0;
-  const lanes = Math.max(1, Math.min(LANES, keys.length));
-  const per = Math.ceil(keys.length / lanes);
+  const per = Math.ceil(keys.length / Math.max(1, Math.min(LANES, keys.length)));
 
   /** keys[from..to) settled, page after page */
-  const lane = async (from: number, to: number) => {
+  const lane = async (from: number, to: number, going: () => boolean) => {
     let i = from;
     /** the last key listed in this lane */
     let listed = '';
-    while (i < to) {
+    while (i < to && going()) {
       signal?.throwIfAborted();
       // just before keys[i]: the key less its last character sorts before it (a key listed between is only one more in the page)
       const before = keys[i]!.slice(0, -1);
@@ -76,9 +93,12 @@ export async function listedSizes(
       listed = last;
     }
   };
-  const work: Promise<void>[] = [];
-  for (let from = 0; from < keys.length; from += per) work.push(lane(from, Math.min(keys.length, from + per)));
-  await Promise.all(work);
+  const lanes: ((going: () => boolean) => Promise<void>)[] = [];
+  for (let from = 0; from < keys.length; from += per) {
+    const to = Math.min(keys.length, from + per);
+    lanes.push((going) => lane(from, to, going));
+  }
+  await inLanes(lanes);
   return { sizes, requests };
 }
 
@@ -105,14 +125,14 @@ export async function listEverySized(
 ): Promise<{ requests: number }> {
   let requests = 0;
   /** the objects of (after, end] in order, each given to `each` */
-  const lane = async (after: string, end: string | undefined) => {
-    for (;;) {
+  const lane = async (after: string, end: string | undefined, going: () => boolean) => {
+    while (going()) {
       signal?.throwIfAborted();
       const page = await listPage(prefix, after, LIST_PAGE);
       requests++;
       for (const o of page.objects) {
         if (!(o.key > after) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${after}: it is not in key order`);
-        if (end !== undefined && o.key > end) return; // the next lane's
+        if ((end !== undefined && o.key > end) || !going()) return; // the next lane's; or another lane failed
         const wait = each(o);
         if (wait) await wait;
         after = o.key;
@@ -133,14 +153,15 @@ export async function listEverySized(
   }
   if (!first.more) return { requests };
   if (first.objects.length === 0) throw new ListingUnordered(prefix, 'said more follow but gave none');
-  const lanes: Promise<void>[] = [];
+  const lanes: ((going: () => boolean) => Promise<void>)[] = [];
   for (let d = 0; d < HEX.length; d++) {
     const end = d + 1 < HEX.length ? prefix + HEX[d + 1] : undefined;
     // a lane whose keys all come before the first page's last: listed already
     if (end !== undefined && end <= last) continue;
     // the first lane from the first page's last key (whatever came between them); the others from their digit
-    lanes.push(lane(lanes.length === 0 ? last : prefix + HEX[d], end));
+    const from = lanes.length === 0 ? last : prefix + HEX[d];
+    lanes.push((going) => lane(from, end, going));
   }
-  await Promise.all(lanes);
+  await inLanes(lanes);
   return { requests };
 }

@@ -10,8 +10,8 @@ import { LIST_PAGE, ListingUnordered, listEverySized, listedSizes } from '../../
 
 const key = (i: number) => `chunks/${createHash('sha256').update(String(i)).digest('hex')}`;
 
-/** a store of `n` keys (sizes from their number) and `more` keys; `order` may spoil the listing's order */
-function store(n: number, order: 'sorted' | 'shuffled' = 'sorted', more: string[] = []) {
+/** a store of `n` keys (sizes from their number) and `more` keys; `order` may spoil the listing's order (`from`: of pages after that key only) */
+function store(n: number, order: 'sorted' | 'shuffled' = 'sorted', more: string[] = [], spoilFrom = '') {
   const size = new Map<string, number>();
   for (let i = 0; i < n; i++) size.set(key(i), i);
   for (const k of more) size.set(k, 1);
@@ -27,10 +27,10 @@ function store(n: number, order: 'sorted' | 'shuffled' = 'sorted', more: string[
     let from = keys.findIndex((k) => k > after);
     if (from < 0) from = keys.length;
     const page = keys.slice(from, from + max).filter((k) => k.startsWith(prefix));
-    if (order === 'shuffled') page.reverse();
+    if (order === 'shuffled' && after >= spoilFrom) page.reverse();
     return { objects: page.map((k) => ({ key: k, size: size.get(k)! })), more: from + max < keys.length };
   };
-  return { listPage, size, pages: () => pages, most: () => most };
+  return { listPage, size, pages: () => pages, most: () => most, listing: () => listing };
 }
 
 describe('listedSizes', () => {
@@ -100,5 +100,18 @@ describe('listedSizes', () => {
   it('a whole listing out of key order is refused', async () => {
     const s = store(5_000, 'shuffled');
     await expect(listEverySized(s.listPage, 'chunks/', () => undefined)).rejects.toBeInstanceOf(ListingUnordered);
+  });
+
+  it('one lane out of key order stops the others: once it throws, nothing is listed or handed on any more', async () => {
+    const s = store(30_000, 'shuffled', [], 'chunks/8');
+    let handed = 0;
+    const err = await listEverySized(s.listPage, 'chunks/', () => void handed++).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ListingUnordered);
+    expect(s.listing()).toBe(0);
+    const [pages, atEnd] = [s.pages(), handed];
+    await new Promise((r) => setTimeout(r, 50));
+    expect([s.pages(), handed]).toEqual([pages, atEnd]);
+    // the lanes stopped at their next page: not every key was handed on
+    expect(handed).toBeLessThan(30_000);
   });
 });
