@@ -213,6 +213,30 @@ describe('backup verify', () => {
     expect((await readdir(join(dir, 'packs'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile())).toHaveLength(report.objectsKept);
   });
 
+  it('a prune stopped mid-sweep lets the lock go only once no delete runs; the next prune finishes the job', async () => {
+    const { repo, dir } = await backedUp(undefined, 'paged');
+    await otherPacks(dir);
+    const driver = repo.driver as PagedListingFs & { delete(key: string): Promise<void> };
+    const stop = new AbortController();
+    let deleted = 0;
+    const deleteOne = driver.delete.bind(driver);
+    driver.delete = async (key: string) => {
+      if (key.startsWith('packs/') && ++deleted === 1500) stop.abort(new Error('stopped by the test'));
+      return deleteOne(key);
+    };
+    const err = await prune(repo, { keepLast: 1 }, { signal: stop.signal }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/stopped by the test/);
+    // nothing is deleted once it has returned
+    const atReturn = deleted;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(deleted).toBe(atReturn);
+    expect(atReturn).toBeLessThan(8000);
+    // the lock is free again; the next prune frees the rest and keeps the backup whole
+    const rest = await prune(repo, { keepLast: 1 });
+    expect(rest.objectsDeleted).toBe(8000 - atReturn);
+    expect(await verifyBackup(repo, backupId, { readDataPercent: 100 })).toMatchObject({ status: 'ok', problems: [] });
+  });
+
   it('a backup pruned while it is checked is named as gone, not as damaged', async () => {
     const { dir } = await backedUp();
     /** what a prune running meanwhile does: the manifest goes first, then the data */
