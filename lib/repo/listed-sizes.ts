@@ -10,7 +10,11 @@
  * settled, and settles every referenced key up to its last (listed: there, with its size;
  * not listed: missing). Where references are dense the pages follow one another as a plain
  * listing's would; where they are sparse each request settles at least one key, as a HEAD
- * would. The keys are listed in lanes (stretches of them), up to 16 at once.
+ * would. The keys are listed in lanes (stretches of them), up to 16 at once. Where the next
+ * referenced key is further than half a page away (by the repository's density, which a
+ * full page shows: names are spread evenly), a lane asks for one key, not a thousand: it
+ * settles the key asked as well, at a thousandth of the answer's size (~250 KB of XML
+ * otherwise, read for one key).
  */
 import type { StorageDriver } from '../../plugins/storage/types.js';
 
@@ -26,6 +30,15 @@ export const LIST_PAGE = 1000;
 const LANES = 16;
 
 type ListPage = NonNullable<StorageDriver['listPage']>;
+
+/**
+ * Where a key's name falls among all names: its first 13 hex digits as a number (names of
+ * packs and chunk objects are random or hashes: spread evenly); NaN for another name.
+ */
+function position(key: string): number {
+  const name = key.slice(key.lastIndexOf('/') + 1);
+  return /^[0-9a-f]{13}/.test(name) ? parseInt(name.slice(0, 13), 16) : Number.NaN;
+}
 
 /**
  * Run lanes at once; once one fails the others stop at their next page or object (`going`
@@ -67,6 +80,18 @@ export async function listedSizes(
   const sizes = new Map<string, number>();
   let requests = 0;
   const per = Math.ceil(keys.length / Math.max(1, Math.min(LANES, keys.length)));
+  /**
+   * the repository's keys per unit of name position, from the last full page any lane listed
+   * (in key order: until one was, pages of one key are not trusted to be the next key)
+   */
+  let density: number | undefined;
+  /** how many keys to ask for from just before keys[i]: a page, or the one key where the next reference is further than half a page */
+  const pageFor = (i: number, to: number) => {
+    if (density === undefined) return LIST_PAGE;
+    if (i + 1 >= to) return 1;
+    const between = (position(keys[i + 1]!) - position(keys[i]!)) * density;
+    return between > LIST_PAGE / 2 ? 1 : LIST_PAGE;
+  };
 
   /** keys[from..to) settled, page after page */
   const lane = async (from: number, to: number, going: () => boolean) => {
@@ -78,7 +103,7 @@ export async function listedSizes(
       // just before keys[i]: the key less its last character sorts before it (a key listed between is only one more in the page)
       const before = keys[i]!.slice(0, -1);
       const after = listed > before ? listed : before;
-      const page = await listPage(prefix, after, LIST_PAGE);
+      const page = await listPage(prefix, after, pageFor(i, to));
       requests++;
       let last = after;
       for (const o of page.objects) {
@@ -86,6 +111,10 @@ export async function listedSizes(
         last = o.key;
         while (i < to && keys[i]! < o.key) i++; // not listed where it would be: missing
         if (i < to && keys[i] === o.key) sizes.set(keys[i++]!, o.size);
+      }
+      if (page.more && page.objects.length >= LIST_PAGE / 2) {
+        const span = position(last) - position(page.objects[0]!.key);
+        if (span > 0) density = (page.objects.length - 1) / span;
       }
       if (!page.more) return; // nothing after the page: the rest are missing
       if (page.objects.length === 0) throw new ListingUnordered(prefix, `said more follow after ${after} but gave none`);

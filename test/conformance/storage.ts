@@ -99,6 +99,7 @@ export function storageConformance(name: string, open: () => Promise<StorageDriv
       const page = (after: string, max: number) => d.listPage!('lp/', after, max);
       const sized = (...keys: string[]) => keys.map((key) => ({ key, size: key.length }));
       expect(await page('lp/a', 2)).toEqual({ objects: sized('lp/b/c', 'lp/b/d'), more: true });
+      expect(await page('lp/b/c', 1)).toEqual({ objects: sized('lp/b/d'), more: true });
       expect(await page('lp/b/d', 2)).toEqual({ objects: sized('lp/c'), more: false });
       // from a key that is not there, and from before the prefix
       expect(await page('lp/b/cc', 10)).toEqual({ objects: sized('lp/b/d', 'lp/c'), more: false });

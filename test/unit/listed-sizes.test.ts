@@ -19,6 +19,7 @@ function store(n: number, order: 'sorted' | 'shuffled' = 'sorted', more: string[
   let pages = 0;
   let listing = 0;
   let most = 0;
+  let given = 0;
   const listPage = async (prefix: string, after: string, max: number) => {
     pages++;
     most = Math.max(most, ++listing);
@@ -28,9 +29,10 @@ function store(n: number, order: 'sorted' | 'shuffled' = 'sorted', more: string[
     if (from < 0) from = keys.length;
     const page = keys.slice(from, from + max).filter((k) => k.startsWith(prefix));
     if (order === 'shuffled' && after >= spoilFrom) page.reverse();
+    given += page.length;
     return { objects: page.map((k) => ({ key: k, size: size.get(k)! })), more: from + max < keys.length };
   };
-  return { listPage, size, pages: () => pages, most: () => most, listing: () => listing };
+  return { listPage, size, pages: () => pages, most: () => most, listing: () => listing, given: () => given };
 }
 
 describe('listedSizes', () => {
@@ -45,6 +47,8 @@ describe('listedSizes', () => {
     // a listing of the whole store: 100 pages; the lanes at once, as HEAD requests would be
     expect(requests).toBeLessThanOrEqual(wanted.length);
     expect(s.most()).toBeGreaterThan(8);
+    // a page of a thousand where each lane starts; then, the references far apart, a key a request
+    expect(s.given()).toBeLessThan(16 * LIST_PAGE + wanted.length);
     expect(requests).toBe(s.pages());
   });
 
