@@ -1,6 +1,6 @@
 /**
- * The keys of the objects the kept backups need, as prune collects them: ~16 bytes a key
- * where a Set of the key strings took ~130 (1.6 GB for 12.5 million objects, the
+ * The keys of the objects the kept backups need, as prune collects them: 16–32 bytes a key
+ * (by how full the table is) where a Set of the key strings took ~140 (1.6 GB for 12.5 million objects, the
  * coordinator's heap limit not far above). A key is held by 64 bits of its name (packs and
  * chunk objects are named by 64 hex digits: a random id, a hash), in a table of pairs of
  * 32-bit words, open addressing, at most half full.
