@@ -356,22 +356,12 @@ export class S3Driver implements StorageDriver {
   }
 
   async *listSized(prefix: string): AsyncIterable<{ key: string; size: number }> {
-    for await (const res of this.pages(prefix, false)) for (const o of res.Contents ?? []) if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 };
+    for await (const res of this.pages(prefix, false)) yield* this.sized(res);
   }
 
   async listPage(prefix: string, after: string, max: number): Promise<{ objects: { key: string; size: number }[]; more: boolean }> {
-    let res;
-    try {
-      const { sdk, client } = await this.s3();
-      res = await this.retry(() =>
-        client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, StartAfter: this.prefix + after, MaxKeys: max })),
-      );
-    } catch (err) {
-      throw this.wrap(err, 'list', prefix);
-    }
-    const objects: { key: string; size: number }[] = [];
-    for (const o of res.Contents ?? []) if (o.Key) objects.push({ key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 });
-    return { objects, more: res.IsTruncated === true };
+    const res = await this.listRequest(prefix, { StartAfter: this.prefix + after, MaxKeys: max });
+    return { objects: this.sized(res), more: res.IsTruncated === true };
   }
 
   listShallow(prefix: string): AsyncIterable<string> {
@@ -401,18 +391,27 @@ export class S3Driver implements StorageDriver {
   private async *pages(prefix: string, shallow: boolean) {
     let token: string | undefined;
     do {
-      let res;
-      try {
-        const { sdk, client } = await this.s3();
-        res = await this.retry(() =>
-          client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) })),
-        );
-      } catch (err) {
-        throw this.wrap(err, 'list', prefix);
-      }
+      const res = await this.listRequest(prefix, { ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) });
       yield res;
       token = res.IsTruncated ? res.NextContinuationToken : undefined;
     } while (token);
+  }
+
+  /** one ListObjectsV2 request under `prefix`, retried; `more`: where it starts, how many, the delimiter */
+  private async listRequest(prefix: string, more: { ContinuationToken?: string; StartAfter?: string; MaxKeys?: number; Delimiter?: string }) {
+    try {
+      const { sdk, client } = await this.s3();
+      return await this.retry(() => client.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ...more })));
+    } catch (err) {
+      throw this.wrap(err, 'list', prefix);
+    }
+  }
+
+  /** a listing page's objects, keys under this driver's prefix, with their sizes */
+  private sized(res: { Contents?: { Key?: string; Size?: number }[] }): { key: string; size: number }[] {
+    const objects: { key: string; size: number }[] = [];
+    for (const o of res.Contents ?? []) if (o.Key) objects.push({ key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 });
+    return objects;
   }
 
   async delete(key: string): Promise<void> {
