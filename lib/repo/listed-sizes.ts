@@ -65,6 +65,18 @@ export class ListingUnordered extends Error {
   }
 }
 
+/** one page of the listing after `after`, checked first: in key order, under `prefix`, and not empty where more follow */
+async function orderedPage(listPage: ListPage, prefix: string, after: string, max: number): Promise<Awaited<ReturnType<ListPage>>> {
+  const page = await listPage(prefix, after, max);
+  let last = after;
+  for (const o of page.objects) {
+    if (!(o.key > last) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${last || 'its start'}: it is not in key order`);
+    last = o.key;
+  }
+  if (page.more && page.objects.length === 0) throw new ListingUnordered(prefix, `said more follow after ${after || 'its start'} but gave none`);
+  return page;
+}
+
 /**
  * Sizes of `keys` (all under `prefix`, sorted by code unit: the byte order of ASCII keys) that
  * exist; a key not in the map is missing. `requests` counts the listing pages asked for.
@@ -103,21 +115,18 @@ export async function listedSizes(
       // just before keys[i]: the key less its last character sorts before it (a key listed between is only one more in the page)
       const before = keys[i]!.slice(0, -1);
       const after = listed > before ? listed : before;
-      const page = await listPage(prefix, after, pageFor(i, to));
+      const page = await orderedPage(listPage, prefix, after, pageFor(i, to));
       requests++;
-      let last = after;
       for (const o of page.objects) {
-        if (!(o.key > last) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${last}: it is not in key order`);
-        last = o.key;
         while (i < to && keys[i]! < o.key) i++; // not listed where it would be: missing
         if (i < to && keys[i] === o.key) sizes.set(keys[i++]!, o.size);
       }
-      if (page.more && page.objects.length >= LIST_PAGE / 2) {
+      if (!page.more) return; // nothing after the page: the rest are missing
+      const last = page.objects.at(-1)!.key;
+      if (page.objects.length >= LIST_PAGE / 2) {
         const span = position(last) - position(page.objects[0]!.key);
         if (span > 0) density = (page.objects.length - 1) / span;
       }
-      if (!page.more) return; // nothing after the page: the rest are missing
-      if (page.objects.length === 0) throw new ListingUnordered(prefix, `said more follow after ${after} but gave none`);
       while (i < to && keys[i]! <= last) i++;
       listed = last;
     }
@@ -153,35 +162,29 @@ export async function listEverySized(
   signal?: AbortSignal,
 ): Promise<{ requests: number }> {
   let requests = 0;
-  /** the objects of (after, end] in order, each given to `each` */
-  const lane = async (after: string, end: string | undefined, going: () => boolean) => {
-    while (going()) {
+  /** hand on a page's objects up to `end`: the last one handed on where the lane goes on after it, else undefined */
+  const handOn = async (page: Awaited<ReturnType<ListPage>>, end: string | undefined, going: () => boolean): Promise<string | undefined> => {
+    let last: string | undefined;
+    for (const o of page.objects) {
+      if ((end !== undefined && o.key > end) || !going()) return undefined; // the next lane's; or another lane failed
+      const wait = each(o);
+      if (wait) await wait;
+      last = o.key;
+    }
+    return page.more ? last : undefined;
+  };
+  /** the objects of (from, end] in order, each given to `each` */
+  const lane = async (from: string, end: string | undefined, going: () => boolean) => {
+    for (let after: string | undefined = from; after !== undefined && going(); ) {
       signal?.throwIfAborted();
-      const page = await listPage(prefix, after, LIST_PAGE);
       requests++;
-      for (const o of page.objects) {
-        if (!(o.key > after) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${after}: it is not in key order`);
-        if ((end !== undefined && o.key > end) || !going()) return; // the next lane's; or another lane failed
-        const wait = each(o);
-        if (wait) await wait;
-        after = o.key;
-      }
-      if (!page.more) return;
-      if (page.objects.length === 0) throw new ListingUnordered(prefix, `said more follow after ${after} but gave none`);
+      after = await handOn(await orderedPage(listPage, prefix, after, LIST_PAGE), end, going);
     }
   };
   // one page first: a small repository's listing is one request
-  const first = await listPage(prefix, '', LIST_PAGE);
   requests++;
-  let last = '';
-  for (const o of first.objects) {
-    if (!(o.key > last) || !o.key.startsWith(prefix)) throw new ListingUnordered(prefix, `gave ${o.key} after ${last || 'its start'}: it is not in key order`);
-    const wait = each(o);
-    if (wait) await wait;
-    last = o.key;
-  }
-  if (!first.more) return { requests };
-  if (first.objects.length === 0) throw new ListingUnordered(prefix, 'said more follow but gave none');
+  const last = await handOn(await orderedPage(listPage, prefix, '', LIST_PAGE), undefined, () => true);
+  if (last === undefined) return { requests };
   const lanes: ((going: () => boolean) => Promise<void>)[] = [];
   for (let d = 0; d < HEX.length; d++) {
     const end = d + 1 < HEX.length ? prefix + HEX[d + 1] : undefined;
