@@ -7,6 +7,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ComponentSpec } from './local-cluster.js';
+import { onFreePorts, PortTaken } from './ports.js';
 import { resolveFromRoot } from './local-cluster.js';
 import { clientTls, engineTestTls, type EngineTestTls } from './engine-tls.js';
 import { etcdctlTls } from '../plugins/engines/etcd/node.js';
@@ -30,15 +31,12 @@ function run(argv: string[], timeoutMs = 30_000): Promise<string> {
   );
 }
 
-/** a member's port was taken by something else when it started */
-class PortTaken extends Error {}
-
 const randomBase = () => 23000 + Math.floor(Math.random() * 400) * 10;
 
 export class EtcdTestCluster {
   readonly members: EtcdMember[] = [];
   /** member i listens on basePort + 2i (clients) and the port above (peers); picked again by `start` when one is taken */
-  basePort: number;
+  basePort!: number;
   readonly token = `test-${process.pid}-${Date.now()}`;
   /** set by `withTls`: clients over https, with a client certificate */
   tls?: EngineTestTls;
@@ -52,7 +50,6 @@ export class EtcdTestCluster {
     /** extra etcd flags, e.g. --quota-backend-bytes for large data */
     readonly extraFlags: string[] = [],
   ) {
-    this.basePort = basePort;
     this.place(basePort);
   }
 
@@ -131,22 +128,24 @@ export class EtcdTestCluster {
    * are stopped and other ports tried, up to five times.
    */
   async start(): Promise<this> {
-    for (let attempt = 1; ; attempt++) {
-      try {
+    await onFreePorts({
+      start: async () => {
         for (const m of this.members) {
           await mkdir(join(m.dataDir, '..'), { recursive: true });
           await run(this.startArgv(m));
         }
         await this.waitHealthy();
-        return this;
-      } catch (err) {
-        await this.stop();
-        if (!(err instanceof PortTaken || (await this.portTaken())) || attempt >= 5) throw err;
-        // (a member's data names its peers' ports: the next attempt starts from nothing, logs too)
+      },
+      stop: () => this.stop(),
+      taken: async (err) => err instanceof PortTaken || (await this.portTaken()),
+      // (a member's data names its peers' ports: the next attempt starts from nothing, logs too)
+      forget: async () => {
         for (const m of this.members) for (const p of [m.dataDir, m.log]) await rm(p, { recursive: true, force: true });
-        this.place(randomBase());
-      }
-    }
+      },
+      place: (base) => this.place(base),
+      randomBase,
+    });
+    return this;
   }
 
   async waitHealthy(timeoutMs = 30_000): Promise<void> {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { ComponentSpec } from './local-cluster.js';
+import { onFreePorts, PortTaken } from './ports.js';
 import { clientTls, engineTestTls, type EngineTestTls } from './engine-tls.js';
 import { readClientTls } from '../lib/client-tls.js';
 
@@ -40,9 +41,6 @@ export interface RedisNodeInfo {
   conf: string;
 }
 
-/** a node's port was taken by something else when it started */
-class PortTaken extends Error {}
-
 const randomBase = () => 12000 + Math.floor(Math.random() * 800) * 10;
 
 export class RedisTestCluster {
@@ -50,14 +48,13 @@ export class RedisTestCluster {
   /** set by `withTls` */
   tls?: EngineTestTls;
   /** node i listens on basePort + i + 1 (its cluster bus 10000 above); picked again by `start` when one is taken */
-  basePort: number;
+  basePort!: number;
 
   constructor(
     readonly root: string,
     readonly count = 6,
     basePort = randomBase(),
   ) {
-    this.basePort = basePort;
     this.place(basePort);
   }
 
@@ -120,19 +117,17 @@ export class RedisTestCluster {
    * started so far are stopped and other ports tried, up to five times.
    */
   async start(): Promise<this> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.startNodes();
-        break;
-      } catch (err) {
-        // (a node that did not start is not killed: nothing to kill)
-        await this.stop();
-        if (!(err instanceof PortTaken) || attempt >= 5) throw err;
-        // (a node's cluster config names its port: the next attempt starts from nothing)
+    await onFreePorts({
+      start: () => this.startNodes(),
+      stop: () => this.stop(),
+      taken: async (err) => err instanceof PortTaken,
+      // (a node's cluster config names its port: the next attempt starts from nothing)
+      forget: async () => {
         for (const n of this.nodes) await rm(n.dir, { recursive: true, force: true });
-        this.place(randomBase());
-      }
-    }
+      },
+      place: (base) => this.place(base),
+      randomBase,
+    });
     const addrs = this.nodes.map((n) => `127.0.0.1:${n.port}`);
     await run('redis-cli', [...this.cliTls, '--cluster', 'create', ...addrs, '--cluster-replicas', '1', '--cluster-yes']);
     await this.waitOk();
