@@ -14,14 +14,22 @@
  *   delete and recreate), then replaces the lock.
  * - Everything rests on create-if-absent being atomic in the store; a store that
  *   ignores it (some S3 imitations) is detected with a probe and refused.
- * Clocks: expiry is compared with the local clock; hosts are assumed to agree within a
- * small fraction of the lease (NTP).
+ * Clocks: a lease is judged by the store's clock where the store tells when an object was
+ * last written (S3's LastModified, a filesystem's mtime as its server set it): the lock or
+ * its last renewal, written at store time W, declaring a lease of L (its expiry less its
+ * renewal time, both by its holder's clock: a length, which no offset between clocks
+ * changes), runs out at W + L by the store's clock, whose present the lock's probe has just
+ * shown. Hosts whose clocks disagree (a VM back from a pause, NTP broken) therefore neither
+ * take over a live lock nor wait on a dead one; only the rates of the clocks must agree.
+ * Where the store tells no times, expiry is compared with the local clock, and hosts are
+ * assumed to agree within a small fraction of the lease (NTP).
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { Type, type Static } from '@sinclair/typebox';
 import { LockstepError } from '../errors.js';
-import type { StorageDriver } from '../../plugins/storage/types.js';
+import type { ObjectInfo, StorageDriver } from '../../plugins/storage/types.js';
 import { checkStored, parseJson } from './stored.js';
 import { isNotFound, readObject } from './repository.js';
 
@@ -57,41 +65,98 @@ async function readLock(driver: StorageDriver): Promise<LockRecord | undefined> 
   }
 }
 
-/** when the lease of `held` runs out: its own expiry, or its holder's last renewal's */
-async function leaseEnd(driver: StorageDriver, held: LockRecord): Promise<number> {
-  const until = Date.parse(held.expiresAt);
+/**
+ * The store's clock: its time when the lock's probe was written (`at`), and this process's
+ * monotonic time once that was known (`mono`). What it says now is at most the store's
+ * real present (the answer took time to come), so a lease is never judged over too early.
+ */
+export interface StoreClock {
+  at: number;
+  mono: number;
+}
+
+/** the store's time now, as far as `clock` can tell (never later than it really is) */
+function storeNow(clock: StoreClock): number {
+  return clock.at + (performance.now() - clock.mono);
+}
+
+/**
+ * S3 gives times in whole seconds: a write at store time W is shown as W less up to a
+ * second, and so is the probe's. A lease is held over by this much more, never cut short.
+ */
+const STORE_TIME_SLACK_MS = 1000;
+
+/** the lease a record declares: its expiry less its renewal (or taking) time, both by its holder's clock; NaN if unreadable */
+function declaredLease(r: { heartbeatAt?: unknown; expiresAt?: unknown }): number {
+  const from = typeof r.heartbeatAt === 'string' ? Date.parse(r.heartbeatAt) : Number.NaN;
+  const until = typeof r.expiresAt === 'string' ? Date.parse(r.expiresAt) : Number.NaN;
+  return until - from;
+}
+
+/** a record's last renewal (the lease object), if its holder renewed it and it can be read */
+async function readRenewal(driver: StorageDriver, lockId: string): Promise<{ heartbeatAt?: unknown; expiresAt?: unknown } | undefined> {
   try {
-    const renewed = JSON.parse((await readObject(driver, leaseKey(held.lockId))).toString('utf8')) as { expiresAt?: unknown };
-    const t = typeof renewed.expiresAt === 'string' ? Date.parse(renewed.expiresAt) : Number.NaN;
-    return Number.isFinite(t) ? Math.max(until, t) : until;
+    return JSON.parse((await readObject(driver, leaseKey(lockId))).toString('utf8')) as { heartbeatAt?: unknown; expiresAt?: unknown };
   } catch {
     // never renewed (or unreadable): the lock's own expiry
-    return until;
+    return undefined;
   }
+}
+
+/**
+ * When (by this host's clock) the lease of `held` runs out: its own expiry, or its holder's
+ * last renewal's, whichever is later. With `clock`, judged by the store's clock (see the top
+ * of this file): a record runs out its declared lease after the store took it, and one
+ * declaring no readable lease at once; a lock gone meanwhile holds nothing. Without, by
+ * the times its holder wrote in it.
+ */
+async function leaseEnd(driver: StorageDriver, held: LockRecord, clock: StoreClock | undefined): Promise<number> {
+  const [renewed, lockInfo, leaseInfo] = await Promise.all([
+    readRenewal(driver, held.lockId),
+    clock ? driver.head(LOCK_KEY) : undefined,
+    clock ? driver.head(leaseKey(held.lockId)) : undefined,
+  ]);
+  if (clock) {
+    if (!lockInfo) return 0;
+    const now = storeNow(clock);
+    const runsOut = (info: ObjectInfo | undefined, r: object | undefined) => {
+      const lease = r ? declaredLease(r) : Number.NaN;
+      return info?.modified !== undefined && lease > 0 ? info.modified + lease + STORE_TIME_SLACK_MS : -Infinity;
+    };
+    const end = Math.max(runsOut(lockInfo, held), runsOut(leaseInfo, renewed));
+    return end === -Infinity ? 0 : Date.now() + (end - now);
+  }
+  const byHolder = (r: { expiresAt?: unknown } | undefined) => (typeof r?.expiresAt === 'string' ? Date.parse(r.expiresAt) : Number.NaN);
+  const until = byHolder(held);
+  const t = byHolder(renewed);
+  return Number.isFinite(t) ? Math.max(until, t) : until;
 }
 
 /**
  * Does the store really refuse a second create-if-absent? (s3rver, for one, does not)
  * `removed`: the probe's key deleted, what it failed with if it did (it never rejects). It
  * is not waited for here: the lock is taken meanwhile, one round trip less before every
- * backup and prune on S3.
+ * backup and prune on S3. `clock`: the store's time, from when it says it took the probe
+ * (asked beside the second write, no round trip more), if it tells.
  */
-export async function probeAtomicCreate(driver: StorageDriver): Promise<{ atomic: boolean; removed: Promise<unknown> }> {
-  if (!driver.capabilities.atomicCreateIfAbsent) return { atomic: false, removed: Promise.resolve(undefined) };
+export async function probeAtomicCreate(driver: StorageDriver): Promise<{ atomic: boolean; removed: Promise<unknown>; clock: StoreClock | undefined }> {
+  if (!driver.capabilities.atomicCreateIfAbsent) return { atomic: false, removed: Promise.resolve(undefined), clock: undefined };
   const key = `locks/probe-${randomBytes(8).toString('hex')}`;
   const remove = () => driver.delete(key).then(() => undefined, (err: unknown) => err ?? new Error(`could not delete ${key}`));
   let atomic;
+  let clock: StoreClock | undefined;
   try {
-    // (the key is new: a first write refused is this one's own, taken by the store with its answer lost)
     // not durable: the key goes at once (on a filesystem, two fsyncs less before every backup and prune)
-    const first = (await driver.putIfAbsent(key, Buffer.from('1'), { durable: false })) || (await driver.head(key)) !== undefined;
-    const second = await driver.putIfAbsent(key, Buffer.from('2'), { durable: false });
-    atomic = first && !second;
+    const first = await driver.putIfAbsent(key, Buffer.from('1'), { durable: false });
+    const [info, second] = await Promise.all([driver.head(key), driver.putIfAbsent(key, Buffer.from('2'), { durable: false })]);
+    if (info?.modified !== undefined) clock = { at: info.modified, mono: performance.now() };
+    // (the key is new: a first write refused is this one's own, taken by the store with its answer lost)
+    atomic = (first || info !== undefined) && !second;
   } catch (err) {
     await remove();
     throw err;
   }
-  return { atomic, removed: remove() };
+  return { atomic, removed: remove(), clock };
 }
 
 function processAlive(pid: number): boolean {
@@ -114,22 +179,30 @@ export function describeHolder(r: LockRecord): string {
  * the expired lock could never be taken over, and someone would have to unlock by hand):
  * not won this time, the caller tries again.
  */
-async function takeTakeover(driver: StorageDriver, lockId: string, record: LockRecord, leaseMs: number): Promise<boolean> {
+async function takeTakeover(driver: StorageDriver, lockId: string, record: LockRecord, leaseMs: number, clock: StoreClock | undefined): Promise<boolean> {
   const mine = Buffer.from(JSON.stringify({ by: record.host, pid: record.pid, at: record.acquiredAt, lockId: record.lockId }));
   if (await driver.putIfAbsent(takeoverKey(lockId), mine)) return true;
-  const there = await readObject(driver, takeoverKey(lockId)).catch((err: unknown) => {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  });
+  const [there, info] = await Promise.all([
+    readObject(driver, takeoverKey(lockId)).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }),
+    clock ? driver.head(takeoverKey(lockId)) : undefined,
+  ]);
   if (!there) return false; // its taker is done: the lock is read again
   if (there.equals(mine)) return true;
-  let at = Number.NaN;
-  try {
-    at = Date.parse((JSON.parse(there.toString('utf8')) as { at?: string }).at ?? '');
-  } catch {
-    // unreadable: as old as can be
+  // its age: by the store's clock where it tells, else by the time its taker wrote in it
+  let age = Number.NaN;
+  if (clock && info?.modified !== undefined) {
+    age = storeNow(clock) - info.modified - STORE_TIME_SLACK_MS;
+  } else {
+    try {
+      age = Date.now() - Date.parse((JSON.parse(there.toString('utf8')) as { at?: string }).at ?? '');
+    } catch {
+      // unreadable: as old as can be
+    }
   }
-  if (!(Date.now() - at < leaseMs)) await driver.delete(takeoverKey(lockId));
+  if (!(age < leaseMs)) await driver.delete(takeoverKey(lockId));
   return false;
 }
 
@@ -159,14 +232,14 @@ export class RepoLock {
   static async acquire(driver: StorageDriver, operation: string | (() => string), leaseMs = DEFAULT_LEASE_MS, meanwhile?: () => Promise<void>): Promise<RepoLock> {
     // (`meanwhile` runs beside the probe: on S3 their round trips overlap; `operation` is read after both)
     const probing = probeAtomicCreate(driver);
-    const [{ atomic, removed }] = await Promise.all([probing, meanwhile?.()]).catch(async (err: unknown) => {
+    const [{ atomic, removed, clock }] = await Promise.all([probing, meanwhile?.()]).catch(async (err: unknown) => {
       await (await probing.catch(() => undefined))?.removed;
       throw err;
     });
     // the probe's key goes while the lock is taken; the lock is given back if it could not
     let lock: RepoLock;
     try {
-      lock = await RepoLock.take(driver, typeof operation === 'function' ? operation() : operation, atomic, leaseMs);
+      lock = await RepoLock.take(driver, typeof operation === 'function' ? operation() : operation, atomic, leaseMs, clock);
     } catch (err) {
       await removed;
       throw err;
@@ -179,7 +252,7 @@ export class RepoLock {
     return lock;
   }
 
-  private static async take(driver: StorageDriver, operation: string, atomic: boolean, leaseMs: number): Promise<RepoLock> {
+  private static async take(driver: StorageDriver, operation: string, atomic: boolean, leaseMs: number, clock: StoreClock | undefined): Promise<RepoLock> {
     if (!atomic) {
       throw new LockstepError('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE', `repository ${driver.location} does not honour create-if-absent, so two writers could not be kept apart`, {
         hint: 'use a store with conditional writes (AWS S3, Ceph RGW, MinIO, a filesystem); lockstep refuses to write without a safe lock',
@@ -203,7 +276,7 @@ export class RepoLock {
       if (held.lockId === record.lockId) return new RepoLock(driver, record, leaseMs);
       // a holder on this host whose process is gone is dead, whatever its lease says
       const deadHere = held.host === hostname() && held.pid > 0 && held.pid !== process.pid && !processAlive(held.pid);
-      const until = deadHere ? 0 : await leaseEnd(driver, held);
+      const until = deadHere ? 0 : await leaseEnd(driver, held, clock);
       if (until > Date.now()) {
         throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder({ ...held, expiresAt: new Date(until).toISOString() })}`, {
           hint: 'wait for it to finish; a lock whose holder died is taken over automatically when its lease runs out',
@@ -211,7 +284,7 @@ export class RepoLock {
         });
       }
       // expired: only the one who wins the takeover marker replaces it
-      if (await takeTakeover(driver, held.lockId, record, leaseMs)) {
+      if (await takeTakeover(driver, held.lockId, record, leaseMs, clock)) {
         const still = await readLock(driver);
         if (still?.lockId === held.lockId) await driver.delete(LOCK_KEY);
         const won = await driver.putIfAbsent(LOCK_KEY, Buffer.from(JSON.stringify(record)));

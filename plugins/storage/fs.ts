@@ -297,7 +297,7 @@ export class FsDriver implements StorageDriver {
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const st = await stat(this.path(key));
-      return { size: st.size };
+      return { size: st.size, modified: st.mtimeMs };
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw this.wrap(err, 'read', key);

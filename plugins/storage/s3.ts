@@ -344,7 +344,7 @@ export class S3Driver implements StorageDriver {
     try {
       const { sdk, client } = await this.s3();
       const res = await this.retry(() => client.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key })));
-      return { size: res.ContentLength ?? 0 };
+      return { size: res.ContentLength ?? 0, modified: res.LastModified?.getTime() };
     } catch (err) {
       if (httpStatus(err) === 404 || errName(err) === 'NotFound') return undefined;
       throw this.wrap(err, 'read', key);

@@ -43,6 +43,13 @@ export interface StorageCapabilities {
 
 export interface ObjectInfo {
   size: number;
+  /**
+   * when the object was last written, in ms since the epoch by the store's own clock (S3:
+   * LastModified, whole seconds; a filesystem: the mtime its server set); undefined where
+   * the store does not tell. The repository lock judges leases by it, so hosts whose clocks
+   * disagree cannot take over a live lock (lib/repo/lock.ts)
+   */
+  modified?: number;
 }
 
 export interface ByteRange {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
@@ -8,6 +8,8 @@ import { S3Driver } from '../../plugins/storage/s3.js';
 import { LOCK_KEY, RepoLock } from '../../lib/repo/lock.js';
 import { LockstepError } from '../../lib/errors.js';
 import { readAll } from '../../lib/repo/repository.js';
+import type { StorageDriver } from '../../plugins/storage/types.js';
+import { driverOf, rgwBucket } from '../helpers/s3.js';
 
 const dirs: string[] = [];
 const temp = async () => {
@@ -18,6 +20,30 @@ const temp = async () => {
 afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
+
+/** a lock as a holder on another host writes it, by that host's clock: `skew` ms off ours, declaring a lease of `leaseMs` */
+function otherHolder(skew: number, leaseMs = 60_000, lockId = 'other'): Buffer {
+  const t = Date.now() + skew;
+  const at = new Date(t).toISOString();
+  return Buffer.from(JSON.stringify({ lockId, operation: 'backup elsewhere', host: 'other-host', pid: 7, acquiredAt: at, heartbeatAt: at, expiresAt: new Date(t + leaseMs).toISOString() }));
+}
+
+/** what an acquire of `d` gave: the lock's id, or the error's code */
+async function tryAcquire(d: StorageDriver): Promise<string> {
+  return RepoLock.acquire(d, 'backup here').then(
+    async (l) => {
+      await l.release();
+      return l.lockId;
+    },
+    (e: unknown) => (e as LockstepError).code,
+  );
+}
+
+/** `file`'s modification time set `ms` into the past (the store took it that long ago) */
+async function aged(file: string, ms: number): Promise<void> {
+  const t = new Date(Date.now() - ms);
+  await utimes(file, t, t);
+}
 
 describe('repository lock', () => {
   it('a second acquire fails naming the holder; release lets the next one in', async () => {
@@ -111,7 +137,8 @@ describe('repository lock', () => {
     expect(await a.release()).toBe(false);
     const left = JSON.parse((await readAll(await d.get(LOCK_KEY))).toString('utf8')) as { lockId: string };
     expect(left.lockId).toBe(a.lockId);
-    await new Promise((r) => setTimeout(r, 400));
+    // its lease ran out by the store's clock, less a second held over for stores whose times are whole seconds
+    await new Promise((r) => setTimeout(r, 1400));
     const b = await RepoLock.acquire(d, 'backup B');
     expect(b.lockId).not.toBe(a.lockId);
     expect(await b.release()).toBe(true);
@@ -127,20 +154,63 @@ describe('repository lock', () => {
     await l.release();
   });
 
-  it('an expired lock whose taker died half-way (its takeover marker left behind) is taken over once the marker is a lease old; a fresh marker is waited on', async () => {
-    const d = new FsDriver(await temp());
+  it('an expired lock whose taker died half-way (its takeover marker left behind) is taken over once the marker is a lease old by the store; a fresh marker is waited on', async () => {
+    const dir = await temp();
+    const d = new FsDriver(dir);
     const expired = { lockId: 'dead', operation: 'backup X', host: 'gone-host', pid: 7, acquiredAt: '', heartbeatAt: '', expiresAt: new Date(Date.now() - 120_000).toISOString() };
     await d.put(LOCK_KEY, Buffer.from(JSON.stringify(expired)));
     // another taker is at it right now: not this one's to take
     await d.put('locks/takeover/dead', Buffer.from(JSON.stringify({ by: 'other-host', pid: 8, at: new Date().toISOString() })));
     const busy = await RepoLock.acquire(d, 'backup Y').then(() => undefined, (e: unknown) => e);
     expect((busy as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
-    // that taker died before it replaced the lock: a minute and more later its marker goes, and the lock is taken
+    // a taker whose clock runs 90 s behind ours wrote it just now: still waited on
     await d.put('locks/takeover/dead', Buffer.from(JSON.stringify({ by: 'other-host', pid: 8, at: new Date(Date.now() - 90_000).toISOString() })));
+    expect(await tryAcquire(d)).toBe('LOCKSTEP_E_REPO_LOCKED');
+    // that taker died before it replaced the lock: a minute and more later by the store its marker goes, and the lock is taken
+    await aged(join(dir, 'locks/takeover/dead'), 90_000);
     const l = await RepoLock.acquire(d, 'backup Y');
     expect(l.lockId).not.toBe('dead');
     expect(await d.head('locks/takeover/dead')).toBeUndefined();
     expect(await l.release()).toBe(true);
+  });
+
+  it("leases are judged by the store's clock: a live lock from a host whose clock runs behind is not taken over, a dead one from a host whose clock runs ahead is", async () => {
+    const dir = await temp();
+    const d = new FsDriver(dir);
+    // ten minutes behind: by our clock its lease ran out long ago, but the store took it just now
+    await d.put(LOCK_KEY, otherHolder(-600_000));
+    const err = await RepoLock.acquire(d, 'backup here').then(() => undefined, (e: unknown) => e);
+    expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_LOCKED');
+    // the lease shown is when it runs out here: a minute from now, not ten minutes ago
+    const until = Date.parse(/lease until ([^)]+)\)/.exec((err as LockstepError).message)![1]!);
+    expect(until).toBeGreaterThan(Date.now() + 50_000);
+    expect(until).toBeLessThan(Date.now() + 70_000);
+    // it renewed ten minutes behind too: still live
+    await d.put('locks/lease/other.json', Buffer.from(JSON.stringify({ heartbeatAt: new Date(Date.now() - 600_000).toISOString(), expiresAt: new Date(Date.now() - 540_000).toISOString() })));
+    await aged(join(dir, LOCK_KEY), 120_000);
+    expect(await tryAcquire(d)).toBe('LOCKSTEP_E_REPO_LOCKED');
+    // its last renewal is a lease old by the store: dead
+    await aged(join(dir, 'locks/lease/other.json'), 62_000);
+    expect(await tryAcquire(d)).toMatch(/^[0-9a-f]{24}$/);
+
+    // ten minutes ahead: by our clock it holds for eleven minutes more; the store took it a minute and more ago
+    await d.put(LOCK_KEY, otherHolder(600_000));
+    expect(await tryAcquire(d)).toBe('LOCKSTEP_E_REPO_LOCKED');
+    await aged(join(dir, LOCK_KEY), 62_000);
+    expect(await tryAcquire(d)).toMatch(/^[0-9a-f]{24}$/);
+    expect(await d.head(LOCK_KEY)).toBeUndefined();
+  });
+
+  it("on S3 (Ceph RGW) too, by its LastModified: whole seconds", async () => {
+    const d = driverOf(await rgwBucket(), { prefix: 'repo' });
+    await d.put(LOCK_KEY, otherHolder(-600_000));
+    expect(await tryAcquire(d)).toBe('LOCKSTEP_E_REPO_LOCKED');
+    // a lease of a second declared ten minutes ahead: run out two seconds and more after the store took it
+    await d.put(LOCK_KEY, otherHolder(600_000, 1000));
+    expect(await tryAcquire(d)).toBe('LOCKSTEP_E_REPO_LOCKED');
+    await new Promise((r) => setTimeout(r, 3200));
+    expect(await tryAcquire(d)).toMatch(/^[0-9a-f]{24}$/);
+    expect(await d.head(LOCK_KEY)).toBeUndefined();
   });
 
   describe('on a store that ignores create-if-absent (s3rver)', () => {
