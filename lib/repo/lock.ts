@@ -111,11 +111,11 @@ async function readRenewal(driver: StorageDriver, lockId: string): Promise<{ hea
  * the times its holder wrote in it.
  */
 async function leaseEnd(driver: StorageDriver, held: LockRecord, clock: StoreClock | undefined): Promise<number> {
-  const [renewed, lockInfo, leaseInfo] = await Promise.all([
-    readRenewal(driver, held.lockId),
-    clock ? driver.head(LOCK_KEY) : undefined,
-    clock ? driver.head(leaseKey(held.lockId)) : undefined,
-  ]);
+  const renewed = await readRenewal(driver, held.lockId);
+  // asked after the read, not beside it: an NFS client may answer a stat from attributes
+  // it cached up to a minute ago, but refreshes them when a file is opened (its
+  // close-to-open consistency), as the read just did (and readLock did for the lock)
+  const [lockInfo, leaseInfo] = clock ? await Promise.all([driver.head(LOCK_KEY), driver.head(leaseKey(held.lockId))]) : [];
   if (clock) {
     if (!lockInfo) return 0;
     const now = storeNow(clock);
@@ -182,15 +182,14 @@ export function describeHolder(r: LockRecord): string {
 async function takeTakeover(driver: StorageDriver, lockId: string, record: LockRecord, leaseMs: number, clock: StoreClock | undefined): Promise<boolean> {
   const mine = Buffer.from(JSON.stringify({ by: record.host, pid: record.pid, at: record.acquiredAt, lockId: record.lockId }));
   if (await driver.putIfAbsent(takeoverKey(lockId), mine)) return true;
-  const [there, info] = await Promise.all([
-    readObject(driver, takeoverKey(lockId)).catch((err: unknown) => {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }),
-    clock ? driver.head(takeoverKey(lockId)) : undefined,
-  ]);
+  const there = await readObject(driver, takeoverKey(lockId)).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
   if (!there) return false; // its taker is done: the lock is read again
   if (there.equals(mine)) return true;
+  // after the read, as in leaseEnd
+  const info = clock ? await driver.head(takeoverKey(lockId)) : undefined;
   // its age: by the store's clock where it tells, else by the time its taker wrote in it
   let age = Number.NaN;
   if (clock && info?.modified !== undefined) {
