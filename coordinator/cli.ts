@@ -21,7 +21,7 @@ import { runRestore } from './restore/run.js';
 import { verifyBackup, type VerifyReport } from '../lib/repo/verify.js';
 import { listChecks, readCheck, recordCheck, stalestChecked, type CheckRecord } from '../lib/repo/checks.js';
 import { outcomeOf, type CheckSummary } from '../lib/repo/layout.js';
-import { deleteBackup, prune, type RetentionPolicy } from '../lib/repo/prune.js';
+import { deleteBackup, parseSpan, prune, type RetentionPolicy, type Span } from '../lib/repo/prune.js';
 
 const VERSION = '0.1.0';
 
@@ -259,16 +259,27 @@ function program(): Command {
   p.command('prune')
     .description('remove backups by a retention policy, then the data no remaining backup needs')
     .option('--keep-last <n>', 'keep the newest N backups', count('--keep-last'))
+    .option('--keep-hourly <n>', 'keep the newest backup of each of the last N hours that have one', count('--keep-hourly'))
     .option('--keep-daily <n>', 'keep the newest backup of each of the last N days that have one', count('--keep-daily'))
     .option('--keep-weekly <n>', 'keep the newest backup of each of the last N weeks that have one', count('--keep-weekly'))
     .option('--keep-monthly <n>', 'keep the newest backup of each of the last N months that have one', count('--keep-monthly'))
+    .option('--keep-yearly <n>', 'keep the newest backup of each of the last N years that have one', count('--keep-yearly'))
+    .option('--keep-within <span>', 'keep every backup taken within SPAN before the newest one (years, months, weeks, days, hours: 1y6m, 14d, 36h)', spanOption('--keep-within'))
     .option('--dry-run', 'print what would be removed and freed; change nothing', false)
     .option('--json', 'print the report as JSON')
     .action(async (o: RetentionPolicy & { dryRun: boolean }, cmd: Command) => {
       setJson(cmd);
-      const policy: RetentionPolicy = { keepLast: o.keepLast, keepDaily: o.keepDaily, keepWeekly: o.keepWeekly, keepMonthly: o.keepMonthly };
-      if (!Object.values(policy).some((n) => n !== undefined && n > 0)) {
-        throw new LockstepError('LOCKSTEP_E_USAGE', 'prune needs a policy: at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly above 0 (it never removes every backup)');
+      const policy: RetentionPolicy = {
+        keepLast: o.keepLast,
+        keepHourly: o.keepHourly,
+        keepDaily: o.keepDaily,
+        keepWeekly: o.keepWeekly,
+        keepMonthly: o.keepMonthly,
+        keepYearly: o.keepYearly,
+        keepWithin: o.keepWithin,
+      };
+      if (!Object.values(policy).some((n) => n !== undefined && (typeof n !== 'number' || n > 0))) {
+        throw new LockstepError('LOCKSTEP_E_USAGE', 'prune needs a policy: at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly above 0, or --keep-within (it never removes every backup)');
       }
       const repo = await configuredRepository();
       const report = await prune(repo, policy, { dryRun: o.dryRun, signal: interruptSignal() });
@@ -319,6 +330,16 @@ function positiveInt(v: string, what: string): number {
 /** a commander parser for a count option (0 allowed: "keep none by this rule") */
 function count(what: string): (v: string) => number {
   return (v) => wholeNumber(v, what, 0);
+}
+
+/** a span of time given to option `what` (lib/repo/prune.ts parseSpan), longer than nothing */
+function spanOption(what: string): (v: string) => Span {
+  return (v) => {
+    const span = parseSpan(v);
+    if (!span) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} "${v}" is not a span of time: whole numbers of years, months, weeks, days and hours, in that order, such as 1y6m, 2w, 14d or 36h`);
+    if (span.years + span.months + span.weeks + span.days + span.hours === 0) throw new LockstepError('LOCKSTEP_E_USAGE', `${what} "${v}" keeps nothing but the newest backup: give a span longer than 0`);
+    return span;
+  };
 }
 
 /** on the command line, the newest complete backup (not for `backup delete`, which takes an exact id) */

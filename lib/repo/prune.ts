@@ -21,9 +21,51 @@ import { LiveKeys } from './live-keys.js';
 
 export interface RetentionPolicy {
   keepLast?: number;
+  keepHourly?: number;
   keepDaily?: number;
   keepWeekly?: number;
   keepMonthly?: number;
+  keepYearly?: number;
+  /** every backup committed within this span before the newest one */
+  keepWithin?: Span;
+}
+
+/** a span of calendar time: years, months, weeks, days, hours (`text` as given, for reasons) */
+export interface Span {
+  years: number;
+  months: number;
+  weeks: number;
+  days: number;
+  hours: number;
+  text: string;
+}
+
+/**
+ * A span as the command line gives it: whole numbers of years, months, weeks, days and
+ * hours, in that order, each at most once ("1y6m", "14d", "2w3d", "36h"); undefined if
+ * it is not one.
+ */
+export function parseSpan(text: string): Span | undefined {
+  const m = /^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$/.exec(text);
+  if (!m || text === '') return undefined;
+  const [years, months, weeks, days, hours] = m.slice(1).map((v) => (v === undefined ? 0 : Number(v)));
+  const span = { years: years!, months: months!, weeks: weeks!, days: days!, hours: hours!, text };
+  return [years, months, weeks, days, hours].every((n) => Number.isSafeInteger(n)) ? span : undefined;
+}
+
+/** `t` less `span`, by the calendar in UTC (a month back from March 31 is March 3, as Date.UTC carries the day over) */
+export function spanBefore(t: Date, span: Span): number {
+  const before = Date.UTC(
+    t.getUTCFullYear() - span.years,
+    t.getUTCMonth() - span.months,
+    t.getUTCDate() - span.weeks * 7 - span.days,
+    t.getUTCHours() - span.hours,
+    t.getUTCMinutes(),
+    t.getUTCSeconds(),
+    t.getUTCMilliseconds(),
+  );
+  // further back than dates go: before every backup
+  return Number.isNaN(before) ? -Infinity : before;
 }
 
 export interface PruneReport {
@@ -51,16 +93,24 @@ function isoWeek(d: Date): string {
   return `${t.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
 }
 
-/** Which backups the policy keeps, and why (times in UTC). */
+/** Which backups the policy keeps, and why (times in UTC; hours, days, weeks, months and years count only those that have a backup). */
 export function selectKept(backups: { backupId: string; committedAt: string }[], policy: RetentionPolicy): Map<string, string[]> {
   const newestFirst = [...backups].sort((a, b) => b.committedAt.localeCompare(a.committedAt) || b.backupId.localeCompare(a.backupId));
   const kept = new Map<string, string[]>();
   const keep = (id: string, why: string) => kept.set(id, [...(kept.get(id) ?? []), why]);
   newestFirst.slice(0, policy.keepLast ?? 0).forEach((b) => keep(b.backupId, 'last'));
+  const within = policy.keepWithin;
+  if (within && newestFirst.length > 0) {
+    // before the newest backup, not before now: backups that stopped coming are not all given up as time goes by
+    const cutoff = spanBefore(new Date(newestFirst[0]!.committedAt), within);
+    for (const b of newestFirst) if (Date.parse(b.committedAt) >= cutoff) keep(b.backupId, `within ${within.text}`);
+  }
   const buckets: [number | undefined, string, (d: Date) => string][] = [
+    [policy.keepHourly, 'hourly', (d) => d.toISOString().slice(0, 13)],
     [policy.keepDaily, 'daily', (d) => d.toISOString().slice(0, 10)],
     [policy.keepWeekly, 'weekly', isoWeek],
     [policy.keepMonthly, 'monthly', (d) => d.toISOString().slice(0, 7)],
+    [policy.keepYearly, 'yearly', (d) => d.toISOString().slice(0, 4)],
   ];
   for (const [n, why, bucketOf] of buckets) {
     if (!n) continue;

@@ -625,6 +625,11 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
     await writeFile(join(cluster.agent('node2').data.data!, 'big.bin'), randomBytes(12 * 1024 * 1024));
     const last = json<BackupReport>((await cli(['backup', 'create', '--name', 'changed', '--json'])).stdout);
     expect(last.status).toBe('complete');
+    // every backup of this run was taken within an hour of the newest: a dry run by that rule keeps them all, saying so
+    const before = json<{ backupId: string }[]>((await cli(['backup', 'list', '--json'])).stdout).map((b) => b.backupId);
+    const dry = await cli(['prune', '--keep-within', '1h', '--dry-run', '--json']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(json<PruneReport>(dry.stdout).kept).toEqual(before.map((backupId) => ({ backupId, reasons: ['within 1h'] })));
     const r = await cli(['prune', '--keep-last', '1', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const p = json<PruneReport>(r.stdout);
