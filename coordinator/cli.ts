@@ -21,7 +21,7 @@ import { runRestore } from './restore/run.js';
 import { verifyBackup, type VerifyReport } from '../lib/repo/verify.js';
 import { listChecks, readCheck, recordCheck, stalestChecked, type CheckRecord } from '../lib/repo/checks.js';
 import { outcomeOf, type CheckSummary } from '../lib/repo/layout.js';
-import { deleteBackup, parseSpan, prune, type RetentionPolicy, type Span } from '../lib/repo/prune.js';
+import { deleteBackup, parseSpan, prune, versioningWarning, type RetentionPolicy, type Span } from '../lib/repo/prune.js';
 
 const VERSION = '0.1.0';
 
@@ -158,8 +158,13 @@ function program(): Command {
     .action(async (_o, cmd: Command) => {
       setJson(cmd);
       const cfg = await loadClusterConfig(g().config);
-      const repo = await initRepository(openDriver(cfg.repository, cfg.repositoryBaseDir), cfg.repository, cfg.repositoryBaseDir);
-      print({ location: repo.location, id: repo.id, config: repo.config }, () => `initialised repository ${repo.location} (id ${repo.id})`);
+      const driver = openDriver(cfg.repository, cfg.repositoryBaseDir);
+      const repo = await initRepository(driver, cfg.repository, cfg.repositoryBaseDir);
+      const warning = versioningWarning(await driver.versioning?.().catch(() => undefined), repo.location, 'the objects prune deletes');
+      const warnings = warning ? [warning] : undefined;
+      print({ location: repo.location, id: repo.id, config: repo.config, ...(warnings ? { warnings } : {}) }, () =>
+        [`initialised repository ${repo.location} (id ${repo.id})`, ...(warnings ?? []).map((w) => `  warning: ${w}`)].join('\n'),
+      );
     });
 
   p.command('topology')

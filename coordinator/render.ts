@@ -230,5 +230,6 @@ export function renderPrune(r: PruneReport): string {
   for (const id of r.removed) out.push(`  remove ${id}`);
   if (r.leftoversDeleted > 0) out.push(`  ${verb} ${counted(r.leftoversDeleted, 'object')} left by backups that never committed`);
   if (r.temporaryDeleted > 0) out.push(`  ${verb} ${counted(r.temporaryDeleted, 'temp file')} of writes killed mid-way`);
+  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
   return out.join('\n');
 }

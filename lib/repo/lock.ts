@@ -253,8 +253,12 @@ export class RepoLock {
 
   private static async take(driver: StorageDriver, operation: string, atomic: boolean, leaseMs: number, clock: StoreClock | undefined): Promise<RepoLock> {
     if (!atomic) {
+      // Ceph RGW 16 ignores If-None-Match in a bucket with versioning on (and honours it once suspended)
+      const versioned = (await driver.versioning?.().catch(() => undefined)) === 'enabled';
       throw new LockstepError('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE', `repository ${driver.location} does not honour create-if-absent, so two writers could not be kept apart`, {
-        hint: 'use a store with conditional writes (AWS S3, Ceph RGW, MinIO, a filesystem); lockstep refuses to write without a safe lock',
+        hint: versioned
+          ? 'its bucket versioning is on, and some stores (Ceph RGW 16) then ignore conditional writes: use a bucket without versioning (or suspend it); lockstep refuses to write without a safe lock'
+          : 'use a store with conditional writes (AWS S3, Ceph RGW, MinIO, a filesystem); lockstep refuses to write without a safe lock',
       });
     }
     for (let attempt = 0; attempt < 20; attempt++) {

@@ -82,6 +82,20 @@ export interface PruneReport {
   /** temp files of writes killed mid-way (older than an hour), where the store has them */
   temporaryDeleted: number;
   durationMs: number;
+  /** what the operator should know: a store that keeps deleted objects as old versions */
+  warnings?: string[];
+}
+
+/**
+ * Why the space a prune frees may not come back: a store that keeps what is deleted as old
+ * versions (S3 bucket versioning, on under object lock) keeps, and bills, every object
+ * deleted until a lifecycle rule expires noncurrent versions.
+ */
+export function versioningWarning(versioning: 'enabled' | 'suspended' | 'off' | undefined, location: string, freed: string): string | undefined {
+  const rule = 'a lifecycle rule that expires noncurrent versions (NoncurrentVersionExpiration) and expired delete markers gives the space back';
+  if (versioning === 'enabled') return `${location} keeps every deleted object as an old version (bucket versioning is on): the space of ${freed} is not given back, and is billed, until ${rule}`;
+  if (versioning === 'suspended') return `${location} had bucket versioning on (now suspended): of ${freed}, the space of what was written while it was on is not given back, and is billed, until ${rule}`;
+  return undefined;
 }
 
 function isoWeek(d: Date): string {
@@ -305,6 +319,8 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
   const dryRun = opts.dryRun ?? false;
   const lock = dryRun ? undefined : await RepoLock.acquire(repo.driver, 'prune');
   const signal = lock ? AbortSignal.any([lock.signal, ...(opts.signal ? [opts.signal] : [])]) : opts.signal;
+  // asked beside the rest (advisory: a store that will not say is not held against it)
+  const versioning = repo.driver.versioning?.().catch(() => undefined);
   try {
     const ids = await repo.listBackupIds();
     // every one, or nothing removed: what an unreadable manifest references is not known
@@ -401,6 +417,9 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
       report.temporaryDeleted = swept.files;
       report.bytesFreed += swept.bytes;
     }
+    const freed = `the ${report.objectsDeleted} objects (${report.bytesFreed} bytes) this prune ${dryRun ? 'would delete' : 'deleted'}`;
+    const warning = versioningWarning(await versioning, repo.driver.location, freed);
+    if (warning) report.warnings = [warning];
     report.durationMs = Math.round(performance.now() - t0);
     return report;
   } finally {

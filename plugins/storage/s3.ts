@@ -456,6 +456,17 @@ export class S3Driver implements StorageDriver {
     return left;
   }
 
+  /** the bucket's versioning (GetBucketVersioning); undefined where the key may not ask, or the store does not answer it */
+  async versioning(): Promise<'enabled' | 'suspended' | 'off' | undefined> {
+    try {
+      const { sdk, client } = await this.s3();
+      const res = await this.retry(() => client.send(new sdk.GetBucketVersioningCommand({ Bucket: this.bucket })));
+      return res.Status === 'Enabled' ? 'enabled' : res.Status === 'Suspended' ? 'suspended' : 'off';
+    } catch {
+      return undefined;
+    }
+  }
+
   /**
    * Multipart uploads under the prefix that were started more than `olderThanMs` ago and
    * never completed or aborted (a writer killed mid-upload): the store keeps their parts,

@@ -140,6 +140,14 @@ export interface StorageDriver {
    * `olderThanMs`; with `dryRun` only count them
    */
   sweepTemporary?(olderThanMs: number, dryRun: boolean): Promise<{ files: number; bytes: number }>;
+  /**
+   * optional: whether the store keeps what is deleted or replaced as old versions (S3
+   * bucket versioning, which object lock needs): 'enabled'; 'suspended' (what was
+   * written while it was on keeps its old versions); 'off'. Undefined where the store
+   * would not say (a key not allowed to ask). A deleted object's space is then not freed
+   * until the store expires old versions.
+   */
+  versioning?(): Promise<'enabled' | 'suspended' | 'off' | undefined>;
 }
 
 export interface StorageDriverFactory<S extends TSchema = TSchema> {

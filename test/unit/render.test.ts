@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { renderBackup, renderPrune } from '../../coordinator/render.js';
 import type { BackupReport, ComponentReport } from '../../lib/report.js';
+import { versioningWarning } from '../../lib/repo/prune.js';
 
 function report(component: Partial<ComponentReport>): BackupReport {
   return {
@@ -41,5 +42,16 @@ describe('counts in words', () => {
     expect(text).toContain('would remove 1 object left by backups that never committed');
     expect(text).toContain('would remove 2 temp files of writes killed mid-way');
     expect(renderBackup(report({ upload: { ...upload, files: 1 } }))).toContain(': 1 file 2.9 KiB');
+  });
+
+  it("a prune into a bucket that keeps old versions says their space is not given back", () => {
+    const warning = versioningWarning('enabled', 's3://b/', 'the 3 objects (12 bytes) this prune deleted')!;
+    expect(warning).toBe(
+      's3://b/ keeps every deleted object as an old version (bucket versioning is on): the space of the 3 objects (12 bytes) this prune deleted is not given back, and is billed, until a lifecycle rule that expires noncurrent versions (NoncurrentVersionExpiration) and expired delete markers gives the space back',
+    );
+    expect(versioningWarning('off', 's3://b/', 'x')).toBeUndefined();
+    expect(versioningWarning(undefined, 's3://b/', 'x')).toBeUndefined();
+    const text = renderPrune({ kind: 'prune', dryRun: false, kept: [], removed: [], objectsDeleted: 3, bytesFreed: 12, objectsKept: 1, leftoversDeleted: 0, temporaryDeleted: 0, durationMs: 5, warnings: [warning] });
+    expect(text.split('\n').at(-1)).toBe(`  warning: ${warning}`);
   });
 });

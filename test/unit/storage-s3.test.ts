@@ -13,7 +13,7 @@ import { prune } from '../../lib/repo/prune.js';
 import type { BackupReport } from '../../lib/report.js';
 import { answeringProxy, behindProxy, clientOf, driverOf, rgwBucket, type SeenRequest } from '../helpers/s3.js';
 import { collected } from '../helpers/repo.js';
-import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutBucketVersioningCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 
 let bucket: Awaited<ReturnType<typeof rgwBucket>> | undefined;
 
@@ -227,8 +227,15 @@ describe('s3 driver: batch deletes', () => {
    * it): two backups, the older given up, and 30 chunks and the two backups' packs nobody
    * references. What the store was asked: batches, and single deletes of chunks and packs.
    */
-  async function pruneThrough(refuse: boolean) {
+  async function pruneThrough(refuse: boolean, versioned = false) {
     const b = await rgwBucket();
+    const versioning = async (Status: 'Enabled' | 'Suspended') => {
+      const client = clientOf(b);
+      await client.send(new PutBucketVersioningCommand({ Bucket: b.bucket, VersioningConfiguration: { Status } }));
+      client.destroy();
+    };
+    // versioned: everything written while versioning is on, then suspended (RGW 16 ignores create-if-absent while it is on)
+    if (versioned) await versioning('Enabled');
     const asked = { batches: 0, singles: 0 };
     const proxy = await answeringProxy(b.endpoint, (r) => {
       if (isBatch(r)) {
@@ -249,9 +256,10 @@ describe('s3 driver: batch deletes', () => {
         await d.put(`packs/${backupId.slice(-3)}.pack`, Buffer.from('data'));
       }
       await Promise.all(Array.from({ length: 30 }, (_, i) => d.put(`chunks/c${i}`, Buffer.alloc(i + 1))));
+      if (versioned) await versioning('Suspended');
       const report = await prune(repo, { keepLast: 1 });
       const direct = driverOf(b);
-      return { report, asked, left: (await collected(direct.list(''))).filter((k) => k !== 'lockstep-repo.json').sort() };
+      return { report, asked, bucket: b.bucket, left: (await collected(direct.list(''))).filter((k) => k !== 'lockstep-repo.json').sort() };
     } finally {
       await proxy.close();
     }
@@ -264,6 +272,36 @@ describe('s3 driver: batch deletes', () => {
     expect(left).toEqual(['backups/20261205-020000-two/manifest.json', 'backups/20261205-020000-two/node1/data.index']);
     expect(asked.singles).toBe(0);
     expect(asked.batches).toBeGreaterThanOrEqual(1);
+    expect(report.warnings).toBeUndefined();
+  }, 60_000);
+
+  it('a bucket that kept old versions: prune deletes the same, and its report warns that their space is not given back', async () => {
+    const { report, left, bucket } = await pruneThrough(false, true);
+    expect([report.objectsDeleted, report.bytesFreed]).toEqual([32, (30 * 31) / 2 + 8]);
+    expect(left).toEqual(['backups/20261205-020000-two/manifest.json', 'backups/20261205-020000-two/node1/data.index']);
+    expect(report.warnings).toHaveLength(1);
+    expect(report.warnings![0]).toMatch(new RegExp(`^s3://${bucket}/ at \\S+ had bucket versioning on \\(now suspended\\): of the 32 objects \\(473 bytes\\) this prune deleted`));
+    expect(report.warnings![0]).toContain('NoncurrentVersionExpiration');
+    // and so it is: every chunk deleted is still there as an old version
+    const client = clientOf(await rgwBucket());
+    const versions = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: 'chunks/' }));
+    client.destroy();
+    expect(new Set((versions.Versions ?? []).map((v) => v.Key)).size).toBe(30);
+  }, 60_000);
+
+  it("a bucket with versioning on: the driver says so; RGW then ignores create-if-absent, and the lock's refusal names versioning", async () => {
+    const b = await rgwBucket();
+    const d = driverOf(b);
+    expect(await d.versioning!()).toBe('off');
+    const client = clientOf(b);
+    await client.send(new PutBucketVersioningCommand({ Bucket: b.bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+    client.destroy();
+    expect(await d.versioning!()).toBe('enabled');
+    const err = await RepoLock.acquire(d, 'backup').then(() => undefined, (e: unknown) => e);
+    expect((err as LockstepError).code).toBe('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE');
+    expect((err as LockstepError).hint).toContain('bucket versioning is on');
+    // a key not allowed to ask: nothing said, nothing held against it
+    expect(await driverOf(b, { secretAccessKey: 'not-the-secret' }).versioning!()).toBeUndefined();
   }, 60_000);
 
   it('a store without DeleteObjects (501): asked once, then every object goes one a request, the same as with batches', async () => {
