@@ -35,12 +35,19 @@ function store(n: number, order: 'sorted' | 'shuffled' = 'sorted', more: string[
   return { listPage, size, pages: () => pages, most: () => most, listing: () => listing, given: () => given };
 }
 
+/** listedSizes of `keys` under chunks/, as a map of the keys found (a missing key is not in it) */
+async function sizesOf(listPage: Parameters<typeof listedSizes>[0], keys: string[]): Promise<{ sizes: Map<string, number>; requests: number }> {
+  const { sizes, requests } = await listedSizes(listPage, 'chunks/', keys);
+  expect(sizes).toHaveLength(keys.length);
+  return { sizes: new Map(keys.flatMap((k, i) => (sizes[i]! >= 0 ? [[k, sizes[i]!] as const] : []))), requests };
+}
+
 describe('listedSizes', () => {
   it('a few keys of a big store: about a page for each, each found with its size or missing', async () => {
     const s = store(100_000);
     // 40 of the store's keys and 10 it does not have
     const wanted = [...Array.from({ length: 40 }, (_, i) => key(i * 2_411)), ...Array.from({ length: 10 }, (_, i) => key(200_000 + i))].sort();
-    const { sizes, requests } = await listedSizes(s.listPage, 'chunks/', wanted);
+    const { sizes, requests } = await sizesOf(s.listPage, wanted);
     expect(sizes.size).toBe(40);
     for (let i = 0; i < 40; i++) expect(sizes.get(key(i * 2_411))).toBe(i * 2_411);
     for (let i = 0; i < 10; i++) expect(sizes.has(key(200_000 + i))).toBe(false);
@@ -57,7 +64,7 @@ describe('listedSizes', () => {
     const wanted = Array.from({ length: 60_000 }, (_, i) => key(i)).filter((_, i) => i % 5 !== 0);
     wanted.push(key(70_000), key(70_001));
     wanted.sort();
-    const { sizes, requests } = await listedSizes(s.listPage, 'chunks/', wanted);
+    const { sizes, requests } = await sizesOf(s.listPage, wanted);
     expect(sizes.size).toBe(48_000);
     expect(sizes.has(key(70_000))).toBe(false);
     expect(sizes.get(key(59_999))).toBe(59_999);
@@ -68,7 +75,7 @@ describe('listedSizes', () => {
 
   it('an empty store: every key missing, after a page for each lane', async () => {
     const s = store(0);
-    const { sizes, requests } = await listedSizes(s.listPage, 'chunks/', [key(1), key(2)].sort());
+    const { sizes, requests } = await sizesOf(s.listPage, [key(1), key(2)].sort());
     expect(sizes.size).toBe(0);
     expect(requests).toBe(2);
   });
