@@ -11,6 +11,7 @@ import { isNotFound, type Repository } from './repository.js';
 import { LockstepError } from '../errors.js';
 import { BlobCheckPool } from './blob-check-pool.js';
 import { verdictsOf, type CheckResult } from './blob-check.js';
+import { packKey } from './layout.js';
 import { ListingUnordered, listedSizes } from './listed-sizes.js';
 
 const CONCURRENCY = 16;
@@ -80,7 +81,7 @@ class Referenced {
 
   /** object `i`'s key in `repo` */
   keyOf(repo: Repository, i: number): string {
-    return repo.objectKeyOf(this.isChunk(i) ? this.names[i]! : { pack: this.names[i]!, offset: 0, length: 0, sha256: '' });
+    return this.isChunk(i) ? repo.chunkObjectKey(this.names[i]!) : packKey(this.names[i]!);
   }
 
   private grow(): void {
