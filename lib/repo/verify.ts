@@ -49,7 +49,7 @@ class Referenced {
   first = new Uint32Array(1024);
   count = new Uint32Array(1024);
   end = new Float64Array(1024);
-  sha = Buffer.alloc(1024 * 32);
+  private readonly sha = new Hashes();
 
   /** the object `ref` is in, counted once more; `use` gives the file's record (made only for a first use) */
   add(ref: ChunkRef, use: () => number): number {
@@ -63,7 +63,7 @@ class Referenced {
       this.names.push(name);
       this.chunk[i] = typeof ref === 'string' ? 1 : 0;
       this.first[i] = use();
-      this.sha.write(refSha(ref), i * 32, 'hex');
+      this.sha.set(i, refSha(ref));
     }
     this.count[i]!++;
     if (typeof ref !== 'string') this.end[i] = Math.max(this.end[i]!, ref.offset + ref.length);
@@ -76,7 +76,7 @@ class Referenced {
 
   /** the hash of the first blob referenced in object `i` (a chunk object's own) */
   shaOf(i: number): string {
-    return this.sha.toString('hex', i * 32, i * 32 + 32);
+    return this.sha.hex(i);
   }
 
   /** object `i`'s key in `repo` */
@@ -89,9 +89,24 @@ class Referenced {
     this.first = grown(this.first);
     this.count = grown(this.count);
     this.end = grown(this.end);
-    const sha = Buffer.alloc(this.sha.length * 2);
-    this.sha.copy(sha);
-    this.sha = sha;
+  }
+}
+
+/** SHA-256 hashes by number, 32 bytes each, in one buffer that grows */
+class Hashes {
+  private buf = Buffer.alloc(1024 * 32);
+
+  set(i: number, hex: string): void {
+    if ((i + 1) * 32 > this.buf.length) {
+      const more = Buffer.alloc(Math.max(this.buf.length * 2, (i + 1) * 32));
+      this.buf.copy(more);
+      this.buf = more;
+    }
+    this.buf.write(hex, i * 32, 'hex');
+  }
+
+  hex(i: number): string {
+    return this.buf.toString('hex', i * 32, i * 32 + 32);
   }
 }
 
@@ -115,7 +130,7 @@ class PackedSample {
   offset = new Float64Array(1024);
   length = new Uint32Array(1024);
   use = new Uint32Array(1024);
-  sha = Buffer.alloc(1024 * 32);
+  private readonly sha = new Hashes();
 
   add(pack: number, ref: PackRef, use: number): void {
     if (this.n === this.pack.length) this.grow();
@@ -124,7 +139,7 @@ class PackedSample {
     this.offset[i] = ref.offset;
     this.length[i] = ref.length;
     this.use[i] = use;
-    this.sha.write(ref.sha256, i * 32, 'hex');
+    this.sha.set(i, ref.sha256);
   }
 
   private grow(): void {
@@ -132,13 +147,10 @@ class PackedSample {
     this.offset = grown(this.offset);
     this.length = grown(this.length);
     this.use = grown(this.use);
-    const sha = Buffer.alloc(this.sha.length * 2);
-    this.sha.copy(sha);
-    this.sha = sha;
   }
 
   shaOf(i: number): string {
-    return this.sha.toString('hex', i * 32, i * 32 + 32);
+    return this.sha.hex(i);
   }
 
   /**
