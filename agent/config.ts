@@ -50,6 +50,12 @@ export const AgentConfigSchema = Type.Object(
     keepIndexMiB: Type.Integer({ minimum: 0, default: 32 }),
     /** local snapshots no job uses are removed once this old (a coordinator died before cleanup) */
     staleSnapshotMs: Type.Integer({ minimum: 60_000, default: 6 * 3600_000 }),
+    /**
+     * an upload no coordinator has asked about for this long is stopped (its coordinator died,
+     * or lost this agent, and released the repository's lock): it does not go on writing to
+     * the repository unlocked, nor keep the component busy for the next backup
+     */
+    abandonUploadMs: Type.Integer({ minimum: 1000, default: 120_000 }),
   },
   { additionalProperties: false },
 );
@@ -70,6 +76,7 @@ export interface AgentConfig {
   logLevel: string;
   jobHistory: number;
   staleSnapshotMs: number;
+  abandonUploadMs: number;
   keepIndexMiB: number;
 }
 
@@ -98,6 +105,7 @@ function normalise(file: string) {
     logLevel: raw.log.level,
     jobHistory: raw.jobHistory,
     staleSnapshotMs: raw.staleSnapshotMs,
+    abandonUploadMs: raw.abandonUploadMs,
     keepIndexMiB: raw.keepIndexMiB,
   });
 }

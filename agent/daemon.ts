@@ -59,10 +59,18 @@ async function main(configFile: string): Promise<void> {
     // while the process is small: flushing the repository later forks this helper, not the agent
     startSyncHelper();
     const node = new AgentNode(cfg, log);
-    const runner = new JobRunner(cfg.node, join(cfg.stateDir, 'jobs'), jobHandlers(node), log, cfg.jobHistory, async (component) => {
-      const { config, plugin } = node.component(component);
-      await plugin.node.start(config, node.ctx(AbortSignal.timeout(300_000)));
-    });
+    const runner = new JobRunner(
+      cfg.node,
+      join(cfg.stateDir, 'jobs'),
+      jobHandlers(node),
+      log,
+      cfg.jobHistory,
+      async (component) => {
+        const { config, plugin } = node.component(component);
+        await plugin.node.start(config, node.ctx(AbortSignal.timeout(300_000)));
+      },
+      { kinds: ['upload'], afterMs: cfg.abandonUploadMs },
+    );
     await runner.recover();
     const swept = await node.sweep();
     if (swept.length > 0) log.info({ removed: swept }, 'removed leftovers: snapshots, staging, local copies of removed components');
@@ -114,6 +122,7 @@ async function main(configFile: string): Promise<void> {
       while (runner.list().some((j) => j.state === 'running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       // what uploads left for after they returned is finished (else the next upload does it)
       await Promise.race([uploadsSettled(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+      runner.close();
       await app.close();
       log.flush();
       process.exit(0);

@@ -20,6 +20,8 @@ export interface ProxyOptions {
   delayMs?: number;
   /** the answer to send instead of passing the request on; undefined: pass it on */
   answer?: (req: SeenRequest) => { status: number; body: string } | undefined;
+  /** true: the request is held, never answered (until the proxy closes): a store that stalls */
+  hold?: (req: SeenRequest) => boolean;
 }
 
 export async function forwardingProxy(endpoint: string, opts: ProxyOptions = {}): Promise<{ endpoint: string; close(): Promise<void> }> {
@@ -30,7 +32,9 @@ export async function forwardingProxy(endpoint: string, opts: ProxyOptions = {})
     req.on('end', () => {
       const body = Buffer.concat(parts);
       const pass = () => {
-        const mine = opts.answer?.({ method: req.method ?? '', url: req.url ?? '/', headers: req.headers, body });
+        const seen = { method: req.method ?? '', url: req.url ?? '/', headers: req.headers, body };
+        if (opts.hold?.(seen)) return;
+        const mine = opts.answer?.(seen);
         if (mine) {
           res.writeHead(mine.status, { 'content-type': 'application/xml' }).end(mine.body);
           return;

@@ -37,6 +37,15 @@ interface Live {
   leftovers: Leftover[];
   abort: AbortController;
   started: number;
+  /** when a coordinator last asked about the job (performance.now()), and its long polls waiting now */
+  asked: number;
+  watching: number;
+}
+
+/** jobs stopped once no coordinator has asked about them for `afterMs` (lib/wire.ts kinds) */
+export interface Abandon {
+  kinds: readonly JobKind[];
+  afterMs: number;
 }
 
 const sameLeftover = (a: Leftover, b: Leftover) => JSON.stringify(a) === JSON.stringify(b);
@@ -82,6 +91,7 @@ export class JobRunner {
   private readonly live = new Map<string, Live>();
   private readonly busy = new Map<string, string>(); // component → job id
   private readonly journal: Journal;
+  private readonly watchdog: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly node: string,
@@ -90,8 +100,41 @@ export class JobRunner {
     private readonly log: Logger,
     private readonly history: number,
     private readonly restart: RestartService,
+    abandon?: Abandon,
   ) {
     this.journal = new Journal(journalDir);
+    if (abandon) {
+      this.watchdog = setInterval(() => this.stopAbandoned(abandon), Math.min(5000, Math.max(100, abandon.afterMs / 4)));
+      this.watchdog.unref();
+    }
+  }
+
+  /**
+   * Stop the jobs of `abandon`'s kinds that no coordinator has asked about for its time:
+   * their coordinator died or lost this agent, and gave up (it fails a job after 15 s
+   * without an answer, and lets the repository's lock go). An upload would otherwise go on
+   * writing to the repository unlocked, and keep its component busy for the next backup.
+   * What it stored is picked up by the next backup (pending records).
+   */
+  private stopAbandoned(abandon: Abandon): void {
+    const now = performance.now();
+    for (const live of this.live.values()) {
+      const { job } = live;
+      if (!abandon.kinds.includes(job.kind) || live.watching > 0 || now - live.asked < abandon.afterMs || live.abort.signal.aborted) continue;
+      const secs = Math.round((now - live.asked) / 1000);
+      this.log.warn({ job: job.id, kind: job.kind, component: job.component, secs }, 'job abandoned by its coordinator; stopped');
+      live.abort.abort(
+        new LockstepError('LOCKSTEP_E_JOB_ABANDONED', `job ${job.id} (${job.kind} of ${job.component}) was stopped: no coordinator asked about it for ${secs} s (its coordinator stopped, or lost ${this.node})`, {
+          node: this.node,
+          hint: 'the next backup picks up what it stored',
+        }),
+      );
+    }
+  }
+
+  /** the watchdog stops (the agent is shutting down) */
+  close(): void {
+    clearInterval(this.watchdog);
   }
 
   /** Load the journal; anything that was running is interrupted and its leftovers undone. */
@@ -145,9 +188,12 @@ export class JobRunner {
     return actions;
   }
 
+  /** the job, as a coordinator asks about it */
   get(id: string): Job {
     const job = this.jobs.get(id);
     if (!job) throw new LockstepError('LOCKSTEP_E_JOB_NOT_FOUND', `no job ${id} on ${this.node}`, { node: this.node });
+    const live = this.live.get(id);
+    if (live) live.asked = performance.now();
     return job;
   }
 
@@ -157,8 +203,14 @@ export class JobRunner {
     const live = this.live.get(id);
     if (!live || waitMs <= 0) return job;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([live.ended, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
-    clearTimeout(timer);
+    live.watching++;
+    try {
+      await Promise.race([live.ended, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
+    } finally {
+      clearTimeout(timer);
+      live.watching--;
+      live.asked = performance.now();
+    }
     return job;
   }
 
@@ -199,7 +251,8 @@ export class JobRunner {
     };
     let end = () => {};
     const ended = new Promise<void>((r) => (end = r));
-    const live: Live = { job, leftovers: [], abort: new AbortController(), started: performance.now(), ended, end };
+    const started = performance.now();
+    const live: Live = { job, leftovers: [], abort: new AbortController(), started, ended, end, asked: started, watching: 0 };
     this.busy.set(req.component, job.id);
     this.jobs.set(job.id, job);
     this.live.set(job.id, live);
@@ -225,8 +278,10 @@ export class JobRunner {
       job.result = await handler(req as JobRequestOf<JobKind>, ctx);
       state = 'succeeded';
     } catch (err) {
-      state = live.abort.signal.aborted ? 'cancelled' : 'failed';
-      job.error = toErrorInfo(err, 'LOCKSTEP_E_INTERNAL', this.node);
+      const stopped = live.abort.signal.aborted;
+      state = stopped ? 'cancelled' : 'failed';
+      // a job stopped (cancelled, abandoned) says why, not what its stop broke (a store's request aborted)
+      job.error = toErrorInfo(stopped ? live.abort.signal.reason : err, 'LOCKSTEP_E_INTERNAL', this.node);
       // a failed job undoes what it left, as recovery would; a job that succeeded
       // hands its leftovers on (a snapshot dir to upload, a staged dir to swap in)
       job.recovery = await this.undo(live.leftovers);
