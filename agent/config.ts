@@ -51,11 +51,12 @@ export const AgentConfigSchema = Type.Object(
     /** local snapshots no job uses are removed once this old (a coordinator died before cleanup) */
     staleSnapshotMs: Type.Integer({ minimum: 60_000, default: 6 * 3600_000 }),
     /**
-     * an upload no coordinator has asked about for this long is stopped (its coordinator died,
-     * or lost this agent, and released the repository's lock): it does not go on writing to
-     * the repository unlocked, nor keep the component busy for the next backup
+     * an upload (backup) or stage (a restore's download) no coordinator has asked about for
+     * this long is stopped: its coordinator died, or lost this agent, and let the repository's
+     * lock go. An upload does not go on writing to the repository unlocked, a stage does not
+     * go on filling the disk, and neither keeps its component busy for the next run
      */
-    abandonUploadMs: Type.Integer({ minimum: 1000, default: 120_000 }),
+    abandonTransferMs: Type.Integer({ minimum: 1000, default: 120_000 }),
   },
   { additionalProperties: false },
 );
@@ -76,7 +77,7 @@ export interface AgentConfig {
   logLevel: string;
   jobHistory: number;
   staleSnapshotMs: number;
-  abandonUploadMs: number;
+  abandonTransferMs: number;
   keepIndexMiB: number;
 }
 
@@ -105,7 +106,7 @@ function normalise(file: string) {
     logLevel: raw.log.level,
     jobHistory: raw.jobHistory,
     staleSnapshotMs: raw.staleSnapshotMs,
-    abandonUploadMs: raw.abandonUploadMs,
+    abandonTransferMs: raw.abandonTransferMs,
     keepIndexMiB: raw.keepIndexMiB,
   });
 }

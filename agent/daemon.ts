@@ -69,7 +69,7 @@ async function main(configFile: string): Promise<void> {
         const { config, plugin } = node.component(component);
         await plugin.node.start(config, node.ctx(AbortSignal.timeout(300_000)));
       },
-      { kinds: ['upload'], afterMs: cfg.abandonUploadMs },
+      { kinds: ['upload', 'stage'], afterMs: cfg.abandonTransferMs },
     );
     await runner.recover();
     const swept = await node.sweep();

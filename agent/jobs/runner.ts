@@ -113,8 +113,9 @@ export class JobRunner {
    * Stop the jobs of `abandon`'s kinds that no coordinator has asked about for its time:
    * their coordinator died or lost this agent, and gave up (it fails a job after 15 s
    * without an answer, and lets the repository's lock go). An upload would otherwise go on
-   * writing to the repository unlocked, and keep its component busy for the next backup.
-   * What it stored is picked up by the next backup (pending records).
+   * writing to the repository unlocked, a stage on filling the disk, and either keep its
+   * component busy for the next run. What an upload stored is picked up by the next backup
+   * (pending records); a stage's staging is removed, as for any failed job.
    */
   private stopAbandoned(abandon: Abandon): void {
     const now = performance.now();
@@ -126,7 +127,7 @@ export class JobRunner {
       live.abort.abort(
         new LockstepError('LOCKSTEP_E_JOB_ABANDONED', `job ${job.id} (${job.kind} of ${job.component}) was stopped: no coordinator asked about it for ${secs} s (its coordinator stopped, or lost ${this.node})`, {
           node: this.node,
-          hint: 'the next backup picks up what it stored',
+          hint: job.kind === 'upload' ? 'the next backup picks up what it stored' : 'run it again',
         }),
       );
     }
