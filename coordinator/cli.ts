@@ -15,13 +15,14 @@ import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
 import { TerminalProgress, quietProgress } from './progress.js';
-import { backupListEntry, errorLines, renderBackup, renderBackupList, renderDelete, renderPrune, renderRestore, renderShow, renderTopology, renderVerify, type BackupListEntry } from './render.js';
+import { backupListEntry, errorLines, renderBackup, renderBackupList, renderDelete, renderPrune, renderRepoStatus, renderRestore, renderShow, renderTopology, renderVerify, type BackupListEntry, type RepoStatus } from './render.js';
 import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
 import { verifyBackup, type VerifyReport } from '../lib/repo/verify.js';
 import { listChecks, readCheck, recordCheck, stalestChecked, type CheckRecord } from '../lib/repo/checks.js';
 import { outcomeOf, type CheckSummary } from '../lib/repo/layout.js';
 import { deleteBackup, parseSpan, prune, versioningWarning, type RetentionPolicy, type Span } from '../lib/repo/prune.js';
+import { lockStatus } from '../lib/repo/lock.js';
 
 const VERSION = '0.1.0';
 
@@ -150,8 +151,32 @@ function program(): Command {
       print(info, () => renderCertInfo(file, info));
     });
 
-  p.command('repo')
-    .description('the backup repository')
+  const repo = p.command('repo').description('the backup repository');
+  repo
+    .command('status')
+    .description("the repository's settings, who holds its lock and until when, its backups")
+    .option('--json', 'print JSON')
+    .action(async (_o, cmd: Command) => {
+      setJson(cmd);
+      const r = await configuredRepository();
+      const [lock, versioning, { ids, checks }] = await Promise.all([lockStatus(r.driver), r.driver.versioning?.().catch(() => undefined), r.listBackups()]);
+      const newest = ids.at(-1);
+      const status: RepoStatus = {
+        location: r.location,
+        id: r.id,
+        format: r.config.format,
+        encrypted: r.config.encryption !== 'none',
+        chunkSize: r.config.chunkSize,
+        ...(versioning ? { versioning } : {}),
+        lock,
+        backups: ids.length,
+        ...(newest ? { newest: { backupId: newest, lastCheck: checks.get(newest)?.at(-1) } } : {}),
+      };
+      const warning = versioningWarning(versioning, r.location, 'the objects prune deletes');
+      if (warning) status.warnings = [warning];
+      print(status, () => renderRepoStatus(status));
+    });
+  repo
     .command('init')
     .description('initialise the repository named in the cluster config (once)')
     .option('--json', 'print JSON')

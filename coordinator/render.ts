@@ -7,6 +7,7 @@ import type { VerifyProblem, VerifyReport } from '../lib/repo/verify.js';
 import { lastChecks, type CheckRecord } from '../lib/repo/checks.js';
 import { outcomeOf, type CheckOutcome, type CheckSummary } from '../lib/repo/layout.js';
 import type { DeleteReport, PruneReport } from '../lib/repo/prune.js';
+import { describeHolder, type LockStatus } from '../lib/repo/lock.js';
 
 /** `n` and its noun, singular for one: "1 file", "3 files" */
 export function counted(n: number, noun: string, plural = `${noun}s`): string {
@@ -230,6 +231,40 @@ export function renderPrune(r: PruneReport): string {
   for (const id of r.removed) out.push(`  remove ${id}`);
   if (r.leftoversDeleted > 0) out.push(`  ${verb} ${counted(r.leftoversDeleted, 'object')} left by backups that never committed`);
   if (r.temporaryDeleted > 0) out.push(`  ${verb} ${counted(r.temporaryDeleted, 'temp file')} of writes killed mid-way`);
+  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
+  return out.join('\n');
+}
+
+/** `lockstep repo status` */
+export interface RepoStatus {
+  location: string;
+  id: string;
+  format: number;
+  encrypted: boolean;
+  chunkSize: number;
+  /** the bucket's versioning, where the store tells */
+  versioning?: 'enabled' | 'suspended' | 'off';
+  lock: LockStatus;
+  backups: number;
+  /** the newest backup and its last check */
+  newest?: { backupId: string; lastCheck?: CheckSummary };
+  warnings?: string[];
+}
+
+/** the lock in words: free, or who holds it and what happens next */
+export function lockLine(l: LockStatus): string {
+  if (!l.holder) return 'free';
+  const who = describeHolder(l.holder).replace(/, lease until [^)]*\)$/, ')');
+  if (l.takenOverNext) return `held by ${who}: ${l.leaseUntil ? `its lease ran out at ${l.leaseUntil}` : 'its holder is gone'}, the next backup or prune takes it over`;
+  return `held by ${who}, lease until ${l.leaseUntil} (by ${l.judgedBy === 'store' ? "the store's clock" : "its holder's clock"}; renewed while it runs)`;
+}
+
+export function renderRepoStatus(r: RepoStatus): string {
+  const out = [`repository ${r.location} (id ${r.id}, format ${r.format}, ${r.encrypted ? 'encrypted' : 'not encrypted'}, chunk objects of ${bytes(r.chunkSize)})`];
+  if (r.versioning) out.push(`  bucket versioning: ${r.versioning}`);
+  out.push(`  lock: ${lockLine(r.lock)}`);
+  const newest = r.newest ? `; newest ${r.newest.backupId}, last check ${r.newest.lastCheck ? checkLine(outcomeOf(r.newest.lastCheck)) : 'never'}` : '';
+  out.push(`  backups: ${r.backups}${newest}`);
   for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
   return out.join('\n');
 }

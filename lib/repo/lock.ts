@@ -159,6 +159,50 @@ export async function probeAtomicCreate(driver: StorageDriver): Promise<{ atomic
   return { atomic, removed: remove(), clock };
 }
 
+/** a holder on this host whose process is gone is dead, whatever its lease says */
+function goneHere(held: LockRecord): boolean {
+  return held.host === hostname() && held.pid > 0 && held.pid !== process.pid && !processAlive(held.pid);
+}
+
+/** The lock as a writer would find it now (`lockstep repo status`). */
+export interface LockStatus {
+  /** its holder; none: the lock is free */
+  holder?: LockRecord;
+  /** when its lease runs out, by this host's clock (`holder.expiresAt` is by the holder's) */
+  leaseUntil?: string;
+  /** how the lease was judged: by the store's clock, or (a store that tells no times, or that this host may not write to) by the times its holder wrote */
+  judgedBy?: 'store' | 'holder';
+  /** the next writer takes it over at once: its lease ran out, or its holder was a process of this host that is gone */
+  takenOverNext?: boolean;
+}
+
+/**
+ * The lock's holder and how long its lease runs, judged as a writer would judge it (by the
+ * store's clock, from a create-if-absent probe like a writer's, whose key is deleted). Takes
+ * and changes nothing else.
+ */
+export async function lockStatus(driver: StorageDriver): Promise<LockStatus> {
+  const held = await readLock(driver);
+  if (!held) return {};
+  if (goneHere(held)) return { holder: held, takenOverNext: true };
+  let clock: StoreClock | undefined;
+  try {
+    const probe = await probeAtomicCreate(driver);
+    const failed = await probe.removed;
+    if (failed) throw failed;
+    clock = probe.clock;
+  } catch {
+    // a store this host may only read: the holder's own times
+  }
+  const until = await leaseEnd(driver, held, clock);
+  return {
+    holder: held,
+    ...(Number.isFinite(until) && until > 0 ? { leaseUntil: new Date(until).toISOString() } : {}),
+    judgedBy: clock ? 'store' : 'holder',
+    takenOverNext: !(until > Date.now()),
+  };
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -277,9 +321,7 @@ export class RepoLock {
       if (!held) continue; // released in between
       // ours after all: the store took the write and its answer was lost, so the retry found it there
       if (held.lockId === record.lockId) return new RepoLock(driver, record, leaseMs);
-      // a holder on this host whose process is gone is dead, whatever its lease says
-      const deadHere = held.host === hostname() && held.pid > 0 && held.pid !== process.pid && !processAlive(held.pid);
-      const until = deadHere ? 0 : await leaseEnd(driver, held, clock);
+      const until = goneHere(held) ? 0 : await leaseEnd(driver, held, clock);
       if (until > Date.now()) {
         throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder({ ...held, expiresAt: new Date(until).toISOString() })}`, {
           hint: 'wait for it to finish; a lock whose holder died is taken over automatically when its lease runs out',

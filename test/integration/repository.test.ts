@@ -15,7 +15,7 @@ import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { VerifyReport } from '../../lib/repo/verify.js';
 import type { CheckRecord } from '../../lib/repo/checks.js';
-import type { BackupListEntry } from '../../coordinator/render.js';
+import type { BackupListEntry, RepoStatus } from '../../coordinator/render.js';
 import { refSha } from '../../lib/repo/index-file.js';
 import type { PruneReport } from '../../lib/repo/prune.js';
 import { LOCK_KEY } from '../../lib/repo/lock.js';
@@ -609,12 +609,26 @@ describe('repository on S3 (Ceph RGW), encrypted', () => {
   it('a lock held by a live holder blocks; an expired one is taken over without anyone unlocking', async () => {
     const holder = (expiresAt: number) =>
       Buffer.from(JSON.stringify({ lockId: randomBytes(6).toString('hex'), operation: 'backup from elsewhere', host: 'other-host', pid: 4242, acquiredAt: new Date().toISOString(), heartbeatAt: new Date().toISOString(), expiresAt: new Date(expiresAt).toISOString() }));
+    const free = json<RepoStatus>((await cli(['repo', 'status', '--json'])).stdout);
+    expect(free.lock).toEqual({});
+    expect(free).toMatchObject({ encrypted: true, format: expect.any(Number) as number });
+    expect(free.backups).toBeGreaterThan(0);
+    expect(free.newest?.backupId).toMatch(/^\d{8}-\d{6}-/);
     await driver().put(LOCK_KEY, holder(Date.now() + 60_000));
+    // who holds it and until when, as a writer would judge it, without taking it
+    const status = await cli(['repo', 'status']);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(/lock: held by backup from elsewhere \(host other-host, pid 4242, since [^)]+\), lease until \S+ \(by the store's clock/);
+    const held = json<RepoStatus>((await cli(['repo', 'status', '--json'])).stdout).lock;
+    expect(held).toMatchObject({ judgedBy: 'store', takenOverNext: false, holder: { host: 'other-host', pid: 4242 } });
+    expect(Date.parse(held.leaseUntil!)).toBeGreaterThan(Date.now() + 40_000);
     const blocked = await cli(['backup', 'create', '--name', 'blocked', '--json']);
     expect(blocked.code).not.toBe(0);
     expect(json<BackupReport>(blocked.stdout).error?.message).toContain('other-host, pid 4242');
+    expect(await driver().head(LOCK_KEY)).toBeDefined(); // status took nothing
 
     await driver().put(LOCK_KEY, holder(Date.now() - 1000));
+    expect(json<RepoStatus>((await cli(['repo', 'status', '--json'])).stdout).lock).toMatchObject({ takenOverNext: true });
     const r = await cli(['backup', 'create', '--name', 'takeover', '--json']);
     expect(r.code, r.stdout).toBe(0);
     expect(await driver().head(LOCK_KEY)).toBeUndefined();
