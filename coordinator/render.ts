@@ -82,6 +82,7 @@ export function renderBackup(r: BackupReport): string {
   out.push(`  total: ${counted(r.totals.files, 'file')}, ${bytes(r.totals.bytes)}, ${bytes(r.totals.bytesNew)} new in the repository, longest service downtime ${ms(r.totals.maxDowntimeMs)}`);
   if (r.pause) out.push(`  write pause window (first freeze → last thaw): ${ms(r.pause.windowMs)} over ${counted(r.pause.components, 'component')} (lease TTL ${ms(r.pause.ttlMs)})`);
   if (r.manifest) out.push(`  manifest: ${r.manifest}`);
+  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
   if (r.error) out.push(...errorLines(r.error, '  '));
   return out.join('\n');
 }

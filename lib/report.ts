@@ -73,6 +73,8 @@ export interface BackupReport {
   /** first freeze sent → last thaw acknowledged, over the cluster (absent when nothing was frozen) */
   pause?: { windowMs: number; ttlMs: number; components: number; freezeMs: number; pointMs: number; thawMs: number };
   manifest?: string;
+  /** what the operator should know though it did not stop the backup */
+  warnings?: string[];
   error?: ErrorInfo;
 }
 

@@ -18,7 +18,7 @@ import { freezeAndPoint } from './freeze.js';
 import { upload } from './upload.js';
 import { commit, decideStatus } from './commit.js';
 import { cleanup } from './cleanup.js';
-import { RepoLock } from '../../lib/repo/lock.js';
+import { RepoLock, clockSkewWarning } from '../../lib/repo/lock.js';
 import { failpoint } from '../failpoints.js';
 
 export interface BackupOptions {
@@ -59,6 +59,8 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
   };
   ctx.log = opts.log.child({ backup: ctx.backupId });
   const steps = new Steps(ctx.log, opts.observer);
+  /** what the report tells the operator though it did not stop the backup */
+  const warnings: string[] = [];
   const report = (): BackupReport => {
     const comps = [...ctx.components.values()];
     return {
@@ -81,6 +83,7 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
         maxDowntimeMs: Math.max(0, ...comps.map((c) => c.snapshot?.downtimeMs ?? 0)),
       },
       pause: ctx.pause,
+      ...(warnings.length > 0 ? { warnings: [...warnings] } : {}),
     };
   };
 
@@ -90,6 +93,9 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     // the backup's id checked while the store's create-if-absent is proven (their round trips at once)
     lock = await steps.run('lock', () => RepoLock.acquire(ctx.repo.driver, () => `backup ${ctx.backupId} of cluster ${cluster.config.cluster}`, undefined, () => takeFreeId(ctx)));
     ctx.signal = AbortSignal.any([opts.signal, lock.signal]);
+    // the backup's id and time are this host's: a clock far off the store's is told
+    const skewed = clockSkewWarning(lock.clockSkewMs, ctx.repo.location);
+    if (skewed) warnings.push(skewed);
     // tests that need the lock held while another run tries it
     const hold = failpoint('lock.hold');
     if (hold) await new Promise((r) => setTimeout(r, hold));

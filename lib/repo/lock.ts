@@ -212,6 +212,15 @@ function processAlive(pid: number): boolean {
   }
 }
 
+/** clocks further apart than this are worth a warning: a minute, where NTP keeps them within milliseconds */
+const SKEW_WARN_MS = 60_000;
+
+/** what to tell an operator whose host's clock is `skewMs` off the store's (lock.clockSkewMs); undefined when close enough */
+export function clockSkewWarning(skewMs: number | undefined, location: string): string | undefined {
+  if (skewMs === undefined || Math.abs(skewMs) <= SKEW_WARN_MS) return undefined;
+  return `this host's clock is ${Math.round(Math.abs(skewMs) / 1000)} s ${skewMs > 0 ? 'ahead of' : 'behind'} the clock of ${location}: backup ids and times, which retention goes by, follow this host's clock (is NTP running?); the repository's lock does not depend on it`;
+}
+
 export function describeHolder(r: LockRecord): string {
   return `${r.operation} (host ${r.host}, pid ${r.pid}, since ${r.acquiredAt}, lease until ${r.expiresAt})`;
 }
@@ -263,6 +272,17 @@ export class RepoLock {
     this.timer.unref();
   }
 
+  /**
+   * how far this host's clock ran ahead of the store's when the lock was taken (negative:
+   * behind), to about a second (S3 tells whole seconds, and the store's answer took its
+   * time); undefined where the store tells no times. Leases do not depend on it; what this
+   * host names and dates by its own clock (backup ids, their times, retention) does.
+   */
+  get clockSkewMs(): number | undefined {
+    return this.skew;
+  }
+  private skew: number | undefined;
+
   /** aborts if the lock is lost (someone took it over after our lease ran out) */
   get signal(): AbortSignal {
     return this.controller.signal;
@@ -292,6 +312,7 @@ export class RepoLock {
       await lock.release().catch(() => undefined);
       throw failed;
     }
+    if (clock) lock.skew = Date.now() - storeNow(clock);
     return lock;
   }
 

@@ -28,6 +28,11 @@ describe('backup report in words', () => {
     expect(text).toContain('upload 1.82 s (walk 312 ms, previous index 4 ms, files 1.10 s, index 350 ms)');
   });
 
+  it("tells the report's warnings", () => {
+    const text = renderBackup({ ...report({ upload }), warnings: ["this host's clock is 600 s ahead of the clock of /repo: …"] });
+    expect(text).toContain("\n  warning: this host's clock is 600 s ahead of the clock of /repo: …");
+  });
+
   it('leaves the phases out for an upload that has none', () => {
     const text = renderBackup(report({ upload }));
     expect(text).toContain('upload 1.82 s');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import S3rver from 's3rver';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { S3Driver } from '../../plugins/storage/s3.js';
-import { LOCK_KEY, RepoLock } from '../../lib/repo/lock.js';
+import { LOCK_KEY, RepoLock, clockSkewWarning } from '../../lib/repo/lock.js';
 import { LockstepError } from '../../lib/errors.js';
 import { readAll } from '../../lib/repo/repository.js';
 import type { StorageDriver } from '../../plugins/storage/types.js';
@@ -199,6 +199,29 @@ describe('repository lock', () => {
     await aged(join(dir, LOCK_KEY), 62_000);
     expect(await tryAcquire(d)).toMatch(/^[0-9a-f]{24}$/);
     expect(await d.head(LOCK_KEY)).toBeUndefined();
+  });
+
+  it("a host whose clock is far off the store's is told how far (leases do not depend on it)", async () => {
+    const dir = await temp();
+    // a store whose clock runs ten minutes behind this host's
+    class SlowClock extends FsDriver {
+      override async head(key: string) {
+        const info = await super.head(key);
+        return info && { ...info, modified: info.modified! - 600_000 };
+      }
+    }
+    const d = new SlowClock(dir);
+    const lock = await RepoLock.acquire(d, 'backup here');
+    expect(Math.abs(lock.clockSkewMs! - 600_000)).toBeLessThan(2000);
+    expect(clockSkewWarning(lock.clockSkewMs, d.location)).toMatch(new RegExp(`^this host's clock is 60\\d s ahead of the clock of ${d.location}: backup ids and times`));
+    // a live holder is still live, a lock still taken and given back, by the store's clock
+    expect(await tryAcquire(d)).toBe('LOCKSTEP_E_REPO_LOCKED');
+    expect(await lock.release()).toBe(true);
+    const near = await RepoLock.acquire(new FsDriver(dir), 'backup here');
+    expect(Math.abs(near.clockSkewMs!)).toBeLessThan(2000);
+    expect(clockSkewWarning(near.clockSkewMs, 'x')).toBeUndefined();
+    expect(clockSkewWarning(-90_000, 'x')).toContain('90 s behind the clock of x');
+    await near.release();
   });
 
   it("on S3 (Ceph RGW) too, by its LastModified: whole seconds", async () => {
