@@ -12,7 +12,7 @@ import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
 import { listKeys } from '../../plugins/storage/types.js';
 import { deleteKeys } from './delete-keys.js';
-import { backupPrefix, manifestKey, packKey } from './layout.js';
+import { backupPrefix, inPendingBackupFolder, manifestKey, packKey } from './layout.js';
 import type { Manifest } from './manifest.js';
 import { isNotFound, type PartFilter, type Repository } from './repository.js';
 import { RepoLock } from './lock.js';
@@ -185,8 +185,11 @@ export class SharedParts {
   }
 }
 
-/** Keys of every chunk and pack the given backups and the pending records need. */
-async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<LiveKeys> {
+/**
+ * Keys of every chunk and pack the given backups and the pending records need. `committed`:
+ * every committed backup, kept or not.
+ */
+async function liveObjects(repo: Repository, manifests: Manifest[], committed: ReadonlySet<string>): Promise<LiveKeys> {
   const live = new LiveKeys();
   const shared = new SharedParts();
   const oldestFirst = [...manifests].sort((a, b) => a.committedAt.localeCompare(b.committedAt) || a.backupId.localeCompare(b.backupId));
@@ -215,8 +218,23 @@ async function liveObjects(repo: Repository, manifests: Manifest[]): Promise<Liv
         });
     }
   }
+  // The pending records of runs that never committed keep their packs for the run that
+  // resumes them. A committed backup's records (~500 a GiB, left for its component's next
+  // run to delete) are passed over: its index holds what it needs if it is kept, and what
+  // only it used goes with it if not (the next run reads such a record again, finds its
+  // pack gone and does not count on it). A record in its backup's folder names its pack
+  // (pending/<node>/<component>/<backup>/<pack>.json): not read, where prune read every
+  // record one after the other (thousands of GETs on S3 for a big cluster's last backup)
   for await (const key of repo.driver.list('pending/')) {
-    // a record deleted since the listing (its backup's next upload, or a dry run beside a backup) protects nothing
+    const parts = key.split('/');
+    if (inPendingBackupFolder(key)) {
+      if (committed.has(parts[3]!)) continue;
+      if (parts[4]!.endsWith('.json')) {
+        live.add(packKey(parts[4]!.slice(0, -'.json'.length)));
+        continue;
+      }
+    }
+    // an older record, which says neither: read. One deleted since the listing (its backup's next upload) protects nothing
     const rec = await repo.readPending(key).catch((err: unknown) => {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -368,7 +386,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     }
 
     // 2. mark what the kept backups need, 3. sweep the rest
-    const live = await liveObjects(repo, kept);
+    const live = await liveObjects(repo, kept, committed);
     // with their sizes where the store's listing has them (no HEAD per object)
     const sweep = new Sweep(repo, dryRun, signal);
     const listSized = repo.driver.listSized?.bind(repo.driver);

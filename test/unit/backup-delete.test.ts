@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
@@ -14,6 +15,7 @@ import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
 import { tempFolders } from '../helpers/temp.js';
 import { SizedListingFs } from '../helpers/repo.js';
+import { packKey } from '../../lib/repo/layout.js';
 
 const temp = tempFolders();
 
@@ -104,6 +106,38 @@ describe('backup delete', () => {
       expect(await keysUnder(dir, 'packs')).toEqual([]);
       if (sized) expect((driver as SizedListingFs).heads).toBe(0);
     }
+  });
+
+  it("prune keeps the packs of runs that never committed, named by their records' keys (no record read); a committed backup's records keep nothing", async () => {
+    const dir = await temp('repo');
+    /** an fs store that counts reads of pending records */
+    class Counting extends FsDriver {
+      pendingReads = 0;
+      override get(key: string, range?: Parameters<FsDriver['get']>[1], signal?: AbortSignal) {
+        if (key.startsWith('pending/')) this.pendingReads++;
+        return super.get(key, range, signal);
+      }
+      override getBuffer(key: string, range?: Parameters<FsDriver['getBuffer']>[1]) {
+        if (key.startsWith('pending/')) this.pendingReads++;
+        return super.getBuffer(key, range);
+      }
+    }
+    const driver = new Counting(dir);
+    const repo = await Repository.init(driver);
+    await committed(repo, '20261204-010000-one');
+    await committed(repo, '20261204-020000-two');
+    const packOf = (b: string) => createHash('sha256').update(b).digest('hex');
+    // each backup's run left a record of one pack; the third run was cut short and never committed
+    for (const b of ['20261204-010000-one', '20261204-020000-two', '20261204-030000-three']) {
+      await repo.putPack({ pack: packOf(b), blobs: [] }, Buffer.from(b), { node: 'node1', component: 'data', backupId: b });
+    }
+    const report = await prune(repo, { keepLast: 1 });
+    expect(report.removed).toEqual(['20261204-010000-one']);
+    expect(driver.pendingReads).toBe(0);
+    // the cut-short run's pack stays for the run that resumes it; the committed ones' records kept nothing
+    // (here the kept backup's index names no pack, so nothing of its own stays either)
+    expect(await keysUnder(dir, 'packs')).toEqual([packKey(packOf('20261204-030000-three'))]);
+    expect(await keysUnder(dir, 'pending')).toHaveLength(3);
   });
 
   it('waits for nobody: while a backup or prune holds the repository it is refused, naming the holder', async () => {
