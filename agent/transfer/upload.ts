@@ -35,7 +35,7 @@ import { closeFd, openFd, readOnce, SmallReads } from '../../lib/fd.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { compressSync } from 'lz4-napi';
 import type { Repository } from '../../lib/repo/repository.js';
-import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type EntryToWrite, type IndexToWrite } from '../../lib/repo/index-file.js';
+import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type EntryToWrite, type IndexToWrite, type PendingRecord } from '../../lib/repo/index-file.js';
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
@@ -45,7 +45,7 @@ import { readChanges, type SnapshotChanges } from '../../lib/changes.js';
 import { applyRestored, forgetRestored } from './restored.js';
 import type { UploadResult } from '../../lib/wire.js';
 import type { JobContext } from '../jobs/runner.js';
-import { forEachTaken } from './pool.js';
+import { forEachLimit, forEachTaken } from './pool.js';
 import { deleteKeys } from '../../lib/repo/delete-keys.js';
 import { listKeys } from '../../plugins/storage/types.js';
 import { Known, OldFiles, type Content, type OldFile } from './known.js';
@@ -981,35 +981,63 @@ async function readPrevious(repo: Repository, c: ManifestComponent, blocks: numb
   return { known, files };
 }
 
+/** pending records read at once, and how many are read before their blobs are made known (in key order) */
+const PENDING_AT_ONCE = 16;
+const PENDING_WINDOW = 256;
+
 /**
  * Blobs an earlier run of this component packed without writing its index: made known;
  * the keys of every earlier run's records (deleted once this run's index is written). A
- * record of a backup that committed is not read: that backup's index holds its blobs (a
- * full backup leaves ~500 records a GiB, and reading them cost ~0.25 s a GiB).
+ * record of a backup that committed this component is not read: that backup's index holds
+ * its blobs (a full backup leaves ~500 records a GiB, and reading them cost ~0.25 s a GiB).
+ * The records of runs that did not commit it are read 16 at a time (a run cut short after 1 TB left
+ * ~500,000, read one after the other before: two round trips each on S3), a window of
+ * them at a time, their blobs made known in the listing's order, as before.
  */
 async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobContext, known: Known, listed: string[], previous?: string): Promise<string[]> {
   const keys: string[] = [];
   const prefix = pendingPrefix(target.node, target.component);
-  // the backup deduped against committed: its manifest was read (its records are the usual ones left)
+  // whether backup `by` committed this component (its index holds the blobs). This
+  // component's backup deduped against did: its manifest was read (its records are the usual ones left). A
+  // partial backup's manifest lacks the components that failed: their records are what
+  // this run resumes from (another node's part of a backup committing while this agent
+  // was killed mid-upload)
   const committed = new Map<string, Promise<boolean>>(previous === undefined ? [] : [[previous, Promise.resolve(true)]]);
-  for (const key of listed) {
+  const holds = (by: string) =>
+    repo.readManifest(by).then(
+      (m) => m.components.some((c) => c.node === target.node && c.component === target.component),
+      () => false,
+    );
+  /** a record's blobs, if its pack is there (undefined: its backup committed it; null: it could not be read) */
+  const read = async (key: string): Promise<PendingRecord['blobs'] | undefined | null> => {
     const by = pendingBackupOf(prefix, key);
     if (by !== undefined) {
-      if (!committed.has(by)) committed.set(by, repo.hasManifest(by).catch(() => false));
-      if (await committed.get(by)) {
-        keys.push(key);
-        continue;
-      }
+      if (!committed.has(by)) committed.set(by, holds(by));
+      if (await committed.get(by)) return undefined;
     }
     try {
       const rec = await repo.readPending(key);
       // only packs that really made it (the record is written after the pack, but be sure)
-      if (await repo.driver.head(packKey(rec.pack))) for (const b of rec.blobs) known.table.addRef(b);
-      keys.push(key);
+      return (await repo.driver.head(packKey(rec.pack))) ? rec.blobs : [];
     } catch (err) {
       if (err instanceof LockstepError && err.code === 'LOCKSTEP_E_REPO_KEY_MISSING') throw err;
       ctx.log.warn({ key, err: err instanceof Error ? err.message : String(err) }, 'pending record unreadable; ignored');
+      return null;
     }
+  };
+  for (let from = 0; from < listed.length; from += PENDING_WINDOW) {
+    const window = listed.slice(from, from + PENDING_WINDOW);
+    const blobs: (PendingRecord['blobs'] | undefined | null)[] = new Array(window.length);
+    await forEachLimit(window, PENDING_AT_ONCE, async (key, i) => {
+      blobs[i] = await read(key);
+    }, ctx.signal);
+    window.forEach((key, i) => {
+      const b = blobs[i];
+      // an unreadable record stays (and is not counted on)
+      if (b === null) return;
+      if (b) for (const ref of b) known.table.addRef(ref);
+      keys.push(key);
+    });
   }
   return keys;
 }
@@ -1216,7 +1244,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   const before = previous?.files ?? new OldFiles();
   const writer = new BlobWriter(repo, target, ctx.signal, known);
   keepUploadShapes(repo, target);
-  const pendingKeys = await pendingBlobs(repo, target, ctx, known, await pendingListed, previous?.backupId);
+  // (a peer's backup deduped against is not this component's: its records here are not covered by that index)
+  const pendingKeys = await pendingBlobs(repo, target, ctx, known, await pendingListed, previous && !previous.node ? previous.backupId : undefined);
   // what the snapshot changed in the copy the previous backup read (only when that is the backup deduped against)
   const recorded = await readChanges(snapRoot);
   // (another node's backup has the same id as this node's: its changes are not this copy's)

@@ -187,7 +187,9 @@ export class SharedParts {
 
 /**
  * Keys of every chunk and pack the given backups and the pending records need. `committed`:
- * every committed backup, kept or not.
+ * `<backup>/<node>/<component>` of every component of a committed backup, kept or not (a
+ * partial backup's manifest lacks the components that failed: their runs' records are
+ * what their next runs resume from).
  */
 async function liveObjects(repo: Repository, manifests: Manifest[], committed: ReadonlySet<string>): Promise<LiveKeys> {
   const live = new LiveKeys();
@@ -219,8 +221,8 @@ async function liveObjects(repo: Repository, manifests: Manifest[], committed: R
     }
   }
   // The pending records of runs that never committed keep their packs for the run that
-  // resumes them. A committed backup's records (~500 a GiB, left for its component's next
-  // run to delete) are passed over: its index holds what it needs if it is kept, and what
+  // resumes them. A committed component's records (~500 a GiB, left for its next run to
+  // delete) are passed over: its index holds what it needs if its backup is kept, and what
   // only it used goes with it if not (the next run reads such a record again, finds its
   // pack gone and does not count on it). A record in its backup's folder names its pack
   // (pending/<node>/<component>/<backup>/<pack>.json): not read, where prune read every
@@ -228,7 +230,7 @@ async function liveObjects(repo: Repository, manifests: Manifest[], committed: R
   for await (const key of repo.driver.list('pending/')) {
     const parts = key.split('/');
     if (inPendingBackupFolder(key)) {
-      if (committed.has(parts[3]!)) continue;
+      if (committed.has(`${parts[3]}/${parts[1]}/${parts[2]}`)) continue;
       if (parts[4]!.endsWith('.json')) {
         live.add(packKey(parts[4]!.slice(0, -'.json'.length)));
         continue;
@@ -386,7 +388,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     }
 
     // 2. mark what the kept backups need, 3. sweep the rest
-    const live = await liveObjects(repo, kept, committed);
+    const live = await liveObjects(repo, kept, new Set(manifests.flatMap((m) => m.components.map((c) => `${m.backupId}/${c.node}/${c.component}`))));
     // with their sizes where the store's listing has them (no HEAD per object)
     const sweep = new Sweep(repo, dryRun, signal);
     const listSized = repo.driver.listSized?.bind(repo.driver);

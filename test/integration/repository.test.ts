@@ -52,28 +52,46 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
   });
   afterAll(() => stopCluster(cluster));
 
-  it('an agent killed mid-upload: the next backup finishes without sending the completed data again', async () => {
+  it('an agent killed mid-upload: the next backup finishes without sending the completed data again, whether the node had a backup of its own or not', async () => {
     const d1 = cluster.agent('node1').data.data!;
+    /**
+     * A backup during which node1's agent is killed once 40 MiB more are stored (the other
+     * node's part commits: a partial backup), a prune, then the next backup: node1 writes
+     * at most what the first run had not stored.
+     */
+    const killedThenResumed = async (name: string) => {
+      const base = await objectBytes(cluster.repoDir);
+      const first = runCli(['backup', 'create', '--name', name, '--json'], { config: cluster.configFile });
+      for (let i = 0; i < 3000 && (await objectBytes(cluster.repoDir)) < base + 40 * 1024 * 1024; i++) await new Promise((r) => setTimeout(r, 10));
+      await cluster.killAgent('node1');
+      const r1 = await first;
+      expect(r1.code).not.toBe(0);
+      expect(json<BackupReport>(r1.stdout).status).toBe('partial');
+      await cluster.startAgent('node1');
+      // a prune in between keeps what the cut-short run stored and recorded (its pending records
+      // name its packs, and the partial backup's manifest lacks node1): only packs whose records
+      // the kill cut off go
+      const pruned = await cli(['prune', '--keep-last', '10', '--json']);
+      expect(pruned.code, pruned.stderr).toBe(0);
+      expect(json<PruneReport>(pruned.stdout).objectsDeleted).toBeLessThanOrEqual(6);
+      const stored = (await objectBytes(cluster.repoDir)) - base;
+
+      const r2 = await cli(['backup', 'create', '--name', `${name}-resumed`, '--json']);
+      expect(r2.code, r2.stderr).toBe(0);
+      const written = (await objectBytes(cluster.repoDir)) - base;
+      expect(stored).toBeLessThan(written - 40 * 1024 * 1024); // the kill really came mid-upload
+      // what the second run wrote is what the first had not: the ~40 MiB stored were not sent again
+      const up = json<BackupReport>(r2.stdout).nodes.find((n) => n.node === 'node1')!.components[0]!.upload!;
+      expect(up.bytesNew).toBeLessThanOrEqual(written - stored + 4 * 1024 * 1024);
+      expect(up.bytesNew).toBeLessThan(up.bytes - 30 * 1024 * 1024);
+    };
+    // node1's first backup (it dedups against node2's part of the same backup)
     await manySmallFiles(join(d1, 'small'), 1500, 16 * 1024);
     await writeFile(join(d1, 'big.bin'), randomBytes(200 * 1024 * 1024));
-    const first = runCli(['backup', 'create', '--name', 'killed', '--json'], { config: cluster.configFile });
-    // wait until some data is in the repository, then kill node1's agent
-    for (let i = 0; i < 3000 && (await objectBytes(cluster.repoDir)) < 40 * 1024 * 1024; i++) await new Promise((r) => setTimeout(r, 10));
-    await cluster.killAgent('node1');
-    const r1 = await first;
-    expect(r1.code).not.toBe(0);
-    const stored = await objectBytes(cluster.repoDir);
-    expect(stored).toBeGreaterThan(0);
-    await cluster.startAgent('node1');
-
-    const r2 = await cli(['backup', 'create', '--name', 'resumed', '--json']);
-    expect(r2.code, r2.stderr).toBe(0);
-    const report = json<BackupReport>(r2.stdout);
-    const total = await objectBytes(cluster.repoDir);
-    expect(stored).toBeLessThan(total - 40 * 1024 * 1024); // the kill really came mid-upload
-    // what the second run wrote is what the first had not: the completed part was not sent again
-    expect(report.totals.bytesNew).toBeLessThanOrEqual(total - stored + 4 * 1024 * 1024);
-    expect(report.totals.bytesNew).toBeLessThan(total);
+    await killedThenResumed('killed');
+    // and with a backup of its own before (its new data: a rewritten big file)
+    await writeFile(join(d1, 'big.bin'), randomBytes(200 * 1024 * 1024));
+    await killedThenResumed('killed-again');
   });
 
   it('dedup: unchanged data writes nothing; a changed stretch or scattered pages write about what changed', async () => {

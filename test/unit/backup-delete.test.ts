@@ -16,6 +16,7 @@ import type { BackupReport } from '../../lib/report.js';
 import { tempFolders } from '../helpers/temp.js';
 import { SizedListingFs } from '../helpers/repo.js';
 import { packKey } from '../../lib/repo/layout.js';
+import { INDEX_VERSION } from '../../lib/repo/index-file.js';
 
 const temp = tempFolders();
 
@@ -108,7 +109,7 @@ describe('backup delete', () => {
     }
   });
 
-  it("prune keeps the packs of runs that never committed, named by their records' keys (no record read); a committed backup's records keep nothing", async () => {
+  it("prune keeps the packs of runs that did not commit their component (never committed, or partial without it), named by their records' keys (no record read); a committed component's records keep nothing", async () => {
     const dir = await temp('repo');
     /** an fs store that counts reads of pending records */
     class Counting extends FsDriver {
@@ -124,20 +125,33 @@ describe('backup delete', () => {
     }
     const driver = new Counting(dir);
     const repo = await Repository.init(driver);
-    await committed(repo, '20261204-010000-one');
-    await committed(repo, '20261204-020000-two');
+    /** a backup that committed node1/data (its index names no file), and node2/data when `partial` is false */
+    const committedWith = async (backupId: string, partial: boolean) => {
+      const at = new Date().toISOString();
+      const components = [];
+      for (const node of partial ? ['node2'] : ['node1', 'node2']) {
+        const indexKey = `backups/${backupId}/nodes/${node}/data.json`;
+        const sha = await repo.writeIndex(indexKey, { version: INDEX_VERSION, backupId, node, component: 'data', chunkSize: repo.config.chunkSize, sets: ['data'], entries: [] });
+        components.push({ node, component: 'data', plugin: 'directory', shard: node, indexKey, indexSha256: sha, files: 0, bytes: 0 });
+      }
+      await repo.commitManifest({ version: MANIFEST_VERSION, backupId, name: 'x', cluster: 'test', repositoryId: repo.id, status: partial ? 'partial' : 'complete', startedAt: at, committedAt: at, topology: [], components, report: {} as BackupReport });
+    };
+    await committedWith('20261204-010000-one', false);
+    await committedWith('20261204-020000-two', false);
+    // node1's agent was killed in the third: the backup committed as partial, without node1
+    await committedWith('20261204-030000-three', true);
     const packOf = (b: string) => createHash('sha256').update(b).digest('hex');
-    // each backup's run left a record of one pack; the third run was cut short and never committed
-    for (const b of ['20261204-010000-one', '20261204-020000-two', '20261204-030000-three']) {
+    // each backup's run of node1/data left a record of one pack; the fourth run was cut short and never committed
+    for (const b of ['20261204-010000-one', '20261204-020000-two', '20261204-030000-three', '20261204-040000-four']) {
       await repo.putPack({ pack: packOf(b), blobs: [] }, Buffer.from(b), { node: 'node1', component: 'data', backupId: b });
     }
-    const report = await prune(repo, { keepLast: 1 });
+    const report = await prune(repo, { keepLast: 2 });
     expect(report.removed).toEqual(['20261204-010000-one']);
     expect(driver.pendingReads).toBe(0);
-    // the cut-short run's pack stays for the run that resumes it; the committed ones' records kept nothing
-    // (here the kept backup's index names no pack, so nothing of its own stays either)
-    expect(await keysUnder(dir, 'packs')).toEqual([packKey(packOf('20261204-030000-three'))]);
-    expect(await keysUnder(dir, 'pending')).toHaveLength(3);
+    // the runs that did not commit node1/data keep their packs for the run that resumes them; the
+    // committed ones' records kept nothing (here their indexes name no pack, so nothing of theirs stays either)
+    expect(await keysUnder(dir, 'packs')).toEqual([packKey(packOf('20261204-030000-three')), packKey(packOf('20261204-040000-four'))].sort());
+    expect(await keysUnder(dir, 'pending')).toHaveLength(4);
   });
 
   it('waits for nobody: while a backup or prune holds the repository it is refused, naming the holder', async () => {
