@@ -154,12 +154,12 @@ function program(): Command {
   const repo = p.command('repo').description('the backup repository');
   repo
     .command('status')
-    .description("the repository's settings, who holds its lock and until when, its backups")
+    .description("the repository's settings, who holds its lock and until when, its backups, runs a next backup resumes")
     .option('--json', 'print JSON')
     .action(async (_o, cmd: Command) => {
       setJson(cmd);
       const r = await configuredRepository();
-      const [lock, versioning, { ids, checks }] = await Promise.all([lockStatus(r.driver), r.driver.versioning?.().catch(() => undefined), r.listBackups()]);
+      const [lock, versioning, { ids, checks }, interrupted] = await Promise.all([lockStatus(r.driver), r.driver.versioning?.().catch(() => undefined), r.listBackups(), r.interruptedRuns()]);
       const newest = ids.at(-1);
       const status: RepoStatus = {
         location: r.location,
@@ -171,6 +171,7 @@ function program(): Command {
         lock,
         backups: ids.length,
         ...(newest ? { newest: { backupId: newest, lastCheck: checks.get(newest)?.at(-1) } } : {}),
+        interrupted,
       };
       const warning = versioningWarning(versioning, r.location, 'the objects prune deletes');
       if (warning) status.warnings = [warning];

@@ -249,6 +249,8 @@ export interface RepoStatus {
   backups: number;
   /** the newest backup and its last check */
   newest?: { backupId: string; lastCheck?: CheckSummary };
+  /** runs that stored data and did not commit their component: their next runs resume from it */
+  interrupted: { node: string; component: string; backupId: string }[];
   warnings?: string[];
 }
 
@@ -266,6 +268,11 @@ export function renderRepoStatus(r: RepoStatus): string {
   out.push(`  lock: ${lockLine(r.lock)}`);
   const newest = r.newest ? `; newest ${r.newest.backupId}, last check ${r.newest.lastCheck ? checkLine(outcomeOf(r.newest.lastCheck)) : 'never'}` : '';
   out.push(`  backups: ${r.backups}${newest}`);
+  out.push(
+    r.interrupted.length === 0
+      ? '  interrupted runs: none'
+      : `  interrupted runs (each component's next backup resumes from what its run stored): ${r.interrupted.map((x) => `${x.node}/${x.component} in ${x.backupId}`).join(', ')}`,
+  );
   for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
   return out.join('\n');
 }

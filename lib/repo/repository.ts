@@ -571,6 +571,55 @@ export class Repository {
    * The ids of the folders under backups/ (the store lists one level at a time): every
    * committed backup's, and any begun and not (yet) committed, oldest first.
    */
+  /**
+   * Runs that stored data and did not commit their component (killed mid-upload, or their
+   * backup committed as partial without it): what their component's next run resumes from
+   * (its pending records). One level of `pending/` at a time where the store lists so.
+   */
+  async interruptedRuns(): Promise<{ node: string; component: string; backupId: string }[]> {
+    const runs = new Map<string, { node: string; component: string; backupId: string }>();
+    const shallow = this.driver.listShallow?.bind(this.driver);
+    if (shallow) {
+      const folders = async (prefix: string) => {
+        const out: string[] = [];
+        for await (const p of shallow(prefix)) if (p.endsWith('/')) out.push(p.slice(prefix.length, -1));
+        return out;
+      };
+      /** whether a folder holds a record (not only what a write killed mid-way left on a filesystem) */
+      const holdsRecord = async (prefix: string) => {
+        for await (const p of shallow(prefix)) if (!p.endsWith('/')) return true;
+        return false;
+      };
+      for (const node of await folders('pending/')) {
+        for (const component of await folders(`pending/${node}/`)) {
+          for (const backupId of await folders(`pending/${node}/${component}/`)) {
+            if (await holdsRecord(`pending/${node}/${component}/${backupId}/`)) runs.set(`${node}/${component}/${backupId}`, { node, component, backupId });
+          }
+        }
+      }
+    } else {
+      for await (const key of this.driver.list('pending/')) {
+        const [, node, component, backupId, rest] = key.split('/');
+        if (node && component && backupId && rest) runs.set(`${node}/${component}/${backupId}`, { node, component, backupId });
+      }
+    }
+    // a backup's manifest: undefined where there is none, null where it cannot be read (its runs not told either way)
+    const manifests = new Map<string, Promise<Manifest | undefined | null>>();
+    const out: { node: string; component: string; backupId: string }[] = [];
+    for (const run of runs.values()) {
+      if (!manifests.has(run.backupId)) {
+        manifests.set(
+          run.backupId,
+          this.readManifest(run.backupId).catch((err: unknown) => (err instanceof LockstepError && err.code === 'LOCKSTEP_E_BACKUP_NOT_FOUND' ? undefined : null)),
+        );
+      }
+      const m = await manifests.get(run.backupId)!;
+      if (m === null) continue;
+      if (!m?.components.some((c) => c.node === run.node && c.component === run.component)) out.push(run);
+    }
+    return out.sort((a, b) => a.backupId.localeCompare(b.backupId) || a.node.localeCompare(b.node) || a.component.localeCompare(b.component));
+  }
+
   private async backupFolders(): Promise<string[]> {
     const ids: string[] = [];
     for await (const p of this.driver.listShallow!('backups/')) {

@@ -66,8 +66,12 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       await cluster.killAgent('node1');
       const r1 = await first;
       expect(r1.code).not.toBe(0);
-      expect(json<BackupReport>(r1.stdout).status).toBe('partial');
+      const killed = json<BackupReport>(r1.stdout);
+      expect(killed.status).toBe('partial');
       await cluster.startAgent('node1');
+      // the cut-short run is told, as the one the next backup of node1/data resumes
+      const status = json<RepoStatus>((await cli(['repo', 'status', '--json'])).stdout);
+      expect(status.interrupted).toEqual([{ node: 'node1', component: 'data', backupId: killed.backupId }]);
       // a prune in between keeps what the cut-short run stored and recorded (its pending records
       // name its packs, and the partial backup's manifest lacks node1): only packs whose records
       // the kill cut off go
@@ -84,6 +88,14 @@ describe('repository on a filesystem: dedup, resume, verify, prune', () => {
       const up = json<BackupReport>(r2.stdout).nodes.find((n) => n.node === 'node1')!.components[0]!.upload!;
       expect(up.bytesNew).toBeLessThanOrEqual(written - stored + 4 * 1024 * 1024);
       expect(up.bytesNew).toBeLessThan(up.bytes - 30 * 1024 * 1024);
+      // and once resumed, there is nothing left to resume (the records go just after the upload returns)
+      let left: RepoStatus['interrupted'] = [];
+      for (let i = 0; i < 50; i++) {
+        left = json<RepoStatus>((await cli(['repo', 'status', '--json'])).stdout).interrupted;
+        if (left.length === 0) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(left).toEqual([]);
     };
     // node1's first backup (it dedups against node2's part of the same backup)
     await manySmallFiles(join(d1, 'small'), 1500, 16 * 1024);
