@@ -39,7 +39,7 @@ import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type 
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
-import type { Manifest, ManifestComponent } from '../../lib/repo/manifest.js';
+import { holdsComponent, type Manifest, type ManifestComponent } from '../../lib/repo/manifest.js';
 import { metaOf, prefixOf, RACY_MS, walkEach, type Ranges, type TreeEntry, type TreeVisitor } from '../../lib/tree.js';
 import { readChanges, type SnapshotChanges } from '../../lib/changes.js';
 import { applyRestored, forgetRestored } from './restored.js';
@@ -1005,7 +1005,7 @@ async function pendingBlobs(repo: Repository, target: UploadTarget, ctx: JobCont
   const committed = new Map<string, Promise<boolean>>(previous === undefined ? [] : [[previous, Promise.resolve(true)]]);
   const holds = (by: string) =>
     repo.readManifest(by).then(
-      (m) => m.components.some((c) => c.node === target.node && c.component === target.component),
+      (m) => holdsComponent(m, target.node, target.component),
       () => false,
     );
   /** a record's blobs, if its pack is there (undefined: its backup committed it; null: it could not be read) */

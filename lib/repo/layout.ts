@@ -46,9 +46,21 @@ export function pendingBackupOf(prefix: string, key: string): string | undefined
   return parts.length === 2 ? parts[0] : undefined;
 }
 
+/**
+ * What the key of a pending record in its backup's own folder (as `pendingKey` makes it)
+ * says: whose run wrote it, and the pack it names (`pack` undefined for a name `pendingKey`
+ * does not make); undefined for another key (an older record, which says neither).
+ */
+export function pendingRecordOf(key: string): { node: string; component: string; backupId: string; pack?: string } | undefined {
+  const parts = key.split('/');
+  if (parts[0] !== 'pending' || parts.length !== 5) return undefined;
+  const [, node, component, backupId, name] = parts as [string, string, string, string, string];
+  return { node, component, backupId, pack: name.endsWith('.json') ? name.slice(0, -'.json'.length) : undefined };
+}
+
 /** whether `key` is a pending record in its backup's own folder (as `pendingKey` makes), which goes with its last record */
 export function inPendingBackupFolder(key: string): boolean {
-  return key.startsWith('pending/') && key.split('/').length === 5;
+  return pendingRecordOf(key) !== undefined;
 }
 
 export function backupPrefix(backupId: string): string {

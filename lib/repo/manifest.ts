@@ -73,3 +73,8 @@ export function parseManifest(text: string, where: string): Manifest {
   }
   return checkStored(ManifestSchema, raw, where, 'manifest') as Manifest;
 }
+
+/** whether backup `m` committed the component `component` of `node` (a partial backup lacks the components that failed) */
+export function holdsComponent(m: Manifest, node: string, component: string): boolean {
+  return m.components.some((c) => c.node === node && c.component === component);
+}

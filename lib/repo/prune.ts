@@ -12,8 +12,8 @@ import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
 import { listKeys } from '../../plugins/storage/types.js';
 import { deleteKeys } from './delete-keys.js';
-import { backupPrefix, inPendingBackupFolder, manifestKey, packKey } from './layout.js';
-import type { Manifest } from './manifest.js';
+import { backupPrefix, manifestKey, packKey, pendingRecordOf } from './layout.js';
+import { holdsComponent, type Manifest } from './manifest.js';
 import { isNotFound, type PartFilter, type Repository } from './repository.js';
 import { RepoLock } from './lock.js';
 import { ListingUnordered, listEverySized } from './listed-sizes.js';
@@ -187,11 +187,10 @@ export class SharedParts {
 
 /**
  * Keys of every chunk and pack the given backups and the pending records need. `committed`:
- * `<backup>/<node>/<component>` of every component of a committed backup, kept or not (a
- * partial backup's manifest lacks the components that failed: their runs' records are
- * what their next runs resume from).
+ * every committed backup, kept or not, by id (a partial backup's manifest lacks the
+ * components that failed: their runs' records are what their next runs resume from).
  */
-async function liveObjects(repo: Repository, manifests: Manifest[], committed: ReadonlySet<string>): Promise<LiveKeys> {
+async function liveObjects(repo: Repository, manifests: Manifest[], committed: ReadonlyMap<string, Manifest>): Promise<LiveKeys> {
   const live = new LiveKeys();
   const shared = new SharedParts();
   const oldestFirst = [...manifests].sort((a, b) => a.committedAt.localeCompare(b.committedAt) || a.backupId.localeCompare(b.backupId));
@@ -228,20 +227,21 @@ async function liveObjects(repo: Repository, manifests: Manifest[], committed: R
   // (pending/<node>/<component>/<backup>/<pack>.json): not read, where prune read every
   // record one after the other (thousands of GETs on S3 for a big cluster's last backup)
   for await (const key of repo.driver.list('pending/')) {
-    const parts = key.split('/');
-    if (inPendingBackupFolder(key)) {
-      if (committed.has(`${parts[3]}/${parts[1]}/${parts[2]}`)) continue;
-      if (parts[4]!.endsWith('.json')) {
-        live.add(packKey(parts[4]!.slice(0, -'.json'.length)));
+    const rec = pendingRecordOf(key);
+    if (rec) {
+      const by = committed.get(rec.backupId);
+      if (by && holdsComponent(by, rec.node, rec.component)) continue;
+      if (rec.pack !== undefined) {
+        live.add(packKey(rec.pack));
         continue;
       }
     }
     // an older record, which says neither: read. One deleted since the listing (its backup's next upload) protects nothing
-    const rec = await repo.readPending(key).catch((err: unknown) => {
+    const read = await repo.readPending(key).catch((err: unknown) => {
       if (isNotFound(err)) return undefined;
       throw err;
     });
-    if (rec) live.add(packKey(rec.pack));
+    if (read) live.add(packKey(read.pack));
   }
   return live;
 }
@@ -340,7 +340,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
   const lock = dryRun ? undefined : await RepoLock.acquire(repo.driver, 'prune');
   const signal = lock ? AbortSignal.any([lock.signal, ...(opts.signal ? [opts.signal] : [])]) : opts.signal;
   // asked beside the rest (advisory: a store that will not say is not held against it)
-  const versioning = repo.driver.versioning?.().catch(() => undefined);
+  const versioning = repo.driver.versioning?.();
   try {
     const ids = await repo.listBackupIds();
     // every one, or nothing removed: what an unreadable manifest references is not known
@@ -388,7 +388,7 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
     }
 
     // 2. mark what the kept backups need, 3. sweep the rest
-    const live = await liveObjects(repo, kept, new Set(manifests.flatMap((m) => m.components.map((c) => `${m.backupId}/${c.node}/${c.component}`))));
+    const live = await liveObjects(repo, kept, new Map(manifests.map((m) => [m.backupId, m])));
     // with their sizes where the store's listing has them (no HEAD per object)
     const sweep = new Sweep(repo, dryRun, signal);
     const listSized = repo.driver.listSized?.bind(repo.driver);

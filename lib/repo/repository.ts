@@ -19,6 +19,7 @@ import {
   manifestKey,
   packKey,
   pendingKey,
+  pendingRecordOf,
   probeKey,
   type CheckSummary,
 } from './layout.js';
@@ -44,7 +45,7 @@ import {
   type PartPlan,
   type PendingRecord,
 } from './index-file.js';
-import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
+import { holdsComponent, parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { checkStored, parseJson } from './stored.js';
 import { Fingerprinter } from './fingerprint.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
@@ -568,10 +569,6 @@ export class Repository {
   }
 
   /**
-   * The ids of the folders under backups/ (the store lists one level at a time): every
-   * committed backup's, and any begun and not (yet) committed, oldest first.
-   */
-  /**
    * Runs that stored data and did not commit their component (killed mid-upload, or their
    * backup committed as partial without it): what their component's next run resumes from
    * (its pending records). One level of `pending/` at a time where the store lists so.
@@ -599,8 +596,8 @@ export class Repository {
       }
     } else {
       for await (const key of this.driver.list('pending/')) {
-        const [, node, component, backupId, rest] = key.split('/');
-        if (node && component && backupId && rest) runs.set(`${node}/${component}/${backupId}`, { node, component, backupId });
+        const rec = pendingRecordOf(key);
+        if (rec) runs.set(`${rec.node}/${rec.component}/${rec.backupId}`, { node: rec.node, component: rec.component, backupId: rec.backupId });
       }
     }
     // a backup's manifest: undefined where there is none, null where it cannot be read (its runs not told either way)
@@ -615,11 +612,15 @@ export class Repository {
       }
       const m = await manifests.get(run.backupId)!;
       if (m === null) continue;
-      if (!m?.components.some((c) => c.node === run.node && c.component === run.component)) out.push(run);
+      if (!m || !holdsComponent(m, run.node, run.component)) out.push(run);
     }
     return out.sort((a, b) => a.backupId.localeCompare(b.backupId) || a.node.localeCompare(b.node) || a.component.localeCompare(b.component));
   }
 
+  /**
+   * The ids of the folders under backups/ (the store lists one level at a time): every
+   * committed backup's, and any begun and not (yet) committed, oldest first.
+   */
   private async backupFolders(): Promise<string[]> {
     const ids: string[] = [];
     for await (const p of this.driver.listShallow!('backups/')) {
