@@ -15,7 +15,7 @@ import { Cluster } from './cluster.js';
 import { loadClusterConfig } from './config.js';
 import { EXIT, exitCodeForError, type ExitCode } from './exit-codes.js';
 import { TerminalProgress, quietProgress } from './progress.js';
-import { backupListEntry, errorLines, renderBackup, renderBackupList, renderDelete, renderPrune, renderRepoStatus, renderRestore, renderShow, renderTopology, renderVerify, type BackupListEntry, type RepoStatus } from './render.js';
+import { backupListEntry, errorLines, warningLines, renderBackup, renderBackupList, renderDelete, renderPrune, renderRepoStatus, renderRestore, renderShow, renderTopology, renderVerify, type BackupListEntry, type RepoStatus } from './render.js';
 import { runBackup } from './backup/run.js';
 import { runRestore } from './restore/run.js';
 import { verifyBackup, type VerifyReport } from '../lib/repo/verify.js';
@@ -159,7 +159,7 @@ function program(): Command {
     .action(async (_o, cmd: Command) => {
       setJson(cmd);
       const r = await configuredRepository();
-      const [lock, versioning, { ids, checks }, interrupted] = await Promise.all([lockStatus(r.driver), r.driver.versioning?.().catch(() => undefined), r.listBackups(), r.interruptedRuns()]);
+      const [lock, versioning, { ids, checks }, interrupted] = await Promise.all([lockStatus(r.driver), r.driver.versioning?.(), r.listBackups(), r.interruptedRuns()]);
       const newest = ids.at(-1);
       const status: RepoStatus = {
         location: r.location,
@@ -186,10 +186,10 @@ function program(): Command {
       const cfg = await loadClusterConfig(g().config);
       const driver = openDriver(cfg.repository, cfg.repositoryBaseDir);
       const repo = await initRepository(driver, cfg.repository, cfg.repositoryBaseDir);
-      const warning = versioningWarning(await driver.versioning?.().catch(() => undefined), repo.location, 'the objects prune deletes');
+      const warning = versioningWarning(await driver.versioning?.(), repo.location, 'the objects prune deletes');
       const warnings = warning ? [warning] : undefined;
       print({ location: repo.location, id: repo.id, config: repo.config, ...(warnings ? { warnings } : {}) }, () =>
-        [`initialised repository ${repo.location} (id ${repo.id})`, ...(warnings ?? []).map((w) => `  warning: ${w}`)].join('\n'),
+        [`initialised repository ${repo.location} (id ${repo.id})`, ...warningLines(warnings)].join('\n'),
       );
     });
 

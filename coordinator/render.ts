@@ -9,6 +9,11 @@ import { outcomeOf, type CheckOutcome, type CheckSummary } from '../lib/repo/lay
 import type { DeleteReport, PruneReport } from '../lib/repo/prune.js';
 import { describeHolder, type LockStatus } from '../lib/repo/lock.js';
 
+/** a report's warnings, a line each */
+export function warningLines(warnings: readonly string[] | undefined): string[] {
+  return (warnings ?? []).map((w) => `  warning: ${w}`);
+}
+
 /** `n` and its noun, singular for one: "1 file", "3 files" */
 export function counted(n: number, noun: string, plural = `${noun}s`): string {
   return `${n} ${n === 1 ? noun : plural}`;
@@ -82,7 +87,7 @@ export function renderBackup(r: BackupReport): string {
   out.push(`  total: ${counted(r.totals.files, 'file')}, ${bytes(r.totals.bytes)}, ${bytes(r.totals.bytesNew)} new in the repository, longest service downtime ${ms(r.totals.maxDowntimeMs)}`);
   if (r.pause) out.push(`  write pause window (first freeze → last thaw): ${ms(r.pause.windowMs)} over ${counted(r.pause.components, 'component')} (lease TTL ${ms(r.pause.ttlMs)})`);
   if (r.manifest) out.push(`  manifest: ${r.manifest}`);
-  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
+  out.push(...warningLines(r.warnings));
   if (r.error) out.push(...errorLines(r.error, '  '));
   return out.join('\n');
 }
@@ -98,7 +103,7 @@ export function renderRestore(r: RestoreReport): string {
     for (const c of n.components) out.push(...componentLine(c));
   }
   if (r.keptOldData.length) out.push(`  previous data kept at: ${r.keptOldData.join(', ')}`);
-  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
+  out.push(...warningLines(r.warnings));
   if (r.error) out.push(...errorLines(r.error, '  '));
   if (r.rollback) {
     out.push(r.rollback.ok ? '  rollback: succeeded; the previous data is back in place and services were started' : '  rollback: FAILED; a person must act:');
@@ -232,7 +237,7 @@ export function renderPrune(r: PruneReport): string {
   for (const id of r.removed) out.push(`  remove ${id}`);
   if (r.leftoversDeleted > 0) out.push(`  ${verb} ${counted(r.leftoversDeleted, 'object')} left by backups that never committed`);
   if (r.temporaryDeleted > 0) out.push(`  ${verb} ${counted(r.temporaryDeleted, 'temp file')} of writes killed mid-way`);
-  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
+  out.push(...warningLines(r.warnings));
   return out.join('\n');
 }
 
@@ -257,7 +262,7 @@ export interface RepoStatus {
 /** the lock in words: free, or who holds it and what happens next */
 export function lockLine(l: LockStatus): string {
   if (!l.holder) return 'free';
-  const who = describeHolder(l.holder).replace(/, lease until [^)]*\)$/, ')');
+  const who = describeHolder(l.holder, null);
   if (l.takenOverNext) return `held by ${who}: ${l.leaseUntil ? `its lease ran out at ${l.leaseUntil}` : 'its holder is gone'}, the next backup or prune takes it over`;
   return `held by ${who}, lease until ${l.leaseUntil} (by ${l.judgedBy === 'store' ? "the store's clock" : "its holder's clock"}; renewed while it runs)`;
 }
@@ -273,6 +278,6 @@ export function renderRepoStatus(r: RepoStatus): string {
       ? '  interrupted runs: none'
       : `  interrupted runs (each component's next backup resumes from what its run stored): ${r.interrupted.map((x) => `${x.node}/${x.component} in ${x.backupId}`).join(', ')}`,
   );
-  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
+  out.push(...warningLines(r.warnings));
   return out.join('\n');
 }

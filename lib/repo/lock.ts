@@ -86,11 +86,14 @@ function storeNow(clock: StoreClock): number {
  */
 const STORE_TIME_SLACK_MS = 1000;
 
+/** a time a record gives (ISO), in ms; NaN if it gives none that reads */
+function timeOf(v: unknown): number {
+  return typeof v === 'string' ? Date.parse(v) : Number.NaN;
+}
+
 /** the lease a record declares: its expiry less its renewal (or taking) time, both by its holder's clock; NaN if unreadable */
 function declaredLease(r: { heartbeatAt?: unknown; expiresAt?: unknown }): number {
-  const from = typeof r.heartbeatAt === 'string' ? Date.parse(r.heartbeatAt) : Number.NaN;
-  const until = typeof r.expiresAt === 'string' ? Date.parse(r.expiresAt) : Number.NaN;
-  return until - from;
+  return timeOf(r.expiresAt) - timeOf(r.heartbeatAt);
 }
 
 /** a record's last renewal (the lease object), if its holder renewed it and it can be read */
@@ -112,11 +115,11 @@ async function readRenewal(driver: StorageDriver, lockId: string): Promise<{ hea
  */
 async function leaseEnd(driver: StorageDriver, held: LockRecord, clock: StoreClock | undefined): Promise<number> {
   const renewed = await readRenewal(driver, held.lockId);
-  // asked after the read, not beside it: an NFS client may answer a stat from attributes
-  // it cached up to a minute ago, but refreshes them when a file is opened (its
-  // close-to-open consistency), as the read just did (and readLock did for the lock)
-  const [lockInfo, leaseInfo] = clock ? await Promise.all([driver.head(LOCK_KEY), driver.head(leaseKey(held.lockId))]) : [];
   if (clock) {
+    // asked after the read, not beside it: an NFS client may answer a stat from attributes
+    // it cached up to a minute ago, but refreshes them when a file is opened (its
+    // close-to-open consistency), as the read just did (and readLock did for the lock)
+    const [lockInfo, leaseInfo] = await Promise.all([driver.head(LOCK_KEY), driver.head(leaseKey(held.lockId))]);
     if (!lockInfo) return 0;
     const now = storeNow(clock);
     const runsOut = (info: ObjectInfo | undefined, r: object | undefined) => {
@@ -126,9 +129,8 @@ async function leaseEnd(driver: StorageDriver, held: LockRecord, clock: StoreClo
     const end = Math.max(runsOut(lockInfo, held), runsOut(leaseInfo, renewed));
     return end === -Infinity ? 0 : Date.now() + (end - now);
   }
-  const byHolder = (r: { expiresAt?: unknown } | undefined) => (typeof r?.expiresAt === 'string' ? Date.parse(r.expiresAt) : Number.NaN);
-  const until = byHolder(held);
-  const t = byHolder(renewed);
+  const until = timeOf(held.expiresAt);
+  const t = timeOf(renewed?.expiresAt);
   return Number.isFinite(t) ? Math.max(until, t) : until;
 }
 
@@ -221,8 +223,9 @@ export function clockSkewWarning(skewMs: number | undefined, location: string): 
   return `this host's clock is ${Math.round(Math.abs(skewMs) / 1000)} s ${skewMs > 0 ? 'ahead of' : 'behind'} the clock of ${location}: backup ids and times, which retention goes by, follow this host's clock (is NTP running?); the repository's lock does not depend on it`;
 }
 
-export function describeHolder(r: LockRecord): string {
-  return `${r.operation} (host ${r.host}, pid ${r.pid}, since ${r.acquiredAt}, lease until ${r.expiresAt})`;
+/** the holder in words, with when its lease runs out (`leaseUntil`: the record's own expiry unless given; null: left out) */
+export function describeHolder(r: LockRecord, leaseUntil: string | null = r.expiresAt): string {
+  return `${r.operation} (host ${r.host}, pid ${r.pid}, since ${r.acquiredAt}${leaseUntil === null ? '' : `, lease until ${leaseUntil}`})`;
 }
 
 /**
@@ -319,7 +322,7 @@ export class RepoLock {
   private static async take(driver: StorageDriver, operation: string, atomic: boolean, leaseMs: number, clock: StoreClock | undefined): Promise<RepoLock> {
     if (!atomic) {
       // Ceph RGW 16 ignores If-None-Match in a bucket with versioning on (and honours it once suspended)
-      const versioned = (await driver.versioning?.().catch(() => undefined)) === 'enabled';
+      const versioned = (await driver.versioning?.()) === 'enabled';
       throw new LockstepError('LOCKSTEP_E_REPO_NO_ATOMIC_CREATE', `repository ${driver.location} does not honour create-if-absent, so two writers could not be kept apart`, {
         hint: versioned
           ? 'its bucket versioning is on, and some stores (Ceph RGW 16) then ignore conditional writes: use a bucket without versioning (or suspend it); lockstep refuses to write without a safe lock'
@@ -344,7 +347,7 @@ export class RepoLock {
       if (held.lockId === record.lockId) return new RepoLock(driver, record, leaseMs);
       const until = goneHere(held) ? 0 : await leaseEnd(driver, held, clock);
       if (until > Date.now()) {
-        throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder({ ...held, expiresAt: new Date(until).toISOString() })}`, {
+        throw new LockstepError('LOCKSTEP_E_REPO_LOCKED', `repository ${driver.location} is in use by ${describeHolder(held, new Date(until).toISOString())}`, {
           hint: 'wait for it to finish; a lock whose holder died is taken over automatically when its lease runs out',
           details: { holder: held },
         });

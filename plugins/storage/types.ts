@@ -144,8 +144,8 @@ export interface StorageDriver {
    * optional: whether the store keeps what is deleted or replaced as old versions (S3
    * bucket versioning, which object lock needs): 'enabled'; 'suspended' (what was
    * written while it was on keeps its old versions); 'off'. Undefined where the store
-   * would not say (a key not allowed to ask). A deleted object's space is then not freed
-   * until the store expires old versions.
+   * would not say (a key not allowed to ask, or no answer): advisory, it never rejects. A
+   * deleted object's space is then not freed until the store expires old versions.
    */
   versioning?(): Promise<'enabled' | 'suspended' | 'off' | undefined>;
 }
