@@ -1149,13 +1149,20 @@ function sizeUp(rows: Columns, config: Repository['config']): { fileCount: numbe
 
 /**
  * A change in the same tick of the kernel's coarse clock may not show in ctime: only settled
- * files count as seen. A hard link's ctime is the moment the snapshot linked it (it tells
- * nothing, see `seenAs`): only its mtime counts, or no file of a hard-linked snapshot was
- * ever seen and every backup read every file again.
+ * files count as seen. `since` is the moment the content kept for the file was taken: the
+ * walk's start for a file taken unchanged from the previous backup, the start of its read
+ * for a file read. Any change after that moment is stamped after it, so more than
+ * `RACY_MS` after the times the walk saw, in another tick: the next backup sees it. (A
+ * change between the walk and the read in the same tick is in what was read.) By the
+ * walk's start alone, every file written in the 2 s before a backup was read again by
+ * the next one, though read seconds after it settled.
+ * A hard link's ctime is the moment the snapshot linked it (it tells nothing, see
+ * `seenAs`): only its mtime counts, or no file of a hard-linked snapshot was ever seen and
+ * every backup read every file again.
  */
-function settled(rows: Columns, r: number, walkedFrom: number, linked: boolean): boolean {
+function settled(rows: Columns, r: number, since: number, linked: boolean): boolean {
   const mtimeMs = rows.mtimeMs(r);
-  return walkedFrom - (linked ? mtimeMs : Math.max(rows.ctimeMs(r), mtimeMs)) > RACY_MS;
+  return since - (linked ? mtimeMs : Math.max(rows.ctimeMs(r), mtimeMs)) > RACY_MS;
 }
 
 /**
@@ -1299,10 +1306,12 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       const o = before.row(path);
       const slash = path.indexOf('/');
       const change = changes?.get(path.slice(0, slash))?.get(path.slice(slash + 1));
+      // (before the file is opened: its reads start after this)
+      const readFrom = Date.now();
       const up = await uploadFile(repo, writer, abs, rows.sizeOf(r), o >= 0 ? before.file(o) : undefined, done, change === 'all' ? undefined : change);
       result.bytesRead! += up.read;
       rows.setContent(r, up);
-      rows.setSeen(r, settled(rows, r, walkedFrom, target.linked === true));
+      rows.setSeen(r, settled(rows, r, readFrom, target.linked === true));
       lookAtHeap();
       result.chunks += rows.countOf(r);
       ctx.progress({ bytesDone: done.bytes, filesDone: toRead.unchanged + ++filesRead });

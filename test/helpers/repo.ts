@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository, sha256 } from '../../lib/repo/repository.js';
 import type { ChunkRef, ComponentIndex } from '../../lib/repo/index-file.js';
-import type { StageResult } from '../../lib/wire.js';
+import type { StageResult, UploadResult } from '../../lib/wire.js';
+import { MANIFEST_VERSION, type Manifest, type ManifestComponent } from '../../lib/repo/manifest.js';
+import type { BackupReport } from '../../lib/report.js';
 import { stageIndex } from '../../agent/transfer/stage.js';
 import { quietJobContext } from './job.js';
 
@@ -73,4 +75,12 @@ export async function stagedData(repo: Repository, up: { indexKey: string; index
   const staging = join(await temp('stage'), 'data');
   const result = await stageIndex(repo, repo.indexParts(up.indexKey, up.indexSha256), { data: { live: join(await temp('live'), 'data'), staging } }, quietJobContext());
   return { staging, result };
+}
+
+/** `backupId` committed, complete, with the given nodes' uploads of component `db` */
+export async function commitUploads(repo: Repository, backupId: string, ups: { node: string; plugin: string; up: UploadResult; shard?: string }[]): Promise<void> {
+  const components: ManifestComponent[] = ups.map(({ node, plugin, up, shard }) => ({ node, component: 'db', plugin, shard: shard ?? 's1', indexKey: up.indexKey, indexSha256: up.indexSha256, files: up.files, bytes: up.bytes }));
+  const at = new Date().toISOString();
+  const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components, report: {} as BackupReport };
+  await repo.commitManifest(m);
 }

@@ -13,23 +13,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository } from '../../lib/repo/repository.js';
-import { MANIFEST_VERSION, type Manifest, type ManifestComponent } from '../../lib/repo/manifest.js';
-import type { BackupReport } from '../../lib/report.js';
 import type { UploadResult } from '../../lib/wire.js';
 import { uploadSnapshot, type UploadTarget } from '../../agent/transfer/upload.js';
 import { tempFolders } from '../helpers/temp.js';
 import { quietJobContext } from '../helpers/job.js';
-import { stagedData } from '../helpers/repo.js';
+import { commitUploads as commit, stagedData } from '../helpers/repo.js';
 
 const temp = tempFolders();
-
-/** `backupId` committed with the given nodes' uploads of component `db` */
-async function commit(repo: Repository, backupId: string, ups: { node: string; plugin: string; up: UploadResult; shard?: string }[]): Promise<void> {
-  const components: ManifestComponent[] = ups.map(({ node, plugin, up, shard }) => ({ node, component: 'db', plugin, shard: shard ?? 's1', indexKey: up.indexKey, indexSha256: up.indexSha256, files: up.files, bytes: up.bytes }));
-  const at = new Date().toISOString();
-  const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components, report: {} as BackupReport };
-  await repo.commitManifest(m);
-}
 
 /** a replica's data: a 3 MiB file of 32 KiB blocks, small files, a folder */
 async function makeData(root: string): Promise<void> {
