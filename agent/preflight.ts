@@ -16,7 +16,18 @@ async function check(name: string, fn: () => Promise<string>): Promise<Check> {
   }
 }
 
-export async function preflight(node: AgentNode, runner: JobRunner, repositoryId: string): Promise<PreflightResult> {
+/** how long a preflight waits for an orphaned upload it stopped to end (its requests aborted, its undo done) */
+const TAKE_OVER_WAIT_MS = 30_000;
+
+/** the caller's request: the repository, and for a backup, its id and whether the caller holds the repository's lock for it */
+export interface PreflightAsk {
+  repositoryId: string;
+  backupId?: string;
+  lockHeld?: boolean;
+}
+
+export async function preflight(node: AgentNode, runner: JobRunner, ask: PreflightAsk): Promise<PreflightResult> {
+  const { repositoryId } = ask;
   const checks: Check[] = [];
   checks.push(
     await check('repository', async () => {
@@ -35,13 +46,30 @@ export async function preflight(node: AgentNode, runner: JobRunner, repositoryId
   // component health is not checked here: an unhealthy replica is skipped by the
   // coverage policy (the coordinator reads health from the node description)
   for (const { config } of node.components.values()) {
-    const busy = runner.busyComponents().get(config.name);
-    checks.push(
-      await check(`component ${config.name}`, async () => {
-        if (busy) throw new Error(`component ${config.name} is busy with job ${busy}`);
-        return 'idle';
-      }),
-    );
+    checks.push(await componentIdle(runner, config.name, ask));
   }
   return { node: node.name, ok: checks.every((c) => c.ok), checks };
+}
+
+/**
+ * Whether `component` is free for the caller's jobs. An upload of another backup into the
+ * caller's repository, when the caller holds that repository's lock, lost its own lock: its
+ * coordinator died or lost the store (a coordinator killed mid-backup leaves its uploads
+ * running until `abandonTransferMs`). It is stopped, and the check passes with a warning
+ * once it has ended; any other job keeps the component busy.
+ */
+async function componentIdle(runner: JobRunner, component: string, ask: PreflightAsk): Promise<Check> {
+  const name = `component ${component}`;
+  const taken = ask.lockHeld && ask.backupId ? await runner.takeOverUpload(component, ask.repositoryId, ask.backupId, TAKE_OVER_WAIT_MS) : undefined;
+  const busy = runner.busyComponents().get(component);
+  if (busy) {
+    const still = taken?.job.id === busy ? ` (stopped: its backup's coordinator no longer holds the repository's lock; it has not ended in ${TAKE_OVER_WAIT_MS / 1000} s)` : '';
+    return check(name, async () => {
+      throw new Error(`component ${component} is busy with job ${busy}${still}`);
+    });
+  }
+  if (!taken) return { check: name, ok: true, message: 'idle' };
+  const from = (taken.job.request as { backupId: string }).backupId;
+  const warning = `component ${component}: upload job ${taken.job.id} of backup ${from} was stopped: its coordinator no longer held the repository's lock (it died or lost the store); this backup picks up what it stored`;
+  return { check: name, ok: true, message: 'idle (an orphaned upload stopped)', warning };
 }

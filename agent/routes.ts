@@ -19,7 +19,7 @@ import {
 } from '../lib/wire.js';
 import type { AgentNode } from './node.js';
 import type { JobRunner } from './jobs/runner.js';
-import { preflight } from './preflight.js';
+import { preflight, type PreflightAsk } from './preflight.js';
 import { restorePlan } from './restore-plan.js';
 import type { AgentApp } from './server.js';
 import type { FreezeLeases } from './leases.js';
@@ -31,10 +31,10 @@ export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner
     async (req) => node.describe(req.query.sizes !== false),
   );
 
-  app.post<{ Body: { repositoryId: string; backupId?: string } }>(
+  app.post<{ Body: PreflightAsk }>(
     `${API_PREFIX}/preflight`,
     { schema: { body: PreflightRequestSchema, response: { 200: PreflightResultSchema } } },
-    async (req): Promise<PreflightResult> => preflight(node, runner, req.body.repositoryId),
+    async (req): Promise<PreflightResult> => preflight(node, runner, req.body),
   );
 
   app.post<{ Body: JobRequest }>(`${API_PREFIX}/jobs`, { schema: { body: JobRequestSchema, response: { 202: JobSchema } } }, async (req, reply) => {

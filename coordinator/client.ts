@@ -153,8 +153,9 @@ export class AgentClient {
     return this.call('GET', sizes ? '/node' : '/node?sizes=false', undefined, signal);
   }
 
-  preflight(repositoryId: string, signal?: AbortSignal): Promise<PreflightResult> {
-    return this.call('POST', '/preflight', { repositoryId }, signal);
+  /** `lockHeld`: the caller holds the repository's lock for `backupId` (an orphaned upload into it is stopped, see agent/preflight.ts) */
+  preflight(ask: { repositoryId: string; backupId?: string; lockHeld?: boolean }, signal?: AbortSignal): Promise<PreflightResult> {
+    return this.call('POST', '/preflight', ask, signal);
   }
 
   freeze(req: FreezeRequest): Promise<Lease> {

@@ -63,13 +63,22 @@ export type NodeDescription = Static<typeof NodeDescriptionSchema>;
 
 export const PreflightRequestSchema = Type.Object({
   repositoryId: Type.String(),
+  /** the backup the caller checks for */
   backupId: Type.Optional(Type.String()),
+  /**
+   * the caller holds the repository's lock for `backupId`: an upload of another backup into
+   * that repository has lost its lock (its coordinator died, or lost the store), so it is
+   * stopped and its component freed instead of reported busy
+   */
+  lockHeld: Type.Optional(Type.Boolean()),
 });
 export const PreflightCheckSchema = Type.Object({
   check: Type.String(),
   ok: Type.Boolean(),
   message: Type.String(),
   error: Type.Optional(ErrorInfoSchema),
+  /** passed, but what the operator should hear of (an orphaned upload stopped) */
+  warning: Type.Optional(Type.String()),
 });
 export const PreflightResultSchema = Type.Object({
   node: Type.String(),

@@ -229,6 +229,36 @@ export class JobRunner {
     return job;
   }
 
+  /**
+   * Stop the job keeping `component` busy when it is an upload of another backup than
+   * `backupId` into repository `repositoryId`, and the caller holds that repository's lock
+   * for `backupId`: the upload's own coordinator has lost the lock (it died, or lost the
+   * store), so the upload must not go on writing there, nor keep the component busy until
+   * `stopAbandoned` would stop it. What it stored is picked up by the next backup. Waits up
+   * to `waitMs` for it to end; undefined when the component's job is not such an upload.
+   */
+  async takeOverUpload(component: string, repositoryId: string, backupId: string, waitMs: number): Promise<{ job: Job; ended: boolean } | undefined> {
+    const id = this.busy.get(component);
+    const live = id === undefined ? undefined : this.live.get(id);
+    // (the request the job was started with, schema-checked)
+    const req = live?.job.request as JobRequest | undefined;
+    if (!live || req?.kind !== 'upload' || req.repositoryId !== repositoryId || req.backupId === backupId) return undefined;
+    const { job } = live;
+    if (!live.abort.signal.aborted) {
+      this.log.warn({ job: job.id, component, backupId: req.backupId, by: backupId }, "upload stopped: backup of another coordinator took the repository's lock over");
+      live.abort.abort(
+        new LockstepError('LOCKSTEP_E_JOB_TAKEN_OVER', `job ${job.id} (upload of ${component} for backup ${req.backupId}) was stopped: backup ${backupId} took the repository's lock over (this upload's coordinator no longer held it)`, {
+          node: this.node,
+          hint: 'the next backup picks up what it stored',
+        }),
+      );
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([live.ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), waitMs)))]);
+    clearTimeout(timer);
+    return { job, ended };
+  }
+
   /** Create a job and start it; returns at once. */
   async start(req: JobRequest): Promise<Job> {
     const holder = this.busy.get(req.component);

@@ -26,7 +26,13 @@ export async function takeFreeId(ctx: BackupContext): Promise<void> {
   }
 }
 
-export async function preflight(ctx: BackupContext): Promise<void> {
+/**
+ * Every agent checks itself under the repository's lock. An upload that an earlier backup's
+ * dead coordinator left running on an agent is stopped there (the lock it wrote under is
+ * this backup's now), rather than the component reported busy: what each agent said of
+ * such uploads is returned, for the report's warnings.
+ */
+export async function preflight(ctx: BackupContext): Promise<string[]> {
   const { cluster, repo } = ctx;
   // again under the lock, while the agents check themselves (nothing they do names the id)
   const free = takeFreeId(ctx);
@@ -34,6 +40,7 @@ export async function preflight(ctx: BackupContext): Promise<void> {
   // what the components hold is counted by the upload that reads it, not by a walk beforehand
   const described = await ctx.described;
   const problems: string[] = [];
+  const warnings: string[] = [];
   await Promise.all(
     described.map(async (d) => {
       const report: NodeReport = { node: d.node, address: d.address, status: 'ok', components: [] };
@@ -52,7 +59,8 @@ export async function preflight(ctx: BackupContext): Promise<void> {
         ctx.components.set(`${d.node}/${c.name}`, cr);
       }
       try {
-        const pf = await cluster.client(d.node).preflight(repo.id, ctx.signal);
+        const pf = await cluster.client(d.node).preflight({ repositoryId: repo.id, backupId: ctx.backupId, lockHeld: true }, ctx.signal);
+        for (const c of pf.checks) if (c.warning) warnings.push(`${d.node}: ${c.warning}`);
         for (const c of pf.checks.filter((x) => !x.ok)) {
           // what the operator can do about it (a setting to check) goes with the line
           problems.push(`${d.node}: ${c.message}${c.error?.hint ? ` (hint: ${c.error.hint})` : ''}`);
@@ -75,4 +83,5 @@ export async function preflight(ctx: BackupContext): Promise<void> {
       details: { problems },
     });
   }
+  return warnings.sort();
 }

@@ -100,7 +100,7 @@ export async function runBackup(cluster: Cluster, opts: BackupOptions): Promise<
     const hold = failpoint('lock.hold');
     if (hold) await new Promise((r) => setTimeout(r, hold));
     // every agent reachable and itself, plugins healthy, repository the same and writable
-    await steps.run('preflight', () => preflight(ctx));
+    warnings.push(...(await steps.run('preflight', () => preflight(ctx))));
     // which replica of each shard to snapshot (coverage policy)
     await steps.run('plan', async () => plan(ctx));
     // the consistent cut: freeze the cluster, fix every point in time, thaw (lease-guarded)

@@ -22,68 +22,89 @@ import { issueCertificate } from '../../lib/tls/certs.js';
 import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
 import { rgwBucket } from '../helpers/s3.js';
 
-describe('an upload its coordinator abandoned', () => {
-  let cluster: LocalCluster;
-  let proxy: Awaited<ReturnType<typeof forwardingProxy>>;
-  /** requests for packs of this method are held while this is set; how many were */
-  let holding: 'PUT' | 'GET' | undefined;
-  let held = 0;
+/**
+ * One agent backing up into RGW behind a proxy that holds the requests for packs of
+ * `holding`'s method while it is set; the agent's `abandonTransferMs` as given (its default
+ * when not), no copy kept beside the data (a restore then downloads).
+ */
+function orphans(abandonTransferMs?: number) {
+  const o = {
+    cluster: undefined as unknown as LocalCluster,
+    proxy: undefined as Awaited<ReturnType<typeof forwardingProxy>> | undefined,
+    holding: undefined as 'PUT' | 'GET' | undefined,
+    held: 0,
 
-  beforeAll(async () => {
-    const b = await rgwBucket();
-    proxy = await forwardingProxy(b.endpoint, {
-      hold: (r) => {
-        const hold = r.method === holding && r.url.includes('/packs/');
-        if (hold) held++;
-        return hold;
-      },
-    });
-    cluster = await startCluster({ nodes: 1, repository: { ...b, endpoint: proxy.endpoint } });
-    await fillDataDir(cluster.agents[0]!.data.data!, 'node1', 4 * 1024 * 1024);
-    // the agent gives up a transfer nobody asked about for 2 s; no copy kept beside the data (a restore then downloads)
-    const a = cluster.agents[0]!;
-    const cfg = parse(await readFile(a.configFile, 'utf8')) as { components: Record<string, unknown>[] };
-    cfg.components[0] = { ...cfg.components[0], keepCopy: false };
-    await writeFile(a.configFile, stringify({ ...cfg, abandonTransferMs: 2000 }));
-    await cluster.killAgent(a.node, 'SIGTERM');
-    await cluster.startAgent(a.node);
-  }, 120_000);
-  afterAll(async () => {
-    await stopCluster(cluster);
-    await proxy?.close();
-  });
+    async start(): Promise<void> {
+      const b = await rgwBucket();
+      o.proxy = await forwardingProxy(b.endpoint, {
+        hold: (r) => {
+          const hold = r.method === o.holding && r.url.includes('/packs/');
+          if (hold) o.held++;
+          return hold;
+        },
+      });
+      o.cluster = await startCluster({ nodes: 1, repository: { ...b, endpoint: o.proxy.endpoint } });
+      await fillDataDir(o.cluster.agents[0]!.data.data!, 'node1', 4 * 1024 * 1024);
+      const a = o.cluster.agents[0]!;
+      const cfg = parse(await readFile(a.configFile, 'utf8')) as { components: Record<string, unknown>[] };
+      cfg.components[0] = { ...cfg.components[0], keepCopy: false };
+      await writeFile(a.configFile, stringify({ ...cfg, ...(abandonTransferMs ? { abandonTransferMs } : {}) }));
+      await o.cluster.killAgent(a.node, 'SIGTERM');
+      await o.cluster.startAgent(a.node);
+    },
 
-  /** run `args` on the CLI until `holding` requests are held, then kill it: its coordinator dies mid-transfer */
-  async function killedWhileHeld(args: string[], method: 'PUT' | 'GET'): Promise<void> {
-    holding = method;
-    held = 0;
-    const child = spawn(process.execPath, [CLI_BIN, '--config', cluster.configFile, ...args], { stdio: 'ignore' });
-    const exited = new Promise((res) => child.once('exit', res));
-    for (let i = 0; i < 600 && held === 0; i++) await sleep(50);
-    expect(held).toBeGreaterThan(0);
-    // nobody cancels the job, nobody asks about it again
-    child.kill('SIGKILL');
-    await exited;
-  }
+    async stop(): Promise<void> {
+      await stopCluster(o.cluster);
+      await o.proxy?.close();
+    },
 
-  /** the newest job of `kind` on the agent, once it has ended (from the job list, which asks about no job in particular) */
-  async function ended(kind: Job['kind']): Promise<Job | undefined> {
-    const a = cluster.agents[0]!;
-    const coord = await issueCertificate(cluster.ca, { role: 'coordinator', name: 'ops' });
-    const dispatcher = new Agent({ connect: { ca: cluster.ca.cert, cert: coord.cert, key: coord.key } });
-    try {
+    /** run `args` on the CLI until `method` requests are held, then kill it: its coordinator dies mid-transfer */
+    async killedWhileHeld(args: string[], method: 'PUT' | 'GET'): Promise<void> {
+      o.holding = method;
+      o.held = 0;
+      const child = spawn(process.execPath, [CLI_BIN, '--config', o.cluster.configFile, ...args], { stdio: 'ignore' });
+      const exited = new Promise((res) => child.once('exit', res));
+      for (let i = 0; i < 600 && o.held === 0; i++) await sleep(50);
+      expect(o.held).toBeGreaterThan(0);
+      // nobody cancels the job, nobody asks about it again
+      child.kill('SIGKILL');
+      await exited;
+    },
+
+    /** the agent's jobs (the job list, which asks about no job in particular) */
+    async jobs(): Promise<Job[]> {
+      const a = o.cluster.agents[0]!;
+      const coord = await issueCertificate(o.cluster.ca, { role: 'coordinator', name: 'ops' });
+      const dispatcher = new Agent({ connect: { ca: o.cluster.ca.cert, cert: coord.cert, key: coord.key } });
+      try {
+        const res = await request(`https://${a.host}:${a.port}/v1/jobs`, { dispatcher });
+        return ((await res.body.json()) as { jobs: Job[] }).jobs;
+      } finally {
+        await dispatcher.close();
+      }
+    },
+
+    /** the newest job of `kind` on the agent, once it has ended */
+    async ended(kind: Job['kind']): Promise<Job | undefined> {
       let job: Job | undefined;
       for (let i = 0; i < 200; i++) {
-        const res = await request(`https://${a.host}:${a.port}/v1/jobs`, { dispatcher });
-        job = ((await res.body.json()) as { jobs: Job[] }).jobs.filter((j) => j.kind === kind).at(-1);
+        job = (await o.jobs()).filter((j) => j.kind === kind).at(-1);
         if (job && job.state !== 'running') break;
         await sleep(100);
       }
       return job;
-    } finally {
-      await dispatcher.close();
-    }
-  }
+    },
+  };
+  return o;
+}
+
+describe('an upload its coordinator abandoned', () => {
+  // the agent gives up a transfer nobody asked about for 2 s
+  const o = orphans(2000);
+  beforeAll(() => o.start(), 120_000);
+  afterAll(() => o.stop());
+  const killedWhileHeld = o.killedWhileHeld;
+  const ended = o.ended;
 
   it('an upload is stopped once nobody asks about it; the next backup runs at once and is whole', async () => {
     await killedWhileHeld(['backup', 'create', '--name', 'orphaned', '--json'], 'PUT');
@@ -93,17 +114,17 @@ describe('an upload its coordinator abandoned', () => {
     expect(upload?.error?.message).toMatch(/no coordinator asked about it for \d+ s/);
 
     // the store answers again: the next backup takes the dead coordinator's lock over and is not told the component is busy
-    holding = undefined;
-    const r = await runCli(['backup', 'create', '--name', 'next', '--json'], { config: cluster.configFile });
+    o.holding = undefined;
+    const r = await runCli(['backup', 'create', '--name', 'next', '--json'], { config: o.cluster.configFile });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const report = json<BackupReport>(r.stdout);
     expect(report.status).toBe('complete');
-    const v = await runCli(['backup', 'verify', report.backupId, '--read-data', '--json'], { config: cluster.configFile });
+    const v = await runCli(['backup', 'verify', report.backupId, '--read-data', '--json'], { config: o.cluster.configFile });
     expect(v.code, v.stdout).toBe(0);
   }, 120_000);
 
   it("a restore's stage is stopped the same way, its staging removed; the next restore runs and brings the data back", async () => {
-    const data = cluster.agents[0]!.data.data!;
+    const data = o.cluster.agents[0]!.data.data!;
     const backedUp = await fingerprint(data);
     // the data gone: the restore must download it
     for (const e of await readdir(data)) await rm(join(data, e), { recursive: true, force: true });
@@ -115,10 +136,38 @@ describe('an upload its coordinator abandoned', () => {
     expect((await readdir(dirname(data))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
     expect(await readdir(data)).toEqual([]);
 
-    holding = undefined;
-    const r = await runCli(['restore', 'latest', '--json'], { config: cluster.configFile });
+    o.holding = undefined;
+    const r = await runCli(['restore', 'latest', '--json'], { config: o.cluster.configFile });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(json<RestoreReport>(r.stdout).status).toBe('restored');
     expect(await fingerprint(data)).toEqual(backedUp);
+  }, 120_000);
+});
+
+describe('an upload its coordinator abandoned, and the next backup at once', () => {
+  // the agent's own watchdog would take two minutes
+  const o = orphans();
+  beforeAll(() => o.start(), 120_000);
+  afterAll(() => o.stop());
+
+  it("the next backup stops the dead coordinator's upload when it takes the lock over, and runs", async () => {
+    await o.killedWhileHeld(['backup', 'create', '--name', 'orphaned', '--json'], 'PUT');
+    const orphaned = (await o.jobs()).find((j) => j.kind === 'upload' && (j.request as { backupId: string }).backupId.endsWith('-orphaned'))!;
+    expect(orphaned.state).toBe('running');
+
+    o.holding = undefined;
+    const r = await runCli(['backup', 'create', '--name', 'next', '--json'], { config: o.cluster.configFile });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const report = json<BackupReport>(r.stdout);
+    expect(report.status).toBe('complete');
+    const from = (orphaned.request as { backupId: string }).backupId;
+    expect(report.warnings).toEqual([
+      `node1: component data: upload job ${orphaned.id} of backup ${from} was stopped: its coordinator no longer held the repository's lock (it died or lost the store); this backup picks up what it stored`,
+    ]);
+    const stopped = (await o.jobs()).find((j) => j.id === orphaned.id)!;
+    expect(stopped.state).toBe('cancelled');
+    expect(stopped.error?.code).toBe('LOCKSTEP_E_JOB_TAKEN_OVER');
+    const v = await runCli(['backup', 'verify', report.backupId, '--read-data', '--json'], { config: o.cluster.configFile });
+    expect(v.code, v.stdout).toBe(0);
   }, 120_000);
 });
