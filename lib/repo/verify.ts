@@ -6,7 +6,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { forEachLimit } from '../../agent/transfer/pool.js';
-import { refSha, type ChunkRef, type PackRef } from './index-file.js';
+import { refSha, type ChunkRef, type IndexEntry, type PackRef } from './index-file.js';
+import type { ManifestComponent } from './manifest.js';
 import { isNotFound, type Repository } from './repository.js';
 import { LockstepError } from '../errors.js';
 import { BlobCheckPool } from './blob-check-pool.js';
@@ -15,6 +16,8 @@ import { packKey } from './layout.js';
 import { ListingUnordered, listedSizes } from './listed-sizes.js';
 
 const CONCURRENCY = 16;
+/** components whose indexes are read at once (the one taken in and those after it) */
+const INDEXES_AHEAD = 4;
 /** the most of one pack read at once when reading its blobs back */
 const EXTENT_MAX = 8 * 1024 * 1024;
 
@@ -22,6 +25,44 @@ const EXTENT_MAX = 8 * 1024 * 1024;
 function sampled(seed: string, sha: string, percent: number): boolean {
   if (percent >= 100) return true;
   return createHash('sha256').update(seed).update(sha).digest().readUInt32BE(0) < (percent / 100) * 2 ** 32;
+}
+
+/**
+ * The indexes of a backup's components, part by part, in the manifest's order; the heads
+ * and first parts of the next `ahead - 1` components are read while one is taken in. One
+ * after another, a backup of a hundred nodes cost a few hundred round trips to a distant
+ * store in turn (a head, then each part) before a single object was checked. Taken in in
+ * order, so which file is the first to use an object (what a problem names) does not
+ * depend on which read came back first. Each component read ahead holds at most two of
+ * its parts (one parsed, the next on its way). Every component is taken in, failed or not,
+ * so none is left read ahead.
+ */
+class IndexesAhead {
+  private readonly started = new Map<number, { parts: AsyncGenerator<{ entries: IndexEntry[] }>; first: Promise<IteratorResult<{ entries: IndexEntry[] }>> }>();
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly components: readonly ManifestComponent[],
+    private readonly ahead: number,
+  ) {}
+
+  /** component `k`'s entries, part by part; its failure (a missing or damaged index) is its own */
+  async *of(k: number): AsyncGenerator<IndexEntry[]> {
+    for (let j = k; j < Math.min(k + this.ahead, this.components.length); j++) this.start(j);
+    const { parts, first } = this.started.get(k)!;
+    this.started.delete(k);
+    for (let r = await first; !r.done; r = await parts.next()) yield r.value.entries;
+  }
+
+  private start(k: number): void {
+    if (this.started.has(k)) return;
+    const c = this.components[k]!;
+    const parts = this.repo.indexParts(c.indexKey, c.indexSha256);
+    const first = parts.next();
+    // awaited when its component's turn comes; not an unhandled rejection before that
+    first.catch(() => undefined);
+    this.started.set(k, { parts, first });
+  }
 }
 
 /** a file of the backup, as problems name it: one object a file, shared by its references */
@@ -305,9 +346,10 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
   const objects = new Referenced();
   const uses: FileUse[] = [];
   const sample = new PackedSample();
-  for (const c of m.components) {
+  const indexes = new IndexesAhead(repo, m.components, INDEXES_AHEAD);
+  for (const [k, c] of m.components.entries()) {
     try {
-      await repo.readIndexParts(c.indexKey, c.indexSha256, (entries) => {
+      for await (const entries of indexes.of(k)) {
         for (const e of entries) {
           if (e.type !== 'file') continue;
           report.files++;
@@ -320,7 +362,7 @@ export async function verifyBackup(repo: Repository, backupId: string, opts: { r
             if (typeof ref !== 'string' && percent > 0 && sampled(seed, ref.sha256, percent)) sample.add(i, ref, useOf());
           }
         }
-      });
+      }
     } catch (err) {
       const kind = isNotFound(err) ? 'missing' : 'index';
       report.problems.push({ kind, node: c.node, component: c.component, object: c.indexKey, message: err instanceof Error ? err.message : String(err) });

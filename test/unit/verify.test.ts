@@ -9,6 +9,7 @@ import { mkdir, readFile, readdir, truncate, unlink, writeFile } from 'node:fs/p
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
+import type { ByteRange } from '../../plugins/storage/types.js';
 import { Repository } from '../../lib/repo/repository.js';
 import { MANIFEST_VERSION, type Manifest } from '../../lib/repo/manifest.js';
 import type { FileEntry, ChunkRef } from '../../lib/repo/index-file.js';
@@ -19,7 +20,7 @@ import { LockstepError } from '../../lib/errors.js';
 import type { BackupReport } from '../../lib/report.js';
 import { uploadSnapshot } from '../../agent/transfer/upload.js';
 import { tempFolders } from '../helpers/temp.js';
-import { PagedListingFs, SizedListingFs } from '../helpers/repo.js';
+import { commitUploads, PagedListingFs, SizedListingFs } from '../helpers/repo.js';
 import { quietJobContext } from '../helpers/job.js';
 
 const temp = tempFolders();
@@ -256,5 +257,48 @@ describe('backup verify', () => {
     expect(gone).toBeInstanceOf(LockstepError);
     expect((gone as LockstepError).code).toBe('LOCKSTEP_E_BACKUP_NOT_FOUND');
     expect((gone as LockstepError).message).toContain(`backup ${backupId} was removed`);
+  });
+
+  it('reads the indexes of several components at once, and names what they share by the first in the manifest whatever came back first', async () => {
+    const dir = await temp('repo');
+    /** index reads take time, the first component's longest; how many are on their way at most */
+    class SlowIndexes extends FsDriver {
+      reading = 0;
+      most = 0;
+      override async getBuffer(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Buffer> {
+        if (!key.includes('/nodes/')) return super.getBuffer(key, range, signal);
+        this.most = Math.max(this.most, ++this.reading);
+        try {
+          await new Promise((r) => setTimeout(r, key.includes('/nodes/n1/') ? 80 : 10));
+          return await super.getBuffer(key, range, signal);
+        } finally {
+          this.reading--;
+        }
+      }
+    }
+    const driver = new SlowIndexes(dir);
+    const repo = await Repository.init(driver);
+    const snap = await temp('snap');
+    await makeData(snap);
+    // six nodes holding the same files: every object is shared by all six
+    const ups = [];
+    for (let i = 1; i <= 6; i++) ups.push({ node: `n${i}`, plugin: 'directory', up: await uploadSnapshot(repo, snap, ['data'], { backupId, node: `n${i}`, component: 'db' }, quietJobContext()) });
+    await commitUploads(repo, backupId, ups);
+    const index = await repo.readIndex(ups[0]!.up.indexKey, ups[0]!.up.indexSha256);
+    const same = index.entries.find((e): e is FileEntry => e.path === 'data/same/0.txt')!.chunks[0]!;
+    await unlink(join(dir, repo.objectKeyOf(same)));
+
+    driver.most = 0;
+    const r = await verifyBackup(repo, backupId);
+    expect(driver.most).toBeGreaterThanOrEqual(4);
+    expect(r.status).toBe('damaged');
+    expect(r.files).toBe(6 * 8);
+    // one problem for the pack, named by n1's first file in it (n2–n6 were read first) and counting the other uses
+    const missing = r.problems.filter((p) => p.object === repo.objectKeyOf(same));
+    expect(missing).toEqual([expect.objectContaining({ kind: 'missing', node: 'n1', component: 'db' })]);
+    expect(missing[0]!.alsoIn).toBeGreaterThan(5);
+    // the same report as one index after the other gives, where nothing is slow
+    const plain = await verifyBackup(await Repository.open(new FsDriver(dir)), backupId);
+    expect(r.problems).toEqual(plain.problems);
   });
 });
