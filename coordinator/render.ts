@@ -235,7 +235,7 @@ export function renderPrune(r: PruneReport): string {
   const out = [`${r.dryRun ? 'dry run: ' : ''}kept ${counted(r.kept.length, 'backup')}, ${verb} ${r.removed.length}; ${verb} ${counted(r.objectsDeleted, 'object')} (${bytes(r.bytesFreed)}), ${counted(r.objectsKept, 'object')} still in use`];
   for (const k of r.kept) out.push(`  keep   ${k.backupId} (${k.reasons.join(', ')})`);
   for (const id of r.removed) out.push(`  remove ${id}`);
-  if (r.leftoversDeleted > 0) out.push(`  ${verb} ${counted(r.leftoversDeleted, 'object')} left by backups that never committed`);
+  if (r.leftoversDeleted > 0) out.push(`  ${verb} ${counted(r.leftoversDeleted, 'object')} left by backups, or components of partial backups, that never committed`);
   if (r.temporaryDeleted > 0) out.push(`  ${verb} ${counted(r.temporaryDeleted, 'temp file')} of writes killed mid-way`);
   out.push(...warningLines(r.warnings));
   return out.join('\n');

@@ -84,6 +84,20 @@ export function probeKey(node: string): string {
   return `probes/${node}`;
 }
 
+/**
+ * Whose index (or part of one) the key under backups/ is, as `indexKey` and `indexPartKey`
+ * make them; undefined for any other key (a manifest, a check record).
+ */
+export function indexOwnerOf(key: string): { backupId: string; node: string; component: string } | undefined {
+  const p = key.split('/');
+  if (p[0] !== 'backups' || p[2] !== 'nodes') return undefined;
+  const [, backupId, , node, name, part] = p as [string, string, string, string, string | undefined, string | undefined];
+  if (name === undefined) return undefined;
+  if (p.length === 5 && name.endsWith('.json')) return { backupId, node, component: name.slice(0, -'.json'.length) };
+  if (p.length === 6 && name.endsWith('.parts') && part !== undefined) return { backupId, node, component: name.slice(0, -'.parts'.length) };
+  return undefined;
+}
+
 /** backup id from a key under backups/, if it is a manifest */
 export function backupIdOfManifestKey(key: string): string | undefined {
   const m = /^backups\/([^/]+)\/manifest\.json$/.exec(key);

@@ -12,7 +12,7 @@ import { LockstepError } from '../errors.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
 import { listKeys } from '../../plugins/storage/types.js';
 import { deleteKeys } from './delete-keys.js';
-import { backupPrefix, manifestKey, packKey, pendingRecordOf } from './layout.js';
+import { backupPrefix, indexOwnerOf, manifestKey, packKey, pendingRecordOf } from './layout.js';
 import { holdsComponent, type Manifest } from './manifest.js';
 import { isNotFound, type PartFilter, type Repository } from './repository.js';
 import { RepoLock } from './lock.js';
@@ -77,7 +77,7 @@ export interface PruneReport {
   objectsDeleted: number;
   bytesFreed: number;
   objectsKept: number;
-  /** leftovers of backups that never committed */
+  /** leftovers of backups that never committed, and the indexes a partial backup's failed components wrote */
   leftoversDeleted: number;
   /** temp files of writes killed mid-way (older than an hour), where the store has them */
   temporaryDeleted: number;
@@ -379,16 +379,27 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
       if (of) of.push(key);
       else byBackup.set(id, [key]);
     }
+    const manifestOf = new Map(manifests.map((m) => [m.backupId, m]));
     for (const [id, keys] of byBackup) {
       signal?.throwIfAborted();
-      if (committed.has(id) && !removedSet.has(id)) continue;
+      if (committed.has(id) && !removedSet.has(id)) {
+        // a partial backup committed without a component whose upload failed after it wrote
+        // (some of) its index: nothing reads that index, and it would stay as long as the backup
+        const stray = keys.filter((k) => {
+          const owner = indexOwnerOf(k);
+          return owner !== undefined && !holdsComponent(manifestOf.get(id)!, owner.node, owner.component);
+        });
+        report.leftoversDeleted += stray.length;
+        if (!dryRun && stray.length > 0) await deleteKeys(repo.driver, stray, signal);
+        continue;
+      }
       if (!committed.has(id)) report.leftoversDeleted += keys.length;
       if (dryRun) continue;
       await deleteManifestFirst(repo, keys, signal);
     }
 
     // 2. mark what the kept backups need, 3. sweep the rest
-    const live = await liveObjects(repo, kept, new Map(manifests.map((m) => [m.backupId, m])));
+    const live = await liveObjects(repo, kept, manifestOf);
     // with their sizes where the store's listing has them (no HEAD per object)
     const sweep = new Sweep(repo, dryRun, signal);
     const listSized = repo.driver.listSized?.bind(repo.driver);

@@ -36,9 +36,9 @@ class CountingParts extends FsDriver {
 describe('prune: parts an index shares with the one before it', () => {
   it('are not read again; every object the kept backups need stays, the rest goes', async () => {
     const snap = await temp('snap');
-    // ~12k files in 12 folders: an index of several 512 KiB parts; changed (ctime) more than 2 s
-    // before the first backup (a file changed within 2 s of a backup is read again by the next,
-    // so its entry would change)
+    // ~12k files in 12 folders: an index of several 512 KiB parts; mtimes an hour back (a file
+    // whose read began within 2 s of its change is read again by the next backup, so its entry
+    // would change: the first backup waits out their ctimes below)
     const hourAgo = new Date(Date.now() - 3600_000);
     for (let d = 0; d < 12; d++) {
       const folder = join(snap, 'data', `d${String(d).padStart(2, '0')}`);

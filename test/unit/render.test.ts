@@ -44,7 +44,7 @@ describe('counts in words', () => {
   it('one of a thing is singular, any other number plural', () => {
     const text = renderPrune({ kind: 'prune', dryRun: true, kept: [{ backupId: '20261204-100000-nightly', reasons: ['last 1'] }], removed: [], objectsDeleted: 0, bytesFreed: 0, objectsKept: 1, leftoversDeleted: 1, temporaryDeleted: 2, durationMs: 5 });
     expect(text).toContain('dry run: kept 1 backup, would remove 0; would remove 0 objects (0 B), 1 object still in use');
-    expect(text).toContain('would remove 1 object left by backups that never committed');
+    expect(text).toContain('would remove 1 object left by backups, or components of partial backups, that never committed');
     expect(text).toContain('would remove 2 temp files of writes killed mid-way');
     expect(renderBackup(report({ upload: { ...upload, files: 1 } }))).toContain(': 1 file 2.9 KiB');
   });
