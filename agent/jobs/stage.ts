@@ -1,13 +1,14 @@
 /** Job `stage`: download a backup beside the live data, verified, while the service runs. */
 import { mkdir, readlink, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { copyTree, lstatIfAny, removeTree, walkTree } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import { isMountPoint } from '../../lib/mounts.js';
 import type { JobRequestOf, StageResult } from '../../lib/wire.js';
 import { stageIndex, type SetTarget } from '../transfer/stage.js';
 import { dropKeptIndexes } from '../transfer/kept-index.js';
-import { forgetRestored, recordStaged } from '../transfer/restored.js';
+import { forgetRestored, recordStaged, untilSettled } from '../transfer/restored.js';
 import type { AgentNode } from '../node.js';
 import type { JobContext } from './runner.js';
 
@@ -116,28 +117,34 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
       await forgetRestored(node.restoredDir(req.component)).catch(() => undefined);
       return result;
     }
-    // they go live as staged: what they are is worth knowing to the backup after
-    await recordRestore(node, req, repo.id, staged, ctx);
+    // they go live as staged: what they are is worth knowing to the backup after, once the
+    // last of them has settled (before the service is stopped: no downtime)
+    const lastChangeMs = await recordRestore(node, req, repo.id, staged, ctx);
     if (plugin.node.staged) {
       const kept = plugin.keepLastSnapshot?.(config) ? node.lastSnapshotDir(req.component) : undefined;
       await plugin.node
         .staged(config, node.ctx(ctx.signal, ctx.log), { restoreId: req.restoreId, backupId: req.backupId, staged, ...(kept ? { kept } : {}) })
         .catch((err: unknown) => ctx.log.warn({ component: req.component, err: String(err) }, 'the plugin could not note what was staged: its next snapshot compares every file'));
     }
+    const wait = untilSettled(lastChangeMs);
+    if (wait > 0) await sleep(wait, undefined, { signal: ctx.signal });
     return result;
   });
 }
 
 /**
- * The staged files' signatures, for the backup after this restore (agent/transfer/restored.ts).
- * Only ever a saving: a failure to record is logged, not the restore's.
+ * The staged files' signatures, for the backup after this restore (agent/transfer/restored.ts);
+ * the latest change time among them (-1: none recorded). Only ever a saving: a failure to
+ * record is logged, not the restore's.
  */
-async function recordRestore(node: AgentNode, req: JobRequestOf<'stage'>, repositoryId: string, staged: Record<string, string>, ctx: JobContext): Promise<void> {
+async function recordRestore(node: AgentNode, req: JobRequestOf<'stage'>, repositoryId: string, staged: Record<string, string>, ctx: JobContext): Promise<number> {
   try {
     const from = { restoreId: req.restoreId, repositoryId, backupId: req.backupId, indexKey: req.indexKey, indexSha256: req.indexSha256 };
-    const files = await recordStaged(node.restoredDir(req.component), from, staged);
+    const { files, lastChangeMs } = await recordStaged(node.restoredDir(req.component), from, staged);
     ctx.log.info({ component: req.component, files }, 'staged files recorded for the next backup');
+    return lastChangeMs;
   } catch (err) {
     ctx.log.warn({ component: req.component, err: String(err) }, 'staged files not recorded: the next backup reads every file');
+    return -1;
   }
 }

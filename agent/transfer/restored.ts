@@ -19,6 +19,8 @@
  * Only a signature older than the swap by `RACY_MS` counts: nothing but the service writes
  * the data once it is in place, after the swap, and a write in the same tick of the
  * kernel's coarse clock as the last one the restore made might not move the change time.
+ * So staging ends only once its last file is that old (`untilSettled`: at most 2 s, while
+ * the service still runs, not in its downtime).
  * A restore that rolls back leaves a record whose inodes are gone (harmless: a new file on
  * a freed inode has a later change time). A plugin that rebuilds the staged files
  * (`afterStage`: etcd, redis) records nothing: its files are not the index's.
@@ -56,18 +58,37 @@ const RESTORE_ID = /^r\d{8}-\d{6}-[0-9a-f]{6}$/;
 /**
  * Record the files staged for `from` in `dir`: `staging` maps each restored set to its
  * staging directory. The records of every earlier restore of the component go first.
- * Returns how many files it recorded.
+ * Returns how many files it recorded, and the latest change time among them (-1: none).
  */
-export async function recordStaged(dir: string, from: RestoredFrom, staging: Record<string, string>): Promise<number> {
+export async function recordStaged(dir: string, from: RestoredFrom, staging: Record<string, string>): Promise<{ files: number; lastChangeMs: number }> {
   await forgetRestored(dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  let lastChangeMs = -1;
   async function* files(): AsyncGenerator<StagedFile> {
     for (const [set, root] of Object.entries(staging)) {
-      for await (const e of walkTree(root)) if (e.type === 'file') yield [`${set}/${e.rel}`, e.stat.ino, e.stat.ctimeMs, e.stat.mtimeMs];
+      for await (const e of walkTree(root)) {
+        if (e.type !== 'file') continue;
+        lastChangeMs = Math.max(lastChangeMs, e.stat.ctimeMs);
+        yield [`${set}/${e.rel}`, e.stat.ino, e.stat.ctimeMs, e.stat.mtimeMs];
+      }
     }
   }
-  return writeHeaded(join(dir, from.restoreId + STAGED), from, files());
+  const count = await writeHeaded(join(dir, from.restoreId + STAGED), from, files());
+  return { files: count, lastChangeMs };
 }
+
+/**
+ * How long until the swap may begin with every recorded file counted (`applyRestored`: a
+ * change time within `RACY_MS` of the swap is not trusted). A restore waits that out at
+ * the end of staging, while the service still runs: otherwise the files staged last (a
+ * database's big files, typically) were read whole again by the backup after it.
+ */
+export function untilSettled(lastChangeMs: number, now = Date.now()): number {
+  return lastChangeMs < 0 ? 0 : Math.max(0, lastChangeMs + RACY_MS + SETTLE_MARGIN_MS - now);
+}
+
+/** beyond RACY_MS: the swap's own moment is taken a little after the stage job ends */
+const SETTLE_MARGIN_MS = 20;
 
 /** the staged data of `restoreId` goes into place now (called just before the first rename) */
 export async function recordSwapped(dir: string, restoreId: string): Promise<void> {

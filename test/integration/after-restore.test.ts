@@ -92,6 +92,32 @@ describe('what a backup of hard-linked snapshots reads again', () => {
   });
 });
 
+describe('what a backup of the live data read in place reads again right after a restore', () => {
+  let cluster: LocalCluster;
+  let data: string;
+
+  beforeAll(async () => {
+    // no stop command: the swap follows the end of staging at once
+    cluster = await startCluster({ nodes: 1 });
+    data = cluster.agent('node1').data.data!;
+    await fill(data);
+  });
+  afterAll(async () => {
+    await stopCluster(cluster);
+  });
+
+  it('none of the restored files, the last staged too (staging ends once they have settled)', async () => {
+    const first = await backup(cluster, 'before');
+    await damageAndRestore(cluster, data, first.id, await fingerprint(data));
+    const after = await backup(cluster, 'after');
+    expect(after.upload.filesUnchanged).toBe(FILES);
+    expect(after.upload.bytesRead).toBe(0);
+    await writtenSince(cluster, data, (later) => {
+      expect(later.upload.bytesRead).toBe(16 * 1024);
+    });
+  });
+});
+
 describe('what a backup from a kept copy compares again after a restore', () => {
   let cluster: LocalCluster;
   let data: string;

@@ -7,7 +7,7 @@ import { lstat, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OldFiles } from '../../agent/transfer/known.js';
-import { applyRestored, forgetRestored, recordStaged, recordSwapped } from '../../agent/transfer/restored.js';
+import { applyRestored, forgetRestored, recordStaged, recordSwapped, untilSettled } from '../../agent/transfer/restored.js';
 import { RACY_MS } from '../../lib/tree.js';
 import { tempDir } from '../helpers/cluster.js';
 
@@ -41,9 +41,13 @@ describe('what a restore records for the backup after it', () => {
       await writeFile(f, 'rows');
       await utimes(f, MTIME, MTIME);
     }
-    await recordStaged(dir, { restoreId: 'r20261205-010500-aaaaaa', ...FROM }, { data: staging });
-    // the service may write only once the staged data is in place: the swap comes later than a clock tick could hide
-    await sleep(RACY_MS + 100);
+    const recorded = await recordStaged(dir, { restoreId: 'r20261205-010500-aaaaaa', ...FROM }, { data: staging });
+    expect(recorded.files).toBe(3);
+    // the service may write only once the staged data is in place: staging ends once the last staged file has settled
+    const wait = untilSettled(recorded.lastChangeMs);
+    expect(wait).toBeGreaterThan(RACY_MS - 1000);
+    expect(wait).toBeLessThanOrEqual(RACY_MS + 20);
+    await sleep(wait);
     await recordSwapped(dir, 'r20261205-010500-aaaaaa');
   });
   afterAll(async () => {
@@ -111,5 +115,15 @@ describe('what a restore records for the backup after it', () => {
     expect(await readdir(d)).toEqual(['r20261205-012100-eeeeee.json']);
     await forgetRestored(d, 'r20261205-012100-eeeeee');
     expect(await readdir(d)).toEqual([]);
+  });
+});
+
+describe('how long staging waits for its files to settle', () => {
+  it('until the last change is RACY_MS (and a little) old; not at all when nothing was recorded or it is older', () => {
+    const now = 1_800_000_000_000;
+    expect(untilSettled(-1, now)).toBe(0);
+    expect(untilSettled(now - RACY_MS - 100, now)).toBe(0);
+    expect(untilSettled(now - 500, now)).toBe(RACY_MS - 500 + 20);
+    expect(untilSettled(now, now)).toBe(RACY_MS + 20);
   });
 });
