@@ -286,6 +286,22 @@ class Sweep {
     return this.running.size >= SWEEPS_AT_ONCE ? Promise.race(this.running) : undefined;
   }
 
+  /** what it has counted so far, to `rewind` to */
+  mark(): { deleted: number; bytes: number } {
+    return { deleted: this.deleted, bytes: this.bytes };
+  }
+
+  /**
+   * A listing gone through again from its start: a dry run's counts go back to `m` (what it
+   * counted would be counted twice). A real sweep's deletions stand: they are not listed
+   * again.
+   */
+  rewind(m: { deleted: number; bytes: number }): void {
+    if (!this.dryRun) return;
+    this.deleted = m.deleted;
+    this.bytes = m.bytes;
+  }
+
   /** every batch done, the last one (not full) too; throws what a batch failed with */
   async drain(): Promise<void> {
     if (this.batch.length > 0) this.start();
@@ -414,18 +430,17 @@ export async function prune(repo: Repository, policy: RetentionPolicy, opts: { d
         };
         let listedInLanes = false;
         if (listPage) {
-          const before = { deleted: sweep.deleted, bytes: sweep.bytes };
+          const before = sweep.mark();
           try {
             // a big repository's listing in lanes at once (listed-sizes.ts)
             await listEverySized(listPage, prefix, sort, signal);
             listedInLanes = true;
           } catch (err) {
             if (!(err instanceof ListingUnordered)) throw err;
-            // a store that does not list in key order: listed again, one page after the other.
-            // What was deleted meanwhile is not listed again; what a dry run counted would be
+            // a store that does not list in key order: listed again, one page after the other
             await sweep.drain();
             kept = 0;
-            if (dryRun) Object.assign(sweep, before);
+            sweep.rewind(before);
           }
         }
         if (!listedInLanes) {

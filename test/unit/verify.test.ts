@@ -214,6 +214,24 @@ describe('backup verify', () => {
     expect((await readdir(join(dir, 'packs'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile())).toHaveLength(report.objectsKept);
   });
 
+  it('a store whose listing turns out not to be in key order is listed again: a dry run counts each object once, a prune deletes the same', async () => {
+    const { dir } = await backedUp();
+    await otherPacks(dir);
+    /** a listing from any key whose later pages come in reverse order (a store that does not sort) */
+    class UnsortedPages extends PagedListingFs {
+      override async listPage(prefix: string, after: string, max: number) {
+        const page = await super.listPage(prefix, after, max);
+        return after === '' ? page : { ...page, objects: [...page.objects].reverse() };
+      }
+    }
+    const repo = await Repository.open(new UnsortedPages(dir));
+    const dry = await prune(repo, { keepLast: 1 }, { dryRun: true });
+    expect(dry).toMatchObject({ objectsDeleted: 8000, bytesFreed: 8000 });
+    const report = await prune(repo, { keepLast: 1 });
+    expect(report).toMatchObject({ objectsDeleted: 8000, bytesFreed: 8000, objectsKept: dry.objectsKept });
+    expect(await verifyBackup(repo, backupId, { readDataPercent: 100 })).toMatchObject({ status: 'ok', problems: [] });
+  });
+
   it('a prune stopped mid-sweep lets the lock go only once no delete runs; the next prune finishes the job', async () => {
     const { repo, dir } = await backedUp(undefined, 'paged');
     await otherPacks(dir);
