@@ -8,7 +8,7 @@ import { readdir, rm, stat } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
 import { LockstepError, toErrorInfo } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import { removeTree } from '../lib/tree.js';
+import { removeTree, RESTORE_INSIDE } from '../lib/tree.js';
 import { Repository } from '../lib/repo/repository.js';
 import type { ComponentDescription, NodeDescription } from '../lib/wire.js';
 import { openRepositoryAt } from '../plugins/storage/registry.js';
@@ -17,6 +17,15 @@ import type { EnginePlugin, NodeContext } from '../plugins/engines/types.js';
 import type { AgentConfig, ComponentConfig } from './config.js';
 
 export const AGENT_VERSION = '0.1.0';
+
+/** where a restore of one data directory stages, moves the old data, and removes it (`AgentNode.restorePaths`) */
+export interface RestorePaths {
+  /** inside the data directory (a mount point), not beside it */
+  inside: boolean;
+  staging: string;
+  old: string;
+  removing: string;
+}
 
 export interface BoundComponent {
   config: ComponentConfig;
@@ -152,17 +161,23 @@ export class AgentNode {
     }
   }
 
-  stagingPath(live: string, restoreId: string): string {
-    return `${live}.lockstep-staging-${restoreId}`;
+  /**
+   * Where a restore of `live` stages, moves the old data aside, and puts the old data to
+   * be removed (in the background, or at the next start). Beside `live`, which the swap
+   * renames whole; or, `inside` it, for a data directory that is a mount point (which the
+   * kernel will not rename): the swap then moves its entries (agent/jobs/swap.ts), and
+   * walks leave these folders out (lib/tree.ts RESTORE_INSIDE).
+   */
+  restorePaths(live: string, restoreId: string, inside: boolean): RestorePaths {
+    const at = inside ? `${live}/.lockstep-` : `${live}.lockstep-`;
+    return { inside, staging: `${at}staging-${restoreId}`, old: `${at}old-${restoreId}`, removing: `${at}removing-${restoreId}` };
   }
 
-  oldPath(live: string, restoreId: string): string {
-    return `${live}.lockstep-old-${restoreId}`;
-  }
-
-  /** where a restore's old data goes once it is to be removed: removed in the background, or at the next start */
-  removingPath(live: string, restoreId: string): string {
-    return `${live}.lockstep-removing-${restoreId}`;
+  /** the restore paths of `live` as its staging laid them out: inside it when it staged, or moved the old data, there */
+  async stagedPaths(live: string, restoreId: string): Promise<RestorePaths> {
+    const inside = this.restorePaths(live, restoreId, true);
+    const there = (p: string) => stat(p).then(() => true, () => false);
+    return (await there(inside.staging)) || (await there(inside.old)) ? inside : this.restorePaths(live, restoreId, false);
   }
 
   /**
@@ -267,6 +282,13 @@ export class AgentNode {
           if (prefixes.some((p) => name.startsWith(p))) {
             await removeTree(join(dirname(live), name));
             removed.push(join(dirname(live), name));
+          }
+        }
+        // and inside a data directory that is a mount point (a restore's old data, `.lockstep-old-`, stays until its restore says)
+        for (const name of await readdir(live).catch(() => [] as string[])) {
+          if (RESTORE_INSIDE.test(name) && (name.startsWith('.lockstep-staging-') || name.startsWith('.lockstep-removing-'))) {
+            await removeTree(join(live, name));
+            removed.push(join(live, name));
           }
         }
       }

@@ -1,8 +1,8 @@
 /**
  * Whether a directory is a mount point. A restore moves the live data aside and the
  * restored data into place by renaming directories, and the kernel refuses to rename a
- * mount point (EBUSY): found out at the swap, with the service already stopped, that was
- * downtime and a rolled-back restore for nothing.
+ * mount point (EBUSY): a restore onto one stages inside it and moves its entries instead
+ * (agent/jobs/swap.ts), which staging decides before anything is written.
  */
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';

@@ -83,7 +83,14 @@ interface Folder {
   stats: Stats[];
 }
 
-/** every folder under `root` (but the root itself), depth-first, parents before children */
+/**
+ * What a restore onto a data directory that is a mount point keeps inside it for a while
+ * (agent/jobs/swap.ts: its staging, the old data, the old data being removed), by name; a
+ * walk leaves these out at its root: they are not the data.
+ */
+export const RESTORE_INSIDE = /^\.lockstep-(?:staging|old|removing)-r\d{8}-\d{6}-[0-9a-f]{6}$/;
+
+/** every folder under `root` (but the root itself), depth-first, parents before children; at the root, a restore's own folders left out (`RESTORE_INSIDE`) */
 async function* folders(root: string, onSkip?: (rel: string, why: string) => void): AsyncGenerator<Folder> {
   // below the root, the walk goes by the directory's own path: a symlink in the path of
   // every lstat cost ~10% of a 34k-file walk
@@ -100,7 +107,8 @@ async function* folders(root: string, onSkip?: (rel: string, why: string) => voi
     const dirRel = stack.pop()!;
     const listed = ahead.get(dirRel);
     ahead.delete(dirRel);
-    const names = await (listed ?? listNames(real, prefix, dirRel, onSkip));
+    const listedNames = await (listed ?? listNames(real, prefix, dirRel, onSkip));
+    const names = dirRel === '' ? listedNames.filter((n) => !RESTORE_INSIDE.test(n)) : listedNames;
     const next = stack.at(-1);
     if (next !== undefined && !ahead.has(next)) {
       const p = listNames(real, prefix, next, onSkip);

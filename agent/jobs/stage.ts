@@ -52,9 +52,11 @@ async function keepStaged(staging: string, cache: string, signal: AbortSignal): 
 
 export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx: JobContext): Promise<StageResult> {
   const { config, plugin } = node.component(req.component);
-  // before anything is read or written: a mount point cannot be swapped (lib/mounts.ts), and
-  // a symbolic link would be: the link moved aside and the restored data put in its place,
-  // staged and left on the link's filesystem instead of the one it points to
+  // before anything is read or written: a symbolic link would be swapped: the link moved
+  // aside and the restored data put in its place, staged and left on the link's filesystem
+  // instead of the one it points to. A mount point cannot be renamed: its restore stages
+  // inside it (on its filesystem) and the swap moves its entries (agent/jobs/swap.ts)
+  const inside = new Map<string, boolean>();
   for (const [set, live] of Object.entries(plugin.node.paths(config))) {
     const target = await readlink(live).catch(() => undefined);
     if (target !== undefined) {
@@ -63,12 +65,7 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
         hint: `point the component at ${resolve(dirname(live), target)}, where the data is`,
       });
     }
-    if (await isMountPoint(live)) {
-      throw new LockstepError('LOCKSTEP_E_STAGE_FAILED', `${live} (the ${set} of component ${req.component}) is a mount point: a restore moves the live data aside and the restored data into place by renaming, which the kernel refuses for a mount point`, {
-        node: node.name,
-        hint: 'move the data one level down, into a directory inside the mount, and point the component (and the engine) at it; the restore then stages beside it, on the same filesystem',
-      });
-    }
+    inside.set(set, await isMountPoint(live));
   }
   const repo = await node.repositoryFor(req.repositoryId);
   // the restore's peak is its own: the indexes kept for the next backups make room (those read their copies)
@@ -93,7 +90,7 @@ export async function stageJob(node: AgentNode, req: JobRequestOf<'stage'>, ctx:
     .catch(() => undefined);
   const targets: Record<string, SetTarget> = {};
   for (const [set, live] of Object.entries(plugin.node.paths(config))) {
-    const staging = node.stagingPath(live, req.restoreId);
+    const { staging } = node.restorePaths(live, req.restoreId, inside.get(set) === true);
     await ctx.addLeftover({ kind: 'path', path: staging });
     await removeTree(staging);
     const cache = plugin.keepLastSnapshot?.(config) ? join(node.lastSnapshotDir(req.component), set) : undefined;

@@ -3,28 +3,49 @@
  * it) and renames the staged data into place; rollback puts the old data back;
  * finish removes the old data only once the restore has succeeded (in the background:
  * the report does not wait for the kernel to free it).
+ *
+ * A data directory that is a mount point cannot be renamed (the kernel answers EBUSY): its
+ * restore stages inside it (AgentNode.restorePaths), and the swap moves its entries, one
+ * rename each, the old ones into a folder inside it and the staged ones up into it; every
+ * move is recorded before it is made and undone if the agent dies mid-way. A record written
+ * last in that folder says the swap was whole: only then does a rollback take the entries
+ * in the data directory for the restored ones (and what the service made since), moving
+ * them out before it moves the old ones back.
  */
-import { rename, stat } from 'node:fs/promises';
-import { removeTree } from '../../lib/tree.js';
+import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { applyMeta, metaOf, removeTree, RESTORE_INSIDE, type Meta } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf } from '../../lib/wire.js';
-import type { AgentNode } from '../node.js';
+import type { AgentNode, RestorePaths } from '../node.js';
 import type { JobContext } from './runner.js';
 import { recordSwapped } from '../transfer/restored.js';
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
+
+/** in the old data's folder inside a mount point: the swap moved every entry (with the data directory's own metadata before it) */
+const SWAPPED = '.lockstep-swapped.json';
+/** and a rollback has moved the restored entries out: the old ones go back next */
+const ROLLING_BACK = '.lockstep-rolling-back';
 
 function sets(node: AgentNode, component: string): string[] {
   const { config, plugin } = node.component(component);
   return Object.values(plugin.node.paths(config));
 }
 
+/** the entries of a data directory that are its data: not a restore's own folders */
+async function dataEntries(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => !RESTORE_INSIDE.test(n)).sort();
+}
+
 export async function swapJob(node: AgentNode, req: JobRequestOf<'swap'>, ctx: JobContext): Promise<{ old: string[] }> {
-  const lives = sets(node, req.component);
-  for (const live of lives) {
-    if (!(await exists(node.stagingPath(live, req.restoreId)))) {
-      throw new LockstepError('LOCKSTEP_E_NOT_STAGED', `nothing staged for restore ${req.restoreId} at ${node.stagingPath(live, req.restoreId)}`, { node: node.name });
+  const lives: [string, RestorePaths][] = [];
+  for (const live of sets(node, req.component)) {
+    const paths = await node.stagedPaths(live, req.restoreId);
+    if (!(await exists(paths.staging))) {
+      throw new LockstepError('LOCKSTEP_E_NOT_STAGED', `nothing staged for restore ${req.restoreId} at ${paths.staging}`, { node: node.name });
     }
+    lives.push([live, paths]);
   }
   const old: string[] = [];
   ctx.progress({ phase: 'swapping' });
@@ -32,9 +53,12 @@ export async function swapJob(node: AgentNode, req: JobRequestOf<'swap'>, ctx: J
   await recordSwapped(node.restoredDir(req.component), req.restoreId).catch((err: unknown) =>
     ctx.log.warn({ component: req.component, err: String(err) }, 'swap time not recorded: the next backup reads every file'),
   );
-  for (const live of lives) {
-    const staging = node.stagingPath(live, req.restoreId);
-    const aside = node.oldPath(live, req.restoreId);
+  for (const [live, { inside, staging, old: aside }] of lives) {
+    if (inside) {
+      await swapInside(live, staging, aside, ctx);
+      old.push(aside);
+      continue;
+    }
     // recorded before each move; undone in reverse if the agent dies mid-way
     await ctx.addLeftover({ kind: 'path', path: staging });
     if (await exists(live)) {
@@ -48,13 +72,38 @@ export async function swapJob(node: AgentNode, req: JobRequestOf<'swap'>, ctx: J
   return { old };
 }
 
+/**
+ * The swap inside a mount point: every entry of `live` into `aside`, every staged entry up
+ * into `live`, the staged root's mode, owner and times onto `live`; then the record that
+ * the swap is whole. Undone in reverse if the agent dies mid-way, the record first.
+ */
+async function swapInside(live: string, staging: string, aside: string, ctx: JobContext): Promise<void> {
+  const before = metaOf(await stat(live));
+  await mkdir(aside, { recursive: true, mode: 0o700 });
+  for (const name of await dataEntries(live)) {
+    await ctx.addLeftover({ kind: 'undo-rename', from: join(live, name), to: join(aside, name) });
+    await rename(join(live, name), join(aside, name));
+  }
+  for (const name of (await readdir(staging)).sort()) {
+    await ctx.addLeftover({ kind: 'undo-rename', from: join(staging, name), to: join(live, name) });
+    await rename(join(staging, name), join(live, name));
+  }
+  // the data directory as staged (a database may require its own mode, 0700 for PostgreSQL)
+  await applyMeta(live, 'dir', metaOf(await stat(staging)));
+  const record = join(aside, SWAPPED);
+  await ctx.addLeftover({ kind: 'path', path: record });
+  await writeFile(`${record}.tmp`, JSON.stringify({ before } satisfies { before: Meta }), { mode: 0o600 });
+  await rename(`${record}.tmp`, record);
+}
+
 export async function rollbackJob(node: AgentNode, req: JobRequestOf<'rollback'>, ctx: JobContext): Promise<{ actions: string[] }> {
   const actions: string[] = [];
   ctx.progress({ phase: 'rolling back' });
   for (const live of sets(node, req.component)) {
-    const aside = node.oldPath(live, req.restoreId);
-    const staging = node.stagingPath(live, req.restoreId);
-    if (await exists(aside)) {
+    const { inside, old: aside, staging } = await node.stagedPaths(live, req.restoreId);
+    if (inside) {
+      if (await exists(aside)) await rollBackInside(live, staging, aside, actions);
+    } else if (await exists(aside)) {
       // the restored copy can be fetched again from the repository: it may go
       if (await exists(live)) {
         await removeTree(live);
@@ -71,17 +120,66 @@ export async function rollbackJob(node: AgentNode, req: JobRequestOf<'rollback'>
   return { actions };
 }
 
+/**
+ * A rollback inside a mount point. After a whole swap: what the data directory holds (the
+ * restored entries, and what the service made since) goes out, into the staging folder
+ * that is removed after; only once all of it is out (`ROLLING_BACK` says so, for a rollback
+ * run again) do the old entries go back. After a swap that was not whole (its moves were
+ * undone): any old entry still aside goes back where its name is free. Nothing old is ever
+ * removed; an old entry whose name is taken stays aside, named in the actions.
+ */
+async function rollBackInside(live: string, staging: string, aside: string, actions: string[]): Promise<void> {
+  const swapped = await readFile(join(aside, SWAPPED), 'utf8').then(
+    (text) => JSON.parse(text) as { before: Meta },
+    () => undefined,
+  );
+  if (swapped) {
+    if (!(await exists(join(aside, ROLLING_BACK)))) {
+      await mkdir(staging, { recursive: true, mode: 0o700 });
+      const restored = await dataEntries(live);
+      for (const name of restored) await rename(join(live, name), join(staging, name));
+      await writeFile(join(aside, ROLLING_BACK), '');
+      actions.push(`moved the ${restored.length} restored entries of ${live} out`);
+    }
+  }
+  let back = 0;
+  const left: string[] = [];
+  for (const name of (await readdir(aside)).sort()) {
+    if (name === SWAPPED || name === ROLLING_BACK || name === `${SWAPPED}.tmp`) continue;
+    if (await exists(join(live, name))) {
+      left.push(name);
+      continue;
+    }
+    await rename(join(aside, name), join(live, name));
+    back++;
+  }
+  if (swapped) await applyMeta(live, 'dir', swapped.before);
+  actions.push(`moved ${back} entries of the old data from ${aside} back into ${live}`);
+  if (left.length > 0) {
+    actions.push(`left in ${aside}: ${left.join(', ')} (${live} holds entries of those names)`);
+    return;
+  }
+  await rm(join(aside, SWAPPED), { force: true });
+  await rm(join(aside, `${SWAPPED}.tmp`), { force: true });
+  await rm(join(aside, ROLLING_BACK), { force: true });
+  await rmdir(aside);
+}
+
 export async function finishJob(node: AgentNode, req: JobRequestOf<'finish'>, ctx: JobContext): Promise<{ removed: string[]; kept: string[] }> {
   const out = { removed: [] as string[], kept: [] as string[] };
   ctx.progress({ phase: 'finishing' });
   for (const live of sets(node, req.component)) {
-    const aside = node.oldPath(live, req.restoreId);
+    const { inside, old: aside, removing, staging } = await node.stagedPaths(live, req.restoreId);
+    // inside a mount point, the staging folder the swap emptied
+    if (inside) await rm(staging, { recursive: true, force: true });
     if (!(await exists(aside))) continue;
-    if (req.keepOld) out.kept.push(aside);
-    else {
+    if (req.keepOld) {
+      // kept as the old data alone: the swap's record is of no use once the restore succeeded
+      if (inside) await rm(join(aside, SWAPPED), { force: true });
+      out.kept.push(aside);
+    } else {
       // renamed at once to a name that marks it as garbage (a `.lockstep-old-` folder is a
       // restore's way back, never swept), then removed in the background
-      const removing = node.removingPath(live, req.restoreId);
       await rename(aside, removing);
       node.removeLater(removing);
       out.removed.push(aside);

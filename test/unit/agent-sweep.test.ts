@@ -48,6 +48,11 @@ describe('agent start-up sweep', () => {
       'db/data.lockstep-staging-r1/live': 'staging of a killed restore',
       'db/data.lockstep-old-r1/live': 'old data moved aside by a restore',
       'db/data.lockstep-removing-r0/live': 'old data of a finished restore whose removal a stop cut short',
+      // inside a data directory that is a mount point: the same, by restore id
+      'db/data/.lockstep-staging-r20261203-101600-abcdef/live': 'staging of a killed restore, inside',
+      'db/data/.lockstep-old-r20261203-101600-abcdef/live': 'old data moved aside by a restore, inside',
+      'db/data/.lockstep-removing-r20261203-101500-abcdef/live': 'old data being removed, inside',
+      'db/data/.lockstep-staging-notes/live': 'not a restore of ours',
     };
     for (const [path, body] of Object.entries(files)) {
       await mkdir(join(root, path, '..'), { recursive: true });
@@ -62,6 +67,8 @@ describe('agent start-up sweep', () => {
       [
         'db/data.lockstep-staging-r1',
         'db/data.lockstep-removing-r0',
+        'db/data/.lockstep-staging-r20261203-101600-abcdef',
+        'db/data/.lockstep-removing-r20261203-101500-abcdef',
         `state/index-cache/${REPO}-db.idx.tmp`,
         `state/index-cache/${REPO}-db.idx.parts.json.tmp`,
         `state/index-cache/${REPO}-old.idx.parts.json`,
@@ -76,7 +83,16 @@ describe('agent start-up sweep', () => {
     expect(await tree(join(state, 'last'))).toEqual(['db', 'db/data', 'db/data/x']);
     expect(await tree(join(state, 'jobs'))).toEqual(['j1.json']);
     expect(await tree(join(state, 'restored'))).toEqual(['db', 'db/r20261203-101500-abcdef.json']);
-    expect(await tree(join(root, 'db'))).toEqual(['data', 'data.lockstep-old-r1', 'data.lockstep-old-r1/live', 'data/live']);
+    expect(await tree(join(root, 'db'))).toEqual([
+      'data',
+      'data.lockstep-old-r1',
+      'data.lockstep-old-r1/live',
+      'data/.lockstep-old-r20261203-101600-abcdef',
+      'data/.lockstep-old-r20261203-101600-abcdef/live',
+      'data/.lockstep-staging-notes',
+      'data/.lockstep-staging-notes/live',
+      'data/live',
+    ]);
     // a second start finds nothing more to remove
     expect(await node.sweep()).toEqual([]);
   });
