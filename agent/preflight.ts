@@ -16,8 +16,8 @@ async function check(name: string, fn: () => Promise<string>): Promise<Check> {
   }
 }
 
-/** how long a preflight waits for an orphaned upload it stopped to end (its requests aborted, its undo done) */
-const TAKE_OVER_WAIT_MS = 30_000;
+/** how long a preflight waits for an orphaned upload it stopped to end (its requests aborted, its undo done): well within the coordinator's request timeout (timeouts.requestMs, 60 s by default) */
+const TAKE_OVER_WAIT_MS = 10_000;
 
 /** the caller's request: the repository, and for a backup, its id and whether the caller holds the repository's lock for it */
 export interface PreflightAsk {
