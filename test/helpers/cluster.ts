@@ -1,4 +1,5 @@
 /** Test helpers: a local cluster in a temp dir, torn down after the file's tests. */
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,4 +44,14 @@ export function json<T>(text: string): T {
   } catch {
     throw new Error(`not JSON: ${text.slice(0, 2000)}`);
   }
+}
+
+/** `dir` bind-mounted onto itself (a mount point of the same filesystem): whether it could be (root only) */
+export function bindMount(dir: string): Promise<boolean> {
+  return new Promise((res) => execFile('mount', ['--bind', dir, dir], (e) => res(!e)));
+}
+
+/** undo `bindMount`: whether it was unmounted */
+export function unmount(dir: string): Promise<boolean> {
+  return new Promise((res) => execFile('umount', [dir], (e) => res(!e)));
 }

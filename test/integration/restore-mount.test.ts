@@ -8,7 +8,6 @@
  * the data directory onto itself (root only: skipped without it).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,9 +15,7 @@ import type { LocalCluster } from '../../demo/local-cluster.js';
 import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { isMountPoint } from '../../lib/mounts.js';
-import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
-
-const run = (argv: string[]) => new Promise<boolean>((res) => execFile(argv[0]!, argv.slice(1), (e) => res(!e)));
+import { bindMount, json, runCli, startCluster, stopCluster, tempDir, unmount } from '../helpers/cluster.js';
 
 describe('a restore onto a data directory that is a mount point', () => {
   let cluster: LocalCluster;
@@ -36,10 +33,10 @@ describe('a restore onto a data directory that is a mount point', () => {
       components: () => [{ name: 'data', settings: { stop: ['true'], start: ['sh', '-c', `if [ -e ${failStart} ]; then rm ${failStart}; exit 1; fi`] } }],
     });
     data = cluster.agents[0]!.data.data!;
-    mounted = await run(['mount', '--bind', data, data]);
+    mounted = await bindMount(data);
   });
   afterAll(async () => {
-    if (mounted) await run(['umount', data]);
+    if (mounted) await unmount(data);
     await stopCluster(cluster);
     await rm(scratch, { recursive: true, force: true });
   });

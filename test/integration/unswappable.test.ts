@@ -7,15 +7,12 @@
  * without it.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { isMountPoint } from '../../lib/mounts.js';
-import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
-
-const run = (argv: string[]) => new Promise<boolean>((res) => execFile(argv[0]!, argv.slice(1), (e) => res(!e)));
+import { bindMount, json, runCli, startCluster, stopCluster, tempDir, unmount } from '../helpers/cluster.js';
 
 describe('a data directory a restore cannot swap', () => {
   let cluster: LocalCluster;
@@ -33,10 +30,10 @@ describe('a data directory a restore cannot swap', () => {
       components: () => [{ name: 'data', settings: { stop: ['sh', '-c', `echo stop >> ${events}`], start: ['sh', '-c', `echo start >> ${events}`] } }],
     });
     data = cluster.agents[0]!.data.data!;
-    mounted = await run(['mount', '--bind', data, data]);
+    mounted = await bindMount(data);
   });
   afterAll(async () => {
-    if (mounted) await run(['umount', data]);
+    if (mounted) await unmount(data);
     await stopCluster(cluster);
     await rm(scratch, { recursive: true, force: true });
   });
@@ -74,7 +71,7 @@ describe('a data directory a restore cannot swap', () => {
   });
 
   it('a symbolic link to the data is backed up, and a restore onto it is refused while staging, naming where it points', async () => {
-    if (mounted) mounted = !(await run(['umount', data]));
+    if (mounted) mounted = !(await unmount(data));
     // the data moves one level away, the component's path becomes a link to it
     const real = `${data}-real`;
     await rename(data, real);
