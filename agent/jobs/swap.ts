@@ -129,10 +129,7 @@ export async function rollbackJob(node: AgentNode, req: JobRequestOf<'rollback'>
  * removed; an old entry whose name is taken stays aside, named in the actions.
  */
 async function rollBackInside(live: string, staging: string, aside: string, actions: string[]): Promise<void> {
-  const swapped = await readFile(join(aside, SWAPPED), 'utf8').then(
-    (text) => JSON.parse(text) as { before: Meta },
-    () => undefined,
-  );
+  const swapped = await readSwapped(aside);
   if (swapped) {
     if (!(await exists(join(aside, ROLLING_BACK)))) {
       await mkdir(staging, { recursive: true, mode: 0o700 });
@@ -174,8 +171,9 @@ export async function finishJob(node: AgentNode, req: JobRequestOf<'finish'>, ct
     if (inside) await rm(staging, { recursive: true, force: true });
     if (!(await exists(aside))) continue;
     if (req.keepOld) {
-      // kept as the old data alone: the swap's record is of no use once the restore succeeded
-      if (inside) await rm(join(aside, SWAPPED), { force: true });
+      // kept as the old data alone, the data directory's own mode, owner and times on it: the
+      // swap's record is of no use once the restore succeeded
+      if (inside) await keptAsOld(aside);
       out.kept.push(aside);
     } else {
       // renamed at once to a name that marks it as garbage (a `.lockstep-old-` folder is a
@@ -186,4 +184,19 @@ export async function finishJob(node: AgentNode, req: JobRequestOf<'finish'>, ct
     }
   }
   return out;
+}
+
+/** the old data's folder inside a mount point, kept: the metadata the data directory had on it, the swap's record gone */
+async function keptAsOld(aside: string): Promise<void> {
+  const swapped = await readSwapped(aside);
+  await rm(join(aside, SWAPPED), { force: true });
+  if (swapped) await applyMeta(aside, 'dir', swapped.before);
+}
+
+/** the record that a swap inside a mount point was whole (undefined: it was not, or is gone) */
+function readSwapped(aside: string): Promise<{ before: Meta } | undefined> {
+  return readFile(join(aside, SWAPPED), 'utf8').then(
+    (text) => JSON.parse(text) as { before: Meta },
+    () => undefined,
+  );
 }
