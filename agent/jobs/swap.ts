@@ -33,10 +33,16 @@ function sets(node: AgentNode, component: string): string[] {
   return Object.values(plugin.node.paths(config));
 }
 
-/** the entries of a data directory that are its data: not a restore's own folders */
+/**
+ * The entries of a data directory that is a mount point that a swap moves: not a restore's
+ * own folders, nor the filesystem's `lost+found` (fsck's, made by mkfs with blocks of its
+ * own: it stays where it is, and one in the backup is left out).
+ */
 async function dataEntries(dir: string): Promise<string[]> {
-  return (await readdir(dir)).filter((n) => !RESTORE_INSIDE.test(n)).sort();
+  return (await readdir(dir)).filter((n) => !RESTORE_INSIDE.test(n) && n !== LOST_FOUND).sort();
 }
+
+const LOST_FOUND = 'lost+found';
 
 export async function swapJob(node: AgentNode, req: JobRequestOf<'swap'>, ctx: JobContext): Promise<{ old: string[] }> {
   const lives: [string, RestorePaths][] = [];
@@ -79,17 +85,19 @@ export async function swapJob(node: AgentNode, req: JobRequestOf<'swap'>, ctx: J
  */
 async function swapInside(live: string, staging: string, aside: string, ctx: JobContext): Promise<void> {
   const before = metaOf(await stat(live));
+  // (before its entries go: each move is a change of the folder)
+  const staged = metaOf(await stat(staging));
   await mkdir(aside, { recursive: true, mode: 0o700 });
   for (const name of await dataEntries(live)) {
     await ctx.addLeftover({ kind: 'undo-rename', from: join(live, name), to: join(aside, name) });
     await rename(join(live, name), join(aside, name));
   }
-  for (const name of (await readdir(staging)).sort()) {
+  for (const name of await dataEntries(staging)) {
     await ctx.addLeftover({ kind: 'undo-rename', from: join(staging, name), to: join(live, name) });
     await rename(join(staging, name), join(live, name));
   }
   // the data directory as staged (a database may require its own mode, 0700 for PostgreSQL)
-  await applyMeta(live, 'dir', metaOf(await stat(staging)));
+  await applyMeta(live, 'dir', staged);
   const record = join(aside, SWAPPED);
   await ctx.addLeftover({ kind: 'path', path: record });
   await writeFile(`${record}.tmp`, JSON.stringify({ before } satisfies { before: Meta }), { mode: 0o600 });

@@ -37,10 +37,14 @@ describe('a swap inside a mount point cut short', () => {
     await mkdir(join(live, 'sub'), { recursive: true });
     await writeFile(join(live, 'a.txt'), 'old a');
     await writeFile(join(live, 'sub', 'b.txt'), 'old b');
+    // the filesystem's own, which no swap moves
+    await mkdir(join(live, 'lost+found'));
+    await writeFile(join(live, 'lost+found', '#1234'), 'fsck found it');
     const staging = join(live, `.lockstep-staging-${RESTORE}`);
     await mkdir(join(staging, 'sub'), { recursive: true });
     await writeFile(join(staging, 'a.txt'), 'restored a');
     await writeFile(join(staging, 'sub', 'c.txt'), 'restored c');
+    await mkdir(join(staging, 'lost+found'));
     const node = new AgentNode({ node: 'n1', stateDir: state, components: [{ name: 'db', plugin: 'directory', tier: 'storage', path: live }] } as unknown as AgentConfig, createLogger({ name: 'test', level: 'silent' }));
     const journal = join(state, 'jobs');
 
@@ -56,19 +60,19 @@ describe('a swap inside a mount point cut short', () => {
     await first.start({ kind: 'swap', component: 'db', restoreId: RESTORE });
     for (let i = 0; i < 200 && !swapped; i++) await sleep(10);
     expect(swapped).toBe(true);
-    expect(await files(live)).toMatchObject({ 'a.txt': 'restored a', 'sub/c.txt': 'restored c', [`.lockstep-old-${RESTORE}/a.txt`]: 'old a', [`.lockstep-old-${RESTORE}/.lockstep-swapped.json`]: expect.any(String) });
+    expect(await files(live)).toMatchObject({ 'a.txt': 'restored a', 'sub/c.txt': 'restored c', 'lost+found/#1234': 'fsck found it', [`.lockstep-old-${RESTORE}/a.txt`]: 'old a', [`.lockstep-old-${RESTORE}/.lockstep-swapped.json`]: expect.any(String) });
 
     // the next start undoes it: the record first, then each move
     const next = new JobRunner('n1', journal, {} as JobHandlers, createLogger({ name: 'test', level: 'silent' }), 50, async () => undefined);
     const interrupted = await next.recover();
     expect(interrupted.map((j) => j.kind)).toEqual(['swap']);
-    expect(await files(live)).toEqual({ 'a.txt': 'old a', 'sub/b.txt': 'old b', [`.lockstep-staging-${RESTORE}/a.txt`]: 'restored a', [`.lockstep-staging-${RESTORE}/sub/c.txt`]: 'restored c' });
+    expect(await files(live)).toEqual({ 'a.txt': 'old a', 'sub/b.txt': 'old b', 'lost+found/#1234': 'fsck found it', [`.lockstep-staging-${RESTORE}/a.txt`]: 'restored a', [`.lockstep-staging-${RESTORE}/sub/c.txt`]: 'restored c' });
 
     // the coordinator's rollback: the old data as it was, nothing of the restore left
     const { actions } = await rollbackJob(node, { kind: 'rollback', component: 'db', restoreId: RESTORE }, { progress: () => undefined } as never);
     expect(actions.join('\n')).not.toContain('restored entries');
-    expect(await files(live)).toEqual({ 'a.txt': 'old a', 'sub/b.txt': 'old b' });
-    expect(await readdir(live)).toEqual(['a.txt', 'sub']);
+    expect(await files(live)).toEqual({ 'a.txt': 'old a', 'sub/b.txt': 'old b', 'lost+found/#1234': 'fsck found it' });
+    expect((await readdir(live)).sort()).toEqual(['a.txt', 'lost+found', 'sub']);
   });
 
   it('a rollback after a whole swap, cut short and run again, keeps the old data', async () => {
