@@ -82,6 +82,8 @@ export interface AgentConfig {
 }
 
 const PATH_SETTINGS = ['path', 'dir', 'configFile', 'dataDir'];
+/** the file settings of a component's `tls` (lib/client-tls.ts), resolved as PATH_SETTINGS are */
+const TLS_FILES = new Set(['ca', 'cert', 'key']);
 
 function normalise(file: string) {
   return (raw: RawAgentConfig, baseDir: string): AgentConfig => ({
@@ -100,7 +102,8 @@ function normalise(file: string) {
       const out: Record<string, unknown> = { ...c };
       for (const k of PATH_SETTINGS) if (typeof out[k] === 'string') out[k] = resolvePath(baseDir, out[k] as string);
       // a component's own TLS files (an engine's client certificates)
-      if (out.tls && typeof out.tls === 'object' && !Array.isArray(out.tls)) out.tls = Object.fromEntries(Object.entries(out.tls).map(([k, v]) => [k, typeof v === 'string' ? resolvePath(baseDir, v) : v]));
+      // (its files only: `serverName` is a name)
+      if (out.tls && typeof out.tls === 'object' && !Array.isArray(out.tls)) out.tls = Object.fromEntries(Object.entries(out.tls).map(([k, v]) => [k, typeof v === 'string' && TLS_FILES.has(k) ? resolvePath(baseDir, v) : v]));
       return out as ComponentConfig;
     }),
     logLevel: raw.log.level,

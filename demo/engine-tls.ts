@@ -1,6 +1,6 @@
 /**
  * Certificates for an engine started by the tests that serves its clients over TLS and asks
- * them for a certificate: a CA of its own, a server certificate for 127.0.0.1 and a client
+ * them for a certificate: a CA of its own, a server certificate (for 127.0.0.1 unless told) and a client
  * certificate (the agent's, and the engine's own where it connects to its peers as a client).
  */
 import { join } from 'node:path';
@@ -16,8 +16,8 @@ export interface EngineTestTls {
   clientKey: string;
 }
 
-/** the files, written under `dir`; `engine` names the CA */
-export async function engineTestTls(dir: string, engine: string): Promise<EngineTestTls> {
+/** the files, written under `dir`; `engine` names the CA; `hosts`: the names the server's certificate holds */
+export async function engineTestTls(dir: string, engine: string, hosts = ['127.0.0.1']): Promise<EngineTestTls> {
   const ca = await createCa(engine);
   const tls: EngineTestTls = {
     ca: join(dir, 'ca.crt'),
@@ -28,7 +28,7 @@ export async function engineTestTls(dir: string, engine: string): Promise<Engine
   };
   await writePem({ cert: tls.ca, key: join(dir, 'ca.key') }, ca);
   // the roles' key usages: serverAuth for the server, clientAuth for the client
-  await writePem({ cert: tls.serverCert, key: tls.serverKey }, await issueCertificate(ca, { role: 'agent', name: engine, hosts: ['127.0.0.1'] }));
+  await writePem({ cert: tls.serverCert, key: tls.serverKey }, await issueCertificate(ca, { role: 'agent', name: engine, hosts }));
   await writePem({ cert: tls.clientCert, key: tls.clientKey }, await issueCertificate(ca, { role: 'coordinator', name: 'lockstep' }));
   return tls;
 }

@@ -16,6 +16,12 @@ export const ClientTls = Type.Object(
     /** the client certificate and its key, when the server asks for one */
     cert: Type.Optional(Type.String({ minLength: 1 })),
     key: Type.Optional(Type.String({ minLength: 1 })),
+    /**
+     * the name the server's certificate holds, when it is not the host connected to (a
+     * Redis replica's master is reached at the address CLUSTER NODES gives, where
+     * certificates often name hosts by DNS only); sent as SNI too
+     */
+    serverName: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
   },
   { additionalProperties: false },
 );
@@ -31,8 +37,8 @@ export function clientTlsProblems(tls: ClientTlsFiles | undefined): ConfigProble
   return problems;
 }
 
-/** the files' contents, for Node's TLS; `what` names the component in an error */
-export function readClientTls(tls: ClientTlsFiles, what: string, node: string): { ca: Buffer; cert?: Buffer; key?: Buffer } {
+/** the files' contents (and the name to check), for Node's TLS; `what` names the component in an error */
+export function readClientTls(tls: ClientTlsFiles, what: string, node: string): { ca: Buffer; cert?: Buffer; key?: Buffer; servername?: string } {
   const read = (name: 'ca' | 'cert' | 'key', file: string) => {
     try {
       return readFileSync(file);
@@ -40,5 +46,5 @@ export function readClientTls(tls: ClientTlsFiles, what: string, node: string): 
       throw new LockstepError('LOCKSTEP_E_CONFIG_INVALID', `tls.${name} of ${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { node });
     }
   };
-  return { ca: read('ca', tls.ca), ...(tls.cert ? { cert: read('cert', tls.cert) } : {}), ...(tls.key ? { key: read('key', tls.key) } : {}) };
+  return { ca: read('ca', tls.ca), ...(tls.cert ? { cert: read('cert', tls.cert) } : {}), ...(tls.key ? { key: read('key', tls.key) } : {}), ...(tls.serverName ? { servername: tls.serverName } : {}) };
 }

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AGENT_BIN } from '../../demo/local-cluster.js';
+import { loadAgentConfig } from '../../agent/config.js';
 import { runCli, tempDir } from '../helpers/cluster.js';
 
 function runAgent(config: string): Promise<{ code: number; stderr: string }> {
@@ -84,6 +85,7 @@ describe('config validation', () => {
         etcd(1, 'http://127.0.0.1:2379', '{ ca: ca.crt }'),
         etcd(2, 'https://127.0.0.1:2379', '{ ca: ca.crt, key: client.key, pem: x }'),
         '  - { name: cache, plugin: redis, port: 6379, dir: /srv/redis, configFile: /etc/redis.conf, start: [redis-server], tls: { ca: ca.crt, key: client.key } }',
+        etcd(4, 'https://127.0.0.1:2379', '{ ca: ca.crt, serverName: etcd.internal }'),
       ]),
     );
     expect(r.code).toBe(2);
@@ -93,7 +95,16 @@ describe('config validation', () => {
     expect(r.stderr).toContain('components[2].tls.pem: is not a known setting');
     expect(r.stderr).not.toContain('components[2].tls.cert');
     expect(r.stderr).toContain('components[3].tls.cert: is missing: tls.key needs the certificate it belongs to');
+    expect(r.stderr).toContain('components[4].tls.serverName: is not supported for etcd: give the endpoint by the name its certificate holds');
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("a component's TLS files are taken relative to the config, its serverName as it is", async () => {
+    const file = await agentFile('agent-redis.yaml', '{ driver: fs, path: /x }', [
+      '  - { name: cache, plugin: redis, port: 6379, dir: /srv/redis, configFile: /etc/redis.conf, start: [redis-server], tls: { ca: ca.crt, cert: c.crt, key: c.key, serverName: cache-1.redis.internal } }',
+    ]);
+    const cfg = await loadAgentConfig(file);
+    expect(cfg.components[0]!.tls).toEqual({ ca: join(dir, 'ca.crt'), cert: join(dir, 'c.crt'), key: join(dir, 'c.key'), serverName: 'cache-1.redis.internal' });
   });
 
   it('a YAML syntax error names the line', async () => {

@@ -37,5 +37,7 @@ export type EtcdSettings = Static<typeof EtcdSettingsSchema>;
 export function checkEtcdSettings(s: EtcdSettings): ConfigProblem[] {
   const problems = clientTlsProblems(s.tls);
   if (s.tls && !s.endpoint.startsWith('https://')) problems.push({ path: 'endpoint', message: `"${s.endpoint}" is not an https:// URL, but tls is set` });
+  // etcdctl checks the certificate against the endpoint's host and has no flag to name another
+  if (s.tls?.serverName) problems.push({ path: 'tls.serverName', message: 'is not supported for etcd: give the endpoint by the name its certificate holds' });
   return problems;
 }
