@@ -40,6 +40,8 @@ export class EtcdTestCluster {
   readonly token = `test-${process.pid}-${Date.now()}`;
   /** set by `withTls`: clients over https, with a client certificate */
   tls?: EngineTestTls;
+  /** set by `enableAuth`: etcd's own authentication, as its root user */
+  auth?: { user: string; password: string };
 
   constructor(
     readonly root: string,
@@ -85,6 +87,20 @@ export class EtcdTestCluster {
     return etcdctlTls(this.tls && clientTls(this.tls));
   }
 
+  /** etcdctl on every member, with the cluster's TLS and, once enabled, its authentication */
+  private get ctl(): string[] {
+    return ['etcdctl', `--endpoints=${this.endpoints}`, ...this.ctlTls, ...(this.auth ? [`--user=${this.auth.user}:${this.auth.password}`] : [])];
+  }
+
+  /** once started: a root user with `password`, and etcd's authentication turned on (every client must then log in) */
+  async enableAuth(password: string): Promise<this> {
+    await run([...this.ctl, 'user', 'add', `root:${password}`]);
+    await run([...this.ctl, 'user', 'grant-role', 'root', 'root']);
+    await run([...this.ctl, 'auth', 'enable']);
+    this.auth = { user: 'root', password };
+    return this;
+  }
+
   startArgv(m: EtcdMember): string[] {
     const client = `${this.scheme}://127.0.0.1:${m.clientPort}`;
     const t = this.tls;
@@ -109,6 +125,8 @@ export class EtcdTestCluster {
         member: m.name,
         endpoint: `${this.scheme}://127.0.0.1:${m.clientPort}`,
         ...(this.tls ? { tls: clientTls(this.tls) } : {}),
+        // the password in the agent's environment (`agentEnv` of LocalCluster: ETCD_PASSWORD)
+        ...(this.auth ? { auth: { user: this.auth.user, passwordEnv: 'ETCD_PASSWORD' } } : {}),
         peerUrl: `http://127.0.0.1:${m.peerPort}`,
         dataDir: m.dataDir,
         start: this.startArgv(m),
@@ -152,7 +170,7 @@ export class EtcdTestCluster {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        await run(['etcdctl', `--endpoints=${this.endpoints}`, ...this.ctlTls, 'endpoint', 'health']);
+        await run([...this.ctl, 'endpoint', 'health']);
         return;
       } catch (err) {
         // a member whose port is taken has given up already
@@ -180,12 +198,14 @@ export class EtcdTestCluster {
    */
   async putMany(entries: Map<string, string>): Promise<void> {
     const list = [...entries];
-    const step = this.tls ? 8 : 64;
+    // (the gateway takes no login either)
+    const byCtl = this.tls !== undefined || this.auth !== undefined;
+    const step = byCtl ? 8 : 64;
     for (let i = 0; i < list.length; i += step) {
       await Promise.all(
         list.slice(i, i + step).map(async ([k, v]) => {
-          if (this.tls) {
-            await run(['etcdctl', `--endpoints=${this.endpoints}`, ...this.ctlTls, 'put', '--', k, v]);
+          if (byCtl) {
+            await run([...this.ctl, 'put', '--', k, v]);
             return;
           }
           const res = await fetch(this.url('kv/put'), { method: 'POST', body: JSON.stringify({ key: Buffer.from(k).toString('base64'), value: Buffer.from(v).toString('base64') }) });
@@ -197,8 +217,8 @@ export class EtcdTestCluster {
   }
 
   async deleteKey(k: string): Promise<void> {
-    if (this.tls) {
-      await run(['etcdctl', `--endpoints=${this.endpoints}`, ...this.ctlTls, 'del', '--', k]);
+    if (this.tls || this.auth) {
+      await run([...this.ctl, 'del', '--', k]);
       return;
     }
     const res = await fetch(this.url('kv/deleterange'), { method: 'POST', body: JSON.stringify({ key: Buffer.from(k).toString('base64') }) });
@@ -207,7 +227,7 @@ export class EtcdTestCluster {
 
   /** every key and value under a prefix, read back through etcdctl */
   async readPrefix(prefix: string): Promise<Map<string, string>> {
-    const out = await run(['etcdctl', `--endpoints=${this.endpoints}`, ...this.ctlTls, 'get', prefix, '--prefix', '-w', 'json'], 60_000);
+    const out = await run([...this.ctl, 'get', prefix, '--prefix', '-w', 'json'], 60_000);
     const parsed = JSON.parse(out) as { kvs?: { key: string; value: string }[] };
     return new Map((parsed.kvs ?? []).map((kv) => [Buffer.from(kv.key, 'base64').toString(), Buffer.from(kv.value, 'base64').toString()]));
   }

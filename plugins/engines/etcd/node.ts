@@ -24,7 +24,22 @@ export function etcdctlTls(t: ClientTlsFiles | undefined): string[] {
   return t ? [`--cacert=${t.ca}`, ...(t.cert ? [`--cert=${t.cert}`] : []), ...(t.key ? [`--key=${t.key}`] : [])] : [];
 }
 
-function etcdctl(comp: Comp, ctx: NodeContext, args: string[], what: string, timeoutMs = 10_000) {
+/**
+ * etcdctl's environment: the v3 API, and with `auth` the user and its password (etcdctl
+ * takes `ETCDCTL_USER` and `ETCDCTL_PASSWORD` as its flags: a command line is visible to
+ * every user of the host, an environment only to the agent's own user)
+ */
+function etcdctlEnv(comp: Comp, node: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ETCDCTL_API: '3' };
+  if (!comp.auth) return env;
+  const password = process.env[comp.auth.passwordEnv];
+  if (password === undefined) {
+    throw new LockstepError('LOCKSTEP_E_CONFIG_INVALID', `environment variable ${comp.auth.passwordEnv} (auth.passwordEnv of etcd member ${comp.member}) is not set for the agent`, { node });
+  }
+  return { ...env, ETCDCTL_USER: comp.auth.user, ETCDCTL_PASSWORD: password };
+}
+
+async function etcdctl(comp: Comp, ctx: NodeContext, args: string[], what: string, timeoutMs = 10_000) {
   // etcdctl's own deadline covers the whole command (a snapshot save of a large database too);
   // it ends 2 s before ours, so that etcdctl says why (a refused client certificate, say),
   // not just that it was killed
@@ -34,7 +49,7 @@ function etcdctl(comp: Comp, ctx: NodeContext, args: string[], what: string, tim
     signal: ctx.signal,
     what: `${what} of etcd member ${comp.member}`,
     node: ctx.node,
-    env: { ...process.env, ETCDCTL_API: '3' },
+    env: etcdctlEnv(comp, ctx.node),
   });
 }
 

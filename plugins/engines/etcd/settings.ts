@@ -16,6 +16,13 @@ export const EtcdSettingsSchema = Type.Object(
      * and key when the member asks for one (`--client-cert-auth`)
      */
     tls: Type.Optional(ClientTls),
+    /**
+     * etcd's own authentication (`etcdctl auth enable`): the user the agent acts as (one
+     * with the root role: a snapshot is a maintenance call), and the name of an environment
+     * variable of the agent that holds its password (never on a command line, never in a
+     * request)
+     */
+    auth: Type.Optional(Type.Object({ user: Type.String({ minLength: 1, pattern: '^[^:]+$' }), passwordEnv: Type.String({ minLength: 1 }) }, { additionalProperties: false })),
     /** the member's advertised peer URL, used to rebuild membership on restore */
     peerUrl: Type.String({ minLength: 1 }),
     /** the member's --data-dir */
