@@ -7,8 +7,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../demo/local-cluster.js';
 import { EtcdTestCluster } from '../../demo/etcd-cluster.js';
-import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import type { BackupReport } from '../../lib/report.js';
 import { json, runCli, stopCluster, tempDir } from '../helpers/cluster.js';
+import { keysRoundTrip } from '../helpers/etcd.js';
 
 const PASSWORD = 'a password, with spaces: and colons';
 
@@ -27,22 +28,8 @@ describe('etcd with authentication', () => {
     await stopCluster(cluster);
   });
 
-  it('backed up and restored as the configured user; every key read back equals the backup, and the login still works', async () => {
-    const state = new Map(Array.from({ length: 200 }, (_, i) => [`k/${String(i).padStart(3, '0')}`, `v${i}`] as const));
-    await etcd.putMany(state);
-    const b = await cli(['backup', 'create', '--json']);
-    expect(b.code, b.stdout + b.stderr).toBe(0);
-    const report = json<BackupReport>(b.stdout);
-    expect(report.status).toBe('complete');
-
-    await etcd.putMany(new Map([['k/000', 'changed'], ['k/new', 'after the backup']]));
-    await etcd.deleteKey('k/001');
-    const r = await cli(['restore', report.backupId, '--json']);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(json<RestoreReport>(r.stdout).status).toBe('restored');
-    await etcd.waitHealthy();
-    // (read as root: authentication came back with the data)
-    expect(await etcd.readPrefix('k/')).toEqual(state);
+  it('backed up and restored as the configured user; every key read back (as root: users came back with the data) equals the backup', async () => {
+    await keysRoundTrip(etcd, cli, 200);
   });
 
   it('an agent without the password says which variable is missing, and no backup is taken', async () => {

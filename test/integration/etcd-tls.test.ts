@@ -9,8 +9,9 @@ import { dirname, relative } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { LocalCluster } from '../../demo/local-cluster.js';
 import { EtcdTestCluster } from '../../demo/etcd-cluster.js';
-import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import type { BackupReport } from '../../lib/report.js';
 import { json, runCli, stopCluster, tempDir } from '../helpers/cluster.js';
+import { keysRoundTrip } from '../helpers/etcd.js';
 
 describe('etcd with client TLS', () => {
   let etcd: EtcdTestCluster;
@@ -37,20 +38,7 @@ describe('etcd with client TLS', () => {
   });
 
   it('backed up and restored over TLS with a client certificate; every key read back equals the backup', async () => {
-    const state = new Map(Array.from({ length: 300 }, (_, i) => [`k/${String(i).padStart(3, '0')}`, `v${i}`] as const));
-    await etcd.putMany(state);
-    const b = await cli(['backup', 'create', '--json']);
-    expect(b.code, b.stdout + b.stderr).toBe(0);
-    const report = json<BackupReport>(b.stdout);
-    expect(report.status).toBe('complete');
-
-    await etcd.putMany(new Map([['k/000', 'changed'], ['k/new', 'after the backup']]));
-    await etcd.deleteKey('k/001');
-    const r = await cli(['restore', report.backupId, '--json']);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(json<RestoreReport>(r.stdout).status).toBe('restored');
-    await etcd.waitHealthy();
-    expect(await etcd.readPrefix('k/')).toEqual(state);
+    await keysRoundTrip(etcd, cli, 300);
   });
 
   it('without its client certificate the member is reported unhealthy and no backup is taken', async () => {
