@@ -20,6 +20,9 @@ const ComponentSchema = Type.Object(
     /** run on this node once every restored component of the cluster is healthy; failing rolls the restore back */
     afterRestore: Type.Optional(Argv),
     afterRestoreTimeoutMs: Type.Integer({ minimum: 100, default: 600_000 }),
+    /** run on this node once the restore has staged everything, before any service is stopped; failing stops the restore there */
+    beforeRestore: Type.Optional(Argv),
+    beforeRestoreTimeoutMs: Type.Integer({ minimum: 100, default: 600_000 }),
   },
   { additionalProperties: true },
 );
@@ -127,7 +130,7 @@ function rules(cfg: AgentConfig): ConfigProblem[] {
       problems.push({ path: `${at}.plugin`, message: `unknown plugin "${c.plugin}" (known: ${pluginNames().join(', ')})` });
       return;
     }
-    const { name: _n, plugin: _p, tier: _t, shard: _s, role: _r, afterRestore: _a, afterRestoreTimeoutMs: _at, ...settings } = c;
+    const { name: _n, plugin: _p, tier: _t, shard: _s, role: _r, afterRestore: _a, afterRestoreTimeoutMs: _at, beforeRestore: _b, beforeRestoreTimeoutMs: _bt, ...settings } = c;
     const schemaProblems = checkSchema(plugin.configSchema, settings);
     const settingProblems = schemaProblems.length > 0 ? schemaProblems : (plugin.checkSettings?.(settings) ?? []);
     problems.push(...settingProblems.map((p) => ({ path: joinPath(at, p.path), message: p.message })));

@@ -201,7 +201,7 @@ export class AgentNode {
       const ctx = this.ctx(AbortSignal.timeout(30_000));
       try {
         const d = await plugin.node.describe(config, ctx, { sizes });
-        components.push({ ...d, name: config.name, plugin: plugin.name, capabilities: [...plugin.capabilities], afterRestore: config.afterRestore });
+        components.push({ ...d, name: config.name, plugin: plugin.name, capabilities: [...plugin.capabilities], afterRestore: config.afterRestore, beforeRestore: config.beforeRestore });
       } catch (err) {
         components.push({
           name: config.name,
@@ -216,6 +216,7 @@ export class AgentNode {
           health: { ok: false, message: `describe failed: ${toErrorInfo(err).message}` },
           capabilities: [...plugin.capabilities],
           afterRestore: config.afterRestore,
+          beforeRestore: config.beforeRestore,
         });
       }
     }

@@ -43,6 +43,8 @@ export const ComponentDescriptionSchema = Type.Object({
   details: Type.Optional(Type.Record(Type.String(), Type.String())),
   /** the command run on the node after a restore, once the cluster is healthy */
   afterRestore: Type.Optional(Argv),
+  /** the command run on the node once a restore has staged everything, before any service is stopped */
+  beforeRestore: Type.Optional(Argv),
 });
 export type ComponentDescription = Static<typeof ComponentDescriptionSchema>;
 
@@ -132,7 +134,17 @@ export const JobRequestSchema = Type.Union([
   Type.Object({ kind: Type.Literal('stop'), component: Component }, { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('start'), component: Component }, { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('swap'), component: Component, restoreId: RestoreId }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('hook'), component: Component, restoreId: RestoreId, backupId: BackupId }, { additionalProperties: false }),
+  Type.Object(
+    {
+      kind: Type.Literal('hook'),
+      component: Component,
+      restoreId: RestoreId,
+      backupId: BackupId,
+      /** the component's `beforeRestore` command (before any stop), or its `afterRestore` (the default: the cluster healthy again) */
+      when: Type.Optional(Type.Union([Type.Literal('before'), Type.Literal('after')])),
+    },
+    { additionalProperties: false },
+  ),
   Type.Object({ kind: Type.Literal('rollback'), component: Component, restoreId: RestoreId }, { additionalProperties: false }),
   Type.Object(
     { kind: Type.Literal('finish'), component: Component, restoreId: RestoreId, keepOld: Type.Boolean() },

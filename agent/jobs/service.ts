@@ -16,18 +16,25 @@ export async function startJob(node: AgentNode, req: JobRequestOf<'start'>, ctx:
   return plugin.node.start(config, node.ctx(ctx.signal, ctx.log));
 }
 
-/** Job `hook`: the component's after-restore command, once the whole restored cluster is healthy. */
+/**
+ * Job `hook`: the component's before-restore command (`when: 'before'`: everything staged,
+ * no service stopped yet), or its after-restore command (once the whole restored cluster is
+ * healthy).
+ */
 export async function hookJob(node: AgentNode, req: JobRequestOf<'hook'>, ctx: JobContext): Promise<HookResult> {
   const { config } = node.component(req.component);
-  if (!config.afterRestore) return { ran: false, durationMs: 0 };
-  ctx.progress({ phase: 'after-restore hook' });
-  const r = await runCommand(config.afterRestore, {
-    timeoutMs: config.afterRestoreTimeoutMs ?? 600_000,
+  const before = req.when === 'before';
+  const command = before ? config.beforeRestore : config.afterRestore;
+  if (!command) return { ran: false, durationMs: 0 };
+  const which = before ? 'before-restore hook' : 'after-restore hook';
+  ctx.progress({ phase: which });
+  const r = await runCommand(command, {
+    timeoutMs: (before ? config.beforeRestoreTimeoutMs : config.afterRestoreTimeoutMs) ?? 600_000,
     signal: ctx.signal,
-    what: `after-restore hook of component ${config.name}`,
+    what: `${which} of component ${config.name}`,
     node: node.name,
     env: { ...process.env, LOCKSTEP_NODE: node.name, LOCKSTEP_COMPONENT: config.name, LOCKSTEP_RESTORE_ID: req.restoreId, LOCKSTEP_BACKUP_ID: req.backupId },
   });
   const output = r.stdout.trim().split('\n').slice(-5).join('\n');
-  return { ran: true, durationMs: r.durationMs, command: config.afterRestore, output: output || undefined };
+  return { ran: true, durationMs: r.durationMs, command, output: output || undefined };
 }

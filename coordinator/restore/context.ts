@@ -34,6 +34,8 @@ export interface RestoreContext {
   targets: RestoreTarget[];
   /** groups started one after another (meta before storage) */
   startGroups: RestoreTarget[][];
+  /** the targets whose component has a `beforeRestore` command (run once all is staged, before any stop) */
+  beforeHooks: RestoreTarget[];
   staged: RestoreTarget[];
   stopped: RestoreTarget[];
   swapped: RestoreTarget[];

@@ -53,6 +53,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   const capabilities = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.capabilities] as const)));
   for (const d of described) for (const c of d.description!.components) ctx.details.set(`${d.node}/${c.name}`, c.details ?? {});
   const hooks = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.afterRestore] as const)));
+  const beforeHooks = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.beforeRestore] as const)));
   checkMap(ctx, described.map((d) => d.node));
   let live: TopologyNode[] = described.map((d) => topologyNode(d.description!, d.address));
   let backup = remapTopology(m.topology, ctx.map);
@@ -106,7 +107,10 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
     g.forEach((t) => {
       const hook = hooks.get(`${t.node}/${t.component}`);
       const then = hook ? `, then, the cluster healthy, run ${formatArgv(hook)}` : '';
-      report(ctx, t).actions!.push(`stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}${then}`);
+      const before = beforeHooks.get(`${t.node}/${t.component}`);
+      if (before) ctx.beforeHooks.push(t);
+      const first = before ? `everything staged, run ${formatArgv(before)}, then ` : '';
+      report(ctx, t).actions!.push(`${first}stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}${then}`);
     }),
   );
 }

@@ -102,6 +102,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     components: new Map(),
     targets: [],
     startGroups: [],
+    beforeHooks: [],
     staged: [],
     stopped: [],
     swapped: [],
@@ -150,6 +151,8 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     await steps.run('stage', () => stage(ctx));
     if (lock?.signal.aborted) throw lock.signal.reason;
     if (opts.signal.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', 'restore interrupted before any service was stopped');
+    // the components' beforeRestore commands, everything staged, every service still running; a failure stops the restore here
+    if (ctx.beforeHooks.length > 0) await steps.run('before-hooks', () => runHooks(ctx, 'before'));
     // nothing below reads the repository: a lease lost from here on does not stop the restore
     ctx.signal = opts.signal;
     // downtime starts at the first stop: stop in the plugins' stop order
@@ -160,7 +163,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     await steps.run('start', () => start(ctx));
     healthyAt = performance.now();
     // each component's afterRestore command, the whole cluster healthy; a failure rolls back
-    await steps.run('hooks', () => runHooks(ctx));
+    await steps.run('hooks', () => runHooks(ctx, 'after'));
     const done = report('restored');
     // only now is the old data removed (or kept with --keep-old)
     await steps.run('finish', () => finish(ctx));

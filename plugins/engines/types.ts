@@ -23,6 +23,9 @@ export interface ComponentBase {
   /** a command run once the whole restored cluster is healthy (any plugin) */
   afterRestore?: string[];
   afterRestoreTimeoutMs?: number;
+  /** a command run once the restore has staged everything, before any service is stopped (any plugin) */
+  beforeRestore?: string[];
+  beforeRestoreTimeoutMs?: number;
 }
 
 export interface NodeContext {

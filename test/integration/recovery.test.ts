@@ -159,6 +159,44 @@ describe('recovery from failures', () => {
     for (const a of cluster.agents) await setComponent(cluster, a.node, {});
   });
 
+  it("before-restore hooks run once everything is staged, before any stop, with the restore's ids; a failing one stops the restore there", async () => {
+    const events = join(cluster.opts.root, 'before-events');
+    const log = (what: string) => [process.execPath, '-e', `require('fs').appendFileSync(${JSON.stringify(events)}, [${JSON.stringify(what)}, process.env.LOCKSTEP_NODE, process.env.LOCKSTEP_RESTORE_ID ?? ''].join(' ').trim() + '\\n')`];
+    for (const a of cluster.agents) await setComponent(cluster, a.node, { beforeRestore: log('drained'), stop: log('stop'), start: log('start') });
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed before on ${a.node}`);
+    const plan = json<RestoreReport>((await runCli(['restore', backupId, '--dry-run', '--json'], { config: cluster.configFile })).stdout);
+    for (const n of plan.nodes) expect(n.components[0]!.actions!.join('\n')).toContain(`everything staged, run ${process.execPath} -e`);
+    await rm(events, { force: true });
+    const ok = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(ok.code, ok.stdout).toBe(0);
+    const done = json<RestoreReport>(ok.stdout);
+    expect(done.steps.map((x) => x.name)).toEqual(['lock', 'plan', 'stage', 'before-hooks', 'stop', 'swap', 'start', 'hooks', 'finish']);
+    const lines = (await readFile(events, 'utf8')).trim().split('\n');
+    // every node drained before any service stopped, each told the restore's id
+    expect(lines.slice(0, 2).sort()).toEqual(cluster.agents.map((a) => `drained ${a.node} ${done.restoreId}`));
+    expect(lines.slice(2).length).toBeGreaterThan(0);
+    expect(lines.slice(2).filter((l) => !l.startsWith('stop') && !l.startsWith('start'))).toEqual([]);
+    expect(await fingerprints()).toEqual(before);
+
+    // node2's hook fails: nothing is stopped, nothing staged is left, the data is as it was
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed again before on ${a.node}`);
+    const now = await fingerprints();
+    await setComponent(cluster, 'node2', { beforeRestore: [process.execPath, '-e', `process.stderr.write('the load balancer would not drain'); process.exit(3)`], stop: log('stop'), start: log('start') });
+    await rm(events, { force: true });
+    const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    expect(r.code, r.stdout).toBe(1);
+    const failed = json<RestoreReport>(r.stdout);
+    expect(failed.status).toBe('failed');
+    expect(failed.error?.message).toContain('node2/data: before-restore hook failed');
+    expect(failed.error?.message).toContain('the load balancer would not drain');
+    expect(failed.error?.message).toContain('no service was stopped');
+    expect(failed.steps.map((x) => x.name)).not.toContain('stop');
+    expect((await readFile(events, 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('stop'))).toEqual([]);
+    expect(await fingerprints()).toEqual(now);
+    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+    for (const a of cluster.agents) await setComponent(cluster, a.node, {});
+  });
+
   it('a restore while another operation holds the repository is refused, naming it; nothing is touched', async () => {
     const repo = await openFsRepo(cluster.repoDir);
     const held = await RepoLock.acquire(repo.driver, 'backup nightly of cluster other');
