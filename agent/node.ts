@@ -8,7 +8,7 @@ import { readdir, rm, stat } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
 import { LockstepError, toErrorInfo } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import { removeTree, RESTORE_INSIDE } from '../lib/tree.js';
+import { exists, removeTree, RESTORE_INSIDE } from '../lib/tree.js';
 import { Repository } from '../lib/repo/repository.js';
 import type { ComponentDescription, NodeDescription } from '../lib/wire.js';
 import { openRepositoryAt } from '../plugins/storage/registry.js';
@@ -176,8 +176,7 @@ export class AgentNode {
   /** the restore paths of `live` as its staging laid them out: inside it when it staged, or moved the old data, there */
   async stagedPaths(live: string, restoreId: string): Promise<RestorePaths> {
     const inside = this.restorePaths(live, restoreId, true);
-    const there = (p: string) => stat(p).then(() => true, () => false);
-    return (await there(inside.staging)) || (await there(inside.old)) ? inside : this.restorePaths(live, restoreId, false);
+    return (await exists(inside.staging)) || (await exists(inside.old)) ? inside : this.restorePaths(live, restoreId, false);
   }
 
   /**

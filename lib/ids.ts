@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 
 export const BACKUP_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 export const BACKUP_ID_RE = /^\d{8}-\d{6}-[a-z0-9][a-z0-9_-]{0,39}$/;
+/** what `newRestoreId` makes */
+export const RESTORE_ID_RE = /^r\d{8}-\d{6}-[0-9a-f]{6}$/;
 
 function stamp(d: Date): string {
   const p = (n: number, w = 2) => String(n).padStart(w, '0');

@@ -9,6 +9,7 @@ import { fchmodFd, fchownFd, futimesFd, writevAllSync, yieldToLoop } from './fd.
 import { alignedBuffers } from './aligned.js';
 import { stopOf, type Stop } from './stop.js';
 import { runCommand } from './exec.js';
+import { RESTORE_ID_RE } from './ids.js';
 import type { Stats } from 'node:fs';
 
 export interface TreeEntry {
@@ -88,7 +89,7 @@ interface Folder {
  * (agent/jobs/swap.ts: its staging, the old data, the old data being removed), by name; a
  * walk leaves these out at its root: they are not the data.
  */
-export const RESTORE_INSIDE = /^\.lockstep-(?:staging|old|removing)-r\d{8}-\d{6}-[0-9a-f]{6}$/;
+export const RESTORE_INSIDE = new RegExp(`^\\.lockstep-(?:staging|old|removing)-${RESTORE_ID_RE.source.slice(1)}`);
 
 /** every folder under `root` (but the root itself), depth-first, parents before children; at the root, a restore's own folders left out (`RESTORE_INSIDE`) */
 async function* folders(root: string, onSkip?: (rel: string, why: string) => void): AsyncGenerator<Folder> {
@@ -185,6 +186,14 @@ async function lstatAll(paths: string[]): Promise<(Stats | undefined)[]> {
 }
 
 const LSTAT_BATCH = 256;
+
+/** whether something is at `path` (following a symbolic link) */
+export function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
 
 /**
  * lstat of a path that may well be missing: undefined when it is (or cannot be looked at:

@@ -3,8 +3,8 @@
  * background; one job at a time per component; state, progress and leftovers are
  * journaled; a restarted agent marks what was running as interrupted and cleans up.
  */
-import { rename, stat } from 'node:fs/promises';
-import { removeTree } from '../../lib/tree.js';
+import { rename } from 'node:fs/promises';
+import { exists, removeTree } from '../../lib/tree.js';
 import { LockstepError, toErrorInfo } from '../../lib/errors.js';
 import { newJobId } from '../../lib/ids.js';
 import type { Logger } from '../../lib/log.js';
@@ -49,6 +49,16 @@ export interface Abandon {
 }
 
 const sameLeftover = (a: Leftover, b: Leftover) => JSON.stringify(a) === JSON.stringify(b);
+
+/** whether the job ends within `ms` */
+async function endedWithin(live: Live, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([live.ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * A running job's context. A class, not an object of closures: optimized code that calls
@@ -172,8 +182,8 @@ export class JobRunner {
           await removeTree(l.path);
           actions.push(`removed ${l.path}`);
         } else if (l.kind === 'undo-rename') {
-          const toExists = await stat(l.to).then(() => true, () => false);
-          const fromExists = await stat(l.from).then(() => true, () => false);
+          const toExists = await exists(l.to);
+          const fromExists = await exists(l.from);
           if (toExists && !fromExists) {
             await rename(l.to, l.from);
             actions.push(`moved ${l.to} back to ${l.from}`);
@@ -203,12 +213,10 @@ export class JobRunner {
     const job = this.get(id);
     const live = this.live.get(id);
     if (!live || waitMs <= 0) return job;
-    let timer: NodeJS.Timeout | undefined;
     live.watching++;
     try {
-      await Promise.race([live.ended, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
+      await endedWithin(live, waitMs);
     } finally {
-      clearTimeout(timer);
       live.watching--;
       live.asked = performance.now();
     }
@@ -253,10 +261,7 @@ export class JobRunner {
         }),
       );
     }
-    let timer: NodeJS.Timeout | undefined;
-    const ended = await Promise.race([live.ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), waitMs)))]);
-    clearTimeout(timer);
-    return { job, ended };
+    return { job, ended: await endedWithin(live, waitMs) };
   }
 
   /** Create a job and start it; returns at once. */

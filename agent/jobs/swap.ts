@@ -14,19 +14,19 @@
  */
 import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { applyMeta, metaOf, removeTree, RESTORE_INSIDE, type Meta } from '../../lib/tree.js';
+import { applyMeta, exists, metaOf, removeTree, RESTORE_INSIDE, type Meta } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf } from '../../lib/wire.js';
 import type { AgentNode, RestorePaths } from '../node.js';
 import type { JobContext } from './runner.js';
 import { recordSwapped } from '../transfer/restored.js';
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
-
 /** in the old data's folder inside a mount point: the swap moved every entry (with the data directory's own metadata before it) */
 const SWAPPED = '.lockstep-swapped.json';
 /** and a rollback has moved the restored entries out: the old ones go back next */
 const ROLLING_BACK = '.lockstep-rolling-back';
+/** what of the old data's folder is the restore's own, not old data (the record half written too) */
+const OWN_RECORDS = [SWAPPED, `${SWAPPED}.tmp`, ROLLING_BACK];
 
 function sets(node: AgentNode, component: string): string[] {
   const { config, plugin } = node.component(component);
@@ -150,7 +150,7 @@ async function rollBackInside(live: string, staging: string, aside: string, acti
   let back = 0;
   const left: string[] = [];
   for (const name of (await readdir(aside)).sort()) {
-    if (name === SWAPPED || name === ROLLING_BACK || name === `${SWAPPED}.tmp`) continue;
+    if (OWN_RECORDS.includes(name)) continue;
     if (await exists(join(live, name))) {
       left.push(name);
       continue;
@@ -164,9 +164,7 @@ async function rollBackInside(live: string, staging: string, aside: string, acti
     actions.push(`left in ${aside}: ${left.join(', ')} (${live} holds entries of those names)`);
     return;
   }
-  await rm(join(aside, SWAPPED), { force: true });
-  await rm(join(aside, `${SWAPPED}.tmp`), { force: true });
-  await rm(join(aside, ROLLING_BACK), { force: true });
+  for (const name of OWN_RECORDS) await rm(join(aside, name), { force: true });
   await rmdir(aside);
 }
 

@@ -32,6 +32,8 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readHeaded, writeHeaded, writeLines } from '../../lib/lines.js';
 import { RACY_MS, walkTree } from '../../lib/tree.js';
+// (a name read back from the folder is only ever one of our restores')
+import { RESTORE_ID_RE } from '../../lib/ids.js';
 import type { OldFiles } from './known.js';
 
 /** which index a restore staged, on which repository */
@@ -52,8 +54,6 @@ interface SwappedRecord {
 
 const STAGED = '.json';
 const SWAPPED = '.swapped.json';
-/** a restore id (lib/wire.ts), so a name read back from the folder is only ever ours */
-const RESTORE_ID = /^r\d{8}-\d{6}-[0-9a-f]{6}$/;
 
 /**
  * Record the files staged for `from` in `dir`: `staging` maps each restored set to its
@@ -112,7 +112,7 @@ async function swappedIds(dir: string): Promise<string[]> {
   return names
     .filter((n) => n.endsWith(SWAPPED))
     .map((n) => n.slice(0, -SWAPPED.length))
-    .filter((id) => RESTORE_ID.test(id))
+    .filter((id) => RESTORE_ID_RE.test(id))
     .sort();
 }
 

@@ -50,10 +50,9 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   if (down.length > 0) {
     throw new LockstepError('LOCKSTEP_E_PREFLIGHT_FAILED', `cannot plan the restore; nothing was changed:\n  ${down.map((d) => `${d.node}: ${d.error?.message}`).join('\n  ')}`);
   }
-  const capabilities = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.capabilities] as const)));
-  for (const d of described) for (const c of d.description!.components) ctx.details.set(`${d.node}/${c.name}`, c.details ?? {});
-  const hooks = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.afterRestore] as const)));
-  const beforeHooks = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c.beforeRestore] as const)));
+  // every live component as its agent described it, by node/component
+  const describedComponents = new Map(described.flatMap((d) => d.description!.components.map((c) => [`${d.node}/${c.name}`, c] as const)));
+  for (const [k, c] of describedComponents) ctx.details.set(k, c.details ?? {});
   checkMap(ctx, described.map((d) => d.node));
   let live: TopologyNode[] = described.map((d) => topologyNode(d.description!, d.address));
   let backup = remapTopology(m.topology, ctx.map);
@@ -64,7 +63,7 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   const needs = (cap: string, why: string, nodes: string[]) => {
     for (const n of live.filter((x) => nodes.includes(x.node))) {
       for (const c of n.components) {
-        if (!capabilities.get(`${n.node}/${c.name}`)?.includes(cap)) {
+        if (!describedComponents.get(`${n.node}/${c.name}`)?.capabilities.includes(cap)) {
           throw new LockstepError('LOCKSTEP_E_PLAN_UNSUPPORTED', `${why}: component ${c.name} on ${n.node} (plugin ${c.plugin}) cannot do that; nothing was changed`, {
             hint: 'restore the whole cluster onto the same nodes instead',
           });
@@ -105,9 +104,8 @@ export async function planRestore(ctx: RestoreContext): Promise<void> {
   const stopGroupOf = new Map(stops.flatMap((g, i) => g.map((t) => [t, i + 1] as const)));
   ctx.startGroups.forEach((g, i) =>
     g.forEach((t) => {
-      const hook = hooks.get(`${t.node}/${t.component}`);
+      const { afterRestore: hook, beforeRestore: before } = describedComponents.get(`${t.node}/${t.component}`) ?? {};
       const then = hook ? `, then, the cluster healthy, run ${formatArgv(hook)}` : '';
-      const before = beforeHooks.get(`${t.node}/${t.component}`);
       if (before) ctx.beforeHooks.push(t);
       const first = before ? `everything staged, run ${formatArgv(before)}, then ` : '';
       report(ctx, t).actions!.push(`${first}stop in group ${stopGroupOf.get(t)} of ${stops.length}, swap, start in group ${i + 1} of ${ctx.startGroups.length}${then}`);

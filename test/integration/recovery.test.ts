@@ -36,6 +36,10 @@ describe('recovery from failures', () => {
   let before: Awaited<ReturnType<typeof fingerprint>>[];
   const pidfile = (node: string) => join(cluster.opts.root, `${node}.pid`);
   const fingerprints = () => Promise.all(cluster.agents.map((a) => fingerprint(a.data.data!)));
+  /** nothing a restore made (staging, old data) is left beside any node's data */
+  const nothingOfARestoreBeside = async (): Promise<void> => {
+    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+  };
   /** a restore that fails after the stop: rolled back, data as `now`, nothing of it left beside the data */
   const restoreRolledBack = async (now: Awaited<ReturnType<typeof fingerprints>>, ...says: string[]): Promise<void> => {
     const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
@@ -45,7 +49,7 @@ describe('recovery from failures', () => {
     expect(report.rollback?.ok).toBe(true);
     for (const text of says) expect(report.error?.message).toContain(text);
     expect(await fingerprints()).toEqual(now);
-    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+    await nothingOfARestoreBeside();
   };
 
   beforeAll(async () => {
@@ -193,7 +197,7 @@ describe('recovery from failures', () => {
     expect(failed.steps.map((x) => x.name)).not.toContain('stop');
     expect((await readFile(events, 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('stop'))).toEqual([]);
     expect(await fingerprints()).toEqual(now);
-    for (const a of cluster.agents) expect((await readdir(dirname(a.data.data!))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
+    await nothingOfARestoreBeside();
     for (const a of cluster.agents) await setComponent(cluster, a.node, {});
   });
 
