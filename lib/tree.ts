@@ -566,13 +566,20 @@ const REMOVE_TIMEOUT_MS = 6 * 3600_000;
  */
 export async function removeTree(path: string): Promise<void> {
   const inside = await readdir(path, { withFileTypes: true }).catch(() => undefined);
+  let failed: unknown;
   if (inside?.some((e) => e.isDirectory())) {
     try {
       await runCommand(['rm', '-rf', '--', path], { timeoutMs: REMOVE_TIMEOUT_MS, what: `removing ${path}` });
       return;
-    } catch {
-      // from here, then
+    } catch (err) {
+      // from here, then; if that fails too, rm's own words name the cause (Node's, after an
+      // unlink refused, are of the rmdir it tries next: "ENOTDIR ... scandir" of a file)
+      failed = err;
     }
   }
-  await rm(path, { recursive: true, force: true });
+  try {
+    await rm(path, { recursive: true, force: true });
+  } catch (err) {
+    throw failed ?? err;
+  }
 }

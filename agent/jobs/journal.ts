@@ -1,16 +1,20 @@
 /**
  * Jobs are journaled on disk so an agent that restarts reports each one truthfully.
  * A running job records its leftovers before it creates them: paths to remove, renames
- * to undo, services to start again. Recovery after a restart undoes them in reverse.
+ * to undo, services to start again, and work to finish rather than undo (`again`: the job
+ * itself, run again: a rollback cut short must still put the old data back). Recovery
+ * after a restart undoes them in reverse.
  */
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Job } from '../../lib/wire.js';
+import type { Job, JobRequest } from '../../lib/wire.js';
 
 export type Leftover =
   | { kind: 'path'; path: string }
   | { kind: 'undo-rename'; from: string; to: string }
-  | { kind: 'restart-service'; component: string };
+  | { kind: 'restart-service'; component: string }
+  /** the job's request, run again by the agent's next start (its handler must be safe to run again from wherever it stopped) */
+  | { kind: 'again'; request: JobRequest };
 
 export interface JournalRecord {
   job: Job;

@@ -96,6 +96,25 @@ class LiveContext implements JobContext {
   }
 }
 
+/**
+ * The context of a job run again by recovery (a leftover `again`): nobody follows its
+ * progress, and what it leaves is not journaled again (the interrupted job's record keeps
+ * the leftover until recovery is over: an agent that dies again runs it once more).
+ */
+class RecoveryContext implements JobContext {
+  readonly signal = AbortSignal.timeout(600_000);
+  constructor(
+    readonly job: Job,
+    readonly log: Logger,
+  ) {}
+
+  progress(): void {}
+
+  async addLeftover(): Promise<void> {}
+
+  async dropLeftover(): Promise<void> {}
+}
+
 export class JobRunner {
   private readonly jobs = new Map<string, Job>();
   private readonly live = new Map<string, Live>();
@@ -155,7 +174,7 @@ export class JobRunner {
     for (const rec of await this.journal.readAll()) {
       const job = rec.job;
       if (job.state === 'running') {
-        const actions = await this.undo(rec.leftovers);
+        const actions = await this.undo(rec.leftovers, job);
         job.state = 'interrupted';
         job.finishedAt = new Date().toISOString();
         job.error = {
@@ -174,11 +193,22 @@ export class JobRunner {
     return interrupted;
   }
 
-  private async undo(leftovers: Leftover[]): Promise<string[]> {
+  /**
+   * Undo what a job left, in reverse. `recovering`: the job of an agent that died while it
+   * ran, whose `again` leftovers are run again; a job that failed says so to its
+   * coordinator instead, which decides whether to run it again.
+   */
+  private async undo(leftovers: Leftover[], recovering?: Job): Promise<string[]> {
     const actions: string[] = [];
     for (const l of [...leftovers].reverse()) {
       try {
-        if (l.kind === 'path') {
+        if (l.kind === 'again') {
+          if (!recovering) continue;
+          const handler = this.handlers[l.request.kind] as JobHandler<JobKind>;
+          const result = (await handler(l.request, new RecoveryContext(recovering, this.log))) as { actions?: unknown } | undefined;
+          const done = Array.isArray(result?.actions) ? result.actions.map(String) : [];
+          actions.push(`ran the ${l.request.kind} of ${l.request.component} again${done.length > 0 ? `: ${done.join('; ')}` : ''}`);
+        } else if (l.kind === 'path') {
           await removeTree(l.path);
           actions.push(`removed ${l.path}`);
         } else if (l.kind === 'undo-rename') {

@@ -11,6 +11,10 @@
  * last in that folder says the swap was whole: only then does a rollback take the entries
  * in the data directory for the restored ones (and what the service made since), moving
  * them out before it moves the old ones back.
+ *
+ * A rollback may be run again from wherever it stopped, with the same outcome: the agent's
+ * next start runs one cut short by its death again (agent/jobs/journal.ts `again`), and a
+ * coordinator runs one that failed once more.
  */
 import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -106,6 +110,8 @@ async function swapInside(live: string, staging: string, aside: string, ctx: Job
 
 export async function rollbackJob(node: AgentNode, req: JobRequestOf<'rollback'>, ctx: JobContext): Promise<{ actions: string[] }> {
   const actions: string[] = [];
+  // cut short by the agent's death, it is run again at its next start (every step below may be run again)
+  await ctx.addLeftover({ kind: 'again', request: req });
   ctx.progress({ phase: 'rolling back' });
   for (const live of sets(node, req.component)) {
     const { inside, old: aside, staging } = await node.stagedPaths(live, req.restoreId);

@@ -2,11 +2,13 @@
  * Put every touched component back as it was: stop what runs (a member may already have
  * started on the restored data), old data returned to its place (or staging removed
  * where nothing was swapped), then services started in order. Plugins' stop must
- * therefore accept a service that is already stopped.
+ * therefore accept a service that is already stopped. A rollback that fails is run once
+ * more; a component whose old data still could not be put back is left stopped, never
+ * started on what is left of the restored data.
  */
 import { toErrorInfo, type ErrorInfo } from '../../lib/errors.js';
 import { fanout, key } from '../fanout.js';
-import { report, type RestoreContext } from './context.js';
+import { report, type RestoreContext, type RestoreTarget } from './context.js';
 import { startAll } from './service.js';
 
 export interface RollbackOutcome {
@@ -25,20 +27,35 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
       if (!o.ok) errors.push({ ...o.error, message: `${key(o.target)}: stop before rollback failed: ${o.error.message}` });
     }
   }
-  const outcomes = await fanout<{ actions: string[] }>(
-    ctx.cluster,
-    'rollback',
-    ctx.staged,
-    (t) => ({ kind: 'rollback', component: t.component, restoreId: ctx.restoreId }),
-    signal,
-  );
-  for (const o of outcomes) {
-    if (o.ok) report(ctx, o.target).actions?.push(...o.result.actions.map((a) => `rollback: ${a}`));
-    else errors.push({ ...o.error, message: `${key(o.target)}: rollback failed: ${o.error.message}` });
+  const rollBack = (targets: RestoreTarget[]) =>
+    fanout<{ actions: string[] }, RestoreTarget>(ctx.cluster, 'rollback', targets, (t) => ({ kind: 'rollback', component: t.component, restoreId: ctx.restoreId }), signal);
+  const outcomes = await rollBack(ctx.staged);
+  const failedOnce = outcomes.filter((o) => !o.ok);
+  // once more where it failed: a rollback goes on from wherever it stopped (an agent that
+  // died in it has run it again at its start, and this finds nothing left to do)
+  const again = failedOnce.length > 0 ? await rollBack(failedOnce.map((o) => o.target)) : [];
+  const notBack = new Set<string>();
+  for (const o of [...outcomes.filter((x) => x.ok), ...again]) {
+    const actions = report(ctx, o.target).actions;
+    const first = failedOnce.find((f) => key(f.target) === key(o.target));
+    if (first && !first.ok) actions?.push(`rollback: failed once (${first.error.message}), run again`);
+    if (o.ok) {
+      actions?.push(...o.result.actions.map((a) => `rollback: ${a}`));
+      continue;
+    }
+    // its data directory holds what is left of the restored data: no service starts on that
+    notBack.add(key(o.target));
+    actions?.push(`left stopped: its old data could not be put back (${o.error.message})`);
+    errors.push({
+      ...o.error,
+      message: `${key(o.target)}: rollback failed twice, the service is left stopped: ${o.error.message}`,
+      hint: `nothing of its old data was removed: it is in DIR.lockstep-old-${ctx.restoreId} beside its data directory DIR (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point); fix what the error names, put that data back in place of what DIR holds now, then start the service`,
+    });
   }
-  if (ctx.stopped.length > 0) {
+  const toStart = ctx.stopped.filter((t) => !notBack.has(key(t)));
+  if (toStart.length > 0) {
     try {
-      const { problems, hint } = await startAll(ctx, ctx.stopped, signal);
+      const { problems, hint } = await startAll(ctx, toStart, signal);
       errors.push(...problems.map((p) => ({ code: 'LOCKSTEP_E_ROLLBACK_FAILED', message: p, ...(hint ? { hint } : {}) })));
     } catch (err) {
       errors.push(toErrorInfo(err, 'LOCKSTEP_E_ROLLBACK_FAILED'));

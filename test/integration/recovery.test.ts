@@ -138,6 +138,56 @@ describe('recovery from failures', () => {
     await setComponent(cluster, 'node2', {});
   });
 
+  it("a node whose rollback fails twice is left stopped, its old data kept whole; the other nodes are rolled back and started", async (t) => {
+    const live2 = cluster.agent('node2').data.data!;
+    // an immutable data directory (chattr +i) refuses every removal and rename in it, root's too
+    const probe = join(cluster.opts.root, 'immutable-probe');
+    await mkdir(probe, { recursive: true });
+    const canPin = await run(['chattr', '+i', probe]).then(() => run(['chattr', '-i', probe])).then(() => true, () => false);
+    if (!canPin) t.skip();
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed before a failed rollback on ${a.node}`);
+    const now = await fingerprints();
+    // node2's first start makes its (restored) data directory immutable and fails; any later start is logged
+    const events = join(cluster.opts.root, 'pinned-events');
+    const mark = join(cluster.opts.root, 'pinned');
+    const start = ['sh', '-c', 'echo start >> "$1"; if [ ! -e "$2" ]; then touch "$2"; chattr +i "$3"; exit 1; fi', 'start', events, mark, live2];
+    await setComponent(cluster, 'node2', { start });
+    await setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
+    const old2 = `${live2}.lockstep-old-`;
+    try {
+      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+      // a person must act
+      expect(r.code, r.stdout).toBe(5);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('rollback-failed');
+      expect(report.rollback?.ok).toBe(false);
+      const failed = report.rollback!.errors.find((e) => e.message.startsWith('node2/data: rollback failed twice, the service is left stopped'));
+      expect(failed, JSON.stringify(report.rollback)).toBeDefined();
+      expect(failed!.hint).toContain(`.lockstep-old-${report.restoreId}`);
+      // rm's own words: the cause, not an error of a fallback
+      expect(failed!.message).toContain('Operation not permitted');
+      const actions2 = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
+      expect(actions2).toContain('rollback: failed once');
+      expect(actions2).toContain('left stopped: its old data could not be put back');
+      // node2 was not started on what is left of the restored data: its start ran once, the failed one
+      expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['start']);
+      // its old data whole beside it
+      expect(await fingerprint(`${old2}${report.restoreId}`)).toEqual(now[1]);
+      // node1 rolled back to its data, its service running
+      expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(now[0]);
+      expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
+      // as the hint says: the cause fixed, the old data put back by hand
+      await run(['chattr', '-i', live2]);
+      await rm(live2, { recursive: true });
+      await run(['mv', `${old2}${report.restoreId}`, live2]);
+      expect(await fingerprints()).toEqual(now);
+    } finally {
+      await run(['chattr', '-i', live2]).catch(() => undefined);
+      await setComponent(cluster, 'node2', {});
+    }
+    await nothingOfARestoreBeside();
+  });
+
   it('after-restore hooks run once every node is healthy, with the restore\'s ids; a failing hook rolls every node back', async () => {
     const out = join(cluster.opts.root, 'hook-ran');
     const record = [process.execPath, '-e', `require('fs').appendFileSync(${JSON.stringify(out)}, [process.env.LOCKSTEP_NODE, process.env.LOCKSTEP_RESTORE_ID, process.env.LOCKSTEP_BACKUP_ID].join(' ') + '\\n'); console.log('replicas in sync')`];

@@ -69,7 +69,7 @@ describe('a swap inside a mount point cut short', () => {
     expect(await files(live)).toEqual({ 'a.txt': 'old a', 'sub/b.txt': 'old b', 'lost+found/#1234': 'fsck found it', [`.lockstep-staging-${RESTORE}/a.txt`]: 'restored a', [`.lockstep-staging-${RESTORE}/sub/c.txt`]: 'restored c' });
 
     // the coordinator's rollback: the old data as it was, nothing of the restore left
-    const { actions } = await rollbackJob(node, { kind: 'rollback', component: 'db', restoreId: RESTORE }, { progress: () => undefined } as never);
+    const { actions } = await rollbackJob(node, { kind: 'rollback', component: 'db', restoreId: RESTORE }, { progress: () => undefined, addLeftover: async () => undefined } as never);
     expect(actions.join('\n')).not.toContain('restored entries');
     expect(await files(live)).toEqual({ 'a.txt': 'old a', 'sub/b.txt': 'old b', 'lost+found/#1234': 'fsck found it' });
     expect((await readdir(live)).sort()).toEqual(['a.txt', 'lost+found', 'sub']);
