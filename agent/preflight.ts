@@ -3,7 +3,7 @@ import { statfs } from 'node:fs/promises';
 import { toErrorInfo } from '../lib/errors.js';
 import type { PreflightResult } from '../lib/wire.js';
 import type { AgentNode } from './node.js';
-import type { JobRunner } from './jobs/runner.js';
+import { TAKE_OVER_WAIT_MS, takenOver, type JobRunner } from './jobs/runner.js';
 
 type Check = PreflightResult['checks'][number];
 
@@ -15,9 +15,6 @@ async function check(name: string, fn: () => Promise<string>): Promise<Check> {
     return { check: name, ok: false, message: error.message, error };
   }
 }
-
-/** how long a preflight waits for an orphaned upload it stopped to end (its requests aborted, its undo done): well within the coordinator's request timeout (timeouts.requestMs, 60 s by default) */
-const TAKE_OVER_WAIT_MS = 10_000;
 
 /** the caller's request: the repository, and for a backup, its id and whether the caller holds the repository's lock for it */
 export interface PreflightAsk {
@@ -52,24 +49,23 @@ export async function preflight(node: AgentNode, runner: JobRunner, ask: Preflig
 }
 
 /**
- * Whether `component` is free for the caller's jobs. An upload of another backup into the
- * caller's repository, when the caller holds that repository's lock, lost its own lock: its
- * coordinator died or lost the store (a coordinator killed mid-backup leaves its uploads
- * running until `abandonTransferMs`). It is stopped, and the check passes with a warning
- * once it has ended; any other job keeps the component busy.
+ * Whether `component` is free for the caller's jobs. A transfer of another operation into
+ * the caller's repository (an upload of another backup, a restore's stage), when the
+ * caller holds that repository's lock, lost its own lock: its coordinator died or lost the
+ * store (a coordinator killed mid-backup leaves its uploads running until
+ * `abandonTransferMs`). It is stopped, and the check passes with a warning once it has
+ * ended; any other job keeps the component busy.
  */
 async function componentIdle(runner: JobRunner, component: string, ask: PreflightAsk): Promise<Check> {
   const name = `component ${component}`;
-  const taken = ask.lockHeld && ask.backupId ? await runner.takeOverUpload(component, ask.repositoryId, ask.backupId, TAKE_OVER_WAIT_MS) : undefined;
+  const taken = ask.lockHeld && ask.backupId ? await runner.takeOver(component, ask.repositoryId, { backupId: ask.backupId }, TAKE_OVER_WAIT_MS) : undefined;
   const busy = runner.busyComponents().get(component);
   if (busy) {
-    const still = taken?.job.id === busy ? ` (stopped: its backup's coordinator no longer holds the repository's lock; it has not ended in ${TAKE_OVER_WAIT_MS / 1000} s)` : '';
+    const still = taken?.job.id === busy ? ` (stopped: its coordinator no longer holds the repository's lock; it has not ended in ${TAKE_OVER_WAIT_MS / 1000} s)` : '';
     return check(name, async () => {
       throw new Error(`component ${component} is busy with job ${busy}${still}`);
     });
   }
   if (!taken) return { check: name, ok: true, message: 'idle' };
-  const from = (taken.job.request as { backupId: string }).backupId;
-  const warning = `component ${component}: upload job ${taken.job.id} of backup ${from} was stopped: its coordinator no longer held the repository's lock (it died or lost the store); this backup picks up what it stored`;
-  return { check: name, ok: true, message: 'idle (an orphaned upload stopped)', warning };
+  return { check: name, ok: true, message: `idle (an orphaned ${taken.job.kind} stopped)`, warning: `component ${component}: ${takenOver(taken.job, 'this backup')}` };
 }

@@ -128,6 +128,8 @@ export const JobRequestSchema = Type.Union([
       indexSha256: Sha,
       /** what the plugin's cluster half computed for this member (membership, tokens) */
       params: Type.Optional(Type.Record(Type.String(), Type.String())),
+      /** the caller holds the repository's lock for this restore: a transfer of another operation into it that keeps the component busy lost its own, and is stopped (agent/jobs/runner.ts `takeOver`) */
+      lockHeld: Type.Optional(Type.Boolean()),
     },
     { additionalProperties: false },
   ),
@@ -180,6 +182,8 @@ export const JobSchema = Type.Object({
   error: Type.Optional(ErrorInfoSchema),
   /** what recovery did after an agent restart interrupted the job */
   recovery: Type.Optional(Type.Array(Type.String())),
+  /** the orphaned job this one stopped to start (see the stage request's `lockHeld`) */
+  tookOver: Type.Optional(Type.String()),
 });
 export type Job = Static<typeof JobSchema>;
 

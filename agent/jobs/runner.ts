@@ -115,6 +115,24 @@ class RecoveryContext implements JobContext {
   async dropLeftover(): Promise<void> {}
 }
 
+/** how long a caller under the repository's lock waits for an orphaned transfer it stopped to end (its requests aborted, its undo done): well within the coordinator's request timeout (timeouts.requestMs, 60 s by default) */
+export const TAKE_OVER_WAIT_MS = 10_000;
+
+/** the operation a caller holds the repository's lock for */
+export type Operation = { backupId: string; restoreId?: undefined } | { restoreId: string; backupId?: undefined };
+
+/** "backup B" / "restore R": what an upload or a stage was for */
+function operationOf(req: JobRequestOf<'upload'> | JobRequestOf<'stage'>): string {
+  return req.kind === 'upload' ? `backup ${req.backupId}` : `restore ${req.restoreId}`;
+}
+
+/** what the caller reports of a transfer it stopped (`takeOver`); `taker`: "this backup", "a restore" */
+export function takenOver(job: Job, taker: string): string {
+  const req = job.request as JobRequestOf<'upload'> | JobRequestOf<'stage'>;
+  const then = req.kind === 'upload' ? `${taker === 'this backup' ? 'this' : 'the next'} backup picks up what it stored` : 'what it staged was removed';
+  return `${req.kind} job ${job.id} of ${operationOf(req)} was stopped: its coordinator no longer held the repository's lock (it died or lost the store); ${then}`;
+}
+
 export class JobRunner {
   private readonly jobs = new Map<string, Job>();
   private readonly live = new Map<string, Live>();
@@ -268,26 +286,31 @@ export class JobRunner {
   }
 
   /**
-   * Stop the job keeping `component` busy when it is an upload of another backup than
-   * `backupId` into repository `repositoryId`, and the caller holds that repository's lock
-   * for `backupId`: the upload's own coordinator has lost the lock (it died, or lost the
-   * store), so the upload must not go on writing there, nor keep the component busy until
-   * `stopAbandoned` would stop it. What it stored is picked up by the next backup. Waits up
-   * to `waitMs` for it to end; undefined when the component's job is not such an upload.
+   * Stop the job keeping `component` busy when it is a transfer of another operation than
+   * `by` into repository `repositoryId` (an upload of another backup, a stage of another
+   * restore), and the caller holds that repository's lock for `by`: the transfer's own
+   * coordinator has lost the lock (it died, or lost the store), so it must not go on
+   * writing there or filling the disk, nor keep the component busy until `stopAbandoned`
+   * would stop it. What an upload stored is picked up by the next backup; what a stage
+   * staged is removed (its undo). Waits up to `waitMs` for it to end; undefined when the
+   * component's job is not such a transfer.
    */
-  async takeOverUpload(component: string, repositoryId: string, backupId: string, waitMs: number): Promise<{ job: Job; ended: boolean } | undefined> {
+  async takeOver(component: string, repositoryId: string, by: Operation, waitMs: number): Promise<{ job: Job; ended: boolean } | undefined> {
     const id = this.busy.get(component);
     const live = id === undefined ? undefined : this.live.get(id);
     // (the request the job was started with, schema-checked)
     const req = live?.job.request as JobRequest | undefined;
-    if (!live || req?.kind !== 'upload' || req.repositoryId !== repositoryId || req.backupId === backupId) return undefined;
+    if (!live || (req?.kind !== 'upload' && req?.kind !== 'stage') || req.repositoryId !== repositoryId) return undefined;
+    if (req.kind === 'upload' ? req.backupId === by.backupId : req.restoreId === by.restoreId) return undefined;
     const { job } = live;
+    const of = operationOf(req);
+    const taker = by.backupId !== undefined ? `backup ${by.backupId}` : `restore ${by.restoreId}`;
     if (!live.abort.signal.aborted) {
-      this.log.warn({ job: job.id, component, backupId: req.backupId, by: backupId }, "upload stopped: backup of another coordinator took the repository's lock over");
+      this.log.warn({ job: job.id, component, of, by: taker }, `${req.kind} stopped: ${taker} of another coordinator took the repository's lock over`);
       live.abort.abort(
-        new LockstepError('LOCKSTEP_E_JOB_TAKEN_OVER', `job ${job.id} (upload of ${component} for backup ${req.backupId}) was stopped: backup ${backupId} took the repository's lock over (this upload's coordinator no longer held it)`, {
+        new LockstepError('LOCKSTEP_E_JOB_TAKEN_OVER', `job ${job.id} (${req.kind} of ${component} for ${of}) was stopped: ${taker} took the repository's lock over (this ${req.kind}'s coordinator no longer held it)`, {
           node: this.node,
-          hint: 'the next backup picks up what it stored',
+          hint: req.kind === 'upload' ? 'the next backup picks up what it stored' : 'what it staged was removed; no service was stopped',
         }),
       );
     }
@@ -296,12 +319,15 @@ export class JobRunner {
 
   /** Create a job and start it; returns at once. */
   async start(req: JobRequest): Promise<Job> {
+    // a stage under the repository's lock stops an orphaned transfer in its way (see `takeOver`)
+    const taken = req.kind === 'stage' && req.lockHeld && this.busy.has(req.component) ? await this.takeOver(req.component, req.repositoryId, { restoreId: req.restoreId }, TAKE_OVER_WAIT_MS) : undefined;
     const holder = this.busy.get(req.component);
     if (holder) {
       const other = this.jobs.get(holder);
+      const still = taken?.job.id === holder ? ` (stopped: its coordinator no longer holds the repository's lock; it has not ended in ${TAKE_OVER_WAIT_MS / 1000} s)` : '';
       throw new LockstepError(
         'LOCKSTEP_E_COMPONENT_BUSY',
-        `component ${req.component} on ${this.node} is busy with job ${holder} (${other?.kind ?? '?'})`,
+        `component ${req.component} on ${this.node} is busy with job ${holder} (${other?.kind ?? '?'})${still}`,
         { node: this.node, hint: 'wait for that job or cancel it' },
       );
     }
@@ -314,6 +340,7 @@ export class JobRunner {
       state: 'running',
       createdAt: new Date().toISOString(),
       progress: { phase: 'starting', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, rate: 0 },
+      ...(taken ? { tookOver: takenOver(taken.job, 'a restore') } : {}),
     };
     let end = () => {};
     const ended = new Promise<void>((r) => (end = r));

@@ -41,6 +41,10 @@ export interface RestoreContext {
   swapped: RestoreTarget[];
   stoppedAt: Map<string, number>;
   keptOld: string[];
+  /** the restore holds the repository's lock (not on a host that may only read it) */
+  lockHeld: boolean;
+  /** the report's warnings */
+  warnings: string[];
 }
 
 export function report(ctx: RestoreContext, t: Target): ComponentReport {

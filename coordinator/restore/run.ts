@@ -108,10 +108,12 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     swapped: [],
     stoppedAt: new Map(),
     keptOld: [],
+    lockHeld: false,
+    warnings: [],
   };
   const steps = new Steps(log, opts.observer);
   let healthyAt: number | undefined;
-  const warnings: string[] = [];
+  const warnings = ctx.warnings;
   let lock: RepoLock | undefined;
   let lastCheck: RestoreReport['lastCheck'];
   const report = (status: RestoreReport['status']): RestoreReport => ({
@@ -138,6 +140,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
       // one operation at a time in the repository (a lease, renewed while we run)
       lock = await steps.run('lock', () => takeLock(repo, `restore ${restoreId} of backup ${opts.backupId} to cluster ${cluster.config.cluster}`, warnings));
       if (lock) ctx.signal = AbortSignal.any([opts.signal, lock.signal]);
+      ctx.lockHeld = lock !== undefined;
     }
     // manifest against the live topology: same nodes and components, or refuse
     await steps.run('plan', () => planRestore(ctx));

@@ -25,12 +25,15 @@ export async function stage(ctx: RestoreContext): Promise<void> {
       indexKey: t.source.indexKey,
       indexSha256: t.source.indexSha256,
       ...(params.has(key(t)) ? { params: params.get(key(t)) } : {}),
+      // an orphaned transfer in the way (its coordinator died) is stopped, not waited for
+      ...(ctx.lockHeld ? { lockHeld: true } : {}),
     }),
     ctx.signal,
     ctx.progress,
   );
   const failed: string[] = [];
   for (const o of outcomes) {
+    if (o.job?.tookOver) ctx.warnings.push(`${key(o.target)}: ${o.job.tookOver}`);
     const r = report(ctx, o.target);
     if (o.ok) {
       r.stage = o.result;

@@ -1,6 +1,7 @@
 /**
  * An upload, or a restore's stage, whose coordinator died: the agent stops it once no
- * coordinator has asked about it for `abandonTransferMs`, so an upload does not go on writing
+ * coordinator has asked about it for `abandonTransferMs`, or at once when the next backup
+ * or restore takes the repository's lock over, so an upload does not go on writing
  * to the repository after the lock is gone, a stage does not go on filling the disk, and
  * neither keeps its component busy for the next run (the next backup picks up what the
  * upload stored). A real agent and coordinator over mTLS, into Ceph RGW behind a proxy that
@@ -169,5 +170,30 @@ describe('an upload its coordinator abandoned, and the next backup at once', () 
     expect(stopped.error?.code).toBe('LOCKSTEP_E_JOB_TAKEN_OVER');
     const v = await runCli(['backup', 'verify', report.backupId, '--read-data', '--json'], { config: o.cluster.configFile });
     expect(v.code, v.stdout).toBe(0);
+  }, 120_000);
+
+  it("the next restore stops the dead coordinator's stage when it takes the lock over, and restores", async () => {
+    const data = o.cluster.agents[0]!.data.data!;
+    const backedUp = await fingerprint(data);
+    // the data gone: the restore must download it
+    for (const e of await readdir(data)) await rm(join(data, e), { recursive: true, force: true });
+    await o.killedWhileHeld(['restore', 'latest', '--json'], 'GET');
+    const orphaned = (await o.jobs()).find((j) => j.kind === 'stage' && j.state === 'running')!;
+    expect(orphaned).toBeDefined();
+
+    o.holding = undefined;
+    const r = await runCli(['restore', 'latest', '--json'], { config: o.cluster.configFile });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.status).toBe('restored');
+    const from = (orphaned.request as { restoreId: string }).restoreId;
+    expect(report.warnings).toEqual([
+      `node1/data: stage job ${orphaned.id} of restore ${from} was stopped: its coordinator no longer held the repository's lock (it died or lost the store); what it staged was removed`,
+    ]);
+    const stopped = (await o.jobs()).find((j) => j.id === orphaned.id)!;
+    expect(stopped.state).toBe('cancelled');
+    expect(stopped.error?.code).toBe('LOCKSTEP_E_JOB_TAKEN_OVER');
+    expect(await fingerprint(data)).toEqual(backedUp);
+    expect((await readdir(dirname(data))).filter((x) => x.includes('.lockstep-'))).toEqual([]);
   }, 120_000);
 });
