@@ -39,6 +39,8 @@ export interface RestoreContext {
   staged: RestoreTarget[];
   stopped: RestoreTarget[];
   swapped: RestoreTarget[];
+  /** the swap step began: a target whose rollback fails from here may hold restored data, or some of it */
+  swapBegun: boolean;
   stoppedAt: Map<string, number>;
   keptOld: string[];
   /** the restore holds the repository's lock (not on a host that may only read it) */

@@ -43,13 +43,19 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
       actions?.push(...o.result.actions.map((a) => `rollback: ${a}`));
       continue;
     }
-    // its data directory holds what is left of the restored data: no service starts on that
+    if (!ctx.swapBegun) {
+      // no swap began: its data was not touched, only its staging is left (and it is started again if it was stopped)
+      actions?.push(`what was staged could not be removed (${o.error.message})`);
+      errors.push({ ...o.error, message: `${key(o.target)}: removing what was staged failed twice: ${o.error.message}`, hint: "its data was not touched; the agent's next start removes the staging" });
+      continue;
+    }
+    // its data directory may hold what is left of the restored data: no service starts on that
     notBack.add(key(o.target));
     actions?.push(`left stopped: its old data could not be put back (${o.error.message})`);
     errors.push({
       ...o.error,
       message: `${key(o.target)}: rollback failed twice, the service is left stopped: ${o.error.message}`,
-      hint: `nothing of its old data was removed: it is in DIR.lockstep-old-${ctx.restoreId} beside its data directory DIR (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point); fix what the error names, put that data back in place of what DIR holds now, then start the service`,
+      hint: `nothing of its old data was removed: it is in DIR.lockstep-old-${ctx.restoreId} beside its data directory DIR (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point); an agent that died in the rollback puts it back itself at its next start; else fix what the error names, put that data back in place of what DIR holds now, then start the service`,
     });
   }
   const toStart = ctx.stopped.filter((t) => !notBack.has(key(t)));

@@ -106,6 +106,7 @@ export async function runRestore(cluster: Cluster, opts: RestoreOptions): Promis
     staged: [],
     stopped: [],
     swapped: [],
+    swapBegun: false,
     stoppedAt: new Map(),
     keptOld: [],
     lockHeld: false,

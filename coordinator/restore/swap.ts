@@ -4,6 +4,7 @@ import { fanout, hintOf, key } from '../fanout.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 
 export async function swap(ctx: RestoreContext): Promise<void> {
+  ctx.swapBegun = true;
   const outcomes = await fanout<{ old: string[] }, RestoreTarget>(
     ctx.cluster,
     'swap',
