@@ -1,6 +1,6 @@
 /** Temporary folders for a test file, all removed once its tests are done. */
 import { afterAll } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,4 +15,13 @@ export function tempFolders(): (label: string) => Promise<string> {
     dirs.push(d);
     return d;
   };
+}
+
+/** every file under `root`, by its path below it, with its content as text */
+export async function textFiles(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (e.isFile()) out[join(e.parentPath, e.name).slice(root.length + 1)] = await readFile(join(e.parentPath, e.name), 'utf8');
+  }
+  return out;
 }

@@ -14,19 +14,11 @@ import { AgentNode } from '../../agent/node.js';
 import type { AgentConfig } from '../../agent/config.js';
 import type { JobRequestOf } from '../../lib/wire.js';
 import { createLogger } from '../../lib/log.js';
-import { tempFolders } from '../helpers/temp.js';
+import { tempFolders, textFiles as files } from '../helpers/temp.js';
 
 const temp = tempFolders();
 const RESTORE = 'r20261205-130000-abcdef';
 const quiet = () => createLogger({ name: 'test', level: 'silent' });
-
-async function files(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await readdir(root, { recursive: true, withFileTypes: true })) {
-    if (e.isFile()) out[join(e.parentPath, e.name).slice(root.length + 1)] = await readFile(join(e.parentPath, e.name), 'utf8');
-  }
-  return out;
-}
 
 describe('a rollback cut short by the death of its agent', () => {
   it('is run again at the next start: the old data back in place, whole, nothing of the restore left', async () => {

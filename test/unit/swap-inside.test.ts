@@ -8,7 +8,7 @@
  * does (no mount needed to tell).
  */
 import { describe, expect, it } from 'vitest';
-import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JobRunner, type JobHandlers } from '../../agent/jobs/runner.js';
@@ -16,18 +16,10 @@ import { rollbackJob, swapJob } from '../../agent/jobs/swap.js';
 import { AgentNode } from '../../agent/node.js';
 import type { AgentConfig } from '../../agent/config.js';
 import { createLogger } from '../../lib/log.js';
-import { tempFolders } from '../helpers/temp.js';
+import { tempFolders, textFiles as files } from '../helpers/temp.js';
 
 const temp = tempFolders();
 const RESTORE = 'r20261205-120000-abcdef';
-
-async function files(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await readdir(root, { recursive: true, withFileTypes: true })) {
-    if (e.isFile()) out[join(e.parentPath, e.name).slice(root.length + 1)] = await readFile(join(e.parentPath, e.name), 'utf8');
-  }
-  return out;
-}
 
 describe('a swap inside a mount point cut short', () => {
   it('is undone at the next start, and the rollback after it gives the old data back whole', async () => {
