@@ -3,7 +3,7 @@ import { statfs } from 'node:fs/promises';
 import { toErrorInfo } from '../lib/errors.js';
 import type { PreflightResult } from '../lib/wire.js';
 import type { AgentNode } from './node.js';
-import { TAKE_OVER_WAIT_MS, takenOver, type JobRunner } from './jobs/runner.js';
+import { NOT_ENDED, TAKE_OVER_WAIT_MS, takenOver, type JobRunner } from './jobs/runner.js';
 
 type Check = PreflightResult['checks'][number];
 
@@ -61,7 +61,7 @@ async function componentIdle(runner: JobRunner, component: string, ask: Prefligh
   const taken = ask.lockHeld && ask.backupId ? await runner.takeOver(component, ask.repositoryId, { backupId: ask.backupId }, TAKE_OVER_WAIT_MS) : undefined;
   const busy = runner.busyComponents().get(component);
   if (busy) {
-    const still = taken?.job.id === busy ? ` (stopped: its coordinator no longer holds the repository's lock; it has not ended in ${TAKE_OVER_WAIT_MS / 1000} s)` : '';
+    const still = taken?.job.id === busy ? NOT_ENDED : '';
     return check(name, async () => {
       throw new Error(`component ${component} is busy with job ${busy}${still}`);
     });

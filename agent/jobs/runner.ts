@@ -126,12 +126,15 @@ function operationOf(req: JobRequestOf<'upload'> | JobRequestOf<'stage'>): strin
   return req.kind === 'upload' ? `backup ${req.backupId}` : `restore ${req.restoreId}`;
 }
 
-/** what the caller reports of a transfer it stopped (`takeOver`); `taker`: "this backup", "a restore" */
-export function takenOver(job: Job, taker: string): string {
+/** what the caller reports of a transfer it stopped (`takeOver`), by what it is */
+export function takenOver(job: Job, taker: 'this backup' | 'a restore'): string {
   const req = job.request as JobRequestOf<'upload'> | JobRequestOf<'stage'>;
   const then = req.kind === 'upload' ? `${taker === 'this backup' ? 'this' : 'the next'} backup picks up what it stored` : 'what it staged was removed';
   return `${req.kind} job ${job.id} of ${operationOf(req)} was stopped: its coordinator no longer held the repository's lock (it died or lost the store); ${then}`;
 }
+
+/** said of a job still keeping its component busy though `takeOver` stopped it */
+export const NOT_ENDED = ` (stopped: its coordinator no longer holds the repository's lock; it has not ended in ${TAKE_OVER_WAIT_MS / 1000} s)`;
 
 export class JobRunner {
   private readonly jobs = new Map<string, Job>();
@@ -324,7 +327,7 @@ export class JobRunner {
     const holder = this.busy.get(req.component);
     if (holder) {
       const other = this.jobs.get(holder);
-      const still = taken?.job.id === holder ? ` (stopped: its coordinator no longer holds the repository's lock; it has not ended in ${TAKE_OVER_WAIT_MS / 1000} s)` : '';
+      const still = taken?.job.id === holder ? NOT_ENDED : '';
       throw new LockstepError(
         'LOCKSTEP_E_COMPONENT_BUSY',
         `component ${req.component} on ${this.node} is busy with job ${holder} (${other?.kind ?? '?'})${still}`,
