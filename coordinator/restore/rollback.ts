@@ -4,7 +4,9 @@
  * where nothing was swapped), then services started in order. Plugins' stop must
  * therefore accept a service that is already stopped. A rollback that fails is run once
  * more; a component whose old data still could not be put back is left stopped, never
- * started on what is left of the restored data.
+ * started on what is left of the restored data. Once the swap began, a component that
+ * cannot be stopped is left as the restore put it: its data is never moved under a
+ * service that may be running on it.
  */
 import { toErrorInfo, type ErrorInfo } from '../../lib/errors.js';
 import { fanout, key } from '../fanout.js';
@@ -20,16 +22,30 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   const errors: ErrorInfo[] = [];
   // not cancellable: an interrupted restore must still come back
   const signal = AbortSignal.timeout(600_000);
+  // after the swap began, the members that could not be stopped: their data is not moved under them
+  const unstopped = new Set<string>();
   if (ctx.stopped.length > 0) {
     // some members may already run on the restored data: stop them before their data moves
     const stops = await fanout(ctx.cluster, 'stop', ctx.stopped, (t) => ({ kind: 'stop', component: t.component }), signal);
     for (const o of stops) {
-      if (!o.ok) errors.push({ ...o.error, message: `${key(o.target)}: stop before rollback failed: ${o.error.message}` });
+      if (o.ok) continue;
+      if (!ctx.swapBegun) {
+        // its data was never touched: only its staging goes, and it is started again
+        errors.push({ ...o.error, message: `${key(o.target)}: stop before rollback failed: ${o.error.message}` });
+        continue;
+      }
+      unstopped.add(key(o.target));
+      report(ctx, o.target).actions?.push(`left as the restore put it: it could not be stopped for the rollback (${o.error.message})`);
+      errors.push({
+        ...o.error,
+        message: `${key(o.target)}: stop before rollback failed, so its data was left as the restore put it (not rolled back, not started again): ${o.error.message}`,
+        hint: `its service may still run on the restored data, which is whole in its data directory DIR; its old data is whole in DIR.lockstep-old-${ctx.restoreId} (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point): once the service is stopped, put the old data back, or keep the restored data`,
+      });
     }
   }
   const rollBack = (targets: RestoreTarget[]) =>
     fanout<{ actions: string[] }, RestoreTarget>(ctx.cluster, 'rollback', targets, (t) => ({ kind: 'rollback', component: t.component, restoreId: ctx.restoreId }), signal);
-  const outcomes = await rollBack(ctx.staged);
+  const outcomes = await rollBack(ctx.staged.filter((t) => !unstopped.has(key(t))));
   const failedOnce = outcomes.filter((o) => !o.ok);
   // once more where it failed: a rollback goes on from wherever it stopped (an agent that
   // died in it has run it again at its start, and this finds nothing left to do)
@@ -58,7 +74,7 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
       hint: `nothing of its old data was removed: it is in DIR.lockstep-old-${ctx.restoreId} beside its data directory DIR (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point); an agent that died in the rollback puts it back itself at its next start; else fix what the error names, put that data back in place of what DIR holds now, then start the service`,
     });
   }
-  const toStart = ctx.stopped.filter((t) => !notBack.has(key(t)));
+  const toStart = ctx.stopped.filter((t) => !notBack.has(key(t)) && !unstopped.has(key(t)));
   if (toStart.length > 0) {
     try {
       const { problems, hint } = await startAll(ctx, toStart, signal);

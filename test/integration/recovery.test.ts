@@ -188,6 +188,44 @@ describe('recovery from failures', () => {
     await nothingOfARestoreBeside();
   });
 
+  it('a node that cannot be stopped for the rollback is left as the restore put it, not started again; the others are rolled back', async () => {
+    const live2 = cluster.agent('node2').data.data!;
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed before an unstoppable rollback on ${a.node}`);
+    const now = await fingerprints();
+    // node2's first start fails (the rollback follows); every stop of it after its first fails
+    const events = join(cluster.opts.root, 'unstoppable-events');
+    const started = join(cluster.opts.root, 'unstoppable-started');
+    const stopped = join(cluster.opts.root, 'unstoppable-stopped');
+    const start = ['sh', '-c', 'echo start >> "$1"; if [ ! -e "$2" ]; then touch "$2"; exit 1; fi', 'start', events, started];
+    const stop = ['sh', '-c', 'echo stop >> "$1"; if [ -e "$2" ]; then exit 1; fi; touch "$2"', 'stop', events, stopped];
+    await setComponent(cluster, 'node2', { start, stop });
+    await setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
+    try {
+      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout).toBe(5);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('rollback-failed');
+      const failed = report.rollback!.errors.find((e) => e.message.startsWith('node2/data: stop before rollback failed, so its data was left as the restore put it'));
+      expect(failed, JSON.stringify(report.rollback)).toBeDefined();
+      expect(failed!.hint).toContain(`.lockstep-old-${report.restoreId}`);
+      expect(report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n')).toContain('left as the restore put it');
+      // its data was not moved under it, nor was it started again
+      expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['stop', 'start', 'stop']);
+      expect(await fingerprint(live2)).toEqual(before[1]);
+      expect(await fingerprint(`${live2}.lockstep-old-${report.restoreId}`)).toEqual(now[1]);
+      // node1 rolled back, its service running
+      expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(now[0]);
+      expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
+      // as the hint says: the old data put back by hand
+      await rm(live2, { recursive: true });
+      await run(['mv', `${live2}.lockstep-old-${report.restoreId}`, live2]);
+      expect(await fingerprints()).toEqual(now);
+    } finally {
+      await setComponent(cluster, 'node2', {});
+    }
+    await nothingOfARestoreBeside();
+  });
+
   it('after-restore hooks run once every node is healthy, with the restore\'s ids; a failing hook rolls every node back', async () => {
     const out = join(cluster.opts.root, 'hook-ran');
     const record = [process.execPath, '-e', `require('fs').appendFileSync(${JSON.stringify(out)}, [process.env.LOCKSTEP_NODE, process.env.LOCKSTEP_RESTORE_ID, process.env.LOCKSTEP_BACKUP_ID].join(' ') + '\\n'); console.log('replicas in sync')`];
