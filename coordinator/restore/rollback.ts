@@ -35,11 +35,14 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
         continue;
       }
       unstopped.add(key(o.target));
+      const swapped = ctx.swapped.some((t) => key(t) === key(o.target));
       report(ctx, o.target).actions?.push(`left as the restore put it: it could not be stopped for the rollback (${o.error.message})`);
       errors.push({
         ...o.error,
         message: `${key(o.target)}: stop before rollback failed, so its data was left as the restore put it (not rolled back, not started again): ${o.error.message}`,
-        hint: `its service may still run on the restored data, which is whole in its data directory DIR; its old data is whole in DIR.lockstep-old-${ctx.restoreId} (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point): once the service is stopped, put the old data back, or keep the restored data`,
+        hint: swapped
+          ? `its service may still run on the restored data, which is whole in its data directory DIR; its old data is whole in DIR.lockstep-old-${ctx.restoreId} (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point): once the service is stopped, put the old data back, or keep the restored data`
+          : `its swap did not go through: its data directory DIR holds its old data, and what the restore staged is beside it (DIR.lockstep-staging-${ctx.restoreId}, or inside DIR when it is a mount point; the agent's next start removes it); its service may still run`,
       });
     }
   }
