@@ -18,6 +18,9 @@ export interface RollbackOutcome {
   errors: ErrorInfo[];
 }
 
+/** where a restore keeps a data directory DIR's old data, or what it staged (`what`), by the agent's naming (AgentNode.restorePaths) */
+const besideDir = (what: 'old' | 'staging', restoreId: string) => `DIR.lockstep-${what}-${restoreId} (DIR/.lockstep-${what}-${restoreId} when DIR is a mount point)`;
+
 export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   const errors: ErrorInfo[] = [];
   // not cancellable: an interrupted restore must still come back
@@ -41,8 +44,8 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
         ...o.error,
         message: `${key(o.target)}: stop before rollback failed, so its data was left as the restore put it (not rolled back, not started again): ${o.error.message}`,
         hint: swapped
-          ? `its service may still run on the restored data, which is whole in its data directory DIR; its old data is whole in DIR.lockstep-old-${ctx.restoreId} (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point): once the service is stopped, put the old data back, or keep the restored data`
-          : `its swap did not go through: its data directory DIR holds its old data, and what the restore staged is beside it (DIR.lockstep-staging-${ctx.restoreId}, or inside DIR when it is a mount point; the agent's next start removes it); its service may still run`,
+          ? `its service may still run on the restored data, which is whole in its data directory DIR; its old data is whole in ${besideDir('old', ctx.restoreId)}: once the service is stopped, put the old data back, or keep the restored data`
+          : `its swap did not go through: its data directory DIR holds its old data, and what the restore staged is in ${besideDir('staging', ctx.restoreId)}, which the agent's next start removes; its service may still run`,
       });
     }
   }
@@ -53,11 +56,12 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   // once more where it failed: a rollback goes on from wherever it stopped (an agent that
   // died in it has run it again at its start, and this finds nothing left to do)
   const again = failedOnce.length > 0 ? await rollBack(failedOnce.map((o) => o.target)) : [];
+  const firstFailure = new Map(failedOnce.flatMap((o) => (o.ok ? [] : [[key(o.target), o.error.message] as const])));
   const notBack = new Set<string>();
   for (const o of [...outcomes.filter((x) => x.ok), ...again]) {
     const actions = report(ctx, o.target).actions;
-    const first = failedOnce.find((f) => key(f.target) === key(o.target));
-    if (first && !first.ok) actions?.push(`rollback: failed once (${first.error.message}), run again`);
+    const first = firstFailure.get(key(o.target));
+    if (first !== undefined) actions?.push(`rollback: failed once (${first}), run again`);
     if (o.ok) {
       actions?.push(...o.result.actions.map((a) => `rollback: ${a}`));
       continue;
@@ -74,7 +78,7 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
     errors.push({
       ...o.error,
       message: `${key(o.target)}: rollback failed twice, the service is left stopped: ${o.error.message}`,
-      hint: `nothing of its old data was removed: it is in DIR.lockstep-old-${ctx.restoreId} beside its data directory DIR (DIR/.lockstep-old-${ctx.restoreId} when DIR is a mount point); an agent that died in the rollback puts it back itself at its next start; else fix what the error names, put that data back in place of what DIR holds now, then start the service`,
+      hint: `nothing of its old data was removed: it is in ${besideDir('old', ctx.restoreId)}, DIR its data directory; an agent that died in the rollback puts it back itself at its next start; else fix what the error names, put that data back in place of what DIR holds now, then start the service`,
     });
   }
   const toStart = ctx.stopped.filter((t) => !notBack.has(key(t)) && !unstopped.has(key(t)));
