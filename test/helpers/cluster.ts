@@ -55,3 +55,23 @@ export function bindMount(dir: string): Promise<boolean> {
 export function unmount(dir: string): Promise<boolean> {
   return new Promise((res) => execFile('umount', [dir], (e) => res(!e)));
 }
+
+/** one node whose component `data` has its data directory bind-mounted onto itself; `mounted` false where that cannot be done (not root) */
+export interface MountedNode {
+  cluster: LocalCluster;
+  data: string;
+  mounted: boolean;
+}
+
+/** a one-node cluster whose component `data` has `settings`, its data directory a mount point where it can be (`bindMount`) */
+export async function startMountedNode(settings: Record<string, unknown>): Promise<MountedNode> {
+  const cluster = await startCluster({ nodes: 1, components: () => [{ name: 'data', settings }] });
+  const data = cluster.agents[0]!.data.data!;
+  return { cluster, data, mounted: await bindMount(data) };
+}
+
+/** undo `startMountedNode`: its data directory unmounted while it still is a mount point, its cluster stopped */
+export async function stopMountedNode(n: Partial<MountedNode>): Promise<void> {
+  if (n.mounted && n.data) await unmount(n.data);
+  await stopCluster(n.cluster);
+}

@@ -72,6 +72,18 @@ function orphans(abandonTransferMs?: number) {
       await exited;
     },
 
+    /**
+     * The node's data removed (a restore must download it) and a restore of the latest
+     * backup killed while its pack GETs are held: the data as that backup holds it
+     */
+    async restoreKilledMidStage(): Promise<Awaited<ReturnType<typeof fingerprint>>> {
+      const data = o.cluster.agents[0]!.data.data!;
+      const backedUp = await fingerprint(data);
+      for (const e of await readdir(data)) await rm(join(data, e), { recursive: true, force: true });
+      await o.killedWhileHeld(['restore', 'latest', '--json'], 'GET');
+      return backedUp;
+    },
+
     /** the agent's jobs (the job list, which asks about no job in particular) */
     async jobs(): Promise<Job[]> {
       const a = o.cluster.agents[0]!;
@@ -126,10 +138,7 @@ describe('an upload its coordinator abandoned', () => {
 
   it("a restore's stage is stopped the same way, its staging removed; the next restore runs and brings the data back", async () => {
     const data = o.cluster.agents[0]!.data.data!;
-    const backedUp = await fingerprint(data);
-    // the data gone: the restore must download it
-    for (const e of await readdir(data)) await rm(join(data, e), { recursive: true, force: true });
-    await killedWhileHeld(['restore', 'latest', '--json'], 'GET');
+    const backedUp = await o.restoreKilledMidStage();
     const stage = await ended('stage');
     expect(stage?.state).toBe('cancelled');
     expect(stage?.error?.code).toBe('LOCKSTEP_E_JOB_ABANDONED');
@@ -174,10 +183,7 @@ describe('an upload its coordinator abandoned, and the next backup at once', () 
 
   it("the next restore stops the dead coordinator's stage when it takes the lock over, and restores", async () => {
     const data = o.cluster.agents[0]!.data.data!;
-    const backedUp = await fingerprint(data);
-    // the data gone: the restore must download it
-    for (const e of await readdir(data)) await rm(join(data, e), { recursive: true, force: true });
-    await o.killedWhileHeld(['restore', 'latest', '--json'], 'GET');
+    const backedUp = await o.restoreKilledMidStage();
     const orphaned = (await o.jobs()).find((j) => j.kind === 'stage' && j.state === 'running')!;
     expect(orphaned).toBeDefined();
 

@@ -14,6 +14,7 @@ import { CLI_BIN, type LocalCluster } from '../../demo/local-cluster.js';
 import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import type { Job } from '../../lib/wire.js';
+import type { ErrorInfo } from '../../lib/errors.js';
 import { issueCertificate } from '../../lib/tls/certs.js';
 import { FAKE_SERVICE, isAlive, json, runCli, service, startCluster, stopCluster } from '../helpers/cluster.js';
 import { openFsRepo } from '../helpers/repo.js';
@@ -50,6 +51,35 @@ describe('recovery from failures', () => {
     for (const text of says) expect(report.error?.message).toContain(text);
     expect(await fingerprints()).toEqual(now);
     await nothingOfARestoreBeside();
+  };
+
+  /** node1's component as a service of its own (started, stopped, health-checked through its pid file) */
+  const node1AsService = () => setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
+  /**
+   * A restore whose rollback fails on node2 (exit 5): node2's rollback error, which starts with
+   * `says` and names where its old data is, and node2's actions in the report; node1 rolled
+   * back to its data as `now`, its service running.
+   */
+  const restoreLeavingNode2 = async (now: Awaited<ReturnType<typeof fingerprints>>, says: string): Promise<{ report: RestoreReport; failed: ErrorInfo; actions: string }> => {
+    const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+    // a person must act
+    expect(r.code, r.stdout).toBe(5);
+    const report = json<RestoreReport>(r.stdout);
+    expect(report.status).toBe('rollback-failed');
+    expect(report.rollback?.ok).toBe(false);
+    const failed = report.rollback!.errors.find((e) => e.message.startsWith(`node2/data: ${says}`));
+    expect(failed, JSON.stringify(report.rollback)).toBeDefined();
+    expect(failed!.hint).toContain(`.lockstep-old-${report.restoreId}`);
+    expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(now[0]);
+    expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
+    return { report, failed: failed!, actions: report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n') };
+  };
+  /** as the hint of a failed rollback says: node2's old data put back by hand in place of what its directory holds; every node's data as `now` */
+  const putBackByHand = async (restoreId: string, now: Awaited<ReturnType<typeof fingerprints>>): Promise<void> => {
+    const live2 = cluster.agent('node2').data.data!;
+    await rm(live2, { recursive: true });
+    await run(['mv', `${live2}.lockstep-old-${restoreId}`, live2]);
+    expect(await fingerprints()).toEqual(now);
   };
 
   beforeAll(async () => {
@@ -131,7 +161,7 @@ describe('recovery from failures', () => {
     const now = await fingerprints();
     // node2's service cannot run on the backed-up data (its health check refuses it)
     await setComponent(cluster, 'node2', { health: [process.execPath, FAKE_SERVICE, 'refuse-if', join(cluster.agent('node2').data.data!, 'CURRENT'), 'MANIFEST'], healthTimeoutMs: 1500 });
-    await setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
+    await node1AsService();
     await restoreRolledBack(now, 'node2/data: start failed', 'did not become healthy');
     // node1's service runs again after the rollback
     expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
@@ -152,35 +182,20 @@ describe('recovery from failures', () => {
     const mark = join(cluster.opts.root, 'pinned');
     const start = ['sh', '-c', 'echo start >> "$1"; if [ ! -e "$2" ]; then touch "$2"; chattr +i "$3"; exit 1; fi', 'start', events, mark, live2];
     await setComponent(cluster, 'node2', { start });
-    await setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
-    const old2 = `${live2}.lockstep-old-`;
+    await node1AsService();
     try {
-      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
-      // a person must act
-      expect(r.code, r.stdout).toBe(5);
-      const report = json<RestoreReport>(r.stdout);
-      expect(report.status).toBe('rollback-failed');
-      expect(report.rollback?.ok).toBe(false);
-      const failed = report.rollback!.errors.find((e) => e.message.startsWith('node2/data: rollback failed twice, the service is left stopped'));
-      expect(failed, JSON.stringify(report.rollback)).toBeDefined();
-      expect(failed!.hint).toContain(`.lockstep-old-${report.restoreId}`);
+      const { report, failed, actions } = await restoreLeavingNode2(now, 'rollback failed twice, the service is left stopped');
       // rm's own words: the cause, not an error of a fallback
-      expect(failed!.message).toContain('Operation not permitted');
-      const actions2 = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
-      expect(actions2).toContain('rollback: failed once');
-      expect(actions2).toContain('left stopped: its old data could not be put back');
+      expect(failed.message).toContain('Operation not permitted');
+      expect(actions).toContain('rollback: failed once');
+      expect(actions).toContain('left stopped: its old data could not be put back');
       // node2 was not started on what is left of the restored data: its start ran once, the failed one
       expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['start']);
       // its old data whole beside it
-      expect(await fingerprint(`${old2}${report.restoreId}`)).toEqual(now[1]);
-      // node1 rolled back to its data, its service running
-      expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(now[0]);
-      expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
-      // as the hint says: the cause fixed, the old data put back by hand
+      expect(await fingerprint(`${live2}.lockstep-old-${report.restoreId}`)).toEqual(now[1]);
+      // the cause fixed, then as the hint says
       await run(['chattr', '-i', live2]);
-      await rm(live2, { recursive: true });
-      await run(['mv', `${old2}${report.restoreId}`, live2]);
-      expect(await fingerprints()).toEqual(now);
+      await putBackByHand(report.restoreId, now);
     } finally {
       await run(['chattr', '-i', live2]).catch(() => undefined);
       await setComponent(cluster, 'node2', {});
@@ -199,27 +214,15 @@ describe('recovery from failures', () => {
     const start = ['sh', '-c', 'echo start >> "$1"; if [ ! -e "$2" ]; then touch "$2"; exit 1; fi', 'start', events, started];
     const stop = ['sh', '-c', 'echo stop >> "$1"; if [ -e "$2" ]; then exit 1; fi; touch "$2"', 'stop', events, stopped];
     await setComponent(cluster, 'node2', { start, stop });
-    await setComponent(cluster, 'node1', { start: service('start', pidfile('node1')), stop: service('stop', pidfile('node1')), health: service('health', pidfile('node1')) });
+    await node1AsService();
     try {
-      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
-      expect(r.code, r.stdout).toBe(5);
-      const report = json<RestoreReport>(r.stdout);
-      expect(report.status).toBe('rollback-failed');
-      const failed = report.rollback!.errors.find((e) => e.message.startsWith('node2/data: stop before rollback failed, so its data was left as the restore put it'));
-      expect(failed, JSON.stringify(report.rollback)).toBeDefined();
-      expect(failed!.hint).toContain(`.lockstep-old-${report.restoreId}`);
-      expect(report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n')).toContain('left as the restore put it');
+      const { report, actions } = await restoreLeavingNode2(now, 'stop before rollback failed, so its data was left as the restore put it');
+      expect(actions).toContain('left as the restore put it');
       // its data was not moved under it, nor was it started again
       expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['stop', 'start', 'stop']);
       expect(await fingerprint(live2)).toEqual(before[1]);
       expect(await fingerprint(`${live2}.lockstep-old-${report.restoreId}`)).toEqual(now[1]);
-      // node1 rolled back, its service running
-      expect(await fingerprint(cluster.agent('node1').data.data!)).toEqual(now[0]);
-      expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
-      // as the hint says: the old data put back by hand
-      await rm(live2, { recursive: true });
-      await run(['mv', `${live2}.lockstep-old-${report.restoreId}`, live2]);
-      expect(await fingerprints()).toEqual(now);
+      await putBackByHand(report.restoreId, now);
     } finally {
       await setComponent(cluster, 'node2', {});
     }

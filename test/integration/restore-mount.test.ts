@@ -15,7 +15,7 @@ import type { LocalCluster } from '../../demo/local-cluster.js';
 import { fillDataDir, fingerprint } from '../../demo/fixtures.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { isMountPoint } from '../../lib/mounts.js';
-import { bindMount, json, runCli, startCluster, stopCluster, tempDir, unmount } from '../helpers/cluster.js';
+import { json, runCli, startMountedNode, stopMountedNode, tempDir } from '../helpers/cluster.js';
 
 describe('a restore onto a data directory that is a mount point', () => {
   let cluster: LocalCluster;
@@ -28,16 +28,10 @@ describe('a restore onto a data directory that is a mount point', () => {
   beforeAll(async () => {
     scratch = await tempDir();
     failStart = join(scratch, 'fail-start');
-    cluster = await startCluster({
-      nodes: 1,
-      components: () => [{ name: 'data', settings: { stop: ['true'], start: ['sh', '-c', `if [ -e ${failStart} ]; then rm ${failStart}; exit 1; fi`] } }],
-    });
-    data = cluster.agents[0]!.data.data!;
-    mounted = await bindMount(data);
+    ({ cluster, data, mounted } = await startMountedNode({ stop: ['true'], start: ['sh', '-c', `if [ -e ${failStart} ]; then rm ${failStart}; exit 1; fi`] }));
   });
   afterAll(async () => {
-    if (mounted) await unmount(data);
-    await stopCluster(cluster);
+    await stopMountedNode({ cluster, data, mounted });
     await rm(scratch, { recursive: true, force: true });
   });
 

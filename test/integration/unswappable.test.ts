@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { isMountPoint } from '../../lib/mounts.js';
-import { bindMount, json, runCli, startCluster, stopCluster, tempDir, unmount } from '../helpers/cluster.js';
+import { json, runCli, startMountedNode, stopMountedNode, tempDir, unmount } from '../helpers/cluster.js';
 
 describe('a data directory a restore cannot swap', () => {
   let cluster: LocalCluster;
@@ -25,16 +25,10 @@ describe('a data directory a restore cannot swap', () => {
   beforeAll(async () => {
     scratch = await tempDir();
     events = join(scratch, 'events');
-    cluster = await startCluster({
-      nodes: 1,
-      components: () => [{ name: 'data', settings: { stop: ['sh', '-c', `echo stop >> ${events}`], start: ['sh', '-c', `echo start >> ${events}`] } }],
-    });
-    data = cluster.agents[0]!.data.data!;
-    mounted = await bindMount(data);
+    ({ cluster, data, mounted } = await startMountedNode({ stop: ['sh', '-c', `echo stop >> ${events}`], start: ['sh', '-c', `echo start >> ${events}`] }));
   });
   afterAll(async () => {
-    if (mounted) await unmount(data);
-    await stopCluster(cluster);
+    await stopMountedNode({ cluster, data, mounted });
     await rm(scratch, { recursive: true, force: true });
   });
 
