@@ -50,8 +50,6 @@ const history = Number(arg('history', '0'));
 const encrypt = process.argv.includes('--encrypt');
 /** into an S3 repository: Ceph RGW on this machine (bench/rgw.ts), instead of a folder */
 const s3 = process.argv.includes('--s3');
-if (data !== 'random' && data !== 'db') throw new Error('--data must be random or db');
-if (!Number.isInteger(incrementals) || incrementals < 1) throw new Error('--incrementals must be a whole number, 1 or more');
 
 /** a database-like tree: a few large files, many small ones */
 async function fillNode(dir: string, mib: number): Promise<void> {
@@ -173,6 +171,9 @@ async function growHistory(cluster: LocalCluster, repository: RepositorySize, la
 }
 
 async function main(): Promise<void> {
+  // told as the bench's failure (runBench), not as a stack trace
+  if (data !== 'random' && data !== 'db') throw new Error('--data must be random or db');
+  if (!Number.isInteger(incrementals) || incrementals < 1) throw new Error('--incrementals must be a whole number, 1 or more');
   const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
   const keyFile = join(root, 'repository.key');
   if (encrypt) await writeFile(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
