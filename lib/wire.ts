@@ -4,6 +4,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { Argv, StringEnum } from './schema.js';
+import { BACKUP_ID_RE, RESTORE_ID_RE } from './ids.js';
 
 export const API_PREFIX = '/v1';
 
@@ -98,8 +99,8 @@ export const jobStates = ['running', 'succeeded', 'failed', 'cancelled', 'interr
 export type JobState = (typeof jobStates)[number];
 
 const Component = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' });
-const BackupId = Type.String({ pattern: '^\\d{8}-\\d{6}-[a-z0-9][a-z0-9_-]{0,39}$' });
-const RestoreId = Type.String({ pattern: '^r\\d{8}-\\d{6}-[0-9a-f]{6}$' });
+const BackupId = Type.String({ pattern: BACKUP_ID_RE.source });
+const RestoreId = Type.String({ pattern: RESTORE_ID_RE.source });
 const Sha = Type.String({ pattern: '^[0-9a-f]{64}$' });
 
 /** One schema per kind; the body of POST /v1/jobs is any of them. */
