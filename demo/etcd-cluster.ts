@@ -92,6 +92,11 @@ export class EtcdTestCluster {
     return ['etcdctl', `--endpoints=${this.endpoints}`, ...this.ctlTls, ...(this.auth ? [`--user=${this.auth.user}:${this.auth.password}`] : [])];
   }
 
+  /** whether keys are written through etcdctl: the JSON gateway (plain HTTP) takes neither a client certificate nor a login */
+  private get byCtl(): boolean {
+    return this.tls !== undefined || this.auth !== undefined;
+  }
+
   /** once started: a root user with `password`, and etcd's authentication turned on (every client must then log in) */
   async enableAuth(password: string): Promise<this> {
     await run([...this.ctl, 'user', 'add', `root:${password}`]);
@@ -198,8 +203,7 @@ export class EtcdTestCluster {
    */
   async putMany(entries: Map<string, string>): Promise<void> {
     const list = [...entries];
-    // (the gateway takes no login either)
-    const byCtl = this.tls !== undefined || this.auth !== undefined;
+    const byCtl = this.byCtl;
     const step = byCtl ? 8 : 64;
     for (let i = 0; i < list.length; i += step) {
       await Promise.all(
@@ -217,7 +221,7 @@ export class EtcdTestCluster {
   }
 
   async deleteKey(k: string): Promise<void> {
-    if (this.tls || this.auth) {
+    if (this.byCtl) {
       await run([...this.ctl, 'del', '--', k]);
       return;
     }
