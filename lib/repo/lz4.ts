@@ -3,7 +3,7 @@
  * `compressSync` makes: the plain length, 4 bytes little-endian, then one LZ4 block).
  *
  * The binding's `uncompressSync` returns a fresh buffer a blob. The agent's allocator maps
- * every block of 32 KiB or more on its own (README "Memory after a restore"), so each of
+ * every block of 32 KiB or more on its own (docs/performance.md, "Memory after a restore"), so each of
  * those buffers was mapped, faulted in page by page and unmapped again (which stops the
  * other core to flush its TLB): a restore of 8.5 GB (64k files) took 65–66 s that way and
  * 44–48 s when the allocator was let keep such blocks. Decoding into buffers that are
