@@ -1,0 +1,143 @@
+/**
+ * What an engine's own snapshot files make of dedup: a Redis Cluster (3 masters + 3
+ * replicas, six agents) backed up, then backed up again with nothing changed, after 1% of
+ * its values were rewritten (same length), and after 1% of its keys were replaced (half
+ * deleted, as many new ones written). Each backup's bytes written, against the bytes
+ * the change wrote into Redis.
+ *
+ *   npm run bench:dedup                          # 128 MiB of values, 2 runs
+ *   npm run bench:dedup -- --mib 512 --runs 3
+ *
+ * The repository goal "after 1% changed, bytes written ≤ 2× the bytes changed" is about
+ * files whose pages are rewritten in place (bench:backup's data). A Redis RDB is written
+ * anew by every BGSAVE, its values LZF-compressed one by one: a value of a new compressed
+ * length, or a key added or removed, moves every byte after it, and fixed-size blocks no
+ * longer line up. This bench measures that, for the record and for whoever changes how
+ * files are cut. A benchmark, not a test: nothing here asserts a figure.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalCluster, runCli } from '../demo/local-cluster.js';
+import { RedisTestCluster } from '../demo/redis-cluster.js';
+import { arg, median, runBench, spread, writeResults } from './stats.js';
+import type { BackupReport } from '../lib/report.js';
+
+const mib = Number(arg('mib', '128'));
+const runs = Number(arg('runs', '2'));
+/** bytes of a value: random hex, as ids, tokens and serialized records mostly are (compresses ~2:1 in LZ4, a little in LZF) */
+const VALUE = 512;
+
+const value = () => randomBytes(VALUE / 2).toString('hex');
+
+/** `n` keys `bench:0…` with random values */
+async function fill(redis: RedisTestCluster, n: number): Promise<void> {
+  const batch = 50_000;
+  for (let start = 0; start < n; start += batch) {
+    const m = new Map<string, string>();
+    for (let i = start; i < Math.min(n, start + batch); i++) m.set(`bench:${i}`, value());
+    await redis.setMany(m);
+  }
+}
+
+/** `count` distinct numbers below `n`, at random */
+function pick(n: number, count: number): number[] {
+  const out = new Set<number>();
+  while (out.size < count) out.add(Math.floor(Math.random() * n));
+  return [...out];
+}
+
+interface Round {
+  name: string;
+  /** bytes of values the change wrote into Redis */
+  changed: number[];
+  written: number[];
+  ms: number[];
+}
+
+async function backup(cluster: LocalCluster, name: string): Promise<BackupReport> {
+  const r = await runCli(['backup', 'create', '--name', name, '--json'], { config: cluster.configFile, timeoutMs: 1_800_000 });
+  const report = JSON.parse(r.stdout) as BackupReport;
+  if (report.status !== 'complete') throw new Error(`backup ${name} ended ${report.status}: ${report.error?.message ?? ''}`);
+  return report;
+}
+
+async function main(): Promise<void> {
+  if (!Number.isFinite(mib) || mib < 8) throw new Error('--mib must be a number of MiB, 8 or more');
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a whole number, 1 or more');
+  const keys = Math.round((mib * 1024 * 1024) / VALUE);
+  const onePercent = Math.round(keys / 100);
+  const rounds: Round[] = ['full backup', 'nothing changed', '1% of values rewritten (same length)', '1% of keys replaced (0.5% deleted, 0.5% new)'].map((name) => ({ name, changed: [], written: [], ms: [] }));
+  const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
+  const redis = new RedisTestCluster(root);
+  let cluster: LocalCluster | undefined;
+  try {
+    await redis.start();
+    cluster = await new LocalCluster({ root, nodes: 6, components: (_n, i) => [redis.component(i)] }).start();
+    let next = keys;
+    for (let i = 0; i < runs; i++) {
+      // a fresh repository and fresh data each run
+      await rm(cluster.repoDir, { recursive: true, force: true });
+      await runCli(['repo', 'init'], { config: cluster.configFile });
+      await redis.flushAll();
+      process.stderr.write(`run ${i + 1}/${runs}: filling ${mib} MiB (${keys} values of ${VALUE} B)…\n`);
+      await fill(redis, keys);
+      next = keys;
+      const changes: (() => Promise<number>)[] = [
+        async () => keys * VALUE,
+        async () => 0,
+        async () => {
+          await redis.setMany(new Map(pick(keys, onePercent).map((k) => [`bench:${k}`, value()])));
+          return onePercent * VALUE;
+        },
+        async () => {
+          const half = Math.round(onePercent / 2);
+          const gone = pick(keys, half).map((k) => `bench:${k}`);
+          // one DEL a key: a cluster refuses keys of different slots in one command
+          for (const [port, ks] of await redis.groupBySlot(gone)) {
+            await redis.withClient(port, async (r) => {
+              const p = r.pipeline();
+              for (const k of ks) p.del(k);
+              await p.exec();
+            });
+          }
+          const added = new Map<string, string>();
+          for (let k = 0; k < half; k++) added.set(`bench:${next++}`, value());
+          await redis.setMany(added);
+          return half * VALUE;
+        },
+      ];
+      for (let j = 0; j < rounds.length; j++) {
+        const changed = await changes[j]!();
+        const report = await backup(cluster, `run${i}-${j}`);
+        const round = rounds[j]!;
+        round.changed.push(changed);
+        round.written.push(report.totals.bytesNew);
+        round.ms.push(Math.round(report.durationMs));
+        process.stderr.write(`  ${round.name}: ${report.totals.bytesNew} B written for ${changed} B changed, ${Math.round(report.durationMs)} ms\n`);
+      }
+    }
+    const full = median(rounds[0]!.written);
+    const lines = [
+      `Redis Cluster, 3 masters + 3 replicas (one snapshot per shard, from a replica), ${mib} MiB of ${VALUE}-byte random values, ${cpus().length} cores, ${runs} run${runs > 1 ? 's' : ''} (median, min–max)`,
+      '',
+      '| backup | bytes changed | bytes written | written / changed | written / full backup | time |',
+      '| --- | --- | --- | --- | --- | --- |',
+      ...rounds.map((r) => {
+        const written = median(r.written);
+        const changed = median(r.changed);
+        const ratio = changed > 0 ? `${(written / changed).toFixed(2)}×` : '';
+        return `| ${r.name} | ${changed} | ${written} (${spread(r.written)}) | ${ratio} | ${((100 * written) / full).toFixed(1)}% | ${median(r.ms)} ms (${spread(r.ms)}) |`;
+      }),
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+    await writeResults('engine-dedup', { cores: cpus().length, mib, runs, valueBytes: VALUE, rounds });
+  } finally {
+    await cluster?.stop();
+    await redis.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+runBench(main);
