@@ -16,11 +16,11 @@
  * files are cut. A benchmark, not a test: nothing here asserts a figure.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { LocalCluster, runCli } from '../demo/local-cluster.js';
-import { RedisTestCluster } from '../demo/redis-cluster.js';
+import { rm } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { runCli, type LocalCluster } from '../demo/local-cluster.js';
+import type { RedisTestCluster } from '../demo/redis-cluster.js';
+import { withRedisAgents } from './redis-agents.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
 import type { BackupReport } from '../lib/report.js';
 
@@ -69,12 +69,7 @@ async function main(): Promise<void> {
   const keys = Math.round((mib * 1024 * 1024) / VALUE);
   const onePercent = Math.round(keys / 100);
   const rounds: Round[] = ['full backup', 'nothing changed', '1% of values rewritten (same length)', '1% of keys replaced (0.5% deleted, 0.5% new)'].map((name) => ({ name, changed: [], written: [], ms: [] }));
-  const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
-  const redis = new RedisTestCluster(root);
-  let cluster: LocalCluster | undefined;
-  try {
-    await redis.start();
-    cluster = await new LocalCluster({ root, nodes: 6, components: (_n, i) => [redis.component(i)] }).start();
+  await withRedisAgents(async (redis, cluster) => {
     let next = keys;
     for (let i = 0; i < runs; i++) {
       // a fresh repository and fresh data each run
@@ -133,11 +128,7 @@ async function main(): Promise<void> {
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
     await writeResults('engine-dedup', { cores: cpus().length, mib, runs, valueBytes: VALUE, rounds });
-  } finally {
-    await cluster?.stop();
-    await redis.stop();
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 }
 
 runBench(main);

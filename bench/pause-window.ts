@@ -9,13 +9,14 @@
  * A benchmark, not a test: nothing here asserts a time.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LocalCluster, runCli } from '../demo/local-cluster.js';
+import { runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
-import { RedisTestCluster } from '../demo/redis-cluster.js';
+import type { RedisTestCluster } from '../demo/redis-cluster.js';
+import { withRedisAgents } from './redis-agents.js';
 import type { BackupReport } from '../lib/report.js';
 
 
@@ -74,12 +75,7 @@ interface Row {
 }
 
 async function measure(sizeMiB: number): Promise<Row> {
-  const root = await mkdtemp(join(tmpdir(), 'lockstep-bench-'));
-  const redis = new RedisTestCluster(root);
-  let cluster: LocalCluster | undefined;
-  try {
-    await redis.start();
-    cluster = await new LocalCluster({ root, nodes: 6, components: (_n, i) => [redis.component(i)] }).start();
+  return withRedisAgents(async (redis, cluster, root) => {
     process.stderr.write(`filling ${sizeMiB} MiB…\n`);
     await fill(redis, sizeMiB);
     const row: Row = { sizeMiB, pauseMs: [], masterPauseMs: [], stopCopyStartMs: [] };
@@ -95,11 +91,7 @@ async function measure(sizeMiB: number): Promise<Row> {
       process.stderr.write(`  ${sizeMiB} MiB run ${i + 1}/${runs}: window ${p.windowMs} ms (freeze ${p.freezeMs}, point ${p.pointMs}, thaw ${p.thawMs}), longest master pause ${perMaster} ms, stop/copy/start ${row.stopCopyStartMs.at(-1)} ms\n`);
     }
     return row;
-  } finally {
-    await redis.stop();
-    await cluster?.stop();
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 }
 
 async function main(): Promise<void> {
