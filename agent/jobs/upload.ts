@@ -20,9 +20,10 @@ export async function uploadJob(node: AgentNode, req: JobRequestOf<'upload'>, ct
   // every set the snapshot produced (restorable data, and files captured for the record)
   const sets = await snapshotSets(dir);
   const linked = plugin.linksLiveFiles?.(config) ?? false;
+  const cutSets = plugin.cutSets?.(config);
   const cacheFile = node.indexCacheFile(repo.id, req.component);
   const stale = await node.dropOtherIndexCopies(repo.id, req.component);
   if (stale.length > 0) ctx.log.info({ component: req.component, removed: stale }, 'local index copies made for another repository removed');
   const keepIndexBytes = node.config.keepIndexMiB * 1024 * 1024;
-  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, plugin: config.plugin, shard: req.shard, linked, cacheFile, keepIndexBytes, restoredDir: node.restoredDir(req.component) }, ctx);
+  return uploadSnapshot(repo, dir, sets, { backupId: req.backupId, node: node.name, component: req.component, plugin: config.plugin, shard: req.shard, linked, ...(cutSets ? { cutSets: [...cutSets] } : {}), cacheFile, keepIndexBytes, restoredDir: node.restoredDir(req.component) }, ctx);
 }

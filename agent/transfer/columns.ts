@@ -23,6 +23,7 @@ const SIZE = json(',"size":');
 const SHA256 = json(',"sha256":');
 const BLOCK = json(',"block":');
 const SEEN_INO = json(',"seen":{"ino":');
+const CUTS = json(',"cuts":');
 const CTIME = json(',"ctimeMs":');
 const KINDS = ['file', 'dir', 'symlink'] as const satisfies readonly TreeEntry['type'][];
 const FILE = 0;
@@ -45,6 +46,8 @@ export class Columns {
   length = 0;
   private readonly paths: string[] = [];
   private readonly targets = new Map<number, string>();
+  /** a file cut where its content says: its blocks' lengths, as its index entry keeps them (lib/repo/cuts.ts) */
+  private readonly cutsOf = new Map<number, string>();
   private kind = new Uint8Array(0);
   private mode = new Uint16Array(0);
   private uid = new Uint32Array(0);
@@ -117,6 +120,7 @@ export class Columns {
 
   private setBlocks(r: number, size: number, block: number, first: number, count: number): void {
     this.copied[r] = 0;
+    this.cutsOf.delete(r);
     this.size[r] = size;
     this.block[r] = count > 1 ? block : 0;
     this.first[r] = first;
@@ -158,6 +162,24 @@ export class Columns {
     this.first[r] = from.first[f]!;
     for (let i = 0; i < SHA; i++) this.sha[r * SHA + i] = from.sha[f * SHA + i]!;
     this.copied[r] = 1;
+    const cuts = from.cutsOf.get(f);
+    if (cuts === undefined) this.cutsOf.delete(r);
+    else this.cutsOf.set(r, cuts);
+  }
+
+  /** the file's blocks were cut by its content, these lengths (after its content is set) */
+  setCuts(r: number, cuts: string): void {
+    this.cutsOf.set(r, cuts);
+  }
+
+  /** the lengths of a file cut by its content, if it was */
+  cuts(r: number): string | undefined {
+    return this.cutsOf.get(r);
+  }
+
+  /** whether any file is cut by its content */
+  get anyCut(): boolean {
+    return this.cutsOf.size > 0;
   }
 
   /** whether row `r`'s content is the previous index's, copied by `copyContent` (its blocks are that index's refs) */
@@ -184,6 +206,8 @@ export class Columns {
       b.writeUInt32LE(this.count[r]!, at + 12);
       this.sha.copy(b, at + 16, r * SHA, r * SHA + SHA);
       at += 16 + SHA;
+      // (the same content has the same cuts; a file cut by its content is not one cut at a fixed size)
+      b[at++] = this.cutsOf.has(r) ? 1 : 0;
       b[at++] = this.seen[r]!;
       if (this.seen[r]) {
         b.writeDoubleLE(this.ino[r]!, at);
@@ -196,7 +220,7 @@ export class Columns {
 
   /** at most how many bytes `identityInto` writes for row `r` */
   identityBytes(r: number): number {
-    return 128 + 3 * (this.paths[r]!.length + (this.kind[r] === SYMLINK ? this.target(r).length : 0));
+    return 129 + 3 * (this.paths[r]!.length + (this.kind[r] === SYMLINK ? this.target(r).length : 0));
   }
 
   /** how many blocks the file's content is */
@@ -257,7 +281,8 @@ export class Columns {
     const block = this.block[r]!;
     const seen = this.seenSig(r);
     const sha256 = this.sha.toString('hex', r * SHA, r * SHA + SHA);
-    return { type: 'file', path: this.path(r), ...this.meta(r), size: this.size[r]!, sha256, ...(block > 0 ? { block } : {}), ...(seen ? { seen } : {}) };
+    const cuts = this.cutsOf.get(r);
+    return { type: 'file', path: this.path(r), ...this.meta(r), size: this.size[r]!, sha256, ...(block > 0 ? { block } : {}), ...(cuts !== undefined ? { cuts } : {}), ...(seen ? { seen } : {}) };
   }
 
   /** `fileEntry(r)` written as JSON at the end of `out` but for its closing brace: the bytes JSON.stringify makes of it, no object made */
@@ -279,6 +304,11 @@ export class Columns {
     if (this.block[r]! > 0) {
       out.raw(BLOCK);
       out.number(this.block[r]!);
+    }
+    const cuts = this.cutsOf.get(r);
+    if (cuts !== undefined) {
+      out.raw(CUTS);
+      out.put(JSON.stringify(cuts));
     }
     if (this.seen[r]) {
       out.raw(SEEN_INO);

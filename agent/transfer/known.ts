@@ -38,10 +38,11 @@ export class OldFiles {
   }
 
   /** the file at `path` whose `count` blocks are refs in the lists from `first` */
-  add(path: string, f: Pick<FileEntry, 'size' | 'mtimeMs' | 'block' | 'sha256' | 'seen'>, first: number, count: number): void {
+  add(path: string, f: Pick<FileEntry, 'size' | 'mtimeMs' | 'block' | 'cuts' | 'sha256' | 'seen'>, first: number, count: number): void {
     const r = this.cols.add(path, 'file');
     this.cols.setMeta(r, { mode: 0, uid: 0, gid: 0, mtimeMs: f.mtimeMs });
     this.cols.setContent(r, { size: f.size, block: f.block, sha256: f.sha256, first, count });
+    if (f.cuts !== undefined) this.cols.setCuts(r, f.cuts);
     if (f.seen) this.cols.setSig(r, f.seen, true);
     this.rows.set(path, r);
   }

@@ -609,7 +609,8 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
         let metaSet = false;
         const local = new Map<string, LocalChunk>();
         // the live file first, in one pass: what matches stays, a few wrong blocks are patched
-        const live = await readLocal(p.live, e, index, scratch, stop, { copyTo: p.staging });
+        // (a file cut by its content has no fixed block size to compare or patch it by: it is fetched whole)
+        const live = e.cuts === undefined ? await readLocal(p.live, e, index, scratch, stop, { copyTo: p.staging }) : undefined;
         if (live && live.wrong.length === 0 && live.size === e.size && live.sha256 === e.sha256) {
           reused = true;
           metaSet = live.metaSet;
@@ -625,7 +626,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
           await rm(p.staging);
           for (const [h, c] of live.blocks) local.set(h, c);
         }
-        if (!reused && p.cache) {
+        if (!reused && p.cache && e.cuts === undefined) {
           const scan = await readLocal(p.cache, e, index, scratch, stop, { kept: true });
           if (scan && scan.size === e.size && scan.sha256 === e.sha256) {
             // nothing writes the kept snapshot: the file just hashed is the file copied

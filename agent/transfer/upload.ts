@@ -27,7 +27,7 @@
  * The file index is written last, after every object it references is stored.
  */
 import { lstatSync, readdirSync, type Stats as FileStats } from 'node:fs';
-import { readlink } from 'node:fs/promises';
+import { readlink, rm } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
@@ -38,6 +38,7 @@ import type { Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type EntryToWrite, type IndexToWrite, type PendingRecord } from '../../lib/repo/index-file.js';
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
+import { CUT_MAX, cutAverageFor, encodeCuts } from '../../lib/repo/cuts.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
 import { holdsComponent, type Manifest, type ManifestComponent } from '../../lib/repo/manifest.js';
 import { metaOf, prefixOf, RACY_MS, walkEach, type Ranges, type TreeEntry, type TreeVisitor } from '../../lib/tree.js';
@@ -470,6 +471,8 @@ class Budget {
 interface Uploaded extends Content {
   /** bytes read from the snapshot for it (0: known unchanged) */
   read: number;
+  /** cut where its content says: its blocks' lengths (lib/repo/cuts.ts) */
+  cuts?: string;
 }
 
 /** Where a file's blocks go, in order: chunk objects, or the file's own packs. */
@@ -748,6 +751,57 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
   }
 }
 
+/** the room a file cut by its content is read into: a read, after the rest of the last that was not yet a block */
+const CUT_BUFFER = READ_SIZE + CUT_MAX;
+
+/**
+ * A file its engine writes anew (see `UploadTarget.cutSets`), read whole and cut where its
+ * content says (lib/repo/cuts.ts): a shift moves only the blocks around what changed, and
+ * every other block is found by its hash among those the upload knows. Its blocks are not
+ * fingerprinted: such a file, once changed, is new bytes at new places.
+ */
+async function uploadCut(abs: string, listed: number, repo: Repository, writer: BlobWriter, done: BytesDone): Promise<Uploaded> {
+  // (by the size the walk saw: a file that grew since is cut the same way, into more blocks)
+  const avgBits = cutAverageFor(listed);
+  const fd = await openFd(abs, 'r');
+  const sink = new BlockSink(writer, false, new Compressibility(writer.compressibility(abs)));
+  const buf = Buffer.allocUnsafeSlow(CUT_BUFFER);
+  const lengths: number[] = [];
+  let size = 0;
+  try {
+    let start = 0;
+    let end = 0;
+    let last = false;
+    for (;;) {
+      // every block that ends in what was read (all the rest at the file's end)
+      while (start < end) {
+        const cut = repo.cutter.next(buf, start, end, last, avgBits);
+        if (cut < 0) break;
+        await sink.add(buf.subarray(start, cut));
+        lengths.push(cut - start);
+        start = cut;
+      }
+      if (last) break;
+      writer.check();
+      buf.copyWithin(0, start, end);
+      end -= start;
+      start = 0;
+      const n = await readOnce(fd, buf.subarray(end), CUT_BUFFER - end, size);
+      if (n === 0) last = true;
+      end += n;
+      size += n;
+      done.add(n);
+    }
+    await sink.close();
+  } catch (err) {
+    sink.drop();
+    throw err;
+  } finally {
+    await closeFd(fd);
+  }
+  return { ...writer.known.content(sink.refs, size), read: size, cuts: encodeCuts(lengths) };
+}
+
 async function uploadFile(
   repo: Repository,
   writer: BlobWriter,
@@ -756,6 +810,7 @@ async function uploadFile(
   old: OldFile | undefined,
   done: BytesDone,
   ranges?: Ranges,
+  cut = false,
 ): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
     const buf = await writer.reads.acquire(writer.stop);
@@ -773,6 +828,7 @@ async function uploadFile(
     }
     // it grew past the threshold since it was listed: cut it into blocks like a large file
   }
+  if (cut) return uploadCut(abs, size, repo, writer, done);
   const block = blockSizeFor(size, repo.config.chunkSize, old?.block);
   if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, done);
   return uploadBlocks(abs, block, old, repo, writer, done);
@@ -790,6 +846,8 @@ export interface UploadTarget {
   keepIndexBytes?: number;
   /** the records of the component's last restore (restored.ts); none: a restored file is read again */
   restoredDir?: string;
+  /** snapshot sets whose files the engine writes anew, not in place (a Redis RDB): cut where their content says, not at fixed sizes */
+  cutSets?: string[];
   /** the component's plugin and shard: a component never backed up on this node dedups against another node's of the same name and plugin, of the same shard where there is one */
   plugin?: string;
   shard?: string;
@@ -1292,6 +1350,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
   let filesRead = 0;
   // not `under(snapRoot)`: a closure of this job's called for every file would cost this function its optimized code when it dies (see LiveContext)
   const snapPrefix = prefixOf(snapRoot);
+  const cutSets = target.cutSets;
   await forEachTaken(
     () => toRead.take(),
     FILE_CONCURRENCY,
@@ -1306,11 +1365,13 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       const o = before.row(path);
       const slash = path.indexOf('/');
       const change = changes?.get(path.slice(0, slash))?.get(path.slice(slash + 1));
+      const cut = cutSets !== undefined && cutSets.includes(path.slice(0, slash));
       // (before the file is opened: its reads start after this)
       const readFrom = Date.now();
-      const up = await uploadFile(repo, writer, abs, rows.sizeOf(r), o >= 0 ? before.file(o) : undefined, done, change === 'all' ? undefined : change);
+      const up = await uploadFile(repo, writer, abs, rows.sizeOf(r), o >= 0 && !cut ? before.file(o) : undefined, done, change === 'all' || cut ? undefined : change, cut);
       result.bytesRead! += up.read;
       rows.setContent(r, up);
+      if (up.cuts !== undefined) rows.setCuts(r, up.cuts);
       rows.setSeen(r, settled(rows, r, readFrom, target.linked === true));
       lookAtHeap();
       result.chunks += rows.countOf(r);
@@ -1336,6 +1397,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     chunkSize: repo.config.chunkSize,
     sets,
     entries: indexEntries(rows, known),
+    ...(rows.anyCut ? { cut: true } : {}),
   };
   // parts of the previous index reused where they still hold what the rows say; and what the next backup may reuse of this one's
   const plan = repo.driver.copy && target.cacheFile ? new PartPlanner(rows, known, await reusable) : undefined;
@@ -1364,6 +1426,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       if (target.restoredDir && restored.restoreId) await forgetRestored(target.restoredDir, restored.restoreId);
       // only ever a saving: without it the next backup reads the index from the repository
       if (!target.cacheFile) return;
+      // (the copy has no room for the block lengths of files cut by their content: no copy, and none of an older index left)
+      if (rows.anyCut) return await rm(target.cacheFile, { force: true });
       await writeIndexCache(target.cacheFile, cacheKey, rows, known);
       if (plan) await writePartIdentities(target.cacheFile, cacheKey, plan.identities());
       // and without this, the next backup reads that copy

@@ -14,8 +14,12 @@ import { LockstepError } from '../errors.js';
 import { checkStored, parseJson } from './stored.js';
 import { keepShape } from '../shapes.js';
 import { held, settled } from '../memory.js';
+import { decodeCuts } from './cuts.js';
 
 /**
+ * 6: as 5, with files cut where their content says (`cuts`, lib/repo/cuts.ts). An index
+ *    that holds such a file is always written in parts with this version: an agent that
+ *    knows only version 5 refuses it, rather than place its blocks by a fixed size.
  * 5: as 4, with the ids of the packs its refs name in the head (`packs`) and, in the parts,
  *    a blob in a pack as `[sha256, pack number, offset, length]`: ~90 bytes of JSON, not
  *    ~185 (the pack id and the field names were half of an index).
@@ -26,11 +30,15 @@ import { held, settled } from '../memory.js';
  */
 export const INDEX_VERSION = 3;
 export const INDEX_PARTS_VERSION = 5;
+/** an index in parts (as version 5) that holds files cut by their content */
+export const INDEX_CUTS_VERSION = 6;
 /** an index in parts whose refs are objects, as it was written before version 5 */
 export const INDEX_PARTS_V4 = 4;
 
 /** whether an index of `version` keeps its entries in parts */
-export const inParts = (version: number) => version === INDEX_PARTS_VERSION || version === INDEX_PARTS_V4;
+export const inParts = (version: number) => version === INDEX_PARTS_VERSION || version === INDEX_CUTS_VERSION || version === INDEX_PARTS_V4;
+/** whether an index of `version` names its parts' packs by number in a table of its head */
+export const hasPackTable = (version: number) => version === INDEX_PARTS_VERSION || version === INDEX_CUTS_VERSION;
 
 /**
  * A file's sha256 in a version-3 index: the SHA-256 of its content when it is one block
@@ -88,8 +96,13 @@ const entrySchema = <C extends TSchema>(chunkRef: C) => Type.Union([
     ...Common,
     size: Type.Integer({ minimum: 0 }),
     sha256: Sha,
-    /** the size the file was cut into blocks at (absent: the index's chunkSize) */
+    /** the size the file was cut into blocks at (absent: the index's chunkSize, unless `cuts`) */
     block: Type.Optional(Type.Integer({ minimum: 1 })),
+    /**
+     * version 6: the file was cut where its content says (lib/repo/cuts.ts), and these are
+     * its blocks' lengths, in order: a little-endian u32 each, base64 (no `block` then)
+     */
+    cuts: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$' })),
     chunks: Type.Array(chunkRef),
     /**
      * the chunks' fingerprints (fingerprint.ts), 16 bytes each, in order, base64; 16 zeros
@@ -127,7 +140,7 @@ export const IndexPartSchema = Type.Object({
 export type IndexPart = Static<typeof IndexPartSchema>;
 
 export const ComponentIndexSchema = Type.Object({
-  version: Type.Union([Type.Literal(2), Type.Literal(INDEX_VERSION), Type.Literal(INDEX_PARTS_V4), Type.Literal(INDEX_PARTS_VERSION)]),
+  version: Type.Union([Type.Literal(2), Type.Literal(INDEX_VERSION), Type.Literal(INDEX_PARTS_V4), Type.Literal(INDEX_PARTS_VERSION), Type.Literal(INDEX_CUTS_VERSION)]),
   backupId: Type.String(),
   node: Type.String(),
   component: Type.String(),
@@ -136,7 +149,7 @@ export const ComponentIndexSchema = Type.Object({
   entries: Type.Array(IndexEntrySchema),
   /** versions 4 and 5: where the entries are (`entries` is then empty); read back, they are in `entries` again */
   parts: Type.Optional(Type.Array(IndexPartSchema)),
-  /** version 5: the packs its parts' refs name, by number; read back, the refs name them again */
+  /** versions 5 and 6: the packs its parts' refs name, by number; read back, the refs name them again */
   packs: Type.Optional(Type.Array(PackId)),
 });
 export type ComponentIndex = Static<typeof ComponentIndexSchema>;
@@ -145,7 +158,7 @@ export type ComponentIndex = Static<typeof ComponentIndexSchema>;
  * An index to write whose entries are made one at a time as they are written (from a
  * compact form kept by the writer), with about how many bytes of JSON they make.
  */
-export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: EntriesToWrite };
+export type IndexToWrite = Omit<ComponentIndex, 'entries'> & { entries: EntriesToWrite; /** some file is cut by its content: written in parts, as version 6 */ cut?: boolean };
 
 /** the entries of an `IndexToWrite`, in order; `from(i)` gives them from entry `i` on (a writer that reuses parts skips theirs) */
 export type EntriesToWrite = Iterable<EntryToWrite> & { aboutBytes: number; from?(i: number): Iterator<EntryToWrite> };
@@ -221,7 +234,7 @@ export function parseIndex(text: string, where: string): ComponentIndex {
   if (inParts(index.version) !== (index.parts !== undefined) || (index.parts && index.entries.length > 0)) {
     throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid file index: version ${index.version} ${index.parts ? 'with' : 'without'} parts`);
   }
-  if ((index.version === INDEX_PARTS_VERSION) !== (index.packs !== undefined)) {
+  if (hasPackTable(index.version) !== (index.packs !== undefined)) {
     throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} is not a valid file index: version ${index.version} ${index.packs ? 'with' : 'without'} a pack table`);
   }
   checkPaths(index.entries, index.sets, where);
@@ -256,12 +269,15 @@ function namePacks(entries: PartEntry[], packs: string[], where: string): IndexE
   return entries as IndexEntry[];
 }
 
-/** nothing in an index may point outside the place it is restored to */
+/** nothing in an index may point outside the place it is restored to; a file cut by its content has a length for each block, adding up to its size */
 function checkPaths(entries: IndexEntry[], sets: string[], where: string): void {
   for (const e of entries) {
     const set = e.path.split('/')[0]!;
     if (!isSafeRelativePath(e.path) || !sets.includes(set)) {
       throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} has an unsafe path "${e.path}"`);
+    }
+    if (e.type === 'file' && e.cuts !== undefined && (e.block !== undefined || !decodeCuts(e.cuts, e.chunks.length, e.size))) {
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where}: file "${e.path}" has block lengths that do not match its ${e.chunks.length} blocks of ${e.size} bytes`);
     }
   }
 }

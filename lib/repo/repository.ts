@@ -27,6 +27,7 @@ import { blobOutOf, checkedBlob } from './blob-check.js';
 import type { BlobBuffers } from './lz4.js';
 import {
   INDEX_PARTS_VERSION,
+  INDEX_CUTS_VERSION,
   inParts,
   PackNumbers,
   INDEX_VERSION,
@@ -48,6 +49,7 @@ import {
 import { holdsComponent, parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { checkStored, parseJson } from './stored.js';
 import { Fingerprinter } from './fingerprint.js';
+import { Cutter } from './cuts.js';
 import { forEachLimit } from '../../agent/transfer/pool.js';
 import { Codec, deriveKeys, keysMatch, newEncryptionParams, type Compression, type EncryptionParams, type Keys } from './codec.js';
 
@@ -98,6 +100,8 @@ export class Repository {
   readonly codec: Codec;
   /** block fingerprints of this repository (see fingerprint.ts) */
   readonly fingerprints: Fingerprinter;
+  /** where files cut by their content are cut (see cuts.ts) */
+  readonly cutter: Cutter;
 
   private constructor(
     readonly driver: StorageDriver,
@@ -106,6 +110,7 @@ export class Repository {
   ) {
     this.codec = new Codec(config.compression, keys);
     this.fingerprints = new Fingerprinter(keys?.mac ?? Buffer.from(config.id, 'utf8'));
+    this.cutter = new Cutter(keys?.mac ?? Buffer.from(config.id, 'utf8'));
   }
 
   get location(): string {
@@ -292,12 +297,13 @@ export class Repository {
       () => undefined,
       (err: unknown) => err,
     );
+    const { cut, ...rest } = given as IndexToWrite;
     const from = given.entries;
     const about = Array.isArray(from) ? jsonSizeAbout(from) : from.aboutBytes;
-    // only today's index versions can be split; an older one is rewritten as it was (tests)
-    const split = (given.version === INDEX_VERSION || inParts(given.version)) && about > partBytes;
+    // only today's index versions can be split; an older one is rewritten as it was (tests). One with files cut by their content always is (version 6)
+    const split = (given.version === INDEX_VERSION || inParts(given.version)) && (about > partBytes || cut === true);
     // a small index's entries go in its one object
-    const index: ComponentIndex = { ...given, entries: split ? [] : Array.isArray(from) ? from : Array.from(from, entryOf) };
+    const index: ComponentIndex = { ...rest, entries: split ? [] : Array.isArray(from) ? from : Array.from(from, entryOf) };
     let written = { parts: [] as IndexPart[], packs: [] as string[] };
     if (split) {
       const reuse = this.driver.copy ? plan : undefined;
@@ -314,7 +320,7 @@ export class Repository {
     const { parts, packs } = written;
     const head: ComponentIndex =
       parts.length > 0
-        ? { ...index, version: INDEX_PARTS_VERSION, entries: [], parts, packs }
+        ? { ...index, version: cut === true ? INDEX_CUTS_VERSION : INDEX_PARTS_VERSION, entries: [], parts, packs }
         : { ...index, version: inParts(index.version) ? INDEX_VERSION : index.version, parts: undefined, packs: undefined };
     const plain = Buffer.from(JSON.stringify(head));
     await this.driver.put(key, await this.codec.encode(plain));

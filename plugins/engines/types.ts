@@ -152,6 +152,12 @@ export interface EnginePlugin<S extends TSchema = TSchema> {
    * place): each link changes a file's ctime, so the next upload cannot go by it
    */
   readonly linksLiveFiles?: (comp: ComponentBase & Static<S>) => boolean;
+  /**
+   * snapshot sets whose files the engine writes anew rather than in place (a Redis RDB,
+   * each value compressed on its own): cut where their content says (lib/repo/cuts.ts), so
+   * a value changed or a key added moves only the blocks around it
+   */
+  readonly cutSets?: (comp: ComponentBase & Static<S>) => readonly string[];
   readonly node: EngineNode<ComponentBase & Static<S>>;
   readonly cluster: EngineCluster;
 }

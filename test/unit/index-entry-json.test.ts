@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { Columns } from '../../agent/transfer/columns.js';
 import { Known } from '../../agent/transfer/known.js';
 import { entryOf, indexParts, type FileEntryText, type IndexEntry } from '../../lib/repo/index-file.js';
+import { encodeCuts } from '../../lib/repo/cuts.js';
 
 const hash = (s: string) => createHash('sha256').update(s).digest();
 
@@ -23,6 +24,8 @@ interface Row {
   block?: number;
   seen?: { ino: number; ctimeMs: number };
   fps: boolean;
+  /** cut by its content: its blocks' lengths (lib/repo/cuts.ts) */
+  cuts?: string;
 }
 
 const rows: Row[] = [
@@ -31,6 +34,7 @@ const rows: Row[] = [
   { path: 'data/dir/é€😀 "quoted" \\ back\ttab', mode: 0o755, uid: 4_000_000_000, gid: 65534, mtimeMs: 0.5, size: 3 * 32768, blocks: 3, block: 32768, seen: { ino: 2 ** 40, ctimeMs: 3 }, fps: true },
   { path: 'data/many', mode: 0o640, uid: 7, gid: 8, mtimeMs: 1_764_700_000_000.001, size: 2 ** 40 + 17, blocks: 4, block: 1 << 20, fps: false },
   { path: 'data/some fps', mode: 0o640, uid: 7, gid: 8, mtimeMs: 1, size: 3 * 65536, blocks: 3, block: 65536, seen: { ino: 1, ctimeMs: 1_764_700_000_000.5 }, fps: true },
+  { path: 'data/dump.rdb', mode: 0o600, uid: 0, gid: 0, mtimeMs: 2, size: 30_000, blocks: 3, seen: { ino: 3, ctimeMs: 4 }, fps: false, cuts: encodeCuts([9000, 12_000, 9000]) },
 ];
 
 function uploadOf(list: Row[]): { cols: Columns; known: Known } {
@@ -47,6 +51,7 @@ function uploadOf(list: Row[]): { cols: Columns; known: Known } {
       return ref;
     });
     cols.setContent(r, { ...known.content(refs, row.size), block: row.block });
+    if (row.cuts) cols.setCuts(r, row.cuts);
   }
   return { cols, known };
 }
@@ -69,6 +74,7 @@ describe('a file entry written from the columns', () => {
       expect(e.seen).toEqual(row.seen);
       expect(e.chunks).toHaveLength(row.blocks);
       expect(e.fp !== undefined).toBe(row.fps && row.blocks > 1);
+      expect(e.cuts).toBe(row.cuts);
     }
     expect(parsed[2]!.chunks[0]).toEqual({ sha256: hash('2/0').toString('hex'), pack: hash('pack2').toString('hex'), offset: 0, length: 39_999 });
     expect(parsed[2]!.chunks[1]).toBe(hash('2/1').toString('hex'));

@@ -10,5 +10,7 @@ export const redisPlugin = {
   checkSettings: (s) => clientTlsProblems(s.tls),
   capabilities: ['freeze', 'snapshot', 'restore'],
   node: redisNode,
+  // every BGSAVE writes the RDB anew: a value of another compressed length, or a key added or removed, moves every byte after it
+  cutSets: () => ['data'],
   cluster: { startOrder: metaThenStorage },
 } satisfies EnginePlugin<typeof RedisSettingsSchema>;
