@@ -65,10 +65,12 @@ describe('config validation', () => {
         '  - { name: data, plugin: directory, path: /srv/data, stop: [], snapshotMode: reflinky }',
         '  - { name: data, plugin: cassandra, path: /srv/other }',
         '  - { name: web, plugin: directory }',
+        '  - { name: dumps, plugin: directory, path: /srv/dumps, cutByContent: maybe }',
       ]),
     );
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('repository.driver: unknown storage driver "tape"');
+    expect(r.stderr).toContain('components[3].cutByContent: must be boolean');
     expect(r.stderr).toContain('components[0].stop: must NOT have fewer than 1 items');
     expect(r.stderr).toContain('components[0].snapshotMode: must be one of "copy", "hardlink"');
     expect(r.stderr).toContain('components[1].name: "data" is already the name of components[0]');

@@ -10,6 +10,8 @@ export const directoryPlugin = {
   // the pre-copied snapshot, kept, is where the next pre-copy starts: it copies what changed
   keepLastSnapshot: (c) => c.keepCopy && c.precopy && c.snapshotMode === 'copy' && c.stop !== undefined,
   linksLiveFiles: (c) => c.snapshotMode === 'hardlink' && c.stop !== undefined,
+  // (its one set)
+  cutSets: (c) => (c.cutByContent ? ['data'] : []),
   node: directoryNode,
   cluster: { startOrder: metaThenStorage },
 } satisfies EnginePlugin<typeof DirectorySettingsSchema>;

@@ -31,6 +31,13 @@ export const DirectorySettingsSchema = Type.Object(
      * next pre-copy only copies what changed since (disk: one more copy of the data)
      */
     keepCopy: Type.Boolean({ default: true }),
+    /**
+     * the files are written anew, not rewritten in place (dumps, archives, an RDB): cut
+     * where their content says, so bytes inserted or removed move only the blocks around
+     * them (lib/repo/cuts.ts); no fingerprints let an incremental skip hashing their
+     * unchanged blocks
+     */
+    cutByContent: Type.Boolean({ default: false }),
     /** the service's config files, reported by topology (not captured yet) */
     configFiles: Type.Optional(Type.Array(Type.String())),
   },
