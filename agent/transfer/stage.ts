@@ -21,6 +21,7 @@ import { forEachOf } from './pool.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { Stop } from '../../lib/stop.js';
 import { BlobBuffers } from '../../lib/repo/lz4.js';
+import { CUT_MAX, cutAverageFor } from '../../lib/repo/cuts.js';
 
 const FILE_CONCURRENCY = 8;
 
@@ -192,6 +193,50 @@ async function readLocal(
   for (let i = Math.ceil(out.size / block); several && i < e.chunks.length; i++) out.wrong.push(i);
   out.sha256 = whole ? whole.digest('hex') : contentHash(shas);
   return out;
+}
+
+/**
+ * The blocks of a local file that a file cut by its content (`e.cuts`) is made of, into
+ * `local` by their hash: the file cut as the backup cut it (the repository's cutter, the
+ * average block size of the backup's file size), each block hashed where it lies. Its bytes
+ * may have moved since, so a block is found wherever it lies, not at a fixed place;
+ * `download` reads each back and checks it against its hash again. Nothing when there is no
+ * such file.
+ */
+async function cutLocal(path: string, e: FileEntry, repo: Repository, stop: Stop, kept: boolean, local: Map<string, LocalChunk>): Promise<void> {
+  if (!lstatIfAny(path)?.isFile()) return;
+  const fd = await openFd(path, 'r').catch(() => undefined);
+  if (fd === undefined) return;
+  const wanted = new Set(e.chunks.map(refSha));
+  const avgBits = cutAverageFor(e.size);
+  const buf = Buffer.allocUnsafeSlow(ALIGNED_SIZE + CUT_MAX);
+  // the file's offset of buf[0]
+  let base = 0;
+  let start = 0;
+  let end = 0;
+  let last = false;
+  try {
+    for (;;) {
+      while (start < end) {
+        const cut = repo.cutter.next(buf, start, end, last, avgBits);
+        if (cut < 0) break;
+        const h = sha256(buf.subarray(start, cut));
+        if (wanted.has(h) && !local.has(h)) local.set(h, { path, offset: base + start, length: cut - start, kept });
+        start = cut;
+      }
+      if (last) return;
+      stop.check();
+      buf.copyWithin(0, start, end);
+      base += start;
+      end -= start;
+      start = 0;
+      const n = await readAt(fd, buf.subarray(end), buf.length - end, base + end);
+      if (n === 0) last = true;
+      end += n;
+    }
+  } finally {
+    await closeFd(fd);
+  }
 }
 
 /**
@@ -608,8 +653,13 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
         let reused = false;
         let metaSet = false;
         const local = new Map<string, LocalChunk>();
+        // a file cut by its content is written whole: its blocks found in the live file (and the kept snapshot) by their hash
+        if (e.cuts !== undefined) {
+          await cutLocal(p.live, e, repo, stop, false, local);
+          if (p.cache) await cutLocal(p.cache, e, repo, stop, true, local);
+        }
         // the live file first, in one pass: what matches stays, a few wrong blocks are patched
-        // (a file cut by its content has no fixed block size to compare or patch it by: it is fetched whole)
+        // (a file cut by its content has no fixed block size to compare or patch it by: above)
         const live = e.cuts === undefined ? await readLocal(p.live, e, index, scratch, stop, { copyTo: p.staging }) : undefined;
         if (live && live.wrong.length === 0 && live.size === e.size && live.sha256 === e.sha256) {
           reused = true;
