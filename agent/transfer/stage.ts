@@ -21,7 +21,7 @@ import { forEachOf } from './pool.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { Stop } from '../../lib/stop.js';
 import { BlobBuffers } from '../../lib/repo/lz4.js';
-import { CUT_MAX, cutAverageFor } from '../../lib/repo/cuts.js';
+import { cutAverageFor, forEachCut } from '../../lib/repo/cuts.js';
 
 const FILE_CONCURRENCY = 8;
 
@@ -208,32 +208,12 @@ async function cutLocal(path: string, e: FileEntry, repo: Repository, stop: Stop
   const fd = await openFd(path, 'r').catch(() => undefined);
   if (fd === undefined) return;
   const wanted = new Set(e.chunks.map(refSha));
-  const avgBits = cutAverageFor(e.size);
-  const buf = Buffer.allocUnsafeSlow(ALIGNED_SIZE + CUT_MAX);
-  // the file's offset of buf[0]
-  let base = 0;
-  let start = 0;
-  let end = 0;
-  let last = false;
+  const found = (block: Buffer, offset: number) => {
+    const h = sha256(block);
+    if (wanted.has(h) && !local.has(h)) local.set(h, { path, offset, length: block.length, kept });
+  };
   try {
-    for (;;) {
-      while (start < end) {
-        const cut = repo.cutter.next(buf, start, end, last, avgBits);
-        if (cut < 0) break;
-        const h = sha256(buf.subarray(start, cut));
-        if (wanted.has(h) && !local.has(h)) local.set(h, { path, offset: base + start, length: cut - start, kept });
-        start = cut;
-      }
-      if (last) return;
-      stop.check();
-      buf.copyWithin(0, start, end);
-      base += start;
-      end -= start;
-      start = 0;
-      const n = await readAt(fd, buf.subarray(end), buf.length - end, base + end);
-      if (n === 0) last = true;
-      end += n;
-    }
+    await forEachCut(fd, repo.cutter, cutAverageFor(e.size), found, undefined, () => stop.check());
   } finally {
     await closeFd(fd);
   }

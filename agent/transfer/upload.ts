@@ -38,7 +38,7 @@ import type { Repository } from '../../lib/repo/repository.js';
 import { INDEX_VERSION, entryJsonAbout, hashesBlocks, type ComponentIndex, type EntryToWrite, type IndexToWrite, type PendingRecord } from '../../lib/repo/index-file.js';
 import { RefTable, contentHashOf } from '../../lib/repo/ref-table.js';
 import { FP, type Fingerprinter } from '../../lib/repo/fingerprint.js';
-import { CUT_MAX, cutAverageFor, encodeCuts } from '../../lib/repo/cuts.js';
+import { cutAverageFor, encodeCuts, forEachCut } from '../../lib/repo/cuts.js';
 import { indexKey, packKey, pendingBackupOf, pendingPrefix } from '../../lib/repo/layout.js';
 import { holdsComponent, type Manifest, type ManifestComponent } from '../../lib/repo/manifest.js';
 import { metaOf, prefixOf, RACY_MS, walkEach, type Ranges, type TreeEntry, type TreeVisitor } from '../../lib/tree.js';
@@ -194,6 +194,8 @@ class PackBuilder {
   }
 
   add(hash: Buffer, parts: Buffer[], length: number): number {
+    // (a copy past the end would be cut short without a word: a blob stored damaged)
+    if (!this.fits(length)) throw new Error(`a blob of ${length} bytes does not fit in its pack (${this.used} of ${this.buf.length} bytes used)`);
     const ref = this.table.add(hash, this.id, this.used, length);
     for (const p of parts) this.used += p.copy(this.buf, this.used);
     this.blobs.push(ref);
@@ -357,6 +359,11 @@ class BlobWriter {
     return { ref, run: undefined };
   }
 
+  /** A file's pack stored before its end: the next block does not fit in it. */
+  endRun(run: PackBuilder): void {
+    this.store(run, this.runs);
+  }
+
   /** The end of a file: its last pack is stored, or moved into the shared pack when small. */
   async closeRun(run: PackBuilder): Promise<void> {
     if (run.used === 0 || run.used >= MERGE_MAX) {
@@ -499,6 +506,11 @@ class BlockSink {
     if (seen >= 0) {
       this.refs.push(seen);
       return seen;
+    }
+    // blocks cut by their content differ in size: one may not fit where the last one did
+    if (this.run && !this.run.fits(data.length + BLOB_OVERHEAD)) {
+      this.writer.endRun(this.run);
+      this.run = undefined;
     }
     this.run ??= await this.writer.openRun();
     const added = this.writer.block(this.run, hash, data, this.comp);
@@ -751,9 +763,6 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
   }
 }
 
-/** the room a file cut by its content is read into: a read, after the rest of the last that was not yet a block */
-const CUT_BUFFER = READ_SIZE + CUT_MAX;
-
 /**
  * A file its engine writes anew (see `UploadTarget.cutSets`), read whole and cut where its
  * content says (lib/repo/cuts.ts): a shift moves only the blocks around what changed, and
@@ -765,33 +774,20 @@ async function uploadCut(abs: string, listed: number, repo: Repository, writer: 
   const avgBits = cutAverageFor(listed);
   const fd = await openFd(abs, 'r');
   const sink = new BlockSink(writer, false, new Compressibility(writer.compressibility(abs)));
-  const buf = Buffer.allocUnsafeSlow(CUT_BUFFER);
   const lengths: number[] = [];
-  let size = 0;
+  let size: number;
   try {
-    let start = 0;
-    let end = 0;
-    let last = false;
-    for (;;) {
-      // every block that ends in what was read (all the rest at the file's end)
-      while (start < end) {
-        const cut = repo.cutter.next(buf, start, end, last, avgBits);
-        if (cut < 0) break;
-        await sink.add(buf.subarray(start, cut));
-        lengths.push(cut - start);
-        start = cut;
-      }
-      if (last) break;
-      writer.check();
-      buf.copyWithin(0, start, end);
-      end -= start;
-      start = 0;
-      const n = await readOnce(fd, buf.subarray(end), CUT_BUFFER - end, size);
-      if (n === 0) last = true;
-      end += n;
-      size += n;
-      done.add(n);
-    }
+    size = await forEachCut(
+      fd,
+      repo.cutter,
+      avgBits,
+      async (block) => {
+        await sink.add(block);
+        lengths.push(block.length);
+      },
+      (n) => done.add(n),
+      () => writer.check(),
+    );
     await sink.close();
   } catch (err) {
     sink.drop();

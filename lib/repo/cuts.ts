@@ -24,6 +24,7 @@
  * a file is cut then tells nothing of its content to anyone without the key.
  */
 import { hkdfSync } from 'node:crypto';
+import { readOnce } from '../fd.js';
 
 const MIN_AVG_BITS = 13;
 const MAX_AVG_BITS = 17;
@@ -75,6 +76,50 @@ export class Cutter {
     }
     if (stop === max) return max;
     return last ? end : -1;
+  }
+}
+
+/** what a file is read into to be cut: a read, after the rest of the last that was not yet a block */
+const CUT_READ = 1024 * 1024;
+
+/**
+ * Every block of the file open as `fd`, cut by `cutter` for blocks of about `2^avgBits`
+ * bytes, in order: `each` is given a view of the block (good until what it returns has
+ * settled) and its offset in the file. `read` is told the bytes of each read; `check`
+ * runs before each (it throws to stop). The file's size.
+ */
+export async function forEachCut(
+  fd: number,
+  cutter: Cutter,
+  avgBits: number,
+  each: (block: Buffer, offset: number) => void | Promise<void>,
+  read?: (n: number) => void,
+  check?: () => void,
+): Promise<number> {
+  const buf = Buffer.allocUnsafeSlow(CUT_READ + CUT_MAX);
+  // the file's offset of buf[0]
+  let base = 0;
+  let start = 0;
+  let end = 0;
+  let last = false;
+  for (;;) {
+    // every block that ends in what was read (all the rest at the file's end)
+    while (start < end) {
+      const cut = cutter.next(buf, start, end, last, avgBits);
+      if (cut < 0) break;
+      await each(buf.subarray(start, cut), base + start);
+      start = cut;
+    }
+    if (last) return base + end;
+    check?.();
+    buf.copyWithin(0, start, end);
+    base += start;
+    end -= start;
+    start = 0;
+    const n = await readOnce(fd, buf.subarray(end), buf.length - end, base + end);
+    if (n === 0) last = true;
+    end += n;
+    read?.(n);
   }
 }
 

@@ -5,33 +5,42 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { Cutter, cutAverageFor, decodeCuts, encodeCuts } from '../../lib/repo/cuts.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Cutter, cutAverageFor, decodeCuts, encodeCuts, forEachCut } from '../../lib/repo/cuts.js';
+import { closeFd, openFd } from '../../lib/fd.js';
+import { tempDir } from '../helpers/cluster.js';
 import { parseIndex } from '../../lib/repo/index-file.js';
 import { LockstepError } from '../../lib/errors.js';
 
-/** the block lengths of `data` cut whole, fed in pieces of `piece` bytes as an upload reads */
-function cutAll(cutter: Cutter, data: Buffer, avgBits: number, piece = 1 << 20): number[] {
+/** the block lengths of `data` cut in one buffer that holds it all */
+function cutAll(cutter: Cutter, data: Buffer, avgBits: number): number[] {
   const lengths: number[] = [];
-  const buf = Buffer.alloc(piece + (8 << avgBits));
-  let start = 0;
-  let end = 0;
-  let read = 0;
-  let last = false;
-  for (;;) {
-    while (start < end) {
-      const cut = cutter.next(buf, start, end, last, avgBits);
-      if (cut < 0) break;
-      lengths.push(cut - start);
-      start = cut;
-    }
-    if (last) return lengths;
-    buf.copyWithin(0, start, end);
-    end -= start;
-    start = 0;
-    const n = data.copy(buf, end, read, Math.min(data.length, read + buf.length - end));
-    if (n === 0) last = true;
-    end += n;
-    read += n;
+  for (let start = 0; start < data.length; ) {
+    const cut = cutter.next(data, start, data.length, true, avgBits);
+    lengths.push(cut - start);
+    start = cut;
+  }
+  return lengths;
+}
+
+/** the block lengths of `data` cut as a file is, read a piece at a time (`forEachCut`), and the size it gave */
+async function cutFile(cutter: Cutter, data: Buffer, avgBits: number): Promise<{ lengths: number[]; size: number }> {
+  const path = join(await tempDir(), 'file');
+  await writeFile(path, data);
+  const fd = await openFd(path, 'r');
+  const lengths: number[] = [];
+  let offset = 0;
+  try {
+    const size = await forEachCut(fd, cutter, avgBits, (block, at) => {
+      // in order, back to back
+      expect(at).toBe(offset);
+      offset += block.length;
+      lengths.push(block.length);
+    });
+    return { lengths, size };
+  } finally {
+    await closeFd(fd);
   }
 }
 
@@ -65,12 +74,15 @@ describe('content-defined cuts', () => {
     }
   });
 
-  it('the same bytes and key give the same cuts whatever the reads; another key gives others', () => {
-    const data = randomBytes(2 << 20);
-    const a = cutAll(new Cutter(key), data, 13);
-    expect(cutAll(new Cutter(key), data, 13, 64 * 1024)).toEqual(a);
-    expect(cutAll(new Cutter(key), data, 13, 3 * 1024 * 1024)).toEqual(a);
-    expect(cutAll(new Cutter(Buffer.from('another repository')), data, 13)).not.toEqual(a);
+  it('the same bytes and key give the same cuts whether read whole or a piece at a time from a file; another key gives others', async () => {
+    const data = randomBytes(3.5 * 2 ** 20);
+    for (const bits of [13, 17]) {
+      const a = cutAll(new Cutter(key), data, bits);
+      expect(await cutFile(new Cutter(key), data, bits)).toEqual({ lengths: a, size: data.length });
+      expect(cutAll(new Cutter(Buffer.from('another repository')), data, bits)).not.toEqual(a);
+    }
+    // an empty file is no block
+    expect(await cutFile(new Cutter(key), Buffer.alloc(0), 13)).toEqual({ lengths: [], size: 0 });
   });
 
   it('bytes inserted or removed move only the blocks around them: the rest are the same blocks', () => {
