@@ -70,7 +70,6 @@ async function main(): Promise<void> {
   const onePercent = Math.round(keys / 100);
   const rounds: Round[] = ['full backup', 'nothing changed', '1% of values rewritten (same length)', '1% of keys replaced (0.5% deleted, 0.5% new)'].map((name) => ({ name, changed: [], written: [], ms: [] }));
   await withRedisAgents(async (redis, cluster) => {
-    let next = keys;
     for (let i = 0; i < runs; i++) {
       // a fresh repository and fresh data each run
       await rm(cluster.repoDir, { recursive: true, force: true });
@@ -78,7 +77,8 @@ async function main(): Promise<void> {
       await redis.flushAll();
       process.stderr.write(`run ${i + 1}/${runs}: filling ${mib} MiB (${keys} values of ${VALUE} B)…\n`);
       await fill(redis, keys);
-      next = keys;
+      // the number of the next new key
+      let next = keys;
       const changes: (() => Promise<number>)[] = [
         async () => keys * VALUE,
         async () => 0,

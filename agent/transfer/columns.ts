@@ -172,11 +172,6 @@ export class Columns {
     this.cutsOf.set(r, cuts);
   }
 
-  /** the lengths of a file cut by its content, if it was */
-  cuts(r: number): string | undefined {
-    return this.cutsOf.get(r);
-  }
-
   /** whether any file is cut by its content */
   get anyCut(): boolean {
     return this.cutsOf.size > 0;

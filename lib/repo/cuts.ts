@@ -29,7 +29,7 @@ import { readOnce } from '../fd.js';
 const MIN_AVG_BITS = 13;
 const MAX_AVG_BITS = 17;
 /** the largest block any file is cut into (8 × the largest average) */
-export const CUT_MAX = 8 << MAX_AVG_BITS;
+const CUT_MAX = 8 << MAX_AVG_BITS;
 /** about how many blocks a file is cut into, at most (but for files over 8 GiB) */
 const BLOCKS_ABOUT = 65536;
 

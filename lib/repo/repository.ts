@@ -109,8 +109,10 @@ export class Repository {
     keys: Keys | undefined,
   ) {
     this.codec = new Codec(config.compression, keys);
-    this.fingerprints = new Fingerprinter(keys?.mac ?? Buffer.from(config.id, 'utf8'));
-    this.cutter = new Cutter(keys?.mac ?? Buffer.from(config.id, 'utf8'));
+    // what keys both: its MAC key when encrypted, else its id
+    const secret = keys?.mac ?? Buffer.from(config.id, 'utf8');
+    this.fingerprints = new Fingerprinter(secret);
+    this.cutter = new Cutter(secret);
   }
 
   get location(): string {
