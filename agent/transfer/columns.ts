@@ -47,7 +47,7 @@ export class Columns {
   private readonly paths: string[] = [];
   private readonly targets = new Map<number, string>();
   /** a file cut where its content says: its blocks' lengths, as its index entry keeps them (lib/repo/cuts.ts) */
-  private readonly cutsOf = new Map<number, string>();
+  private readonly cutsByRow = new Map<number, string>();
   private kind = new Uint8Array(0);
   private mode = new Uint16Array(0);
   private uid = new Uint32Array(0);
@@ -120,7 +120,7 @@ export class Columns {
 
   private setBlocks(r: number, size: number, block: number, first: number, count: number): void {
     this.copied[r] = 0;
-    this.cutsOf.delete(r);
+    this.cutsByRow.delete(r);
     this.size[r] = size;
     this.block[r] = count > 1 ? block : 0;
     this.first[r] = first;
@@ -162,19 +162,24 @@ export class Columns {
     this.first[r] = from.first[f]!;
     for (let i = 0; i < SHA; i++) this.sha[r * SHA + i] = from.sha[f * SHA + i]!;
     this.copied[r] = 1;
-    const cuts = from.cutsOf.get(f);
-    if (cuts === undefined) this.cutsOf.delete(r);
-    else this.cutsOf.set(r, cuts);
+    const cuts = from.cutsByRow.get(f);
+    if (cuts === undefined) this.cutsByRow.delete(r);
+    else this.cutsByRow.set(r, cuts);
   }
 
   /** the file's blocks were cut by its content, these lengths (after its content is set) */
   setCuts(r: number, cuts: string): void {
-    this.cutsOf.set(r, cuts);
+    this.cutsByRow.set(r, cuts);
+  }
+
+  /** the lengths of the file's blocks, if it was cut by its content (as `setCuts` took them) */
+  cutsOf(r: number): string | undefined {
+    return this.cutsByRow.get(r);
   }
 
   /** whether any file is cut by its content */
   get anyCut(): boolean {
-    return this.cutsOf.size > 0;
+    return this.cutsByRow.size > 0;
   }
 
   /** whether row `r`'s content is the previous index's, copied by `copyContent` (its blocks are that index's refs) */
@@ -202,7 +207,7 @@ export class Columns {
       this.sha.copy(b, at + 16, r * SHA, r * SHA + SHA);
       at += 16 + SHA;
       // (the same content has the same cuts; a file cut by its content is not one cut at a fixed size)
-      b[at++] = this.cutsOf.has(r) ? 1 : 0;
+      b[at++] = this.cutsByRow.has(r) ? 1 : 0;
       b[at++] = this.seen[r]!;
       if (this.seen[r]) {
         b.writeDoubleLE(this.ino[r]!, at);
@@ -276,7 +281,7 @@ export class Columns {
     const block = this.block[r]!;
     const seen = this.seenSig(r);
     const sha256 = this.sha.toString('hex', r * SHA, r * SHA + SHA);
-    const cuts = this.cutsOf.get(r);
+    const cuts = this.cutsByRow.get(r);
     return { type: 'file', path: this.path(r), ...this.meta(r), size: this.size[r]!, sha256, ...(block > 0 ? { block } : {}), ...(cuts !== undefined ? { cuts } : {}), ...(seen ? { seen } : {}) };
   }
 
@@ -300,7 +305,7 @@ export class Columns {
       out.raw(BLOCK);
       out.number(this.block[r]!);
     }
-    const cuts = this.cutsOf.get(r);
+    const cuts = this.cutsByRow.get(r);
     if (cuts !== undefined) {
       out.raw(CUTS);
       out.put(JSON.stringify(cuts));

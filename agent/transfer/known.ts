@@ -4,6 +4,7 @@
  */
 import { contentHashOf, RefLists, RefTable } from '../../lib/repo/ref-table.js';
 import { FP, unknownFp } from '../../lib/repo/fingerprint.js';
+import { decodeCuts } from '../../lib/repo/cuts.js';
 import type { ChunkRef, FileEntry, FileEntryText, JsonBuffer, PackNumbers } from '../../lib/repo/index-file.js';
 import { Columns } from './columns.js';
 import { keepShape } from '../../lib/shapes.js';
@@ -69,6 +70,12 @@ export class OldFiles {
   clear(): void {
     this.cols = new Columns();
     this.rows = new Map();
+  }
+
+  /** the average block size (its log2) the file in row `r` was cut at where its content says; undefined if it was not */
+  cutAverage(r: number): number | undefined {
+    const cuts = this.cols.cutsOf(r);
+    return cuts === undefined ? undefined : decodeCuts(cuts, this.cols.blocksOf(r).count, this.cols.sizeOf(r))?.avgBits;
   }
 
   /** the file in row `r` */

@@ -21,7 +21,7 @@ import { forEachOf } from './pool.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { Stop } from '../../lib/stop.js';
 import { BlobBuffers } from '../../lib/repo/lz4.js';
-import { cutAverageFor, forEachCut } from '../../lib/repo/cuts.js';
+import { decodeCuts, forEachCut } from '../../lib/repo/cuts.js';
 
 const FILE_CONCURRENCY = 8;
 
@@ -198,13 +198,15 @@ async function readLocal(
 /**
  * The blocks of a local file that a file cut by its content (`e.cuts`) is made of, into
  * `local` by their hash: the file cut as the backup cut it (the repository's cutter, the
- * average block size of the backup's file size), each block hashed where it lies. Its bytes
+ * average block size the backup recorded), each block hashed where it lies. Its bytes
  * may have moved since, so a block is found wherever it lies, not at a fixed place;
  * `download` reads each back and checks it against its hash again. Nothing when there is no
  * such file.
  */
 async function cutLocal(path: string, e: FileEntry, repo: Repository, stop: Stop, kept: boolean, local: Map<string, LocalChunk>): Promise<void> {
-  if (!lstatIfAny(path)?.isFile()) return;
+  // (checked as the index was read)
+  const cuts = e.cuts === undefined ? undefined : decodeCuts(e.cuts, e.chunks.length, e.size);
+  if (!cuts || !lstatIfAny(path)?.isFile()) return;
   const fd = await openFd(path, 'r').catch(() => undefined);
   if (fd === undefined) return;
   const wanted = new Set(e.chunks.map(refSha));
@@ -213,7 +215,7 @@ async function cutLocal(path: string, e: FileEntry, repo: Repository, stop: Stop
     if (wanted.has(h) && !local.has(h)) local.set(h, { path, offset, length: block.length, kept });
   };
   try {
-    await forEachCut(fd, repo.cutter, cutAverageFor(e.size), found, undefined, () => stop.check());
+    await forEachCut(fd, repo.cutter, cuts.avgBits, found, undefined, () => stop.check());
   } finally {
     await closeFd(fd);
   }

@@ -769,9 +769,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
  * every other block is found by its hash among those the upload knows. Its blocks are not
  * fingerprinted: such a file, once changed, is new bytes at new places.
  */
-async function uploadCut(abs: string, listed: number, repo: Repository, writer: BlobWriter, done: BytesDone): Promise<Uploaded> {
-  // (by the size the walk saw: a file that grew since is cut the same way, into more blocks)
-  const avgBits = cutAverageFor(listed);
+async function uploadCut(abs: string, avgBits: number, repo: Repository, writer: BlobWriter, done: BytesDone): Promise<Uploaded> {
   const fd = await openFd(abs, 'r');
   const sink = new BlockSink(writer, false, new Compressibility(writer.compressibility(abs)));
   const lengths: number[] = [];
@@ -795,7 +793,7 @@ async function uploadCut(abs: string, listed: number, repo: Repository, writer: 
   } finally {
     await closeFd(fd);
   }
-  return { ...writer.known.content(sink.refs, size), read: size, cuts: encodeCuts(lengths) };
+  return { ...writer.known.content(sink.refs, size), read: size, cuts: encodeCuts(avgBits, lengths) };
 }
 
 async function uploadFile(
@@ -806,7 +804,8 @@ async function uploadFile(
   old: OldFile | undefined,
   done: BytesDone,
   ranges?: Ranges,
-  cut = false,
+  /** the file is cut where its content says, at this average block size (its log2) */
+  cutAt?: number,
 ): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
     const buf = await writer.reads.acquire(writer.stop);
@@ -824,7 +823,7 @@ async function uploadFile(
     }
     // it grew past the threshold since it was listed: cut it into blocks like a large file
   }
-  if (cut) return uploadCut(abs, size, repo, writer, done);
+  if (cutAt !== undefined) return uploadCut(abs, cutAt, repo, writer, done);
   const block = blockSizeFor(size, repo.config.chunkSize, old?.block);
   if (ranges && old?.block === block && old.size >= repo.config.packThreshold) return uploadPatched(abs, size, { old, ranges }, repo, writer, done);
   return uploadBlocks(abs, block, old, repo, writer, done);
@@ -1364,7 +1363,9 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       const cut = cutSets !== undefined && cutSets.includes(path.slice(0, slash));
       // (before the file is opened: its reads start after this)
       const readFrom = Date.now();
-      const up = await uploadFile(repo, writer, abs, rows.sizeOf(r), o >= 0 && !cut ? before.file(o) : undefined, done, change === 'all' || cut ? undefined : change, cut);
+      // (by the size the walk saw: a file that grew since is cut the same way, into more blocks)
+      const cutAt = cut ? cutAverageFor(rows.sizeOf(r), o >= 0 ? before.cutAverage(o) : undefined) : undefined;
+      const up = await uploadFile(repo, writer, abs, rows.sizeOf(r), o >= 0 && !cut ? before.file(o) : undefined, done, change === 'all' || cut ? undefined : change, cutAt);
       result.bytesRead! += up.read;
       rows.setContent(r, up);
       if (up.cuts !== undefined) rows.setCuts(r, up.cuts);

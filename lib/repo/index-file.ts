@@ -277,7 +277,7 @@ function checkPaths(entries: IndexEntry[], sets: string[], where: string): void 
       throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where} has an unsafe path "${e.path}"`);
     }
     if (e.type === 'file' && e.cuts !== undefined && (e.block !== undefined || !decodeCuts(e.cuts, e.chunks.length, e.size))) {
-      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where}: file "${e.path}" has block lengths that do not match its ${e.chunks.length} blocks of ${e.size} bytes`);
+      throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `${where}: file "${e.path}" has block lengths (or an average block size) that do not match its ${e.chunks.length} blocks of ${e.size} bytes`);
     }
   }
 }

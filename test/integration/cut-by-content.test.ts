@@ -5,14 +5,21 @@
  * dump restores byte for byte.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
 
 const MiB = 1024 * 1024;
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const piece of createReadStream(path)) h.update(piece as Buffer);
+  return h.digest('hex');
+}
 
 describe('files cut by their content', () => {
   let cluster: LocalCluster;
@@ -41,7 +48,7 @@ describe('files cut by their content', () => {
     const second = await cli(['backup', 'create', '--name', 'second', '--json']);
     expect(second.code, second.stdout + second.stderr).toBe(0);
     const report = json<BackupReport>(second.stdout);
-    // a few ~8 KiB blocks around each change
+    // a few ~2 KiB blocks around each change
     expect(bytesNew(report, 'dumps')).toBeLessThan(0.05 * 4 * MiB);
     // at fixed offsets every block after the insertion is new
     expect(bytesNew(report, 'plain')).toBeGreaterThan(0.7 * 4 * MiB);
@@ -66,5 +73,36 @@ describe('files cut by their content', () => {
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect((await readFile(join(dir('dumps'), 'nightly.dump'))).equals(changed)).toBe(true);
     expect(json<RestoreReport>(again.stdout).nodes[0]!.components.find((c) => c.component === 'dumps')!.stage!.bytesDownloaded).toBeGreaterThan(4 * MiB - 1000);
+  });
+
+  it('a dump that shrank a little below the size where it was cut into larger blocks keeps them: the next backup stores a few, and a restore finds them in the live file', async () => {
+    // over 128 MiB: cut at ~4 KiB on average (2 KiB below)
+    const path = join(dir('dumps'), 'big.dump');
+    const fh = await open(path, 'w');
+    for (let i = 0; i < 130; i += 10) await fh.write(randomBytes(10 * MiB));
+    await fh.close();
+    const first = await cli(['backup', 'create', '--name', 'big-first', '--json']);
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    expect(bytesNew(json<BackupReport>(first.stdout), 'dumps')).toBeGreaterThan(125 * MiB);
+
+    // 10 MiB off its end: 120 MiB, under the size where its blocks were chosen; cut at 2 KiB, none of its blocks would be the same
+    await truncate(path, 120 * MiB);
+    const second = await cli(['backup', 'create', '--name', 'big-second', '--json']);
+    expect(second.code, second.stdout + second.stderr).toBe(0);
+    const report = json<BackupReport>(second.stdout);
+    expect(bytesNew(report, 'dumps')).toBeLessThan(MiB);
+
+    // the restore cuts the live file at the average the backup recorded, not at what 120 MiB calls for: a few bytes changed, a block fetched
+    const want = await sha256File(path);
+    const live = await open(path, 'r+');
+    const since = Buffer.from('changed since');
+    await live.write(since, 0, since.length, 50 * MiB);
+    await live.close();
+    const r = await cli(['restore', report.backupId, '--json']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(await sha256File(path)).toBe(want);
+    const staged = json<RestoreReport>(r.stdout).nodes[0]!.components.find((c) => c.component === 'dumps')!.stage!;
+    expect(staged.bytesDownloaded).toBeLessThan(MiB);
+    expect(staged.bytesReusedLocally).toBeGreaterThan(119 * MiB);
   });
 });

@@ -99,21 +99,62 @@ describe('content-defined cuts', () => {
     }
   });
 
-  it('a file over 512 MiB is cut into larger blocks: about 64k of them, at most 128 KiB on average', () => {
-    expect(cutAverageFor(0)).toBe(13);
-    expect(cutAverageFor(512 * 2 ** 20)).toBe(13);
+  it('a file over 128 MiB is cut into larger blocks: about 64k of them, at most 128 KiB on average', () => {
+    expect(cutAverageFor(0)).toBe(11);
+    expect(cutAverageFor(128 * 2 ** 20)).toBe(11);
+    expect(cutAverageFor(128 * 2 ** 20 + 1)).toBe(12);
     expect(cutAverageFor(512 * 2 ** 20 + 1)).toBe(14);
+    expect(cutAverageFor(4 * 2 ** 30)).toBe(16);
     expect(cutAverageFor(8 * 2 ** 30)).toBe(17);
     expect(cutAverageFor(2 ** 40)).toBe(17);
   });
 
-  it('block lengths are kept exactly; lengths that are not the blocks of the file are refused', () => {
+  it('a file that shrank a little below where its previous average was chosen keeps that average; one that grew, or shrank to half, does not', () => {
+    const MiB = 2 ** 20;
+    // cut at 8 KiB on average when it was over 256 MiB, 250 MiB now: still 8 KiB (its blocks the same)
+    expect(cutAverageFor(250 * MiB, 13)).toBe(13);
+    expect(cutAverageFor(129 * MiB, 13)).toBe(13);
+    expect(cutAverageFor(120 * MiB, 12)).toBe(12);
+    // ... but at half that size or less, what the size calls for: it would be 32k blocks or fewer
+    expect(cutAverageFor(64 * MiB, 12)).toBe(11);
+    expect(cutAverageFor(128 * MiB, 13)).toBe(11);
+    // an RDB cut at 8 KiB before averages went down to 2 KiB: cut at 2 KiB from now on
+    expect(cutAverageFor(21 * MiB, 13)).toBe(11);
+    expect(cutAverageFor(21 * MiB, 12)).toBe(11);
+    // grew past 256 MiB: the larger average at once (it never goes far over 64k blocks)
+    expect(cutAverageFor(300 * MiB, 12)).toBe(13);
+    // an average two steps off is not kept
+    expect(cutAverageFor(250 * MiB, 14)).toBe(12);
+    expect(cutAverageFor(600 * MiB, 14)).toBe(14);
+    expect(cutAverageFor(500 * MiB, 14)).toBe(14);
+  });
+
+  it('block lengths and their average are kept exactly; lengths that are not the blocks of the file are refused', () => {
     const lengths = [16_384, 1, 70_000, 2 ** 20];
     const size = lengths.reduce((a, b) => a + b, 0);
-    expect(decodeCuts(encodeCuts(lengths), 4, size)).toEqual(lengths);
-    expect(decodeCuts(encodeCuts(lengths), 3, size)).toBeUndefined();
-    expect(decodeCuts(encodeCuts(lengths), 4, size + 1)).toBeUndefined();
-    expect(decodeCuts(encodeCuts([0, size]), 2, size)).toBeUndefined();
+    expect(decodeCuts(encodeCuts(14, lengths), 4, size)).toEqual({ avgBits: 14, lengths });
+    expect(decodeCuts(encodeCuts(14, lengths), 3, size)).toBeUndefined();
+    expect(decodeCuts(encodeCuts(14, lengths), 4, size + 1)).toBeUndefined();
+    expect(decodeCuts(encodeCuts(14, [0, size]), 2, size)).toBeUndefined();
+    // an average out of bounds
+    expect(decodeCuts(encodeCuts(10, lengths), 4, size)).toBeUndefined();
+    expect(decodeCuts(encodeCuts(18, lengths), 4, size)).toBeUndefined();
+    // an empty file cut: no block, its average kept
+    expect(decodeCuts(encodeCuts(11, []), 0, 0)).toEqual({ avgBits: 11, lengths: [] });
+  });
+
+  it('lengths without their average (an index written before it was recorded) were cut at the average of then: 8 KiB, more over 512 MiB', () => {
+    const lengthsOnly = (lengths: number[]) => {
+      const b = Buffer.alloc(lengths.length * 4);
+      lengths.forEach((n, i) => b.writeUInt32LE(n, i * 4));
+      return b.toString('base64');
+    };
+    expect(decodeCuts(lengthsOnly([10, 20]), 2, 30)).toEqual({ avgBits: 13, lengths: [10, 20] });
+    // a file of one block whose length looks like an average is still a length (the count says so)
+    expect(decodeCuts(lengthsOnly([13]), 1, 13)).toEqual({ avgBits: 13, lengths: [13] });
+    const big = 600 * 2 ** 20;
+    expect(decodeCuts(lengthsOnly([big / 2, big / 2]), 2, big)?.avgBits).toBe(14);
+    expect(decodeCuts(lengthsOnly([10, 21]), 2, 30)).toBeUndefined();
   });
 
   it('an index whose file has lengths that do not add up to its size is refused as damaged', () => {
@@ -131,8 +172,8 @@ describe('content-defined cuts', () => {
       chunks: ['b'.repeat(64), 'c'.repeat(64)],
     });
     const index = (e: object) => JSON.stringify({ version: 3, backupId: 'b', node: 'n', component: 'c', chunkSize: 4 << 20, sets: ['data'], entries: [e] });
-    expect(parseIndex(index(entry(encodeCuts([10, 20]))), 'idx').entries).toHaveLength(1);
-    for (const bad of [entry(encodeCuts([10, 21])), entry(encodeCuts([30])), entry(encodeCuts([10, 20]), 32768)]) {
+    expect(parseIndex(index(entry(encodeCuts(12, [10, 20]))), 'idx').entries).toHaveLength(1);
+    for (const bad of [entry(encodeCuts(12, [10, 21])), entry(encodeCuts(12, [30])), entry(encodeCuts(12, [10, 20]), 32768), entry(encodeCuts(99, [10, 20]))]) {
       const err = (() => {
         try {
           parseIndex(index(bad), 'idx');

@@ -34,7 +34,7 @@ const rows: Row[] = [
   { path: 'data/dir/é€😀 "quoted" \\ back\ttab', mode: 0o755, uid: 4_000_000_000, gid: 65534, mtimeMs: 0.5, size: 3 * 32768, blocks: 3, block: 32768, seen: { ino: 2 ** 40, ctimeMs: 3 }, fps: true },
   { path: 'data/many', mode: 0o640, uid: 7, gid: 8, mtimeMs: 1_764_700_000_000.001, size: 2 ** 40 + 17, blocks: 4, block: 1 << 20, fps: false },
   { path: 'data/some fps', mode: 0o640, uid: 7, gid: 8, mtimeMs: 1, size: 3 * 65536, blocks: 3, block: 65536, seen: { ino: 1, ctimeMs: 1_764_700_000_000.5 }, fps: true },
-  { path: 'data/dump.rdb', mode: 0o600, uid: 0, gid: 0, mtimeMs: 2, size: 30_000, blocks: 3, seen: { ino: 3, ctimeMs: 4 }, fps: false, cuts: encodeCuts([9000, 12_000, 9000]) },
+  { path: 'data/dump.rdb', mode: 0o600, uid: 0, gid: 0, mtimeMs: 2, size: 30_000, blocks: 3, seen: { ino: 3, ctimeMs: 4 }, fps: false, cuts: encodeCuts(12, [9000, 12_000, 9000]) },
 ];
 
 function uploadOf(list: Row[]): { cols: Columns; known: Known } {
