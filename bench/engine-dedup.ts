@@ -21,8 +21,9 @@ import { cpus } from 'node:os';
 import { runCli, type LocalCluster } from '../demo/local-cluster.js';
 import type { RedisTestCluster } from '../demo/redis-cluster.js';
 import { withRedisAgents } from './redis-agents.js';
+import { backup, metered } from './metered.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
-import type { BackupReport } from '../lib/report.js';
+import type { RestoreReport } from '../lib/report.js';
 
 const mib = Number(arg('mib', '128'));
 const runs = Number(arg('runs', '2'));
@@ -54,13 +55,26 @@ interface Round {
   changed: number[];
   written: number[];
   ms: number[];
+  /** the largest agent's peak RSS during the backup, MiB */
+  peakMiB: number[];
 }
 
-async function backup(cluster: LocalCluster, name: string): Promise<BackupReport> {
-  const r = await runCli(['backup', 'create', '--name', name, '--json'], { config: cluster.configFile, timeoutMs: 1_800_000 });
-  const report = JSON.parse(r.stdout) as BackupReport;
-  if (report.status !== 'complete') throw new Error(`backup ${name} ended ${report.status}: ${report.error?.message ?? ''}`);
-  return report;
+interface Restored {
+  ms: number;
+  /** by node: the bytes fetched from the repository and those reused from its live files */
+  nodes: { node: string; fetched: number; reused: number }[];
+  peakMiB: number;
+}
+
+/** `backupId` restored over the data it was taken from: the time, the bytes fetched and reused, the largest agent's peak */
+async function restoreOver(cluster: LocalCluster, backupId: string): Promise<Restored> {
+  const { report, peaks } = await metered<RestoreReport>(cluster, ['restore', backupId]);
+  if (report.status !== 'restored') throw new Error(`restore ended ${report.status}: ${report.error?.message ?? ''}`);
+  const nodes = report.nodes.map((n) => {
+    const staged = n.components.map((c) => c.stage!);
+    return { node: n.node, fetched: staged.reduce((t, st) => t + st.bytesDownloaded, 0), reused: staged.reduce((t, st) => t + (st.bytesReusedLocally ?? 0), 0) };
+  });
+  return { ms: Math.round(report.durationMs), nodes, peakMiB: Math.max(...peaks) };
 }
 
 async function main(): Promise<void> {
@@ -68,7 +82,8 @@ async function main(): Promise<void> {
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a whole number, 1 or more');
   const keys = Math.round((mib * 1024 * 1024) / VALUE);
   const onePercent = Math.round(keys / 100);
-  const rounds: Round[] = ['full backup', 'nothing changed', '1% of values rewritten (same length)', '1% of keys replaced (0.5% deleted, 0.5% new)'].map((name) => ({ name, changed: [], written: [], ms: [] }));
+  const rounds: Round[] = ['full backup', 'nothing changed', '1% of values rewritten (same length)', '1% of keys replaced (0.5% deleted, 0.5% new)'].map((name) => ({ name, changed: [], written: [], ms: [], peakMiB: [] }));
+  let restored: Restored | undefined;
   await withRedisAgents(async (redis, cluster) => {
     for (let i = 0; i < runs; i++) {
       // a fresh repository and fresh data each run
@@ -103,31 +118,42 @@ async function main(): Promise<void> {
           return half * VALUE;
         },
       ];
+      let last = '';
       for (let j = 0; j < rounds.length; j++) {
         const changed = await changes[j]!();
-        const report = await backup(cluster, `run${i}-${j}`);
+        const { report, peaks } = await backup(cluster, `run${i}-${j}`);
         const round = rounds[j]!;
         round.changed.push(changed);
         round.written.push(report.totals.bytesNew);
         round.ms.push(Math.round(report.durationMs));
-        process.stderr.write(`  ${round.name}: ${report.totals.bytesNew} B written for ${changed} B changed, ${Math.round(report.durationMs)} ms\n`);
+        round.peakMiB.push(Math.max(...peaks));
+        last = report.backupId;
+        process.stderr.write(`  ${round.name}: ${report.totals.bytesNew} B written for ${changed} B changed, ${Math.round(report.durationMs)} ms, agents' peak ${Math.max(...peaks)} MiB\n`);
       }
+      if (i === runs - 1) restored = await restoreOver(cluster, last);
     }
     const full = median(rounds[0]!.written);
     const lines = [
       `Redis Cluster, 3 masters + 3 replicas (one snapshot per shard, from a replica), ${mib} MiB of ${VALUE}-byte random values, ${cpus().length} cores, ${runs} run${runs > 1 ? 's' : ''} (median, min–max)`,
       '',
-      '| backup | bytes changed | bytes written | written / changed | written / full backup | time |',
-      '| --- | --- | --- | --- | --- | --- |',
+      '| backup | bytes changed | bytes written | written / changed | written / full backup | time | agent peak RSS (the largest agent) |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
       ...rounds.map((r) => {
         const written = median(r.written);
         const changed = median(r.changed);
         const ratio = changed > 0 ? `${(written / changed).toFixed(2)}×` : '';
-        return `| ${r.name} | ${changed} | ${written} (${spread(r.written)}) | ${ratio} | ${((100 * written) / full).toFixed(1)}% | ${median(r.ms)} ms (${spread(r.ms)}) |`;
+        return `| ${r.name} | ${changed} | ${written} (${spread(r.written)}) | ${ratio} | ${((100 * written) / full).toFixed(1)}% | ${median(r.ms)} ms (${spread(r.ms)}) | ${median(r.peakMiB)} MiB (${spread(r.peakMiB)}) |`;
       }),
     ];
+    if (restored) {
+      lines.push(
+        '',
+        `restore of the last backup over the live data (the data it was taken from: a node's RDB, where it has one, cut and its blocks found there by hash): ${restored.ms} ms, agent peak RSS ${restored.peakMiB} MiB (the largest agent); by node, bytes fetched / reused locally:`,
+        ...restored.nodes.map((n) => `- ${n.node}: ${n.fetched} / ${n.reused}`),
+      );
+    }
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults('engine-dedup', { cores: cpus().length, mib, runs, valueBytes: VALUE, rounds });
+    await writeResults('engine-dedup', { cores: cpus().length, mib, runs, valueBytes: VALUE, rounds, restored });
   });
 }
 

@@ -31,10 +31,11 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, runCli } from '../demo/local-cluster.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
-import { AgentMeter, filesChangedSince, readWhole, settle, tarCopy } from './peers.js';
+import { filesChangedSince, readWhole, settle, tarCopy } from './peers.js';
+import { backup, metered } from './metered.js';
 import { changeOnePercent as changeDb, generate } from './dataset.js';
 import { startRgw } from './rgw.js';
-import type { BackupReport, RestoreReport } from '../lib/report.js';
+import type { RestoreReport } from '../lib/report.js';
 import type { UploadPhases } from '../lib/wire.js';
 
 const mibPerNode = Number(arg('mib', '256'));
@@ -84,23 +85,6 @@ async function changeOnePercent(dir: string, mib: number): Promise<number> {
 function phaseLine(phases: UploadPhases[]): string {
   const names: [keyof UploadPhases, string][] = [['walkMs', 'walk'], ['previousMs', 'previous index'], ['filesMs', 'files'], ['indexMs', 'index']];
   return names.map(([k, name]) => `${name} ${median(phases.map((p) => p[k]))} (${spread(phases.map((p) => p[k]))})`).join(', ');
-}
-
-/** a CLI command's JSON report, and each agent's peak RSS while it ran */
-async function metered<R>(cluster: LocalCluster, args: string[]): Promise<{ report: R; peaks: number[] }> {
-  await settle();
-  const meter = new AgentMeter(cluster.agents.map((a) => a.process?.pid ?? 0));
-  await meter.start();
-  const r = await runCli([...args, '--json'], { config: cluster.configFile, timeoutMs: 3_600_000 });
-  const { peaks } = await meter.stop();
-  return { report: JSON.parse(r.stdout) as R, peaks };
-}
-
-/** a backup, which must complete; its report and each agent's peak RSS during it */
-async function backup(cluster: LocalCluster, name: string): Promise<{ report: BackupReport; peaks: number[] }> {
-  const done = await metered<BackupReport>(cluster, ['backup', 'create', '--name', name]);
-  if (done.report.status !== 'complete') throw new Error(`backup ${name} ended ${done.report.status}: ${done.report.error?.message ?? ''}`);
-  return done;
 }
 
 /** 1% of every node changed (`round` picks which, for the database-like data); the bytes changed */

@@ -1,4 +1,5 @@
 /** Test helpers that look inside a local (fs) repository the way an operator's tools would. */
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository, sha256 } from '../../lib/repo/repository.js';
@@ -83,4 +84,17 @@ export async function commitUploads(repo: Repository, backupId: string, ups: { n
   const at = new Date().toISOString();
   const m: Manifest = { version: MANIFEST_VERSION, backupId, name: backupId.slice(16), cluster: 'test', repositoryId: repo.id, status: 'complete', startedAt: at, committedAt: at, topology: [], components, report: {} as BackupReport };
   await repo.commitManifest(m);
+}
+
+/** the bytes of the repository's packs and chunk objects in `dir` (an fs repository), but for those still being written */
+export async function objectBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const sub of ['chunks', 'packs']) {
+    const entries = await readdir(join(dir, sub), { recursive: true, withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      if (!e.isFile() || e.name.includes('.lockstep-tmp-')) continue;
+      n += (await stat(join(e.parentPath, e.name)).catch(() => ({ size: 0 }))).size;
+    }
+  }
+  return n;
 }

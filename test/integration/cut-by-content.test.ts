@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
 import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
+import { objectBytes } from '../helpers/repo.js';
 
 const MiB = 1024 * 1024;
 
@@ -73,6 +74,27 @@ describe('files cut by their content', () => {
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect((await readFile(join(dir('dumps'), 'nightly.dump'))).equals(changed)).toBe(true);
     expect(json<RestoreReport>(again.stdout).nodes[0]!.components.find((c) => c.component === 'dumps')!.stage!.bytesDownloaded).toBeGreaterThan(4 * MiB - 1000);
+  });
+
+  it('an agent killed while it stores a dump cut by its content: the next backup cuts it the same way and sends only what the first had not stored', async () => {
+    await writeFile(join(dir('dumps'), 'resumed.dump'), randomBytes(150 * MiB));
+    const base = await objectBytes(cluster.repoDir);
+    const first = cli(['backup', 'create', '--name', 'cut-short', '--json']);
+    for (let i = 0; i < 3000 && (await objectBytes(cluster.repoDir)) < base + 40 * MiB; i++) await new Promise((r) => setTimeout(r, 10));
+    await cluster.killAgent(cluster.agents[0]!.node);
+    expect((await first).code).not.toBe(0);
+    await cluster.startAgent(cluster.agents[0]!.node);
+    const stored = (await objectBytes(cluster.repoDir)) - base;
+    expect(stored).toBeGreaterThanOrEqual(40 * MiB);
+
+    const second = await cli(['backup', 'create', '--name', 'resumed', '--json']);
+    expect(second.code, second.stdout + second.stderr).toBe(0);
+    const report = json<BackupReport>(second.stdout);
+    // the kill came mid-upload, and what the first run stored was not sent again
+    expect(stored).toBeLessThan(140 * MiB);
+    expect(bytesNew(report, 'dumps')).toBeLessThanOrEqual(150 * MiB - stored + 4 * MiB);
+    const v = await cli(['backup', 'verify', report.backupId, '--read-data']);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
   });
 
   it('a dump that shrank a little below the size where it was cut into larger blocks keeps them: the next backup stores a few, and a restore finds them in the live file', async () => {

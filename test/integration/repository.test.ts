@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
@@ -21,21 +21,9 @@ import type { PruneReport } from '../../lib/repo/prune.js';
 import { LOCK_KEY } from '../../lib/repo/lock.js';
 import { s3Driver } from '../../plugins/storage/s3.js';
 import { json, runCli, startCluster, stopCluster, tempDir } from '../helpers/cluster.js';
-import { collected, openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
+import { collected, objectBytes, openFsRepo, readIndexAt, whereIs } from '../helpers/repo.js';
 import { clientOf, rgwBucket, type S3Settings } from '../helpers/s3.js';
 import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-
-async function objectBytes(dir: string): Promise<number> {
-  let n = 0;
-  for (const sub of ['chunks', 'packs']) {
-    const entries = await readdir(join(dir, sub), { recursive: true, withFileTypes: true }).catch(() => []);
-    for (const e of entries) {
-      if (!e.isFile() || e.name.includes('.lockstep-tmp-')) continue;
-      n += (await stat(join(e.parentPath, e.name)).catch(() => ({ size: 0 }))).size;
-    }
-  }
-  return n;
-}
 
 async function manySmallFiles(dir: string, n: number, size: number): Promise<void> {
   await mkdir(dir, { recursive: true });
