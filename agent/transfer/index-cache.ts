@@ -12,11 +12,14 @@
  * holds. Anything else (no copy, another backup's, a damaged one) and the index is read
  * from the repository as before: the copy only ever saves time.
  *
- * Layout: "LSIC1\n", the body, a JSON header, its length (u32). The body: pack ids (32
+ * Layout: "LSIC2\n", the body, a JSON header, its length (u32). The body: pack ids (32
  * bytes each); blobs (hash 32, fingerprint 16, offset f64, length u32, pack i32: 64 bytes);
- * then per file: size, mtime, inode, ctime (f64), block, chunk count (u32), seen (u8, 3
- * bytes of padding), path length (u32), content hash (32) in 80 bytes, its path (UTF-8),
- * its chunks as blob numbers (u32). The header comes last and every file carries its own
+ * then per file: size, mtime, inode, ctime (f64), block, chunk count (u32), seen (u8), cut
+ * by its content (u8, 2 bytes of padding), path length (u32), content hash (32) in 80
+ * bytes, its path (UTF-8), its chunks as blob numbers (u32), and for a file cut by its
+ * content its `cuts` as the index keeps them but in bytes, not base64 (their length, u32,
+ * then the bytes: lib/repo/cuts.ts). (A copy of the first layout, "LSIC1", which had no room
+ * for those, is not read: the index is read from the repository.) The header comes last and every file carries its own
  * path and chunks, so the copy is written and read front to back through one 1 MiB buffer
  * and hashed on the way (a 5 GiB node's copy is ~12 MB; none is ever held whole).
  */
@@ -29,7 +32,7 @@ import type { Known, OldFiles } from './known.js';
 import { PackNumbers } from '../../lib/repo/index-file.js';
 import { keepShapeOnce } from '../../lib/shapes.js';
 
-const MAGIC = 'LSIC1\n';
+const MAGIC = 'LSIC2\n';
 const PACK = 32;
 const REF = 64;
 const FILE = 80;
@@ -129,8 +132,24 @@ async function writeFiles(out: SectionWriter, rows: Columns, fileRows: number[],
     if (wait) await wait;
     const { first, count } = rows.blocksOf(r);
     await out.items(count, 4, (i, b, at) => b.writeUInt32LE(number[lists.at(first + i)]!, at));
+    const cuts = rows.cutsOf(r);
+    if (cuts !== undefined) await writeCuts(out, Buffer.from(cuts, 'base64'));
   }
 }
+
+/** a file's cuts in bytes, after their length; a piece at a time (a file of 8 GiB has ~64k lengths, one of 1 TB ~8M) */
+async function writeCuts(out: SectionWriter, cuts: Buffer): Promise<void> {
+  const wait = out.put(4, (b, at) => b.writeUInt32LE(cuts.length, at));
+  if (wait) await wait;
+  for (let at = 0; at < cuts.length; at += CUTS_PIECE) {
+    const piece = cuts.subarray(at, at + CUTS_PIECE);
+    const more = out.put(piece.length, (b, to) => piece.copy(b, to));
+    if (more) await more;
+  }
+}
+
+/** the bytes of a file's cuts written or read at once, at most */
+const CUTS_PIECE = 64 * 1024;
 
 /** file row `r`'s record (and its path after it) at `at` in `b`, straight from the columns: no object or hex string made */
 function fileRecord(b: Buffer, at: number, rows: Columns, r: number, path: Buffer): void {
@@ -142,6 +161,7 @@ function fileRecord(b: Buffer, at: number, rows: Columns, r: number, path: Buffe
   b.writeUInt32LE(rows.blockOf(r), at + 32);
   b.writeUInt32LE(rows.countOf(r), at + 36);
   b.writeUInt8(rows.isSeen(r) ? 1 : 0, at + 40);
+  b.writeUInt8(rows.cutsOf(r) !== undefined ? 1 : 0, at + 41);
   b.writeUInt32LE(path.length, at + 44);
   rows.copySha(r, b, at + 48);
   path.copy(b, at + FILE);
@@ -397,8 +417,30 @@ async function readFiles(body: SectionReader, count: number, refOf: Uint32Array,
         chunks.push(refOf[n]!);
       }
     }
+    let cuts: string | undefined;
+    if (rec[41] === 1) {
+      cuts = await readCuts(body);
+      // (checked as they are used: lib/repo/cuts.ts `decodeCuts`, which refuses lengths that are not the file's)
+      if (cuts === undefined) return 'cuts';
+    }
     const first = known.lists.push(chunks);
-    files.addRaw(path, rec.readDoubleLE(0), rec.readDoubleLE(8), rec.readUInt32LE(32), rec, 48, first, blocks, rec[40] === 1, rec.readDoubleLE(16), rec.readDoubleLE(24));
+    files.addRaw(path, rec.readDoubleLE(0), rec.readDoubleLE(8), rec.readUInt32LE(32), rec, 48, first, blocks, rec[40] === 1, rec.readDoubleLE(16), rec.readDoubleLE(24), cuts);
   }
   return undefined;
+}
+
+/** a file's cuts (`writeCuts`), as base64 again; undefined if the copy ends first */
+async function readCuts(body: SectionReader): Promise<string | undefined> {
+  const b = body.buf;
+  const lengthReady = body.need(4);
+  if (lengthReady !== true && !(await lengthReady)) return undefined;
+  const cuts = Buffer.allocUnsafe(b.readUInt32LE(body.next(4)));
+  for (let at = 0; at < cuts.length; ) {
+    const n = Math.min(cuts.length - at, CUTS_PIECE);
+    const ready = body.need(n);
+    if (ready !== true && !(await ready)) return undefined;
+    const from = body.next(n);
+    at += b.copy(cuts, at, from, from + n);
+  }
+  return cuts.toString('base64');
 }

@@ -49,14 +49,16 @@ export class OldFiles {
   }
 
   /**
-   * `add` of a file whose content hash is the 32 bytes at `shaAt` in `b` (raw, not hex) and
-   * whose `seen` signature, if it has one, is `ino` and `ctimeMs`: no object or hex string
+   * `add` of a file whose content hash is the 32 bytes at `shaAt` in `b` (raw, not hex),
+   * whose `seen` signature, if it has one, is `ino` and `ctimeMs`, and whose `cuts`, if it
+   * was cut by its content, are these: no object or hex string
    * made for it (the agent's copy of an index, ~34k files at 5 GiB)
    */
-  addRaw(path: string, size: number, mtimeMs: number, block: number, b: Buffer, shaAt: number, first: number, count: number, seen: boolean, ino: number, ctimeMs: number): void {
+  addRaw(path: string, size: number, mtimeMs: number, block: number, b: Buffer, shaAt: number, first: number, count: number, seen: boolean, ino: number, ctimeMs: number, cuts?: string): void {
     const r = this.cols.add(path, 'file');
     this.cols.setMtime(r, mtimeMs);
     this.cols.setContentRaw(r, size, block, b, shaAt, first, count);
+    if (cuts !== undefined) this.cols.setCuts(r, cuts);
     if (seen) this.cols.setSigOf(r, ino, ctimeMs, true);
     this.rows.set(path, r);
   }

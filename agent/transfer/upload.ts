@@ -27,7 +27,7 @@
  * The file index is written last, after every object it references is stored.
  */
 import { lstatSync, readdirSync, type Stats as FileStats } from 'node:fs';
-import { readlink, rm } from 'node:fs/promises';
+import { readlink } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LockstepError } from '../../lib/errors.js';
@@ -1423,8 +1423,6 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       if (target.restoredDir && restored.restoreId) await forgetRestored(target.restoredDir, restored.restoreId);
       // only ever a saving: without it the next backup reads the index from the repository
       if (!target.cacheFile) return;
-      // (the copy has no room for the block lengths of files cut by their content: no copy, and none of an older index left)
-      if (rows.anyCut) return await rm(target.cacheFile, { force: true });
       await writeIndexCache(target.cacheFile, cacheKey, rows, known);
       if (plan) await writePartIdentities(target.cacheFile, cacheKey, plan.identities());
       // and without this, the next backup reads that copy

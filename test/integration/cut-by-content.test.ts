@@ -26,7 +26,8 @@ describe('files cut by their content', () => {
   let cluster: LocalCluster;
   const cli = (args: string[]) => runCli(args, { config: cluster.configFile });
   const dir = (component: string) => cluster.agents[0]!.data[component]!;
-  const bytesNew = (r: BackupReport, component: string) => r.nodes[0]!.components.find((c) => c.component === component)!.upload!.bytesNew;
+  const upload = (r: BackupReport, component: string) => r.nodes[0]!.components.find((c) => c.component === component)!.upload!;
+  const bytesNew = (r: BackupReport, component: string) => upload(r, component).bytesNew;
 
   beforeAll(async () => {
     // the same dump in two components: one cut by its content, one at fixed sizes
@@ -49,8 +50,9 @@ describe('files cut by their content', () => {
     const second = await cli(['backup', 'create', '--name', 'second', '--json']);
     expect(second.code, second.stdout + second.stderr).toBe(0);
     const report = json<BackupReport>(second.stdout);
-    // a few ~2 KiB blocks around each change
+    // a few ~2 KiB blocks around each change, against the index the agent kept in memory (it holds the block lengths)
     expect(bytesNew(report, 'dumps')).toBeLessThan(0.05 * 4 * MiB);
+    expect(upload(report, 'dumps').previousIndex).toBe('memory');
     // at fixed offsets every block after the insertion is new
     expect(bytesNew(report, 'plain')).toBeGreaterThan(0.7 * 4 * MiB);
 
@@ -109,9 +111,14 @@ describe('files cut by their content', () => {
 
     // 10 MiB off its end: 120 MiB, under the size where its blocks were chosen; cut at 2 KiB, none of its blocks would be the same
     await truncate(path, 120 * MiB);
+    // the agent restarted: the average is read from its local copy of the index, not from memory
+    const node = cluster.agents[0]!.node;
+    await cluster.killAgent(node, 'SIGTERM');
+    await cluster.startAgent(node);
     const second = await cli(['backup', 'create', '--name', 'big-second', '--json']);
     expect(second.code, second.stdout + second.stderr).toBe(0);
     const report = json<BackupReport>(second.stdout);
+    expect(upload(report, 'dumps').previousIndex).toBe('local');
     expect(bytesNew(report, 'dumps')).toBeLessThan(MiB);
 
     // the restore cuts the live file at the average the backup recorded, not at what 120 MiB calls for: a few bytes changed, a block fetched

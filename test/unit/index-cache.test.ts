@@ -1,7 +1,8 @@
 /**
  * The agent's local copy of an index: what is written is read back exactly (blobs with
- * their packs, offsets, lengths and fingerprints; files with their content, signature and
- * chunks), and a copy of another index, or a damaged one, is refused.
+ * their packs, offsets, lengths and fingerprints; files with their content, signature,
+ * chunks and, cut by their content, block lengths), and a copy of another index, or a
+ * damaged one, is refused.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -11,6 +12,26 @@ import { Known, OldFiles } from '../../agent/transfer/known.js';
 import { uploaded } from '../helpers/uploaded.js';
 import { readIndexCache, writeIndexCache, type CacheKey } from '../../agent/transfer/index-cache.js';
 import { FP } from '../../lib/repo/fingerprint.js';
+import { encodeCuts } from '../../lib/repo/cuts.js';
+import { createHash } from 'node:crypto';
+
+/** two files cut by their content added to `rows`: one of 3 blocks, one of 70k (its lengths longer than a piece of the copy's buffer) */
+function withCutFiles({ rows, known }: ReturnType<typeof uploaded>): ReturnType<typeof uploaded> {
+  for (const [name, count] of [['data/dump.rdb', 3], ['data/big.rdb', 70_000]] as const) {
+    const refs: number[] = [];
+    const lengths: number[] = [];
+    for (let b = 0; b < count; b++) {
+      const h = createHash('sha256').update(`${name} ${b}`).digest();
+      refs.push(known.table.add(h, createHash('sha256').update(`pack of ${name}`).digest('hex'), b * 3000, 2000 + (b % 1000)));
+      lengths.push(1000 + ((b * 7919) % 6000));
+    }
+    const r = rows.add(name, 'file');
+    rows.setMeta(r, { mode: 0o600, uid: 0, gid: 0, mtimeMs: 1_700_000_000_000 });
+    rows.setContent(r, known.content(refs, lengths.reduce((a, n) => a + n, 0)));
+    rows.setCuts(r, encodeCuts(12, lengths));
+  }
+  return { rows, known };
+}
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -29,7 +50,7 @@ async function copyPlace(): Promise<string> {
 describe('local copy of an index', () => {
   it('reads back every file and blob as written', async () => {
     const file = await copyPlace();
-    const { rows, known } = uploaded();
+    const { rows, known } = withCutFiles(uploaded());
     await writeIndexCache(file, key, rows, known);
     const back = new Known(10, 10);
     const files = new OldFiles();
@@ -50,6 +71,7 @@ describe('local copy of an index', () => {
         mtimeMs: rows.mtimeMs(r),
         seen: rows.seenSig(r),
       });
+      expect(files.cols.cutsOf(o), rows.path(r)).toBe(rows.cutsOf(r));
       for (let i = 0; i < want.count; i++) {
         const a = known.lists.at(want.first + i);
         const b = back.lists.at(old.first + i);
@@ -60,11 +82,15 @@ describe('local copy of an index', () => {
       }
     }
     expect(files.row('data/link')).toBe(-1);
+    // the files cut by their content: their lengths and average
+    expect(files.cutAverage(files.row('data/big.rdb'))).toBe(12);
+    expect(files.cutAverage(files.row('data/dump.rdb'))).toBe(12);
+    expect(files.cutAverage(files.row('data/f1'))).toBeUndefined();
   });
 
   it('refuses a copy of another index, a damaged copy and no copy', async () => {
     const file = await copyPlace();
-    const { rows, known } = uploaded();
+    const { rows, known } = withCutFiles(uploaded());
     await writeIndexCache(file, key, rows, known);
     const read = (k: CacheKey) => readIndexCache(file, k, new Known(10, 10), new OldFiles());
     expect(await read({ ...key, indexSha256: 'b'.repeat(64) })).toEqual({ ok: false, why: expect.stringContaining('indexSha256') });
