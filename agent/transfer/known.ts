@@ -80,6 +80,26 @@ export class OldFiles {
     return cuts === undefined ? undefined : decodeCuts(cuts, this.cols.blocksOf(r).count, this.cols.sizeOf(r))?.avgBits;
   }
 
+  /**
+   * The blocks of the file in row `r`, cut by its content, by fingerprint (as bytes in a
+   * latin1 string): each one's ref in `known` and length. Undefined if it was not cut, or
+   * none of its blocks has a fingerprint (an index written before they were kept).
+   */
+  cutBlocks(r: number, known: Known): Map<string, { ref: number; length: number }> | undefined {
+    const cuts = this.cols.cutsOf(r);
+    const { first, count } = this.cols.blocksOf(r);
+    const lengths = cuts === undefined ? undefined : decodeCuts(cuts, count, this.cols.sizeOf(r))?.lengths;
+    if (!lengths) return undefined;
+    const fp = Buffer.allocUnsafe(FP);
+    const out = new Map<string, { ref: number; length: number }>();
+    for (let i = 0; i < count; i++) {
+      const ref = known.lists.at(first + i);
+      known.table.fpInto(ref, fp, 0);
+      if (!unknownFp(fp, 0)) out.set(fp.toString('latin1'), { ref, length: lengths[i]! });
+    }
+    return out.size > 0 ? out : undefined;
+  }
+
   /** the file in row `r` */
   file(r: number): OldFile {
     return { ...this.cols.content(r), mtimeMs: this.cols.mtimeMs(r), seen: this.cols.seenSig(r) };

@@ -763,13 +763,24 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
   }
 }
 
+/** how a file is cut by its content: the average block size (its log2), and the blocks of the file in the previous backup by fingerprint (`OldFiles.cutBlocks`) */
+interface CutAt {
+  avgBits: number;
+  before?: Map<string, { ref: number; length: number }>;
+}
+
 /**
  * A file its engine writes anew (see `UploadTarget.cutSets`), read whole and cut where its
- * content says (lib/repo/cuts.ts): a shift moves only the blocks around what changed, and
- * every other block is found by its hash among those the upload knows. Its blocks are not
- * fingerprinted: such a file, once changed, is new bytes at new places.
+ * content says (lib/repo/cuts.ts): a shift moves only the blocks around what changed.
+ * Every block is fingerprinted; one whose fingerprint and length are those of a block of
+ * the file in the previous backup, wherever it was, is that block, and is neither hashed
+ * nor stored again. Every other block is found by its hash among those the upload knows,
+ * or stored.
  */
-async function uploadCut(abs: string, avgBits: number, repo: Repository, writer: BlobWriter, done: BytesDone): Promise<Uploaded> {
+async function uploadCut(abs: string, cut: CutAt, repo: Repository, writer: BlobWriter, done: BytesDone): Promise<Uploaded> {
+  const { avgBits, before } = cut;
+  const { table } = writer.known;
+  const fp = Buffer.alloc(FP);
   const fd = await openFd(abs, 'r');
   const sink = new BlockSink(writer, false, new Compressibility(writer.compressibility(abs)));
   const lengths: number[] = [];
@@ -780,7 +791,10 @@ async function uploadCut(abs: string, avgBits: number, repo: Repository, writer:
       repo.cutter,
       avgBits,
       async (block) => {
-        await sink.add(block);
+        repo.fingerprints.into(block, fp);
+        const was = before?.get(fp.toString('latin1'));
+        if (was !== undefined && was.length === block.length) sink.keep(was.ref);
+        else table.setFp(await sink.add(block), fp);
         lengths.push(block.length);
       },
       (n) => done.add(n),
@@ -804,8 +818,8 @@ async function uploadFile(
   old: OldFile | undefined,
   done: BytesDone,
   ranges?: Ranges,
-  /** the file is cut where its content says, at this average block size (its log2) */
-  cutAt?: number,
+  /** the file is cut where its content says, so */
+  cutAt?: CutAt,
 ): Promise<Uploaded> {
   if (size < repo.config.packThreshold) {
     const buf = await writer.reads.acquire(writer.stop);
@@ -1364,7 +1378,7 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       // (before the file is opened: its reads start after this)
       const readFrom = Date.now();
       // (by the size the walk saw: a file that grew since is cut the same way, into more blocks)
-      const cutAt = cut ? cutAverageFor(rows.sizeOf(r), o >= 0 ? before.cutAverage(o) : undefined) : undefined;
+      const cutAt = cut ? { avgBits: cutAverageFor(rows.sizeOf(r), o >= 0 ? before.cutAverage(o) : undefined), before: o >= 0 ? before.cutBlocks(o, writer.known) : undefined } : undefined;
       const up = await uploadFile(repo, writer, abs, rows.sizeOf(r), o >= 0 && !cut ? before.file(o) : undefined, done, change === 'all' || cut ? undefined : change, cutAt);
       result.bytesRead! += up.read;
       rows.setContent(r, up);

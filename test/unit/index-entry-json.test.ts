@@ -35,6 +35,7 @@ const rows: Row[] = [
   { path: 'data/many', mode: 0o640, uid: 7, gid: 8, mtimeMs: 1_764_700_000_000.001, size: 2 ** 40 + 17, blocks: 4, block: 1 << 20, fps: false },
   { path: 'data/some fps', mode: 0o640, uid: 7, gid: 8, mtimeMs: 1, size: 3 * 65536, blocks: 3, block: 65536, seen: { ino: 1, ctimeMs: 1_764_700_000_000.5 }, fps: true },
   { path: 'data/dump.rdb', mode: 0o600, uid: 0, gid: 0, mtimeMs: 2, size: 30_000, blocks: 3, seen: { ino: 3, ctimeMs: 4 }, fps: false, cuts: encodeCuts(12, [9000, 12_000, 9000]) },
+  { path: 'data/dump with fps.rdb', mode: 0o600, uid: 0, gid: 0, mtimeMs: 2, size: 30_000, blocks: 3, seen: { ino: 3, ctimeMs: 4 }, fps: true, cuts: encodeCuts(11, [9000, 12_000, 9000]) },
 ];
 
 function uploadOf(list: Row[]): { cols: Columns; known: Known } {
