@@ -18,10 +18,11 @@
  * by its content (u8, 2 bytes of padding), path length (u32), content hash (32) in 80
  * bytes, its path (UTF-8), its chunks as blob numbers (u32), and for a file cut by its
  * content its `cuts` as the index keeps them but in bytes, not base64 (their length, u32,
- * then the bytes: lib/repo/cuts.ts). (A copy of the first layout, "LSIC1", which had no room
- * for those, is not read: the index is read from the repository.) The header comes last and every file carries its own
- * path and chunks, so the copy is written and read front to back through one 1 MiB buffer
- * and hashed on the way (a 5 GiB node's copy is ~12 MB; none is ever held whole).
+ * then the bytes: lib/repo/cuts.ts). (A copy of the first layout, "LSIC1", which had no
+ * room for those, is not read: the index is read from the repository.) The header comes
+ * last and every file carries its own path and chunks, so the copy is written and read
+ * front to back through one 1 MiB buffer and hashed on the way (a 5 GiB node's copy is
+ * ~12 MB; none is ever held whole).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
