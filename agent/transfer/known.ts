@@ -74,30 +74,25 @@ export class OldFiles {
     this.rows = new Map();
   }
 
-  /** the average block size (its log2) the file in row `r` was cut at where its content says; undefined if it was not */
-  cutAverage(r: number): number | undefined {
-    const cuts = this.cols.cutsOf(r);
-    return cuts === undefined ? undefined : decodeCuts(cuts, this.cols.blocksOf(r).count, this.cols.sizeOf(r))?.avgBits;
-  }
-
   /**
-   * The blocks of the file in row `r`, cut by its content, by fingerprint (as bytes in a
-   * latin1 string): each one's ref in `known` and length. Undefined if it was not cut, or
-   * none of its blocks has a fingerprint (an index written before they were kept).
+   * How the file in row `r` was cut where its content says: the average block size (its
+   * log2), and its blocks by fingerprint (as bytes in a latin1 string), each one's ref in
+   * `known` and length (none when not one has a fingerprint: an index written before they
+   * were kept). Undefined if it was not cut so.
    */
-  cutBlocks(r: number, known: Known): Map<string, { ref: number; length: number }> | undefined {
-    const cuts = this.cols.cutsOf(r);
+  cutOf(r: number, known: Known): { avgBits: number; blocks?: Map<string, { ref: number; length: number }> } | undefined {
+    const text = this.cols.cutsOf(r);
     const { first, count } = this.cols.blocksOf(r);
-    const lengths = cuts === undefined ? undefined : decodeCuts(cuts, count, this.cols.sizeOf(r))?.lengths;
-    if (!lengths) return undefined;
+    const cuts = text === undefined ? undefined : decodeCuts(text, count, this.cols.sizeOf(r));
+    if (!cuts) return undefined;
     const fp = Buffer.allocUnsafe(FP);
-    const out = new Map<string, { ref: number; length: number }>();
+    const blocks = new Map<string, { ref: number; length: number }>();
     for (let i = 0; i < count; i++) {
       const ref = known.lists.at(first + i);
       known.table.fpInto(ref, fp, 0);
-      if (!unknownFp(fp, 0)) out.set(fp.toString('latin1'), { ref, length: lengths[i]! });
+      if (!unknownFp(fp, 0)) blocks.set(fp.toString('latin1'), { ref, length: cuts.lengths[i]! });
     }
-    return out.size > 0 ? out : undefined;
+    return { avgBits: cuts.avgBits, ...(blocks.size > 0 ? { blocks } : {}) };
   }
 
   /** the file in row `r` */

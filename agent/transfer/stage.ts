@@ -196,28 +196,31 @@ async function readLocal(
 }
 
 /**
- * The blocks of a local file that a file cut by its content (`e.cuts`) is made of, into
- * `local` by their hash: the file cut as the backup cut it (the repository's cutter, the
- * average block size the backup recorded), each block hashed where it lies. Its bytes
- * may have moved since, so a block is found wherever it lies, not at a fixed place;
- * `download` reads each back and checks it against its hash again. Nothing when there is no
- * such file.
+ * The blocks of local files (`places`: the live file, the kept snapshot's copy) that a file
+ * cut by its content (`e.cuts`) is made of, into `local` by their hash: each file cut as the
+ * backup cut it (the repository's cutter, the average block size the backup recorded), each
+ * block hashed where it lies. Its bytes may have moved since, so a block is found wherever
+ * it lies, not at a fixed place; `download` reads each back and checks it against its hash
+ * again. Nothing from a place where there is no such file.
  */
-async function cutLocal(path: string, e: FileEntry, repo: Repository, stop: Stop, kept: boolean, local: Map<string, LocalChunk>): Promise<void> {
+async function cutLocal(places: { path: string; kept: boolean }[], e: FileEntry, repo: Repository, stop: Stop, local: Map<string, LocalChunk>): Promise<void> {
   // (checked as the index was read)
   const cuts = e.cuts === undefined ? undefined : decodeCuts(e.cuts, e.chunks.length, e.size);
-  if (!cuts || !lstatIfAny(path)?.isFile()) return;
-  const fd = await openFd(path, 'r').catch(() => undefined);
-  if (fd === undefined) return;
+  if (!cuts) return;
   const wanted = new Set(e.chunks.map(refSha));
-  const found = (block: Buffer, offset: number) => {
-    const h = sha256(block);
-    if (wanted.has(h) && !local.has(h)) local.set(h, { path, offset, length: block.length, kept });
-  };
-  try {
-    await forEachCut(fd, repo.cutter, cuts.avgBits, found, undefined, () => stop.check());
-  } finally {
-    await closeFd(fd);
+  for (const { path, kept } of places) {
+    if (!lstatIfAny(path)?.isFile()) continue;
+    const fd = await openFd(path, 'r').catch(() => undefined);
+    if (fd === undefined) continue;
+    const found = (block: Buffer, offset: number) => {
+      const h = sha256(block);
+      if (wanted.has(h) && !local.has(h)) local.set(h, { path, offset, length: block.length, kept });
+    };
+    try {
+      await forEachCut(fd, repo.cutter, cuts.avgBits, found, undefined, () => stop.check());
+    } finally {
+      await closeFd(fd);
+    }
   }
 }
 
@@ -636,10 +639,7 @@ export async function stageIndex(repo: Repository, parts: IndexParts, targets: R
         let metaSet = false;
         const local = new Map<string, LocalChunk>();
         // a file cut by its content is written whole: its blocks found in the live file (and the kept snapshot) by their hash
-        if (e.cuts !== undefined) {
-          await cutLocal(p.live, e, repo, stop, false, local);
-          if (p.cache) await cutLocal(p.cache, e, repo, stop, true, local);
-        }
+        if (e.cuts !== undefined) await cutLocal([{ path: p.live, kept: false }, ...(p.cache ? [{ path: p.cache, kept: true }] : [])], e, repo, stop, local);
         // the live file first, in one pass: what matches stays, a few wrong blocks are patched
         // (a file cut by its content has no fixed block size to compare or patch it by: above)
         const live = e.cuts === undefined ? await readLocal(p.live, e, index, scratch, stop, { copyTo: p.staging }) : undefined;

@@ -763,7 +763,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
   }
 }
 
-/** how a file is cut by its content: the average block size (its log2), and the blocks of the file in the previous backup by fingerprint (`OldFiles.cutBlocks`) */
+/** how a file is cut by its content: the average block size (its log2), and the blocks of the file in the previous backup by fingerprint (`OldFiles.cutOf`) */
 interface CutAt {
   avgBits: number;
   before?: Map<string, { ref: number; length: number }>;
@@ -1388,7 +1388,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
       // (before the file is opened: its reads start after this)
       const readFrom = Date.now();
       // (by the size the walk saw: a file that grew since is cut the same way, into more blocks)
-      const cutAt = cut ? { avgBits: cutAverageFor(rows.sizeOf(r), o >= 0 ? before.cutAverage(o) : undefined), before: o >= 0 ? before.cutBlocks(o, writer.known) : undefined } : undefined;
+      const was = cut && o >= 0 ? before.cutOf(o, writer.known) : undefined;
+      const cutAt = cut ? { avgBits: cutAverageFor(rows.sizeOf(r), was?.avgBits), before: was?.blocks } : undefined;
       const up = await uploadFile(repo, writer, abs, rows.sizeOf(r), o >= 0 && !cut ? before.file(o) : undefined, done, change === 'all' || cut ? undefined : change, cutAt);
       result.bytesRead! += up.read;
       rows.setContent(r, up);

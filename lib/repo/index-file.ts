@@ -99,8 +99,10 @@ const entrySchema = <C extends TSchema>(chunkRef: C) => Type.Union([
     /** the size the file was cut into blocks at (absent: the index's chunkSize, unless `cuts`) */
     block: Type.Optional(Type.Integer({ minimum: 1 })),
     /**
-     * version 6: the file was cut where its content says (lib/repo/cuts.ts), and these are
-     * its blocks' lengths, in order: a little-endian u32 each, base64 (no `block` then)
+     * version 6: the file was cut where its content says (lib/repo/cuts.ts): the average it
+     * was cut at (its log2), then its blocks' lengths, in order, a little-endian u32 each,
+     * base64 (lengths alone in an index written before the average was recorded; no
+     * `block` then)
      */
     cuts: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$' })),
     chunks: Type.Array(chunkRef),

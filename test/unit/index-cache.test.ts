@@ -83,9 +83,9 @@ describe('local copy of an index', () => {
     }
     expect(files.row('data/link')).toBe(-1);
     // the files cut by their content: their lengths and average
-    expect(files.cutAverage(files.row('data/big.rdb'))).toBe(12);
-    expect(files.cutAverage(files.row('data/dump.rdb'))).toBe(12);
-    expect(files.cutAverage(files.row('data/f1'))).toBeUndefined();
+    expect(files.cutOf(files.row('data/big.rdb'), back)?.avgBits).toBe(12);
+    expect(files.cutOf(files.row('data/dump.rdb'), back)?.avgBits).toBe(12);
+    expect(files.cutOf(files.row('data/f1'), back)).toBeUndefined();
   });
 
   it('refuses a copy of another index, a damaged copy and no copy', async () => {

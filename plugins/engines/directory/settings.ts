@@ -34,8 +34,8 @@ export const DirectorySettingsSchema = Type.Object(
     /**
      * the files are written anew, not rewritten in place (dumps, archives, an RDB): cut
      * where their content says, so bytes inserted or removed move only the blocks around
-     * them (lib/repo/cuts.ts); no fingerprints let an incremental skip hashing their
-     * unchanged blocks
+     * them (lib/repo/cuts.ts); every changed file is cut whole (~1 ns a byte), where
+     * fixed-size blocks of files rewritten in place are found unchanged at their offsets
      */
     cutByContent: Type.Boolean({ default: false }),
     /** the service's config files, reported by topology (not captured yet) */
