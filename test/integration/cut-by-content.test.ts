@@ -11,6 +11,7 @@ import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import type { PruneReport } from '../../lib/repo/prune.js';
 import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
 import { objectBytes } from '../helpers/repo.js';
 
@@ -88,9 +89,13 @@ describe('files cut by their content', () => {
     for (let i = 0; i < 3000 && (await objectBytes(cluster.repoDir)) < base + 40 * MiB; i++) await new Promise((r) => setTimeout(r, 10));
     await cluster.killAgent(cluster.agents[0]!.node);
     expect((await first).code).not.toBe(0);
+    expect((await objectBytes(cluster.repoDir)) - base).toBeGreaterThanOrEqual(40 * MiB);
     await cluster.startAgent(cluster.agents[0]!.node);
+    // packs the kill left without their records (in flight: the next run cannot know them) go, as in the repository test; what is left is what the next run can take
+    const pruned = await cli(['prune', '--keep-last', '100', '--json']);
+    expect(pruned.code, pruned.stdout + pruned.stderr).toBe(0);
+    expect(json<PruneReport>(pruned.stdout).objectsDeleted).toBeLessThanOrEqual(6);
     const stored = (await objectBytes(cluster.repoDir)) - base;
-    expect(stored).toBeGreaterThanOrEqual(40 * MiB);
 
     const second = await cli(['backup', 'create', '--name', 'resumed', '--json']);
     expect(second.code, second.stdout + second.stderr).toBe(0);
