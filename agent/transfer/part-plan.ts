@@ -135,8 +135,10 @@ export class PartPlanner implements PartPlan {
     return { key: p.key, sha256: p.sha256, entries: p.entries };
   }
 
-  written(from: number, part: IndexPart, reused: boolean): void {
+  written(from: number, part: IndexPart, reused: boolean, shares = false): void {
     if (reused) this.reused++;
+    // no identity: no later index reuses it, or lines up with where it began
+    if (shares) return;
     this.kept.push({ key: part.key, first: this.rows.path(from), digest: reused ? this.lastDigest : rowsDigest(this.rows, from, from + part.entries, this.scratch) });
   }
 

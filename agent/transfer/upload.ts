@@ -49,7 +49,7 @@ import type { JobContext } from '../jobs/runner.js';
 import { forEachLimit, forEachTaken } from './pool.js';
 import { deleteKeys } from '../../lib/repo/delete-keys.js';
 import { listKeys } from '../../plugins/storage/types.js';
-import { Known, OldFiles, type Content, type OldFile } from './known.js';
+import { Known, OldFiles, type CutBlocks, type Content, type OldFile } from './known.js';
 import { Columns } from './columns.js';
 import { PartPlanner, readPartIdentities, writePartIdentities, type PartIdentity } from './part-plan.js';
 import { readIndexCache, writeIndexCache, type CacheKey } from './index-cache.js';
@@ -766,7 +766,7 @@ async function uploadPatched(abs: string, size: number, patched: Patched, repo: 
 /** how a file is cut by its content: the average block size (its log2), and the blocks of the file in the previous backup by fingerprint (`OldFiles.cutOf`) */
 interface CutAt {
   avgBits: number;
-  before?: Map<string, { ref: number; length: number }>;
+  before?: CutBlocks;
 }
 
 /**
@@ -792,8 +792,8 @@ async function uploadCut(abs: string, cut: CutAt, repo: Repository, writer: Blob
       avgBits,
       async (block) => {
         repo.fingerprints.into(block, fp);
-        const was = before?.get(fp.toString('latin1'));
-        if (was !== undefined && was.length === block.length) sink.keep(was.ref);
+        const was = before ? before.find(fp, block.length) : -1;
+        if (was >= 0) sink.keep(was);
         else table.setFp(await sink.add(block), fp);
         lengths.push(block.length);
       },

@@ -18,8 +18,8 @@
  * changes are spread evenly through it (its keys are in hash order), so the smaller the
  * blocks the fewer a change touches: with 1% of 512-byte values rewritten, blocks of
  * ~72 KiB were 78% new, of ~8 KiB 20%, of ~4 KiB 12%, of ~2 KiB 7.4% (index included). Each
- * block costs ~90 bytes of index and of the agent's memory, so `cutAverageFor` keeps a file
- * to about 64k blocks.
+ * block costs ~90 bytes of index and ~150 of the agent's memory, so `cutAverageFor` keeps a
+ * file to about 256k blocks.
  *
  * The gear table is derived from the repository's secret (as the fingerprints are): where
  * a file is cut then tells nothing of its content to anyone without the key.
@@ -33,22 +33,25 @@ const MAX_AVG_BITS = 17;
 const UNRECORDED_MIN_AVG_BITS = 13;
 /** the largest block any file is cut into (8 × the largest average) */
 const CUT_MAX = 8 << MAX_AVG_BITS;
-/** about how many blocks a file is cut into, at most (but for files over 8 GiB) */
-const BLOCKS_ABOUT = 65536;
+/** about how many blocks a file is cut into, at most (but for files over 32 GiB) */
+const BLOCKS_ABOUT = 262144;
+/** as many before an index's entry could be written in pieces (index-file.ts, version 7) */
+const BLOCKS_ABOUT_WHOLE = 65536;
 
 /**
  * The average block size (its log2) to cut a file of `size` bytes at: 2 KiB, more for files
- * over 128 MiB (up to 128 KiB over 4 GiB). `previous`: the average the component's previous
+ * over 512 MiB (up to 128 KiB over 16 GiB). `previous`: the average the component's previous
  * backup cut the file at. A file that shrank just below the size where that average was
  * chosen (to no less than half of it) keeps it: cut at another average, no block would be
  * the same, and a file whose size goes up and down around that size would be stored whole
  * again each time it crossed it. (One that grows past it is cut at the larger average at
- * once, and stored again once: a file is never cut into more than about 64k blocks.)
+ * once, and stored again once: a file is never cut into more than about 256k blocks.)
+ * `blocks`: about how many blocks a file may be cut into.
  */
-export function cutAverageFor(size: number, previous?: number): number {
+export function cutAverageFor(size: number, previous?: number, blocks = BLOCKS_ABOUT): number {
   let bits = MIN_AVG_BITS;
-  while (bits < MAX_AVG_BITS && size / 2 ** bits > BLOCKS_ABOUT) bits++;
-  if (previous === bits + 1 && size > (2 ** bits * BLOCKS_ABOUT) / 2) return previous;
+  while (bits < MAX_AVG_BITS && size / 2 ** bits > blocks) bits++;
+  if (previous === bits + 1 && size > (2 ** bits * blocks) / 2) return previous;
   return bits;
 }
 
@@ -164,7 +167,7 @@ export function decodeCuts(text: string, count: number, size: number): Cuts | un
   let at = 0;
   let avgBits: number;
   if (b.length === count * 4) {
-    avgBits = Math.max(UNRECORDED_MIN_AVG_BITS, cutAverageFor(size));
+    avgBits = Math.max(UNRECORDED_MIN_AVG_BITS, cutAverageFor(size, undefined, BLOCKS_ABOUT_WHOLE));
   } else if (b.length === (count + 1) * 4) {
     avgBits = b.readUInt32LE(0);
     if (avgBits < MIN_AVG_BITS || avgBits > MAX_AVG_BITS) return undefined;

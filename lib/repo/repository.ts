@@ -28,6 +28,12 @@ import type { BlobBuffers } from './lz4.js';
 import {
   INDEX_PARTS_VERSION,
   INDEX_CUTS_VERSION,
+  INDEX_PIECES_VERSION,
+  PIECE_CHUNKS,
+  Pieces,
+  parsePiecePart,
+  type PartFileEntry,
+  type Piece,
   inParts,
   PackNumbers,
   INDEX_VERSION,
@@ -294,7 +300,7 @@ export class Repository {
    * not change is copied to this index's part, not written again; should a copy fail (the
    * previous backup deleted meanwhile) the whole index is written again, reusing none.
    */
-  async writeIndex(key: string, given: ComponentIndex | IndexToWrite, partBytes = INDEX_PART_BYTES, plan?: PartPlan): Promise<string> {
+  async writeIndex(key: string, given: ComponentIndex | IndexToWrite, partBytes = INDEX_PART_BYTES, plan?: PartPlan, pieceChunks = PIECE_CHUNKS): Promise<string> {
     const early = this.driver.flush().then(
       () => undefined,
       (err: unknown) => err,
@@ -310,11 +316,11 @@ export class Repository {
     if (split) {
       const reuse = this.driver.copy ? plan : undefined;
       try {
-        written = await this.writeParts(key, from, partBytes, reuse);
+        written = await this.writeParts(key, from, partBytes, reuse, pieceChunks);
       } catch (err) {
         if (!(err instanceof PartCopyFailed)) throw err;
         reuse!.restart(err.reason);
-        written = await this.writeParts(key, from, partBytes, reuse);
+        written = await this.writeParts(key, from, partBytes, reuse, pieceChunks);
         // parts of the first attempt past the last of this one
         for (let n = written.parts.length + 1; n <= err.parts; n++) await this.driver.delete(indexPartKey(key, n));
       }
@@ -322,7 +328,7 @@ export class Repository {
     const { parts, packs } = written;
     const head: ComponentIndex =
       parts.length > 0
-        ? { ...index, version: cut === true ? INDEX_CUTS_VERSION : INDEX_PARTS_VERSION, entries: [], parts, packs }
+        ? { ...index, version: parts.some((p) => p.more) ? INDEX_PIECES_VERSION : cut === true ? INDEX_CUTS_VERSION : INDEX_PARTS_VERSION, entries: [], parts, packs }
         : { ...index, version: inParts(index.version) ? INDEX_VERSION : index.version, parts: undefined, packs: undefined };
     const plain = Buffer.from(JSON.stringify(head));
     await this.driver.put(key, await this.codec.encode(plain));
@@ -333,7 +339,7 @@ export class Repository {
   }
 
   /** an index's entries stored as parts (see `writeIndex`); the parts and the pack table */
-  private async writeParts(key: string, from: IndexToWrite['entries'] | IndexEntry[], partBytes: number, plan: PartPlan | undefined): Promise<{ parts: IndexPart[]; packs: string[] }> {
+  private async writeParts(key: string, from: IndexToWrite['entries'] | IndexEntry[], partBytes: number, plan: PartPlan | undefined, pieceChunks: number): Promise<{ parts: IndexPart[]; packs: string[] }> {
     const parts: IndexPart[] = [];
     const packs = new PackNumbers();
     if (plan) for (const id of plan.packs) packs.of(id);
@@ -345,7 +351,7 @@ export class Repository {
     const scratch: { buf?: Buffer }[] = [];
     let entry = 0;
     try {
-      for (const p of indexParts(from, partBytes, 1, packs, plan)) {
+      for (const p of indexParts(from, partBytes, 1, packs, plan, pieceChunks)) {
         const partKey = indexPartKey(key, parts.length + 1);
         if ('reuse' in p) {
           const part = { key: partKey, sha256: p.reuse.sha256, entries: p.reuse.entries };
@@ -356,9 +362,11 @@ export class Repository {
           copies.add(this.driver.copy!(p.reuse.key, partKey));
           continue;
         }
-        const part = { key: partKey, sha256: sha256(p.json), entries: p.entries };
+        const part: IndexPart = { key: partKey, sha256: sha256(p.json), entries: p.entries, ...(p.more ? { more: true } : {}) };
+        // a part that holds a piece of an entry it shares with the part before or after it is never reused
+        const shares = p.more === true || parts.at(-1)?.more === true;
         parts.push(part);
-        plan?.written(entry, part, false);
+        plan?.written(entry, part, false, shares);
         entry += part.entries;
         if (!(await stores.room(PART_STORES_AT_ONCE)) || copies.failed !== undefined) break;
         const into = scratch.pop() ?? {};
@@ -429,26 +437,35 @@ export class Repository {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} names part ${i + 1} as ${part.key}, not ${indexPartKey(key, i + 1)}`, { details: { object: key } });
       }
     }
-    const read = async (i: number): Promise<IndexEntry[]> => {
+    const pieces = index.version === INDEX_PIECES_VERSION ? new Pieces() : undefined;
+    const read = async (i: number): Promise<(IndexEntry | PartFileEntry | Piece)[]> => {
       const part = parts[i]!;
+      const where = `${part.key} in ${this.location}`;
       const plain = await this.readDecoded(part.key);
       if (sha256(plain) !== part.sha256) {
         throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) in ${this.location} does not match the index's hash`, { details: { object: part.key } });
       }
-      const got = parseIndexPart(plain.toString('utf8'), `${part.key} in ${this.location}`, index.sets, index.packs);
-      if (got.length !== part.entries) {
-        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) holds ${got.length} entries, not ${part.entries}`, { details: { object: part.key } });
+      if (part.more && !pieces) throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `file index ${key} in ${this.location} is version ${index.version}, and says its part ${i + 1} goes on in the next`, { details: { object: key } });
+      const got = pieces ? parsePiecePart(plain.toString('utf8'), where, index.sets, index.packs!) : parseIndexPart(plain.toString('utf8'), where, index.sets, index.packs);
+      const begun = pieces ? got.reduce((n, e) => (e.type === 'more' ? n : n + 1), 0) : got.length;
+      if (begun !== part.entries) {
+        throw new LockstepError('LOCKSTEP_E_REPO_CORRUPT', `part ${i + 1} of file index ${key} (${part.key}) holds ${begun} entries, not ${part.entries}`, { details: { object: part.key } });
       }
       return got;
     };
-    const todo = parts.map((_, i) => i).filter((i) => !pass?.(parts[i]!, index.packs));
+    // a part that shares an entry with the part before or after it is always read (its pieces are joined)
+    const shares = (i: number) => parts[i]!.more === true || parts[i - 1]?.more === true;
+    const todo = parts.map((_, i) => i).filter((i) => shares(i) || !pass?.(parts[i]!, index.packs));
     if (todo.length === 0) yield { head, entries: [] };
     let next = todo.length > 0 ? read(todo[0]!) : undefined;
     for (let i = 0; next; i++) {
-      const entries = await next;
+      const got = await next;
       next = i + 1 < todo.length ? read(todo[i + 1]!) : undefined;
       // awaited on the next turn; not an unhandled rejection if the reader stops first
       next?.catch(() => undefined);
+      const part = parts[todo[i]!]!;
+      const entries = pieces ? pieces.join(got, part, `${part.key} in ${this.location}`) : (got as IndexEntry[]);
+      if (pieces && i + 1 === todo.length) pieces.end(`file index ${key} in ${this.location}`);
       yield { head, entries };
     }
   }

@@ -108,17 +108,20 @@ describe('files cut by their content', () => {
   });
 
   it('a dump that shrank a little below the size where it was cut into larger blocks keeps them: the next backup stores a few, and a restore finds them in the live file', async () => {
-    // over 128 MiB: cut at ~4 KiB on average (2 KiB below)
+    // over 512 MiB: cut at ~4 KiB on average (2 KiB below). 8 MiB of random bytes over and
+    // over: stored once, cut the same way each time (at another average, none of its blocks
+    // would be the same, and ~8 MiB would be stored again)
     const path = join(dir('dumps'), 'big.dump');
     const fh = await open(path, 'w');
-    for (let i = 0; i < 130; i += 10) await fh.write(randomBytes(10 * MiB));
+    const pattern = randomBytes(8 * MiB);
+    for (let i = 0; i < 520; i += 8) await fh.write(pattern);
     await fh.close();
     const first = await cli(['backup', 'create', '--name', 'big-first', '--json']);
     expect(first.code, first.stdout + first.stderr).toBe(0);
-    expect(bytesNew(json<BackupReport>(first.stdout), 'dumps')).toBeGreaterThan(125 * MiB);
+    expect(bytesNew(json<BackupReport>(first.stdout), 'dumps')).toBeGreaterThan(7 * MiB);
 
-    // 10 MiB off its end: 120 MiB, under the size where its blocks were chosen; cut at 2 KiB, none of its blocks would be the same
-    await truncate(path, 120 * MiB);
+    // 20 MiB off its end: 500 MiB, under the size where its blocks were chosen
+    await truncate(path, 500 * MiB);
     // the agent restarted: the average is read from its local copy of the index, not from memory
     const node = cluster.agents[0]!.node;
     await cluster.killAgent(node, 'SIGTERM');
@@ -129,7 +132,7 @@ describe('files cut by their content', () => {
     expect(upload(report, 'dumps').previousIndex).toBe('local');
     expect(bytesNew(report, 'dumps')).toBeLessThan(MiB);
 
-    // the restore cuts the live file at the average the backup recorded, not at what 120 MiB calls for: a few bytes changed, a block fetched
+    // the restore cuts the live file at the average the backup recorded, not at what 500 MiB calls for: a few bytes changed, a block fetched
     const want = await sha256File(path);
     const live = await open(path, 'r+');
     const since = Buffer.from('changed since');
@@ -140,6 +143,6 @@ describe('files cut by their content', () => {
     expect(await sha256File(path)).toBe(want);
     const staged = json<RestoreReport>(r.stdout).nodes[0]!.components.find((c) => c.component === 'dumps')!.stage!;
     expect(staged.bytesDownloaded).toBeLessThan(MiB);
-    expect(staged.bytesReusedLocally).toBeGreaterThan(119 * MiB);
+    expect(staged.bytesReusedLocally).toBeGreaterThan(499 * MiB);
   });
 });

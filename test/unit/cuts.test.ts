@@ -107,34 +107,36 @@ describe('content-defined cuts', () => {
     }
   });
 
-  it('a file over 128 MiB is cut into larger blocks: about 64k of them, at most 128 KiB on average', () => {
+  it('a file over 512 MiB is cut into larger blocks: about 256k of them, at most 128 KiB on average', () => {
     expect(cutAverageFor(0)).toBe(11);
-    expect(cutAverageFor(128 * 2 ** 20)).toBe(11);
-    expect(cutAverageFor(128 * 2 ** 20 + 1)).toBe(12);
-    expect(cutAverageFor(512 * 2 ** 20 + 1)).toBe(14);
-    expect(cutAverageFor(4 * 2 ** 30)).toBe(16);
-    expect(cutAverageFor(8 * 2 ** 30)).toBe(17);
+    expect(cutAverageFor(512 * 2 ** 20)).toBe(11);
+    expect(cutAverageFor(512 * 2 ** 20 + 1)).toBe(12);
+    expect(cutAverageFor(2 * 2 ** 30 + 1)).toBe(14);
+    expect(cutAverageFor(16 * 2 ** 30)).toBe(16);
+    expect(cutAverageFor(32 * 2 ** 30)).toBe(17);
     expect(cutAverageFor(2 ** 40)).toBe(17);
   });
 
   it('a file that shrank a little below where its previous average was chosen keeps that average; one that grew, or shrank to half, does not', () => {
     const MiB = 2 ** 20;
-    // cut at 8 KiB on average when it was over 256 MiB, 250 MiB now: still 8 KiB (its blocks the same)
-    expect(cutAverageFor(250 * MiB, 13)).toBe(13);
-    expect(cutAverageFor(129 * MiB, 13)).toBe(13);
-    expect(cutAverageFor(120 * MiB, 12)).toBe(12);
-    // ... but at half that size or less, what the size calls for: it would be 32k blocks or fewer
-    expect(cutAverageFor(64 * MiB, 12)).toBe(11);
-    expect(cutAverageFor(128 * MiB, 13)).toBe(11);
+    // cut at 8 KiB on average when it was over 1 GiB, 1000 MiB now: still 8 KiB (its blocks the same)
+    expect(cutAverageFor(1000 * MiB, 13)).toBe(13);
+    expect(cutAverageFor(516 * MiB, 13)).toBe(13);
+    expect(cutAverageFor(480 * MiB, 12)).toBe(12);
+    // ... but at half that size or less, what the size calls for: it would be 128k blocks or fewer
+    expect(cutAverageFor(256 * MiB, 12)).toBe(11);
+    expect(cutAverageFor(512 * MiB, 13)).toBe(11);
     // an RDB cut at 8 KiB before averages went down to 2 KiB: cut at 2 KiB from now on
     expect(cutAverageFor(21 * MiB, 13)).toBe(11);
     expect(cutAverageFor(21 * MiB, 12)).toBe(11);
-    // grew past 256 MiB: the larger average at once (it never goes far over 64k blocks)
-    expect(cutAverageFor(300 * MiB, 12)).toBe(13);
+    // one cut at 8 KiB when a file was kept to about 64k blocks: at 2 KiB from now on
+    expect(cutAverageFor(300 * MiB, 13)).toBe(11);
+    // grew past 1 GiB: the larger average at once (it never goes far over 256k blocks)
+    expect(cutAverageFor(1200 * MiB, 12)).toBe(13);
     // an average two steps off is not kept
-    expect(cutAverageFor(250 * MiB, 14)).toBe(12);
-    expect(cutAverageFor(600 * MiB, 14)).toBe(14);
-    expect(cutAverageFor(500 * MiB, 14)).toBe(14);
+    expect(cutAverageFor(1000 * MiB, 14)).toBe(12);
+    expect(cutAverageFor(2400 * MiB, 14)).toBe(14);
+    expect(cutAverageFor(2000 * MiB, 14)).toBe(14);
   });
 
   it('block lengths and their average are kept exactly; lengths that are not the blocks of the file are refused', () => {
