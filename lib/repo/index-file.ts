@@ -39,8 +39,12 @@ export const INDEX_PARTS_VERSION = 5;
 export const INDEX_CUTS_VERSION = 6;
 /** an index in parts (as version 6) whose long file entries are written in pieces */
 export const INDEX_PIECES_VERSION = 7;
-/** the most chunks a piece of a file entry holds (~1 MB of a part's JSON) */
-export const PIECE_CHUNKS = 8192;
+/**
+ * the most chunks a piece of a file entry holds (~1.8 MB of a part's JSON): as many as a
+ * file cut at fixed sizes comes to (agent/transfer/upload.ts), whose entries are therefore
+ * written whole as before
+ */
+export const PIECE_CHUNKS = 16384;
 /** an index in parts whose refs are objects, as it was written before version 5 */
 export const INDEX_PARTS_V4 = 4;
 
