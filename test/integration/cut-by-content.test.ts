@@ -65,7 +65,7 @@ describe('files cut by their content', () => {
 
     // back to the first dump, then the second restored: its blocks are found in the live file wherever they moved
     for (const c of ['dumps', 'plain']) await writeFile(join(dir(c), 'nightly.dump'), dump);
-    const r = await cli(['restore', fromRepo.backupId, '--json']);
+    const r = await cli(['restore', report.backupId, '--json']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const restored = json<RestoreReport>(r.stdout);
     expect(restored.status).toBe('restored');
