@@ -22,6 +22,11 @@ export type Tier = (typeof tiers)[number];
 export const HealthSchema = Type.Object({
   ok: Type.Boolean(),
   message: Type.String(),
+  /**
+   * not healthy yet, but at work towards it (a dataset loading): what it has done so far,
+   * which changes as it goes on (plugins/engines/health.ts waits while it does)
+   */
+  progress: Type.Optional(Type.String()),
 });
 export type Health = Static<typeof HealthSchema>;
 

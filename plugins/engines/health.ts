@@ -4,9 +4,15 @@ import { LockstepError } from '../../lib/errors.js';
 import type { Health } from '../../lib/wire.js';
 import type { NodeContext } from './types.js';
 
+/** how much longer than its `timeoutMs` a wait goes on while the component shows progress */
+export const PROGRESS_CAP = 10;
+
 /**
  * Poll `check` (given the time left) until it reports healthy or `timeoutMs` passes;
- * then fail with LOCKSTEP_E_HEALTH_TIMEOUT and the last answer.
+ * then fail with LOCKSTEP_E_HEALTH_TIMEOUT and the last answer. An answer whose `progress`
+ * changed since the one before (a dataset still loading, further on, or done loading)
+ * starts the `timeoutMs` again, up to `PROGRESS_CAP` × `timeoutMs` in all: a big dataset
+ * that takes minutes to load is waited for, one that stopped moving is not.
  */
 export async function waitUntilHealthy(
   what: string,
@@ -15,15 +21,25 @@ export async function waitUntilHealthy(
   check: (remainingMs: number) => Promise<Health>,
   opts: { intervalMs?: number; hint?: string } = {},
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const start = Date.now();
+  const cap = start + timeoutMs * PROGRESS_CAP;
+  let deadline = start + timeoutMs;
   let last: Health = { ok: false, message: 'not checked' };
+  let progress: string | undefined;
   while (Date.now() < deadline) {
     ctx.signal.throwIfAborted();
     last = await check(deadline - Date.now());
     if (last.ok) return;
+    // (progress that ended counts too: a load that just finished is checked again)
+    if (last.progress !== progress) {
+      progress = last.progress;
+      deadline = Math.min(cap, Date.now() + timeoutMs);
+    }
     await sleep(opts.intervalMs ?? 250, undefined, { signal: ctx.signal });
   }
-  throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `${what} did not become healthy within ${timeoutMs} ms: ${last.message}`, {
+  const waited = Date.now() - start;
+  const how = waited > timeoutMs + 1000 ? ` (${waited} ms in all, while it made progress: ${last.progress ?? 'none at the end'})` : '';
+  throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `${what} did not become healthy within ${timeoutMs} ms${how}: ${last.message}`, {
     node: ctx.node,
     hint: opts.hint,
   });

@@ -93,6 +93,8 @@ interface Facts {
   clusterState?: string;
   /** replicas: the link to the master is up (not syncing) */
   linkUp?: boolean;
+  /** it is loading its dataset (after a start, or a replica's full sync) */
+  loading: boolean;
 }
 
 async function facts(r: RedisConn): Promise<Facts> {
@@ -109,6 +111,7 @@ async function facts(r: RedisConn): Promise<Facts> {
     masterHost: inf.get('master_host'),
     masterPort: inf.has('master_port') ? Number(inf.get('master_port')) : undefined,
     linkUp: inf.get('master_link_status') === 'up' && inf.get('master_sync_in_progress') !== '1',
+    loading: inf.get('loading') === '1' || inf.get('async_loading') === '1',
   };
   if (cluster) {
     const conf = await configGet(r, 'cluster-config-file');
@@ -149,6 +152,8 @@ function problems(comp: Comp, f: Facts, needClusterOk: boolean): string[] {
   const out: string[] = [];
   if (f.dir !== comp.dir) out.push(`redis reports dir ${f.dir}, the agent config says ${comp.dir}`);
   if (f.appendonly) out.push('appendonly is yes: a restore would load the AOF, not the RDB (AOF is not supported yet)');
+  // (a server not in cluster mode answers INFO and CONFIG while it loads: it is not serving yet)
+  if (f.loading) out.push('still loading its dataset');
   if (f.role === 'replica' && !f.linkUp) out.push('replica is not in sync with its master (link down or full sync running)');
   if (needClusterOk && f.cluster && f.clusterState !== 'ok') out.push(`cluster_state is ${f.clusterState ?? 'unknown'}`);
   return out;
@@ -159,13 +164,30 @@ function healthOf(comp: Comp, f: Facts, needClusterOk: boolean): Health {
   return p.length === 0 ? { ok: true, message: `${f.role}, cluster_state ${f.clusterState ?? 'n/a'}` } : { ok: false, message: p.join('; ') };
 }
 
-/** Healthy for a backup: answering, with the expected dir; a degraded cluster can still be backed up. */
+/**
+ * Healthy for a backup: answering, with the expected dir; a degraded cluster can still be
+ * backed up. Not healthy while it loads its dataset (`LOADING`, at a start, or a replica
+ * after a full sync) or receives its master's: then how far it got is its `progress`.
+ */
 async function health(comp: Comp, ctx: NodeContext, needClusterOk = false): Promise<Health> {
+  let h: Health;
   try {
-    return healthOf(comp, await withRedis(comp, ctx.node, facts), needClusterOk);
+    h = healthOf(comp, await withRedis(comp, ctx.node, facts), needClusterOk);
   } catch (err) {
-    return { ok: false, message: toErrorInfo(err).message };
+    h = { ok: false, message: toErrorInfo(err).message };
   }
+  if (h.ok) return h;
+  const progress = await withRedis(comp, ctx.node, loadingProgress).catch(() => undefined);
+  return progress === undefined ? h : { ...h, progress };
+}
+
+/** how far a Redis that loads its dataset, or receives its master's, got; undefined when it does neither */
+async function loadingProgress(r: RedisConn): Promise<string | undefined> {
+  const inf = await info(r);
+  const loading = inf.get('loading') === '1' || inf.get('async_loading') === '1';
+  const syncing = inf.get('master_sync_in_progress') === '1';
+  if (!loading && !syncing) return undefined;
+  return loading ? `loaded ${inf.get('loading_loaded_bytes') ?? '?'} bytes of the dataset (${inf.get('loading_loaded_perc') ?? '?'}%)` : `received ${inf.get('master_sync_read_bytes') ?? '?'} bytes of its master's dataset`;
 }
 
 /** Poll until `check` is true or the deadline passes. */
