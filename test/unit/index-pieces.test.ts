@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsDriver } from '../../plugins/storage/fs.js';
 import { Repository, sha256 } from '../../lib/repo/repository.js';
-import { INDEX_CUTS_VERSION, INDEX_PIECES_VERSION, INDEX_VERSION, type ComponentIndex, type FileEntry, type IndexEntry, type IndexToWrite } from '../../lib/repo/index-file.js';
+import { INDEX_CUTS_VERSION, INDEX_PIECES_VERSION, INDEX_VERSION, type ComponentIndex, type FileEntry, type IndexEntry, type IndexToWrite, type PartPlan } from '../../lib/repo/index-file.js';
 import { encodeCuts } from '../../lib/repo/cuts.js';
 import { indexKey } from '../../lib/repo/layout.js';
 import { SharedParts } from '../../lib/repo/prune.js';
@@ -99,6 +99,20 @@ describe('file index entries in pieces (version 7)', () => {
     expect(Buffer.from(second[0]!.fp as string, 'base64').length).toBe(16 * 300);
     const back = await repo.readIndex(key, sha);
     expect(back.entries).toEqual(given);
+  });
+
+  it('the parts that share an entry are told to the plan as such (never to be reused)', async () => {
+    const repo = await repoAt();
+    const told: [number, number, boolean][] = [];
+    const plan: PartPlan = { packs: [], reusableAt: () => undefined, beginsPart: () => false, written: (from, part, _reused, shares) => told.push([from, part.entries, shares === true]), restart: () => undefined };
+    await repo.writeIndex(key, index(entries(2000)), 64 * 1024, plan, 300);
+    const head = await headOf(repo);
+    expect(told.length).toBe(head.parts!.length);
+    // a part shares when it goes on, or the one before it did
+    expect(told.map(([, , shares]) => shares)).toEqual(head.parts!.map((p, i) => p.more === true || head.parts![i - 1]?.more === true));
+    expect(told.filter(([, , shares]) => !shares).length).toBeGreaterThan(3);
+    // entries counted from where each part's own begin
+    expect(told.map(([from]) => from)).toEqual(head.parts!.map((_, i) => head.parts!.slice(0, i).reduce((n, p) => n + p.entries, 0)));
   });
 
   it('an index whose entries are all short enough is written as before (version 6)', async () => {

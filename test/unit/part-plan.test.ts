@@ -101,4 +101,13 @@ describe('part plan', () => {
     expect(plan.packs).toEqual([]);
     expect(plan.beginsPart(0)).toBe(false);
   });
+
+  it('keeps nothing of a part that shares an entry in pieces with the part before or after it: the next upload never reuses it', () => {
+    const { rows, known } = upload(20, 4);
+    const plan = new PartPlanner(rows, known);
+    plan.written(0, { key: 'backups/b1/nodes/node1/data.parts/000001.json', sha256: hex('p1'), entries: 10 }, false);
+    plan.written(10, { key: 'backups/b1/nodes/node1/data.parts/000002.json', sha256: hex('p2'), entries: 5, more: true }, false, true);
+    plan.written(15, { key: 'backups/b1/nodes/node1/data.parts/000003.json', sha256: hex('p3'), entries: 6 }, false, true);
+    expect(plan.identities().map((p) => p.key)).toEqual(['backups/b1/nodes/node1/data.parts/000001.json']);
+  });
 });
