@@ -1,6 +1,7 @@
 /** Test helpers: a local cluster in a temp dir, torn down after the file's tests. */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, resolveFromRoot, runCli, type LocalClusterOptions } from '../../demo/local-cluster.js';
@@ -8,6 +9,18 @@ import { LocalCluster, resolveFromRoot, runCli, type LocalClusterOptions } from 
 export { runCli };
 
 export const FAKE_SERVICE = resolveFromRoot('test', 'fixtures', 'fake-service.mjs');
+
+/** a TCP port on 127.0.0.1 that nothing listens on right now */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => res(port));
+    });
+  });
+}
 
 export async function tempDir(prefix = 'lockstep-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));

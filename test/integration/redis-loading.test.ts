@@ -5,24 +5,12 @@
  * (`key-load-delay`, a setting Redis has for its own tests).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer } from 'node:net';
 import { readFile, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withRedis } from '../../plugins/engines/redis/client.js';
 import { redisNode } from '../../plugins/engines/redis/node.js';
 import { createLogger } from '../../lib/log.js';
-import { tempDir } from '../helpers/cluster.js';
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
-}
+import { freePort, tempDir } from '../helpers/cluster.js';
 
 const KEYS = 50_000;
 

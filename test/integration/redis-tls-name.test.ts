@@ -5,26 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { engineTestTls, clientTls, type EngineTestTls } from '../../demo/engine-tls.js';
 import { withRedis } from '../../plugins/engines/redis/client.js';
 import { checkEtcdSettings } from '../../plugins/engines/etcd/settings.js';
 import { rm } from 'node:fs/promises';
-import { tempDir } from '../helpers/cluster.js';
+import { freePort, tempDir } from '../helpers/cluster.js';
 
 const NAME = 'cache-1.redis.lockstep.test';
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
-}
 
 describe('redis over TLS, a certificate that names the server by DNS only', () => {
   let tls: EngineTestTls;
