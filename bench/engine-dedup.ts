@@ -21,6 +21,7 @@ import { cpus } from 'node:os';
 import { runCli, type LocalCluster } from '../demo/local-cluster.js';
 import type { RedisTestCluster } from '../demo/redis-cluster.js';
 import { withRedisAgents } from './redis-agents.js';
+import { diskBytes } from './peers.js';
 import { backup, metered } from './metered.js';
 import { arg, median, runBench, spread, writeResults } from './stats.js';
 import type { RestoreReport } from '../lib/report.js';
@@ -53,7 +54,10 @@ interface Round {
   name: string;
   /** bytes of values the change wrote into Redis */
   changed: number[];
+  /** the backup's new data (packs and chunks), as its report counts it */
   written: number[];
+  /** what the repository grew by on disk: that, the indexes, the manifest and the records (`du -sb`) */
+  grew: number[];
   ms: number[];
   /** the largest agent's peak RSS during the backup, MiB */
   peakMiB: number[];
@@ -82,7 +86,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a whole number, 1 or more');
   const keys = Math.round((mib * 1024 * 1024) / VALUE);
   const onePercent = Math.round(keys / 100);
-  const rounds: Round[] = ['full backup', 'nothing changed', '1% of values rewritten (same length)', '1% of keys replaced (0.5% deleted, 0.5% new)'].map((name) => ({ name, changed: [], written: [], ms: [], peakMiB: [] }));
+  const rounds: Round[] = ['full backup', 'nothing changed', '1% of values rewritten (same length)', '1% of keys replaced (0.5% deleted, 0.5% new)'].map((name) => ({ name, changed: [], written: [], grew: [], ms: [], peakMiB: [] }));
   let restored: Restored | undefined;
   await withRedisAgents(async (redis, cluster) => {
     for (let i = 0; i < runs; i++) {
@@ -121,28 +125,32 @@ async function main(): Promise<void> {
       let last = '';
       for (let j = 0; j < rounds.length; j++) {
         const changed = await changes[j]!();
+        const before = await diskBytes(cluster.repoDir);
         const { report, peaks } = await backup(cluster, `run${i}-${j}`);
         const round = rounds[j]!;
         round.changed.push(changed);
         round.written.push(report.totals.bytesNew);
+        round.grew.push((await diskBytes(cluster.repoDir)) - before);
         round.ms.push(Math.round(report.durationMs));
         round.peakMiB.push(Math.max(...peaks));
         last = report.backupId;
-        process.stderr.write(`  ${round.name}: ${report.totals.bytesNew} B written for ${changed} B changed, ${Math.round(report.durationMs)} ms, agents' peak ${Math.max(...peaks)} MiB\n`);
+        process.stderr.write(`  ${round.name}: ${report.totals.bytesNew} B written (the repository grew by ${round.grew.at(-1)} B) for ${changed} B changed, ${Math.round(report.durationMs)} ms, agents' peak ${Math.max(...peaks)} MiB\n`);
       }
       if (i === runs - 1) restored = await restoreOver(cluster, last);
     }
     const full = median(rounds[0]!.written);
+    const fullGrew = median(rounds[0]!.grew);
     const lines = [
       `Redis Cluster, 3 masters + 3 replicas (one snapshot per shard, from a replica), ${mib} MiB of ${VALUE}-byte random values, ${cpus().length} cores, ${runs} run${runs > 1 ? 's' : ''} (median, min–max)`,
       '',
-      '| backup | bytes changed | bytes written | written / changed | written / full backup | time | agent peak RSS (the largest agent) |',
-      '| --- | --- | --- | --- | --- | --- | --- |',
+      '| backup | bytes changed | bytes written (data) | written / changed | written / full backup | repository growth (indexes included) | growth / full backup\'s | time | agent peak RSS (the largest agent) |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
       ...rounds.map((r) => {
         const written = median(r.written);
         const changed = median(r.changed);
         const ratio = changed > 0 ? `${(written / changed).toFixed(2)}×` : '';
-        return `| ${r.name} | ${changed} | ${written} (${spread(r.written)}) | ${ratio} | ${((100 * written) / full).toFixed(1)}% | ${median(r.ms)} ms (${spread(r.ms)}) | ${median(r.peakMiB)} MiB (${spread(r.peakMiB)}) |`;
+        const grew = median(r.grew);
+        return `| ${r.name} | ${changed} | ${written} (${spread(r.written)}) | ${ratio} | ${((100 * written) / full).toFixed(1)}% | ${grew} (${spread(r.grew)}) | ${((100 * grew) / fullGrew).toFixed(1)}% | ${median(r.ms)} ms (${spread(r.ms)}) | ${median(r.peakMiB)} MiB (${spread(r.peakMiB)}) |`;
       }),
     ];
     if (restored) {
