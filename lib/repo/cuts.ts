@@ -17,9 +17,9 @@
  * than after it (FastCDC's normalized chunking). ~0.9 GB/s on one core here. An RDB's
  * changes are spread evenly through it (its keys are in hash order), so the smaller the
  * blocks the fewer a change touches: with 1% of 512-byte values rewritten, blocks of
- * ~72 KiB were 78% new, of ~8 KiB 20%, of ~4 KiB 12%, of ~2 KiB 7.4% (data; ~11% with the index). Each
- * block costs ~90 bytes of index and ~150 of the agent's memory, so `cutAverageFor` keeps a
- * file to about 256k blocks.
+ * ~72 KiB were 78% new, of ~8 KiB 20%, of ~4 KiB 12%, of ~2 KiB 7.4% (data; ~11% with the
+ * index). Each block costs ~90 bytes of index and ~150 of the agent's memory, so
+ * `cutAverageFor` keeps a file to about 256k blocks.
  *
  * The gear table is derived from the repository's secret (as the fingerprints are): where
  * a file is cut then tells nothing of its content to anyone without the key.

@@ -26,6 +26,8 @@ export async function waitUntilHealthy(
   let deadline = start + timeoutMs;
   let last: Health = { ok: false, message: 'not checked' };
   let progress: string | undefined;
+  /** the last progress it showed, if it ever did */
+  let shown: string | undefined;
   while (Date.now() < deadline) {
     ctx.signal.throwIfAborted();
     last = await check(deadline - Date.now());
@@ -33,12 +35,12 @@ export async function waitUntilHealthy(
     // (progress that ended counts too: a load that just finished is checked again)
     if (last.progress !== progress) {
       progress = last.progress;
+      shown = last.progress ?? shown;
       deadline = Math.min(cap, Date.now() + timeoutMs);
     }
     await sleep(opts.intervalMs ?? 250, undefined, { signal: ctx.signal });
   }
-  const waited = Date.now() - start;
-  const how = waited > timeoutMs + 1000 ? ` (${waited} ms in all, while it made progress: ${last.progress ?? 'none at the end'})` : '';
+  const how = shown === undefined ? '' : ` (${Date.now() - start} ms in all; the last progress it showed: ${shown})`;
   throw new LockstepError('LOCKSTEP_E_HEALTH_TIMEOUT', `${what} did not become healthy within ${timeoutMs} ms${how}: ${last.message}`, {
     node: ctx.node,
     hint: opts.hint,
