@@ -39,6 +39,11 @@ export interface PartIdentity {
   first: string;
   /** SHA-256 of its entries' identities (`Columns.identityInto`), in order */
   digest: string;
+  /**
+   * a run of parts that hold an entry in pieces (index version 7), this one first: they are
+   * reused together or not at all, and `digest` is of all their entries
+   */
+  run?: IndexPart[];
 }
 
 const SCRATCH = 64 * 1024;
@@ -94,6 +99,9 @@ export class PartPlanner implements PartPlan {
   /** the identity of the part `reusableAt` last gave */
   private lastDigest = '';
   private kept: PartIdentity[] = [];
+  /** the parts of a run written so far (see `written`), and the entry it began at */
+  private run: IndexPart[] = [];
+  private runFrom = 0;
   reused = 0;
   /** why the index was written again reusing nothing, if it was */
   restarted: unknown;
@@ -111,9 +119,17 @@ export class PartPlanner implements PartPlan {
     }
     this.packs = packs;
     const identity = new Map(previous.identities.map((p) => [p.key, p]));
-    for (const p of parts) {
+    for (const [n, p] of parts.entries()) {
       const id = identity.get(p.key);
-      if (id) this.byFirst.set(id.first, { key: p.key, sha256: p.sha256, entries: p.entries, digest: id.digest });
+      if (!id) continue;
+      if (!id.run) {
+        if (!p.more) this.byFirst.set(id.first, { key: p.key, sha256: p.sha256, entries: p.entries, digest: id.digest });
+        continue;
+      }
+      // a run: reused only as the head lists it, part for part
+      const run = parts.slice(n, n + id.run.length);
+      const same = run.length === id.run.length && run.every((q, k) => q.key === id.run![k]!.key && q.sha256 === id.run![k]!.sha256 && q.entries === id.run![k]!.entries && (q.more === true) === (k < run.length - 1));
+      if (same) this.byFirst.set(id.first, { key: p.key, sha256: p.sha256, entries: run.reduce((a, q) => a + q.entries, 0), digest: id.digest, run });
     }
     for (const p of previous.identities) this.starts.add(p.first);
   }
@@ -132,19 +148,29 @@ export class PartPlanner implements PartPlan {
     for (let r = i; r < end; r++) if (this.rows.type(r) === 'file' && !this.rows.isCopied(r)) return undefined;
     if (rowsDigest(this.rows, i, end, this.scratch) !== p.digest) return undefined;
     this.lastDigest = p.digest;
-    return { key: p.key, sha256: p.sha256, entries: p.entries };
+    return { key: p.key, sha256: p.sha256, entries: p.entries, ...(p.run ? { run: p.run } : {}) };
   }
 
   written(from: number, part: IndexPart, reused: boolean, shares = false): void {
     if (reused) this.reused++;
-    // no identity: no later index reuses it, or lines up with where it began
-    if (shares) return;
-    this.kept.push({ key: part.key, first: this.rows.path(from), digest: reused ? this.lastDigest : rowsDigest(this.rows, from, from + part.entries, this.scratch) });
+    if (!shares) {
+      this.kept.push({ key: part.key, first: this.rows.path(from), digest: reused ? this.lastDigest : rowsDigest(this.rows, from, from + part.entries, this.scratch) });
+      return;
+    }
+    // a run of parts that hold an entry in pieces: one identity once its last part came, for all of them
+    if (this.run.length === 0) this.runFrom = from;
+    this.run.push(part);
+    if (part.more) return;
+    const run = this.run;
+    this.run = [];
+    const to = from + part.entries;
+    this.kept.push({ key: run[0]!.key, first: this.rows.path(this.runFrom), digest: reused ? this.lastDigest : rowsDigest(this.rows, this.runFrom, to, this.scratch), run });
   }
 
   restart(why: unknown): void {
     this.restarted = why ?? 'unknown';
     this.kept = [];
+    this.run = [];
     this.reused = 0;
     // written afresh: nothing of the previous index's is reused or lined up with
     this.packs = [];
@@ -173,9 +199,13 @@ export async function readPartIdentities(cacheFile: string, key: CacheKey): Prom
   try {
     const doc = JSON.parse(await readFile(identitiesFile(cacheFile), 'utf8')) as Partial<CacheKey> & { parts?: unknown };
     if ((Object.keys(key) as (keyof CacheKey)[]).some((k) => doc[k] !== key[k]) || !Array.isArray(doc.parts)) return [];
+    const part = (q: unknown) => {
+      const x = q as IndexPart;
+      return typeof x?.key === 'string' && typeof x.sha256 === 'string' && Number.isInteger(x.entries) && (x.more === undefined || x.more === true);
+    };
     const ok = (p: unknown): p is PartIdentity => {
       const x = p as PartIdentity;
-      return typeof x?.key === 'string' && typeof x.first === 'string' && typeof x.digest === 'string' && /^[0-9a-f]{64}$/.test(x.digest);
+      return typeof x?.key === 'string' && typeof x.first === 'string' && typeof x.digest === 'string' && /^[0-9a-f]{64}$/.test(x.digest) && (x.run === undefined || (Array.isArray(x.run) && x.run.length > 0 && x.run.every(part)));
     };
     return doc.parts.every(ok) ? doc.parts : [];
   } catch {

@@ -1429,7 +1429,8 @@ export async function uploadSnapshot(repo: Repository, snapRoot: string, sets: s
     ctx.log.warn({ component: target.component, previous: previous?.backupId, why }, "a part of the previous backup's index could not be copied: the index was written whole");
   }
   if (plan && plan.identities().length > 0) {
-    result.indexParts = plan.identities().length;
+    // (a run of parts that hold an entry in pieces is one identity)
+    result.indexParts = plan.identities().reduce((n, p) => n + (p.run?.length ?? 1), 0);
     result.indexPartsReused = plan.reused;
   }
   const tIndex = performance.now();

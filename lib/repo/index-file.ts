@@ -210,6 +210,12 @@ export interface ReusablePart {
   key: string;
   sha256: string;
   entries: number;
+  /**
+   * version 7: the parts, in order, of a run that holds an entry in pieces (the first is
+   * this one; each but the last goes on in the next), all reused together: `entries` is
+   * theirs in all
+   */
+  run?: IndexPart[];
 }
 
 /**
@@ -230,7 +236,7 @@ export interface PartPlan {
   /**
    * the index's part that holds entries [from, from + part.entries): `reused` from the
    * previous index, or made; `shares`: it holds a piece of an entry it shares with the part
-   * before or after it (version 7), and is never to be reused
+   * before or after it (version 7): reused, if ever, only with its whole run
    */
   written(from: number, part: IndexPart, reused: boolean, shares?: boolean): void;
   /** the index is written again from its start, reusing nothing, because of `why` (a part could not be copied): `packs` is then empty, and what `written` was told is void */

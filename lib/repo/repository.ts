@@ -354,12 +354,22 @@ export class Repository {
       for (const p of indexParts(from, partBytes, 1, packs, plan, pieceChunks)) {
         const partKey = indexPartKey(key, parts.length + 1);
         if ('reuse' in p) {
-          const part = { key: partKey, sha256: p.reuse.sha256, entries: p.reuse.entries };
-          parts.push(part);
-          plan!.written(entry, part, true);
-          entry += part.entries;
-          if (!(await copies.room(PART_COPIES_AT_ONCE)) || stores.failed !== undefined) break;
-          copies.add(this.driver.copy!(p.reuse.key, partKey));
+          // a part, or a run of parts that hold an entry in pieces, each copied as it is
+          let stop = false;
+          for (const old of p.reuse.run ?? [p.reuse]) {
+            const to = indexPartKey(key, parts.length + 1);
+            const part: IndexPart = { key: to, sha256: old.sha256, entries: old.entries, ...((old as IndexPart).more ? { more: true } : {}) };
+            const shares = part.more === true || parts.at(-1)?.more === true;
+            parts.push(part);
+            plan!.written(entry, part, true, shares);
+            entry += part.entries;
+            if (!(await copies.room(PART_COPIES_AT_ONCE)) || stores.failed !== undefined) {
+              stop = true;
+              break;
+            }
+            copies.add(this.driver.copy!(old.key, to));
+          }
+          if (stop) break;
           continue;
         }
         const part: IndexPart = { key: partKey, sha256: sha256(p.json), entries: p.entries, ...(p.more ? { more: true } : {}) };

@@ -102,12 +102,37 @@ describe('part plan', () => {
     expect(plan.beginsPart(0)).toBe(false);
   });
 
-  it('keeps nothing of a part that shares an entry in pieces with the part before or after it: the next upload never reuses it', () => {
+  it('parts that hold an entry in pieces are one run: kept as one, reused together only as the head lists them', () => {
     const { rows, known } = upload(20, 4);
+    const key = (b: string, n: number) => `backups/${b}/nodes/node1/data.parts/00000${n}.json`;
+    const parts = [
+      { key: key('b1', 1), sha256: hex('p1'), entries: 10 },
+      { key: key('b1', 2), sha256: hex('p2'), entries: 5, more: true as const },
+      { key: key('b1', 3), sha256: hex('p3'), entries: 0, more: true as const },
+      { key: key('b1', 4), sha256: hex('p4'), entries: 6 },
+    ];
     const plan = new PartPlanner(rows, known);
-    plan.written(0, { key: 'backups/b1/nodes/node1/data.parts/000001.json', sha256: hex('p1'), entries: 10 }, false);
-    plan.written(10, { key: 'backups/b1/nodes/node1/data.parts/000002.json', sha256: hex('p2'), entries: 5, more: true }, false, true);
-    plan.written(15, { key: 'backups/b1/nodes/node1/data.parts/000003.json', sha256: hex('p3'), entries: 6 }, false, true);
-    expect(plan.identities().map((p) => p.key)).toEqual(['backups/b1/nodes/node1/data.parts/000001.json']);
+    plan.written(0, parts[0]!, false);
+    plan.written(10, parts[1]!, false, true);
+    plan.written(15, parts[2]!, false, true);
+    plan.written(15, parts[3]!, false, true);
+    const ids = plan.identities();
+    expect(ids).toEqual([
+      { key: key('b1', 1), first: 'data', digest: rowsDigest(rows, 0, 10) },
+      { key: key('b1', 2), first: 'data/f9', digest: rowsDigest(rows, 10, 21), run: parts.slice(1) },
+    ]);
+    const head = (p: typeof parts) => ({ ...previous(rows, 4).head, version: 7, parts: p }) as ComponentIndex;
+    // the next upload, every row the same: the run is reused whole, from where it began
+    const next = new PartPlanner(rows, known, { head: head(parts), identities: ids });
+    expect(next.reusableAt(10)).toEqual({ key: key('b1', 2), sha256: hex('p2'), entries: 11, run: parts.slice(1) });
+    // a run the head lists otherwise (a part of it not the same) is not reused
+    const other = [...parts.slice(0, 3), { ...parts[3]!, sha256: hex('other') }];
+    expect(new PartPlanner(rows, known, { head: head(other), identities: ids }).reusableAt(10)).toBeUndefined();
+    // reused, it is kept again as one run under its new keys
+    next.written(10, { ...parts[1]!, key: key('b2', 2) }, true, true);
+    next.written(15, { ...parts[2]!, key: key('b2', 3) }, true, true);
+    next.written(15, { ...parts[3]!, key: key('b2', 4) }, true, true);
+    expect(next.identities()).toEqual([{ key: key('b2', 2), first: 'data/f9', digest: rowsDigest(rows, 10, 21), run: [key('b2', 2), key('b2', 3), key('b2', 4)].map((k, i) => ({ ...parts[i + 1]!, key: k })) }]);
+    expect(next.reused).toBe(3);
   });
 });
