@@ -2,7 +2,7 @@
  * What an upload knows: every blob stored (compactly, lib/repo/ref-table.ts) with each
  * file's run of them, and the previous backup's files.
  */
-import { contentHashOf, RefLists, RefTable } from '../../lib/repo/ref-table.js';
+import { contentHashOf, RefLists, RefTable, slotsFor } from '../../lib/repo/ref-table.js';
 import { FP, unknownFp } from '../../lib/repo/fingerprint.js';
 import { decodeCuts } from '../../lib/repo/cuts.js';
 import type { ChunkRef, FileEntry, FileEntryText, JsonBuffer, PackNumbers } from '../../lib/repo/index-file.js';
@@ -113,9 +113,7 @@ export class CutBlocks {
     this.refs = new Int32Array(blocks);
     this.lengths = new Uint32Array(blocks);
     this.fps = Buffer.alloc(FP * blocks);
-    let n = 16;
-    while (n < blocks * 2) n *= 2;
-    this.slots = new Int32Array(n);
+    this.slots = new Int32Array(slotsFor(blocks));
   }
 
   /** the block `ref` of `known`, `length` bytes long, unless its fingerprint is not known (or is already here) */

@@ -21,6 +21,7 @@ import { forEachOf } from './pool.js';
 import { alignedBuffers } from '../../lib/aligned.js';
 import { Stop } from '../../lib/stop.js';
 import { BlobBuffers } from '../../lib/repo/lz4.js';
+import { grown, slotsFor } from '../../lib/repo/ref-table.js';
 import { decodeCuts, forEachCut } from '../../lib/repo/cuts.js';
 
 const FILE_CONCURRENCY = 8;
@@ -123,26 +124,13 @@ export class CutLocalBlocks implements LocalBlocks {
 
   private grow(): void {
     const n = this.lengths.length * 2;
-    const hashes = Buffer.alloc(32 * n);
-    this.hashes.copy(hashes);
-    this.hashes = hashes;
+    this.hashes = grown(this.hashes, Buffer.alloc(32 * n));
     this.offsets = grown(this.offsets, new Float64Array(n));
     this.lengths = grown(this.lengths, new Uint32Array(n));
     this.places = grown(this.places, new Uint16Array(n));
     this.slots = new Int32Array(slotsFor(n));
     for (let i = 0; i < this.count; i++) this.insert(i);
   }
-}
-
-function slotsFor(n: number): number {
-  let slots = 16;
-  while (slots < n * 2) slots *= 2;
-  return slots;
-}
-
-function grown<T extends Float64Array | Uint32Array | Uint16Array>(from: T, into: T): T {
-  into.set(from);
-  return into;
 }
 
 const ALIGNED_SIZE = 1024 * 1024;

@@ -52,8 +52,7 @@ export class RefTable {
   /** make room for `n` refs in all (an upload knows about how many blocks it will see): no growing by doubling, no room wasted */
   reserve(n: number): void {
     if (n > this.packs.length) this.resize(n);
-    let slots = this.slots.length;
-    while (n * 2 > slots) slots *= 2;
+    const slots = slotsFor(n);
     if (slots > this.slots.length) {
       this.slots = new Int32Array(slots);
       for (let r = 0; r < this.count; r++) this.insert(r);
@@ -270,6 +269,13 @@ export class RefTable {
     this.lengths = grown(this.lengths, new Uint32Array(n));
     this.fps = grown(this.fps, Buffer.alloc(n * FP));
   }
+}
+
+/** the slots of an open-addressing table that holds `n` entries at most half full: a power of two, 16 or more */
+export function slotsFor(n: number): number {
+  let slots = 16;
+  while (slots < n * 2) slots *= 2;
+  return slots;
 }
 
 /** `to` (a bigger typed array) holding `from`'s values at their places */
