@@ -97,8 +97,9 @@ interface Facts {
   loading: boolean;
 }
 
-async function facts(r: RedisConn): Promise<Facts> {
-  const inf = await info(r);
+/** `inf`: its INFO, when the caller already asked for it */
+async function facts(r: RedisConn, inf?: Map<string, string>): Promise<Facts> {
+  inf ??= await info(r);
   const cluster = inf.get('cluster_enabled') === '1';
   const dir = await configGet(r, 'dir');
   const rdbFile = await configGet(r, 'dbfilename');
@@ -111,7 +112,7 @@ async function facts(r: RedisConn): Promise<Facts> {
     masterHost: inf.get('master_host'),
     masterPort: inf.has('master_port') ? Number(inf.get('master_port')) : undefined,
     linkUp: inf.get('master_link_status') === 'up' && inf.get('master_sync_in_progress') !== '1',
-    loading: inf.get('loading') === '1' || inf.get('async_loading') === '1',
+    loading: isLoading(inf),
   };
   if (cluster) {
     const conf = await configGet(r, 'cluster-config-file');
@@ -170,24 +171,30 @@ function healthOf(comp: Comp, f: Facts, needClusterOk: boolean): Health {
  * after a full sync) or receives its master's: then how far it got is its `progress`.
  */
 async function health(comp: Comp, ctx: NodeContext, needClusterOk = false): Promise<Health> {
+  // (from the INFO the check asks for first: a loading server in cluster mode then fails CLUSTER NODES with LOADING)
+  let progress: string | undefined;
   let h: Health;
   try {
-    h = healthOf(comp, await withRedis(comp, ctx.node, facts), needClusterOk);
+    const f = await withRedis(comp, ctx.node, async (r) => {
+      const inf = await info(r);
+      progress = loadingProgress(inf);
+      return facts(r, inf);
+    });
+    h = healthOf(comp, f, needClusterOk);
   } catch (err) {
     h = { ok: false, message: toErrorInfo(err).message };
   }
-  if (h.ok) return h;
-  const progress = await withRedis(comp, ctx.node, loadingProgress).catch(() => undefined);
-  return progress === undefined ? h : { ...h, progress };
+  return h.ok || progress === undefined ? h : { ...h, progress };
 }
 
-/** how far a Redis that loads its dataset, or receives its master's, got; undefined when it does neither */
-async function loadingProgress(r: RedisConn): Promise<string | undefined> {
-  const inf = await info(r);
-  const loading = inf.get('loading') === '1' || inf.get('async_loading') === '1';
-  const syncing = inf.get('master_sync_in_progress') === '1';
-  if (!loading && !syncing) return undefined;
-  return loading ? `loaded ${inf.get('loading_loaded_bytes') ?? '?'} bytes of the dataset (${inf.get('loading_loaded_perc') ?? '?'}%)` : `received ${inf.get('master_sync_read_bytes') ?? '?'} bytes of its master's dataset`;
+/** whether a Redis whose INFO is `inf` is loading its dataset (after a start, or a replica's full sync) */
+const isLoading = (inf: Map<string, string>) => inf.get('loading') === '1' || inf.get('async_loading') === '1';
+
+/** how far a Redis whose INFO is `inf` got loading its dataset, or receiving its master's; undefined when it does neither */
+function loadingProgress(inf: Map<string, string>): string | undefined {
+  if (isLoading(inf)) return `loaded ${inf.get('loading_loaded_bytes') ?? '?'} bytes of the dataset (${inf.get('loading_loaded_perc') ?? '?'}%)`;
+  if (inf.get('master_sync_in_progress') === '1') return `received ${inf.get('master_sync_read_bytes') ?? '?'} bytes of its master's dataset`;
+  return undefined;
 }
 
 /** Poll until `check` is true or the deadline passes. */
