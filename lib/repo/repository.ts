@@ -352,7 +352,6 @@ export class Repository {
     let entry = 0;
     try {
       for (const p of indexParts(from, partBytes, 1, packs, plan, pieceChunks)) {
-        const partKey = indexPartKey(key, parts.length + 1);
         if ('reuse' in p) {
           // a part, or a run of parts that hold an entry in pieces, each copied as it is
           let stop = false;
@@ -372,6 +371,7 @@ export class Repository {
           if (stop) break;
           continue;
         }
+        const partKey = indexPartKey(key, parts.length + 1);
         const part: IndexPart = { key: partKey, sha256: sha256(p.json), entries: p.entries, ...(p.more ? { more: true } : {}) };
         // a part that holds a piece of an entry it shares with the part before or after it is never reused
         const shares = p.more === true || parts.at(-1)?.more === true;
