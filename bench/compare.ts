@@ -240,7 +240,8 @@ async function main(): Promise<void> {
         const touched = await all((n) => filesChangedSince(n.dir, changedFrom));
         record(INCR, 'bytes read from the nodes', 'bytes', 'lockstep', incrReport.nodes.flatMap((n) => n.components).reduce((a, c) => a + (c.upload?.bytesRead ?? 0), 0));
         record(INCR, 'bytes read from the nodes', 'bytes', 'read', touched.flat().reduce((a, f) => a + f.size, 0));
-        record(INCR, 'wall time', 'ms', 'read', await timed(() => Promise.all(touched.map((files) => readWhole(files.map((f) => f.path))))));
+        // the nodes at once: the slowest one's reading
+        record(INCR, 'wall time', 'ms', 'read', Math.max(...(await Promise.all(touched.map((files) => readWhole(files.map((f) => f.path)))))));
 
         let rsyncWritten = 0;
         const rsIncr = await peersCpu(sshd, () => timed(async () => {

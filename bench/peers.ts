@@ -278,14 +278,33 @@ export async function filesChangedSince(dir: string, sinceMs: number): Promise<{
   return out;
 }
 
+/** what `readWhole`'s reader runs: the paths (JSON) on stdin, each file read whole in 1 MiB reads, the bytes dropped; prints the ms it read for */
+const READER = `
+const fs = require('node:fs');
+const paths = JSON.parse(fs.readFileSync(0, 'utf8'));
+const buf = Buffer.allocUnsafe(1 << 20);
+const t0 = performance.now();
+for (const p of paths) {
+  const fd = fs.openSync(p, 'r');
+  try { while (fs.readSync(fd, buf, 0, buf.length, null) > 0); } finally { fs.closeSync(fd); }
+}
+process.stdout.write(String(Math.round(performance.now() - t0)));
+`;
+
 /**
- * Read files whole into memory, one after another, and drop the bytes: dd with 1 MiB
- * reads (cat > /dev/null splices, never copying the data out of the page cache).
+ * Read files whole into memory, one after another, 1 MiB reads (as dd with bs=1M), and
+ * drop the bytes; the milliseconds that took. One process for all of them, its start not
+ * counted: a `dd` a file cost ~4 ms of process start each, and the ~340 small files a 1%
+ * change adds made ~1.2 s of a 1.4 s "floor" whose reading took ~0.25 s (cat > /dev/null
+ * would splice, never copying the data out of the page cache).
  */
-export function readWhole(paths: string[]): Promise<void> {
+export function readWhole(paths: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    const c = spawn('sh', ['-c', 'for f; do dd if="$f" of=/dev/null bs=1M status=none || exit 1; done', 'sh', ...paths], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const c = spawn(process.execPath, ['-e', READER], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
     c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`dd exited ${code}`))));
+    c.on('close', (code) => (code === 0 && /^\d+$/.test(out) ? resolve(Number(out)) : reject(new Error(`the reader exited ${code}`))));
+    c.stdin!.end(JSON.stringify(paths));
   });
 }
