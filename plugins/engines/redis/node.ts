@@ -175,12 +175,14 @@ async function health(comp: Comp, ctx: NodeContext, needClusterOk = false): Prom
   let progress: string | undefined;
   let h: Health;
   try {
+    let inf: Map<string, string> | undefined;
     const f = await withRedis(comp, ctx.node, async (r) => {
-      const inf = await info(r);
+      inf = await info(r);
       progress = loadingProgress(inf);
       return facts(r, inf);
     });
     h = healthOf(comp, f, needClusterOk);
+    if (!h.ok && inf && waitsForMasterSave(inf)) progress = (await masterSaveProgress(comp, ctx, inf)) ?? progress;
   } catch (err) {
     h = { ok: false, message: toErrorInfo(err).message };
   }
@@ -195,6 +197,35 @@ function loadingProgress(inf: Map<string, string>): string | undefined {
   if (isLoading(inf)) return `loaded ${inf.get('loading_loaded_bytes') ?? '?'} bytes of the dataset (${inf.get('loading_loaded_perc') ?? '?'}%)`;
   if (inf.get('master_sync_in_progress') === '1') return `received ${inf.get('master_sync_read_bytes') ?? '?'} bytes of its master's dataset`;
   return undefined;
+}
+
+/**
+ * Whether a replica whose INFO is `inf` has asked its master for a full sync and received
+ * nothing yet: a master that replicates through a file (`repl-diskless-sync no`) first saves
+ * its whole dataset, and the replica's own fields stay still until it is saved.
+ */
+const waitsForMasterSave = (inf: Map<string, string>) => inf.get('master_sync_in_progress') === '1' && (inf.get('master_sync_read_bytes') ?? '0') === '0';
+
+/**
+ * How far the master of a replica waiting for a full sync (`inf`: the replica's INFO) got
+ * saving the dataset the sync sends: the keys its save went through (Redis 7's
+ * `current_save_keys_processed`, told about once a second while it saves). Asked of the
+ * master at the address the replica follows, with the component's credentials and TLS;
+ * undefined when it does not answer, saves nothing, or does not tell (Redis 6): the wait is
+ * then judged by the replica's own fields, as before.
+ */
+async function masterSaveProgress(comp: Comp, ctx: NodeContext, inf: Map<string, string>): Promise<string | undefined> {
+  const host = inf.get('master_host');
+  const port = Number(inf.get('master_port'));
+  if (!host || !Number.isInteger(port) || port <= 0) return undefined;
+  try {
+    const p = await withRedis({ ...comp, host, port }, ctx.node, (r) => info(r, 'persistence'), 1000);
+    const keys = p.get('current_save_keys_processed');
+    if (p.get('rdb_bgsave_in_progress') !== '1' || keys === undefined) return undefined;
+    return `its master ${host}:${port} is saving the dataset the sync sends: ${keys} of ${p.get('current_save_keys_total') ?? '?'} keys (${p.get('current_fork_perc') ?? '?'}%)`;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Poll until `check` is true or the deadline passes. */
