@@ -7,11 +7,48 @@
  * started on what is left of the restored data. Once the swap began, a component that
  * cannot be stopped is left as the restore put it: its data is never moved under a
  * service that may be running on it.
+ * A stop or a rollback that failed because its agent went away (died, was restarted,
+ * could not be reached) is run again there once the agent answers again, within
+ * `REJOIN_MS` (systemd starts a dead agent again 5 s after it died): an agent that only
+ * restarted does not leave its node stopped, or as the restore put it, for good.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { toErrorInfo, type ErrorInfo } from '../../lib/errors.js';
-import { fanout, key } from '../fanout.js';
+import { fanout, key, type Outcome } from '../fanout.js';
 import { report, type RestoreContext, type RestoreTarget } from './context.js';
 import { startAll } from './service.js';
+
+/** what an agent that went away answers for a step it ran (not what the step itself failed with) */
+const GONE = new Set(['LOCKSTEP_E_AGENT_UNREACHABLE', 'LOCKSTEP_E_JOB_LOST', 'LOCKSTEP_E_AGENT_INTERRUPTED']);
+/** how long a rollback waits for an agent that went away to answer again before it runs a step there once more */
+export const REJOIN_MS = 30_000;
+const REJOIN_POLL_MS = 500;
+
+/** the outcomes that failed because their agent went away */
+const gone = <T>(outcomes: Outcome<T, RestoreTarget>[]) => outcomes.filter((o): o is Extract<Outcome<T, RestoreTarget>, { ok: false }> => !o.ok && GONE.has(o.error.code));
+
+/** the nodes of `targets` whose agents answer again within `REJOIN_MS` (at once for one that already does) */
+async function rejoined(ctx: RestoreContext, targets: RestoreTarget[], signal: AbortSignal): Promise<Set<string>> {
+  const back = new Set<string>();
+  const deadline = Date.now() + REJOIN_MS;
+  await Promise.all(
+    [...new Set(targets.map((t) => t.node))].map(async (node) => {
+      while (!signal.aborted) {
+        const answered = await ctx.cluster
+          .client(node)
+          .describe(AbortSignal.any([signal, AbortSignal.timeout(REJOIN_POLL_MS * 4)]), false)
+          .then(() => true, () => false);
+        if (answered) {
+          back.add(node);
+          return;
+        }
+        if (Date.now() + REJOIN_POLL_MS > deadline) return;
+        await sleep(REJOIN_POLL_MS);
+      }
+    }),
+  );
+  return back;
+}
 
 export interface RollbackOutcome {
   ok: boolean;
@@ -29,7 +66,20 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   const unstopped = new Set<string>();
   if (ctx.stopped.length > 0) {
     // some members may already run on the restored data: stop them before their data moves
-    const stops = await fanout(ctx.cluster, 'stop', ctx.stopped, (t) => ({ kind: 'stop', component: t.component }), signal);
+    const stop = (targets: RestoreTarget[]) => fanout(ctx.cluster, 'stop', targets, (t) => ({ kind: 'stop', component: t.component }), signal);
+    const stops = await stop(ctx.stopped);
+    // once more where the agent went away, once it answers again (a stop accepts a stopped service)
+    const wentAway = gone(stops);
+    if (wentAway.length > 0) {
+      const back = await rejoined(ctx, wentAway.map((o) => o.target), signal);
+      const retry = wentAway.filter((o) => back.has(o.target.node));
+      const again = await stop(retry.map((o) => o.target));
+      again.forEach((o, i) => {
+        const first = retry[i]!;
+        stops[stops.indexOf(first)] = o;
+        if (o.ok) report(ctx, o.target).actions?.push(`stop before rollback: its agent went away (${first.error.message}), stopped once it answered again`);
+      });
+    }
     for (const o of stops) {
       if (o.ok) continue;
       if (!ctx.swapBegun) {
@@ -54,7 +104,9 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   const outcomes = await rollBack(ctx.staged.filter((t) => !unstopped.has(key(t))));
   const failedOnce = outcomes.filter((o) => !o.ok);
   // once more where it failed: a rollback goes on from wherever it stopped (an agent that
-  // died in it has run it again at its start, and this finds nothing left to do)
+  // died in it has run it again at its start, and this finds nothing left to do); where the
+  // agent went away, once it answers again
+  if (gone(failedOnce).length > 0) await rejoined(ctx, gone(failedOnce).map((o) => o.target), signal);
   const again = failedOnce.length > 0 ? await rollBack(failedOnce.map((o) => o.target)) : [];
   const firstFailure = new Map(failedOnce.flatMap((o) => (o.ok ? [] : [[key(o.target), o.error.message] as const])));
   const notBack = new Set<string>();

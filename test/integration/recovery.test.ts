@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, readdir, readFile, writeFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -224,6 +225,41 @@ describe('recovery from failures', () => {
       expect(await fingerprint(`${live2}.lockstep-old-${report.restoreId}`)).toEqual(now[1]);
       await putBackByHand(report.restoreId, now);
     } finally {
+      await setComponent(cluster, 'node2', {});
+    }
+    await nothingOfARestoreBeside();
+  });
+
+  it('an agent that dies in the stop before the rollback and is started again is stopped once more and rolled back, not left as the restore put it', async () => {
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed before an agent died in the rollback on ${a.node}`);
+    const now = await fingerprints();
+    // node2's first start fails (the rollback follows); the stop after it kills node2's agent ($PPID: the agent runs the command)
+    const events = join(cluster.opts.root, 'died-events');
+    const started = join(cluster.opts.root, 'died-started');
+    const killed = join(cluster.opts.root, 'died-killed');
+    const start = ['sh', '-c', 'echo start >> "$1"; if [ ! -e "$2" ]; then touch "$2"; exit 1; fi', 'start', events, started];
+    const stop = ['sh', '-c', 'echo stop >> "$1"; if [ -e "$2" ] && [ ! -e "$3" ]; then touch "$3"; kill -9 $PPID; fi', 'stop', events, started, killed];
+    await setComponent(cluster, 'node2', { start, stop });
+    await node1AsService();
+    // as systemd would: the agent started again a second after it died
+    const restarted = once(cluster.agent('node2').process!, 'exit')
+      .then(() => sleep(1000))
+      .then(() => cluster.startAgent('node2'));
+    try {
+      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout).toBe(1);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('rolled-back');
+      expect(report.rollback?.ok, JSON.stringify(report.rollback)).toBe(true);
+      const actions = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
+      expect(actions).toContain('stop before rollback: its agent went away');
+      expect(existsSync(killed)).toBe(true);
+      // every node's data as before the restore, node2 started again on it
+      expect(await fingerprints()).toEqual(now);
+      expect((await readFile(events, 'utf8')).trim().split('\n').at(-1)).toBe('start');
+      expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
+    } finally {
+      await restarted.catch(() => undefined);
       await setComponent(cluster, 'node2', {});
     }
     await nothingOfARestoreBeside();
