@@ -185,6 +185,9 @@ async function main(): Promise<void> {
     /** reading only the files the change touched, whole (dd), after each incremental: what no backup that cannot know which pages changed can skip */
     const floorMs: number[] = [];
     const floorBytes: number[] = [];
+    /** the agents' CPU seconds in each full backup and each incremental: on a machine whose cores they fill, what bounds their wall time */
+    const fullCpu: number[] = [];
+    const incrCpu: number[] = [];
     let lastId = '';
     for (let i = 0; i < runs; i++) {
       // a fresh repository each run: a full backup, not a deduplicated one
@@ -194,6 +197,7 @@ async function main(): Promise<void> {
       const full = await backup(cluster, `full${i}`);
       lockstep.push(Math.round(full.report.durationMs));
       fullPeaks.push(...full.peaks);
+      fullCpu.push(full.cpuS);
       // the same three trees, three tar pipelines at once, onto the same disk
       const dests = await Promise.all(cluster.agents.map(async (a) => {
         const d = join(root, `tar-${a.node}-${i}`);
@@ -210,7 +214,8 @@ async function main(): Promise<void> {
       for (let k = 0; k < incrementals; k++) {
         const changedFrom = Date.now() - 1;
         const changed = await changeNodes(cluster, i * incrementals + k + 1);
-        const { report: incr, peaks } = await backup(cluster, `incr${i}-${k}`);
+        const { report: incr, peaks, cpuS } = await backup(cluster, `incr${i}-${k}`);
+        incrCpu.push(cpuS);
         const touched = (await Promise.all(cluster.agents.map((a) => filesChangedSince(a.data.data!, changedFrom)))).flat();
         floorBytes.push(touched.reduce((n, f) => n + f.size, 0));
         await settle();
@@ -254,6 +259,7 @@ async function main(): Promise<void> {
       '| --- | --- | --- | --- |',
       `| wall time | ${median(incrMs)} ms (${spread(incrMs)}) | ${median(lockstep)} ms | ${((100 * median(incrMs)) / median(lockstep)).toFixed(1)}% (≤ 10%) |`,
       `| bytes written / bytes changed | ${median(incrWritten)} B / ${median(changedBytes)} B | | ${(median(incrWritten) / median(changedBytes)).toFixed(2)}× (≤ 2×) |`,
+      `| the agents' CPU (user + system; cores busy on average over the wall time) | ${median(incrCpu).toFixed(2)} s (${spread(incrCpu.map((c) => Number(c.toFixed(2))))}), ${(median(incrCpu) / (median(incrMs) / 1000)).toFixed(2)} cores | ${median(fullCpu).toFixed(2)} s, ${(median(fullCpu) / (median(lockstep) / 1000)).toFixed(2)} cores | ${((100 * median(incrCpu)) / median(fullCpu)).toFixed(1)}% |`,
       `| reading only the files the change touched (one process, 1 MiB reads, one after another; ${(median(floorBytes) / 2 ** 20).toFixed(0)} MiB) | ${median(floorMs)} ms (${spread(floorMs)}) | | ${((100 * median(floorMs)) / median(lockstep)).toFixed(1)}% |`,
       '',
       `where an incremental went (every upload, median (min–max) ms): ${phaseLine(incrPhases)}; outside the slowest upload (lock, preflight, snapshot, commit, clean-up) ${median(incrOutside)} (${spread(incrOutside)})`,
@@ -269,7 +275,7 @@ async function main(): Promise<void> {
       ...grown.lines,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
-    await writeResults(`full-backup${rgw ? '-s3' : ''}${encrypt ? '-encrypted' : ''}`, { cores: cpus().length, nodes, data, encrypted: encrypt, s3, mibPerNode, runs, incrementals, history: grown.rounds, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, floorMs, floorBytes, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
+    await writeResults(`full-backup${rgw ? '-s3' : ''}${encrypt ? '-encrypted' : ''}`, { cores: cpus().length, nodes, data, encrypted: encrypt, s3, mibPerNode, runs, incrementals, history: grown.rounds, lockstepMs: lockstep, tarMs: tar, incrMs, incrWritten, changedBytes, incrPhases, incrOutside, floorMs, floorBytes, fullCpuS: fullCpu, incrCpuS: incrCpu, fullPeakRssMiB: fullPeaks, incrPeakRssMiB: incrPeaks, restoreMs: restored.durationMs, restorePeakRssMiB: restorePeaks, afterRestoreMs: again.report.durationMs, afterRestorePeakRssMiB: again.peaks });
   } finally {
     await cluster.stop();
     await rgw?.stop();
