@@ -265,6 +265,38 @@ describe('recovery from failures', () => {
     await nothingOfARestoreBeside();
   });
 
+  it('an agent that is down when the rollback would stop its service is waited for, then stopped and rolled back', async () => {
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed before an agent was down for the rollback on ${a.node}`);
+    const now = await fingerprints();
+    // node2's first start kills its agent, which stays down longer than the coordinator follows a job it lost (15 s)
+    const events = join(cluster.opts.root, 'down-events');
+    const started = join(cluster.opts.root, 'down-started');
+    const start = ['sh', '-c', 'echo start >> "$1"; if [ ! -e "$2" ]; then touch "$2"; kill -9 $PPID; fi', 'start', events, started];
+    const stop = ['sh', '-c', 'echo stop >> "$1"', 'stop', events];
+    await setComponent(cluster, 'node2', { start, stop });
+    await node1AsService();
+    const restarted = once(cluster.agent('node2').process!, 'exit')
+      .then(() => sleep(17_000))
+      .then(() => cluster.startAgent('node2'));
+    try {
+      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout).toBe(1);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('rolled-back');
+      expect(report.error?.message).toContain('lost contact with agent node2');
+      expect(report.rollback?.ok, JSON.stringify(report.rollback)).toBe(true);
+      const actions = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
+      expect(actions).toContain('stop before rollback: its agent went away (cannot reach');
+      expect(await fingerprints()).toEqual(now);
+      // stopped for the restore, started (its agent killed), stopped once it was back, started on its own data
+      expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['stop', 'start', 'stop', 'start']);
+    } finally {
+      await restarted.catch(() => undefined);
+      await setComponent(cluster, 'node2', {});
+    }
+    await nothingOfARestoreBeside();
+  }, 90_000);
+
   it('after-restore hooks run once every node is healthy, with the restore\'s ids; a failing hook rolls every node back', async () => {
     const out = join(cluster.opts.root, 'hook-ran');
     const record = [process.execPath, '-e', `require('fs').appendFileSync(${JSON.stringify(out)}, [process.env.LOCKSTEP_NODE, process.env.LOCKSTEP_RESTORE_ID, process.env.LOCKSTEP_BACKUP_ID].join(' ') + '\\n'); console.log('replicas in sync')`];
