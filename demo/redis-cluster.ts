@@ -47,6 +47,8 @@ export class RedisTestCluster {
   readonly nodes: RedisNodeInfo[] = [];
   /** set by `withTls` */
   tls?: EngineTestTls;
+  /** set by `withAof`: every node keeps an append-only file */
+  aof = false;
   /** node i listens on basePort + i + 1 (its cluster bus 10000 above); picked again by `start` when one is taken */
   basePort!: number;
 
@@ -66,6 +68,12 @@ export class RedisTestCluster {
       const dir = join(this.root, 'nodes', `node${i + 1}`, 'redis');
       this.nodes.push({ port, dir, conf: join(this.root, 'nodes', `node${i + 1}`, `redis-${port}.conf`) });
     }
+  }
+
+  /** every node with `appendonly yes` (it then loads its AOF at a start, not its RDB). Before `start`. */
+  withAof(): this {
+    this.aof = true;
+    return this;
   }
 
   /**
@@ -151,7 +159,7 @@ export class RedisTestCluster {
           'cluster-enabled yes',
           'cluster-config-file nodes.conf',
           'cluster-node-timeout 3000',
-          'appendonly no',
+          `appendonly ${this.aof ? 'yes' : 'no'}`,
           'save ""',
           'repl-diskless-sync yes',
           'repl-diskless-sync-delay 0',

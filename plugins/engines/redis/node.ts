@@ -7,7 +7,7 @@
  * it, waits for the save and captures the RDB, nodes.conf and the config file. Writes
  * are never blocked while an RDB is forked, written or copied.
  */
-import { copyFile, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, link, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LockstepError, toErrorInfo } from '../../../lib/errors.js';
@@ -34,9 +34,16 @@ const pointHeld = new Set<string>();
 
 const keyOf = (comp: Comp) => `${comp.host}:${comp.port}`;
 
-/** BGSAVE once no other save runs; returns LASTSAVE from before it. Replies after the fork. */
+/**
+ * BGSAVE once no other save runs, nor an AOF rewrite (which a BGSAVE would only be
+ * scheduled after: forked later than the cut); returns LASTSAVE from before it. Replies
+ * after the fork.
+ */
 async function forkSave(r: RedisConn, comp: Comp, ctx: NodeContext): Promise<number> {
-  await until('a running background save to finish', comp.saveTimeoutMs, ctx, async () => (await info(r, 'persistence')).get('rdb_bgsave_in_progress') === '0');
+  await until('a running background save or AOF rewrite to finish', comp.saveTimeoutMs, ctx, async () => {
+    const p = await info(r, 'persistence');
+    return p.get('rdb_bgsave_in_progress') === '0' && p.get('aof_rewrite_in_progress') !== '1';
+  });
   const before = saveMark(await info(r, 'persistence'));
   await r.bgsave();
   return before;
@@ -90,6 +97,10 @@ interface Facts {
   rdbFile: string;
   nodesConf?: string;
   appendonly: boolean;
+  /** with `appendonly`: its AOF's folder in `dir` and the AOF's base name (`appenddirname`, `appendfilename`) */
+  aof?: { dir: string; file: string };
+  /** Redis' version's major number (`redis_version`) */
+  major: number;
   clusterState?: string;
   /** replicas: the link to the master is up (not syncing) */
   linkUp?: boolean;
@@ -109,11 +120,13 @@ async function facts(r: RedisConn, inf?: Map<string, string>): Promise<Facts> {
     dir,
     rdbFile,
     appendonly: (await configGet(r, 'appendonly')) === 'yes',
+    major: Number((inf.get('redis_version') ?? '0').split('.')[0]),
     masterHost: inf.get('master_host'),
     masterPort: inf.has('master_port') ? Number(inf.get('master_port')) : undefined,
     linkUp: inf.get('master_link_status') === 'up' && inf.get('master_sync_in_progress') !== '1',
     loading: isLoading(inf),
   };
+  if (f.appendonly && f.major >= 7) f.aof = { dir: await configGet(r, 'appenddirname'), file: await configGet(r, 'appendfilename') };
   if (cluster) {
     const conf = await configGet(r, 'cluster-config-file');
     f.nodesConf = isAbsolute(conf) ? conf : join(dir, conf);
@@ -122,6 +135,9 @@ async function facts(r: RedisConn, inf?: Map<string, string>): Promise<Facts> {
   }
   return f;
 }
+
+/** a file name a restore writes and an AOF manifest lists as it is (Redis quotes a name with spaces or quotes) */
+const isPlainName = (name: string) => /^[A-Za-z0-9._-]+$/.test(name) && name !== '.' && name !== '..';
 
 /** A server that is down: its shard and role from the nodes.conf it left on disk. */
 async function fromNodesConf(comp: Comp): Promise<{ shard?: string; role: string } | undefined> {
@@ -152,7 +168,10 @@ async function pauseWrites(r: RedisConn, ttlMs: number): Promise<void> {
 function problems(comp: Comp, f: Facts, needClusterOk: boolean): string[] {
   const out: string[] = [];
   if (f.dir !== comp.dir) out.push(`redis reports dir ${f.dir}, the agent config says ${comp.dir}`);
-  if (f.appendonly) out.push('appendonly is yes: a restore would load the AOF, not the RDB (AOF is not supported yet)');
+  // (Redis 7 keeps its AOF as parts listed by a manifest, whose base may be an RDB: what a restore writes)
+  if (f.appendonly && f.major < 7) out.push(`appendonly is yes on Redis ${f.major}: a restore can give the restored RDB as the AOF of Redis 7 or later only`);
+  else if (f.aof && !isPlainName(f.aof.dir)) out.push(`appenddirname ${JSON.stringify(f.aof.dir)} is not a plain name in dir: a restore could not write the AOF there`);
+  else if (f.aof && !isPlainName(f.aof.file)) out.push(`appendfilename ${JSON.stringify(f.aof.file)} is not a plain file name: a restore could not list it in the AOF's manifest`);
   // (a server not in cluster mode answers INFO and CONFIG while it loads: it is not serving yet)
   if (f.loading) out.push('still loading its dataset');
   if (f.role === 'replica' && !f.linkUp) out.push('replica is not in sync with its master (link down or full sync running)');
@@ -226,6 +245,21 @@ async function masterSaveProgress(comp: Comp, ctx: NodeContext, inf: Map<string,
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A server with `appendonly yes` loads its AOF at its start, not its RDB: started on a
+ * restored RDB alone, it would start empty and write an empty AOF. So the staged RDB also
+ * becomes the base of a new AOF (Redis 7's folder of parts and the manifest that lists
+ * them: `file NAME.1.base.rdb seq 1 type b`), a hard link to it where the filesystem allows.
+ * The server then loads it, and appends its writes in a part of its own.
+ */
+async function rdbAsAofBase(rdb: string, aofDir: string, aofFile: string): Promise<string> {
+  const base = `${aofFile}.1.base.rdb`;
+  await mkdir(aofDir, { recursive: true });
+  await link(rdb, join(aofDir, base)).catch(() => copyFile(rdb, join(aofDir, base)));
+  await writeFile(join(aofDir, `${aofFile}.manifest`), `file ${base} seq 1 type b\n`);
+  return `appendonly: the restored RDB is the base of its AOF (${basename(aofDir)}/${base}), which it loads at its start`;
 }
 
 /** Poll until `check` is true or the deadline passes. */
@@ -416,6 +450,8 @@ export const redisNode = {
     if (f.role === 'replica') {
       await rm(join(dataDir, f.rdbFile), { force: true });
       actions.push('replica: starts empty and re-syncs from its restored master');
+    } else if (f.aof) {
+      actions.push(await rdbAsAofBase(join(dataDir, f.rdbFile), join(dataDir, f.aof.dir), f.aof.file));
     }
     return actions;
   },
