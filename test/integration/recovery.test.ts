@@ -83,6 +83,30 @@ describe('recovery from failures', () => {
     expect(await fingerprints()).toEqual(now);
   };
 
+  /**
+   * A restore during which node2's agent dies (its start or stop command kills it), started
+   * again `downMs` after it died, as systemd would: rolled back (exit 1), node2's service
+   * stopped again once its agent answered, every node's data as `now`; node2's actions.
+   */
+  const restoreWithNode2AgentGone = async (now: Awaited<ReturnType<typeof fingerprints>>, downMs: number): Promise<{ report: RestoreReport; actions: string }> => {
+    const restarted = once(cluster.agent('node2').process!, 'exit')
+      .then(() => sleep(downMs))
+      .then(() => cluster.startAgent('node2'));
+    try {
+      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
+      expect(r.code, r.stdout).toBe(1);
+      const report = json<RestoreReport>(r.stdout);
+      expect(report.status).toBe('rolled-back');
+      expect(report.rollback?.ok, JSON.stringify(report.rollback)).toBe(true);
+      const actions = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
+      expect(actions).toContain('stop before rollback: its agent went away');
+      expect(await fingerprints()).toEqual(now);
+      return { report, actions };
+    } finally {
+      await restarted.catch(() => undefined);
+    }
+  };
+
   beforeAll(async () => {
     cluster = await startCluster({ nodes: 2 });
     for (const a of cluster.agents) await fillDataDir(a.data.data!, a.node, 256 * 1024);
@@ -241,25 +265,14 @@ describe('recovery from failures', () => {
     const stop = ['sh', '-c', 'echo stop >> "$1"; if [ -e "$2" ] && [ ! -e "$3" ]; then touch "$3"; kill -9 $PPID; fi', 'stop', events, started, killed];
     await setComponent(cluster, 'node2', { start, stop });
     await node1AsService();
-    // as systemd would: the agent started again a second after it died
-    const restarted = once(cluster.agent('node2').process!, 'exit')
-      .then(() => sleep(1000))
-      .then(() => cluster.startAgent('node2'));
     try {
-      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
-      expect(r.code, r.stdout).toBe(1);
-      const report = json<RestoreReport>(r.stdout);
-      expect(report.status).toBe('rolled-back');
-      expect(report.rollback?.ok, JSON.stringify(report.rollback)).toBe(true);
-      const actions = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
-      expect(actions).toContain('stop before rollback: its agent went away');
+      // the agent started again a second after it died
+      await restoreWithNode2AgentGone(now, 1000);
       expect(existsSync(killed)).toBe(true);
-      // every node's data as before the restore, node2 started again on it
-      expect(await fingerprints()).toEqual(now);
+      // node2 started again on its own data, node1 running
       expect((await readFile(events, 'utf8')).trim().split('\n').at(-1)).toBe('start');
       expect(isAlive(Number(await readFile(pidfile('node1'), 'utf8')))).toBe(true);
     } finally {
-      await restarted.catch(() => undefined);
       await setComponent(cluster, 'node2', {});
     }
     await nothingOfARestoreBeside();
@@ -275,23 +288,13 @@ describe('recovery from failures', () => {
     const stop = ['sh', '-c', 'echo stop >> "$1"', 'stop', events];
     await setComponent(cluster, 'node2', { start, stop });
     await node1AsService();
-    const restarted = once(cluster.agent('node2').process!, 'exit')
-      .then(() => sleep(17_000))
-      .then(() => cluster.startAgent('node2'));
     try {
-      const r = await runCli(['restore', backupId, '--json'], { config: cluster.configFile });
-      expect(r.code, r.stdout).toBe(1);
-      const report = json<RestoreReport>(r.stdout);
-      expect(report.status).toBe('rolled-back');
+      const { report, actions } = await restoreWithNode2AgentGone(now, 17_000);
       expect(report.error?.message).toContain('lost contact with agent node2');
-      expect(report.rollback?.ok, JSON.stringify(report.rollback)).toBe(true);
-      const actions = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
       expect(actions).toContain('stop before rollback: its agent went away (cannot reach');
-      expect(await fingerprints()).toEqual(now);
       // stopped for the restore, started (its agent killed), stopped once it was back, started on its own data
       expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['stop', 'start', 'stop', 'start']);
     } finally {
-      await restarted.catch(() => undefined);
       await setComponent(cluster, 'node2', {});
     }
     await nothingOfARestoreBeside();

@@ -10,13 +10,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LocalCluster } from '../../demo/local-cluster.js';
 import { RedisTestCluster } from '../../demo/redis-cluster.js';
-import type { BackupReport, RestoreReport } from '../../lib/report.js';
-import { json, runCli, stopCluster, tempDir } from '../helpers/cluster.js';
+import { stopCluster, tempDir } from '../helpers/cluster.js';
+import { backupChangeRestore } from '../helpers/redis.js';
 
 describe('redis cluster with appendonly yes', () => {
   let redis: RedisTestCluster;
   let cluster: LocalCluster;
-  const cli = (args: string[]) => runCli(args, { config: cluster.configFile });
 
   beforeAll(async () => {
     const root = await tempDir();
@@ -29,21 +28,7 @@ describe('redis cluster with appendonly yes', () => {
   });
 
   it('backed up and restored: each master loads the restored RDB as its AOF, every key as backed up, after a restart too', async () => {
-    const state = new Map(Array.from({ length: 3000 }, (_, i) => [`k:${i}`, `v${i}`] as const));
-    await redis.setMany(state);
-    const b = await cli(['backup', 'create', '--json']);
-    expect(b.code, b.stdout + b.stderr).toBe(0);
-    const report = json<BackupReport>(b.stdout);
-    expect(report.status).toBe('complete');
-    expect(report.shards.every((s) => s.covered)).toBe(true);
-
-    await redis.setMany(new Map([['k:1', 'changed'], ['k:new', 'after the backup']]));
-    const r = await cli(['restore', report.backupId, '--json']);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    const restored = json<RestoreReport>(r.stdout);
-    expect(restored.status).toBe('restored');
-    await redis.waitOk();
-    expect(await redis.getMany([...state.keys(), 'k:new'])).toEqual(new Map([...state, ['k:new', null]]));
+    const { state, restored } = await backupChangeRestore(redis, cluster, 3000);
 
     // each master was given its AOF, a base that is the restored RDB, and said so
     const masters = await redis.masters();

@@ -8,8 +8,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { parse, stringify } from 'yaml';
 import { LocalCluster } from '../../demo/local-cluster.js';
 import { RedisTestCluster } from '../../demo/redis-cluster.js';
-import type { BackupReport, RestoreReport } from '../../lib/report.js';
+import type { BackupReport } from '../../lib/report.js';
 import { json, runCli, stopCluster, tempDir } from '../helpers/cluster.js';
+import { backupChangeRestore } from '../helpers/redis.js';
 
 describe('redis cluster over TLS', () => {
   let redis: RedisTestCluster;
@@ -27,20 +28,7 @@ describe('redis cluster over TLS', () => {
   });
 
   it('backed up and restored over TLS with a client certificate; every key read back equals the backup', async () => {
-    const state = new Map(Array.from({ length: 2000 }, (_, i) => [`k:${i}`, `v${i}`] as const));
-    await redis.setMany(state);
-    const b = await cli(['backup', 'create', '--json']);
-    expect(b.code, b.stdout + b.stderr).toBe(0);
-    const report = json<BackupReport>(b.stdout);
-    expect(report.status).toBe('complete');
-    expect(report.shards.every((s) => s.covered)).toBe(true);
-
-    await redis.setMany(new Map([['k:1', 'changed'], ['k:new', 'after the backup']]));
-    const r = await cli(['restore', report.backupId, '--json']);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(json<RestoreReport>(r.stdout).status).toBe('restored');
-    await redis.waitOk();
-    expect(await redis.getMany([...state.keys(), 'k:new'])).toEqual(new Map([...state, ['k:new', null]]));
+    await backupChangeRestore(redis, cluster, 2000);
   });
 
   it("a TLS file one agent cannot read: its server is skipped with the file named, its shard covered by a replica", async () => {
