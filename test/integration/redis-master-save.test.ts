@@ -13,7 +13,7 @@ import { redisNode } from '../../plugins/engines/redis/node.js';
 import { createLogger } from '../../lib/log.js';
 import { freePort, tempDir } from '../helpers/cluster.js';
 
-const KEYS = 40_000;
+const KEYS = 60_000;
 
 describe('redis start of a replica whose master saves slowly for the full sync', () => {
   let root: string;
@@ -52,8 +52,10 @@ describe('redis start of a replica whose master saves slowly for the full sync',
         for (let k = i; k < i + 5000; k++) p.set(`key:${k}`, `value ${k}`);
         await p.exec();
       }
-      // ~100 µs a key (more with the timer's slack): a save of several seconds, against a health timeout of 2 s
-      await r.call('CONFIG', 'SET', 'rdb-key-save-delay', '100');
+      // 150 µs a key (more with the timer's slack): a save of 9 s or more, against a health timeout of 5 s. The
+      // master tells how far its save got every 1024 keys a second apart at least: about once a second, a few
+      // seconds apart on a machine so busy that each key's pause takes ten times as long
+      await r.call('CONFIG', 'SET', 'rdb-key-save-delay', '150');
     });
   });
   afterAll(async () => {
@@ -62,12 +64,12 @@ describe('redis start of a replica whose master saves slowly for the full sync',
   });
 
   it("waits past healthTimeoutMs while its master saves the dataset, and is healthy only once it has every key", async () => {
-    const started = await redisNode.start(component('replica', replicaPort, 2000) as never, ctx());
+    const started = await redisNode.start(component('replica', replicaPort, 5000) as never, ctx());
     const masterLog = await readFile(join(dirOf('master'), 'redis.log'), 'utf8');
     // the sync went through a file the master saved, which took longer than the health timeout
     expect(masterLog).toMatch(/Starting BGSAVE for SYNC with target: disk/);
     expect(masterLog).toMatch(/Synchronization with replica 127\.0\.0\.1:\d+ succeeded/);
-    expect(started.durationMs).toBeGreaterThan(3000);
+    expect(started.durationMs).toBeGreaterThan(5000);
     const keys = await withRedis({ host: '127.0.0.1', port: replicaPort }, 'n1', (r) => r.dbsize());
     expect(keys).toBe(KEYS);
   });
