@@ -18,6 +18,8 @@
  */
 import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { failpoint } from '../../lib/failpoints.js';
 import { applyMeta, exists, metaOf, removeTree, RESTORE_INSIDE, type Meta } from '../../lib/tree.js';
 import { LockstepError } from '../../lib/errors.js';
 import type { JobRequestOf } from '../../lib/wire.js';
@@ -112,6 +114,8 @@ export async function rollbackJob(node: AgentNode, req: JobRequestOf<'rollback'>
   const actions: string[] = [];
   // cut short by the agent's death, it is run again at its next start (every step below may be run again)
   await ctx.addLeftover({ kind: 'again', request: req });
+  const hold = failpoint('rollback.hold');
+  if (hold !== undefined) await sleep(hold);
   ctx.progress({ phase: 'rolling back' });
   for (const live of sets(node, req.component)) {
     const { inside, old: aside, staging } = await node.stagedPaths(live, req.restoreId);

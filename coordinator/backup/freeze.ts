@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LockstepError, toErrorInfo } from '../../lib/errors.js';
-import { failpoint } from '../failpoints.js';
+import { failpoint } from '../../lib/failpoints.js';
 import { componentReport, markFailed, type BackupContext } from './context.js';
 import type { Target } from '../fanout.js';
 

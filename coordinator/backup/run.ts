@@ -19,7 +19,7 @@ import { upload } from './upload.js';
 import { commit, decideStatus } from './commit.js';
 import { cleanup } from './cleanup.js';
 import { RepoLock, clockSkewWarning } from '../../lib/repo/lock.js';
-import { failpoint } from '../failpoints.js';
+import { failpoint } from '../../lib/failpoints.js';
 
 export interface BackupOptions {
   name: string;

@@ -85,10 +85,11 @@ describe('recovery from failures', () => {
 
   /**
    * A restore during which node2's agent dies (its start or stop command kills it), started
-   * again `downMs` after it died, as systemd would: rolled back (exit 1), node2's service
-   * stopped again once its agent answered, every node's data as `now`; node2's actions.
+   * again `downMs` after it died, as systemd would: rolled back (exit 1), what `retried`
+   * says among node2's actions (the step run again once its agent answered), every node's
+   * data as `now`; node2's actions.
    */
-  const restoreWithNode2AgentGone = async (now: Awaited<ReturnType<typeof fingerprints>>, downMs: number): Promise<{ report: RestoreReport; actions: string }> => {
+  const restoreWithNode2AgentGone = async (now: Awaited<ReturnType<typeof fingerprints>>, downMs: number, retried: string): Promise<{ report: RestoreReport; actions: string }> => {
     const restarted = once(cluster.agent('node2').process!, 'exit')
       .then(() => sleep(downMs))
       .then(() => cluster.startAgent('node2'));
@@ -99,7 +100,7 @@ describe('recovery from failures', () => {
       expect(report.status).toBe('rolled-back');
       expect(report.rollback?.ok, JSON.stringify(report.rollback)).toBe(true);
       const actions = report.nodes.find((n) => n.node === 'node2')!.components[0]!.actions!.join('\n');
-      expect(actions).toContain('stop before rollback: its agent went away');
+      expect(actions).toContain(retried);
       expect(await fingerprints()).toEqual(now);
       return { report, actions };
     } finally {
@@ -267,7 +268,7 @@ describe('recovery from failures', () => {
     await node1AsService();
     try {
       // the agent started again a second after it died
-      await restoreWithNode2AgentGone(now, 1000);
+      await restoreWithNode2AgentGone(now, 1000, 'stop before rollback: its agent went away');
       expect(existsSync(killed)).toBe(true);
       // node2 started again on its own data, node1 running
       expect((await readFile(events, 'utf8')).trim().split('\n').at(-1)).toBe('start');
@@ -289,10 +290,34 @@ describe('recovery from failures', () => {
     await setComponent(cluster, 'node2', { start, stop });
     await node1AsService();
     try {
-      const { report, actions } = await restoreWithNode2AgentGone(now, 17_000);
+      const { report } = await restoreWithNode2AgentGone(now, 20_000, 'stop before rollback: its agent went away (cannot reach');
       expect(report.error?.message).toContain('lost contact with agent node2');
-      expect(actions).toContain('stop before rollback: its agent went away (cannot reach');
       // stopped for the restore, started (its agent killed), stopped once it was back, started on its own data
+      expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['stop', 'start', 'stop', 'start']);
+    } finally {
+      await setComponent(cluster, 'node2', {});
+    }
+    await nothingOfARestoreBeside();
+  }, 90_000);
+
+  it('an agent killed in the middle of its rollback and down for a while is waited for before the rollback runs there again', async () => {
+    for (const a of cluster.agents) await writeFile(join(a.data.data!, 'CURRENT'), `changed before an agent died in its rollback on ${a.node}`);
+    const now = await fingerprints();
+    // node2's first start fails and kills its agent a second later, while its rollback is held (journaled, nothing moved yet)
+    const events = join(cluster.opts.root, 'mid-rollback-events');
+    const started = join(cluster.opts.root, 'mid-rollback-started');
+    const start = ['sh', '-c', 'echo start >> "$1"; if [ ! -e "$2" ]; then touch "$2"; (sleep 1; kill -9 $PPID) </dev/null >/dev/null 2>&1 & exit 1; fi', 'start', events, started];
+    const stop = ['sh', '-c', 'echo stop >> "$1"', 'stop', events];
+    cluster.opts.agentEnv = { LOCKSTEP_FAILPOINTS: 'rollback.hold=4000' };
+    try {
+      await setComponent(cluster, 'node2', { start, stop });
+    } finally {
+      cluster.opts.agentEnv = undefined;
+    }
+    await node1AsService();
+    try {
+      // started again (without the hold) once the coordinator has given up following the rollback (15 s): its own start ran the rollback again
+      await restoreWithNode2AgentGone(now, 20_000, 'rollback: failed once (lost contact with agent node2');
       expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['stop', 'start', 'stop', 'start']);
     } finally {
       await setComponent(cluster, 'node2', {});
