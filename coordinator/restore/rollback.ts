@@ -106,7 +106,8 @@ export async function rollback(ctx: RestoreContext): Promise<RollbackOutcome> {
   // once more where it failed: a rollback goes on from wherever it stopped (an agent that
   // died in it has run it again at its start, and this finds nothing left to do); where the
   // agent went away, once it answers again
-  if (gone(failedOnce).length > 0) await rejoined(ctx, gone(failedOnce).map((o) => o.target), signal);
+  const lost = gone(failedOnce);
+  if (lost.length > 0) await rejoined(ctx, lost.map((o) => o.target), signal);
   const again = failedOnce.length > 0 ? await rollBack(failedOnce.map((o) => o.target)) : [];
   const firstFailure = new Map(failedOnce.flatMap((o) => (o.ok ? [] : [[key(o.target), o.error.message] as const])));
   const notBack = new Set<string>();

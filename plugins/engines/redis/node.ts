@@ -201,7 +201,7 @@ async function health(comp: Comp, ctx: NodeContext, needClusterOk = false): Prom
       return facts(r, inf);
     });
     h = healthOf(comp, f, needClusterOk);
-    if (!h.ok && inf && waitsForMasterSave(inf)) progress = (await masterSaveProgress(comp, ctx, inf)) ?? progress;
+    if (!h.ok && inf && waitsForMasterSave(inf)) progress = (await masterSaveProgress(comp, ctx, f.masterHost, f.masterPort)) ?? progress;
   } catch (err) {
     h = { ok: false, message: toErrorInfo(err).message };
   }
@@ -226,17 +226,16 @@ function loadingProgress(inf: Map<string, string>): string | undefined {
 const waitsForMasterSave = (inf: Map<string, string>) => inf.get('master_sync_in_progress') === '1' && (inf.get('master_sync_read_bytes') ?? '0') === '0';
 
 /**
- * How far the master of a replica waiting for a full sync (`inf`: the replica's INFO) got
- * saving the dataset the sync sends: the keys its save went through (Redis 7's
- * `current_save_keys_processed`, told about once a second while it saves). Asked of the
- * master at the address the replica follows, with the component's credentials and TLS;
+ * How far the master of a replica waiting for a full sync (at `host`:`port`, as the
+ * replica's facts tell) got saving the dataset the sync sends: the keys its save went
+ * through (Redis 7's `current_save_keys_processed`, told about once a second while it
+ * saves). Asked of the master at the address the replica follows, with the component's
+ * credentials and TLS;
  * undefined when it does not answer, saves nothing, or does not tell (Redis 6): the wait is
  * then judged by the replica's own fields, as before.
  */
-async function masterSaveProgress(comp: Comp, ctx: NodeContext, inf: Map<string, string>): Promise<string | undefined> {
-  const host = inf.get('master_host');
-  const port = Number(inf.get('master_port'));
-  if (!host || !Number.isInteger(port) || port <= 0) return undefined;
+async function masterSaveProgress(comp: Comp, ctx: NodeContext, host: string | undefined, port: number | undefined): Promise<string | undefined> {
+  if (!host || port === undefined || !Number.isInteger(port) || port <= 0) return undefined;
   try {
     const p = await withRedis({ ...comp, host, port }, ctx.node, (r) => info(r, 'persistence'), 1000);
     const keys = p.get('current_save_keys_processed');
