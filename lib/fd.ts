@@ -5,6 +5,7 @@
  */
 import { close, closeSync, fchmod, fchown, fstat, fsync, ftruncate, futimes, open, openSync, read, readSync, writev, writevSync, type Stats } from 'node:fs';
 import { promisify } from 'node:util';
+import { keepShape } from './shapes.js';
 
 export const openFd = promisify(open) as (path: string, flags: string | number, mode?: number) => Promise<number>;
 export const closeFd = promisify(close);
@@ -12,6 +13,15 @@ export const fstatFd = promisify(fstat) as (fd: number) => Promise<Stats>;
 // fs.read and fs.writev promisify to { bytesRead | bytesWritten, … }
 const readFd = promisify(read) as unknown as (fd: number, buf: Buffer, offset: number, length: number, position: number) => Promise<{ bytesRead: number }>;
 const writevFd = promisify(writev) as unknown as (fd: number, bufs: Buffer[], position: number) => Promise<{ bytesWritten: number }>;
+/**
+ * What `readFd` resolves to, one kept for good (lib/shapes.ts): Node's promisified read
+ * builds it property by property, and with none alive between two jobs `readOnce` was
+ * compiled again in each.
+ */
+const readResult: { bytesRead?: number; buffer?: Buffer } = {};
+readResult.bytesRead = 0;
+readResult.buffer = Buffer.alloc(0);
+keepShape(readResult);
 export const fchmodFd = promisify(fchmod);
 export const fchownFd = promisify(fchown);
 export const futimesFd = promisify(futimes);

@@ -647,6 +647,7 @@ function lookAtHeap(): void {
 const shapeKnown = keepShape(new Known(0, 0));
 keepShape(new BufferPool(1, 0));
 keepShape(new PackBuilder(Buffer.alloc(0), shapeKnown.table));
+keepShape(new PartPlanner(new Columns(), shapeKnown));
 keepShape(new Compressibility());
 keepShape(new Budget(0));
 keepShape(createHash('sha256'));
@@ -1288,6 +1289,11 @@ class RowsToRead {
     return -1;
   }
 }
+
+// the walk's visitor and the reader of its rows, one of each for good (lib/shapes.ts): every job
+// made its own, and the code optimized for them (the walk's, `take`) was compiled again in each
+keepShape(new RowsOfSet(new Columns(), 'data'));
+keepShape(new RowsToRead(new Columns(), [], new OldFiles(), undefined, true, false, Date.now(), {} as UploadResult, new BytesDone({ progress() {} } as unknown as JobContext)));
 
 /** a file of the same size and mtime as row `o` of the previous backup: whether nothing changed it since (see `RowsToRead`) */
 function unchangedSince(rows: Columns, r: number, before: OldFiles, o: number, changes: SnapshotChanges['sets'] | undefined, linked: boolean): boolean {
