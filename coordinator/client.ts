@@ -46,6 +46,8 @@ export class AgentClient {
   private readonly dispatcher: Agent;
   readonly node: string;
   readonly address: string;
+  /** the agent has answered this client before: a connection it closes since is not a refused certificate */
+  private answered = false;
 
   constructor(
     ref: AgentRef,
@@ -109,6 +111,14 @@ export class AgentClient {
         hint: 'agent and coordinator certificates must come from the same cluster CA and be valid now; is the agent\'s clock right?',
       });
     }
+    if (this.answered && (code === 'ECONNRESET' || code === 'EPIPE' || /other side closed|socket hang up/i.test(message)) && !/alert/i.test(message)) {
+      // it took this client's certificate before: it went away in the middle (killed, restarted, its host down)
+      return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `${at} closed the connection before answering (${message}): the agent stopped or restarted`, {
+        node: this.node,
+        cause: err,
+        hint: 'see the agent\'s log (journalctl -u lockstep-agent); systemd starts a dead agent again after 5 s',
+      });
+    }
     if (code === 'ECONNRESET' || code === 'EPIPE' || /other side closed|socket hang up|alert/i.test(message)) {
       return new LockstepError('LOCKSTEP_E_AGENT_TLS_REFUSED', `${at} closed the connection (${message})`, {
         node: this.node,
@@ -133,7 +143,15 @@ export class AgentClient {
       if (signal?.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', `request to agent ${this.node} cancelled`, { node: this.node });
       throw this.transportError(err);
     }
-    const text = await res.body.text();
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      if (signal?.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', `request to agent ${this.node} cancelled`, { node: this.node });
+      this.answered = true;
+      throw this.transportError(err);
+    }
+    this.answered = true;
     let parsed: unknown;
     try {
       parsed = text === '' ? undefined : JSON.parse(text);

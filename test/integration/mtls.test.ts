@@ -1,14 +1,19 @@
 /** Agents accept only coordinator certificates of their CA; the coordinator checks who it reached. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import type { LocalCluster } from '../../demo/local-cluster.js';
 import { createCa, issueCertificate, type Pem } from '../../lib/tls/certs.js';
 import { caPaths } from '../../lib/tls/files.js';
 import type { BackupReport } from '../../lib/report.js';
 import { json, runCli, startCluster, stopCluster } from '../helpers/cluster.js';
+import { Cluster } from '../../coordinator/cluster.js';
+import { loadClusterConfig } from '../../coordinator/config.js';
+import { silentLogger } from '../../lib/log.js';
+import type { LockstepError } from '../../lib/errors.js';
 
 async function getNode(cluster: LocalCluster, client?: Pem): Promise<number> {
   const a = cluster.agent('node1');
@@ -124,5 +129,35 @@ describe('mutual TLS', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('expired');
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('an agent that dies while a request waits for its answer is told as gone, not as refusing our certificate', async () => {
+    const a = cluster.agent('node2');
+    const original = await readFile(a.configFile, 'utf8');
+    // its stop command runs a while: the coordinator's long poll of that job is in flight when the agent dies
+    const cfg = parse(original) as { components: Record<string, unknown>[] };
+    cfg.components[0] = { ...cfg.components[0], stop: ['sleep', '3'] };
+    await writeFile(a.configFile, stringify(cfg));
+    await cluster.killAgent('node2', 'SIGTERM');
+    await cluster.startAgent('node2');
+    const coordinator = await Cluster.connect(await loadClusterConfig(cluster.configFile), silentLogger());
+    try {
+      const client = coordinator.client('node2');
+      await client.describe(undefined, false);
+      const job = await client.startJob({ kind: 'stop', component: 'data' });
+      const poll = client.getJob(job.id, undefined, 10_000).then(
+        () => undefined,
+        (err: unknown) => err as LockstepError,
+      );
+      await sleep(300);
+      await cluster.killAgent('node2');
+      const err = await poll;
+      expect(err?.code).toBe('LOCKSTEP_E_AGENT_UNREACHABLE');
+      expect(err?.message).toMatch(/agent node2 at \S+ closed the connection before answering \(.+\): the agent stopped or restarted/);
+    } finally {
+      await coordinator.close();
+      await writeFile(a.configFile, original);
+      await cluster.startAgent('node2');
+    }
   });
 });

@@ -291,7 +291,8 @@ describe('recovery from failures', () => {
     await node1AsService();
     try {
       const { report } = await restoreWithNode2AgentGone(now, 20_000, 'stop before rollback: its agent went away (cannot reach');
-      expect(report.error?.message).toContain('lost contact with agent node2');
+      // its agent died in the start: lost while the coordinator followed the job, or gone before it answered the request that started it
+      expect(report.error?.message).toMatch(/lost contact with agent node2|agent node2 at \S+ closed the connection before answering/);
       // stopped for the restore, started (its agent killed), stopped once it was back, started on its own data
       expect((await readFile(events, 'utf8')).trim().split('\n')).toEqual(['stop', 'start', 'stop', 'start']);
     } finally {
