@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Cutter, cutAverageFor, decodeCuts, encodeCuts, forEachCut } from '../../lib/repo/cuts.js';
 import { closeFd, openFd } from '../../lib/fd.js';
@@ -26,7 +26,8 @@ function cutAll(cutter: Cutter, data: Buffer, avgBits: number): number[] {
 
 /** the block lengths of `data` cut as a file is, read a piece at a time (`forEachCut`), and the size it gave */
 async function cutFile(cutter: Cutter, data: Buffer, avgBits: number): Promise<{ lengths: number[]; size: number }> {
-  const path = join(await tempDir(), 'file');
+  const dir = await tempDir();
+  const path = join(dir, 'file');
   await writeFile(path, data);
   const fd = await openFd(path, 'r');
   const lengths: number[] = [];
@@ -41,6 +42,7 @@ async function cutFile(cutter: Cutter, data: Buffer, avgBits: number): Promise<{
     return { lengths, size };
   } finally {
     await closeFd(fd);
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
