@@ -111,7 +111,9 @@ export class AgentClient {
         hint: 'agent and coordinator certificates must come from the same cluster CA and be valid now; is the agent\'s clock right?',
       });
     }
-    if (this.answered && (code === 'ECONNRESET' || code === 'EPIPE' || /other side closed|socket hang up/i.test(message)) && !/alert/i.test(message)) {
+    const closed = code === 'ECONNRESET' || code === 'EPIPE' || /other side closed|socket hang up/i.test(message);
+    const alert = /alert/i.test(message);
+    if (this.answered && closed && !alert) {
       // it took this client's certificate before: it went away in the middle (killed, restarted, its host down)
       return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `${at} closed the connection before answering (${message}): the agent stopped or restarted`, {
         node: this.node,
@@ -119,7 +121,7 @@ export class AgentClient {
         hint: 'see the agent\'s log (journalctl -u lockstep-agent); systemd starts a dead agent again after 5 s',
       });
     }
-    if (code === 'ECONNRESET' || code === 'EPIPE' || /other side closed|socket hang up|alert/i.test(message)) {
+    if (closed || alert) {
       return new LockstepError('LOCKSTEP_E_AGENT_TLS_REFUSED', `${at} closed the connection (${message})`, {
         node: this.node,
         cause: err,
@@ -130,7 +132,8 @@ export class AgentClient {
   }
 
   async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-    let res;
+    let res: Awaited<ReturnType<typeof request>> | undefined;
+    let text: string;
     try {
       res = await request(`https://${this.address}${API_PREFIX}${path}`, {
         method,
@@ -139,16 +142,11 @@ export class AgentClient {
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.timeouts.requestMs)]) : AbortSignal.timeout(this.timeouts.requestMs),
       });
-    } catch (err) {
-      if (signal?.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', `request to agent ${this.node} cancelled`, { node: this.node });
-      throw this.transportError(err);
-    }
-    let text: string;
-    try {
       text = await res.body.text();
     } catch (err) {
       if (signal?.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', `request to agent ${this.node} cancelled`, { node: this.node });
-      this.answered = true;
+      // its answer began: a body cut short is the agent going away, not a refused certificate
+      if (res) this.answered = true;
       throw this.transportError(err);
     }
     this.answered = true;
