@@ -2,6 +2,8 @@
 import { Type } from '@sinclair/typebox';
 import {
   API_PREFIX,
+  JOB_KEY_HEADER,
+  JOB_KEY_RE,
   JobRequestSchema,
   JobSchema,
   NodeDescriptionSchema,
@@ -23,6 +25,11 @@ import { preflight, type PreflightAsk } from './preflight.js';
 import { restorePlan } from './restore-plan.js';
 import type { AgentApp } from './server.js';
 import type { FreezeLeases } from './leases.js';
+import { LockstepError } from '../lib/errors.js';
+import { failpoint } from '../lib/failpoints.js';
+
+/** answers to job starts dropped so far (failpoint "jobs.answer.drop=N": the first N) */
+let dropped = 0;
 
 export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner, leases: FreezeLeases): void {
   app.get<{ Querystring: { sizes?: boolean } }>(
@@ -39,7 +46,18 @@ export function registerRoutes(app: AgentApp, node: AgentNode, runner: JobRunner
 
   app.post<{ Body: JobRequest }>(`${API_PREFIX}/jobs`, { schema: { body: JobRequestSchema, response: { 202: JobSchema } } }, async (req, reply) => {
     node.component(req.body.component); // unknown component: 404 before a job exists
-    const job = await runner.start(req.body);
+    const key = req.headers[JOB_KEY_HEADER];
+    if (key !== undefined && (typeof key !== 'string' || !JOB_KEY_RE.test(key))) {
+      throw new LockstepError('LOCKSTEP_E_BAD_REQUEST', `header ${JOB_KEY_HEADER} of a job start must be 1–128 letters, digits, '-' or '_'`, { node: node.name });
+    }
+    const job = await runner.start(req.body, key);
+    // a test's lost answer: the job runs, its coordinator hears nothing and the connection closes
+    if (dropped < (failpoint('jobs.answer.drop') ?? 0)) {
+      dropped++;
+      reply.hijack();
+      req.raw.socket.destroy();
+      return reply;
+    }
     return reply.code(202).send(job);
   });
 

@@ -5,11 +5,12 @@
  */
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { isIP } from 'node:net';
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { LockstepError, errnoCode, type ErrorInfo } from '../lib/errors.js';
 import type { TlsMaterial } from '../lib/tls/files.js';
-import { API_PREFIX, isTerminal, type FreezeRequest, type Job, type JobRequest, type Lease, type NodeDescription, type PreflightResult, type RestorePlanRequest, type RestorePlanResult } from '../lib/wire.js';
+import { API_PREFIX, JOB_KEY_HEADER, isTerminal, type FreezeRequest, type Job, type JobRequest, type Lease, type NodeDescription, type PreflightResult, type RestorePlanRequest, type RestorePlanResult } from '../lib/wire.js';
 import type { AgentRef, ClusterConfig } from './config.js';
 
 const TLS_VERIFY_CODES = new Set([
@@ -28,6 +29,9 @@ const IDENTITY = 'LOCKSTEP_IDENTITY';
 function first(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
+
+/** transport failures of a request that never reached the agent: nothing to ask again under a job's key */
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /** Walk an error's cause chain for the first `code`. */
 function codes(err: unknown): { code?: string; message: string } {
@@ -48,6 +52,8 @@ export class AgentClient {
   readonly address: string;
   /** the agent has answered this client before: a connection it closes since is not a refused certificate */
   private answered = false;
+  /** errors of requests that may have reached the agent, whose answer was lost (see `runJob`) */
+  private readonly unanswered = new WeakSet<LockstepError>();
 
   constructor(
     ref: AgentRef,
@@ -131,14 +137,14 @@ export class AgentClient {
     return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `request to ${at} failed: ${message}`, { node: this.node, cause: err });
   }
 
-  async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<T> {
     let res: Awaited<ReturnType<typeof request>> | undefined;
     let text: string;
     try {
       res = await request(`https://${this.address}${API_PREFIX}${path}`, {
         method,
         dispatcher: this.dispatcher,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.timeouts.requestMs)]) : AbortSignal.timeout(this.timeouts.requestMs),
       });
@@ -147,7 +153,10 @@ export class AgentClient {
       if (signal?.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', `request to agent ${this.node} cancelled`, { node: this.node });
       // its answer began: a body cut short is the agent going away, not a refused certificate
       if (res) this.answered = true;
-      throw this.transportError(err);
+      const e = this.transportError(err);
+      const { code } = codes(err);
+      if (e.code === 'LOCKSTEP_E_AGENT_UNREACHABLE' && !(code && NOT_SENT.has(code))) this.unanswered.add(e);
+      throw e;
     }
     this.answered = true;
     let parsed: unknown;
@@ -194,8 +203,41 @@ export class AgentClient {
     return this.call('POST', '/restore-plan', req, signal);
   }
 
-  startJob(req: JobRequest, signal?: AbortSignal): Promise<Job> {
-    return this.call('POST', '/jobs', req, signal);
+  /** `key`: this start's own (`JOB_KEY_HEADER`), to ask it again safely */
+  startJob(req: JobRequest, signal?: AbortSignal, key?: string): Promise<Job> {
+    return this.call('POST', '/jobs', req, signal, key === undefined ? {} : { [JOB_KEY_HEADER]: key });
+  }
+
+  /**
+   * Start a job under a key of its own. A start whose answer was lost after it may have
+   * reached the agent (the connection closed or timed out before the answer) is asked
+   * again under the same key until the agent answers or `lostAfterMs` pass: an agent that
+   * started the job answers with it, so the job runs once, and one that never got the
+   * request starts it then. A start the agent refused, or that never left (connection
+   * refused, no route), fails at once as before.
+   */
+  private async startKeyed(req: JobRequest, signal: AbortSignal, lostAfterMs: number): Promise<Job> {
+    const key = randomUUID();
+    let failingSince: number | undefined;
+    for (;;) {
+      try {
+        return await this.startJob(req, signal, key);
+      } catch (err) {
+        const lost = err instanceof LockstepError && this.unanswered.has(err);
+        // once asked again, the agent may be restarting: refused connections are waited out too
+        const retry = err instanceof LockstepError && (lost || (failingSince !== undefined && err.code === 'LOCKSTEP_E_AGENT_UNREACHABLE'));
+        if (!retry || signal.aborted) throw err;
+        failingSince ??= Date.now();
+        if (Date.now() - failingSince > lostAfterMs) {
+          throw new LockstepError('LOCKSTEP_E_JOB_LOST', `lost contact with agent ${this.node} while starting ${req.kind} of ${req.component} (asked again for ${Math.round((Date.now() - failingSince) / 1000)} s): ${err.message}`, {
+            node: this.node,
+            cause: err,
+            hint: 'the job may have started there before contact was lost: see the agent\'s log (journalctl -u lockstep-agent)',
+          });
+        }
+        await sleep(this.timeouts.pollMs, undefined, { signal }).catch(() => undefined);
+      }
+    }
   }
 
   /** `waitMs`: the agent answers as soon as the job ends, else after that long */
@@ -213,9 +255,9 @@ export class AgentClient {
    * cancels the job on the agent and waits for it to stop.
    */
   async runJob(req: JobRequest, opts: { signal: AbortSignal; onProgress?: (job: Job) => void; lostAfterMs?: number }): Promise<Job> {
-    let job = await this.startJob(req, opts.signal);
-    const deadline = Date.now() + this.timeouts.jobMs;
     const lostAfter = opts.lostAfterMs ?? 15_000;
+    let job = await this.startKeyed(req, opts.signal, lostAfter);
+    const deadline = Date.now() + this.timeouts.jobMs;
     let failingSince: number | undefined;
     let cancelled = false;
     while (!isTerminal(job.state)) {

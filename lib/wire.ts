@@ -8,6 +8,16 @@ import { BACKUP_ID_RE, RESTORE_ID_RE } from './ids.js';
 
 export const API_PREFIX = '/v1';
 
+/**
+ * The header a job's start is sent with: a key the coordinator chose for that start. An
+ * agent that started a job under the key answers a second start with that job, not a new
+ * one, so a start whose answer was lost (the connection dropped, the agent restarted its
+ * listener) can be asked again without running the job twice.
+ */
+export const JOB_KEY_HEADER = 'idempotency-key';
+/** what a job key may be: 1–128 letters, digits, '-' or '_' */
+export const JOB_KEY_RE = /^[A-Za-z0-9_-]{1,128}$/;
+
 export const ErrorInfoSchema = Type.Object({
   code: Type.String(),
   message: Type.String(),

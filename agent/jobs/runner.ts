@@ -140,6 +140,8 @@ export class JobRunner {
   private readonly jobs = new Map<string, Job>();
   private readonly live = new Map<string, Live>();
   private readonly busy = new Map<string, string>(); // component → job id
+  /** the key each job was started under (`JOB_KEY_HEADER`) → its id, while the job is kept */
+  private readonly byKey = new Map<string, string>();
   private readonly journal: Journal;
   private readonly watchdog: NodeJS.Timeout | undefined;
 
@@ -320,10 +322,19 @@ export class JobRunner {
     return { job, ended: await endedWithin(live, waitMs) };
   }
 
-  /** Create a job and start it; returns at once. */
-  async start(req: JobRequest): Promise<Job> {
+  /**
+   * Create a job and start it; returns at once. `key`: the key the coordinator chose for
+   * this start (`JOB_KEY_HEADER`); a start under a key that started a job still kept
+   * returns that job as it is now, and starts nothing.
+   */
+  async start(req: JobRequest, key?: string): Promise<Job> {
+    const before = key === undefined ? undefined : this.startedUnder(key, req);
+    if (before) return before;
     // a stage under the repository's lock stops an orphaned transfer in its way (see `takeOver`)
     const taken = req.kind === 'stage' && req.lockHeld && this.busy.has(req.component) ? await this.takeOver(req.component, req.repositoryId, { restoreId: req.restoreId }, TAKE_OVER_WAIT_MS) : undefined;
+    // (the same start asked again while this one waited)
+    const meanwhile = key === undefined ? undefined : this.startedUnder(key, req);
+    if (meanwhile) return meanwhile;
     const holder = this.busy.get(req.component);
     if (holder) {
       const other = this.jobs.get(holder);
@@ -351,9 +362,27 @@ export class JobRunner {
     const live: Live = { job, leftovers: [], abort: new AbortController(), started, ended, end, asked: started, watching: 0 };
     this.busy.set(req.component, job.id);
     this.jobs.set(job.id, job);
+    if (key !== undefined) this.byKey.set(key, job.id);
     this.live.set(job.id, live);
     await this.journal.write({ job, leftovers: [] });
     void this.run(req, live);
+    return job;
+  }
+
+  /** the job started under `key`, if one is kept; an error if it was started by another request */
+  private startedUnder(key: string, req: JobRequest): Job | undefined {
+    const id = this.byKey.get(key);
+    const job = id === undefined ? undefined : this.jobs.get(id);
+    if (!job) return undefined;
+    if (JSON.stringify(job.request) !== JSON.stringify(req)) {
+      throw new LockstepError('LOCKSTEP_E_BAD_REQUEST', `job key ${key} already started job ${job.id} (${job.kind} of ${job.component}) with another request`, {
+        node: this.node,
+        hint: 'a coordinator chooses a new key for every job it starts; only the same start, asked again, may reuse one',
+      });
+    }
+    const live = this.live.get(job.id);
+    if (live) live.asked = performance.now();
+    this.log.info({ job: job.id, kind: job.kind, component: job.component, state: job.state }, 'job start asked again under its key: the job started then is answered');
     return job;
   }
 
@@ -401,9 +430,10 @@ export class JobRunner {
 
   private async trimHistory(): Promise<void> {
     const done = [...this.jobs.values()].filter((j) => j.state !== 'running');
-    for (const j of done.slice(0, Math.max(0, done.length - this.history))) {
-      this.jobs.delete(j.id);
-      await this.journal.remove(j.id);
-    }
+    const gone = done.slice(0, Math.max(0, done.length - this.history));
+    for (const j of gone) this.jobs.delete(j.id);
+    // a start asked again once its job is forgotten starts it anew (the coordinator gave up on it long before)
+    if (gone.length > 0) for (const [key, id] of this.byKey) if (!this.jobs.has(id)) this.byKey.delete(key);
+    for (const j of gone) await this.journal.remove(j.id);
   }
 }
