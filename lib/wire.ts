@@ -11,8 +11,9 @@ export const API_PREFIX = '/v1';
 /**
  * The header a job's start is sent with: a key the coordinator chose for that start. An
  * agent that started a job under the key answers a second start with that job, not a new
- * one, so a start whose answer was lost (the connection dropped, the agent restarted its
- * listener) can be asked again without running the job twice.
+ * one, so a start whose answer was lost (the connection closed or timed out before it)
+ * can be asked again without running the job twice. Keys live as long as the agent keeps
+ * their jobs (`jobHistory`), in memory: an agent restarted in between starts the job anew.
  */
 export const JOB_KEY_HEADER = 'idempotency-key';
 /** what a job key may be: 1–128 letters, digits, '-' or '_' */
