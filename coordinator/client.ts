@@ -30,9 +30,6 @@ function first(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** transport failures of a request that never reached the agent: nothing to ask again under a job's key */
-const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-
 /** Walk an error's cause chain for the first `code`. */
 function codes(err: unknown): { code?: string; message: string } {
   let e: unknown = err;
@@ -52,7 +49,7 @@ export class AgentClient {
   readonly address: string;
   /** the agent has answered this client before: a connection it closes since is not a refused certificate */
   private answered = false;
-  /** errors of requests that may have reached the agent, whose answer was lost (see `runJob`) */
+  /** errors of requests that may have reached the agent, whose answer was lost (see `startKeyed`) */
   private readonly unanswered = new WeakSet<LockstepError>();
 
   constructor(
@@ -85,6 +82,12 @@ export class AgentClient {
       bodyTimeout: timeouts.requestMs,
       keepAliveTimeout: 10_000,
     });
+  }
+
+  /** `e`, a request that may have reached the agent and whose answer was lost (not one that never left: refused, no route, no name) */
+  private lost(e: LockstepError): LockstepError {
+    this.unanswered.add(e);
+    return e;
   }
 
   private transportError(err: unknown): LockstepError {
@@ -121,11 +124,13 @@ export class AgentClient {
     const alert = /alert/i.test(message);
     if (this.answered && closed && !alert) {
       // it took this client's certificate before: it went away in the middle (killed, restarted, its host down)
-      return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `${at} closed the connection before answering (${message}): the agent stopped or restarted`, {
-        node: this.node,
-        cause: err,
-        hint: 'see the agent\'s log (journalctl -u lockstep-agent); systemd starts a dead agent again after 5 s',
-      });
+      return this.lost(
+        new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `${at} closed the connection before answering (${message}): the agent stopped or restarted`, {
+          node: this.node,
+          cause: err,
+          hint: 'see the agent\'s log (journalctl -u lockstep-agent); systemd starts a dead agent again after 5 s',
+        }),
+      );
     }
     if (closed || alert) {
       return new LockstepError('LOCKSTEP_E_AGENT_TLS_REFUSED', `${at} closed the connection (${message})`, {
@@ -134,7 +139,7 @@ export class AgentClient {
         hint: 'the agent most likely refused our certificate: it must be issued by this cluster\'s CA with role coordinator and not be expired (the agent\'s log says why)',
       });
     }
-    return new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `request to ${at} failed: ${message}`, { node: this.node, cause: err });
+    return this.lost(new LockstepError('LOCKSTEP_E_AGENT_UNREACHABLE', `request to ${at} failed: ${message}`, { node: this.node, cause: err }));
   }
 
   async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<T> {
@@ -153,10 +158,7 @@ export class AgentClient {
       if (signal?.aborted) throw new LockstepError('LOCKSTEP_E_CANCELLED', `request to agent ${this.node} cancelled`, { node: this.node });
       // its answer began: a body cut short is the agent going away, not a refused certificate
       if (res) this.answered = true;
-      const e = this.transportError(err);
-      const { code } = codes(err);
-      if (e.code === 'LOCKSTEP_E_AGENT_UNREACHABLE' && !(code && NOT_SENT.has(code))) this.unanswered.add(e);
-      throw e;
+      throw this.transportError(err);
     }
     this.answered = true;
     let parsed: unknown;
@@ -223,9 +225,8 @@ export class AgentClient {
       try {
         return await this.startJob(req, signal, key);
       } catch (err) {
-        const lost = err instanceof LockstepError && this.unanswered.has(err);
         // once asked again, the agent may be restarting: refused connections are waited out too
-        const retry = err instanceof LockstepError && (lost || (failingSince !== undefined && err.code === 'LOCKSTEP_E_AGENT_UNREACHABLE'));
+        const retry = err instanceof LockstepError && (this.unanswered.has(err) || (failingSince !== undefined && err.code === 'LOCKSTEP_E_AGENT_UNREACHABLE'));
         if (!retry || signal.aborted) throw err;
         failingSince ??= Date.now();
         if (Date.now() - failingSince > lostAfterMs) {
